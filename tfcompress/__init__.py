@@ -1,0 +1,33 @@
+"""tfcompress: Keras models in, small verified TensorFlow Lite models out.
+
+The public API. Modules that import TensorFlow load on first use, so
+`import tfcompress` stays cheap and the TFLite-only paths never import it.
+"""
+
+import importlib
+
+__version__ = "0.1.0"
+
+_API = {
+    "convert": "tfcompress.jobs",
+    "load_model": "tfcompress.keras_io",
+    "load_custom_objects": "tfcompress.keras_io",
+    "load_data": "tfcompress.data",
+    "Dataset": "tfcompress.data",
+    "Preprocessing": "tfcompress.data",
+    "ConvertOptions": "tfcompress.export.tflite",
+    "to_tflite": "tfcompress.export.tflite",
+    "inspect_tflite": "tfcompress.runtime.inspect",
+    "predict": "tfcompress.runtime.interpreter",
+    "measure_latency": "tfcompress.runtime.benchmark",
+    "ConversionReport": "tfcompress.report",
+    "print_report": "tfcompress.report",
+}
+
+__all__ = sorted(_API) + ["__version__"]
+
+
+def __getattr__(name):
+    if name not in _API:
+        raise AttributeError(f"module 'tfcompress' has no attribute {name!r}")
+    return getattr(importlib.import_module(_API[name]), name)

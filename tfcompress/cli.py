@@ -1,0 +1,175 @@
+"""`tfcompress` command line: parse flags, call the public API, print, set the exit code.
+
+Exit codes: 0 done, 2 a problem with the input (one line on stderr; the traceback
+only with --verbose). Flags may be spelled --calibration_samples or
+--calibration-samples. Nothing heavy is imported before a subcommand needs it.
+"""
+
+import json
+import os
+import sys
+import traceback
+
+from absl import flags
+
+from tfcompress.errors import TfcompressError
+
+__all__ = ["main", "run_main"]
+
+_USAGE = """usage: tfcompress COMMAND [flags]
+
+commands:
+  convert MODEL -o OUT.tflite   Keras model → TFLite (float32, float16, dynamic, int8, int16x8), verified
+  inspect MODEL                 layers or ops, params, sizes, dtypes and quantization of a model
+
+`tfcompress COMMAND --help` lists a command's flags."""
+
+
+def _common_flags(flag_values):
+    return {"verbose": flags.DEFINE_boolean(
+        "verbose", False, "Show tracebacks for errors.", flag_values=flag_values)}
+
+
+def _convert_flags(flag_values):
+    define = {"flag_values": flag_values}
+    return {
+        "output": flags.DEFINE_string("output", None, "Where to write the .tflite.", short_name="o", **define),
+        "precision": flags.DEFINE_enum(
+            "precision", "int8", ["float32", "float16", "dynamic", "int8", "int16x8"],
+            "Weights/activations precision. int8 and int16x8 need --calibration.", **define),
+        "calibration": flags.DEFINE_string(
+            "calibration", None, "Calibration data (.npz/.npy/image folder/IDX folder@split), "
+            "or 'random' (warns, marked in the report).", **define),
+        "calibration_samples": flags.DEFINE_integer(
+            "calibration_samples", 500, "Calibration inputs the converter sees.", lower_bound=1, **define),
+        "eval": flags.DEFINE_string("eval", None, "Labelled data for accuracy and fidelity.", **define),
+        "io_type": flags.DEFINE_enum("io_type", "float32", ["float32", "int8", "uint8"],
+                                     "Input/output type (integer I/O needs --precision int8).", **define),
+        "per_tensor_dense": flags.DEFINE_boolean(
+            "per_tensor_dense", False, "One scale per Dense weight tensor (smaller TFLite Micro arena).",
+            **define),
+        "report": flags.DEFINE_string("report", None, "Write the JSON report here.", **define),
+        **_model_flags(flag_values), **_data_flags(flag_values),
+    }
+
+
+def _model_flags(flag_values):
+    define = {"flag_values": flag_values}
+    return {
+        "trust_model_code": flags.DEFINE_boolean(
+            "trust_model_code", False, "Allow Lambda layers, whose stored code runs when loading.", **define),
+        "custom_objects": flags.DEFINE_string(
+            "custom_objects", None, "Python file defining the model's custom layers.", **define),
+    }
+
+
+def _data_flags(flag_values):
+    define = {"flag_values": flag_values}
+    return {
+        "input_scale": flags.DEFINE_float(
+            "input_scale", None, "Multiply stored data by this (default 1/255 for uint8, else 1).", **define),
+        "input_offset": flags.DEFINE_float("input_offset", 0.0, "Then add this.", **define),
+        "reshape_data": flags.DEFINE_boolean(
+            "reshape_data", False, "Reshape samples to the model input when only the layout differs.",
+            **define),
+    }
+
+
+def _inspect_flags(flag_values):
+    return {"json": flags.DEFINE_string("json", None, "Also write the details as JSON here.",
+                                        flag_values=flag_values),
+            **_model_flags(flag_values)}
+
+
+def _run_convert(args, values):
+    from tfcompress import jobs
+    from tfcompress.data import Preprocessing
+    from tfcompress.report import print_report
+
+    (model_path,) = _positional(args, "convert", "MODEL")
+    if values["output"] is None:
+        raise flags.Error("convert needs -o OUT.tflite")
+    report = jobs.convert(
+        model_path, precision=values["precision"], calibration=values["calibration"],
+        eval_data=values["eval"], output=values["output"], report_path=values["report"],
+        io_type=values["io_type"], per_tensor_dense=values["per_tensor_dense"],
+        calibration_samples=values["calibration_samples"],
+        preprocessing=Preprocessing(values["input_scale"], values["input_offset"]),
+        reshape_data=values["reshape_data"], trust_model_code=values["trust_model_code"],
+        custom_objects=_custom_objects(values))
+    print_report(report)
+    return 0
+
+
+def _run_inspect(args, values):
+    from tfcompress import inspection
+
+    (model_path,) = _positional(args, "inspect", "MODEL")
+    details = inspection.inspect_model(model_path, trust_model_code=values["trust_model_code"],
+                                       custom_objects=_custom_objects(values))
+    print(inspection.format_details(details))
+    if values["json"]:
+        from tfcompress.files import write_atomic
+
+        write_atomic(values["json"], (json.dumps(details, indent=2) + "\n").encode())
+    return 0
+
+
+def _custom_objects(values):
+    if not values["custom_objects"]:
+        return None
+    from tfcompress.keras_io import load_custom_objects
+
+    return load_custom_objects(values["custom_objects"])
+
+
+def _positional(args, command, *names):
+    if len(args) != len(names):
+        raise flags.Error(f"{command} takes {' '.join(names)}; received {args or 'nothing'}")
+    return args
+
+
+_COMMANDS = {"convert": (_convert_flags, _run_convert), "inspect": (_inspect_flags, _run_inspect)}
+
+
+def main(argv) -> int:
+    """Runs one subcommand; returns the exit code (tests call this directly)."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if len(argv) < 2 or argv[1] in ("-h", "--help", "help"):
+        print(_USAGE)
+        return 0 if len(argv) >= 2 else 2
+    name = argv[1]
+    if name not in _COMMANDS:
+        print(f"tfcompress: unknown command {name!r}.\n{_USAGE}", file=sys.stderr)
+        return 2
+    define_flags, run = _COMMANDS[name]
+    flag_values = flags.FlagValues()
+    holders = {**define_flags(flag_values), **_common_flags(flag_values)}
+    args = [_underscore_flag_name(arg) for arg in argv[2:]]
+    if "--help" in args or "-h" in args:
+        print(f"usage: tfcompress {name} ...\n{flag_values.get_help()}")
+        return 0
+    try:
+        positional = flag_values([f"tfcompress {name}"] + args)[1:]
+        values = {key: holder.value for key, holder in holders.items()}
+        return run(positional, values)
+    except flags.Error as error:
+        print(f"tfcompress {name}: {error}. See `tfcompress {name} --help`.", file=sys.stderr)
+        return 2
+    except TfcompressError as error:
+        if flag_values.is_parsed() and flag_values["verbose"].value:
+            traceback.print_exc()
+        print(f"tfcompress {name}: error: {error}", file=sys.stderr)
+        return 2
+
+
+def _underscore_flag_name(arg: str) -> str:
+    """--calibration-samples=5 → --calibration_samples=5 (absl names use underscores)."""
+    if not arg.startswith("--"):
+        return arg
+    name, equals, value = arg.partition("=")
+    return "--" + name[2:].replace("-", "_") + equals + value
+
+
+def run_main():
+    sys.exit(main(sys.argv))

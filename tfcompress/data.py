@@ -1,0 +1,209 @@
+"""Data files → arrays a model can take: calibration, training and evaluation sets.
+
+Preprocessing is declared, not guessed: uint8 data is scaled to [0, 1] (the sample
+models are trained that way), other data is used as stored, and `input_scale` /
+`input_offset` override both. Only numpy is needed here (Pillow for image folders),
+so the TensorFlow-free benchmark path can load its eval data too.
+"""
+
+import dataclasses
+import gzip
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+from tfcompress.errors import DataError
+
+__all__ = ["Dataset", "Preprocessing", "load_data", "load_raw", "fit_to_input"]
+
+_IDX_FILES = {
+    "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
+    "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"),
+}
+_IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif"}
+
+
+@dataclasses.dataclass(frozen=True)
+class Dataset:
+    """Inputs `x` (float32, preprocessed) and optional integer class labels `y`."""
+
+    x: np.ndarray
+    y: Optional[np.ndarray]
+    source: str
+
+    def __len__(self):
+        return len(self.x)
+
+    def take(self, count: Optional[int]) -> "Dataset":
+        """The first `count` samples: deterministic, so calibration is repeatable."""
+        if count is None or count >= len(self):
+            return self
+        y = None if self.y is None else self.y[:count]
+        return Dataset(self.x[:count], y, self.source)
+
+
+@dataclasses.dataclass(frozen=True)
+class Preprocessing:
+    """x_model = x_stored * scale + offset; scale None means 1/255 for uint8, else 1."""
+
+    scale: Optional[float] = None
+    offset: float = 0.0
+
+    def apply(self, x: np.ndarray) -> np.ndarray:
+        scale = self.scale
+        if scale is None:
+            scale = 1.0 / 255.0 if x.dtype == np.uint8 else 1.0
+        return (x.astype(np.float32) * np.float32(scale) + np.float32(self.offset)).astype(np.float32)
+
+
+def load_data(spec, preprocessing: Preprocessing = Preprocessing()) -> Dataset:
+    """Loads `.npz` (arrays `x`, optional `y`), `.npy`, an image folder, or IDX files.
+
+    An IDX folder (e.g. Debian's /usr/share/datasets/fashion-mnist) holds two splits:
+    name one as `FOLDER@train` or `FOLDER@test`.
+    """
+    x, y = load_raw(spec)
+    return Dataset(preprocessing.apply(x), _labels(y, spec), str(spec))
+
+
+def load_raw(spec):
+    """The stored arrays (x, y or None), checked but not preprocessed."""
+    path_text, _, split = str(spec).partition("@")
+    path = Path(path_text)
+    if not path.exists():
+        raise DataError(f"Data file not found: {path}. Pass a .npz, .npy, image folder or IDX folder.")
+    if path.is_dir():
+        x, y = _load_folder(path, split)
+    elif path.suffix == ".npz":
+        x, y = _load_npz(path)
+    elif path.suffix == ".npy":
+        x, y = _load_npy(path), None
+    else:
+        raise DataError(
+            f"Unsupported data file {path}: expected .npz (arrays x, y), .npy, an image folder "
+            "or a folder of IDX files.")
+    _check_arrays(x, y, path)
+    return x, y
+
+
+def fit_to_input(data: Dataset, input_shape, *, reshape: bool = False) -> Dataset:
+    """Checks `data` against a model input shape (batch first, None for any size).
+
+    With `reshape`, samples holding the same number of values are reshaped (e.g.
+    N×28×28 → N×28×28×1); otherwise a mismatch is an error showing both shapes.
+    """
+    wanted = tuple(input_shape[1:])
+    have = tuple(data.x.shape[1:])
+    if _shape_matches(have, wanted):
+        return data
+    if reshape and None not in wanted and int(np.prod(have)) == int(np.prod(wanted)):
+        return dataclasses.replace(data, x=data.x.reshape((len(data),) + wanted))
+    raise DataError(
+        f"Data {data.source} has samples of shape {have}, but the model expects {wanted}. "
+        "Pass data of the model's input shape (or --reshape_data when only the layout differs).")
+
+
+def _shape_matches(have, wanted) -> bool:
+    return len(have) == len(wanted) and all(w is None or w == h for h, w in zip(have, wanted))
+
+
+def _load_npz(path: Path):
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            if "x" not in archive.files:
+                raise DataError(
+                    f"{path} has arrays {sorted(archive.files)} but no 'x'. "
+                    "Save inputs as x (and labels as y): np.savez(path, x=..., y=...).")
+            return archive["x"], archive["y"] if "y" in archive.files else None
+    except (OSError, ValueError, EOFError) as error:
+        raise DataError(f"Cannot read {path} as .npz: {error}") from None
+
+
+def _load_npy(path: Path):
+    try:
+        return np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as error:
+        raise DataError(f"Cannot read {path} as .npy: {error}") from None
+
+
+def _load_folder(path: Path, split: str):
+    if any((path / name).exists() for names in _IDX_FILES.values() for name in names):
+        if split not in _IDX_FILES:
+            raise DataError(
+                f"{path} holds IDX files of several splits. Received: split={split!r}; "
+                f"name one as {path}@train or {path}@test.")
+        images, labels = (path / name for name in _IDX_FILES[split])
+        return _read_idx(images), _read_idx(labels)
+    return _load_image_folder(path)
+
+
+def _read_idx(path: Path) -> np.ndarray:
+    """Reads an (optionally gzipped) IDX file: magic, dims, big-endian sizes, uint8 data."""
+    try:
+        opener = gzip.open if path.suffix == ".gz" else open
+        with opener(path, "rb") as handle:
+            raw = handle.read()
+    except (OSError, EOFError) as error:
+        raise DataError(f"Cannot read IDX file {path}: {error}") from None
+    if len(raw) < 4 or raw[0:2] != b"\x00\x00" or raw[2] != 0x08:
+        raise DataError(f"{path} is not an unsigned-byte IDX file (bad magic number).")
+    ndim = raw[3]
+    dims = tuple(int.from_bytes(raw[4 + 4 * i:8 + 4 * i], "big") for i in range(ndim))
+    data = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim)
+    if data.size != int(np.prod(dims)):
+        raise DataError(f"{path} is truncated: header says {dims}, found {data.size} values.")
+    data = data.reshape(dims)
+    return data[..., np.newaxis] if ndim == 3 else data
+
+
+def _load_image_folder(path: Path):
+    classes = sorted(p for p in path.iterdir() if p.is_dir())
+    if not classes:
+        raise DataError(f"{path} has no class sub-folders. An image folder needs one sub-folder per class.")
+    try:
+        from PIL import Image
+    except ImportError:
+        raise DataError("Reading an image folder needs Pillow: pip install pillow") from None
+    images, labels = [], []
+    for label, folder in enumerate(classes):
+        for file in sorted(folder.iterdir()):
+            if file.suffix.lower() in _IMAGE_SUFFIXES:
+                with Image.open(file) as image:
+                    array = np.asarray(image)
+                images.append(array[..., np.newaxis] if array.ndim == 2 else array)
+                labels.append(label)
+    shapes = {image.shape for image in images}
+    if len(shapes) > 1:
+        raise DataError(f"Images in {path} differ in size {sorted(shapes)}; resize them to one size first.")
+    if not images:
+        return np.zeros((0,), np.uint8), None
+    return np.stack(images), np.asarray(labels, np.int64)
+
+
+def _check_arrays(x: np.ndarray, y, path: Path) -> None:
+    if x.size == 0 or len(x) == 0:
+        raise DataError(f"{path} holds no samples (x has shape {x.shape}).")
+    if not (np.issubdtype(x.dtype, np.integer) or np.issubdtype(x.dtype, np.floating)):
+        raise DataError(
+            f"{path}: x has dtype {x.dtype}; expected numbers (uint8 images or float32 values).")
+    if np.issubdtype(x.dtype, np.floating):
+        bad = int(np.count_nonzero(~np.isfinite(x)))
+        if bad:
+            raise DataError(f"{path}: x has {bad} NaN or infinite values; clean the data first.")
+    if y is not None and len(y) != len(x):
+        raise DataError(f"{path}: x has {len(x)} samples but y has {len(y)} labels.")
+
+
+def _labels(y, path: Path) -> Optional[np.ndarray]:
+    """Class indices; one-hot rows are turned into indices."""
+    if y is None:
+        return None
+    y = np.asarray(y)
+    if y.ndim == 2 and y.shape[1] > 1:
+        return np.argmax(y, axis=1).astype(np.int64)
+    y = y.reshape(len(y))
+    if not np.issubdtype(y.dtype, np.integer):
+        if not np.issubdtype(y.dtype, np.floating) or np.any(y != np.round(y)):
+            raise DataError(f"{path}: y must hold integer class labels (or one-hot rows); got {y.dtype}.")
+    return y.astype(np.int64)

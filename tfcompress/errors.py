@@ -1,0 +1,53 @@
+"""The exceptions tfcompress raises for problems the user can fix.
+
+The CLI prints any `TfcompressError` as one line and exits with code 2; anything
+else is a bug and keeps its traceback.
+"""
+
+__all__ = [
+    "TfcompressError",
+    "ModelLoadError",
+    "UnsafeModelError",
+    "UntranslatableModelError",
+    "DataError",
+    "ConversionError",
+    "OutputError",
+    "UnsupportedVersionError",
+    "OptionError",
+]
+
+
+class TfcompressError(Exception):
+    """Base class: a problem with the user's input, files or environment."""
+
+
+class ModelLoadError(TfcompressError):
+    """The model file is missing, unreadable, or not a Keras model."""
+
+
+class UnsafeModelError(ModelLoadError):
+    """Loading the model would run code stored in the file."""
+
+
+class UntranslatableModelError(ModelLoadError):
+    """A Keras 3 model uses a layer or option tf_keras has no equivalent for."""
+
+
+class DataError(TfcompressError):
+    """Calibration, training or evaluation data is missing or does not fit the model."""
+
+
+class ConversionError(TfcompressError):
+    """The TFLite converter could not produce what was asked for."""
+
+
+class OutputError(TfcompressError):
+    """An output file could not be written."""
+
+
+class UnsupportedVersionError(TfcompressError):
+    """The installed TensorFlow / Keras versions are not ones tfcompress was tested with."""
+
+
+class OptionError(TfcompressError, ValueError):
+    """An option has a value outside what it accepts."""

@@ -1,0 +1,114 @@
+"""Keras model → TFLite flatbuffer, at the precision the target needs.
+
+Post-training quantization is a converter setting, so it lives here: int8 and
+int16x8 calibrate activation ranges on representative inputs; int8 asks the
+converter for integer-only kernels, so an op without one fails the conversion
+instead of silently staying float.
+"""
+
+import dataclasses
+from typing import Optional
+
+import numpy as np
+
+from tfcompress import _keras
+from tfcompress.data import Dataset
+from tfcompress.errors import ConversionError, OptionError
+
+__all__ = ["ConvertOptions", "PRECISIONS", "IO_TYPES", "to_tflite"]
+
+PRECISIONS = ("float32", "float16", "dynamic", "int8", "int16x8")
+IO_TYPES = ("float32", "int8", "uint8")
+CALIBRATED_PRECISIONS = ("int8", "int16x8")
+
+
+@dataclasses.dataclass(frozen=True)
+class ConvertOptions:
+    """How to convert: the same object for an API call, CLI flags and a recipe step.
+
+    `per_tensor_dense` quantizes Dense weights with one scale per tensor instead of per
+    output channel, which keeps the TFLite Micro arena small; `calibration_samples`
+    caps how many calibration inputs the converter sees.
+    """
+
+    precision: str = "int8"
+    io_type: str = "float32"
+    per_tensor_dense: bool = False
+    calibration_samples: int = 500
+
+    def __post_init__(self):
+        if self.precision not in PRECISIONS:
+            raise OptionError(
+                f"precision must be one of {', '.join(PRECISIONS)}. Received: precision={self.precision!r}")
+        if self.io_type not in IO_TYPES:
+            raise OptionError(
+                f"io_type must be one of {', '.join(IO_TYPES)}. Received: io_type={self.io_type!r}")
+        if self.io_type != "float32" and self.precision != "int8":
+            raise OptionError(
+                f"Integer I/O needs precision int8. Received: io_type={self.io_type!r}, "
+                f"precision={self.precision!r}")
+        if self.calibration_samples < 1:
+            raise OptionError(
+                f"calibration_samples must be at least 1. Received: calibration_samples={self.calibration_samples}")
+
+    @property
+    def needs_calibration(self) -> bool:
+        return self.precision in CALIBRATED_PRECISIONS
+
+
+def to_tflite(model, options: ConvertOptions, calibration: Optional[Dataset] = None) -> bytes:
+    """Converts a tf_keras model; int8/int16x8 need `calibration` inputs."""
+    tf = _keras.tensorflow()
+    if options.needs_calibration and calibration is None:
+        raise ConversionError(
+            f"precision={options.precision} needs calibration data: pass --calibration DATA "
+            "(a few hundred inputs like the ones the model will see).")
+    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    _configure(converter, options, calibration, tf)
+    from tensorflow.lite.python.convert import ConverterError
+
+    try:
+        return bytes(converter.convert())
+    except ConverterError as error:
+        raise ConversionError(
+            f"The TFLite converter failed for precision={options.precision}: {_converter_message(error)}"
+        ) from None
+
+
+def _configure(converter, options: ConvertOptions, calibration, tf) -> None:
+    if options.precision == "float32":
+        return
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    if options.precision == "float16":
+        converter.target_spec.supported_types = [tf.float16]
+        return
+    if options.precision == "dynamic":
+        return
+    converter.representative_dataset = _representative_dataset(
+        calibration.take(options.calibration_samples))
+    if options.precision == "int8":
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        converter.inference_input_type = _IO_DTYPES[options.io_type](tf)
+        converter.inference_output_type = _IO_DTYPES[options.io_type](tf)
+    else:
+        converter.target_spec.supported_ops = [
+            tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8]
+    # The converter's own switch; there is no public name for it in TF 2.21.
+    converter._experimental_disable_per_channel_quantization_for_dense_layers = options.per_tensor_dense
+
+
+_IO_DTYPES = {"float32": lambda tf: tf.float32, "int8": lambda tf: tf.int8, "uint8": lambda tf: tf.uint8}
+
+
+def _representative_dataset(calibration: Dataset):
+    def samples():
+        for index in range(len(calibration)):
+            yield [calibration.x[index:index + 1].astype(np.float32)]
+    return samples
+
+
+def _converter_message(error: Exception) -> str:
+    """The converter's first error line, without its MLIR location prefixes."""
+    lines = [line.strip() for line in str(error).splitlines() if "error:" in line]
+    text = lines[0] if lines else str(error).strip().splitlines()[0]
+    return text.split("error:", 1)[-1].strip()

@@ -1,0 +1,78 @@
+"""`tfcompress inspect`: what a model file holds, as a dict and as a table.
+
+`.tflite` files are read through the flatbuffer schema only (no TensorFlow);
+Keras files are loaded with the same safety checks as every other command.
+"""
+
+from pathlib import Path
+
+from tfcompress.errors import ModelLoadError
+
+__all__ = ["inspect_model", "format_details"]
+
+
+def inspect_model(path, *, trust_model_code: bool = False, custom_objects=None) -> dict:
+    path = Path(path)
+    if not path.exists():
+        raise ModelLoadError(f"Model file not found: {path}")
+    if path.suffix == ".tflite":
+        return _tflite_details(path)
+    return _keras_details(path, trust_model_code, custom_objects)
+
+
+def _tflite_details(path: Path) -> dict:
+    from tfcompress.report import gzip_size
+    from tfcompress.runtime.inspect import inspect_tflite
+
+    data = path.read_bytes()
+    summary = inspect_tflite(data, str(path))
+    return {"model": str(path), "format": "tflite", "size_bytes": summary.size_bytes,
+            "gzip_bytes": gzip_size(data), "ops": summary.ops, "float_ops": list(summary.float_ops),
+            "inputs": [t.to_dict() for t in summary.inputs],
+            "outputs": [t.to_dict() for t in summary.outputs],
+            "tensors": [t.to_dict() for t in summary.tensors]}
+
+
+def _keras_details(path: Path, trust_model_code: bool, custom_objects) -> dict:
+    from tfcompress.keras_io import load_model
+
+    model = load_model(path, trust_model_code=trust_model_code, custom_objects=custom_objects)
+    layers = [{"name": layer.name, "class": type(layer).__name__,
+               "output_shape": _shape_text(layer), "params": int(layer.count_params()),
+               "dtypes": sorted({w.dtype.name for w in layer.weights})} for layer in model.layers]
+    return {"model": str(path), "format": "keras", "size_bytes": path.stat().st_size if path.is_file() else None,
+            "params": int(model.count_params()), "float32_bytes": int(model.count_params()) * 4,
+            "inputs": [list(t.shape) for t in model.inputs], "layers": layers}
+
+
+def _shape_text(layer) -> str:
+    try:
+        return str(tuple(layer.output.shape))
+    except AttributeError:
+        return "?"
+
+
+def format_details(details: dict) -> str:
+    if details["format"] == "tflite":
+        lines = [f"{details['model']}: {details['size_bytes']:,} bytes ({details['gzip_bytes']:,} gzipped)",
+                 "ops: " + ", ".join(f"{name} x{count}" for name, count in details["ops"].items()),
+                 "float ops: " + (", ".join(details["float_ops"]) or "none"),
+                 f"{'tensor':40} {'dtype':8} {'shape':18} {'bytes':>9}  quantization"]
+        for tensor in details["tensors"]:
+            lines.append(f"{tensor['name'][:40]:40} {tensor['dtype']:8} {str(tuple(tensor['shape'])):18} "
+                         f"{tensor['size_bytes']:>9,}  {_quantization_text(tensor['quantization'])}")
+        return "\n".join(lines)
+    lines = [f"{details['model']}: {details['params']:,} params ({details['float32_bytes']:,} bytes as float32)",
+             f"{'layer':32} {'class':22} {'output shape':22} {'params':>9}"]
+    for layer in details["layers"]:
+        lines.append(f"{layer['name'][:32]:32} {layer['class'][:22]:22} {layer['output_shape'][:22]:22} "
+                     f"{layer['params']:>9,}")
+    return "\n".join(lines)
+
+
+def _quantization_text(quantization) -> str:
+    if quantization is None:
+        return "-"
+    if "per_channel" in quantization:
+        return f"per-channel ({quantization['per_channel']} scales, axis {quantization['axis']})"
+    return f"scale {quantization['scale']:.4g}, zero point {quantization['zero_point']}"

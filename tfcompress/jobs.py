@@ -1,0 +1,148 @@
+"""The user-level jobs: load → convert → verify → report, composed from the stages.
+
+`convert` is what `tfcompress convert` and `tfcompress.convert(...)` run: it never
+returns a model it has not measured against the Keras original.
+"""
+
+import os
+from pathlib import Path
+from typing import Optional, Union
+
+import numpy as np
+from absl import logging
+
+from tfcompress import keras_io
+from tfcompress.data import Dataset, Preprocessing, fit_to_input, load_data
+from tfcompress.errors import DataError, OutputError
+from tfcompress.export.tflite import ConvertOptions, to_tflite
+from tfcompress.files import write_atomic
+from tfcompress.report import ConversionReport, Reference, gzip_size, write_json
+from tfcompress.runtime import metrics
+from tfcompress.runtime.benchmark import measure_latency
+from tfcompress.runtime.inspect import inspect_tflite
+from tfcompress.runtime.interpreter import predict
+
+__all__ = ["convert", "RANDOM_CALIBRATION"]
+
+RANDOM_CALIBRATION = "random"
+_RANDOM_CALIBRATION_SAMPLES = 100
+
+
+def convert(model, *, precision: str = "int8", calibration=None, eval_data=None,
+            output=None, report_path=None, io_type: str = "float32", per_tensor_dense: bool = False,
+            calibration_samples: int = 500, preprocessing: Preprocessing = Preprocessing(),
+            reshape_data: bool = False, trust_model_code: bool = False,
+            custom_objects: Optional[dict] = None, latency_runs: int = 100) -> ConversionReport:
+    """Converts a Keras model (or model file) to TFLite and measures the result.
+
+    int8 and int16x8 need `calibration` (a data file or `Dataset`); "random" calibrates
+    on uniform noise, is logged as a warning and marked in the report. With `eval_data`
+    the report has accuracy and accuracy drop against the Keras model; fidelity is
+    measured on the eval data, or else the calibration data.
+    """
+    options = ConvertOptions(precision=precision, io_type=io_type,
+                             per_tensor_dense=per_tensor_dense,
+                             calibration_samples=calibration_samples)
+    for path in (output, report_path):
+        _check_writable(path)
+    model_path = model if isinstance(model, (str, os.PathLike)) else None
+    if model_path is not None:
+        model = keras_io.load_model(model_path, trust_model_code=trust_model_code,
+                                    custom_objects=custom_objects)
+    input_shape = tuple(model.inputs[0].shape)
+    warnings = []
+    calibration_data = _calibration(calibration, options, input_shape, preprocessing, reshape_data, warnings)
+    evaluation = _dataset(eval_data, input_shape, preprocessing, reshape_data)
+
+    tflite_bytes = to_tflite(model, options, calibration_data)
+    summary = inspect_tflite(tflite_bytes)
+    if options.precision == "int8" and summary.float_ops:
+        warnings.append(f"float ops left in an int8 model: {', '.join(summary.float_ops)}")
+
+    reference_accuracy = accuracy = fidelity = None
+    check_data = evaluation or calibration_data
+    if check_data is not None:
+        keras_outputs = model.predict(check_data.x, batch_size=250, verbose=0)
+        tflite_outputs = predict(tflite_bytes, check_data.x)
+        fidelity = metrics.fidelity(tflite_outputs, keras_outputs)
+        if evaluation is not None:
+            reference_accuracy = metrics.accuracy(keras_outputs, evaluation.y)
+            accuracy = metrics.accuracy(tflite_outputs, evaluation.y)
+    latency = measure_latency(tflite_bytes, runs=latency_runs, warmup=10) if latency_runs else None
+
+    if output is not None:
+        write_atomic(output, tflite_bytes)
+    report = ConversionReport(
+        model=str(model_path) if model_path is not None else model.name,
+        output=str(output) if output is not None else None,
+        precision=options.precision, size_bytes=len(tflite_bytes), gzip_bytes=gzip_size(tflite_bytes),
+        reference=Reference(str(model_path) if model_path is not None else model.name,
+                            _file_size(model_path) or _float32_bytes(model), reference_accuracy),
+        accuracy=accuracy, fidelity=fidelity, latency=latency,
+        ops=summary.ops, float_ops=summary.float_ops,
+        io={"inputs": [t.to_dict() for t in summary.inputs],
+            "outputs": [t.to_dict() for t in summary.outputs]},
+        calibration=_calibration_note(calibration, calibration_data),
+        options={"io_type": io_type, "per_tensor_dense": per_tensor_dense,
+                 "calibration_samples": calibration_samples},
+        warnings=tuple(warnings), tflite=tflite_bytes)
+    if report_path is not None:
+        write_json(report, report_path)
+    return report
+
+
+def _calibration(calibration, options: ConvertOptions, input_shape, preprocessing,
+                 reshape_data, warnings) -> Optional[Dataset]:
+    if isinstance(calibration, str) and calibration == RANDOM_CALIBRATION:
+        message = ("calibrating on random noise: activation ranges will not match real data "
+                   "and accuracy may collapse; pass real calibration data")
+        logging.warning(message)
+        warnings.append(message)
+        rng = np.random.default_rng(0)
+        shape = (_RANDOM_CALIBRATION_SAMPLES,) + tuple(input_shape[1:])
+        return Dataset(rng.uniform(0.0, 1.0, shape).astype(np.float32), None, RANDOM_CALIBRATION)
+    if calibration is None and options.needs_calibration:
+        raise DataError(
+            f"precision={options.precision} needs calibration data: pass --calibration DATA "
+            "(a few hundred real inputs), or --calibration random to accept random ranges.")
+    return _dataset(calibration, input_shape, preprocessing, reshape_data)
+
+
+def _dataset(data: Union[None, str, os.PathLike, Dataset], input_shape, preprocessing,
+             reshape_data) -> Optional[Dataset]:
+    if data is None:
+        return None
+    dataset = data if isinstance(data, Dataset) else load_data(data, preprocessing)
+    return fit_to_input(dataset, input_shape, reshape=reshape_data)
+
+
+def _calibration_note(calibration, data: Optional[Dataset]) -> dict:
+    if data is None:
+        return {"source": None, "samples": 0, "random": False}
+    return {"source": data.source, "samples": len(data),
+            "random": isinstance(calibration, str) and calibration == RANDOM_CALIBRATION}
+
+
+def _check_writable(path) -> None:
+    """Fails before the slow work when an output cannot be written."""
+    if path is None:
+        return
+    path = Path(path)
+    if path.is_dir():
+        raise OutputError(f"Output path {path} is a folder; give a file name.")
+    if not path.parent.is_dir() or not os.access(path.parent, os.W_OK):
+        raise OutputError(
+            f"Cannot write {path}: the folder {path.parent} does not exist or is not writable.")
+
+
+def _file_size(path) -> Optional[int]:
+    if path is None:
+        return None
+    path = Path(path)
+    if path.is_dir():
+        return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+    return path.stat().st_size
+
+
+def _float32_bytes(model) -> int:
+    return int(sum(np.prod(w.shape) for w in model.weights)) * 4

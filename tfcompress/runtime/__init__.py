@@ -1,0 +1,1 @@
+"""bytes → numbers, without TensorFlow: a device only has numpy, absl-py and ai-edge-litert."""

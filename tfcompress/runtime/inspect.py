@@ -1,0 +1,120 @@
+"""Reads a `.tflite` flatbuffer with the schema module ai-edge-litert ships.
+
+Tells what the converter produced: which ops, which tensor types, how every tensor
+is quantized, and which ops still compute in float.
+"""
+
+import collections
+import dataclasses
+from typing import Optional
+
+import numpy as np
+
+from tfcompress.errors import ModelLoadError
+
+__all__ = ["TensorInfo", "TfliteSummary", "inspect_tflite"]
+
+_FLATBUFFER_IDENTIFIER = b"TFL3"
+# Ops that only move between float and integer at the model's edges.
+_CONVERSION_OPS = {"QUANTIZE", "DEQUANTIZE"}
+_FLOAT_TYPES = {"FLOAT32", "FLOAT16", "FLOAT64"}
+
+
+@dataclasses.dataclass(frozen=True)
+class TensorInfo:
+    name: str
+    dtype: str
+    shape: tuple
+    size_bytes: int           # bytes stored in the flatbuffer (0 for activations)
+    scales: tuple             # one per tensor, or one per channel
+    zero_points: tuple
+    quantized_dimension: int
+
+    @property
+    def is_constant(self) -> bool:
+        return self.size_bytes > 0
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "dtype": self.dtype, "shape": list(self.shape),
+                "size_bytes": self.size_bytes,
+                "quantization": _quantization_dict(self)}
+
+
+@dataclasses.dataclass(frozen=True)
+class TfliteSummary:
+    size_bytes: int
+    ops: dict                  # op name → count, in first-seen order
+    float_ops: tuple           # names of ops that compute in float (not QUANTIZE/DEQUANTIZE)
+    inputs: tuple              # TensorInfo of the model inputs
+    outputs: tuple
+    tensors: tuple             # every tensor of the main subgraph
+
+
+def inspect_tflite(model_bytes: bytes, source: str = "model") -> TfliteSummary:
+    """Parses a TFLite flatbuffer; a truncated or foreign file is a clear error."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    if len(model_bytes) < 8 or model_bytes[4:8] != _FLATBUFFER_IDENTIFIER:
+        raise ModelLoadError(f"{source} is not a TFLite model (no TFL3 flatbuffer identifier).")
+    try:
+        model = schema.Model.GetRootAs(model_bytes, 0)
+        subgraph = model.Subgraphs(0)
+        op_names = [_op_name(model.OperatorCodes(i), schema) for i in range(model.OperatorCodesLength())]
+        type_names = {value: name for name, value in vars(schema.TensorType).items() if not name.startswith("_")}
+        tensors = tuple(_tensor_info(model, subgraph.Tensors(i), type_names)
+                        for i in range(subgraph.TensorsLength()))
+        ops = collections.Counter()
+        float_ops = []
+        for index in range(subgraph.OperatorsLength()):
+            operator = subgraph.Operators(index)
+            name = op_names[operator.OpcodeIndex()]
+            ops[name] += 1
+            touched = [tensors[i] for i in _operator_tensors(operator)]
+            if name not in _CONVERSION_OPS and any(
+                    t.dtype in _FLOAT_TYPES and not t.is_constant for t in touched):
+                float_ops.append(name)
+        inputs = tuple(tensors[i] for i in subgraph.InputsAsNumpy())
+        outputs = tuple(tensors[i] for i in subgraph.OutputsAsNumpy())
+    except (IndexError, ValueError, TypeError, AttributeError) as error:
+        raise ModelLoadError(f"{source} is a damaged TFLite flatbuffer ({error}).") from None
+    return TfliteSummary(len(model_bytes), dict(ops), tuple(sorted(set(float_ops))),
+                         inputs, outputs, tensors)
+
+
+def _op_name(opcode, schema) -> str:
+    # Codes above 127 live in builtin_code; older files keep them in the deprecated byte.
+    code = max(opcode.BuiltinCode(), opcode.DeprecatedBuiltinCode())
+    for name, value in vars(schema.BuiltinOperator).items():
+        if value == code and not name.startswith("_"):
+            return name if name != "CUSTOM" else opcode.CustomCode().decode()
+    return f"UNKNOWN_{code}"
+
+
+def _operator_tensors(operator):
+    for array in (operator.InputsAsNumpy(), operator.OutputsAsNumpy()):
+        if isinstance(array, np.ndarray):
+            yield from (int(i) for i in array if i >= 0)
+
+
+def _tensor_info(model, tensor, type_names) -> TensorInfo:
+    buffer = model.Buffers(tensor.Buffer())
+    size = buffer.DataLength() if buffer is not None else 0
+    if buffer is not None and size == 0 and buffer.Size() > 1:
+        size = buffer.Size()      # data stored outside the flatbuffer table (large models)
+    quantization = tensor.Quantization()
+    scales, zero_points, dimension = (), (), 0
+    if quantization is not None and quantization.ScaleLength():
+        scales = tuple(float(s) for s in quantization.ScaleAsNumpy())
+        zero_points = tuple(int(z) for z in quantization.ZeroPointAsNumpy())
+        dimension = quantization.QuantizedDimension()
+    shape = tuple(int(d) for d in tensor.ShapeAsNumpy()) if tensor.ShapeLength() else ()
+    return TensorInfo(tensor.Name().decode(), type_names.get(tensor.Type(), str(tensor.Type())),
+                      shape, int(size), scales, zero_points, dimension)
+
+
+def _quantization_dict(tensor: TensorInfo) -> Optional[dict]:
+    if not tensor.scales:
+        return None
+    if len(tensor.scales) == 1:
+        return {"scale": tensor.scales[0], "zero_point": tensor.zero_points[0]}
+    return {"per_channel": len(tensor.scales), "axis": tensor.quantized_dimension}

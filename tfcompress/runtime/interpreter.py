@@ -1,0 +1,82 @@
+"""Runs a `.tflite` model in the LiteRT interpreter on float inputs.
+
+Callers think in the model's float domain: inputs are quantized with the input
+tensor's scale and zero point, outputs dequantized with the output's, so a float32
+and an int8 model are compared on the same numbers.
+"""
+
+import numpy as np
+
+from tfcompress.errors import DataError, ModelLoadError
+
+__all__ = ["make_interpreter", "predict", "quantize", "dequantize"]
+
+
+def make_interpreter(model_bytes: bytes, *, threads: int = 1, xnnpack: bool = True):
+    """A LiteRT interpreter, with or without the default XNNPACK delegate."""
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    resolver = OpResolverType.AUTO if xnnpack else OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+    try:
+        return Interpreter(model_content=model_bytes, num_threads=threads,
+                           experimental_op_resolver_type=resolver)
+    except ValueError as error:
+        raise ModelLoadError(f"LiteRT cannot load the model: {str(error).splitlines()[0]}") from None
+
+
+def quantize(x: np.ndarray, detail: dict) -> np.ndarray:
+    """Float values → the input tensor's dtype, using its scale and zero point."""
+    dtype = detail["dtype"]
+    scale, zero_point = detail["quantization"]
+    if not np.issubdtype(dtype, np.integer):
+        return x.astype(dtype)
+    if scale == 0:
+        raise ModelLoadError(f"Input {detail['name']} is an integer tensor without quantization parameters.")
+    limits = np.iinfo(dtype)
+    return np.clip(np.round(x / scale + zero_point), limits.min, limits.max).astype(dtype)
+
+
+def dequantize(values: np.ndarray, detail: dict) -> np.ndarray:
+    """An output tensor's values → float32, using its scale and zero point."""
+    scale, zero_point = detail["quantization"]
+    if np.issubdtype(values.dtype, np.integer) and scale != 0:
+        return ((values.astype(np.float32) - zero_point) * scale).astype(np.float32)
+    return values.astype(np.float32)
+
+
+def predict(model_bytes: bytes, x: np.ndarray, *, batch_size: int = 250, threads: int = 1) -> np.ndarray:
+    """Float outputs of the model's first output for every sample in `x`."""
+    interpreter = make_interpreter(model_bytes, threads=threads)
+    (input_detail,) = interpreter.get_input_details()[:1]
+    wanted = tuple(input_detail["shape_signature"][1:])
+    if tuple(x.shape[1:]) != tuple(int(d) for d in input_detail["shape"][1:]) and not all(
+            w in (-1, h) for w, h in zip(wanted, x.shape[1:])):
+        raise DataError(
+            f"Data has samples of shape {tuple(x.shape[1:])}, but the model expects "
+            f"{tuple(int(d) for d in input_detail['shape'][1:])}.")
+    outputs, current_batch = [], None
+    for start in range(0, len(x), batch_size):
+        batch = x[start:start + batch_size]
+        if len(batch) != current_batch:
+            if input_detail["shape_signature"][0] == -1 or len(batch) == input_detail["shape"][0]:
+                interpreter.resize_tensor_input(input_detail["index"], (len(batch),) + tuple(batch.shape[1:]))
+                interpreter.allocate_tensors()
+                current_batch = len(batch)
+            else:
+                return _predict_one_by_one(interpreter, x)
+        outputs.append(_invoke(interpreter, batch))
+    return np.concatenate(outputs)
+
+
+def _predict_one_by_one(interpreter, x: np.ndarray) -> np.ndarray:
+    """For models with a fixed batch of 1 (e.g. converted from a concrete function)."""
+    interpreter.allocate_tensors()
+    return np.concatenate([_invoke(interpreter, x[i:i + 1]) for i in range(len(x))])
+
+
+def _invoke(interpreter, batch: np.ndarray) -> np.ndarray:
+    input_detail = interpreter.get_input_details()[0]
+    output_detail = interpreter.get_output_details()[0]
+    interpreter.set_tensor(input_detail["index"], quantize(batch, input_detail))
+    interpreter.invoke()
+    return dequantize(interpreter.get_tensor(output_detail["index"]), output_detail)

@@ -1,0 +1,35 @@
+"""Accuracy and fidelity: how a converted model's outputs compare with labels and a reference."""
+
+import dataclasses
+from typing import Optional
+
+import numpy as np
+
+__all__ = ["Fidelity", "accuracy", "fidelity"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Fidelity:
+    """Agreement of a model's outputs with a reference model's, on the same inputs."""
+
+    top1_agreement: float      # fraction of samples whose arg-max class matches
+    max_abs_error: float
+    mean_abs_error: float
+    samples: int
+
+    def to_dict(self) -> dict:
+        return {"top1_agreement": self.top1_agreement, "max_abs_error": self.max_abs_error,
+                "mean_abs_error": self.mean_abs_error, "samples": self.samples}
+
+
+def accuracy(outputs: np.ndarray, labels: Optional[np.ndarray]) -> Optional[float]:
+    """Top-1 accuracy as a fraction, or None without labels."""
+    if labels is None:
+        return None
+    return float(np.mean(np.argmax(outputs, axis=-1) == labels))
+
+
+def fidelity(outputs: np.ndarray, reference: np.ndarray) -> Fidelity:
+    difference = np.abs(outputs.astype(np.float64) - reference.astype(np.float64))
+    agreement = np.mean(np.argmax(outputs, axis=-1) == np.argmax(reference, axis=-1))
+    return Fidelity(float(agreement), float(difference.max()), float(difference.mean()), len(outputs))

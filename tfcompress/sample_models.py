@@ -1,0 +1,99 @@
+"""Trains the zoo architectures on Fashion-MNIST into the bundled sample models.
+
+Writes `.h5` files without optimizer state (tf_keras), the Keras 3 twins of lenet5,
+the small committed data files, and a README table of parameters and accuracy on
+the full 10k test set.
+"""
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from tfcompress import _keras, zoo
+from tfcompress.data import load_data, load_raw
+from tfcompress.files import save_atomic, write_atomic
+
+__all__ = ["make_sample_models", "EPOCHS"]
+
+EPOCHS = {"lenet_300_100": 10, "lenet5": 10, "dscnn": 8, "resnet8": 8, "mobilenetv2_035": 10}
+KERAS3_MODEL = "lenet5"
+CALIBRATION_SAMPLES = 1000
+EVAL_SAMPLES = 2000
+
+
+def make_sample_models(data_dir, output_dir, *, only=None, seed=0) -> dict:
+    """Trains and writes every sample model (or those in `only`); returns their stats."""
+    output = Path(output_dir)
+    (output / "data").mkdir(parents=True, exist_ok=True)
+    train = load_data(f"{data_dir}@train")
+    test = load_data(f"{data_dir}@test")
+    _write_data_files(data_dir, output / "data")
+    stats_path = output / "models.json"
+    stats = json.loads(stats_path.read_text()) if stats_path.exists() else {}
+    tf_keras = _keras.tf_keras()
+    for name in only or EPOCHS:
+        if name == f"{KERAS3_MODEL}_keras3":
+            stats.update(_make_keras3_models(train, test, output, seed))
+            continue
+        model = _train(zoo.build(name, tf_keras), train, EPOCHS[name], seed, tf_keras)
+        save_atomic(output / f"{name}.h5", lambda tmp: model.save(tmp, include_optimizer=False))
+        stats[f"{name}.h5"] = _stats(model, test)
+    if only is None:
+        stats.update(_make_keras3_models(train, test, output, seed))
+    write_atomic(stats_path, (json.dumps(stats, indent=1, sort_keys=True) + "\n").encode())
+    write_atomic(output / "README.md", _readme(stats).encode())
+    return stats
+
+
+def _make_keras3_models(train, test, output: Path, seed: int) -> dict:
+    keras = _keras.keras3()
+    model = _train(zoo.build(KERAS3_MODEL, keras), train, EPOCHS[KERAS3_MODEL], seed, keras)
+    stats = {}
+    for suffix in (".keras", ".h5"):
+        name = f"{KERAS3_MODEL}_keras3{suffix}"
+        save_atomic(output / name, model.save)
+        stats[name] = _stats(model, test)
+    return stats
+
+
+def _train(model, train, epochs: int, seed: int, keras):
+    keras.utils.set_random_seed(seed)
+    model.compile(optimizer=keras.optimizers.Adam(1e-3),
+                  loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    model.fit(train.x, train.y, epochs=epochs, batch_size=128, shuffle=True, verbose=2)
+    return model
+
+
+def _stats(model, test) -> dict:
+    predictions = model.predict(test.x, batch_size=500, verbose=0)
+    accuracy = float(np.mean(np.argmax(predictions, axis=1) == test.y))
+    return {"params": int(model.count_params()), "float_accuracy": round(accuracy, 4)}
+
+
+def _write_data_files(data_dir, folder: Path) -> None:
+    """Committed subsets: raw uint8 images N×28×28×1 and labels, first N of each split."""
+    for split, name, count in (("train", "fashion_mnist_calib.npz", CALIBRATION_SAMPLES),
+                               ("test", "fashion_mnist_eval.npz", EVAL_SAMPLES)):
+        x, y = load_raw(f"{data_dir}@{split}")
+        save_atomic(folder / name, lambda tmp: np.savez_compressed(tmp, x=x[:count], y=y[:count]))
+
+
+def _readme(stats: dict) -> str:
+    rows = "\n".join(
+        f"| `{name}` | {entry['params']:,} | {entry['float_accuracy'] * 100:.2f}% |"
+        for name, entry in sorted(stats.items()))
+    return f"""# Sample models
+
+Made by `python tools/make_sample_models.py` (this table too) from Debian's
+`dataset-fashion-mnist`. Every model takes float32 input of shape 28×28×1 in [0, 1]
+(uint8 images / 255, the default preprocessing of tfcompress) and ends in a 10-way softmax.
+Accuracy is the Keras model's on the full 10,000-image Fashion-MNIST test set.
+
+| model | params | float accuracy |
+|---|---:|---:|
+{rows}
+
+`data/fashion_mnist_calib.npz`: the first {CALIBRATION_SAMPLES} training images (uint8 `x` N×28×28×1, `y`).
+`data/fashion_mnist_eval.npz`: the first {EVAL_SAMPLES} test images.
+"""
