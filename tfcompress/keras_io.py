@@ -143,7 +143,7 @@ def _read_saved_model_config(path: Path) -> dict:
             f"{path} is a SavedModel without Keras metadata (e.g. from Keras 3 model.export()). "
             "Save the Keras model as .keras or .h5 instead.")
     _keras.tf_keras()
-    from tf_keras.src.protobuf import saved_metadata_pb2
+    from tf_keras.protobuf import saved_metadata_pb2
 
     metadata = saved_metadata_pb2.SavedMetadata.FromString(metadata_path.read_bytes())
     layers = []

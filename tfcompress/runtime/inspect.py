@@ -6,6 +6,7 @@ is quantized, and which ops still compute in float.
 
 import collections
 import dataclasses
+import struct
 from typing import Optional
 
 import numpy as np
@@ -75,7 +76,7 @@ def inspect_tflite(model_bytes: bytes, source: str = "model") -> TfliteSummary:
                 float_ops.append(name)
         inputs = tuple(tensors[i] for i in subgraph.InputsAsNumpy())
         outputs = tuple(tensors[i] for i in subgraph.OutputsAsNumpy())
-    except (IndexError, ValueError, TypeError, AttributeError) as error:
+    except (IndexError, ValueError, TypeError, AttributeError, struct.error) as error:
         raise ModelLoadError(f"{source} is a damaged TFLite flatbuffer ({error}).") from None
     return TfliteSummary(len(model_bytes), dict(ops), tuple(sorted(set(float_ops))),
                          inputs, outputs, tensors)

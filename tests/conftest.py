@@ -1,0 +1,72 @@
+"""Shared fixtures: the committed sample models and data, tiny models, and a CLI runner."""
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLE_MODELS = ROOT / "sample_models"
+CALIBRATION = SAMPLE_MODELS / "data" / "fashion_mnist_calib.npz"
+EVAL = SAMPLE_MODELS / "data" / "fashion_mnist_eval.npz"
+KERAS2_SAMPLES = ["lenet_300_100", "lenet5", "dscnn", "resnet8", "mobilenetv2_035"]
+KERAS3_SAMPLES = ["lenet5_keras3.keras", "lenet5_keras3.h5"]
+
+
+@pytest.fixture(scope="session")
+def tf_keras():
+    from tfcompress import _keras
+
+    return _keras.tf_keras()
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tf_keras):
+    """A small CNN with BatchNorm and Dense, deterministic weights: converts in seconds."""
+    tf_keras.utils.set_random_seed(1)
+    layers = tf_keras.layers
+    model = tf_keras.Sequential([
+        tf_keras.Input((28, 28, 1)),
+        layers.Conv2D(4, 3, strides=2),
+        layers.BatchNormalization(),
+        layers.ReLU(),
+        layers.DepthwiseConv2D(3),
+        layers.Flatten(),
+        layers.Dense(16, activation="relu"),
+        layers.Dense(10, activation="softmax"),
+    ], name="tiny")
+    # Non-trivial BatchNorm statistics, so folding it is really exercised.
+    batch_norm = model.layers[1]
+    batch_norm.set_weights([np.linspace(0.5, 1.5, 4), np.linspace(-0.2, 0.2, 4),
+                            np.linspace(-0.1, 0.1, 4), np.linspace(0.5, 2.0, 4)])
+    return model
+
+
+@pytest.fixture(scope="session")
+def tiny_h5(tiny_model, tmp_path_factory):
+    path = tmp_path_factory.mktemp("models") / "tiny.h5"
+    tiny_model.save(path, include_optimizer=False)
+    return path
+
+
+@pytest.fixture(scope="session")
+def calibration():
+    from tfcompress.data import load_data
+
+    return load_data(CALIBRATION).take(200)
+
+
+@pytest.fixture
+def run_cli(capsys):
+    """Runs `tfcompress ARGS...` in-process; returns (exit code, stdout, stderr)."""
+    from tfcompress import cli
+
+    def run(*args):
+        code = cli.main(["tfcompress", *map(str, args)])
+        captured = capsys.readouterr()
+        return code, captured.out, captured.err
+
+    return run

@@ -1,0 +1,93 @@
+import gzip
+
+import numpy as np
+import pytest
+
+from tfcompress.data import Preprocessing, fit_to_input, load_data
+from tfcompress.errors import DataError
+
+from conftest import CALIBRATION
+
+
+def test_npz_uint8_is_scaled_to_unit_range():
+    data = load_data(CALIBRATION)
+    assert data.x.dtype == np.float32 and data.x.shape[1:] == (28, 28, 1)
+    assert 0.0 <= data.x.min() and data.x.max() <= 1.0 and data.x.max() > 0.9
+    assert data.y is not None and len(data.y) == len(data.x)
+
+
+def test_declared_preprocessing_overrides_the_default():
+    raw = np.load(CALIBRATION)["x"][:5].astype(np.float32)
+    data = load_data(CALIBRATION, Preprocessing(scale=2.0 / 255.0, offset=-1.0)).take(5)
+    np.testing.assert_allclose(data.x, raw * (2.0 / 255.0) - 1.0, atol=1e-6)
+
+
+def test_npy_has_no_labels(tmp_path):
+    np.save(tmp_path / "x.npy", np.ones((3, 4), np.float32))
+    data = load_data(tmp_path / "x.npy")
+    assert data.y is None and data.x.shape == (3, 4)
+
+
+def test_one_hot_labels_become_indices(tmp_path):
+    np.savez(tmp_path / "d.npz", x=np.zeros((3, 2), np.float32), y=np.eye(3)[[2, 0, 1]])
+    np.testing.assert_array_equal(load_data(tmp_path / "d.npz").y, [2, 0, 1])
+
+
+def test_image_folder_one_subfolder_per_class(tmp_path):
+    from PIL import Image
+
+    for label, value in (("cat", 10), ("dog", 200)):
+        (tmp_path / label).mkdir()
+        for index in range(2):
+            Image.fromarray(np.full((6, 5), value, np.uint8)).save(tmp_path / label / f"{index}.png")
+    data = load_data(tmp_path)
+    assert data.x.shape == (4, 6, 5, 1)
+    np.testing.assert_array_equal(data.y, [0, 0, 1, 1])
+    np.testing.assert_allclose(data.x[3].max(), 200 / 255, atol=1e-6)
+
+
+def _write_idx(path, array):
+    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(d.to_bytes(4, "big") for d in array.shape)
+    with gzip.open(path, "wb") as handle:
+        handle.write(header + array.astype(np.uint8).tobytes())
+
+
+def test_idx_folder_needs_a_split_and_reads_it(tmp_path):
+    images = np.arange(3 * 28 * 28).reshape(3, 28, 28) % 256
+    _write_idx(tmp_path / "t10k-images-idx3-ubyte.gz", images)
+    _write_idx(tmp_path / "t10k-labels-idx1-ubyte.gz", np.array([1, 2, 3]))
+    with pytest.raises(DataError, match="@train or"):
+        load_data(tmp_path)
+    data = load_data(f"{tmp_path}@test")
+    assert data.x.shape == (3, 28, 28, 1)
+    np.testing.assert_array_equal(data.y, [1, 2, 3])
+    np.testing.assert_allclose(data.x[..., 0] * 255, images, atol=1e-3)
+
+
+def test_truncated_idx_file_is_an_error(tmp_path):
+    with gzip.open(tmp_path / "t10k-images-idx3-ubyte.gz", "wb") as handle:
+        handle.write(bytes([0, 0, 8, 3]) + (10).to_bytes(4, "big") + (28).to_bytes(4, "big") * 2 + b"\0" * 100)
+    _write_idx(tmp_path / "t10k-labels-idx1-ubyte.gz", np.arange(10))
+    with pytest.raises(DataError, match="truncated"):
+        load_data(f"{tmp_path}@test")
+
+
+@pytest.mark.parametrize("arrays, message", [
+    ({"x": np.zeros((0, 28, 28, 1), np.uint8)}, "no samples"),
+    ({"x": np.array([[np.nan, 1.0]], np.float32)}, "NaN"),
+    ({"x": np.array([["a", "b"]])}, "dtype"),
+    ({"x": np.zeros((3, 2)), "y": np.zeros(2)}, "3 samples but y has 2"),
+    ({"images": np.zeros((3, 2))}, "no 'x'"),
+])
+def test_bad_data_files_name_the_problem(tmp_path, arrays, message):
+    np.savez(tmp_path / "bad.npz", **arrays)
+    with pytest.raises(DataError, match=message):
+        load_data(tmp_path / "bad.npz")
+
+
+def test_shape_mismatch_shows_both_shapes_and_reshape_is_opt_in():
+    data = load_data(CALIBRATION).take(4)
+    flat = data.__class__(data.x.reshape(4, 28, 28), data.y, "flat")
+    with pytest.raises(DataError, match=r"\(28, 28\).*\(28, 28, 1\)"):
+        fit_to_input(flat, (None, 28, 28, 1))
+    assert fit_to_input(flat, (None, 28, 28, 1), reshape=True).x.shape == (4, 28, 28, 1)

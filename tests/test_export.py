@@ -1,0 +1,84 @@
+import numpy as np
+import pytest
+
+from tfcompress import keras_io
+from tfcompress.errors import ConversionError, OptionError
+from tfcompress.export.tflite import ConvertOptions, to_tflite
+from tfcompress.runtime.inspect import inspect_tflite
+from tfcompress.runtime.interpreter import predict
+
+from conftest import SAMPLE_MODELS
+
+# How far each precision's softmax outputs may be from the Keras model's.
+TOLERANCE = {"float32": 1e-5, "float16": 5e-3, "dynamic": 5e-2, "int16x8": 5e-2, "int8": 0.1}
+
+
+@pytest.fixture(scope="module")
+def lenet5():
+    return keras_io.load_model(SAMPLE_MODELS / "lenet5.h5")
+
+
+@pytest.fixture(scope="module")
+def int8_lenet5(lenet5, calibration):
+    return to_tflite(lenet5, ConvertOptions("int8"), calibration)
+
+
+@pytest.mark.parametrize("precision", list(TOLERANCE))
+def test_each_precision_matches_keras(lenet5, calibration, precision):
+    tflite = to_tflite(lenet5, ConvertOptions(precision), calibration)
+    x = calibration.x[:100]
+    expected = lenet5(x).numpy()
+    received = predict(tflite, x)
+    np.testing.assert_allclose(received, expected, atol=TOLERANCE[precision])
+    agreement = np.mean(received.argmax(1) == expected.argmax(1))
+    assert agreement >= 0.97
+
+
+def test_int8_model_computes_only_in_int8(int8_lenet5):
+    summary = inspect_tflite(int8_lenet5)
+    assert summary.float_ops == ()
+    weights = [t for t in summary.tensors if t.is_constant and len(t.shape) >= 2]
+    assert weights and all(t.dtype == "INT8" for t in weights)
+    assert set(summary.ops) >= {"CONV_2D", "FULLY_CONNECTED", "QUANTIZE", "DEQUANTIZE"}
+
+
+def _dense_weight_scales(tflite):
+    summary = inspect_tflite(tflite)
+    return [len(t.scales) for t in summary.tensors if t.is_constant and len(t.shape) == 2]
+
+
+def test_dense_weights_per_channel_by_default_and_per_tensor_on_request(lenet5, calibration, int8_lenet5):
+    assert all(scales > 1 for scales in _dense_weight_scales(int8_lenet5))
+    per_tensor = to_tflite(lenet5, ConvertOptions("int8", per_tensor_dense=True), calibration)
+    assert _dense_weight_scales(per_tensor) == [1, 1, 1]
+    conv_scales = [len(t.scales) for t in inspect_tflite(per_tensor).tensors
+                   if t.is_constant and len(t.shape) == 4]
+    assert all(scales > 1 for scales in conv_scales)
+
+
+@pytest.mark.parametrize("io_type, dtype", [("int8", np.int8), ("uint8", np.uint8)])
+def test_integer_io(lenet5, calibration, io_type, dtype):
+    tflite = to_tflite(lenet5, ConvertOptions("int8", io_type=io_type), calibration)
+    summary = inspect_tflite(tflite)
+    assert summary.inputs[0].dtype == io_type.upper() and summary.outputs[0].dtype == io_type.upper()
+    x = calibration.x[:50]
+    np.testing.assert_allclose(predict(tflite, x), lenet5(x).numpy(), atol=TOLERANCE["int8"])
+
+
+def test_same_inputs_give_the_same_bytes(lenet5, calibration, int8_lenet5):
+    assert to_tflite(lenet5, ConvertOptions("int8"), calibration) == int8_lenet5
+
+
+def test_int8_without_calibration_is_refused(lenet5):
+    with pytest.raises(ConversionError, match="needs calibration data"):
+        to_tflite(lenet5, ConvertOptions("int8"), None)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"precision": "int4"}, "precision must be one of"),
+    ({"precision": "float16", "io_type": "int8"}, "Integer I/O needs precision int8"),
+    ({"calibration_samples": 0}, "at least 1"),
+])
+def test_bad_options_say_what_is_accepted(kwargs, message):
+    with pytest.raises(OptionError, match=message):
+        ConvertOptions(**kwargs)

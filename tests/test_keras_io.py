@@ -1,0 +1,163 @@
+import json
+import zipfile
+
+import numpy as np
+import pytest
+
+from tfcompress import keras_io
+from tfcompress.errors import ModelLoadError, UnsafeModelError, UntranslatableModelError
+
+from conftest import SAMPLE_MODELS
+
+import custom_layers
+
+
+@pytest.fixture(scope="module")
+def keras3():
+    from tfcompress import _keras
+
+    return _keras.keras3()
+
+
+def _inputs(shape, count=8):
+    return np.random.default_rng(3).uniform(0, 1, (count,) + tuple(shape)).astype(np.float32)
+
+
+def test_keras2_h5_loads_with_identical_outputs(tiny_model, tiny_h5):
+    loaded = keras_io.load_model(tiny_h5)
+    x = _inputs((28, 28, 1))
+    np.testing.assert_allclose(loaded(x).numpy(), tiny_model(x).numpy(), atol=1e-6)
+
+
+def test_saved_model_folder_loads(tiny_model, tmp_path):
+    tiny_model.save(tmp_path / "saved", save_format="tf")
+    loaded = keras_io.load_model(tmp_path / "saved")
+    x = _inputs((28, 28, 1))
+    np.testing.assert_allclose(loaded(x).numpy(), tiny_model(x).numpy(), atol=1e-6)
+
+
+def _keras3_functional(keras3):
+    keras3.utils.set_random_seed(0)
+    layers = keras3.layers
+    inputs = keras3.Input((12, 12, 1))
+    x = layers.Conv2D(4, 3, padding="same", activation="relu")(inputs)
+    y = layers.DepthwiseConv2D(3, padding="same")(x)
+    y = layers.BatchNormalization()(y)
+    x = layers.Add()([x, y])
+    x = layers.AveragePooling2D(2)(x)
+    x = layers.Flatten()(x)
+    x = layers.Dropout(0.1)(x)
+    outputs = layers.Dense(5, activation="softmax")(x)
+    model = keras3.Model(inputs, outputs)
+    batch_norm = model.layers[3]
+    batch_norm.set_weights([w + np.linspace(0.1, 0.5, w.shape[0]) for w in batch_norm.get_weights()])
+    return model
+
+
+@pytest.mark.parametrize("suffix", [".keras", ".h5"])
+def test_keras3_files_are_translated_with_equal_outputs(keras3, tmp_path, suffix):
+    original = _keras3_functional(keras3)
+    path = tmp_path / f"model{suffix}"
+    original.save(path)
+    loaded = keras_io.load_model(path)
+    assert type(loaded).__module__.startswith("tf_keras")
+    x = _inputs((12, 12, 1))
+    np.testing.assert_allclose(loaded(x).numpy(), np.asarray(original(x)), atol=1e-5)
+
+
+def test_keras3_sequential_translates(keras3, tmp_path):
+    model = keras3.Sequential([keras3.Input((6,)), keras3.layers.Dense(3, activation="tanh")])
+    model.save(tmp_path / "seq.keras")
+    x = _inputs((6,))
+    np.testing.assert_allclose(keras_io.load_model(tmp_path / "seq.keras")(x).numpy(),
+                               np.asarray(model(x)), atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["lenet5_keras3.keras", "lenet5_keras3.h5"])
+def test_keras3_sample_models_match_keras3(keras3, name):
+    original = keras3.saving.load_model(SAMPLE_MODELS / name, compile=False)
+    x = _inputs((28, 28, 1), 16)
+    np.testing.assert_allclose(keras_io.load_model(SAMPLE_MODELS / name)(x).numpy(),
+                               np.asarray(original(x)), atol=1e-5)
+
+
+def test_untranslatable_keras3_option_names_the_layer(keras3, tmp_path):
+    model = keras3.Sequential([keras3.Input((4,)), keras3.layers.Dense(3, name="adapter")])
+    model.save(tmp_path / "m.keras")
+    with zipfile.ZipFile(tmp_path / "m.keras") as archive:
+        files = {name: archive.read(name) for name in archive.namelist()}
+    config = json.loads(files["config.json"])
+    config["config"]["layers"][1]["config"]["lora_rank"] = 4
+    files["config.json"] = json.dumps(config).encode()
+    with zipfile.ZipFile(tmp_path / "lora.keras", "w") as archive:
+        for name, data in files.items():
+            archive.writestr(name, data)
+    with pytest.raises(UntranslatableModelError, match="'adapter'.*lora_rank=4"):
+        keras_io.load_model(tmp_path / "lora.keras")
+
+
+def _lambda_model(tf_keras, marker):
+    layers = tf_keras.layers
+    return tf_keras.Sequential([
+        tf_keras.Input((4,)),
+        layers.Lambda(lambda x, path=str(marker): (open(path, "w").write("ran"), x)[1], name="sneaky"),
+        layers.Dense(2),
+    ])
+
+
+def test_lambda_is_refused_before_any_stored_code_runs(tf_keras, tmp_path):
+    marker = tmp_path / "marker"
+    _lambda_model(tf_keras, marker).save(tmp_path / "lambda.h5")
+    marker.unlink()
+    with pytest.raises(UnsafeModelError, match=r"Lambda layer \('sneaky'\).*--trust_model_code"):
+        keras_io.load_model(tmp_path / "lambda.h5")
+    assert not marker.exists()
+    # The same file with trust does run the stored code: the check above can fail.
+    keras_io.load_model(tmp_path / "lambda.h5", trust_model_code=True)
+    assert marker.exists()
+
+
+def test_custom_layer_needs_its_module(tf_keras, tmp_path):
+    model = tf_keras.Sequential([tf_keras.Input((3,)), custom_layers.ScaleBy(3.0, name="scale")])
+    model.save(tmp_path / "custom.h5")
+    with pytest.raises(ModelLoadError, match=r"custom layer class ScaleBy \('scale'\).*--custom_objects"):
+        keras_io.load_model(tmp_path / "custom.h5")
+    objects = keras_io.load_custom_objects(custom_layers.__file__)
+    loaded = keras_io.load_model(tmp_path / "custom.h5", custom_objects=objects)
+    np.testing.assert_allclose(loaded(np.ones((1, 3), np.float32)).numpy(), [[3.0, 3.0, 3.0]])
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda p: p / "missing.h5", "not found"),
+    (lambda p: p, "is a folder"),
+    (lambda p: (p / "noise.h5").write_bytes(np.random.default_rng(0).bytes(5000)) and p / "noise.h5",
+     "cannot be read as HDF5"),
+    (lambda p: (p / "model.onnx").write_bytes(b"x") and p / "model.onnx", "Unsupported model file"),
+    (lambda p: (p / "m.keras").write_bytes(b"PK\x03\x04junk") and p / "m.keras", "not a readable .keras"),
+])
+def test_bad_model_files_name_the_problem(tmp_path, make, message):
+    with pytest.raises(ModelLoadError, match=message):
+        keras_io.load_model(make(tmp_path))
+
+
+def test_truncated_h5_is_a_clear_error(tiny_h5, tmp_path):
+    data = tiny_h5.read_bytes()
+    (tmp_path / "cut.h5").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ModelLoadError, match="truncated"):
+        keras_io.load_model(tmp_path / "cut.h5")
+
+
+@pytest.mark.parametrize("name", ["lenet5_keras3.keras", "lenet5_keras3.h5"])
+def test_keras3_sample_models_convert_to_int8_agreeing_with_keras3(keras3, name, calibration):
+    from tfcompress.data import load_data
+    from tfcompress.export.tflite import ConvertOptions, to_tflite
+    from tfcompress.runtime.interpreter import predict
+
+    from conftest import EVAL
+
+    evaluation = load_data(EVAL)
+    original = keras3.saving.load_model(SAMPLE_MODELS / name, compile=False)
+    tflite = to_tflite(keras_io.load_model(SAMPLE_MODELS / name), ConvertOptions("int8"), calibration)
+    expected = np.asarray(original.predict(evaluation.x, verbose=0))
+    agreement = np.mean(predict(tflite, evaluation.x).argmax(1) == expected.argmax(1))
+    assert agreement >= 0.995
