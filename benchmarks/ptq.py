@@ -1,0 +1,62 @@
+"""Post-training quantization of every sample model on the full Fashion-MNIST test set.
+
+Each sample model × {float32, float16, dynamic, int8, int8 with per-tensor Dense}:
+size, gzip size, accuracy on the 10k test images, drop vs the Keras model, and
+LiteRT latency p50 on 1 thread (≥200 invokes after warm-up), all in one run.
+Writes results/ptq.json and the tables in benchmarks/README.md and README.md.
+"""
+
+import json
+import platform
+import time
+from pathlib import Path
+
+from absl import app, flags
+
+import tfcompress
+from tfcompress.report import library_versions
+
+import render
+
+ROOT = Path(__file__).resolve().parents[1]
+_DATA_DIR = flags.DEFINE_string("data_dir", "/usr/share/datasets/fashion-mnist",
+                                "Fashion-MNIST IDX folder (apt-get install dataset-fashion-mnist).")
+_MODELS = flags.DEFINE_list("models", ["lenet_300_100.h5", "lenet5.h5", "dscnn.h5", "resnet8.h5",
+                                       "mobilenetv2_035.h5", "lenet5_keras3.keras"],
+                            "Sample model files to measure.")
+_RUNS = flags.DEFINE_integer("runs", 300, "Timed invokes per model for latency.", lower_bound=200)
+
+VARIANTS = [("float32", {"precision": "float32"}), ("float16", {"precision": "float16"}),
+            ("dynamic", {"precision": "dynamic"}), ("int8", {"precision": "int8"}),
+            ("int8 per-tensor Dense", {"precision": "int8", "per_tensor_dense": True})]
+
+
+def main(argv):
+    del argv
+    test = tfcompress.load_data(f"{_DATA_DIR.value}@test")
+    calibration = tfcompress.load_data(ROOT / "sample_models/data/fashion_mnist_calib.npz")
+    rows = []
+    for name in _MODELS.value:
+        model = tfcompress.load_model(ROOT / "sample_models" / name)
+        for variant, options in VARIANTS:
+            started = time.perf_counter()
+            report = tfcompress.convert(model, calibration=calibration, eval_data=test,
+                                        latency_runs=_RUNS.value, **options)
+            rows.append({"model": name, "variant": variant, "size_bytes": report.size_bytes,
+                         "gzip_bytes": report.gzip_bytes, "keras_accuracy": report.reference.accuracy,
+                         "accuracy": report.accuracy, "accuracy_drop": report.accuracy_drop,
+                         "top1_agreement": report.fidelity.top1_agreement,
+                         "latency_us": report.latency.to_dict(), "float_ops": list(report.float_ops),
+                         "seconds": round(time.perf_counter() - started, 1)})
+            print(f"{name:22} {variant:22} {report.size_bytes:>9,} B  acc {report.accuracy:.4f}  "
+                  f"drop {report.accuracy_drop:+.2f} pt  p50 {report.latency.p50:8.1f} us", flush=True)
+    result = {"benchmark": "ptq", "test_samples": len(test), "calibration_samples": 500,
+              "threads": 1, "machine": {"cpu": render.cpu_model(), "python": platform.python_version()},
+              "versions": library_versions(),
+              "rows": rows}
+    render.write_result("ptq", result)
+    render.render_all()
+
+
+if __name__ == "__main__":
+    app.run(main)
