@@ -7,14 +7,13 @@ Writes results/ptq.json and the tables in benchmarks/README.md and README.md.
 """
 
 import json
-import platform
 import time
 from pathlib import Path
 
 from absl import app, flags
 
 import tfcompress
-from tfcompress.report import library_versions
+from tfcompress.report import library_versions, machine_info
 
 import render
 
@@ -51,7 +50,7 @@ def main(argv):
             print(f"{name:22} {variant:22} {report.size_bytes:>9,} B  acc {report.accuracy:.4f}  "
                   f"drop {report.accuracy_drop:+.2f} pt  p50 {report.latency.p50:8.1f} us", flush=True)
     result = {"benchmark": "ptq", "test_samples": len(test), "calibration_samples": 500,
-              "threads": 1, "machine": {"cpu": render.cpu_model(), "python": platform.python_version()},
+              "threads": 1, "machine": machine_info(threads=1),
               "versions": library_versions(),
               "rows": rows}
     render.write_result("ptq", result)

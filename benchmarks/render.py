@@ -14,16 +14,6 @@ RESULTS = ROOT / "benchmarks" / "results"
 START, END = "<!-- benchmarks:start -->", "<!-- benchmarks:end -->"
 
 
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown"
-
-
 def write_result(name: str, result: dict) -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
     write_atomic(RESULTS / f"{name}.json", (json.dumps(result, indent=1) + "\n").encode())
@@ -98,7 +88,18 @@ def _replace_readme_section(text: str) -> None:
     write_atomic(readme, f"{head}{START}\n{text}\n{END}{tail}".encode())
 
 
-RENDERERS = {"ptq": _ptq}
+def _cold_start(result: dict) -> str:
+    return "\n".join([
+        "## Cold start of `tfcompress benchmark` (`benchmarks/cold_start.py`)",
+        "",
+        f"`{result['command']}` in {result['processes']} fresh processes on {result['machine']['cpu']}: "
+        f"median **{result['median_s']:.3f} s** (min {result['min_s']:.3f}, max {result['max_s']:.3f}); "
+        f"`python -c 'import tensorflow'` alone takes {result['import_tensorflow_median_s']:.2f} s. "
+        "The benchmark path imports no TensorFlow.",
+        "", f"Versions: {_versions(result)}"])
+
+
+RENDERERS = {"ptq": _ptq, "cold_start": _cold_start}
 
 if __name__ == "__main__":
     render_all()

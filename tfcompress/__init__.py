@@ -9,7 +9,8 @@ import importlib
 __version__ = "0.1.0"
 
 _API = {
-    "convert": "tfcompress.jobs",
+    "convert": "tfcompress.convert_job",
+    "benchmark": "tfcompress.benchmark_job",
     "load_model": "tfcompress.keras_io",
     "load_custom_objects": "tfcompress.keras_io",
     "load_data": "tfcompress.data",
@@ -19,7 +20,7 @@ _API = {
     "to_tflite": "tfcompress.export.tflite",
     "inspect_tflite": "tfcompress.runtime.inspect",
     "predict": "tfcompress.runtime.interpreter",
-    "measure_latency": "tfcompress.runtime.benchmark",
+    "measure_latency": "tfcompress.runtime.latency",
     "ConversionReport": "tfcompress.report",
     "print_report": "tfcompress.report",
 }

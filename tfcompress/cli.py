@@ -20,6 +20,7 @@ _USAGE = """usage: tfcompress COMMAND [flags]
 
 commands:
   convert MODEL -o OUT.tflite   Keras model → TFLite (float32, float16, dynamic, int8, int16x8), verified
+  benchmark MODEL.tflite [...]  latency, size, memory, accuracy and fidelity, side by side (no TensorFlow)
   inspect MODEL                 layers or ops, params, sizes, dtypes and quantization of a model
 
 `tfcompress COMMAND --help` lists a command's flags."""
@@ -75,6 +76,29 @@ def _data_flags(flag_values):
     }
 
 
+def _benchmark_flags(flag_values):
+    define = {"flag_values": flag_values}
+    return {
+        "eval": flags.DEFINE_string("eval", None, "Data for accuracy and latency inputs (labels optional).",
+                                    **define),
+        "reference": flags.DEFINE_string(
+            "reference", None, "Model whose outputs give fidelity: .tflite, or .h5/.keras (needs TensorFlow).",
+            **define),
+        "threads": flags.DEFINE_integer("threads", 1, "Interpreter threads.", lower_bound=1, **define),
+        "warmup": flags.DEFINE_integer("warmup", 20, "Untimed invokes first.", lower_bound=0, **define),
+        "runs": flags.DEFINE_integer("runs", 200, "Timed invokes.", lower_bound=1, **define),
+        "repeat": flags.DEFINE_integer("repeat", 1, "Repeat the whole measurement; report medians.",
+                                       lower_bound=1, **define),
+        "xnnpack": flags.DEFINE_boolean("xnnpack", True, "Use LiteRT's default XNNPACK delegate.", **define),
+        "micro": flags.DEFINE_boolean(
+            "micro", False, "Also run integer models in TFLite Micro: arena, agreement, latency.", **define),
+        "json": flags.DEFINE_string("json", None, "Write the JSON report here.", **define),
+        "markdown": flags.DEFINE_string("markdown", None, "Write a Markdown table here.", **define),
+        "plot": flags.DEFINE_string("plot", None, "Write a PNG of latency and accuracy vs size here.", **define),
+        **_model_flags(flag_values), **_data_flags(flag_values),
+    }
+
+
 def _inspect_flags(flag_values):
     return {"json": flags.DEFINE_string("json", None, "Also write the details as JSON here.",
                                         flag_values=flag_values),
@@ -82,14 +106,14 @@ def _inspect_flags(flag_values):
 
 
 def _run_convert(args, values):
-    from tfcompress import jobs
+    from tfcompress import convert_job
     from tfcompress.data import Preprocessing
     from tfcompress.report import print_report
 
     (model_path,) = _positional(args, "convert", "MODEL")
     if values["output"] is None:
         raise flags.Error("convert needs -o OUT.tflite")
-    report = jobs.convert(
+    report = convert_job.convert(
         model_path, precision=values["precision"], calibration=values["calibration"],
         eval_data=values["eval"], output=values["output"], report_path=values["report"],
         io_type=values["io_type"], per_tensor_dense=values["per_tensor_dense"],
@@ -98,6 +122,24 @@ def _run_convert(args, values):
         reshape_data=values["reshape_data"], trust_model_code=values["trust_model_code"],
         custom_objects=_custom_objects(values))
     print_report(report)
+    return 0
+
+
+def _run_benchmark(args, values):
+    from tfcompress import benchmark_job
+    from tfcompress.data import Preprocessing
+    from tfcompress.report import format_benchmark
+
+    if not args:
+        raise flags.Error("benchmark takes one or more MODEL.tflite files")
+    report = benchmark_job.benchmark(
+        args, eval_data=values["eval"], reference=values["reference"], threads=values["threads"],
+        warmup=values["warmup"], runs=values["runs"], repeat=values["repeat"], xnnpack=values["xnnpack"],
+        micro=values["micro"], preprocessing=Preprocessing(values["input_scale"], values["input_offset"]),
+        reshape_data=values["reshape_data"], json_path=values["json"], markdown_path=values["markdown"],
+        plot_path=values["plot"], trust_model_code=values["trust_model_code"],
+        custom_objects=_custom_objects(values))
+    print(format_benchmark(report))
     return 0
 
 
@@ -129,7 +171,9 @@ def _positional(args, command, *names):
     return args
 
 
-_COMMANDS = {"convert": (_convert_flags, _run_convert), "inspect": (_inspect_flags, _run_inspect)}
+_COMMANDS = {"convert": (_convert_flags, _run_convert),
+             "benchmark": (_benchmark_flags, _run_benchmark),
+             "inspect": (_inspect_flags, _run_inspect)}
 
 
 def main(argv) -> int:

@@ -5,7 +5,7 @@ from pathlib import Path
 
 from tfcompress.errors import OutputError
 
-__all__ = ["write_atomic", "save_atomic"]
+__all__ = ["write_atomic", "save_atomic", "check_writable"]
 
 
 def write_atomic(path, data: bytes) -> Path:
@@ -48,3 +48,15 @@ def save_atomic(path, save) -> Path:
     finally:
         tmp.unlink(missing_ok=True)
     return path
+
+
+def check_writable(path) -> None:
+    """Fails before the slow work when an output cannot be written."""
+    if path is None:
+        return
+    path = Path(path)
+    if path.is_dir():
+        raise OutputError(f"Output path {path} is a folder; give a file name.")
+    if not path.parent.is_dir() or not os.access(path.parent, os.W_OK):
+        raise OutputError(
+            f"Cannot write {path}: the folder {path.parent} does not exist or is not writable.")

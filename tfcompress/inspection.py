@@ -21,8 +21,7 @@ def inspect_model(path, *, trust_model_code: bool = False, custom_objects=None) 
 
 
 def _tflite_details(path: Path) -> dict:
-    from tfcompress.report import gzip_size
-    from tfcompress.runtime.inspect import inspect_tflite
+    from tfcompress.runtime.inspect import gzip_size, inspect_tflite
 
     data = path.read_bytes()
     summary = inspect_tflite(data, str(path))

@@ -5,17 +5,17 @@ tools and the tests read the same numbers.
 """
 
 import dataclasses
-import gzip
-import importlib.metadata
 import json
+import os
+from pathlib import Path
 from typing import Optional
 
 from tfcompress.files import write_atomic
-from tfcompress.runtime.benchmark import Latency
+from tfcompress.runtime.latency import Latency
 from tfcompress.runtime.metrics import Fidelity
 
-__all__ = ["Reference", "ConversionReport", "gzip_size", "library_versions",
-           "format_report", "print_report", "write_json"]
+__all__ = ["Reference", "ConversionReport", "BenchmarkReport", "library_versions", "machine_info",
+           "format_report", "print_report", "format_benchmark", "markdown_benchmark", "write_json"]
 
 _VERSIONED_PACKAGES = {"tfcompress": "tfcompress", "tensorflow": "tensorflow",
                        "tf_keras": "tf-keras", "ai_edge_litert": "ai-edge-litert"}
@@ -73,13 +73,10 @@ class ConversionReport:
         }
 
 
-def gzip_size(data: bytes) -> int:
-    """Bytes after gzip -9 with a fixed timestamp: what zeros and shared values really save."""
-    return len(gzip.compress(data, compresslevel=9, mtime=0))
-
-
 def library_versions() -> dict:
     """Installed versions, read from package metadata so nothing heavy is imported."""
+    import importlib.metadata
+
     versions = {}
     for key, distribution in _VERSIONED_PACKAGES.items():
         try:
@@ -87,6 +84,99 @@ def library_versions() -> dict:
         except importlib.metadata.PackageNotFoundError:
             versions[key] = None
     return versions
+
+
+@dataclasses.dataclass(frozen=True)
+class BenchmarkReport:
+    """Several `.tflite` models measured in one run (see runtime/benchmark.py)."""
+
+    models: tuple               # ModelBenchmark, in the order given; ratios are to the first
+    reference: Optional[Reference]
+    eval_source: Optional[str]
+    options: dict
+    machine: dict
+
+    def to_dict(self) -> dict:
+        return {"models": [self._model_dict(model) for model in self.models],
+                "reference": dataclasses.asdict(self.reference) if self.reference else None,
+                "eval": self.eval_source, "options": self.options, "machine": self.machine,
+                "versions": library_versions()}
+
+    def accuracy_drop(self, model) -> Optional[float]:
+        if model.accuracy is None or self.reference is None or self.reference.accuracy is None:
+            return None
+        return (self.reference.accuracy - model.accuracy) * 100.0
+
+    def _model_dict(self, model) -> dict:
+        latency = {**model.latency.to_dict(), "p50_spread": list(model.p50_spread_us)}
+        return {"model": model.model, "output": None, "precision": model.precision,
+                "size_bytes": model.size_bytes, "gzip_bytes": model.gzip_bytes,
+                "reference": dataclasses.asdict(self.reference) if self.reference else None,
+                "accuracy": model.accuracy, "accuracy_drop": self.accuracy_drop(model),
+                "fidelity": model.fidelity.to_dict() if model.fidelity else None,
+                "latency_us": latency, "init_ms": model.init_ms,
+                "rss_growth_bytes": model.rss_growth_bytes,
+                "ops": model.ops, "float_ops": list(model.float_ops),
+                "arena_bytes": model.arena_bytes, "micro": model.micro,
+                "versions": library_versions()}
+
+
+def machine_info(threads: int) -> dict:
+    """What the latency numbers were measured on."""
+    cpu = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"cpu": cpu, "cores": os.cpu_count(), "threads": threads}
+
+
+def _benchmark_rows(report: BenchmarkReport) -> list:
+    first = report.models[0]
+    header = ["model", "precision", "size (B)", "size x", "gzip (B)", "init (ms)", "p50 (us)", "p50 x",
+              "p90 (us)", "p99 (us)", "accuracy", "drop (pt)", "agreement", "arena (B)"]
+    rows = [header]
+    for model in report.models:
+        drop = report.accuracy_drop(model)
+        rows.append([
+            model.model, model.precision, f"{model.size_bytes:,}", f"{model.size_bytes / first.size_bytes:.2f}",
+            f"{model.gzip_bytes:,}", f"{model.init_ms:.1f}", f"{model.latency.p50:,.1f}",
+            f"{model.latency.p50 / first.latency.p50:.2f}", f"{model.latency.p90:,.1f}",
+            f"{model.latency.p99:,.1f}", _percent(model.accuracy),
+            "n/a" if drop is None else f"{drop:+.2f}",
+            _percent(model.fidelity.top1_agreement) if model.fidelity else "n/a",
+            f"{model.arena_bytes:,}" if model.arena_bytes else "n/a"])
+    return rows
+
+
+def format_benchmark(report: BenchmarkReport) -> str:
+    rows = _benchmark_rows(report)
+    width = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(cell.rjust(width[i]) if i > 1 else cell.ljust(width[i])
+                       for i, cell in enumerate(row)) for row in rows]
+    machine = report.machine
+    lines.append(f"{machine['cpu']}, {machine['threads']} thread(s); x = ratio to the first model; "
+                 "x86 latency does not predict ARM or microcontroller latency.")
+    for model in report.models:
+        if model.micro and "error" in model.micro:
+            lines.append(f"TFLite Micro, {model.model}: {model.micro['error']}")
+        elif model.micro:
+            lines.append(f"TFLite Micro, {model.model}: arena {model.micro['arena_bytes']:,} B, "
+                         f"max difference from LiteRT {model.micro['max_diff_steps']} step(s), "
+                         f"p50 {model.micro['latency_us']['p50']:,.0f} us")
+    return "\n".join(lines)
+
+
+def markdown_benchmark(report: BenchmarkReport) -> str:
+    rows = _benchmark_rows(report)
+    lines = ["| " + " | ".join(rows[0]) + " |", "|" + "---|" * 2 + "---:|" * (len(rows[0]) - 2)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows[1:]]
+    machine = report.machine
+    lines += ["", f"{machine['cpu']}, {machine['threads']} thread(s). Ratios (x) are to the first model."]
+    return "\n".join(lines) + "\n"
 
 
 def format_report(report: ConversionReport) -> str:

@@ -1,62 +1,131 @@
-"""Latency of a `.tflite` model in LiteRT, timed invoke by invoke."""
+"""Measures `.tflite` models side by side: init time, latency, memory, size, accuracy, fidelity.
+
+Everything here runs on a device with only numpy, absl-py and ai-edge-litert
+(tflite-micro for the TFLite Micro run). `repeat` measures everything again and
+keeps the median, because small machines are noisy.
+"""
 
 import dataclasses
+import os
 import time
+from typing import Optional
 
 import numpy as np
 
-from tfcompress.errors import OptionError
-from tfcompress.runtime.interpreter import make_interpreter
+from tfcompress.errors import OptionError, TfcompressError
+from tfcompress.runtime import metrics
+from tfcompress.runtime.inspect import gzip_size, inspect_tflite, precision_of
+from tfcompress.runtime.interpreter import make_interpreter, predict, quantize
+from tfcompress.runtime.latency import Latency, latency_inputs, time_invokes
 
-__all__ = ["Latency", "measure_latency", "random_inputs"]
+__all__ = ["BenchmarkOptions", "ModelBenchmark", "benchmark_model", "comparison_inputs"]
+
+_MICRO_SAMPLES = 50
 
 
 @dataclasses.dataclass(frozen=True)
-class Latency:
-    """Invoke times in microseconds."""
+class BenchmarkOptions:
+    threads: int = 1
+    warmup: int = 20
+    runs: int = 200
+    repeat: int = 1
+    xnnpack: bool = True
+    micro: bool = False
 
-    p50: float
-    p90: float
-    p99: float
-    mean: float
-    min: float
-    std: float
-    runs: int
-
-    @classmethod
-    def from_samples(cls, samples_us: np.ndarray) -> "Latency":
-        p50, p90, p99 = np.percentile(samples_us, [50, 90, 99])
-        return cls(float(p50), float(p90), float(p99), float(samples_us.mean()),
-                   float(samples_us.min()), float(samples_us.std()), len(samples_us))
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+    def __post_init__(self):
+        for name, minimum in (("threads", 1), ("warmup", 0), ("runs", 1), ("repeat", 1)):
+            value = getattr(self, name)
+            if value < minimum:
+                raise OptionError(f"{name} must be at least {minimum}. Received: {name}={value}")
 
 
-def random_inputs(detail: dict, seed: int = 0) -> np.ndarray:
-    """Deterministic inputs of an input tensor's dtype and shape."""
-    rng = np.random.default_rng(seed)
-    shape, dtype = tuple(detail["shape"]), detail["dtype"]
-    if np.issubdtype(dtype, np.integer):
-        limits = np.iinfo(dtype)
-        return rng.integers(limits.min, limits.max, size=shape, endpoint=True).astype(dtype)
-    return rng.uniform(0.0, 1.0, size=shape).astype(dtype)
+@dataclasses.dataclass(frozen=True)
+class ModelBenchmark:
+    model: str
+    precision: str
+    size_bytes: int
+    gzip_bytes: int
+    init_ms: float                  # interpreter creation + allocate_tensors, median over repeats
+    latency: Latency                # each statistic the median over repeats
+    p50_spread_us: tuple            # (min, max) of p50 across repeats
+    rss_growth_bytes: int           # resident memory added by the interpreter and its runs
+    accuracy: Optional[float]
+    fidelity: Optional[metrics.Fidelity]
+    ops: dict
+    float_ops: tuple
+    micro: Optional[dict] = None    # TFLite Micro arena/agreement/latency, or its error
+    latency_samples_us: np.ndarray = dataclasses.field(default=None, repr=False, compare=False)
+
+    @property
+    def arena_bytes(self) -> Optional[int]:
+        return self.micro.get("arena_bytes") if self.micro else None
 
 
-def measure_latency(model_bytes: bytes, *, runs: int = 200, warmup: int = 20, threads: int = 1,
-                    xnnpack: bool = True) -> Latency:
-    """Times `runs` single-sample invokes after `warmup` untimed ones."""
-    if runs < 1:
-        raise OptionError(f"runs must be at least 1. Received: runs={runs}")
-    interpreter = make_interpreter(model_bytes, threads=threads, xnnpack=xnnpack)
-    interpreter.allocate_tensors()
-    for detail in interpreter.get_input_details():
-        interpreter.set_tensor(detail["index"], random_inputs(detail))
-    for _ in range(warmup):
-        interpreter.invoke()
-    samples = np.empty(runs)
-    for index in range(runs):
+def comparison_inputs(model_bytes: bytes, eval_x: Optional[np.ndarray], count: int = 100) -> np.ndarray:
+    """Float inputs every model and the reference are run on: eval data, or seeded noise in [0, 1)."""
+    if eval_x is not None:
+        return eval_x
+    summary = inspect_tflite(model_bytes)
+    shape = (count,) + tuple(summary.inputs[0].shape[1:])
+    return np.random.default_rng(0).uniform(0.0, 1.0, shape).astype(np.float32)
+
+
+def benchmark_model(name: str, model_bytes: bytes, options: BenchmarkOptions, *,
+                    inputs: np.ndarray, labels: Optional[np.ndarray] = None,
+                    reference_outputs: Optional[np.ndarray] = None, eval_x=None) -> ModelBenchmark:
+    """Measures one model; `inputs` are float samples shared with the reference."""
+    summary = inspect_tflite(model_bytes, name)
+    rss_before = _resident_bytes()
+    init_ms, stats, all_samples = [], [], []
+    for _ in range(options.repeat):
         start = time.perf_counter_ns()
-        interpreter.invoke()
-        samples[index] = (time.perf_counter_ns() - start) / 1000.0
-    return Latency.from_samples(samples)
+        interpreter = make_interpreter(model_bytes, threads=options.threads, xnnpack=options.xnnpack)
+        interpreter.allocate_tensors()
+        init_ms.append((time.perf_counter_ns() - start) / 1e6)
+        samples = time_invokes(interpreter, latency_inputs(interpreter, eval_x),
+                               runs=options.runs, warmup=options.warmup)
+        stats.append(Latency.from_samples(samples))
+        all_samples.append(samples)
+    rss_growth = max(_resident_bytes() - rss_before, 0)
+    outputs = predict(model_bytes, inputs, threads=options.threads)
+    return ModelBenchmark(
+        model=name, precision=precision_of(summary), size_bytes=len(model_bytes),
+        gzip_bytes=gzip_size(model_bytes), init_ms=float(np.median(init_ms)),
+        latency=_median_latency(stats),
+        p50_spread_us=(min(s.p50 for s in stats), max(s.p50 for s in stats)),
+        rss_growth_bytes=rss_growth, accuracy=metrics.accuracy(outputs, labels),
+        fidelity=metrics.fidelity(outputs, reference_outputs) if reference_outputs is not None else None,
+        ops=summary.ops, float_ops=summary.float_ops,
+        micro=_micro(model_bytes, inputs, summary) if options.micro else None,
+        latency_samples_us=np.concatenate(all_samples))
+
+
+def _median_latency(stats: list) -> Latency:
+    fields = [f.name for f in dataclasses.fields(Latency) if f.name != "runs"]
+    medians = {name: float(np.median([getattr(s, name) for s in stats])) for name in fields}
+    return Latency(**medians, runs=sum(s.runs for s in stats))
+
+
+def _micro(model_bytes: bytes, inputs: np.ndarray, summary) -> dict:
+    """TFLite Micro's view of an integer model; float models are reported as not runnable."""
+    from tfcompress.runtime.tflm import run_micro
+
+    if summary.inputs[0].dtype not in ("INT8", "UINT8", "INT16") or summary.float_ops:
+        return {"error": "needs a full-integer model with integer I/O (convert with --precision int8 --io_type int8)"}
+    detail = {"dtype": np.dtype(summary.inputs[0].dtype.lower()),
+              "quantization": (summary.inputs[0].scales[0], summary.inputs[0].zero_points[0]),
+              "name": summary.inputs[0].name}
+    try:
+        run = run_micro(model_bytes, quantize(inputs[:_MICRO_SAMPLES], detail))
+    except TfcompressError as error:
+        return {"error": str(error)}
+    return run.to_dict()
+
+
+def _resident_bytes() -> int:
+    """Current resident set size, from /proc (0 where that does not exist)."""
+    try:
+        with open("/proc/self/statm") as handle:
+            return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return 0

@@ -6,6 +6,7 @@ is quantized, and which ops still compute in float.
 
 import collections
 import dataclasses
+import gzip
 import struct
 from typing import Optional
 
@@ -13,7 +14,7 @@ import numpy as np
 
 from tfcompress.errors import ModelLoadError
 
-__all__ = ["TensorInfo", "TfliteSummary", "inspect_tflite"]
+__all__ = ["TensorInfo", "TfliteSummary", "inspect_tflite", "precision_of", "gzip_size"]
 
 _FLATBUFFER_IDENTIFIER = b"TFL3"
 # Ops that only move between float and integer at the model's edges.
@@ -80,6 +81,26 @@ def inspect_tflite(model_bytes: bytes, source: str = "model") -> TfliteSummary:
         raise ModelLoadError(f"{source} is a damaged TFLite flatbuffer ({error}).") from None
     return TfliteSummary(len(model_bytes), dict(ops), tuple(sorted(set(float_ops))),
                          inputs, outputs, tensors)
+
+
+def gzip_size(data: bytes) -> int:
+    """Bytes after gzip -9 with a fixed timestamp: what zeros and shared values really save."""
+    return len(gzip.compress(data, compresslevel=9, mtime=0))
+
+
+def precision_of(summary: TfliteSummary) -> str:
+    """The precision a converted model was made with, read from its tensor types."""
+    weights = {t.dtype for t in summary.tensors if t.is_constant}
+    activations = {t.dtype for t in summary.tensors if not t.is_constant}
+    if "FLOAT16" in weights:
+        return "float16"
+    if "INT16" in activations:
+        return "int16x8"
+    if activations & {"INT8", "UINT8"}:
+        return "int8"
+    if "INT8" in weights:
+        return "dynamic"
+    return "float32"
 
 
 def _op_name(opcode, schema) -> str:

@@ -9,7 +9,7 @@ import numpy as np
 
 from tfcompress.errors import DataError, ModelLoadError
 
-__all__ = ["make_interpreter", "predict", "quantize", "dequantize"]
+__all__ = ["make_interpreter", "predict", "raw_outputs", "quantize", "dequantize"]
 
 
 def make_interpreter(model_bytes: bytes, *, threads: int = 1, xnnpack: bool = True):
@@ -80,3 +80,17 @@ def _invoke(interpreter, batch: np.ndarray) -> np.ndarray:
     interpreter.set_tensor(input_detail["index"], quantize(batch, input_detail))
     interpreter.invoke()
     return dequantize(interpreter.get_tensor(output_detail["index"]), output_detail)
+
+
+def raw_outputs(model_bytes: bytes, inputs: np.ndarray, *, xnnpack: bool = True) -> np.ndarray:
+    """The first output in its own dtype, for inputs already in the input's dtype, one by one."""
+    interpreter = make_interpreter(model_bytes, xnnpack=xnnpack)
+    interpreter.allocate_tensors()
+    input_index = interpreter.get_input_details()[0]["index"]
+    output_index = interpreter.get_output_details()[0]["index"]
+    outputs = []
+    for sample in inputs:
+        interpreter.set_tensor(input_index, sample[np.newaxis])
+        interpreter.invoke()
+        outputs.append(interpreter.get_tensor(output_index).copy())
+    return np.concatenate(outputs)

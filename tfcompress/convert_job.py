@@ -1,4 +1,4 @@
-"""The user-level jobs: load → convert → verify → report, composed from the stages.
+"""The convert job: load → convert → verify → report, composed from the stages.
 
 `convert` is what `tfcompress convert` and `tfcompress.convert(...)` run: it never
 returns a model it has not measured against the Keras original.
@@ -13,13 +13,13 @@ from absl import logging
 
 from tfcompress import keras_io
 from tfcompress.data import Dataset, Preprocessing, fit_to_input, load_data
-from tfcompress.errors import DataError, OutputError
+from tfcompress.errors import DataError
 from tfcompress.export.tflite import ConvertOptions, to_tflite
-from tfcompress.files import write_atomic
-from tfcompress.report import ConversionReport, Reference, gzip_size, write_json
+from tfcompress.files import check_writable, write_atomic
+from tfcompress.report import ConversionReport, Reference, write_json
 from tfcompress.runtime import metrics
-from tfcompress.runtime.benchmark import measure_latency
-from tfcompress.runtime.inspect import inspect_tflite
+from tfcompress.runtime.latency import measure_latency
+from tfcompress.runtime.inspect import gzip_size, inspect_tflite
 from tfcompress.runtime.interpreter import predict
 
 __all__ = ["convert", "RANDOM_CALIBRATION"]
@@ -44,7 +44,7 @@ def convert(model, *, precision: str = "int8", calibration=None, eval_data=None,
                              per_tensor_dense=per_tensor_dense,
                              calibration_samples=calibration_samples)
     for path in (output, report_path):
-        _check_writable(path)
+        check_writable(path)
     model_path = model if isinstance(model, (str, os.PathLike)) else None
     if model_path is not None:
         model = keras_io.load_model(model_path, trust_model_code=trust_model_code,
@@ -121,18 +121,6 @@ def _calibration_note(calibration, data: Optional[Dataset]) -> dict:
         return {"source": None, "samples": 0, "random": False}
     return {"source": data.source, "samples": len(data),
             "random": isinstance(calibration, str) and calibration == RANDOM_CALIBRATION}
-
-
-def _check_writable(path) -> None:
-    """Fails before the slow work when an output cannot be written."""
-    if path is None:
-        return
-    path = Path(path)
-    if path.is_dir():
-        raise OutputError(f"Output path {path} is a folder; give a file name.")
-    if not path.parent.is_dir() or not os.access(path.parent, os.W_OK):
-        raise OutputError(
-            f"Cannot write {path}: the folder {path.parent} does not exist or is not writable.")
 
 
 def _file_size(path) -> Optional[int]:

@@ -1,0 +1,141 @@
+"""Runs an integer `.tflite` in the real TFLite Micro interpreter (tflite-micro's Python build).
+
+The arena size is measured, not estimated: the recording allocator's total is a
+first guess (it under-counts allocations made in Prepare, tflite-micro#2738), then
+the model is run with ever smaller arenas to find the smallest one that allocates
+and invokes, and the reported size is the one that was actually run.
+"""
+
+import contextlib
+import dataclasses
+import os
+import re
+import tempfile
+import time
+
+import numpy as np
+
+from tfcompress.errors import ConversionError
+from tfcompress.runtime.latency import Latency
+from tfcompress.runtime.interpreter import raw_outputs
+
+__all__ = ["MicroRun", "measure_arena", "run_micro", "ARENA_ALIGNMENT"]
+
+ARENA_ALIGNMENT = 16
+_MISSING_OP = re.compile(r"Didn't find op for builtin opcode '([A-Z0-9_]+)'")
+_RECORDED_TOTAL = re.compile(r"Arena allocation total (\d+) bytes")
+
+
+@dataclasses.dataclass(frozen=True)
+class MicroRun:
+    """What TFLite Micro did with a model."""
+
+    arena_bytes: int            # smallest arena (multiple of 16) the model allocated and ran in
+    recorded_arena_bytes: int   # the recording allocator's own total
+    max_diff_steps: int         # largest output difference from LiteRT, in quantized steps
+    latency: Latency
+
+    def to_dict(self) -> dict:
+        return {"arena_bytes": self.arena_bytes, "recorded_arena_bytes": self.recorded_arena_bytes,
+                "max_diff_steps": self.max_diff_steps, "latency_us": self.latency.to_dict()}
+
+
+def measure_arena(model_bytes: bytes) -> tuple:
+    """(smallest arena that runs, recorded total), both in bytes."""
+    recorded = _recorded_arena(model_bytes)
+    low, high = 0, _round_up(recorded)
+    while not _runs_with_arena(model_bytes, high):
+        low, high = high, high * 2
+    while high - low > ARENA_ALIGNMENT:
+        middle = _round_up((low + high) // 2)
+        if middle >= high:
+            break
+        low, high = (low, middle) if _runs_with_arena(model_bytes, middle) else (middle, high)
+    return high, recorded
+
+
+def run_micro(model_bytes: bytes, inputs: np.ndarray, *, runs: int = 20) -> MicroRun:
+    """Runs `inputs` (already in the model's input dtype) one by one, in an arena of the
+    measured size, and compares the raw outputs with LiteRT's; then times `runs` invokes.
+
+    LiteRT runs its built-in kernels here: its XNNPACK int8 path rounds differently
+    (up to 11 steps on a softmax output), while the built-in kernels match TFLite Micro.
+    """
+    arena, recorded = measure_arena(model_bytes)
+    interpreter = _interpreter(model_bytes, arena)
+    outputs = []
+    for sample in inputs:
+        interpreter.set_input(sample[np.newaxis], 0)
+        interpreter.invoke()
+        outputs.append(np.array(interpreter.get_output(0)))
+    reference = raw_outputs(model_bytes, inputs, xnnpack=False)
+    difference = np.abs(np.concatenate(outputs).astype(np.int64) - reference.astype(np.int64))
+    samples = np.empty(max(runs, 1))
+    for index in range(len(samples)):
+        start = time.perf_counter_ns()
+        interpreter.invoke()
+        samples[index] = (time.perf_counter_ns() - start) / 1000.0
+    return MicroRun(arena, recorded, int(difference.max()), Latency.from_samples(samples))
+
+
+def _interpreter(model_bytes: bytes, arena_size: int):
+    from tflite_micro import runtime
+
+    with _captured_output() as captured:
+        try:
+            return runtime.Interpreter.from_bytes(model_bytes, arena_size=arena_size)
+        except RuntimeError:
+            pass
+    missing = sorted(set(_MISSING_OP.findall(captured.text)))
+    if missing:
+        raise ConversionError(
+            f"TFLite Micro has no kernel for: {', '.join(missing)}. Replace those layers, or deploy "
+            "with LiteRT instead of TFLite Micro.")
+    raise ConversionError(f"TFLite Micro cannot run the model: {captured.text.strip().splitlines()[-1:]}")
+
+
+def _recorded_arena(model_bytes: bytes) -> int:
+    interpreter = _interpreter(model_bytes, max(len(model_bytes) * 10, 1 << 20))
+    with _captured_output() as captured:
+        interpreter.print_allocations()
+    match = _RECORDED_TOTAL.search(captured.text)
+    return int(match.group(1)) if match else len(model_bytes)
+
+
+def _runs_with_arena(model_bytes: bytes, arena_size: int) -> bool:
+    from tflite_micro import runtime
+
+    with _captured_output():
+        try:
+            interpreter = runtime.Interpreter.from_bytes(model_bytes, arena_size=arena_size)
+            interpreter.invoke()
+            return True
+        except RuntimeError:
+            return False
+
+
+def _round_up(size: int) -> int:
+    return -(-max(size, 1) // ARENA_ALIGNMENT) * ARENA_ALIGNMENT
+
+
+class _Captured:
+    text = ""
+
+
+@contextlib.contextmanager
+def _captured_output():
+    """Collects what the C++ interpreter prints on stdout/stderr (file descriptors 1 and 2)."""
+    captured = _Captured()
+    with tempfile.TemporaryFile(mode="w+b") as sink:
+        saved = [os.dup(1), os.dup(2)]
+        os.dup2(sink.fileno(), 1)
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield captured
+        finally:
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            for descriptor in saved:
+                os.close(descriptor)
+            sink.seek(0)
+            captured.text = sink.read().decode(errors="replace")
