@@ -11,6 +11,7 @@ __version__ = "0.1.0"
 _API = {
     "convert": "tfcompress.convert_job",
     "benchmark": "tfcompress.benchmark_job",
+    "to_micro": "tfcompress.micro_job",
     "load_model": "tfcompress.keras_io",
     "load_custom_objects": "tfcompress.keras_io",
     "load_data": "tfcompress.data",

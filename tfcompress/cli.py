@@ -20,6 +20,7 @@ _USAGE = """usage: tfcompress COMMAND [flags]
 
 commands:
   convert MODEL -o OUT.tflite   Keras model → TFLite (float32, float16, dynamic, int8, int16x8), verified
+  micro MODEL -o DIR            full-integer model for TFLite Micro: C++ sources, measured arena, op resolver
   benchmark MODEL.tflite [...]  latency, size, memory, accuracy and fidelity, side by side (no TensorFlow)
   inspect MODEL                 layers or ops, params, sizes, dtypes and quantization of a model
 
@@ -76,6 +77,24 @@ def _data_flags(flag_values):
     }
 
 
+def _micro_flags(flag_values):
+    define = {"flag_values": flag_values}
+    return {
+        "output": flags.DEFINE_string("output", None, "Folder for model.tflite, the C++ sources and reports.",
+                                      short_name="o", **define),
+        "calibration": flags.DEFINE_string("calibration", None, "Calibration data (Keras input only).",
+                                           **define),
+        "eval": flags.DEFINE_string("eval", None, "Labelled data for accuracy; also the TFLM check inputs.",
+                                    **define),
+        "name": flags.DEFINE_string("name", "model", "C identifier for the array and functions.", **define),
+        "arena_margin": flags.DEFINE_float("arena_margin", 1.1, "Declared arena = measured x margin.",
+                                           lower_bound=1.0, **define),
+        "per_channel_dense": flags.DEFINE_boolean(
+            "per_channel_dense", False, "Per-channel Dense weights (larger arena on TFLite Micro).", **define),
+        **_model_flags(flag_values), **_data_flags(flag_values),
+    }
+
+
 def _benchmark_flags(flag_values):
     define = {"flag_values": flag_values}
     return {
@@ -122,6 +141,24 @@ def _run_convert(args, values):
         reshape_data=values["reshape_data"], trust_model_code=values["trust_model_code"],
         custom_objects=_custom_objects(values))
     print_report(report)
+    return 0
+
+
+def _run_micro(args, values):
+    from tfcompress import micro_job
+    from tfcompress.data import Preprocessing
+
+    (model_path,) = _positional(args, "micro", "MODEL")
+    if values["output"] is None:
+        raise flags.Error("micro needs -o DIR")
+    report = micro_job.to_micro(
+        model_path, values["output"], calibration=values["calibration"], eval_data=values["eval"],
+        name=values["name"], arena_margin=values["arena_margin"],
+        per_channel_dense=values["per_channel_dense"],
+        preprocessing=Preprocessing(values["input_scale"], values["input_offset"]),
+        reshape_data=values["reshape_data"], trust_model_code=values["trust_model_code"],
+        custom_objects=_custom_objects(values))
+    print(micro_job.format_micro_report(report))
     return 0
 
 
@@ -172,6 +209,7 @@ def _positional(args, command, *names):
 
 
 _COMMANDS = {"convert": (_convert_flags, _run_convert),
+             "micro": (_micro_flags, _run_micro),
              "benchmark": (_benchmark_flags, _run_benchmark),
              "inspect": (_inspect_flags, _run_inspect)}
 

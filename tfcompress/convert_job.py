@@ -49,6 +49,7 @@ def convert(model, *, precision: str = "int8", calibration=None, eval_data=None,
     if model_path is not None:
         model = keras_io.load_model(model_path, trust_model_code=trust_model_code,
                                     custom_objects=custom_objects)
+    model_name = str(model_path) if model_path is not None else model.name
     input_shape = tuple(model.inputs[0].shape)
     warnings = []
     calibration_data = _calibration(calibration, options, input_shape, preprocessing, reshape_data, warnings)
@@ -60,7 +61,7 @@ def convert(model, *, precision: str = "int8", calibration=None, eval_data=None,
         warnings.append(f"float ops left in an int8 model: {', '.join(summary.float_ops)}")
 
     reference_accuracy = accuracy = fidelity = None
-    check_data = evaluation or calibration_data
+    check_data = evaluation if evaluation is not None else calibration_data
     if check_data is not None:
         keras_outputs = model.predict(check_data.x, batch_size=250, verbose=0)
         tflite_outputs = predict(tflite_bytes, check_data.x)
@@ -73,11 +74,10 @@ def convert(model, *, precision: str = "int8", calibration=None, eval_data=None,
     if output is not None:
         write_atomic(output, tflite_bytes)
     report = ConversionReport(
-        model=str(model_path) if model_path is not None else model.name,
+        model=model_name,
         output=str(output) if output is not None else None,
         precision=options.precision, size_bytes=len(tflite_bytes), gzip_bytes=gzip_size(tflite_bytes),
-        reference=Reference(str(model_path) if model_path is not None else model.name,
-                            _file_size(model_path) or _float32_bytes(model), reference_accuracy),
+        reference=Reference(model_name, _file_size(model_path) or _float32_bytes(model), reference_accuracy),
         accuracy=accuracy, fidelity=fidelity, latency=latency,
         ops=summary.ops, float_ops=summary.float_ops,
         io={"inputs": [t.to_dict() for t in summary.inputs],

@@ -1,0 +1,186 @@
+"""The micro job: a model → files a TFLite Micro firmware project drops in, verified.
+
+The model is converted to full integer (int8 I/O, per-tensor Dense weights unless asked
+otherwise), run in the real TFLite Micro interpreter to measure its arena and compare
+its outputs with LiteRT's, and only then written: `model.tflite`, the C++ sources,
+`report.json` and `report.md`. Any failure leaves the output folder untouched.
+"""
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+from tfcompress import convert_job
+from tfcompress.data import Preprocessing, fit_to_input, load_data
+from tfcompress.errors import ConversionError, DataError, ModelLoadError, OutputError
+from tfcompress.export.micro import arena_with_margin, micro_sources
+from tfcompress.files import write_atomic
+from tfcompress.report import library_versions
+from tfcompress.runtime import metrics
+from tfcompress.runtime.inspect import gzip_size, inspect_tflite, precision_of
+from tfcompress.runtime.interpreter import predict, quantize
+from tfcompress.runtime.latency import random_inputs
+from tfcompress.runtime.tflm import run_micro
+
+__all__ = ["MicroReport", "to_micro", "MAX_DIFF_STEPS"]
+
+# TFLite Micro and LiteRT's built-in kernels may round one step apart, no more.
+MAX_DIFF_STEPS = 1
+_AGREEMENT_SAMPLES = 100
+
+
+@dataclasses.dataclass(frozen=True)
+class MicroReport:
+    model: str
+    output_dir: str
+    size_bytes: int                 # flash: the flatbuffer
+    gzip_bytes: int
+    arena_bytes: int                # measured in TFLite Micro
+    arena_with_margin_bytes: int    # what the header declares
+    recorded_arena_bytes: int
+    max_diff_steps: int
+    agreement_samples: int
+    micro_latency: dict
+    ops: dict
+    accuracy: Optional[float]
+    reference: Optional[dict]       # the Keras model: path, size_bytes, accuracy
+    fidelity: Optional[dict]
+    per_tensor_dense: Optional[bool]
+    files: tuple
+
+    @property
+    def accuracy_drop(self) -> Optional[float]:
+        if self.accuracy is None or not self.reference or self.reference.get("accuracy") is None:
+            return None
+        return (self.reference["accuracy"] - self.accuracy) * 100.0
+
+    def to_dict(self) -> dict:
+        return {"model": self.model, "output": str(Path(self.output_dir) / "model.tflite"),
+                "precision": "int8", "size_bytes": self.size_bytes, "gzip_bytes": self.gzip_bytes,
+                "reference": self.reference, "accuracy": self.accuracy, "accuracy_drop": self.accuracy_drop,
+                "fidelity": self.fidelity, "latency_us": self.micro_latency, "ops": self.ops, "float_ops": [],
+                "arena_bytes": self.arena_bytes, "arena_with_margin_bytes": self.arena_with_margin_bytes,
+                "recorded_arena_bytes": self.recorded_arena_bytes,
+                "micro": {"max_diff_steps": self.max_diff_steps, "agreement_samples": self.agreement_samples,
+                          "runtime": "tflite-micro Python interpreter"},
+                "per_tensor_dense": self.per_tensor_dense, "files": list(self.files),
+                "versions": library_versions()}
+
+
+def to_micro(model, output_dir, *, calibration=None, eval_data=None, name: str = "model",
+             arena_margin: float = 1.1, per_channel_dense: bool = False,
+             preprocessing: Preprocessing = Preprocessing(), reshape_data: bool = False,
+             trust_model_code: bool = False, custom_objects: Optional[dict] = None) -> MicroReport:
+    """Builds and verifies the TFLite Micro deployment files for a Keras model or `.tflite`."""
+    output_dir = Path(output_dir)
+    _check_output_dir(output_dir)
+    arena_with_margin(1, arena_margin)  # validates the margin before the slow work
+    model_path = Path(model) if not hasattr(model, "inputs") else None
+    if model_path is not None and model_path.suffix == ".tflite":
+        tflite_bytes, conversion = _checked_tflite(model_path), None
+    else:
+        if calibration is None:
+            raise DataError("micro needs --calibration DATA: int8 conversion calibrates activation "
+                            "ranges on a few hundred real inputs.")
+        conversion = convert_job.convert(
+            model, precision="int8", io_type="int8", per_tensor_dense=not per_channel_dense,
+            calibration=calibration, eval_data=eval_data, preprocessing=preprocessing,
+            reshape_data=reshape_data, trust_model_code=trust_model_code,
+            custom_objects=custom_objects, latency_runs=0)
+        tflite_bytes = conversion.tflite
+    summary = inspect_tflite(tflite_bytes)
+    check_data = _check_data(eval_data if eval_data is not None else calibration, summary,
+                             preprocessing, reshape_data)
+    inputs = _micro_inputs(check_data, summary)
+    micro = run_micro(tflite_bytes, inputs)
+    if micro.max_diff_steps > MAX_DIFF_STEPS:
+        raise ConversionError(
+            f"TFLite Micro outputs differ from LiteRT's by {micro.max_diff_steps} quantized steps "
+            f"(allowed {MAX_DIFF_STEPS}); the model would not behave on the device as measured here.")
+    accuracy = None
+    if conversion is not None:
+        accuracy = conversion.accuracy
+    elif eval_data is not None and check_data.y is not None:
+        accuracy = metrics.accuracy(predict(tflite_bytes, check_data.x), check_data.y)
+    declared_arena = arena_with_margin(micro.arena_bytes, arena_margin)
+    sources = micro_sources(tflite_bytes, name=name, arena_bytes=declared_arena, ops=summary.ops)
+    files = ("model.tflite", sources.source_name, sources.header_name, "report.json", "report.md")
+    report = MicroReport(
+        model=str(model_path) if model_path is not None else model.name, output_dir=str(output_dir),
+        size_bytes=len(tflite_bytes), gzip_bytes=gzip_size(tflite_bytes), arena_bytes=micro.arena_bytes,
+        arena_with_margin_bytes=declared_arena, recorded_arena_bytes=micro.recorded_arena_bytes,
+        max_diff_steps=micro.max_diff_steps, agreement_samples=len(inputs),
+        micro_latency=micro.latency.to_dict(), ops=summary.ops, accuracy=accuracy,
+        reference=dataclasses.asdict(conversion.reference) if conversion else None,
+        fidelity=conversion.fidelity.to_dict() if conversion and conversion.fidelity else None,
+        per_tensor_dense=not per_channel_dense if conversion else None, files=files)
+    output_dir.mkdir(exist_ok=True)
+    write_atomic(output_dir / "model.tflite", tflite_bytes)
+    write_atomic(output_dir / sources.source_name, sources.source.encode())
+    write_atomic(output_dir / sources.header_name, sources.header.encode())
+    write_atomic(output_dir / "report.json", (json.dumps(report.to_dict(), indent=2) + "\n").encode())
+    write_atomic(output_dir / "report.md", format_micro_report(report).encode())
+    return report
+
+
+def format_micro_report(report: MicroReport) -> str:
+    """The Markdown report, also printed by the CLI."""
+    accuracy = "n/a" if report.accuracy is None else f"{report.accuracy * 100:.2f}%"
+    drop = "" if report.accuracy_drop is None else f" (drop {report.accuracy_drop:+.2f} pt vs Keras)"
+    return f"""# TFLite Micro deployment: {report.model}
+
+| | |
+|---|---|
+| flash (model.tflite) | {report.size_bytes:,} B |
+| tensor arena, measured in TFLite Micro | {report.arena_bytes:,} B |
+| tensor arena declared (with margin) | {report.arena_with_margin_bytes:,} B |
+| ops ({len(report.ops)}) | {', '.join(report.ops)} |
+| accuracy | {accuracy}{drop} |
+| TFLite Micro vs LiteRT | max {report.max_diff_steps} quantized step(s) on {report.agreement_samples} inputs |
+| TFLite Micro latency (host, Python build) | p50 {report.micro_latency['p50']:,.0f} us |
+
+Files: {', '.join(f'`{name}`' for name in report.files)}. Include the `.h`, compile the `.cc`,
+give the interpreter an arena of the declared size, and register the ops with the generated
+`..._register_ops(resolver)`.
+"""
+
+
+def _check_output_dir(output_dir: Path) -> None:
+    if output_dir.exists() and not output_dir.is_dir():
+        raise OutputError(f"Output {output_dir} is a file; micro writes a folder of files.")
+    parent = output_dir if output_dir.exists() else output_dir.parent
+    if not parent.is_dir():
+        raise OutputError(f"Cannot write into {output_dir}: the folder {parent} does not exist.")
+
+
+def _checked_tflite(path: Path) -> bytes:
+    """A given .tflite is packaged as it is, if TFLite Micro can run it as full integer."""
+    if not path.is_file():
+        raise ModelLoadError(f"Model file not found: {path}")
+    data = path.read_bytes()
+    summary = inspect_tflite(data, str(path))
+    if precision_of(summary) != "int8" or summary.float_ops or summary.inputs[0].dtype not in ("INT8", "UINT8"):
+        raise ModelLoadError(
+            f"{path} is not a full-integer int8 model with integer I/O ({precision_of(summary)}, "
+            f"input {summary.inputs[0].dtype}); TFLite Micro needs one. Pass the Keras model instead, "
+            "or convert with --precision int8 --io_type int8.")
+    return data
+
+
+def _check_data(data, summary, preprocessing, reshape_data):
+    if data is None:
+        return None
+    dataset = load_data(data, preprocessing) if not hasattr(data, "x") else data
+    return fit_to_input(dataset, (None,) + summary.inputs[0].shape[1:], reshape=reshape_data)
+
+
+def _micro_inputs(check_data, summary) -> np.ndarray:
+    tensor = summary.inputs[0]
+    detail = {"dtype": np.dtype(tensor.dtype.lower()), "name": tensor.name, "shape": tensor.shape,
+              "quantization": (tensor.scales[0], tensor.zero_points[0])}
+    if check_data is None:
+        return np.concatenate([random_inputs(detail, seed) for seed in range(_AGREEMENT_SAMPLES)])
+    return quantize(check_data.x[:_AGREEMENT_SAMPLES], detail)
