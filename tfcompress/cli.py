@@ -51,6 +51,8 @@ def _convert_flags(flag_values):
             "per_tensor_dense", False, "One scale per Dense weight tensor (smaller TFLite Micro arena).",
             **define),
         "report": flags.DEFINE_string("report", None, "Write the JSON report here.", **define),
+        "allow_float_ops": flags.DEFINE_boolean(
+            "allow_float_ops", False, "Accept ops the converter leaves in float in an int8 model.", **define),
         **_model_flags(flag_values), **_data_flags(flag_values),
     }
 
@@ -139,7 +141,7 @@ def _run_convert(args, values):
         calibration_samples=values["calibration_samples"],
         preprocessing=Preprocessing(values["input_scale"], values["input_offset"]),
         reshape_data=values["reshape_data"], trust_model_code=values["trust_model_code"],
-        custom_objects=_custom_objects(values))
+        custom_objects=_custom_objects(values), allow_float_ops=values["allow_float_ops"])
     print_report(report)
     return 0
 

@@ -13,7 +13,7 @@ from absl import logging
 
 from tfcompress import keras_io
 from tfcompress.data import Dataset, Preprocessing, fit_to_input, load_data
-from tfcompress.errors import DataError
+from tfcompress.errors import ConversionError, DataError
 from tfcompress.export.tflite import ConvertOptions, to_tflite
 from tfcompress.files import check_writable, write_atomic
 from tfcompress.report import ConversionReport, Reference, write_json
@@ -32,17 +32,19 @@ def convert(model, *, precision: str = "int8", calibration=None, eval_data=None,
             output=None, report_path=None, io_type: str = "float32", per_tensor_dense: bool = False,
             calibration_samples: int = 500, preprocessing: Preprocessing = Preprocessing(),
             reshape_data: bool = False, trust_model_code: bool = False,
-            custom_objects: Optional[dict] = None, latency_runs: int = 100) -> ConversionReport:
+            custom_objects: Optional[dict] = None, latency_runs: int = 100,
+            batch_size: Optional[int] = None, allow_float_ops: bool = False) -> ConversionReport:
     """Converts a Keras model (or model file) to TFLite and measures the result.
 
     int8 and int16x8 need `calibration` (a data file or `Dataset`); "random" calibrates
     on uniform noise, is logged as a warning and marked in the report. With `eval_data`
     the report has accuracy and accuracy drop against the Keras model; fidelity is
-    measured on the eval data, or else the calibration data.
+    measured on the eval data, or else the calibration data. An int8 model in which the
+    converter left ops computing in float is an error unless `allow_float_ops`.
     """
     options = ConvertOptions(precision=precision, io_type=io_type,
                              per_tensor_dense=per_tensor_dense,
-                             calibration_samples=calibration_samples)
+                             calibration_samples=calibration_samples, batch_size=batch_size)
     for path in (output, report_path):
         check_writable(path)
     model_path = model if isinstance(model, (str, os.PathLike)) else None
@@ -58,7 +60,11 @@ def convert(model, *, precision: str = "int8", calibration=None, eval_data=None,
     tflite_bytes = to_tflite(model, options, calibration_data)
     summary = inspect_tflite(tflite_bytes)
     if options.precision == "int8" and summary.float_ops:
-        warnings.append(f"float ops left in an int8 model: {', '.join(summary.float_ops)}")
+        message = (f"the converter left these ops computing in float in the int8 model: "
+                   f"{', '.join(summary.float_ops)}")
+        if not allow_float_ops:
+            raise ConversionError(f"{message}. Replace those layers, or pass --allow_float_ops to accept them.")
+        warnings.append(message)
 
     reference_accuracy = accuracy = fidelity = None
     check_data = evaluation if evaluation is not None else calibration_data
@@ -84,7 +90,8 @@ def convert(model, *, precision: str = "int8", calibration=None, eval_data=None,
             "outputs": [t.to_dict() for t in summary.outputs]},
         calibration=_calibration_note(calibration, calibration_data),
         options={"io_type": io_type, "per_tensor_dense": per_tensor_dense,
-                 "calibration_samples": calibration_samples},
+                 "calibration_samples": calibration_samples, "batch_size": batch_size,
+                 "allow_float_ops": allow_float_ops},
         warnings=tuple(warnings), tflite=tflite_bytes)
     if report_path is not None:
         write_json(report, report_path)

@@ -89,7 +89,7 @@ def to_micro(model, output_dir, *, calibration=None, eval_data=None, name: str =
             model, precision="int8", io_type="int8", per_tensor_dense=not per_channel_dense,
             calibration=calibration, eval_data=eval_data, preprocessing=preprocessing,
             reshape_data=reshape_data, trust_model_code=trust_model_code,
-            custom_objects=custom_objects, latency_runs=0)
+            custom_objects=custom_objects, latency_runs=0, batch_size=1)
         tflite_bytes = conversion.tflite
     summary = inspect_tflite(tflite_bytes)
     check_data = _check_data(eval_data if eval_data is not None else calibration, summary,

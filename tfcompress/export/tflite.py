@@ -28,13 +28,15 @@ class ConvertOptions:
 
     `per_tensor_dense` quantizes Dense weights with one scale per tensor instead of per
     output channel, which keeps the TFLite Micro arena small; `calibration_samples`
-    caps how many calibration inputs the converter sees.
+    caps how many calibration inputs the converter sees; `batch_size` fixes the batch
+    dimension (TFLite Micro wants 1: a dynamic batch can add SHAPE/REDUCE_PROD ops).
     """
 
     precision: str = "int8"
     io_type: str = "float32"
     per_tensor_dense: bool = False
     calibration_samples: int = 500
+    batch_size: Optional[int] = None
 
     def __post_init__(self):
         if self.precision not in PRECISIONS:
@@ -47,6 +49,8 @@ class ConvertOptions:
             raise OptionError(
                 f"Integer I/O needs precision int8. Received: io_type={self.io_type!r}, "
                 f"precision={self.precision!r}")
+        if self.batch_size is not None and self.batch_size < 1:
+            raise OptionError(f"batch_size must be at least 1. Received: batch_size={self.batch_size}")
         if self.calibration_samples < 1:
             raise OptionError(
                 f"calibration_samples must be at least 1. Received: calibration_samples={self.calibration_samples}")
@@ -63,7 +67,7 @@ def to_tflite(model, options: ConvertOptions, calibration: Optional[Dataset] = N
         raise ConversionError(
             f"precision={options.precision} needs calibration data: pass --calibration DATA "
             "(a few hundred inputs like the ones the model will see).")
-    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    converter = _converter(model, options.batch_size, tf)
     _configure(converter, options, calibration, tf)
     from tensorflow.lite.python.convert import ConverterError
 
@@ -73,6 +77,14 @@ def to_tflite(model, options: ConvertOptions, calibration: Optional[Dataset] = N
         raise ConversionError(
             f"The TFLite converter failed for precision={options.precision}: {_converter_message(error)}"
         ) from None
+
+
+def _converter(model, batch_size, tf):
+    if batch_size is None:
+        return tf.lite.TFLiteConverter.from_keras_model(model)
+    specs = [tf.TensorSpec((batch_size,) + tuple(t.shape[1:]), t.dtype) for t in model.inputs]
+    function = tf.function(lambda *inputs: model(list(inputs) if len(inputs) > 1 else inputs[0], training=False))
+    return tf.lite.TFLiteConverter.from_concrete_functions([function.get_concrete_function(*specs)], model)
 
 
 def _configure(converter, options: ConvertOptions, calibration, tf) -> None:

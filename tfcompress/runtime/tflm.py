@@ -8,6 +8,7 @@ and invokes, and the reported size is the one that was actually run.
 
 import contextlib
 import dataclasses
+import faulthandler
 import os
 import re
 import tempfile
@@ -89,8 +90,8 @@ def _interpreter(model_bytes: bytes, arena_size: int):
     missing = sorted(set(_MISSING_OP.findall(captured.text)))
     if missing:
         raise ConversionError(
-            f"TFLite Micro has no kernel for: {', '.join(missing)}. Replace those layers, or deploy "
-            "with LiteRT instead of TFLite Micro.")
+            f"TFLite Micro has no kernel for: {', '.join(missing)} (it stops at the first missing op). "
+            "Replace that layer, or deploy with LiteRT instead of TFLite Micro.")
     raise ConversionError(f"TFLite Micro cannot run the model: {captured.text.strip().splitlines()[-1:]}")
 
 
@@ -103,15 +104,27 @@ def _recorded_arena(model_bytes: bytes) -> int:
 
 
 def _runs_with_arena(model_bytes: bytes, arena_size: int) -> bool:
-    from tflite_micro import runtime
+    """Whether the model allocates and invokes in `arena_size` bytes.
 
-    with _captured_output():
+    Probed in a forked child: some kernels crash the process instead of failing
+    cleanly when the arena is too small (REVERSE_V2 with a 200-byte arena, seen here).
+    """
+    pid = os.fork()
+    if pid == 0:
+        faulthandler.disable()  # a crash here is an answer ("does not run"), not a report
+        silent = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(silent, 1)
+        os.dup2(silent, 2)
+        code = 1
         try:
-            interpreter = runtime.Interpreter.from_bytes(model_bytes, arena_size=arena_size)
-            interpreter.invoke()
-            return True
-        except RuntimeError:
-            return False
+            from tflite_micro import runtime
+
+            runtime.Interpreter.from_bytes(model_bytes, arena_size=arena_size).invoke()
+            code = 0
+        finally:
+            os._exit(code)  # the child only reports: 0 ran, anything else did not
+    _, status = os.waitpid(pid, 0)
+    return os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
 
 
 def _round_up(size: int) -> int:

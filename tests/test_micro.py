@@ -1,0 +1,151 @@
+"""`tfcompress micro`: a verified TFLite Micro package, C++ sources that compile, clear refusals."""
+
+import json
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+
+import tfcompress
+from tfcompress.errors import ConversionError
+from tfcompress.export.micro import arena_with_margin, resolver_method
+from tfcompress.runtime.inspect import inspect_tflite
+
+from conftest import CALIBRATION, EVAL, SAMPLE_MODELS
+
+
+@pytest.fixture(scope="module")
+def lenet5_package(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("micro") / "lenet5"
+    report = tfcompress.to_micro(SAMPLE_MODELS / "lenet5.h5", folder, calibration=CALIBRATION)
+    return folder, report
+
+
+def test_package_is_full_integer_with_measured_arena(lenet5_package):
+    folder, report = lenet5_package
+    assert sorted(p.name for p in folder.iterdir()) == sorted(
+        ["model.tflite", "model_data.cc", "model_data.h", "report.json", "report.md"])
+    summary = inspect_tflite((folder / "model.tflite").read_bytes())
+    assert summary.inputs[0].dtype == "INT8" and summary.outputs[0].dtype == "INT8"
+    assert summary.float_ops == () and summary.inputs[0].shape[0] == 1
+    dense_scales = [len(t.scales) for t in summary.tensors if t.is_constant and len(t.shape) == 2]
+    assert dense_scales and set(dense_scales) == {1}            # per-tensor Dense by default
+    saved = json.loads((folder / "report.json").read_text())
+    assert saved["arena_bytes"] == report.arena_bytes and saved["size_bytes"] == summary.size_bytes
+    assert saved["micro"]["max_diff_steps"] <= 1
+    assert report.arena_with_margin_bytes == arena_with_margin(report.arena_bytes, 1.1)
+    assert "kModelTensorArenaSize = %d;" % report.arena_with_margin_bytes in (folder / "model_data.h").read_text()
+
+
+def test_model_runs_in_tflite_micro_with_the_reported_arena(lenet5_package):
+    from tflite_micro import runtime
+
+    folder, report = lenet5_package
+    data = (folder / "model.tflite").read_bytes()
+    interpreter = runtime.Interpreter.from_bytes(data, arena_size=report.arena_bytes)
+    x = np.load(EVAL)["x"][:1].astype(np.int16) - 128
+    interpreter.set_input(x.astype(np.int8), 0)
+    interpreter.invoke()
+    assert interpreter.get_output(0).shape == (1, 10)
+
+
+MAIN_CC = r"""
+#include <cstdint>
+#include <cstdio>
+#include "model_data.h"
+
+// Stands in for tflite::MicroMutableOpResolver: the method names of TFLite Micro's resolver.
+struct CountingResolver {
+  int added = 0;
+  int AddConv2D() { return ++added, 0; }
+  int AddFullyConnected() { return ++added, 0; }
+  int AddMaxPool2D() { return ++added, 0; }
+  int AddReshape() { return ++added, 0; }
+  int AddSoftmax() { return ++added, 0; }
+};
+
+int main() {
+  CountingResolver resolver;
+  if (!model_register_ops(resolver) || resolver.added != static_cast<int>(kModelOpCount)) return 2;
+  if (reinterpret_cast<std::uintptr_t>(model_tflite) % 16 != 0) return 3;
+  fwrite(model_tflite, 1, model_tflite_len, stdout);
+  return 0;
+}
+"""
+
+
+@pytest.mark.skipif(shutil.which("g++") is None, reason="needs g++")
+def test_sources_compile_and_hold_the_model(lenet5_package, tmp_path):
+    folder, _ = lenet5_package
+    subprocess.run(["g++", "-std=c++17", "-c", str(folder / "model_data.cc"), "-o", str(tmp_path / "data.o")],
+                   check=True)
+    (tmp_path / "main.cc").write_text(MAIN_CC)
+    subprocess.run(["g++", "-std=c++17", f"-I{folder}", str(tmp_path / "main.cc"), str(tmp_path / "data.o"),
+                    "-o", str(tmp_path / "check")], check=True)
+    result = subprocess.run([str(tmp_path / "check")], capture_output=True)
+    assert result.returncode == 0
+    assert result.stdout == (folder / "model.tflite").read_bytes()
+
+
+def test_per_channel_dense_on_request(tmp_path):
+    report = tfcompress.to_micro(SAMPLE_MODELS / "lenet_300_100.h5", tmp_path / "pc", calibration=CALIBRATION,
+                                 per_channel_dense=True)
+    per_tensor = tfcompress.to_micro(SAMPLE_MODELS / "lenet_300_100.h5", tmp_path / "pt",
+                                     calibration=CALIBRATION)
+    summary = inspect_tflite((tmp_path / "pc" / "model.tflite").read_bytes())
+    assert all(len(t.scales) > 1 for t in summary.tensors if t.is_constant and len(t.shape) == 2)
+    assert report.arena_bytes >= per_tensor.arena_bytes
+
+
+def test_int8_tflite_is_packaged_as_it_is(lenet5_package, tmp_path):
+    folder, _ = lenet5_package
+    report = tfcompress.to_micro(folder / "model.tflite", tmp_path / "again", eval_data=EVAL)
+    assert (tmp_path / "again" / "model.tflite").read_bytes() == (folder / "model.tflite").read_bytes()
+    assert report.accuracy is not None and report.accuracy > 0.8
+
+
+@pytest.mark.parametrize("op, method", [("CONV_2D", "AddConv2D"), ("DEPTHWISE_CONV_2D", "AddDepthwiseConv2D"),
+                                        ("MAX_POOL_2D", "AddMaxPool2D"), ("L2_NORMALIZATION", "AddL2Normalization"),
+                                        ("PADV2", "AddPadV2"), ("BATCH_TO_SPACE_ND", "AddBatchToSpaceNd")])
+def test_resolver_method_names(op, method):
+    assert resolver_method(op) == method
+
+
+def _gelu_model(tf_keras, path):
+    model = tf_keras.Sequential([tf_keras.Input((28, 28, 1)), tf_keras.layers.Flatten(),
+                                 tf_keras.layers.Dense(8, activation="gelu")])
+    model.save(path)
+    return path
+
+
+def _float_tflite(folder, models):
+    path = folder / "float.tflite"
+    tfcompress.convert(SAMPLE_MODELS / "lenet5.h5", precision="float32", output=path, latency_runs=0)
+    return path
+
+
+@pytest.mark.parametrize("case, make_args, expected", [
+    ("float-only tflite", lambda d, k: [_float_tflite(d, None), "--eval", EVAL], "not a full-integer int8 model"),
+    ("op TFLite Micro lacks", lambda d, k: [_gelu_model(k, d / "gelu.h5"), "--calibration", CALIBRATION],
+     "TFLite Micro has no kernel for: GELU"),
+    ("no calibration", lambda d, k: [SAMPLE_MODELS / "lenet5.h5"], "needs --calibration"),
+])
+def test_bad_input_is_refused_and_nothing_is_written(run_cli, tf_keras, tmp_path, case, make_args, expected):
+    args = make_args(tmp_path, tf_keras)
+    code, _, err = run_cli("micro", *args, "-o", tmp_path / "out")
+    assert code == 2 and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1 and expected in err, err
+    assert not (tmp_path / "out").exists()
+
+
+def test_int8_conversion_refuses_float_ops_unless_allowed(tf_keras, tmp_path, calibration):
+    import tensorflow as tf
+
+    inputs = tf_keras.Input((28, 28, 1))
+    outputs = tf.math.cumsum(tf_keras.layers.Flatten()(inputs), axis=1)
+    model = tf_keras.Model(inputs, outputs)
+    with pytest.raises(ConversionError, match="in float in the int8 model: CUMSUM"):
+        tfcompress.convert(model, calibration=calibration, latency_runs=0)
+    report = tfcompress.convert(model, calibration=calibration, latency_runs=0, allow_float_ops=True)
+    assert report.float_ops == ("CUMSUM",) and "CUMSUM" in report.warnings[0]
