@@ -149,3 +149,19 @@ def test_int8_conversion_refuses_float_ops_unless_allowed(tf_keras, tmp_path, ca
         tfcompress.convert(model, calibration=calibration, latency_runs=0)
     report = tfcompress.convert(model, calibration=calibration, latency_runs=0, allow_float_ops=True)
     assert report.float_ops == ("CUMSUM",) and "CUMSUM" in report.warnings[0]
+
+
+def test_ethos_u_target_compiles_with_vela(lenet5_package, tmp_path):
+    pytest.importorskip("ethosu.vela")
+    folder, _ = lenet5_package
+    report = tfcompress.to_micro(folder / "model.tflite", tmp_path / "npu", target="ethos-u55-128")
+    summary = inspect_tflite((tmp_path / "npu" / "model_vela.tflite").read_bytes())
+    assert "ethos-u" in summary.ops                    # the NPU custom op
+    assert report.ethos_u["npu_operators"] > 0 and report.ethos_u["sram_bytes"] > 0
+    assert json.loads((tmp_path / "npu" / "report.json").read_text())["ethos_u"]["target"] == "ethos-u55-128"
+
+
+def test_unknown_ethos_u_target_is_refused_before_writing(lenet5_package, tmp_path, run_cli):
+    folder, _ = lenet5_package
+    code, _, err = run_cli("micro", folder / "model.tflite", "-o", tmp_path / "npu", "--target", "ethos-x9")
+    assert code == 2 and "ethos-u55-128" in err and not (tmp_path / "npu").exists()

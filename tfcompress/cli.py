@@ -93,6 +93,9 @@ def _micro_flags(flag_values):
                                            lower_bound=1.0, **define),
         "per_channel_dense": flags.DEFINE_boolean(
             "per_channel_dense", False, "Per-channel Dense weights (larger arena on TFLite Micro).", **define),
+        "target": flags.DEFINE_string(
+            "target", None, "Also compile for an Arm Ethos-U NPU, e.g. ethos-u55-128 (needs tfcompress[ethos-u]).",
+            **define),
         **_model_flags(flag_values), **_data_flags(flag_values),
     }
 
@@ -156,7 +159,7 @@ def _run_micro(args, values):
     report = micro_job.to_micro(
         model_path, values["output"], calibration=values["calibration"], eval_data=values["eval"],
         name=values["name"], arena_margin=values["arena_margin"],
-        per_channel_dense=values["per_channel_dense"],
+        per_channel_dense=values["per_channel_dense"], target=values["target"],
         preprocessing=Preprocessing(values["input_scale"], values["input_offset"]),
         reshape_data=values["reshape_data"], trust_model_code=values["trust_model_code"],
         custom_objects=_custom_objects(values))

@@ -97,7 +97,11 @@ def load_custom_objects(module_path) -> dict:
         raise ModelLoadError(f"Custom objects module not found: {module_path}")
     spec = importlib.util.spec_from_file_location(f"tfcompress_custom_{module_path.stem}", module_path)
     module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    try:
+        spec.loader.exec_module(module)
+    except Exception as error:  # the user's own code: report where it failed, keep the chain
+        raise ModelLoadError(f"Importing the custom objects module {module_path} failed: "
+                             f"{type(error).__name__}: {error}") from error
     if isinstance(getattr(module, "custom_objects", None), dict):
         return dict(module.custom_objects)
     return {name: value for name, value in vars(module).items()

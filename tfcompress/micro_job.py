@@ -16,6 +16,7 @@ import numpy as np
 from tfcompress import convert_job
 from tfcompress.data import Preprocessing, fit_to_input, load_data
 from tfcompress.errors import ConversionError, DataError, ModelLoadError, OutputError
+from tfcompress.export.ethosu import compile_for_ethos_u
 from tfcompress.export.micro import arena_with_margin, micro_sources
 from tfcompress.files import write_atomic
 from tfcompress.report import library_versions
@@ -50,6 +51,7 @@ class MicroReport:
     fidelity: Optional[dict]
     per_tensor_dense: Optional[bool]
     files: tuple
+    ethos_u: Optional[dict] = None  # vela's summary when an Ethos-U target was asked for
 
     @property
     def accuracy_drop(self) -> Optional[float]:
@@ -66,15 +68,19 @@ class MicroReport:
                 "recorded_arena_bytes": self.recorded_arena_bytes,
                 "micro": {"max_diff_steps": self.max_diff_steps, "agreement_samples": self.agreement_samples,
                           "runtime": "tflite-micro Python interpreter"},
-                "per_tensor_dense": self.per_tensor_dense, "files": list(self.files),
+                "per_tensor_dense": self.per_tensor_dense, "files": list(self.files), "ethos_u": self.ethos_u,
                 "versions": library_versions()}
 
 
 def to_micro(model, output_dir, *, calibration=None, eval_data=None, name: str = "model",
-             arena_margin: float = 1.1, per_channel_dense: bool = False,
+             arena_margin: float = 1.1, per_channel_dense: bool = False, target: Optional[str] = None,
              preprocessing: Preprocessing = Preprocessing(), reshape_data: bool = False,
              trust_model_code: bool = False, custom_objects: Optional[dict] = None) -> MicroReport:
-    """Builds and verifies the TFLite Micro deployment files for a Keras model or `.tflite`."""
+    """Builds and verifies the TFLite Micro deployment files for a Keras model or `.tflite`.
+
+    With `target` (e.g. "ethos-u55-128") the verified model is also compiled by Arm's vela
+    into `model_vela.tflite`, and vela's SRAM/flash/cycle summary joins the report.
+    """
     output_dir = Path(output_dir)
     _check_output_dir(output_dir)
     arena_with_margin(1, arena_margin)  # validates the margin before the slow work
@@ -105,9 +111,11 @@ def to_micro(model, output_dir, *, calibration=None, eval_data=None, name: str =
         accuracy = conversion.accuracy
     elif eval_data is not None and check_data.y is not None:
         accuracy = metrics.accuracy(predict(tflite_bytes, check_data.x), check_data.y)
+    vela = compile_for_ethos_u(tflite_bytes, target) if target else None
     declared_arena = arena_with_margin(micro.arena_bytes, arena_margin)
     sources = micro_sources(tflite_bytes, name=name, arena_bytes=declared_arena, ops=summary.ops)
     files = ("model.tflite", sources.source_name, sources.header_name, "report.json", "report.md")
+    files += ("model_vela.tflite",) if vela else ()
     report = MicroReport(
         model=str(model_path) if model_path is not None else model.name, output_dir=str(output_dir),
         size_bytes=len(tflite_bytes), gzip_bytes=gzip_size(tflite_bytes), arena_bytes=micro.arena_bytes,
@@ -116,13 +124,16 @@ def to_micro(model, output_dir, *, calibration=None, eval_data=None, name: str =
         micro_latency=micro.latency.to_dict(), ops=summary.ops, accuracy=accuracy,
         reference=dataclasses.asdict(conversion.reference) if conversion else None,
         fidelity=conversion.fidelity.to_dict() if conversion and conversion.fidelity else None,
-        per_tensor_dense=not per_channel_dense if conversion else None, files=files)
+        per_tensor_dense=not per_channel_dense if conversion else None, files=files,
+        ethos_u=vela.to_dict() if vela else None)
     output_dir.mkdir(exist_ok=True)
     write_atomic(output_dir / "model.tflite", tflite_bytes)
     write_atomic(output_dir / sources.source_name, sources.source.encode())
     write_atomic(output_dir / sources.header_name, sources.header.encode())
     write_atomic(output_dir / "report.json", (json.dumps(report.to_dict(), indent=2) + "\n").encode())
     write_atomic(output_dir / "report.md", format_micro_report(report).encode())
+    if vela:
+        write_atomic(output_dir / "model_vela.tflite", vela.model)
     return report
 
 
@@ -142,10 +153,21 @@ def format_micro_report(report: MicroReport) -> str:
 | TFLite Micro vs LiteRT | max {report.max_diff_steps} quantized step(s) on {report.agreement_samples} inputs |
 | TFLite Micro latency (host, Python build) | p50 {report.micro_latency['p50']:,.0f} us |
 
+{_ethos_u_rows(report.ethos_u)}
 Files: {', '.join(f'`{name}`' for name in report.files)}. Include the `.h`, compile the `.cc`,
 give the interpreter an arena of the declared size, and register the ops with the generated
 `..._register_ops(resolver)`.
 """
+
+
+def _ethos_u_rows(summary: Optional[dict]) -> str:
+    if not summary:
+        return ""
+    return (f"\n{summary['target']} (vela, {summary['system_config']}): {summary['npu_operators']} NPU / "
+            f"{summary['cpu_operators']} CPU operators, SRAM {summary['sram_bytes']:,} B, off-chip flash "
+            f"{summary['off_chip_flash_bytes']:,} B, {summary['total_cycles']:,} cycles "
+            f"({summary['inference_time_us']:,.0f} us estimated). `model_vela.tflite` needs the Ethos-U "
+            "kernel (resolver.AddEthosU()); the C++ sources hold the CPU model.\n")
 
 
 def _check_output_dir(output_dir: Path) -> None:
