@@ -161,3 +161,17 @@ def test_keras3_sample_models_convert_to_int8_agreeing_with_keras3(keras3, name,
     expected = np.asarray(original.predict(evaluation.x, verbose=0))
     agreement = np.mean(predict(tflite, evaluation.x).argmax(1) == expected.argmax(1))
     assert agreement >= 0.995
+
+
+def test_untested_tensorflow_fails_fast(monkeypatch):
+    import tensorflow
+
+    from tfcompress import _keras
+    from tfcompress.errors import UnsupportedVersionError
+
+    monkeypatch.setattr(tensorflow, "__version__", "2.99.0")
+    monkeypatch.delenv("TFCOMPRESS_ALLOW_UNTESTED_TENSORFLOW", raising=False)
+    with pytest.raises(UnsupportedVersionError, match=r"tested with TensorFlow 2\.21.*2\.99\.0"):
+        _keras.tensorflow()
+    monkeypatch.setenv("TFCOMPRESS_ALLOW_UNTESTED_TENSORFLOW", "1")
+    assert _keras.tensorflow() is tensorflow
