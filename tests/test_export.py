@@ -82,3 +82,13 @@ def test_int8_without_calibration_is_refused(lenet5):
 def test_bad_options_say_what_is_accepted(kwargs, message):
     with pytest.raises(OptionError, match=message):
         ConvertOptions(**kwargs)
+
+
+def test_fidelity_counts_ties_of_the_top_two_outputs():
+    from tfcompress.runtime.metrics import fidelity
+
+    outputs = np.array([[0.5, 0.5, 0.0], [0.1, 0.7, 0.2], [0.3, 0.3, 0.4]])
+    reference = np.array([[0.4, 0.6, 0.0], [0.1, 0.8, 0.1], [0.2, 0.3, 0.5]])
+    result = fidelity(outputs, reference)
+    assert result.top1_ties == 1                  # only the first row: its top two are equal
+    assert result.top1_agreement == pytest.approx(2 / 3)

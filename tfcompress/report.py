@@ -190,7 +190,9 @@ def format_report(report: ConversionReport) -> str:
         rows.append(("accuracy", percent(reference.accuracy),
                      f"{percent(report.accuracy)} (drop {report.accuracy_drop:+.2f} pt)"))
     if report.fidelity:
-        rows.append(("top-1 agreement", "", percent(report.fidelity.top1_agreement)))
+        ties = report.fidelity.top1_ties
+        rows.append(("top-1 agreement", "", percent(report.fidelity.top1_agreement)
+                     + (f" ({ties} tied top-2 outputs of {report.fidelity.samples})" if ties else "")))
         rows.append(("max abs error", "", f"{report.fidelity.max_abs_error:.4g}"))
     if report.latency:
         rows.append(("latency p50", "", f"{report.latency.p50:,.0f} us (1 thread, this machine)"))

@@ -16,10 +16,14 @@ class Fidelity:
     max_abs_error: float
     mean_abs_error: float
     samples: int
+    # Samples whose two largest outputs are exactly equal: an int8 softmax has steps of
+    # 1/256, so near-ties round to a tie and arg-max falls back to the lower class index.
+    top1_ties: int = 0
 
     def to_dict(self) -> dict:
         return {"top1_agreement": self.top1_agreement, "max_abs_error": self.max_abs_error,
-                "mean_abs_error": self.mean_abs_error, "samples": self.samples}
+                "mean_abs_error": self.mean_abs_error, "samples": self.samples,
+                "top1_ties": self.top1_ties}
 
 
 def accuracy(outputs: np.ndarray, labels: Optional[np.ndarray]) -> Optional[float]:
@@ -32,4 +36,6 @@ def accuracy(outputs: np.ndarray, labels: Optional[np.ndarray]) -> Optional[floa
 def fidelity(outputs: np.ndarray, reference: np.ndarray) -> Fidelity:
     difference = np.abs(outputs.astype(np.float64) - reference.astype(np.float64))
     agreement = np.mean(np.argmax(outputs, axis=-1) == np.argmax(reference, axis=-1))
-    return Fidelity(float(agreement), float(difference.max()), float(difference.mean()), len(outputs))
+    top_two = np.sort(outputs, axis=-1)[..., -2:] if outputs.shape[-1] > 1 else None
+    ties = int(np.sum(top_two[..., 0] == top_two[..., 1])) if top_two is not None else 0
+    return Fidelity(float(agreement), float(difference.max()), float(difference.mean()), len(outputs), ties)
