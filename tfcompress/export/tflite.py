@@ -7,6 +7,7 @@ instead of silently staying float.
 """
 
 import dataclasses
+import warnings
 from typing import Optional
 
 import numpy as np
@@ -14,6 +15,7 @@ import numpy as np
 from tfcompress import _keras
 from tfcompress.data import Dataset
 from tfcompress.errors import ConversionError, OptionError
+from tfcompress.native_output import captured_output
 
 __all__ = ["ConvertOptions", "PRECISIONS", "IO_TYPES", "to_tflite"]
 
@@ -72,7 +74,11 @@ def to_tflite(model, options: ConvertOptions, calibration: Optional[Dataset] = N
     from tensorflow.lite.python.convert import ConverterError
 
     try:
-        return bytes(converter.convert())
+        # The converter prints calibration progress from C++ and warns about input
+        # statistics it does not need here; neither helps the user.
+        with captured_output(), warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Statistics for quantized inputs")
+            return bytes(converter.convert())
     except ConverterError as error:
         raise ConversionError(
             f"The TFLite converter failed for precision={options.precision}: {_converter_message(error)}"

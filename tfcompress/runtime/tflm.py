@@ -6,17 +6,16 @@ the model is run with ever smaller arenas to find the smallest one that allocate
 and invokes, and the reported size is the one that was actually run.
 """
 
-import contextlib
 import dataclasses
 import faulthandler
 import os
 import re
-import tempfile
 import time
 
 import numpy as np
 
 from tfcompress.errors import ConversionError
+from tfcompress.native_output import captured_output
 from tfcompress.runtime.latency import Latency
 from tfcompress.runtime.interpreter import raw_outputs
 
@@ -82,7 +81,7 @@ def run_micro(model_bytes: bytes, inputs: np.ndarray, *, runs: int = 20) -> Micr
 def _interpreter(model_bytes: bytes, arena_size: int):
     from tflite_micro import runtime
 
-    with _captured_output() as captured:
+    with captured_output() as captured:
         try:
             return runtime.Interpreter.from_bytes(model_bytes, arena_size=arena_size)
         except RuntimeError:
@@ -97,7 +96,7 @@ def _interpreter(model_bytes: bytes, arena_size: int):
 
 def _recorded_arena(model_bytes: bytes) -> int:
     interpreter = _interpreter(model_bytes, max(len(model_bytes) * 10, 1 << 20))
-    with _captured_output() as captured:
+    with captured_output() as captured:
         interpreter.print_allocations()
     match = _RECORDED_TOTAL.search(captured.text)
     return int(match.group(1)) if match else len(model_bytes)
@@ -129,26 +128,3 @@ def _runs_with_arena(model_bytes: bytes, arena_size: int) -> bool:
 
 def _round_up(size: int) -> int:
     return -(-max(size, 1) // ARENA_ALIGNMENT) * ARENA_ALIGNMENT
-
-
-class _Captured:
-    text = ""
-
-
-@contextlib.contextmanager
-def _captured_output():
-    """Collects what the C++ interpreter prints on stdout/stderr (file descriptors 1 and 2)."""
-    captured = _Captured()
-    with tempfile.TemporaryFile(mode="w+b") as sink:
-        saved = [os.dup(1), os.dup(2)]
-        os.dup2(sink.fileno(), 1)
-        os.dup2(sink.fileno(), 2)
-        try:
-            yield captured
-        finally:
-            os.dup2(saved[0], 1)
-            os.dup2(saved[1], 2)
-            for descriptor in saved:
-                os.close(descriptor)
-            sink.seek(0)
-            captured.text = sink.read().decode(errors="replace")
