@@ -43,6 +43,7 @@ def main(argv):
                              "recorded_arena_bytes": package.recorded_arena_bytes,
                              "benchmark_arena_bytes": benchmarked.micro.get("arena_bytes"),
                              "max_diff_steps": benchmarked.micro.get("max_diff_steps"),
+                             "diff_steps_by_kernels": package.diff_steps_by_kernels,
                              "accuracy": package.accuracy, "accuracy_drop": package.accuracy_drop,
                              "micro_p50_us": package.micro_latency["p50"],
                              "litert_p50_us": benchmarked.latency.p50})

@@ -106,8 +106,8 @@ def _micro(result: dict) -> str:
         "Every sample model through `tfcompress micro` (full integer, int8 I/O, batch 1), Dense weights per "
         "channel vs per tensor. Arena: the smallest 16-byte multiple TFLite Micro allocated and ran the model in; "
         "`benchmark --micro` measured it again on its own path; the recording allocator's own total is beside "
-        "it (it can under-count, tflite-micro#2738). Max diff: largest output difference from LiteRT's built-in "
-        f"kernels in quantized steps on the first 50 images of `{result['eval']}`; accuracy on all of it, drop "
+        "it (it can under-count, tflite-micro#2738). Max diff: largest output difference from the closer of LiteRT's optimized and reference "
+        f"kernel sets (both per kernel set in results/micro.json) in quantized steps on the first 50 images of `{result['eval']}`; accuracy on all of it, drop "
         "vs the Keras model.",
         "",
         "| model | Dense weights | flash (B) | arena (B) | per-channel / per-tensor arena | benchmark --micro arena (B) "

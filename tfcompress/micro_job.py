@@ -28,7 +28,7 @@ from tfcompress.runtime.tflm import run_micro
 
 __all__ = ["MicroReport", "to_micro", "MAX_DIFF_STEPS"]
 
-# TFLite Micro and LiteRT's built-in kernels may round one step apart, no more.
+# TFLite Micro and the closer of LiteRT's two kernel sets may round one step apart, no more.
 MAX_DIFF_STEPS = 1
 _AGREEMENT_SAMPLES = 100
 
@@ -43,6 +43,7 @@ class MicroReport:
     arena_with_margin_bytes: int    # what the header declares
     recorded_arena_bytes: int
     max_diff_steps: int
+    diff_steps_by_kernels: dict
     agreement_samples: int
     micro_latency: dict
     ops: dict
@@ -66,7 +67,8 @@ class MicroReport:
                 "fidelity": self.fidelity, "latency_us": self.micro_latency, "ops": self.ops, "float_ops": [],
                 "arena_bytes": self.arena_bytes, "arena_with_margin_bytes": self.arena_with_margin_bytes,
                 "recorded_arena_bytes": self.recorded_arena_bytes,
-                "micro": {"max_diff_steps": self.max_diff_steps, "agreement_samples": self.agreement_samples,
+                "micro": {"max_diff_steps": self.max_diff_steps, "diff_steps_by_kernels": self.diff_steps_by_kernels,
+                          "agreement_samples": self.agreement_samples,
                           "runtime": "tflite-micro Python interpreter"},
                 "per_tensor_dense": self.per_tensor_dense, "files": list(self.files), "ethos_u": self.ethos_u,
                 "versions": library_versions()}
@@ -104,7 +106,7 @@ def to_micro(model, output_dir, *, calibration=None, eval_data=None, name: str =
     micro = run_micro(tflite_bytes, inputs)
     if micro.max_diff_steps > MAX_DIFF_STEPS:
         raise ConversionError(
-            f"TFLite Micro outputs differ from LiteRT's by {micro.max_diff_steps} quantized steps "
+            f"TFLite Micro outputs differ from LiteRT's by {micro.diff_steps_by_kernels} quantized steps "
             f"(allowed {MAX_DIFF_STEPS}); the model would not behave on the device as measured here.")
     accuracy = None
     if conversion is not None:
@@ -120,7 +122,8 @@ def to_micro(model, output_dir, *, calibration=None, eval_data=None, name: str =
         model=str(model_path) if model_path is not None else model.name, output_dir=str(output_dir),
         size_bytes=len(tflite_bytes), gzip_bytes=gzip_size(tflite_bytes), arena_bytes=micro.arena_bytes,
         arena_with_margin_bytes=declared_arena, recorded_arena_bytes=micro.recorded_arena_bytes,
-        max_diff_steps=micro.max_diff_steps, agreement_samples=len(inputs),
+        max_diff_steps=micro.max_diff_steps, diff_steps_by_kernels=micro.diff_steps_by_kernels,
+        agreement_samples=len(inputs),
         micro_latency=micro.latency.to_dict(), ops=summary.ops, accuracy=accuracy,
         reference=dataclasses.asdict(conversion.reference) if conversion else None,
         fidelity=conversion.fidelity.to_dict() if conversion and conversion.fidelity else None,
@@ -150,7 +153,7 @@ def format_micro_report(report: MicroReport) -> str:
 | tensor arena declared (with margin) | {report.arena_with_margin_bytes:,} B |
 | ops ({len(report.ops)}) | {', '.join(report.ops)} |
 | accuracy | {accuracy}{drop} |
-| TFLite Micro vs LiteRT | max {report.max_diff_steps} quantized step(s) on {report.agreement_samples} inputs |
+| TFLite Micro vs LiteRT | max {report.max_diff_steps} quantized step(s) on {report.agreement_samples} inputs (optimized kernels {report.diff_steps_by_kernels['optimized']}, reference kernels {report.diff_steps_by_kernels['reference']}) |
 | TFLite Micro latency (host, Python build) | p50 {report.micro_latency['p50']:,.0f} us |
 
 {_ethos_u_rows(report.ethos_u)}

@@ -12,11 +12,15 @@ from tfcompress.errors import DataError, ModelLoadError
 __all__ = ["make_interpreter", "predict", "raw_outputs", "quantize", "dequantize"]
 
 
-def make_interpreter(model_bytes: bytes, *, threads: int = 1, xnnpack: bool = True):
-    """A LiteRT interpreter, with or without the default XNNPACK delegate."""
+def make_interpreter(model_bytes: bytes, *, threads: int = 1, xnnpack: bool = True,
+                     reference_kernels: bool = False):
+    """A LiteRT interpreter: with or without the default XNNPACK delegate, or running
+    the reference kernels (the ones TFLite Micro's portable build implements)."""
     from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
     resolver = OpResolverType.AUTO if xnnpack else OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+    if reference_kernels:
+        resolver = OpResolverType.BUILTIN_REF
     try:
         return Interpreter(model_content=model_bytes, num_threads=threads,
                            experimental_op_resolver_type=resolver)
@@ -82,9 +86,10 @@ def _invoke(interpreter, batch: np.ndarray) -> np.ndarray:
     return dequantize(interpreter.get_tensor(output_detail["index"]), output_detail)
 
 
-def raw_outputs(model_bytes: bytes, inputs: np.ndarray, *, xnnpack: bool = True) -> np.ndarray:
-    """The first output in its own dtype, for inputs already in the input's dtype, one by one."""
-    interpreter = make_interpreter(model_bytes, xnnpack=xnnpack)
+def raw_outputs(model_bytes: bytes, inputs: np.ndarray, *, reference_kernels: bool = False) -> np.ndarray:
+    """The first output in its own dtype, for inputs already in the input's dtype, one by one,
+    from LiteRT's own kernels (optimized or reference; never the XNNPACK delegate)."""
+    interpreter = make_interpreter(model_bytes, xnnpack=False, reference_kernels=reference_kernels)
     interpreter.allocate_tensors()
     input_index = interpreter.get_input_details()[0]["index"]
     output_index = interpreter.get_output_details()[0]["index"]
