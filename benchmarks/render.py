@@ -73,6 +73,9 @@ def _ptq_summary(result: dict) -> str:
             f"{int8['accuracy_drop']:+.2f} | {base['size_bytes']:,} → {int8['size_bytes']:,} B "
             f"({base['size_bytes'] / int8['size_bytes']:.1f}x) | "
             f"{base['latency_us']['p50']:.0f} → {int8['latency_us']['p50']:.0f} |")
+    lines += ["", "Latency: LiteRT with XNNPACK, 1 thread, on this x86 machine, where int8 is often slower "
+              "than float32 for models this small; it does not predict ARM or microcontroller latency, so "
+              "run `tfcompress benchmark` on the target."]
     return "\n".join(lines)
 
 
