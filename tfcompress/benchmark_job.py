@@ -14,7 +14,7 @@ from tfcompress.files import check_writable, write_atomic
 from tfcompress.report import BenchmarkReport, Reference, machine_info, markdown_benchmark, write_json
 from tfcompress.runtime import metrics
 from tfcompress.runtime.benchmark import BenchmarkOptions, benchmark_model, comparison_inputs
-from tfcompress.runtime.inspect import inspect_tflite
+from tfcompress.runtime.inspect import inspect_tflite, read_tflite
 from tfcompress.runtime.interpreter import predict
 
 __all__ = ["benchmark"]
@@ -38,7 +38,7 @@ def benchmark(models, *, eval_data=None, reference=None, threads: int = 1, warmu
         from tfcompress import plots
 
         plots.require_matplotlib()
-    named_models = [(str(path), _read_tflite(path)) for path in models]
+    named_models = [(str(path), read_tflite(path)) for path in models]
     if not named_models:
         raise ModelLoadError("benchmark needs at least one .tflite model.")
     first_input = inspect_tflite(named_models[0][1], named_models[0][0]).inputs[0]
@@ -64,25 +64,13 @@ def benchmark(models, *, eval_data=None, reference=None, threads: int = 1, warmu
     return report
 
 
-def _read_tflite(path) -> bytes:
-    path = Path(path)
-    if not path.is_file():
-        raise ModelLoadError(f"Model file not found: {path}" if not path.exists()
-                             else f"{path} is a folder; benchmark takes .tflite files.")
-    data = path.read_bytes()
-    if path.suffix != ".tflite" and data[4:8] != b"TFL3":
-        raise ModelLoadError(
-            f"{path} is not a .tflite model; convert Keras models first with `tfcompress convert`.")
-    return data
-
-
 def _reference(reference, inputs, labels, trust_model_code, custom_objects):
     """(Reference, its outputs on `inputs`), or (None, None) without a reference."""
     if reference is None:
         return None, None
     path = Path(reference)
     if path.suffix == ".tflite":
-        outputs = predict(_read_tflite(path), inputs)
+        outputs = predict(read_tflite(path), inputs)
     else:
         from tfcompress import keras_io
 

@@ -131,7 +131,6 @@ def _inspect_flags(flag_values):
 
 def _run_convert(args, values):
     from tfcompress import convert_job
-    from tfcompress.data import Preprocessing
     from tfcompress.report import print_report
 
     (model_path,) = _positional(args, "convert", "MODEL")
@@ -141,17 +140,14 @@ def _run_convert(args, values):
         model_path, precision=values["precision"], calibration=values["calibration"],
         eval_data=values["eval"], output=values["output"], report_path=values["report"],
         io_type=values["io_type"], per_tensor_dense=values["per_tensor_dense"],
-        calibration_samples=values["calibration_samples"],
-        preprocessing=Preprocessing(values["input_scale"], values["input_offset"]),
-        reshape_data=values["reshape_data"], trust_model_code=values["trust_model_code"],
-        custom_objects=_custom_objects(values), allow_float_ops=values["allow_float_ops"])
+        calibration_samples=values["calibration_samples"], allow_float_ops=values["allow_float_ops"],
+        **_data_and_model_options(values))
     print_report(report)
     return 0
 
 
 def _run_micro(args, values):
     from tfcompress import micro_job
-    from tfcompress.data import Preprocessing
 
     (model_path,) = _positional(args, "micro", "MODEL")
     if values["output"] is None:
@@ -160,16 +156,13 @@ def _run_micro(args, values):
         model_path, values["output"], calibration=values["calibration"], eval_data=values["eval"],
         name=values["name"], arena_margin=values["arena_margin"],
         per_channel_dense=values["per_channel_dense"], target=values["target"],
-        preprocessing=Preprocessing(values["input_scale"], values["input_offset"]),
-        reshape_data=values["reshape_data"], trust_model_code=values["trust_model_code"],
-        custom_objects=_custom_objects(values))
+        **_data_and_model_options(values))
     print(micro_job.format_micro_report(report))
     return 0
 
 
 def _run_benchmark(args, values):
     from tfcompress import benchmark_job
-    from tfcompress.data import Preprocessing
     from tfcompress.report import format_benchmark
 
     if not args:
@@ -177,10 +170,8 @@ def _run_benchmark(args, values):
     report = benchmark_job.benchmark(
         args, eval_data=values["eval"], reference=values["reference"], threads=values["threads"],
         warmup=values["warmup"], runs=values["runs"], repeat=values["repeat"], xnnpack=values["xnnpack"],
-        micro=values["micro"], preprocessing=Preprocessing(values["input_scale"], values["input_offset"]),
-        reshape_data=values["reshape_data"], json_path=values["json"], markdown_path=values["markdown"],
-        plot_path=values["plot"], trust_model_code=values["trust_model_code"],
-        custom_objects=_custom_objects(values))
+        micro=values["micro"], json_path=values["json"], markdown_path=values["markdown"],
+        plot_path=values["plot"], **_data_and_model_options(values))
     print(format_benchmark(report))
     return 0
 
@@ -197,6 +188,15 @@ def _run_inspect(args, values):
 
         write_atomic(values["json"], (json.dumps(details, indent=2) + "\n").encode())
     return 0
+
+
+def _data_and_model_options(values) -> dict:
+    """The data and model-loading flags every model-reading command shares, as API arguments."""
+    from tfcompress.data import Preprocessing
+
+    return {"preprocessing": Preprocessing(values["input_scale"], values["input_offset"]),
+            "reshape_data": values["reshape_data"], "trust_model_code": values["trust_model_code"],
+            "custom_objects": _custom_objects(values)}
 
 
 def _custom_objects(values):

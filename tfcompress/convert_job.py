@@ -88,7 +88,7 @@ def convert(model, *, precision: str = "int8", calibration=None, eval_data=None,
         ops=summary.ops, float_ops=summary.float_ops,
         io={"inputs": [t.to_dict() for t in summary.inputs],
             "outputs": [t.to_dict() for t in summary.outputs]},
-        calibration=_calibration_note(calibration, calibration_data),
+        calibration=_calibration_note(calibration_data),
         options={"io_type": io_type, "per_tensor_dense": per_tensor_dense,
                  "calibration_samples": calibration_samples, "batch_size": batch_size,
                  "allow_float_ops": allow_float_ops},
@@ -123,11 +123,10 @@ def _dataset(data: Union[None, str, os.PathLike, Dataset], input_shape, preproce
     return fit_to_input(dataset, input_shape, reshape=reshape_data)
 
 
-def _calibration_note(calibration, data: Optional[Dataset]) -> dict:
+def _calibration_note(data: Optional[Dataset]) -> dict:
     if data is None:
         return {"source": None, "samples": 0, "random": False}
-    return {"source": data.source, "samples": len(data),
-            "random": isinstance(calibration, str) and calibration == RANDOM_CALIBRATION}
+    return {"source": data.source, "samples": len(data), "random": data.source == RANDOM_CALIBRATION}
 
 
 def _file_size(path) -> Optional[int]:

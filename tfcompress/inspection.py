@@ -21,9 +21,9 @@ def inspect_model(path, *, trust_model_code: bool = False, custom_objects=None) 
 
 
 def _tflite_details(path: Path) -> dict:
-    from tfcompress.runtime.inspect import gzip_size, inspect_tflite
+    from tfcompress.runtime.inspect import gzip_size, inspect_tflite, read_tflite
 
-    data = path.read_bytes()
+    data = read_tflite(path)
     summary = inspect_tflite(data, str(path))
     return {"model": str(path), "format": "tflite", "size_bytes": summary.size_bytes,
             "gzip_bytes": gzip_size(data), "ops": summary.ops, "float_ops": list(summary.float_ops),

@@ -21,7 +21,7 @@ from tfcompress.export.micro import arena_with_margin, micro_sources
 from tfcompress.files import write_atomic
 from tfcompress.report import library_versions
 from tfcompress.runtime import metrics
-from tfcompress.runtime.inspect import gzip_size, inspect_tflite, precision_of
+from tfcompress.runtime.inspect import gzip_size, inspect_tflite, is_full_integer, precision_of, read_tflite
 from tfcompress.runtime.interpreter import predict, quantize
 from tfcompress.runtime.latency import random_inputs
 from tfcompress.runtime.tflm import run_micro
@@ -183,11 +183,9 @@ def _check_output_dir(output_dir: Path) -> None:
 
 def _checked_tflite(path: Path) -> bytes:
     """A given .tflite is packaged as it is, if TFLite Micro can run it as full integer."""
-    if not path.is_file():
-        raise ModelLoadError(f"Model file not found: {path}")
-    data = path.read_bytes()
+    data = read_tflite(path)
     summary = inspect_tflite(data, str(path))
-    if precision_of(summary) != "int8" or summary.float_ops or summary.inputs[0].dtype not in ("INT8", "UINT8"):
+    if precision_of(summary) != "int8" or not is_full_integer(summary):
         raise ModelLoadError(
             f"{path} is not a full-integer int8 model with integer I/O ({precision_of(summary)}, "
             f"input {summary.inputs[0].dtype}); TFLite Micro needs one. Pass the Keras model instead, "
@@ -203,9 +201,7 @@ def _check_data(data, summary, preprocessing, reshape_data):
 
 
 def _micro_inputs(check_data, summary) -> np.ndarray:
-    tensor = summary.inputs[0]
-    detail = {"dtype": np.dtype(tensor.dtype.lower()), "name": tensor.name, "shape": tensor.shape,
-              "quantization": (tensor.scales[0], tensor.zero_points[0])}
+    detail = summary.inputs[0].interpreter_detail()
     if check_data is None:
         return np.concatenate([random_inputs(detail, seed) for seed in range(_AGREEMENT_SAMPLES)])
     return quantize(check_data.x[:_AGREEMENT_SAMPLES], detail)

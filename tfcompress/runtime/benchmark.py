@@ -14,7 +14,7 @@ import numpy as np
 
 from tfcompress.errors import OptionError, TfcompressError
 from tfcompress.runtime import metrics
-from tfcompress.runtime.inspect import gzip_size, inspect_tflite, precision_of
+from tfcompress.runtime.inspect import gzip_size, inspect_tflite, is_full_integer, precision_of
 from tfcompress.runtime.interpreter import make_interpreter, predict, quantize
 from tfcompress.runtime.latency import Latency, latency_inputs, time_invokes
 
@@ -110,13 +110,10 @@ def _micro(model_bytes: bytes, inputs: np.ndarray, summary) -> dict:
     """TFLite Micro's view of an integer model; float models are reported as not runnable."""
     from tfcompress.runtime.tflm import run_micro
 
-    if summary.inputs[0].dtype not in ("INT8", "UINT8", "INT16") or summary.float_ops:
+    if not is_full_integer(summary):
         return {"error": "needs a full-integer model with integer I/O (convert with --precision int8 --io_type int8)"}
-    detail = {"dtype": np.dtype(summary.inputs[0].dtype.lower()),
-              "quantization": (summary.inputs[0].scales[0], summary.inputs[0].zero_points[0]),
-              "name": summary.inputs[0].name}
     try:
-        run = run_micro(model_bytes, quantize(inputs[:_MICRO_SAMPLES], detail))
+        run = run_micro(model_bytes, quantize(inputs[:_MICRO_SAMPLES], summary.inputs[0].interpreter_detail()))
     except TfcompressError as error:
         return {"error": str(error)}
     return run.to_dict()

@@ -8,13 +8,15 @@ import collections
 import dataclasses
 import gzip
 import struct
+from pathlib import Path
 from typing import Optional
 
 import numpy as np
 
 from tfcompress.errors import ModelLoadError
 
-__all__ = ["TensorInfo", "TfliteSummary", "inspect_tflite", "precision_of", "gzip_size"]
+__all__ = ["TensorInfo", "TfliteSummary", "read_tflite", "inspect_tflite", "precision_of",
+           "is_full_integer", "gzip_size"]
 
 _FLATBUFFER_IDENTIFIER = b"TFL3"
 # Ops that only move between float and integer at the model's edges.
@@ -36,6 +38,11 @@ class TensorInfo:
     def is_constant(self) -> bool:
         return self.size_bytes > 0
 
+    def interpreter_detail(self) -> dict:
+        """The tensor as LiteRT's get_input_details() describes it, for quantize()."""
+        return {"name": self.name, "dtype": np.dtype(self.dtype.lower()), "shape": self.shape,
+                "quantization": (self.scales[0], self.zero_points[0]) if self.scales else (0.0, 0)}
+
     def to_dict(self) -> dict:
         return {"name": self.name, "dtype": self.dtype, "shape": list(self.shape),
                 "size_bytes": self.size_bytes,
@@ -50,6 +57,19 @@ class TfliteSummary:
     inputs: tuple              # TensorInfo of the model inputs
     outputs: tuple
     tensors: tuple             # every tensor of the main subgraph
+
+
+def read_tflite(path) -> bytes:
+    """The bytes of a `.tflite` file, with a clear error for a missing file or a Keras file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ModelLoadError(f"Model file not found: {path}" if not path.exists()
+                             else f"{path} is a folder, not a .tflite file.")
+    data = path.read_bytes()
+    if path.suffix != ".tflite" and data[4:8] != _FLATBUFFER_IDENTIFIER:
+        raise ModelLoadError(
+            f"{path} is not a .tflite model; convert Keras models first with `tfcompress convert`.")
+    return data
 
 
 def inspect_tflite(model_bytes: bytes, source: str = "model") -> TfliteSummary:
@@ -101,6 +121,11 @@ def precision_of(summary: TfliteSummary) -> str:
     if "INT8" in weights:
         return "dynamic"
     return "float32"
+
+
+def is_full_integer(summary: TfliteSummary) -> bool:
+    """Integer input and no op computing in float: what TFLite Micro runs."""
+    return summary.inputs[0].dtype in ("INT8", "UINT8", "INT16") and not summary.float_ops
 
 
 def _op_name(opcode, schema) -> str:

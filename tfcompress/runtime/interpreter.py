@@ -51,10 +51,9 @@ def dequantize(values: np.ndarray, detail: dict) -> np.ndarray:
 def predict(model_bytes: bytes, x: np.ndarray, *, batch_size: int = 250, threads: int = 1) -> np.ndarray:
     """Float outputs of the model's first output for every sample in `x`."""
     interpreter = make_interpreter(model_bytes, threads=threads)
-    (input_detail,) = interpreter.get_input_details()[:1]
-    wanted = tuple(input_detail["shape_signature"][1:])
-    if tuple(x.shape[1:]) != tuple(int(d) for d in input_detail["shape"][1:]) and not all(
-            w in (-1, h) for w, h in zip(wanted, x.shape[1:])):
+    input_detail = interpreter.get_input_details()[0]
+    wanted = tuple(int(d) for d in input_detail["shape_signature"][1:])
+    if len(wanted) != x.ndim - 1 or any(w not in (-1, h) for w, h in zip(wanted, x.shape[1:])):
         raise DataError(
             f"Data has samples of shape {tuple(x.shape[1:])}, but the model expects "
             f"{tuple(int(d) for d in input_detail['shape'][1:])}.")
