@@ -102,6 +102,27 @@ def _cold_start(result: dict) -> str:
         "", f"Versions: {_versions(result)}"])
 
 
+def _check(result: dict) -> str:
+    lines = [
+        "## Pre-flight check (`benchmarks/check.py`)",
+        "",
+        "`tfcompress check MODEL --target T --calibration " + result["calibration"] + "` on every sample model. "
+        "Cold: empty conversion cache (a float32 and an int8 or float16 conversion run, TFLite Micro probed); "
+        f"warm: the same check again with the cache. Median of {result['repeats']} run(s). QAT: what "
+        "tfcompress's QAT does with the layers (quantize / fold BatchNorm / keep float).",
+        "",
+        "| model | target | verdict | notes | QAT layers | cold (s) | warm (s) |",
+        "|---|---|---|---|---|---:|---:|",
+    ]
+    for row in result["rows"]:
+        notes = "; ".join(f"{p['layer']}: {p['problem']}" for p in row["problems"]) or "-"
+        actions = ", ".join(f"{count} {action}" for action, count in sorted(row["qat_actions"].items()))
+        lines.append(f"| `{row['model']}` | {row['target']} | {row['verdict']} | {notes} | {actions} | "
+                     f"{row['cold_s']:.1f} | {row['warm_s']:.1f} |")
+    lines += ["", f"Versions: {_versions(result)}"]
+    return "\n".join(lines)
+
+
 def _micro(result: dict) -> str:
     lines = [
         "## TFLite Micro: flash and measured arena (`benchmarks/micro.py`)",
@@ -129,7 +150,7 @@ def _micro(result: dict) -> str:
     return "\n".join(lines)
 
 
-RENDERERS = {"ptq": _ptq, "cold_start": _cold_start, "micro": _micro}
+RENDERERS = {"ptq": _ptq, "cold_start": _cold_start, "micro": _micro, "check": _check}
 
 if __name__ == "__main__":
     render_all()

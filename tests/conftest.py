@@ -1,12 +1,15 @@
 """Shared fixtures: the committed sample models and data, tiny models, and a CLI runner."""
 
 import os
+import tempfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# Conversions the pre-flight check caches go to a throwaway folder, not the user's ~/.cache.
+os.environ.setdefault("TFCOMPRESS_CACHE_DIR", tempfile.mkdtemp(prefix="tfcompress-test-cache-"))
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE_MODELS = ROOT / "sample_models"
@@ -42,6 +45,22 @@ def tiny_model(tf_keras):
     batch_norm = model.layers[1]
     batch_norm.set_weights([np.linspace(0.5, 1.5, 4), np.linspace(-0.2, 0.2, 4),
                             np.linspace(-0.1, 0.1, 4), np.linspace(0.5, 2.0, 4)])
+    return model
+
+
+def subclassed_classifier(tf_keras):
+    """A subclassed model (no config, no graph): what tfmot QAT refuses outright."""
+    class Classifier(tf_keras.Model):
+        def __init__(self):
+            super().__init__(name="classifier")
+            self.flatten = tf_keras.layers.Flatten()
+            self.dense = tf_keras.layers.Dense(10, activation="softmax")
+
+        def call(self, inputs):
+            return self.dense(self.flatten(inputs))
+
+    model = Classifier()
+    model(np.zeros((1, 28, 28, 1), np.float32))
     return model
 
 

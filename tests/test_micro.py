@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import tfcompress
-from tfcompress.errors import ConversionError
+from tfcompress.errors import ConversionError, PreflightError
 from tfcompress.export.micro import arena_with_margin, resolver_method
 from tfcompress.runtime.inspect import inspect_tflite
 
@@ -128,6 +128,9 @@ def _float_tflite(folder, models):
 @pytest.mark.parametrize("case, make_args, expected", [
     ("float-only tflite", lambda d, k: [_float_tflite(d, None), "--eval", EVAL], "not a full-integer int8 model"),
     ("op TFLite Micro lacks", lambda d, k: [_gelu_model(k, d / "gelu.h5"), "--calibration", CALIBRATION],
+     "pre-flight check: "),
+    ("op TFLite Micro lacks, check skipped",
+     lambda d, k: [_gelu_model(k, d / "gelu.h5"), "--calibration", CALIBRATION, "--skip_check"],
      "TFLite Micro has no kernel for: GELU"),
     ("no calibration", lambda d, k: [SAMPLE_MODELS / "lenet5.h5"], "needs --calibration"),
 ])
@@ -145,8 +148,10 @@ def test_int8_conversion_refuses_float_ops_unless_allowed(tf_keras, tmp_path, ca
     inputs = tf_keras.Input((28, 28, 1))
     outputs = tf.math.cumsum(tf_keras.layers.Flatten()(inputs), axis=1)
     model = tf_keras.Model(inputs, outputs)
-    with pytest.raises(ConversionError, match="in float in the int8 model: CUMSUM"):
+    with pytest.raises(PreflightError, match="CUMSUM computes in float"):
         tfcompress.convert(model, calibration=calibration, latency_runs=0)
+    with pytest.raises(ConversionError, match="in float in the int8 model: CUMSUM"):
+        tfcompress.convert(model, calibration=calibration, latency_runs=0, skip_check=True)
     report = tfcompress.convert(model, calibration=calibration, latency_runs=0, allow_float_ops=True)
     assert report.float_ops == ("CUMSUM",) and "CUMSUM" in report.warnings[0]
 

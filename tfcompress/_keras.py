@@ -9,7 +9,7 @@ import os
 
 from tfcompress.errors import UnsupportedVersionError
 
-__all__ = ["tensorflow", "tf_keras", "keras3", "TESTED_TENSORFLOW"]
+__all__ = ["tensorflow", "tf_keras", "keras3", "tfmot", "TESTED_TENSORFLOW"]
 
 # The README's version matrix; a different TensorFlow fails fast with this list.
 TESTED_TENSORFLOW = ("2.21",)
@@ -51,3 +51,21 @@ def keras3():
             f"This model was saved by Keras 3, but the installed keras is {keras.__version__}. "
             "Install keras>=3 beside tf_keras.")
     return keras
+
+
+def tfmot():
+    """tensorflow_model_optimization, without the TF_USE_LEGACY_KERAS it sets on import.
+
+    tfmot sets that variable for the whole process when imported; tfcompress uses
+    tf_keras directly, so the user's own `tf.keras` stays what they chose.
+    """
+    tf_keras()
+    saved = os.environ.get("TF_USE_LEGACY_KERAS")
+    try:
+        import tensorflow_model_optimization
+    finally:
+        if saved is None:
+            os.environ.pop("TF_USE_LEGACY_KERAS", None)
+        else:
+            os.environ["TF_USE_LEGACY_KERAS"] = saved
+    return tensorflow_model_optimization

@@ -1,6 +1,6 @@
 """`tfcompress` command line: parse flags, call the public API, print, set the exit code.
 
-Exit codes: 0 done, 2 a problem with the input (one line on stderr; the traceback
+Exit codes: 0 done, 1 `check` found the model not deployable, 2 a problem with the input (one line on stderr; the traceback
 only with --verbose). Flags may be spelled --calibration_samples or
 --calibration-samples. Nothing heavy is imported before a subcommand needs it.
 """
@@ -23,6 +23,9 @@ commands:
   micro MODEL -o DIR            full-integer model for TFLite Micro: C++ sources, measured arena, op resolver
   benchmark MODEL.tflite [...]  latency, size, memory, accuracy and fidelity, side by side (no TensorFlow)
   inspect MODEL                 layers or ops, params, sizes, dtypes and quantization of a model
+  check MODEL --target T        pre-flight: per layer, will it quantize-aware train, lower to int8, run on T
+  qat MODEL -o OUT.h5 --train D quantization-aware training (tfmot), unsupported layers kept in float
+  prune MODEL -o OUT.h5 --train D magnitude pruning on a schedule while fine-tuning, stripped, per-layer sparsity
 
 `tfcompress COMMAND --help` lists a command's flags."""
 
@@ -53,7 +56,7 @@ def _convert_flags(flag_values):
         "report": flags.DEFINE_string("report", None, "Write the JSON report here.", **define),
         "allow_float_ops": flags.DEFINE_boolean(
             "allow_float_ops", False, "Accept ops the converter leaves in float in an int8 model.", **define),
-        **_model_flags(flag_values), **_data_flags(flag_values),
+        **_skip_check_flag(flag_values), **_model_flags(flag_values), **_data_flags(flag_values),
     }
 
 
@@ -96,7 +99,7 @@ def _micro_flags(flag_values):
         "target": flags.DEFINE_string(
             "target", None, "Also compile for an Arm Ethos-U NPU, e.g. ethos-u55-128 (needs tfcompress[ethos-u]).",
             **define),
-        **_model_flags(flag_values), **_data_flags(flag_values),
+        **_skip_check_flag(flag_values), **_model_flags(flag_values), **_data_flags(flag_values),
     }
 
 
@@ -123,6 +126,71 @@ def _benchmark_flags(flag_values):
     }
 
 
+def _skip_check_flag(flag_values):
+    return {"skip_check": flags.DEFINE_boolean(
+        "skip_check", False, "Skip the pre-flight check (tfcompress check) that runs first.",
+        flag_values=flag_values)}
+
+
+def _check_flags(flag_values):
+    define = {"flag_values": flag_values}
+    return {
+        "target": flags.DEFINE_enum("target", "mobile", ["mobile", "micro", "mobile-fp16"],
+                                    "Where the model will run: LiteRT int8, TFLite Micro int8, LiteRT float16.",
+                                    **define),
+        "calibration": flags.DEFINE_string(
+            "calibration", None, "A few real inputs (optional; uniform noise otherwise).", **define),
+        "json": flags.DEFINE_string("json", None, "Also write the check as JSON here.", **define),
+        **_model_flags(flag_values), **_data_flags(flag_values),
+    }
+
+
+def _training_flags(flag_values, epochs):
+    define = {"flag_values": flag_values}
+    return {
+        "output": flags.DEFINE_string("output", None, "Where to write the model (.h5).", short_name="o",
+                                      **define),
+        "train": flags.DEFINE_string("train", None, "Labelled training data.", **define),
+        "val": flags.DEFINE_string("val", None, "Labelled validation data (optional).", **define),
+        "epochs": flags.DEFINE_integer("epochs", epochs, "Fine-tuning epochs.", lower_bound=1, **define),
+        "batch_size": flags.DEFINE_integer("batch_size", 32, "Batch size.", lower_bound=1, **define),
+        "learning_rate": flags.DEFINE_float("learning_rate", 1e-4, "Adam learning rate.", **define),
+        "report": flags.DEFINE_string("report", None, "Write the JSON report here.", **define),
+        **_model_flags(flag_values), **_data_flags(flag_values),
+    }
+
+
+def _qat_flags(flag_values):
+    return {**_training_flags(flag_values, epochs=1), **_skip_check_flag(flag_values)}
+
+
+def _prune_flags(flag_values):
+    define = {"flag_values": flag_values}
+    return {
+        **_training_flags(flag_values, epochs=2),
+        "target_sparsity": flags.DEFINE_float("target_sparsity", 0.8, "Fraction of weights set to zero.",
+                                              **define),
+        "initial_sparsity": flags.DEFINE_float("initial_sparsity", 0.0, "Where the polynomial schedule starts.",
+                                               **define),
+        "schedule": flags.DEFINE_enum("schedule", "polynomial", ["polynomial", "constant"], "Sparsity schedule.",
+                                      **define),
+        "begin_step": flags.DEFINE_integer("begin_step", 0, "First pruning step.", **define),
+        "end_step": flags.DEFINE_integer("end_step", None, "Last pruning step (default: end of training).",
+                                         **define),
+        "frequency": flags.DEFINE_integer("frequency", 100, "Steps between pruning updates.", **define),
+        "structured": flags.DEFINE_string("structured", None, "N:M structured sparsity, e.g. 2:4.", **define),
+        "layers": flags.DEFINE_string("layers", None, "Prune only layers whose name matches this regex.",
+                                      **define),
+        "skip_first": flags.DEFINE_boolean("skip_first", False, "Leave the first prunable layer dense.",
+                                           **define),
+        "skip_last": flags.DEFINE_boolean("skip_last", False, "Leave the last prunable layer dense.", **define),
+        "layer_sparsity": flags.DEFINE_string("layer_sparsity", None,
+                                              "Per-layer targets: NAME=0.96,NAME=0.9 (over --target_sparsity).",
+                                              **define),
+        "logdir": flags.DEFINE_string("logdir", None, "Write pruning summaries for TensorBoard here.", **define),
+    }
+
+
 def _inspect_flags(flag_values):
     return {"json": flags.DEFINE_string("json", None, "Also write the details as JSON here.",
                                         flag_values=flag_values),
@@ -141,7 +209,7 @@ def _run_convert(args, values):
         eval_data=values["eval"], output=values["output"], report_path=values["report"],
         io_type=values["io_type"], per_tensor_dense=values["per_tensor_dense"],
         calibration_samples=values["calibration_samples"], allow_float_ops=values["allow_float_ops"],
-        **_data_and_model_options(values))
+        skip_check=values["skip_check"], **_data_and_model_options(values))
     print_report(report)
     return 0
 
@@ -156,7 +224,7 @@ def _run_micro(args, values):
         model_path, values["output"], calibration=values["calibration"], eval_data=values["eval"],
         name=values["name"], arena_margin=values["arena_margin"],
         per_channel_dense=values["per_channel_dense"], target=values["target"],
-        **_data_and_model_options(values))
+        skip_check=values["skip_check"], **_data_and_model_options(values))
     print(micro_job.format_micro_report(report))
     return 0
 
@@ -190,6 +258,71 @@ def _run_inspect(args, values):
     return 0
 
 
+def _run_check(args, values):
+    from tfcompress import check
+
+    (model_path,) = _positional(args, "check", "MODEL")
+    report = check.check(model_path, target=values["target"], calibration=values["calibration"],
+                         **_data_and_model_options(values))
+    print(check.format_check(report))
+    if values["json"]:
+        from tfcompress.report import write_json
+
+        write_json(report, values["json"])
+    return 0 if report.verdict != check.NOT_DEPLOYABLE else 1
+
+
+def _run_qat(args, values):
+    from tfcompress import qat_job
+
+    (model_path,) = _positional(args, "qat", "MODEL")
+    if values["output"] is None or values["train"] is None:
+        raise flags.Error("qat needs -o OUT.h5 and --train DATA")
+    report = qat_job.quantize_aware(
+        model_path, values["train"], output=values["output"], val=values["val"], epochs=values["epochs"],
+        batch_size=values["batch_size"], learning_rate=values["learning_rate"], report_path=values["report"],
+        skip_check=values["skip_check"], **_data_and_model_options(values))
+    print(qat_job.format_qat_report(report))
+    return 0
+
+
+def _run_prune(args, values):
+    from tfcompress import prune_job
+    from tfcompress.transforms.prune import PruneOptions
+
+    (model_path,) = _positional(args, "prune", "MODEL")
+    if values["output"] is None or values["train"] is None:
+        raise flags.Error("prune needs -o OUT.h5 and --train DATA")
+    options = PruneOptions(
+        target_sparsity=values["target_sparsity"], initial_sparsity=values["initial_sparsity"],
+        schedule=values["schedule"], begin_step=values["begin_step"], end_step=values["end_step"],
+        frequency=values["frequency"], structured=values["structured"], layers=values["layers"],
+        skip_first=values["skip_first"], skip_last=values["skip_last"],
+        layer_sparsity=_name_values(values["layer_sparsity"], "layer_sparsity"))
+    report = prune_job.prune_model(
+        model_path, values["train"], output=values["output"], val=values["val"], options=options,
+        epochs=values["epochs"], batch_size=values["batch_size"], learning_rate=values["learning_rate"],
+        logdir=values["logdir"], report_path=values["report"], **_data_and_model_options(values))
+    print(prune_job.format_prune_report(report))
+    return 0
+
+
+def _name_values(text, flag) -> dict:
+    """"dense=0.96,dense_1=0.9" → {"dense": 0.96, "dense_1": 0.9}."""
+    if not text:
+        return {}
+    result = {}
+    for item in text.split(","):
+        name, equals, value = item.partition("=")
+        try:
+            result[name.strip()] = float(value)
+        except ValueError:
+            raise flags.Error(f"--{flag} wants NAME=VALUE pairs separated by commas; received {item!r}") from None
+        if not equals or not name.strip():
+            raise flags.Error(f"--{flag} wants NAME=VALUE pairs separated by commas; received {item!r}")
+    return result
+
+
 def _data_and_model_options(values) -> dict:
     """The data and model-loading flags every model-reading command shares, as API arguments."""
     from tfcompress.data import Preprocessing
@@ -216,7 +349,10 @@ def _positional(args, command, *names):
 _COMMANDS = {"convert": (_convert_flags, _run_convert),
              "micro": (_micro_flags, _run_micro),
              "benchmark": (_benchmark_flags, _run_benchmark),
-             "inspect": (_inspect_flags, _run_inspect)}
+             "inspect": (_inspect_flags, _run_inspect),
+             "check": (_check_flags, _run_check),
+             "qat": (_qat_flags, _run_qat),
+             "prune": (_prune_flags, _run_prune)}
 
 
 def main(argv) -> int:

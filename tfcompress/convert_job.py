@@ -12,6 +12,7 @@ import numpy as np
 from absl import logging
 
 from tfcompress import keras_io
+from tfcompress.check import check_model
 from tfcompress.data import Dataset, Preprocessing, fit_to_input, load_data
 from tfcompress.errors import ConversionError, DataError
 from tfcompress.export.tflite import ConvertOptions, to_tflite
@@ -21,6 +22,7 @@ from tfcompress.runtime import metrics
 from tfcompress.runtime.latency import measure_latency
 from tfcompress.runtime.inspect import gzip_size, inspect_tflite
 from tfcompress.runtime.interpreter import predict
+from tfcompress.transforms.qat import is_quantize_aware
 
 __all__ = ["convert", "RANDOM_CALIBRATION"]
 
@@ -33,29 +35,39 @@ def convert(model, *, precision: str = "int8", calibration=None, eval_data=None,
             calibration_samples: int = 500, preprocessing: Preprocessing = Preprocessing(),
             reshape_data: bool = False, trust_model_code: bool = False,
             custom_objects: Optional[dict] = None, latency_runs: int = 100,
-            batch_size: Optional[int] = None, allow_float_ops: bool = False) -> ConversionReport:
+            batch_size: Optional[int] = None, allow_float_ops: bool = False,
+            check_target: str = "mobile", skip_check: bool = False) -> ConversionReport:
     """Converts a Keras model (or model file) to TFLite and measures the result.
 
-    int8 and int16x8 need `calibration` (a data file or `Dataset`); "random" calibrates
+    int8 and int16x8 need `calibration` (a data file or `Dataset`), except for a QAT model,
+    whose learned ranges are used (calibration then only covers layers QAT kept in float); "random" calibrates
     on uniform noise, is logged as a warning and marked in the report. With `eval_data`
     the report has accuracy and accuracy drop against the Keras model; fidelity is
     measured on the eval data, or else the calibration data. An int8 model in which the
-    converter left ops computing in float is an error unless `allow_float_ops`.
+    converter left ops computing in float is an error unless `allow_float_ops`. Before
+    calibrating, the pre-flight check for `check_target` runs (unless `skip_check`), so a
+    model the target cannot run fails in seconds with the check's fixes.
     """
-    options = ConvertOptions(precision=precision, io_type=io_type,
-                             per_tensor_dense=per_tensor_dense,
-                             calibration_samples=calibration_samples, batch_size=batch_size)
     for path in (output, report_path):
         check_writable(path)
     model_path = model if isinstance(model, (str, os.PathLike)) else None
     if model_path is not None:
         model = keras_io.load_model(model_path, trust_model_code=trust_model_code,
                                     custom_objects=custom_objects)
+    options = ConvertOptions(precision=precision, io_type=io_type,
+                             per_tensor_dense=per_tensor_dense,
+                             calibration_samples=calibration_samples, batch_size=batch_size,
+                             quantize_aware=is_quantize_aware(model))
     model_name = str(model_path) if model_path is not None else model.name
     input_shape = tuple(model.inputs[0].shape)
     warnings = []
     calibration_data = _calibration(calibration, options, input_shape, preprocessing, reshape_data, warnings)
     evaluation = _dataset(eval_data, input_shape, preprocessing, reshape_data)
+    if options.precision in ("int8", "int16x8") and not skip_check:
+        real_calibration = None if calibration_data is None or calibration_data.source == RANDOM_CALIBRATION \
+            else calibration_data
+        check_model(model, target=check_target, calibration=real_calibration,
+                    source=model_path).raise_if_blocked(allow_float_ops=allow_float_ops)
 
     tflite_bytes = to_tflite(model, options, calibration_data)
     summary = inspect_tflite(tflite_bytes)
@@ -91,7 +103,8 @@ def convert(model, *, precision: str = "int8", calibration=None, eval_data=None,
         calibration=_calibration_note(calibration_data),
         options={"io_type": io_type, "per_tensor_dense": per_tensor_dense,
                  "calibration_samples": calibration_samples, "batch_size": batch_size,
-                 "allow_float_ops": allow_float_ops},
+                 "allow_float_ops": allow_float_ops, "skip_check": skip_check,
+                 "quantize_aware": options.quantize_aware},
         warnings=tuple(warnings), tflite=tflite_bytes)
     if report_path is not None:
         write_json(report, report_path)

@@ -14,6 +14,7 @@ __all__ = [
     "OutputError",
     "UnsupportedVersionError",
     "OptionError",
+    "PreflightError",
 ]
 
 
@@ -51,3 +52,7 @@ class UnsupportedVersionError(TfcompressError):
 
 class OptionError(TfcompressError, ValueError):
     """An option has a value outside what it accepts."""
+
+
+class PreflightError(TfcompressError):
+    """The pre-flight check found a layer or op the step or target cannot handle."""

@@ -6,9 +6,11 @@ caller trusts the file. Keras 3 files are translated into tf_keras (what tfmot a
 the converter's Keras path need), and the translation is proven by comparing outputs.
 """
 
+import contextlib
 import importlib.util
 import inspect
 import json
+import warnings
 import zipfile
 from pathlib import Path
 from typing import Optional
@@ -17,8 +19,9 @@ import numpy as np
 
 from tfcompress import _keras
 from tfcompress.errors import ModelLoadError, UnsafeModelError, UntranslatableModelError
+from tfcompress.files import save_atomic
 
-__all__ = ["load_model", "load_custom_objects", "read_model_config", "PARITY_ATOL"]
+__all__ = ["load_model", "save_model", "load_custom_objects", "read_model_config", "PARITY_ATOL"]
 
 # How close the translated tf_keras model must be to the Keras 3 original.
 PARITY_ATOL = 1e-5
@@ -26,6 +29,8 @@ _MODEL_CLASSES = {"Functional", "Sequential", "Model"}
 _CODE_CARRYING_CLASSES = {"Lambda"}
 # tf.* calls in a functional model: stored as an API name, resolved from TensorFlow.
 _TF_OP_CLASSES = {"TFOpLambda", "SlicingOpLambda"}
+# Quantization-aware models (what `tfcompress qat` writes) load inside tfmot's quantize_scope.
+_QAT_CLASSES = {"QuantizeLayer", "QuantizeWrapper", "QuantizeWrapperV2", "QuantizeAnnotate"}
 _BASE_LAYER_KEYS = {"name", "trainable", "dtype", "dynamic", "batch_input_shape", "input_shape",
                     "batch_size", "input_dim", "activity_regularizer", "autocast"}
 # Keras 3 options that tf_keras lacks but that, at these values, change nothing.
@@ -47,10 +52,24 @@ def load_model(path, *, trust_model_code: bool = False, custom_objects: Optional
     if saved_by_keras3:
         return _load_keras3(path, config, trust_model_code, custom_objects)
     tf_keras = _keras.tf_keras()
+    quantize_aware = any(class_name in _QAT_CLASSES for class_name, _ in _walk_layers(config))
     try:
-        return tf_keras.models.load_model(str(path), compile=False, custom_objects=custom_objects)
+        with _keras.tfmot().quantization.keras.quantize_scope() if quantize_aware else contextlib.nullcontext():
+            return tf_keras.models.load_model(str(path), compile=False, custom_objects=custom_objects)
     except (ValueError, TypeError, KeyError, OSError, ImportError) as error:
         raise ModelLoadError(f"Cannot load {path} with tf_keras: {_first_line(error)}") from None
+
+
+def save_model(model, path) -> None:
+    """Writes a tf_keras model to `.h5` (or `.keras`) atomically, without optimizer state.
+
+    Keras warns that `.h5` is a legacy format; it is the format these users deploy from.
+    """
+    def save(tmp):
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="You are saving your model as an HDF5 file")
+            model.save(tmp, include_optimizer=False)
+    save_atomic(path, save)
 
 
 def read_model_config(path: Path):
@@ -179,7 +198,7 @@ def _walk_layers(config: dict):
 
 def _known_class_names() -> set:
     tf_keras = _keras.tf_keras()
-    return set(dir(tf_keras.layers)) | _MODEL_CLASSES | _TF_OP_CLASSES
+    return set(dir(tf_keras.layers)) | _MODEL_CLASSES | _TF_OP_CLASSES | _QAT_CLASSES
 
 
 def _first_line(error: Exception) -> str:

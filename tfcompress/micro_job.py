@@ -77,7 +77,8 @@ class MicroReport:
 def to_micro(model, output_dir, *, calibration=None, eval_data=None, name: str = "model",
              arena_margin: float = 1.1, per_channel_dense: bool = False, target: Optional[str] = None,
              preprocessing: Preprocessing = Preprocessing(), reshape_data: bool = False,
-             trust_model_code: bool = False, custom_objects: Optional[dict] = None) -> MicroReport:
+             trust_model_code: bool = False, custom_objects: Optional[dict] = None,
+             skip_check: bool = False) -> MicroReport:
     """Builds and verifies the TFLite Micro deployment files for a Keras model or `.tflite`.
 
     With `target` (e.g. "ethos-u55-128") the verified model is also compiled by Arm's vela
@@ -97,7 +98,8 @@ def to_micro(model, output_dir, *, calibration=None, eval_data=None, name: str =
             model, precision="int8", io_type="int8", per_tensor_dense=not per_channel_dense,
             calibration=calibration, eval_data=eval_data, preprocessing=preprocessing,
             reshape_data=reshape_data, trust_model_code=trust_model_code,
-            custom_objects=custom_objects, latency_runs=0, batch_size=1)
+            custom_objects=custom_objects, latency_runs=0, batch_size=1,
+            check_target="micro", skip_check=skip_check)
         tflite_bytes = conversion.tflite
     summary = inspect_tflite(tflite_bytes)
     check_data = _check_data(eval_data if eval_data is not None else calibration, summary,

@@ -17,7 +17,7 @@ from tfcompress.data import Dataset
 from tfcompress.errors import ConversionError, OptionError
 from tfcompress.native_output import captured_output
 
-__all__ = ["ConvertOptions", "PRECISIONS", "IO_TYPES", "to_tflite"]
+__all__ = ["ConvertOptions", "PRECISIONS", "IO_TYPES", "to_tflite", "input_shapes"]
 
 PRECISIONS = ("float32", "float16", "dynamic", "int8", "int16x8")
 IO_TYPES = ("float32", "int8", "uint8")
@@ -31,7 +31,9 @@ class ConvertOptions:
     `per_tensor_dense` quantizes Dense weights with one scale per tensor instead of per
     output channel, which keeps the TFLite Micro arena small; `calibration_samples`
     caps how many calibration inputs the converter sees; `batch_size` fixes the batch
-    dimension (TFLite Micro wants 1: a dynamic batch can add SHAPE/REDUCE_PROD ops).
+    dimension (TFLite Micro wants 1: a dynamic batch can add SHAPE/REDUCE_PROD ops);
+    `float_fallback` lets int8 ops without an integer kernel stay float instead of
+    failing the conversion (the pre-flight check uses it to find them all at once).
     """
 
     precision: str = "int8"
@@ -39,6 +41,8 @@ class ConvertOptions:
     per_tensor_dense: bool = False
     calibration_samples: int = 500
     batch_size: Optional[int] = None
+    float_fallback: bool = False
+    quantize_aware: bool = False  # a QAT model: int8 ranges come from its learned fake-quant nodes
 
     def __post_init__(self):
         if self.precision not in PRECISIONS:
@@ -59,7 +63,7 @@ class ConvertOptions:
 
     @property
     def needs_calibration(self) -> bool:
-        return self.precision in CALIBRATED_PRECISIONS
+        return self.precision in CALIBRATED_PRECISIONS and not self.quantize_aware
 
 
 def to_tflite(model, options: ConvertOptions, calibration: Optional[Dataset] = None) -> bytes:
@@ -88,7 +92,10 @@ def to_tflite(model, options: ConvertOptions, calibration: Optional[Dataset] = N
 def _converter(model, batch_size, tf):
     if batch_size is None:
         return tf.lite.TFLiteConverter.from_keras_model(model)
-    specs = [tf.TensorSpec((batch_size,) + tuple(t.shape[1:]), t.dtype) for t in model.inputs]
+    if model.inputs is not None:
+        specs = [tf.TensorSpec((batch_size,) + tuple(t.shape[1:]), t.dtype) for t in model.inputs]
+    else:  # subclassed: float inputs of the shape it was built with
+        specs = [tf.TensorSpec((batch_size,) + shape[1:], tf.float32) for shape in input_shapes(model)]
     function = tf.function(lambda *inputs: model(list(inputs) if len(inputs) > 1 else inputs[0], training=False))
     return tf.lite.TFLiteConverter.from_concrete_functions([function.get_concrete_function(*specs)], model)
 
@@ -102,10 +109,17 @@ def _configure(converter, options: ConvertOptions, calibration, tf) -> None:
         return
     if options.precision == "dynamic":
         return
-    converter.representative_dataset = _representative_dataset(
-        calibration.take(options.calibration_samples))
+    if calibration is not None:
+        converter.representative_dataset = _representative_dataset(
+            calibration.take(options.calibration_samples))
     if options.precision == "int8":
-        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        if calibration is None:  # a QAT model: without calibration only the default op set converts
+            converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+        elif options.float_fallback:
+            converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8,
+                                                   tf.lite.OpsSet.TFLITE_BUILTINS]
+        else:
+            converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
         converter.inference_input_type = _IO_DTYPES[options.io_type](tf)
         converter.inference_output_type = _IO_DTYPES[options.io_type](tf)
     else:
@@ -113,6 +127,17 @@ def _configure(converter, options: ConvertOptions, calibration, tf) -> None:
             tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8]
     # The converter's own switch; there is no public name for it in TF 2.21.
     converter._experimental_disable_per_channel_quantization_for_dense_layers = options.per_tensor_dense
+
+
+def input_shapes(model) -> list:
+    """The model's input shapes, batch first; a subclassed model has them only once built."""
+    if model.inputs is not None:
+        return [tuple(t.shape) for t in model.inputs]
+    build_shape = getattr(model, "_build_input_shape", None)
+    if build_shape is None:
+        raise ConversionError(f"Model '{model.name}' has no known input shape: call it on a batch first.")
+    shapes = build_shape if isinstance(build_shape, list) else [build_shape]
+    return [tuple(shape.as_list() if hasattr(shape, "as_list") else shape) for shape in shapes]
 
 
 _IO_DTYPES = {"float32": lambda tf: tf.float32, "int8": lambda tf: tf.int8, "uint8": lambda tf: tf.uint8}

@@ -15,7 +15,7 @@ import numpy as np
 
 from tfcompress.errors import ModelLoadError
 
-__all__ = ["TensorInfo", "TfliteSummary", "read_tflite", "inspect_tflite", "precision_of",
+__all__ = ["TensorInfo", "OperatorInfo", "TfliteSummary", "read_tflite", "inspect_tflite", "precision_of",
            "is_full_integer", "gzip_size"]
 
 _FLATBUFFER_IDENTIFIER = b"TFL3"
@@ -50,6 +50,13 @@ class TensorInfo:
 
 
 @dataclasses.dataclass(frozen=True)
+class OperatorInfo:
+    name: str                 # CONV_2D, ...
+    output_names: tuple       # its output tensors' names: the converter keeps the Keras layer path
+    computes_in_float: bool
+
+
+@dataclasses.dataclass(frozen=True)
 class TfliteSummary:
     size_bytes: int
     ops: dict                  # op name → count, in first-seen order
@@ -57,6 +64,7 @@ class TfliteSummary:
     inputs: tuple              # TensorInfo of the model inputs
     outputs: tuple
     tensors: tuple             # every tensor of the main subgraph
+    operators: tuple           # OperatorInfo, in execution order
 
 
 def read_tflite(path) -> bytes:
@@ -85,22 +93,16 @@ def inspect_tflite(model_bytes: bytes, source: str = "model") -> TfliteSummary:
         type_names = {value: name for name, value in vars(schema.TensorType).items() if not name.startswith("_")}
         tensors = tuple(_tensor_info(model, subgraph.Tensors(i), type_names)
                         for i in range(subgraph.TensorsLength()))
-        ops = collections.Counter()
-        float_ops = []
-        for index in range(subgraph.OperatorsLength()):
-            operator = subgraph.Operators(index)
-            name = op_names[operator.OpcodeIndex()]
-            ops[name] += 1
-            touched = [tensors[i] for i in _operator_tensors(operator)]
-            if name not in _CONVERSION_OPS and any(
-                    t.dtype in _FLOAT_TYPES and not t.is_constant for t in touched):
-                float_ops.append(name)
+        operators = tuple(_operator_info(subgraph.Operators(index), op_names, tensors)
+                          for index in range(subgraph.OperatorsLength()))
+        ops = collections.Counter(operator.name for operator in operators)
+        float_ops = [operator.name for operator in operators if operator.computes_in_float]
         inputs = tuple(tensors[i] for i in subgraph.InputsAsNumpy())
         outputs = tuple(tensors[i] for i in subgraph.OutputsAsNumpy())
     except (IndexError, ValueError, TypeError, AttributeError, struct.error) as error:
         raise ModelLoadError(f"{source} is a damaged TFLite flatbuffer ({error}).") from None
     return TfliteSummary(len(model_bytes), dict(ops), tuple(sorted(set(float_ops))),
-                         inputs, outputs, tensors)
+                         inputs, outputs, tensors, operators)
 
 
 def gzip_size(data: bytes) -> int:
@@ -135,6 +137,16 @@ def _op_name(opcode, schema) -> str:
         if value == code and not name.startswith("_"):
             return name if name != "CUSTOM" else opcode.CustomCode().decode()
     return f"UNKNOWN_{code}"
+
+
+def _operator_info(operator, op_names, tensors) -> OperatorInfo:
+    name = op_names[operator.OpcodeIndex()]
+    touched = [tensors[i] for i in _operator_tensors(operator)]
+    computes_in_float = name not in _CONVERSION_OPS and any(
+        t.dtype in _FLOAT_TYPES and not t.is_constant for t in touched)
+    outputs = operator.OutputsAsNumpy()
+    output_names = tuple(tensors[int(i)].name for i in outputs if i >= 0) if isinstance(outputs, np.ndarray) else ()
+    return OperatorInfo(name, output_names, computes_in_float)
 
 
 def _operator_tensors(operator):

@@ -11,6 +11,7 @@ import faulthandler
 import os
 import re
 import time
+from typing import Optional
 
 import numpy as np
 
@@ -19,7 +20,7 @@ from tfcompress.native_output import captured_output
 from tfcompress.runtime.latency import Latency
 from tfcompress.runtime.interpreter import raw_outputs
 
-__all__ = ["MicroRun", "measure_arena", "run_micro", "ARENA_ALIGNMENT"]
+__all__ = ["MicroRun", "measure_arena", "run_micro", "micro_run_error", "ARENA_ALIGNMENT"]
 
 ARENA_ALIGNMENT = 16
 _MISSING_OP = re.compile(r"Didn't find op for builtin opcode '([A-Z0-9_]+)'")
@@ -114,27 +115,42 @@ def _recorded_arena(model_bytes: bytes) -> int:
 
 
 def _runs_with_arena(model_bytes: bytes, arena_size: int) -> bool:
-    """Whether the model allocates and invokes in `arena_size` bytes.
+    return micro_run_error(model_bytes, arena_size) is None
+
+
+def micro_run_error(model_bytes: bytes, arena_size: int) -> Optional[str]:
+    """None when the model allocates and invokes in `arena_size` bytes, else why not.
 
     Probed in a forked child: some kernels crash the process instead of failing
-    cleanly when the arena is too small (REVERSE_V2 with a 200-byte arena, seen here).
+    cleanly (REVERSE_V2 with a 200-byte arena, seen here); a crash is an answer too.
     """
+    from tflite_micro import runtime  # noqa: F401 - imported once here, not in every child
+
+    reader, writer = os.pipe()
     pid = os.fork()
     if pid == 0:
+        os.close(reader)
         faulthandler.disable()  # a crash here is an answer ("does not run"), not a report
-        silent = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(silent, 1)
-        os.dup2(silent, 2)
+        os.dup2(writer, 1)
+        os.dup2(writer, 2)
         code = 1
         try:
-            from tflite_micro import runtime
-
             runtime.Interpreter.from_bytes(model_bytes, arena_size=arena_size).invoke()
             code = 0
+        except BaseException:  # noqa: BLE001 - the child only reports, through the pipe
+            pass
         finally:
-            os._exit(code)  # the child only reports: 0 ran, anything else did not
+            os._exit(code)
+    os.close(writer)
+    with os.fdopen(reader, "rb") as pipe:
+        printed = pipe.read().decode(errors="replace")
     _, status = os.waitpid(pid, 0)
-    return os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+    if os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0:
+        return None
+    if os.WIFSIGNALED(status):
+        return f"TFLite Micro crashed (signal {os.WTERMSIG(status)})"
+    lines = [line.strip() for line in printed.splitlines() if line.strip()]
+    return "; ".join(lines[:2]) or "TFLite Micro could not allocate or invoke the model"
 
 
 def _round_up(size: int) -> int:

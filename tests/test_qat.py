@@ -1,0 +1,114 @@
+"""`tfcompress qat`: the check first, unsupported layers kept in float, a QAT model that
+converts to int8 from its learned ranges, and a step under a MirroredStrategy."""
+
+import time
+
+import numpy as np
+import pytest
+
+from conftest import CALIBRATION, EVAL, subclassed_classifier
+
+
+def _small_cnn(tf_keras, extra=None):
+    """Conv → BatchNorm (folds) → ReLU → [extra] → Dense: trains in a second on 28×28."""
+    tf_keras.utils.set_random_seed(3)
+    layers = tf_keras.layers
+    inputs = tf_keras.Input((28, 28, 1))
+    x = layers.ReLU()(layers.BatchNormalization()(layers.Conv2D(8, 3, strides=2, use_bias=False)(inputs)))
+    x = layers.Flatten()(x)
+    x = layers.Dense(32)(x)
+    if extra is not None:
+        x = extra(layers)(x)
+    return tf_keras.Model(inputs, layers.Dense(10, activation="softmax")(layers.ReLU()(x)))
+
+
+class _FirstBatchClock:
+    """A Keras callback noting when the first training step starts."""
+
+    def __init__(self, tf_keras):
+        clock = self
+
+        class Callback(tf_keras.callbacks.Callback):
+            def on_train_batch_begin(self, batch, logs=None):
+                clock.first_batch = clock.first_batch or time.perf_counter()
+
+        self.first_batch = None
+        self.callback = Callback()
+
+
+def test_qat_keeps_layer_norm_float_and_starts_training_within_10_s(tf_keras, tmp_path):
+    from tfcompress import convert, load_model, quantize_aware
+    from tfcompress.transforms.qat import is_quantize_aware
+
+    path = tmp_path / "layer_norm.h5"
+    _small_cnn(tf_keras, lambda layers: layers.LayerNormalization()).save(path)
+    clock = _FirstBatchClock(tf_keras)
+    start = time.perf_counter()
+    report = quantize_aware(path, CALIBRATION, output=tmp_path / "qat.h5", epochs=2, learning_rate=1e-3,
+                            callbacks=[clock.callback], verbose=0)
+    assert clock.first_batch - start < 10.0
+    assert [plan.layer_type for plan in report.float_layers] == ["LayerNormalization"]
+    assert report.check_verdict == "ready with float fallbacks"
+    assert report.metrics["accuracy"] > 0.5, report.metrics
+
+    reloaded = load_model(tmp_path / "qat.h5")
+    assert is_quantize_aware(reloaded)
+    # Calibration only covers the float LayerNormalization; everything else uses learned ranges.
+    converted = convert(tmp_path / "qat.h5", precision="int8", calibration=CALIBRATION, eval_data=EVAL,
+                        latency_runs=0)
+    assert converted.float_ops == ()
+    assert converted.accuracy_drop is not None and abs(converted.accuracy_drop) <= 2.0
+    assert converted.fidelity.top1_agreement >= 0.95
+
+
+def test_qat_model_converts_to_int8_without_calibration(tf_keras, tmp_path):
+    from tfcompress import convert, quantize_aware
+    from tfcompress.runtime.inspect import inspect_tflite
+
+    path = tmp_path / "cnn.h5"
+    _small_cnn(tf_keras).save(path)
+    quantize_aware(path, CALIBRATION, output=tmp_path / "qat.h5", epochs=2, learning_rate=1e-3, verbose=0)
+    converted = convert(tmp_path / "qat.h5", precision="int8", eval_data=EVAL, latency_runs=0)
+    summary = inspect_tflite(converted.tflite)
+    assert converted.float_ops == ()
+    assert {"CONV_2D", "FULLY_CONNECTED"} <= set(summary.ops)
+    assert converted.calibration["samples"] == 0
+    assert converted.fidelity.top1_agreement >= 0.95
+    assert abs(converted.accuracy_drop) <= 2.0
+
+
+def test_qat_refuses_a_subclassed_model_before_any_training(tf_keras, monkeypatch):
+    from tfcompress import qat_job
+    from tfcompress.data import load_data
+    from tfcompress.errors import PreflightError
+
+    model = subclassed_classifier(tf_keras)
+    monkeypatch.setattr(qat_job, "fine_tune", lambda *a, **k: pytest.fail("training started"))
+    start = time.perf_counter()
+    with pytest.raises(PreflightError, match="subclassed.*Functional"):
+        qat_job.quantize_aware(model, load_data(CALIBRATION).take(64))
+    assert time.perf_counter() - start < 10.0
+
+
+def test_qat_cli_rejects_labels_the_model_cannot_output(run_cli, tmp_path, tf_keras):
+    tf_keras.utils.set_random_seed(0)
+    model = tf_keras.Sequential([tf_keras.Input((28, 28, 1)), tf_keras.layers.Flatten(),
+                                 tf_keras.layers.Dense(4, activation="softmax")])
+    model.save(tmp_path / "four.h5")
+    code, _, err = run_cli("qat", tmp_path / "four.h5", "-o", tmp_path / "out.h5", "--train", CALIBRATION)
+    assert code == 2
+    assert "outputs 4 classes" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "out.h5").exists()
+
+
+def test_one_qat_step_under_a_mirrored_strategy(tf_keras):
+    import tensorflow as tf
+
+    from tfcompress import quantize_aware
+    from tfcompress.data import load_data
+
+    strategy = tf.distribute.MirroredStrategy(["/cpu:0"])
+    data = load_data(CALIBRATION).take(32)
+    report = quantize_aware(_small_cnn(tf_keras), data, batch_size=32, strategy=strategy, verbose=0)
+    assert np.isfinite(report.metrics["loss"])
+    assert report.keras_model.optimizer.iterations.numpy() == 1

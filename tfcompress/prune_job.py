@@ -1,0 +1,80 @@
+"""The prune job: load → wrap for pruning → fine-tune on the schedule → strip → save.
+
+The report compares, per layer, the sparsity reached in the stripped weights with the
+target, so "pruning did nothing" is visible before anyone converts the model.
+"""
+
+import dataclasses
+import math
+import os
+from typing import Optional
+
+from tfcompress import keras_io
+from tfcompress.data import Preprocessing
+from tfcompress.files import check_writable
+from tfcompress.report import library_versions, write_json
+from tfcompress.transforms import prune
+from tfcompress.transforms.graph import flatten_nested
+from tfcompress.transforms.training import TrainOptions, fine_tune, labelled_data, outputs_probabilities
+
+__all__ = ["PruneReport", "prune_model", "format_prune_report"]
+
+
+@dataclasses.dataclass(frozen=True)
+class PruneReport:
+    model: str
+    output: Optional[str]
+    layers: dict            # pruned layer name → {"target": float, "sparsity": float}
+    metrics: dict           # the last epoch's loss/accuracy (and val_ ones)
+    options: dict
+    keras_model: object = dataclasses.field(default=None, repr=False, compare=False)
+
+    def to_dict(self) -> dict:
+        return {"model": self.model, "output": self.output, "step": "prune", "layers": self.layers,
+                "metrics": self.metrics, "options": self.options, "versions": library_versions()}
+
+
+def prune_model(model, train, *, output=None, val=None, options: Optional[prune.PruneOptions] = None, epochs: int = 2,
+                batch_size: int = 32, learning_rate: float = 1e-4, logdir=None, report_path=None,
+                preprocessing: Preprocessing = Preprocessing(), reshape_data: bool = False,
+                trust_model_code: bool = False, custom_objects: Optional[dict] = None,
+                callbacks=(), verbose="auto") -> PruneReport:
+    """Prunes a Keras model (or model file) while fine-tuning it on labelled `train` data.
+
+    The schedule ends on the last training step unless `options.end_step` says otherwise;
+    the saved model is stripped (plain layers, zeros in the kernels).
+    """
+    options = options or prune.PruneOptions()
+    training = TrainOptions(epochs=epochs, batch_size=batch_size, learning_rate=learning_rate)
+    for path in (output, report_path):
+        check_writable(path)
+    model_path = model if isinstance(model, (str, os.PathLike)) else None
+    if model_path is not None:
+        model = keras_io.load_model(model_path, trust_model_code=trust_model_code, custom_objects=custom_objects)
+    model = flatten_nested(model)
+    input_shape = tuple(model.inputs[0].shape)
+    train_data = labelled_data(train, model, input_shape, preprocessing, reshape_data, "training")
+    val_data = labelled_data(val, model, input_shape, preprocessing, reshape_data, "validation") \
+        if val is not None else None
+    total_steps = epochs * math.ceil(len(train_data) / batch_size)
+    wrapped = prune.apply_pruning(model, options, total_steps=total_steps)
+    metrics = fine_tune(wrapped, train_data, training, from_logits=not outputs_probabilities(model), val=val_data,
+                        callbacks=prune.pruning_callbacks(logdir) + list(callbacks), verbose=verbose)
+    stripped = prune.strip_pruning(wrapped)
+    if output is not None:
+        keras_io.save_model(stripped, output)
+    reached = prune.layer_sparsity(stripped)
+    layers = {name: {"target": 0.5 if options.structured else options.target_for(name), "sparsity": reached[name]}
+              for name in prune.prunable_layer_names(model, options)}
+    result = PruneReport(str(model_path or model.name), str(output) if output is not None else None, layers,
+                         metrics, {**dataclasses.asdict(options), **dataclasses.asdict(training)}, stripped)
+    if report_path is not None:
+        write_json(result, report_path)
+    return result
+
+
+def format_prune_report(report: PruneReport) -> str:
+    lines = [f"prune: {report.model} → {report.output or '(not saved)'}", "layer  target  reached"]
+    lines += [f"{name}  {values['target']:.2f}  {values['sparsity']:.3f}" for name, values in report.layers.items()]
+    lines.append("last epoch: " + ", ".join(f"{name} {value:.4f}" for name, value in report.metrics.items()))
+    return "\n".join(lines)

@@ -1,0 +1,84 @@
+"""The qat job: load → pre-flight check → quantization-aware model → fine-tune → save.
+
+The check runs before anything trains, so a model QAT cannot handle fails in seconds;
+layers tfmot cannot quantize train in float and are listed in the report.
+"""
+
+import contextlib
+import dataclasses
+import os
+from typing import Optional
+
+from tfcompress import keras_io
+from tfcompress.check import check_model
+from tfcompress.data import Preprocessing
+from tfcompress.files import check_writable
+from tfcompress.report import library_versions, write_json
+from tfcompress.transforms import qat
+from tfcompress.transforms.training import TrainOptions, fine_tune, labelled_data, outputs_probabilities
+
+__all__ = ["QatReport", "quantize_aware", "format_qat_report"]
+
+
+@dataclasses.dataclass(frozen=True)
+class QatReport:
+    model: str
+    output: Optional[str]
+    float_layers: tuple     # LayerPlans of the layers that trained in float
+    metrics: dict           # the last epoch's loss/accuracy (and val_ ones)
+    check_verdict: Optional[str]
+    options: dict
+    keras_model: object = dataclasses.field(default=None, repr=False, compare=False)
+
+    def to_dict(self) -> dict:
+        return {"model": self.model, "output": self.output, "step": "qat",
+                "float_layers": [plan.to_dict() for plan in self.float_layers], "metrics": self.metrics,
+                "check_verdict": self.check_verdict, "options": self.options, "versions": library_versions()}
+
+
+def quantize_aware(model, train, *, output=None, val=None, epochs: int = 1, batch_size: int = 32,
+                   learning_rate: float = 1e-4, strategy=None, report_path=None, skip_check: bool = False,
+                   preprocessing: Preprocessing = Preprocessing(), reshape_data: bool = False,
+                   trust_model_code: bool = False, custom_objects: Optional[dict] = None,
+                   callbacks=(), verbose="auto") -> QatReport:
+    """Quantization-aware fine-tuning of a Keras model (or model file) with tfmot.
+
+    `train`/`val` are data files or labelled `Dataset`s. Under a `tf.distribute.Strategy`
+    the QAT model is built and trained in its scope. Write `output` as `.h5`; `tfcompress
+    convert` reads the learned ranges from it. `callbacks` are Keras callbacks for `fit`.
+    """
+    options = TrainOptions(epochs=epochs, batch_size=batch_size, learning_rate=learning_rate)
+    for path in (output, report_path):
+        check_writable(path)
+    model_path = model if isinstance(model, (str, os.PathLike)) else None
+    if model_path is not None:
+        model = keras_io.load_model(model_path, trust_model_code=trust_model_code, custom_objects=custom_objects)
+    input_shape = tuple(model.inputs[0].shape) if model.inputs is not None else None
+    train_data = labelled_data(train, model, input_shape, preprocessing, reshape_data, "training")
+    val_data = labelled_data(val, model, input_shape, preprocessing, reshape_data, "validation") if val is not None else None
+
+    verdict = None
+    if not skip_check:
+        report = check_model(model, target="mobile", calibration=train_data, source=model_path)
+        report.raise_if_blocked()
+        verdict = report.verdict
+    from_logits = not outputs_probabilities(model)
+    with strategy.scope() if strategy is not None else contextlib.nullcontext():
+        qat_model, plans = qat.apply_qat(model)
+        metrics = fine_tune(qat_model, train_data, options, from_logits=from_logits, val=val_data,
+                            callbacks=callbacks, verbose=verbose)
+    if output is not None:
+        keras_io.save_model(qat_model, output)
+    result = QatReport(str(model_path or model.name), str(output) if output is not None else None,
+                       tuple(plan for plan in plans if plan.action == qat.KEEP_FLOAT), metrics, verdict,
+                       dataclasses.asdict(options), qat_model)
+    if report_path is not None:
+        write_json(result, report_path)
+    return result
+
+
+def format_qat_report(report: QatReport) -> str:
+    lines = [f"qat: {report.model} → {report.output or '(not saved)'}",
+             "last epoch: " + ", ".join(f"{name} {value:.4f}" for name, value in report.metrics.items())]
+    lines += [f"trained in float: {plan.name} ({plan.layer_type}): {plan.reason}" for plan in report.float_layers]
+    return "\n".join(lines)

@@ -1,0 +1,1 @@
+"""Keras model → Keras model: the training-time compression steps."""

@@ -1,0 +1,49 @@
+"""Graph surgery the training-time steps share: nested models flattened into one.
+
+tfmot wraps layers one by one and cannot see inside a model used as a layer
+(model-optimization#1139); flattening first lets QAT and pruning reach every layer.
+"""
+
+from tfcompress import _keras
+
+__all__ = ["flatten_nested", "is_graph_model"]
+
+
+def is_graph_model(model) -> bool:
+    """Sequential or Functional (a graph of layers), not subclassed."""
+    return bool(getattr(model, "_is_graph_network", False))
+
+
+def flatten_nested(model):
+    """The same layers (same weights) in one flat Functional model."""
+    keras = _keras.tf_keras()
+    if not any(isinstance(layer, keras.Model) for layer in model.layers):
+        return model
+    inputs = [keras.Input(batch_shape=t.shape, dtype=t.dtype, name=t.name.split(":")[0]) for t in model.inputs]
+    outputs = _call_graph(model, inputs, keras)
+    return keras.Model(inputs if len(inputs) > 1 else inputs[0], outputs if len(outputs) > 1 else outputs[0],
+                       name=model.name)
+
+
+def _call_graph(model, inputs, keras) -> list:
+    """Calls `model`'s layers on `inputs` node by node; nested models are expanded."""
+    tf = _keras.tensorflow()
+    tensors = {id(original): new for original, new in zip(model.inputs, inputs)}
+
+    def mapped(value):
+        return tensors[id(value)] if id(value) in tensors else value
+
+    for depth in sorted(model._nodes_by_depth, reverse=True):
+        for node in model._nodes_by_depth[depth]:
+            layer = node.layer
+            if isinstance(layer, keras.layers.InputLayer):
+                continue
+            args = tf.nest.map_structure(mapped, node.call_args)
+            kwargs = tf.nest.map_structure(mapped, node.call_kwargs)
+            if isinstance(layer, keras.Model) and is_graph_model(layer):
+                outputs = _call_graph(layer, tf.nest.flatten(args[0]), keras)
+            else:
+                outputs = layer(*args, **kwargs)
+            for original, new in zip(tf.nest.flatten(node.outputs), tf.nest.flatten(outputs)):
+                tensors[id(original)] = new
+    return [tensors[id(t)] for t in model.outputs]

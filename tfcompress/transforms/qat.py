@@ -1,0 +1,145 @@
+"""Quantization-aware training with tfmot, keeping what tfmot cannot quantize in float.
+
+`tfmot.quantization.keras.quantize_model` refuses a whole model for one layer it has
+no quantize config for (a BatchNormalization after an activation, LayerNormalization,
+a `tf.*` call), and for any model nested in another (model-optimization#1089, #628,
+#1139). tfcompress plans every layer first, flattens nested models, annotates only
+the layers tfmot can handle, and lists the rest: they train in float and the int8
+converter calibrates them afterwards.
+"""
+
+import dataclasses
+
+from tfcompress import _keras
+from tfcompress.errors import OptionError, PreflightError
+from tfcompress.transforms.graph import flatten_nested, is_graph_model
+
+__all__ = ["LayerPlan", "plan_qat", "apply_qat", "is_quantize_aware", "QUANTIZE", "FOLD", "KEEP_FLOAT",
+           "FLATTEN", "REFUSE"]
+
+QUANTIZE = "quantize"
+FOLD = "fold"              # BatchNormalization folded into the layer before it
+KEEP_FLOAT = "keep float"
+FLATTEN = "flatten"        # a nested model: its layers are planned one by one
+REFUSE = "refuse"
+
+_FOLDS_INTO = ("Conv2D", "DepthwiseConv2D", "Dense")
+_QAT_LAYERS = ("QuantizeLayer", "QuantizeWrapper", "QuantizeWrapperV2")
+_OP_LAYERS = ("TFOpLambda", "SlicingOpLambda", "Lambda")
+
+
+@dataclasses.dataclass(frozen=True)
+class LayerPlan:
+    """What QAT does with one layer, and why."""
+
+    name: str
+    layer_type: str
+    action: str
+    reason: str = ""
+    fix: str = ""
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def plan_qat(model) -> tuple:
+    """One LayerPlan per layer (nested models expanded), in graph order."""
+    if not is_graph_model(model):
+        return (LayerPlan(model.name, type(model).__name__, REFUSE,
+                          "a subclassed model: tfmot quantizes only Sequential and Functional models",
+                          "rebuild it as a Functional model: tf_keras.Model(inputs, outputs)"),)
+    keras = _keras.tf_keras()
+    registry = _registry()
+    plans = []
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.InputLayer):
+            continue
+        if isinstance(layer, keras.Model):
+            plans.append(LayerPlan(layer.name, type(layer).__name__, FLATTEN,
+                                   "a model inside the model: tfmot cannot quantize it as one layer",
+                                   "none needed: tfcompress flattens it before QAT"))
+            plans.extend(plan_qat(layer) if is_graph_model(layer) else ())
+        else:
+            plans.append(_plan_layer(layer, registry, keras))
+    return tuple(plans)
+
+
+def apply_qat(model):
+    """(QAT model ready to train, plan). Layers planned `keep float` are left unwrapped."""
+    plans = plan_qat(model)
+    if is_quantize_aware(model):
+        raise OptionError(f"Model '{model.name}' is already quantization-aware; fine-tune it as it is, "
+                          "or start QAT from the float model.")
+    refused = [plan for plan in plans if plan.action == REFUSE]
+    if refused:
+        raise PreflightError(f"QAT cannot handle {refused[0].name}: {refused[0].reason}; {refused[0].fix}.")
+    tfmot = _keras.tfmot()
+    flat = flatten_nested(model)
+    quantized_names = {plan.name for plan in plans if plan.action in (QUANTIZE, FOLD)}
+    annotate = tfmot.quantization.keras.quantize_annotate_layer
+
+    def annotate_supported(layer):
+        return annotate(layer) if layer.name in quantized_names else layer
+
+    annotated = _keras.tf_keras().models.clone_model(flat, clone_function=annotate_supported)
+    annotated.set_weights(flat.get_weights())
+    with tfmot.quantization.keras.quantize_scope():
+        return tfmot.quantization.keras.quantize_apply(annotated), plans
+
+
+def is_quantize_aware(model) -> bool:
+    """Whether tfmot's QAT wrappers are already in the model (a `tfcompress qat` output)."""
+    return any(type(layer).__name__ in _QAT_LAYERS for layer in getattr(model, "layers", ()))
+
+
+def _plan_layer(layer, registry, keras) -> LayerPlan:
+    kind = type(layer).__name__
+    if isinstance(layer, keras.layers.BatchNormalization):
+        producer = _producer(layer)
+        if producer is not None and type(producer).__name__ in _FOLDS_INTO and _is_linear(producer):
+            return LayerPlan(layer.name, kind, FOLD, f"folded into {producer.name}")
+        return LayerPlan(layer.name, kind, KEEP_FLOAT, _unfoldable_reason(producer), _refold_fix(layer, producer))
+    if registry.supports(layer):
+        return LayerPlan(layer.name, kind, QUANTIZE)
+    if kind in _QAT_LAYERS:
+        return LayerPlan(layer.name, kind, QUANTIZE, "already quantization-aware")
+    if kind in _OP_LAYERS:
+        return LayerPlan(layer.name, kind, KEEP_FLOAT,
+                         "a tf.* call or Lambda has no tfmot quantize config",
+                         "use the equivalent Keras layer (Cropping2D, Reshape, ReLU, ...) to quantize it in QAT")
+    return LayerPlan(layer.name, kind, KEEP_FLOAT, f"tfmot has no quantize config for {kind}",
+                     "none needed: it trains in float and int8 conversion calibrates it (pass --calibration)")
+
+
+def _unfoldable_reason(producer) -> str:
+    where = "the model input" if producer is None else f"{producer.name} ({type(producer).__name__}" + (
+        ")" if _is_linear(producer) else f", activation={producer.get_config()['activation']})")
+    return (f"BatchNormalization after {where}: tfmot folds it only right after a Conv2D, "
+            "DepthwiseConv2D or Dense without activation")
+
+
+def _refold_fix(layer, producer) -> str:
+    if producer is not None and type(producer).__name__ in _FOLDS_INTO:
+        return f"give {producer.name} activation=None and put the activation after {layer.name}"
+    return f"move {layer.name} right after the Conv2D/Dense before it (before the activation)"
+
+
+def _registry():
+    tfmot = _keras.tfmot()
+    del tfmot  # the registry module below is importable only after tfmot itself
+    from tensorflow_model_optimization.python.core.quantization.keras.default_8bit import (
+        default_8bit_quantize_registry)
+
+    return default_8bit_quantize_registry.Default8BitQuantizeRegistry()
+
+
+def _producer(layer):
+    """The one layer feeding `layer`, or None (model input, several inputs)."""
+    inbound = layer._inbound_nodes[0].inbound_layers if layer._inbound_nodes else None
+    if isinstance(inbound, list) or inbound is None or type(inbound).__name__ == "InputLayer":
+        return None
+    return inbound
+
+
+def _is_linear(layer) -> bool:
+    return layer.get_config().get("activation") in (None, "linear")

@@ -1,0 +1,81 @@
+"""Fine-tuning shared by the training-time steps (QAT now; pruning and clustering next).
+
+Labels are checked against the model's output before the first step, so a mismatch
+is a one-line error instead of a shape error deep inside `fit`.
+"""
+
+import dataclasses
+from typing import Optional
+
+import numpy as np
+
+from tfcompress import _keras
+from tfcompress.data import Dataset, fit_to_input, load_data
+from tfcompress.errors import DataError, OptionError
+
+__all__ = ["TrainOptions", "check_labels", "fine_tune", "outputs_probabilities", "labelled_data"]
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainOptions:
+    epochs: int = 1
+    batch_size: int = 32
+    learning_rate: float = 1e-4
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.epochs < 1:
+            raise OptionError(f"epochs must be at least 1. Received: epochs={self.epochs}")
+        if self.batch_size < 1:
+            raise OptionError(f"batch_size must be at least 1. Received: batch_size={self.batch_size}")
+        if not self.learning_rate > 0:
+            raise OptionError(f"learning_rate must be positive. Received: learning_rate={self.learning_rate}")
+
+
+def check_labels(model, data: Dataset, role: str = "training") -> None:
+    """Class labels that fit the model's output: present, and below its number of classes."""
+    if data.y is None:
+        raise DataError(f"The {role} data {data.source} has no labels (y); fine-tuning needs them.")
+    if model.outputs is None:  # a subclassed model: its output size is unknown before a call
+        return
+    classes = int(model.outputs[0].shape[-1])
+    if data.y.min() < 0 or data.y.max() >= classes:
+        raise DataError(
+            f"The {role} labels in {data.source} range over {int(data.y.min())}..{int(data.y.max())}, "
+            f"but the model outputs {classes} classes. Pass labels 0..{classes - 1}.")
+
+
+def outputs_probabilities(model) -> bool:
+    """Whether the (float) model ends in a softmax, so its loss takes probabilities, not logits."""
+    keras = _keras.tf_keras()
+    last = model.layers[-1]
+    return isinstance(last, keras.layers.Softmax) or getattr(last, "activation", None) is keras.activations.softmax
+
+
+def fine_tune(model, train: Dataset, options: TrainOptions, *, from_logits: bool,
+              val: Optional[Dataset] = None, callbacks=(), verbose="auto") -> dict:
+    """Compiles and fits `model` in place; returns the last epoch's metrics.
+
+    `from_logits` comes from the float model (`outputs_probabilities`): once wrapped for
+    QAT, its last layer no longer shows its activation.
+    """
+    keras = _keras.tf_keras()
+    keras.utils.set_random_seed(options.seed)
+    model.compile(optimizer=keras.optimizers.Adam(options.learning_rate),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=from_logits),
+                  metrics=["accuracy"])
+    history = model.fit(train.x, train.y.astype(np.int64), epochs=options.epochs,
+                        batch_size=options.batch_size, shuffle=True, callbacks=list(callbacks),
+                        validation_data=(val.x, val.y.astype(np.int64)) if val is not None else None,
+                        verbose=verbose)
+    return {name: float(values[-1]) for name, values in history.history.items()}
+
+
+def labelled_data(data, model, input_shape, preprocessing, reshape_data, role) -> Dataset:
+    """Training or validation data, fitted to the model input, with labels the model can output."""
+    dataset = data if isinstance(data, Dataset) else load_data(data, preprocessing)
+    if input_shape is not None:
+        dataset = fit_to_input(dataset, input_shape, reshape=reshape_data)
+    check_labels(model, dataset, role)
+    return dataset
+
