@@ -54,11 +54,15 @@ def plan_qat(model) -> tuple:
     for layer in model.layers:
         if isinstance(layer, keras.layers.InputLayer):
             continue
-        if isinstance(layer, keras.Model):
+        if isinstance(layer, keras.Model) and is_graph_model(layer):
             plans.append(LayerPlan(layer.name, type(layer).__name__, FLATTEN,
                                    "a model inside the model: tfmot cannot quantize it as one layer",
                                    "none needed: tfcompress flattens it before QAT"))
-            plans.extend(plan_qat(layer) if is_graph_model(layer) else ())
+            plans.extend(plan_qat(layer))
+        elif isinstance(layer, keras.Model):
+            plans.append(LayerPlan(layer.name, type(layer).__name__, KEEP_FLOAT,
+                                   "a subclassed model inside the model: its layers cannot be seen",
+                                   "rebuild it as a Functional model: tf_keras.Model(inputs, outputs)"))
         else:
             plans.append(_plan_layer(layer, registry, keras))
     return tuple(plans)
