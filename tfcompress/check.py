@@ -10,7 +10,6 @@ deployable, with a fix for each problem. `qat`, `micro` and `convert` run it fir
 
 import dataclasses
 import hashlib
-import os
 from typing import Optional
 
 import numpy as np
@@ -128,9 +127,8 @@ def check(model, *, target: str = "mobile", calibration=None, preprocessing: Pre
     which is enough for that question (not for accuracy).
     """
     _validate_target(target)
-    model_path = model if isinstance(model, (str, os.PathLike)) else None
-    if model_path is not None:
-        model = keras_io.load_model(model_path, trust_model_code=trust_model_code, custom_objects=custom_objects)
+    model, model_path = keras_io.model_and_path(model, trust_model_code=trust_model_code,
+                                                custom_objects=custom_objects)
     if calibration is not None and not isinstance(calibration, Dataset):
         calibration = load_data(calibration, preprocessing)
     return check_model(model, target=target, calibration=calibration, source=model_path,

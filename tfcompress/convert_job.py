@@ -50,10 +50,8 @@ def convert(model, *, precision: str = "int8", calibration=None, eval_data=None,
     """
     for path in (output, report_path):
         check_writable(path)
-    model_path = model if isinstance(model, (str, os.PathLike)) else None
-    if model_path is not None:
-        model = keras_io.load_model(model_path, trust_model_code=trust_model_code,
-                                    custom_objects=custom_objects)
+    model, model_path = keras_io.model_and_path(model, trust_model_code=trust_model_code,
+                                                custom_objects=custom_objects)
     options = ConvertOptions(precision=precision, io_type=io_type,
                              per_tensor_dense=per_tensor_dense,
                              calibration_samples=calibration_samples, batch_size=batch_size,

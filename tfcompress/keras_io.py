@@ -10,6 +10,7 @@ import contextlib
 import importlib.util
 import inspect
 import json
+import os
 import warnings
 import zipfile
 from pathlib import Path
@@ -21,7 +22,7 @@ from tfcompress import _keras
 from tfcompress.errors import ModelLoadError, UnsafeModelError, UntranslatableModelError
 from tfcompress.files import save_atomic
 
-__all__ = ["load_model", "save_model", "load_custom_objects", "read_model_config", "PARITY_ATOL"]
+__all__ = ["load_model", "model_and_path", "save_model", "load_custom_objects", "read_model_config", "PARITY_ATOL"]
 
 # How close the translated tf_keras model must be to the Keras 3 original.
 PARITY_ATOL = 1e-5
@@ -58,6 +59,13 @@ def load_model(path, *, trust_model_code: bool = False, custom_objects: Optional
             return tf_keras.models.load_model(str(path), compile=False, custom_objects=custom_objects)
     except (ValueError, TypeError, KeyError, OSError, ImportError) as error:
         raise ModelLoadError(f"Cannot load {path} with tf_keras: {_first_line(error)}") from None
+
+
+def model_and_path(model, *, trust_model_code: bool = False, custom_objects: Optional[dict] = None):
+    """(tf_keras model, its file or None): the jobs take either a model or a model file."""
+    if not isinstance(model, (str, os.PathLike)):
+        return model, None
+    return load_model(model, trust_model_code=trust_model_code, custom_objects=custom_objects), model
 
 
 def save_model(model, path) -> None:

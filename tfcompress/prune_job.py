@@ -6,7 +6,6 @@ target, so "pruning did nothing" is visible before anyone converts the model.
 
 import dataclasses
 import math
-import os
 from typing import Optional
 
 from tfcompress import keras_io
@@ -48,9 +47,8 @@ def prune_model(model, train, *, output=None, val=None, options: Optional[prune.
     training = TrainOptions(epochs=epochs, batch_size=batch_size, learning_rate=learning_rate)
     for path in (output, report_path):
         check_writable(path)
-    model_path = model if isinstance(model, (str, os.PathLike)) else None
-    if model_path is not None:
-        model = keras_io.load_model(model_path, trust_model_code=trust_model_code, custom_objects=custom_objects)
+    model, model_path = keras_io.model_and_path(model, trust_model_code=trust_model_code,
+                                                custom_objects=custom_objects)
     model = flatten_nested(model)
     input_shape = tuple(model.inputs[0].shape)
     train_data = labelled_data(train, model, input_shape, preprocessing, reshape_data, "training")

@@ -6,7 +6,6 @@ layers tfmot cannot quantize train in float and are listed in the report.
 
 import contextlib
 import dataclasses
-import os
 from typing import Optional
 
 from tfcompress import keras_io
@@ -50,9 +49,8 @@ def quantize_aware(model, train, *, output=None, val=None, epochs: int = 1, batc
     options = TrainOptions(epochs=epochs, batch_size=batch_size, learning_rate=learning_rate)
     for path in (output, report_path):
         check_writable(path)
-    model_path = model if isinstance(model, (str, os.PathLike)) else None
-    if model_path is not None:
-        model = keras_io.load_model(model_path, trust_model_code=trust_model_code, custom_objects=custom_objects)
+    model, model_path = keras_io.model_and_path(model, trust_model_code=trust_model_code,
+                                                custom_objects=custom_objects)
     input_shape = tuple(model.inputs[0].shape) if model.inputs is not None else None
     train_data = labelled_data(train, model, input_shape, preprocessing, reshape_data, "training")
     val_data = labelled_data(val, model, input_shape, preprocessing, reshape_data, "validation") if val is not None else None

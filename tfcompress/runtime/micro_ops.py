@@ -4,13 +4,13 @@ Asked of the interpreter itself, not read from a hand-kept table: for every buil
 op code, a one-operator flatbuffer goes to tflite-micro's Python interpreter (which
 registers every kernel it was built with), and "Didn't find op for builtin opcode"
 means the op is missing. Each probe runs in a forked child: an operator without
-tensors may crash the kernel's Prepare, which proves the op was found.
+tensors may crash the kernel's Prepare, which proves the op was found too.
 """
 
-import faulthandler
 import functools
-import os
 import re
+
+from tfcompress.runtime.isolated import run_isolated
 
 __all__ = ["micro_op_names", "builtin_op_names"]
 
@@ -21,8 +21,6 @@ _PROBE_ARENA_BYTES = 1 << 16
 @functools.lru_cache(maxsize=1)
 def micro_op_names() -> frozenset:
     """Names of the builtin ops (CONV_2D, ...) TFLite Micro has a kernel for."""
-    from tflite_micro import runtime  # noqa: F401 - imported once here, not in every child
-
     return frozenset(name for code, name in builtin_op_names().items() if _micro_resolves(code))
 
 
@@ -35,31 +33,11 @@ def builtin_op_names() -> dict:
 
 
 def _micro_resolves(code: int) -> bool:
-    reader, writer = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        os.close(reader)
-        _probe_in_child(code, writer)
-    os.close(writer)
-    with os.fdopen(reader, "rb") as pipe:
-        answer = pipe.read()
-    os.waitpid(pid, 0)
-    return not _MISSING_OP.search(answer.decode(errors="replace"))
+    from tflite_micro import runtime
 
-
-def _probe_in_child(code: int, writer: int) -> None:
-    """Sends what the interpreter printed down the pipe; a crash sends nothing (= found)."""
-    faulthandler.disable()  # a crash here is an answer, not a report
-    os.dup2(writer, 1)
-    os.dup2(writer, 2)
-    try:
-        from tflite_micro import runtime
-
-        runtime.Interpreter.from_bytes(_one_operator_model(code), arena_size=_PROBE_ARENA_BYTES)
-    except BaseException:  # noqa: BLE001 - the child only reports through the pipe
-        pass
-    finally:
-        os._exit(0)
+    child = run_isolated(lambda: runtime.Interpreter.from_bytes(_one_operator_model(code),
+                                                                 arena_size=_PROBE_ARENA_BYTES))
+    return not _MISSING_OP.search(child.printed)
 
 
 def _one_operator_model(code: int) -> bytes:

@@ -7,8 +7,6 @@ and invokes, and the reported size is the one that was actually run.
 """
 
 import dataclasses
-import faulthandler
-import os
 import re
 import time
 from typing import Optional
@@ -19,6 +17,7 @@ from tfcompress.errors import ConversionError
 from tfcompress.native_output import captured_output
 from tfcompress.runtime.latency import Latency
 from tfcompress.runtime.interpreter import raw_outputs
+from tfcompress.runtime.isolated import run_isolated
 
 __all__ = ["MicroRun", "measure_arena", "run_micro", "micro_run_error", "ARENA_ALIGNMENT"]
 
@@ -121,35 +120,17 @@ def _runs_with_arena(model_bytes: bytes, arena_size: int) -> bool:
 def micro_run_error(model_bytes: bytes, arena_size: int) -> Optional[str]:
     """None when the model allocates and invokes in `arena_size` bytes, else why not.
 
-    Probed in a forked child: some kernels crash the process instead of failing
-    cleanly (REVERSE_V2 with a 200-byte arena, seen here); a crash is an answer too.
+    Run in a forked child: some kernels crash instead of failing cleanly (REVERSE_V2
+    with a 200-byte arena, seen here); a crash is an answer too.
     """
-    from tflite_micro import runtime  # noqa: F401 - imported once here, not in every child
+    from tflite_micro import runtime
 
-    reader, writer = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        os.close(reader)
-        faulthandler.disable()  # a crash here is an answer ("does not run"), not a report
-        os.dup2(writer, 1)
-        os.dup2(writer, 2)
-        code = 1
-        try:
-            runtime.Interpreter.from_bytes(model_bytes, arena_size=arena_size).invoke()
-            code = 0
-        except BaseException:  # noqa: BLE001 - the child only reports, through the pipe
-            pass
-        finally:
-            os._exit(code)
-    os.close(writer)
-    with os.fdopen(reader, "rb") as pipe:
-        printed = pipe.read().decode(errors="replace")
-    _, status = os.waitpid(pid, 0)
-    if os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0:
+    child = run_isolated(lambda: runtime.Interpreter.from_bytes(model_bytes, arena_size=arena_size).invoke())
+    if child.succeeded:
         return None
-    if os.WIFSIGNALED(status):
-        return f"TFLite Micro crashed (signal {os.WTERMSIG(status)})"
-    lines = [line.strip() for line in printed.splitlines() if line.strip()]
+    if child.signal is not None:
+        return f"TFLite Micro crashed (signal {child.signal})"
+    lines = [line.strip() for line in child.printed.splitlines() if line.strip()]
     return "; ".join(lines[:2]) or "TFLite Micro could not allocate or invoke the model"
 
 
