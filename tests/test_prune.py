@@ -11,13 +11,13 @@ LENET = SAMPLE_MODELS / "lenet_300_100.h5"
 
 @pytest.fixture(scope="module")
 def pruned_lenet(tmp_path_factory):
-    from tfcompress import prune_model
+    from tfcompress import prune
     from tfcompress.transforms.prune import PruneOptions
 
     folder = tmp_path_factory.mktemp("pruned")
     # 1,000 images, 8 epochs (32 steps each): sparsity ramps up over 5 epochs, 3 more to recover.
     options = PruneOptions(target_sparsity=0.8, layer_sparsity={"dense": 0.9}, skip_last=True, end_step=160)
-    report = prune_model(LENET, CALIBRATION, output=folder / "pruned.h5", epochs=8, learning_rate=5e-4,
+    report = prune(LENET, CALIBRATION, output=folder / "pruned.h5", epochs=8, learning_rate=5e-4,
                          options=options, verbose=0)
     return folder / "pruned.h5", report
 
@@ -48,10 +48,10 @@ def test_pruned_model_keeps_accuracy_and_shrinks_gzip(pruned_lenet):
 
 
 def test_two_of_four_structure(tiny_h5):
-    from tfcompress import prune_model
+    from tfcompress import prune
     from tfcompress.transforms.prune import PruneOptions
 
-    report = prune_model(tiny_h5, CALIBRATION, options=PruneOptions(structured="2:4", layers="^dense"),
+    report = prune(tiny_h5, CALIBRATION, options=PruneOptions(structured="2:4", layers="^dense"),
                          epochs=1, verbose=0)
     dense = next(layer for layer in report.keras_model.layers if layer.name.startswith("dense"))
     kernel = dense.get_weights()[0]                            # (inputs, outputs); groups run along inputs

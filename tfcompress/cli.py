@@ -26,6 +26,7 @@ commands:
   check MODEL --target T        pre-flight: per layer, will it quantize-aware train, lower to int8, run on T
   qat MODEL -o OUT.h5 --train D quantization-aware training (tfmot), unsupported layers kept in float
   prune MODEL -o OUT.h5 --train D magnitude pruning on a schedule while fine-tuning, stripped, per-layer sparsity
+  cluster MODEL -o OUT.h5 --train D weight clustering (k shared values per kernel), stripped, per-layer counts
 
 `tfcompress COMMAND --help` lists a command's flags."""
 
@@ -145,7 +146,7 @@ def _check_flags(flag_values):
     }
 
 
-def _training_flags(flag_values, epochs):
+def _training_flags(flag_values, epochs, learning_rate=1e-4):
     define = {"flag_values": flag_values}
     return {
         "output": flags.DEFINE_string("output", None, "Where to write the model (.h5).", short_name="o",
@@ -154,14 +155,18 @@ def _training_flags(flag_values, epochs):
         "val": flags.DEFINE_string("val", None, "Labelled validation data (optional).", **define),
         "epochs": flags.DEFINE_integer("epochs", epochs, "Fine-tuning epochs.", lower_bound=1, **define),
         "batch_size": flags.DEFINE_integer("batch_size", 32, "Batch size.", lower_bound=1, **define),
-        "learning_rate": flags.DEFINE_float("learning_rate", 1e-4, "Adam learning rate.", **define),
+        "learning_rate": flags.DEFINE_float("learning_rate", learning_rate, "Adam learning rate.", **define),
         "report": flags.DEFINE_string("report", None, "Write the JSON report here.", **define),
         **_model_flags(flag_values), **_data_flags(flag_values),
     }
 
 
 def _qat_flags(flag_values):
-    return {**_training_flags(flag_values, epochs=1), **_skip_check_flag(flag_values)}
+    return {**_training_flags(flag_values, epochs=1), **_skip_check_flag(flag_values),
+            "preserve": flags.DEFINE_enum(
+                "preserve", None, ["sparsity", "clusters", "both"],
+                "Keep what prune/cluster made: sparsity (PQAT), clusters (CQAT), both (PCQAT).",
+                flag_values=flag_values)}
 
 
 def _prune_flags(flag_values):
@@ -188,6 +193,26 @@ def _prune_flags(flag_values):
                                               "Per-layer targets: NAME=0.96,NAME=0.9 (over --target_sparsity).",
                                               **define),
         "logdir": flags.DEFINE_string("logdir", None, "Write pruning summaries for TensorBoard here.", **define),
+    }
+
+
+def _cluster_flags(flag_values):
+    define = {"flag_values": flag_values}
+    return {
+        **_training_flags(flag_values, epochs=2, learning_rate=1e-5),
+        "clusters": flags.DEFINE_integer("clusters", 16, "Shared values per kernel (per channel with --per_channel).",
+                                         **define),
+        "init": flags.DEFINE_enum("init", "kmeans++", ["kmeans++", "linear", "density", "random"],
+                                  "How the centroids start.", **define),
+        "per_channel": flags.DEFINE_boolean("per_channel", False,
+                                            "Cluster each Conv2D output channel separately (matches int8).",
+                                            **define),
+        "preserve_sparsity": flags.DEFINE_boolean("preserve_sparsity", False,
+                                                  "Keep pruned zeros at zero (after tfcompress prune).", **define),
+        "layers": flags.DEFINE_string("layers", None, "Cluster only layers whose name matches this regex.",
+                                      **define),
+        "layer_clusters": flags.DEFINE_string("layer_clusters", None,
+                                              "Per-layer counts: NAME=8,NAME=4 (over --clusters).", **define),
     }
 
 
@@ -281,7 +306,7 @@ def _run_qat(args, values):
     report = qat_job.quantize_aware(
         model_path, values["train"], output=values["output"], val=values["val"], epochs=values["epochs"],
         batch_size=values["batch_size"], learning_rate=values["learning_rate"], report_path=values["report"],
-        skip_check=values["skip_check"], **_data_and_model_options(values))
+        preserve=values["preserve"], skip_check=values["skip_check"], **_data_and_model_options(values))
     print(qat_job.format_qat_report(report))
     return 0
 
@@ -299,11 +324,30 @@ def _run_prune(args, values):
         frequency=values["frequency"], structured=values["structured"], layers=values["layers"],
         skip_first=values["skip_first"], skip_last=values["skip_last"],
         layer_sparsity=_name_values(values["layer_sparsity"], "layer_sparsity"))
-    report = prune_job.prune_model(
+    report = prune_job.prune(
         model_path, values["train"], output=values["output"], val=values["val"], options=options,
         epochs=values["epochs"], batch_size=values["batch_size"], learning_rate=values["learning_rate"],
         logdir=values["logdir"], report_path=values["report"], **_data_and_model_options(values))
     print(prune_job.format_prune_report(report))
+    return 0
+
+
+def _run_cluster(args, values):
+    from tfcompress import cluster_job
+    from tfcompress.transforms.cluster import ClusterOptions
+
+    (model_path,) = _positional(args, "cluster", "MODEL")
+    if values["output"] is None or values["train"] is None:
+        raise flags.Error("cluster needs -o OUT.h5 and --train DATA")
+    options = ClusterOptions(
+        clusters=values["clusters"], init=values["init"], per_channel=values["per_channel"],
+        preserve_sparsity=values["preserve_sparsity"], layers=values["layers"],
+        layer_clusters=_name_values(values["layer_clusters"], "layer_clusters"))
+    report = cluster_job.cluster(
+        model_path, values["train"], output=values["output"], val=values["val"], options=options,
+        epochs=values["epochs"], batch_size=values["batch_size"], learning_rate=values["learning_rate"],
+        report_path=values["report"], **_data_and_model_options(values))
+    print(cluster_job.format_cluster_report(report))
     return 0
 
 
@@ -352,7 +396,8 @@ _COMMANDS = {"convert": (_convert_flags, _run_convert),
              "inspect": (_inspect_flags, _run_inspect),
              "check": (_check_flags, _run_check),
              "qat": (_qat_flags, _run_qat),
-             "prune": (_prune_flags, _run_prune)}
+             "prune": (_prune_flags, _run_prune),
+             "cluster": (_cluster_flags, _run_cluster)}
 
 
 def main(argv) -> int:

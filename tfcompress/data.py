@@ -15,7 +15,7 @@ import numpy as np
 
 from tfcompress.errors import DataError
 
-__all__ = ["Dataset", "Preprocessing", "load_data", "load_raw", "fit_to_input"]
+__all__ = ["Dataset", "Preprocessing", "load_data", "as_dataset", "load_raw", "fit_to_input"]
 
 _IDX_FILES = {
     "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
@@ -65,6 +65,33 @@ def load_data(spec, preprocessing: Preprocessing = Preprocessing()) -> Dataset:
     """
     x, y = load_raw(spec)
     return Dataset(preprocessing.apply(x), _labels(y, spec), str(spec))
+
+
+def as_dataset(data, preprocessing: Preprocessing = Preprocessing()) -> Dataset:
+    """What the API accepts as data: a file spec, a `Dataset`, arrays `(x, y)`, or a tf.data dataset.
+
+    Arrays and datasets go through the same preprocessing as files. A tf.data dataset
+    (of `(x, y)` elements or batches) is read into memory once: training here shuffles
+    and batches arrays itself.
+    """
+    if isinstance(data, Dataset):
+        return data
+    if isinstance(data, tuple) and len(data) == 2:
+        x, y = (np.asarray(part) for part in data)
+        _check_arrays(x, y, "the (x, y) arrays")
+        return Dataset(preprocessing.apply(x), _labels(y, "the (x, y) arrays"), "arrays")
+    if hasattr(data, "as_numpy_iterator"):
+        return as_dataset(_tf_data_arrays(data), preprocessing)
+    return load_data(data, preprocessing)
+
+
+def _tf_data_arrays(dataset) -> tuple:
+    elements = list(dataset.as_numpy_iterator())
+    if not elements or not isinstance(elements[0], tuple) or len(elements[0]) != 2:
+        raise DataError("A tf.data dataset passed as data must yield (x, y) pairs or batches of them.")
+    batched = len(dataset.element_spec[0].shape) > 0 and dataset.element_spec[0].shape[0] is None
+    join = np.concatenate if batched else np.stack
+    return join([x for x, _ in elements]), join([y for _, y in elements])
 
 
 def load_raw(spec):

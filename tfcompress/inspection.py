@@ -1,7 +1,9 @@
 """`tfcompress inspect`: what a model file holds, as a dict and as a table.
 
-`.tflite` files are read through the flatbuffer schema only (no TensorFlow);
-Keras files are loaded with the same safety checks as every other command.
+`.tflite` files are read through the flatbuffer schema only (no TensorFlow), with the
+sparsity, distinct values and coded size of each weight tensor (what pruning and
+clustering bought); Keras files are loaded with the same safety checks as every other
+command.
 """
 
 from pathlib import Path
@@ -21,15 +23,19 @@ def inspect_model(path, *, trust_model_code: bool = False, custom_objects=None) 
 
 
 def _tflite_details(path: Path) -> dict:
-    from tfcompress.runtime.inspect import gzip_size, inspect_tflite, read_tflite
+    from tfcompress.runtime.inspect import inspect_tflite, read_tflite
+    from tfcompress.runtime.weight_coding import code_weights
 
     data = read_tflite(path)
     summary = inspect_tflite(data, str(path))
+    coding = code_weights(data)
     return {"model": str(path), "format": "tflite", "size_bytes": summary.size_bytes,
-            "gzip_bytes": gzip_size(data), "ops": summary.ops, "float_ops": list(summary.float_ops),
+            "gzip_bytes": coding.gzip_bytes, "entropy_bound_bytes": coding.entropy_bound_bytes,
+            "huffman_bytes": coding.huffman_bytes, "ops": summary.ops, "float_ops": list(summary.float_ops),
             "inputs": [t.to_dict() for t in summary.inputs],
             "outputs": [t.to_dict() for t in summary.outputs],
-            "tensors": [t.to_dict() for t in summary.tensors]}
+            "tensors": [t.to_dict() for t in summary.tensors],
+            "weights": [t.to_dict() for t in coding.tensors]}
 
 
 def _keras_details(path: Path, trust_model_code: bool, custom_objects) -> dict:
@@ -53,13 +59,21 @@ def _shape_text(layer) -> str:
 
 def format_details(details: dict) -> str:
     if details["format"] == "tflite":
-        lines = [f"{details['model']}: {details['size_bytes']:,} bytes ({details['gzip_bytes']:,} gzipped)",
+        lines = [f"{details['model']}: {details['size_bytes']:,} bytes, {details['gzip_bytes']:,} gzipped, "
+                 f"{details['huffman_bytes']:,} Huffman-coded (entropy bound {details['entropy_bound_bytes']:,})",
                  "ops: " + ", ".join(f"{name} x{count}" for name, count in details["ops"].items()),
                  "float ops: " + (", ".join(details["float_ops"]) or "none"),
                  f"{'tensor':40} {'dtype':8} {'shape':18} {'bytes':>9}  quantization"]
         for tensor in details["tensors"]:
             lines.append(f"{tensor['name'][:40]:40} {tensor['dtype']:8} {str(tuple(tensor['shape'])):18} "
                          f"{tensor['size_bytes']:>9,}  {_quantization_text(tensor['quantization'])}")
+        lines.append(f"{'weight tensor':40} {'sparsity':>8} {'distinct':>8} {'bits/w':>6} {'bytes':>9} "
+                     f"{'Huffman':>9}  coding")
+        for weight in details["weights"]:
+            per_channel = f" ({weight['unique_per_channel']}/ch)" if weight["unique_per_channel"] else ""
+            lines.append(f"{weight['name'][:40]:40} {weight['sparsity']:>8.3f} {weight['unique_values']:>8}"
+                         f" {weight['entropy_bits']:>6.2f} {weight['raw_bytes']:>9,} {weight['huffman_bytes']:>9,}"
+                         f"  {weight['coding']}{per_channel}")
         return "\n".join(lines)
     lines = [f"{details['model']}: {details['params']:,} params ({details['float32_bytes']:,} bytes as float32)",
              f"{'layer':32} {'class':22} {'output shape':22} {'params':>9}"]

@@ -12,11 +12,12 @@ from tfcompress import keras_io
 from tfcompress.data import Preprocessing
 from tfcompress.files import check_writable
 from tfcompress.report import library_versions, write_json
-from tfcompress.transforms import prune
+from tfcompress.transforms import prune as pruning
 from tfcompress.transforms.graph import flatten_nested
-from tfcompress.transforms.training import TrainOptions, fine_tune, labelled_data, outputs_probabilities
+from tfcompress.transforms.training import (TrainOptions, fine_tune, outputs_probabilities, strategy_scope,
+                                            training_data)
 
-__all__ = ["PruneReport", "prune_model", "format_prune_report"]
+__all__ = ["PruneReport", "prune", "format_prune_report"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,37 +34,37 @@ class PruneReport:
                 "metrics": self.metrics, "options": self.options, "versions": library_versions()}
 
 
-def prune_model(model, train, *, output=None, val=None, options: Optional[prune.PruneOptions] = None, epochs: int = 2,
-                batch_size: int = 32, learning_rate: float = 1e-4, logdir=None, report_path=None,
-                preprocessing: Preprocessing = Preprocessing(), reshape_data: bool = False,
-                trust_model_code: bool = False, custom_objects: Optional[dict] = None,
-                callbacks=(), verbose="auto") -> PruneReport:
+def prune(model, train, *, output=None, val=None, options: Optional[pruning.PruneOptions] = None, epochs: int = 2,
+          batch_size: int = 32, learning_rate: float = 1e-4, logdir=None, strategy=None, report_path=None,
+          preprocessing: Preprocessing = Preprocessing(), reshape_data: bool = False,
+          trust_model_code: bool = False, custom_objects: Optional[dict] = None,
+          callbacks=(), verbose="auto") -> PruneReport:
     """Prunes a Keras model (or model file) while fine-tuning it on labelled `train` data.
 
-    The schedule ends on the last training step unless `options.end_step` says otherwise;
+    `train`/`val`: a data file, a `Dataset`, arrays `(x, y)` or a tf.data dataset. The
+    schedule ends on the last training step unless `options.end_step` says otherwise;
     the saved model is stripped (plain layers, zeros in the kernels).
     """
-    options = options or prune.PruneOptions()
+    options = options or pruning.PruneOptions()
     training = TrainOptions(epochs=epochs, batch_size=batch_size, learning_rate=learning_rate)
     for path in (output, report_path):
         check_writable(path)
     model, model_path = keras_io.model_and_path(model, trust_model_code=trust_model_code,
                                                 custom_objects=custom_objects)
     model = flatten_nested(model)
-    input_shape = tuple(model.inputs[0].shape)
-    train_data = labelled_data(train, model, input_shape, preprocessing, reshape_data, "training")
-    val_data = labelled_data(val, model, input_shape, preprocessing, reshape_data, "validation") \
-        if val is not None else None
+    train_data, val_data = training_data(train, val, model, preprocessing, reshape_data)
     total_steps = epochs * math.ceil(len(train_data) / batch_size)
-    wrapped = prune.apply_pruning(model, options, total_steps=total_steps)
-    metrics = fine_tune(wrapped, train_data, training, from_logits=not outputs_probabilities(model), val=val_data,
-                        callbacks=prune.pruning_callbacks(logdir) + list(callbacks), verbose=verbose)
-    stripped = prune.strip_pruning(wrapped)
+    with strategy_scope(strategy):
+        wrapped = pruning.apply_pruning(model, options, total_steps=total_steps)
+        metrics = fine_tune(wrapped, train_data, training, from_logits=not outputs_probabilities(model),
+                            val=val_data, callbacks=pruning.pruning_callbacks(logdir) + list(callbacks),
+                            verbose=verbose)
+    stripped = pruning.strip_pruning(wrapped)
     if output is not None:
         keras_io.save_model(stripped, output)
-    reached = prune.layer_sparsity(stripped)
+    reached = pruning.layer_sparsity(stripped)
     layers = {name: {"target": 0.5 if options.structured else options.target_for(name), "sparsity": reached[name]}
-              for name in prune.prunable_layer_names(model, options)}
+              for name in pruning.prunable_layer_names(model, options)}
     result = PruneReport(str(model_path or model.name), str(output) if output is not None else None, layers,
                          metrics, {**dataclasses.asdict(options), **dataclasses.asdict(training)}, stripped)
     if report_path is not None:

@@ -6,6 +6,7 @@ layers tfmot cannot quantize train in float and are listed in the report.
 
 import contextlib
 import dataclasses
+import logging
 from typing import Optional
 
 from tfcompress import keras_io
@@ -14,7 +15,8 @@ from tfcompress.data import Preprocessing
 from tfcompress.files import check_writable
 from tfcompress.report import library_versions, write_json
 from tfcompress.transforms import qat
-from tfcompress.transforms.training import TrainOptions, fine_tune, labelled_data, outputs_probabilities
+from tfcompress.transforms.training import (TrainOptions, fine_tune, outputs_probabilities, strategy_scope,
+                                            training_data)
 
 __all__ = ["QatReport", "quantize_aware", "format_qat_report"]
 
@@ -35,25 +37,26 @@ class QatReport:
                 "check_verdict": self.check_verdict, "options": self.options, "versions": library_versions()}
 
 
-def quantize_aware(model, train, *, output=None, val=None, epochs: int = 1, batch_size: int = 32,
-                   learning_rate: float = 1e-4, strategy=None, report_path=None, skip_check: bool = False,
+def quantize_aware(model, train, *, output=None, val=None, preserve: Optional[str] = None, epochs: int = 1,
+                   batch_size: int = 32, learning_rate: float = 1e-4, strategy=None, report_path=None, skip_check: bool = False,
                    preprocessing: Preprocessing = Preprocessing(), reshape_data: bool = False,
                    trust_model_code: bool = False, custom_objects: Optional[dict] = None,
                    callbacks=(), verbose="auto") -> QatReport:
     """Quantization-aware fine-tuning of a Keras model (or model file) with tfmot.
 
-    `train`/`val` are data files or labelled `Dataset`s. Under a `tf.distribute.Strategy`
-    the QAT model is built and trained in its scope. Write `output` as `.h5`; `tfcompress
-    convert` reads the learned ranges from it. `callbacks` are Keras callbacks for `fit`.
+    `train`/`val`: a data file, a `Dataset`, arrays `(x, y)` or a tf.data dataset.
+    `preserve` "sparsity" (PQAT), "clusters" (CQAT) or "both" (PCQAT) keeps what `prune`
+    and `cluster` made. Under a `tf.distribute.Strategy` the QAT model is built and
+    trained in its scope. Write `output` as `.h5`; `tfcompress convert` reads the learned
+    ranges from it. `callbacks` are Keras callbacks for `fit`.
     """
     options = TrainOptions(epochs=epochs, batch_size=batch_size, learning_rate=learning_rate)
+    qat.validate_preserve(preserve)
     for path in (output, report_path):
         check_writable(path)
     model, model_path = keras_io.model_and_path(model, trust_model_code=trust_model_code,
                                                 custom_objects=custom_objects)
-    input_shape = tuple(model.inputs[0].shape) if model.inputs is not None else None
-    train_data = labelled_data(train, model, input_shape, preprocessing, reshape_data, "training")
-    val_data = labelled_data(val, model, input_shape, preprocessing, reshape_data, "validation") if val is not None else None
+    train_data, val_data = training_data(train, val, model, preprocessing, reshape_data)
 
     verdict = None
     if not skip_check:
@@ -61,18 +64,35 @@ def quantize_aware(model, train, *, output=None, val=None, epochs: int = 1, batc
         report.raise_if_blocked()
         verdict = report.verdict
     from_logits = not outputs_probabilities(model)
-    with strategy.scope() if strategy is not None else contextlib.nullcontext():
-        qat_model, plans = qat.apply_qat(model)
+    with strategy_scope(strategy), _quiet_about_frozen_kernels():
+        qat_model, plans = qat.apply_qat(model, preserve)
         metrics = fine_tune(qat_model, train_data, options, from_logits=from_logits, val=val_data,
                             callbacks=callbacks, verbose=verbose)
+    if preserve is not None:
+        qat_model = qat.as_default_scheme(qat_model, model)
     if output is not None:
         keras_io.save_model(qat_model, output)
     result = QatReport(str(model_path or model.name), str(output) if output is not None else None,
                        tuple(plan for plan in plans if plan.action == qat.KEEP_FLOAT), metrics, verdict,
-                       dataclasses.asdict(options), qat_model)
+                       {**dataclasses.asdict(options), "preserve": preserve}, qat_model)
     if report_path is not None:
         write_json(result, report_path)
     return result
+
+
+@contextlib.contextmanager
+def _quiet_about_frozen_kernels():
+    """CQAT trains the centroids and leaves the kernels without gradients on purpose;
+    Keras would warn about that on every retrace."""
+    def not_frozen_kernels(record):
+        return "Gradients do not exist for variables" not in record.getMessage()
+
+    logger = logging.getLogger("tensorflow")
+    logger.addFilter(not_frozen_kernels)
+    try:
+        yield
+    finally:
+        logger.removeFilter(not_frozen_kernels)
 
 
 def format_qat_report(report: QatReport) -> str:

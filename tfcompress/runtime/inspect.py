@@ -15,13 +15,16 @@ import numpy as np
 
 from tfcompress.errors import ModelLoadError
 
-__all__ = ["TensorInfo", "OperatorInfo", "TfliteSummary", "read_tflite", "inspect_tflite", "precision_of",
-           "is_full_integer", "gzip_size"]
+__all__ = ["TensorInfo", "OperatorInfo", "TfliteSummary", "read_tflite", "inspect_tflite", "constant_values",
+           "precision_of", "is_full_integer", "gzip_size"]
 
 _FLATBUFFER_IDENTIFIER = b"TFL3"
 # Ops that only move between float and integer at the model's edges.
 _CONVERSION_OPS = {"QUANTIZE", "DEQUANTIZE"}
 _FLOAT_TYPES = {"FLOAT32", "FLOAT16", "FLOAT64"}
+# Flatbuffer buffers are little-endian.
+_NUMPY_TYPES = {name: np.dtype(name).newbyteorder("<")
+                for name in ("int8", "uint8", "int16", "int32", "int64", "float16", "float32")}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -103,6 +106,26 @@ def inspect_tflite(model_bytes: bytes, source: str = "model") -> TfliteSummary:
         raise ModelLoadError(f"{source} is a damaged TFLite flatbuffer ({error}).") from None
     return TfliteSummary(len(model_bytes), dict(ops), tuple(sorted(set(float_ops))),
                          inputs, outputs, tensors, operators)
+
+
+def constant_values(model_bytes: bytes) -> tuple:
+    """(TensorInfo, array) for every constant tensor of the main subgraph: the stored weights."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    summary = inspect_tflite(model_bytes)
+    model = schema.Model.GetRootAs(model_bytes, 0)
+    subgraph = model.Subgraphs(0)
+    result = []
+    for index, info in enumerate(summary.tensors):
+        if not info.is_constant or info.dtype.lower() not in _NUMPY_TYPES:
+            continue
+        buffer = model.Buffers(subgraph.Tensors(index).Buffer())
+        if buffer.DataLength():
+            raw = buffer.DataAsNumpy().tobytes()
+        else:                     # stored after the flatbuffer table (models over 2 GB)
+            raw = model_bytes[buffer.Offset():buffer.Offset() + buffer.Size()]
+        result.append((info, np.frombuffer(raw, dtype=_NUMPY_TYPES[info.dtype.lower()]).reshape(info.shape)))
+    return tuple(result)
 
 
 def gzip_size(data: bytes) -> int:

@@ -5,17 +5,20 @@ no quantize config for (a BatchNormalization after an activation, LayerNormaliza
 a `tf.*` call), and for any model nested in another (model-optimization#1089, #628,
 #1139). tfcompress plans every layer first, flattens nested models, annotates only
 the layers tfmot can handle, and lists the rest: they train in float and the int8
-converter calibrates them afterwards.
+converter calibrates them afterwards. The collaborative variants keep what an earlier
+step made: pruned zeros (PQAT), shared cluster values (CQAT), or both (PCQAT).
 """
 
 import dataclasses
+
+import numpy as np
 
 from tfcompress import _keras
 from tfcompress.errors import OptionError, PreflightError
 from tfcompress.transforms.graph import flatten_nested, is_graph_model
 
-__all__ = ["LayerPlan", "plan_qat", "apply_qat", "is_quantize_aware", "QUANTIZE", "FOLD", "KEEP_FLOAT",
-           "FLATTEN", "REFUSE"]
+__all__ = ["LayerPlan", "plan_qat", "apply_qat", "as_default_scheme", "validate_preserve", "is_quantize_aware", "PRESERVE", "QUANTIZE", "FOLD",
+           "KEEP_FLOAT", "FLATTEN", "REFUSE"]
 
 QUANTIZE = "quantize"
 FOLD = "fold"              # BatchNormalization folded into the layer before it
@@ -26,6 +29,9 @@ REFUSE = "refuse"
 _FOLDS_INTO = ("Conv2D", "DepthwiseConv2D", "Dense")
 _QAT_LAYERS = ("QuantizeLayer", "QuantizeWrapper", "QuantizeWrapperV2")
 _OP_LAYERS = ("TFOpLambda", "SlicingOpLambda", "Lambda")
+PRESERVE = (None, "sparsity", "clusters", "both")
+# tfmot treats a kernel with more distinct values than this as not clustered.
+_MAX_CLUSTERS = 1024
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,8 +74,13 @@ def plan_qat(model) -> tuple:
     return tuple(plans)
 
 
-def apply_qat(model):
-    """(QAT model ready to train, plan). Layers planned `keep float` are left unwrapped."""
+def apply_qat(model, preserve=None):
+    """(QAT model ready to train, plan). Layers planned `keep float` are left unwrapped.
+
+    `preserve` "sparsity", "clusters" or "both" picks tfmot's collaborative scheme, so
+    fine-tuning keeps the zeros of a pruned model and the shared values of a clustered one.
+    """
+    validate_preserve(preserve)
     plans = plan_qat(model)
     if is_quantize_aware(model):
         raise OptionError(f"Model '{model.name}' is already quantization-aware; fine-tune it as it is, "
@@ -80,6 +91,7 @@ def apply_qat(model):
     tfmot = _keras.tfmot()
     flat = flatten_nested(model)
     quantized_names = {plan.name for plan in plans if plan.action in (QUANTIZE, FOLD)}
+    _check_preservable(flat, quantized_names, preserve)
     annotate = tfmot.quantization.keras.quantize_annotate_layer
 
     def annotate_supported(layer):
@@ -88,7 +100,62 @@ def apply_qat(model):
     annotated = _keras.tf_keras().models.clone_model(flat, clone_function=annotate_supported)
     annotated.set_weights(flat.get_weights())
     with tfmot.quantization.keras.quantize_scope():
-        return tfmot.quantization.keras.quantize_apply(annotated), plans
+        return tfmot.quantization.keras.quantize_apply(annotated, _scheme(preserve)), plans
+
+
+def _is_clustered(kernel) -> bool:
+    """Few shared values: at most tfmot's limit, and at most a quarter of the weights."""
+    return len(np.unique(kernel)) <= min(_MAX_CLUSTERS, kernel.size // 4)
+
+
+def _scheme(preserve):
+    tfmot = _keras.tfmot()
+    if preserve is None:
+        return tfmot.quantization.keras.default_8bit.Default8BitQuantizeScheme()
+    if preserve == "sparsity":
+        return tfmot.quantization.keras.collab_opts.Default8BitPrunePreserveQuantizeScheme()
+    # tfmot exports the cluster-preserving scheme (CQAT, PCQAT) under experimental only.
+    return tfmot.experimental.combine.Default8BitClusterPreserveQuantizeScheme(preserve_sparsity=preserve == "both")
+
+
+def _check_preservable(model, quantized_names, preserve) -> None:
+    """Preserving what is not there is a mistake in the pipeline: say which step is missing."""
+    if preserve is None:
+        return
+    kernels = [layer.kernel.numpy() for layer in model.layers
+               if layer.name in quantized_names and getattr(layer, "kernel", None) is not None]
+    if preserve in ("sparsity", "both") and not any(np.any(kernel == 0.0) for kernel in kernels):
+        raise OptionError(f"preserve={preserve!r} keeps pruned zeros, but no kernel of '{model.name}' has any; "
+                          "run `tfcompress prune` first.")
+    if preserve in ("clusters", "both") and not any(_is_clustered(kernel) for kernel in kernels):
+        raise OptionError(f"preserve={preserve!r} keeps shared weight values, but no kernel of '{model.name}' is "
+                          f"clustered (≤ {_MAX_CLUSTERS} distinct values); run `tfcompress cluster` first.")
+
+
+def as_default_scheme(qat_model, float_model):
+    """A collaborative (PQAT/CQAT/PCQAT) model re-expressed in tfmot's default QAT scheme.
+
+    The collaborative wrappers rebuild their cluster tables from the kernel when a file
+    is loaded, before its weights are read, so their `.h5` files do not load again
+    ("weight count mismatch"). After training their kernels already hold the preserved
+    values, so the default scheme with the same kernels and learned ranges saves, loads
+    and converts to the same int8 model.
+    """
+    default_model, _ = apply_qat(float_model)
+    for target, trained in zip(default_model.layers, qat_model.layers):   # same graph, same order
+        source = {_weight_key(w, trained): w for w in trained.weights}
+        target.set_weights([source[_weight_key(w, target)].numpy() for w in target.weights])
+    return default_model
+
+
+def _weight_key(weight, layer) -> str:
+    """The weight's name without its layer's: "quantize_layer_1/quantize_layer_1_min:0" → "/_min:0"."""
+    return weight.name.replace(layer.name, "")
+
+
+def validate_preserve(preserve) -> None:
+    if preserve not in PRESERVE:
+        raise OptionError(f"preserve must be one of sparsity, clusters, both (or None). Received: preserve={preserve!r}")
 
 
 def is_quantize_aware(model) -> bool:

@@ -1,19 +1,20 @@
-"""Fine-tuning shared by the training-time steps (QAT now; pruning and clustering next).
+"""Fine-tuning shared by the training-time steps (QAT, pruning, clustering).
 
 Labels are checked against the model's output before the first step, so a mismatch
 is a one-line error instead of a shape error deep inside `fit`.
 """
 
+import contextlib
 import dataclasses
 from typing import Optional
 
 import numpy as np
 
 from tfcompress import _keras
-from tfcompress.data import Dataset, fit_to_input, load_data
+from tfcompress.data import Dataset, as_dataset, fit_to_input
 from tfcompress.errors import DataError, OptionError
 
-__all__ = ["TrainOptions", "check_labels", "fine_tune", "outputs_probabilities", "labelled_data"]
+__all__ = ["TrainOptions", "check_labels", "fine_tune", "outputs_probabilities", "training_data", "strategy_scope"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,11 +72,20 @@ def fine_tune(model, train: Dataset, options: TrainOptions, *, from_logits: bool
     return {name: float(values[-1]) for name, values in history.history.items()}
 
 
-def labelled_data(data, model, input_shape, preprocessing, reshape_data, role) -> Dataset:
-    """Training or validation data, fitted to the model input, with labels the model can output."""
-    dataset = data if isinstance(data, Dataset) else load_data(data, preprocessing)
-    if input_shape is not None:
-        dataset = fit_to_input(dataset, input_shape, reshape=reshape_data)
-    check_labels(model, dataset, role)
-    return dataset
+def training_data(train, val, model, preprocessing, reshape_data) -> tuple:
+    """(train, val or None) as labelled `Dataset`s fitted to the model input, labels checked."""
+    input_shape = tuple(model.inputs[0].shape) if model.inputs is not None else None
 
+    def labelled(data, role):
+        dataset = as_dataset(data, preprocessing)
+        if input_shape is not None:
+            dataset = fit_to_input(dataset, input_shape, reshape=reshape_data)
+        check_labels(model, dataset, role)
+        return dataset
+
+    return labelled(train, "training"), labelled(val, "validation") if val is not None else None
+
+
+def strategy_scope(strategy):
+    """Build and train the wrapped model under a `tf.distribute.Strategy`, or as usual."""
+    return strategy.scope() if strategy is not None else contextlib.nullcontext()

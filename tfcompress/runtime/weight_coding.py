@@ -1,0 +1,144 @@
+"""Deep Compression size accounting: what a pruned, clustered `.tflite` costs once coded.
+
+The flatbuffer stores one byte per int8 weight whatever its value, so pruning and
+clustering pay off only after compression. gzip is what a download sees; the entropy
+bound and a Huffman code of the values plus the sparse relative indices (Han et al.,
+"Deep Compression", 2016) are what a coder made for weights reaches. Weight tensors are
+the constant tensors of rank ≥ 2 (kernels); the rest of the file is counted as stored.
+The entropy bound treats values as independent; sparse coding can go below it when
+pruned zeros come in runs. No TensorFlow here.
+"""
+
+import dataclasses
+import heapq
+from typing import Optional
+
+import numpy as np
+
+from tfcompress.runtime.inspect import constant_values, gzip_size
+
+__all__ = ["TensorCoding", "WeightCoding", "code_weights", "huffman_code_lengths"]
+
+# Relative-index widths tried for sparse coding; Deep Compression used 5 bits (fc) and 8 (conv).
+INDEX_BITS = range(2, 9)
+
+
+@dataclasses.dataclass(frozen=True)
+class TensorCoding:
+    name: str
+    shape: tuple
+    raw_bytes: int
+    sparsity: float                 # fraction of exact zeros
+    unique_values: int
+    unique_per_channel: Optional[int]   # the most in any channel of a per-channel quantized tensor
+    entropy_bits: float             # Shannon entropy of the values, bits per weight
+    huffman_bytes: int              # the better of dense and sparse Huffman coding, tables included
+    coding: str                     # "dense" or "sparse, N-bit index"
+
+    @property
+    def entropy_bytes(self) -> float:
+        return self.entropy_bits * int(np.prod(self.shape)) / 8
+
+    def to_dict(self) -> dict:
+        return {**dataclasses.asdict(self), "shape": list(self.shape), "entropy_bytes": round(self.entropy_bytes)}
+
+
+@dataclasses.dataclass(frozen=True)
+class WeightCoding:
+    model_bytes: int                # the .tflite as stored
+    gzip_bytes: int
+    tensors: tuple                  # TensorCoding per weight tensor
+
+    @property
+    def other_bytes(self) -> int:
+        """Everything that is not a weight tensor (graph, biases, scales), counted as stored."""
+        return self.model_bytes - sum(t.raw_bytes for t in self.tensors)
+
+    @property
+    def entropy_bound_bytes(self) -> int:
+        return self.other_bytes + round(sum(t.entropy_bytes for t in self.tensors))
+
+    @property
+    def huffman_bytes(self) -> int:
+        return self.other_bytes + sum(t.huffman_bytes for t in self.tensors)
+
+    def to_dict(self) -> dict:
+        return {"model_bytes": self.model_bytes, "gzip_bytes": self.gzip_bytes, "other_bytes": self.other_bytes,
+                "entropy_bound_bytes": self.entropy_bound_bytes, "huffman_bytes": self.huffman_bytes,
+                "tensors": [t.to_dict() for t in self.tensors]}
+
+
+def code_weights(model_bytes: bytes) -> WeightCoding:
+    """Sparsity, distinct values, entropy and Huffman size of every weight tensor of a `.tflite`."""
+    tensors = tuple(_code_tensor(info, values) for info, values in constant_values(model_bytes)
+                    if values.ndim >= 2)
+    return WeightCoding(len(model_bytes), gzip_size(model_bytes), tensors)
+
+
+def huffman_code_lengths(counts) -> list:
+    """Code length in bits of each symbol of an optimal prefix code for these counts."""
+    if len(counts) == 1:
+        return [1]
+    heap = [(int(count), node) for node, count in enumerate(counts)]
+    heapq.heapify(heap)
+    parent = [-1] * len(counts)
+    while len(heap) > 1:
+        (first_count, first), (second_count, second) = heapq.heappop(heap), heapq.heappop(heap)
+        parent.append(-1)
+        parent[first] = parent[second] = len(parent) - 1
+        heapq.heappush(heap, (first_count + second_count, len(parent) - 1))
+    depth = [0] * len(parent)
+    for node in range(len(parent) - 2, -1, -1):     # a parent is always numbered after its children
+        depth[node] = depth[parent[node]] + 1
+    return depth[:len(counts)]
+
+
+def _code_tensor(info, values: np.ndarray) -> TensorCoding:
+    flat = values.reshape(-1)
+    symbols, counts = np.unique(flat, return_counts=True)
+    probabilities = counts / flat.size
+    entropy_bits = float(-np.sum(probabilities * np.log2(probabilities)))
+    symbol_bytes = flat.dtype.itemsize
+    best_bytes, coding = _huffman_bytes(counts, symbol_bytes), "dense"
+    for bits in INDEX_BITS if np.any(flat == 0) else ():
+        sparse_bytes = _sparse_huffman_bytes(flat, bits, symbol_bytes)
+        if sparse_bytes < best_bytes:
+            best_bytes, coding = sparse_bytes, f"sparse, {bits}-bit index"
+    return TensorCoding(info.name, tuple(values.shape), values.nbytes, float(np.mean(flat == 0)), len(symbols),
+                        _unique_per_channel(info, values), entropy_bits, best_bytes, coding)
+
+
+def _huffman_bytes(counts, symbol_bytes: int) -> int:
+    """Coded bits of the stream plus its table (each symbol and its code length)."""
+    lengths = huffman_code_lengths(counts)
+    bits = int(np.dot(np.asarray(counts, dtype=np.int64), np.asarray(lengths, dtype=np.int64)))
+    return -(-bits // 8) + len(counts) * (symbol_bytes + 1)
+
+
+def _sparse_huffman_bytes(flat: np.ndarray, index_bits: int, symbol_bytes: int) -> int:
+    """Non-zero values and the gaps between them, each Huffman-coded (Deep Compression, §3).
+
+    A gap wider than the index can hold is bridged by filler entries: a stored zero
+    with the widest gap each.
+    """
+    positions = np.flatnonzero(flat)
+    if positions.size == 0:
+        return 1
+    widest = 2 ** index_bits
+    steps = np.diff(positions, prepend=-1)                    # ≥ 1
+    fillers = (steps - 1) // widest
+    remaining = steps - fillers * widest                      # in 1..widest
+    filler_count = int(fillers.sum())
+    _, value_counts = np.unique(flat[positions], return_counts=True)
+    gap_counts = np.bincount(remaining, minlength=widest + 1)
+    gap_counts[widest] += filler_count
+    if filler_count:
+        value_counts = np.append(value_counts, filler_count)  # the filler's stored zero
+    return _huffman_bytes(value_counts, symbol_bytes) + _huffman_bytes(gap_counts[gap_counts > 0], 1)
+
+
+def _unique_per_channel(info, values: np.ndarray) -> Optional[int]:
+    if len(info.scales) <= 1:
+        return None
+    channels = np.moveaxis(values, info.quantized_dimension, 0).reshape(values.shape[info.quantized_dimension], -1)
+    return max(len(np.unique(channel)) for channel in channels)

@@ -1,0 +1,146 @@
+"""Weight clustering with tfmot: k shared values per kernel while fine-tuning, then stripped.
+
+tfmot wraps a whole model or fails on its first unsupported layer, and reports nothing
+after stripping. Here layers are chosen by regex with per-layer cluster counts, layers
+with too few weights are left alone and listed, and `cluster_counts` reads back how
+many distinct values each stripped kernel really holds (per channel when clustered per
+channel), which is what entropy coding and TFLite Micro's LUT compression depend on.
+"""
+
+import dataclasses
+import re
+from typing import Optional
+
+import numpy as np
+
+from tfcompress import _keras
+from tfcompress.errors import OptionError
+
+__all__ = ["ClusterOptions", "clusterable_layer_names", "apply_clustering", "strip_clustering", "cluster_counts",
+           "kernel_of", "INITS"]
+
+INITS = {"kmeans++": "KMEANS_PLUS_PLUS", "linear": "LINEAR", "density": "DENSITY_BASED", "random": "RANDOM"}
+
+
+@dataclasses.dataclass(frozen=True)
+class ClusterOptions:
+    """How to cluster: the same object for an API call, CLI flags and a recipe step.
+
+    `per_channel` clusters each output channel of a Conv2D separately (tfmot supports
+    it for Conv2D only), which matches int8's per-channel scales; `preserve_sparsity`
+    keeps pruned zeros at zero; `layer_clusters` maps layer names to their own count.
+    """
+
+    clusters: int = 16
+    init: str = "kmeans++"
+    per_channel: bool = False
+    preserve_sparsity: bool = False
+    layers: Optional[str] = None
+    layer_clusters: dict = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self):
+        for name, value in {"clusters": self.clusters,
+                            **{f"layer_clusters[{k}]": v for k, v in self.layer_clusters.items()}}.items():
+            if value != int(value) or value < 2:
+                raise OptionError(f"{name} must be a whole number ≥ 2 (one cluster keeps no information). "
+                                  f"Received: {name}={value}")
+        if self.init not in INITS:
+            raise OptionError(f"init must be one of {', '.join(INITS)}. Received: init={self.init!r}")
+        if self.layers is not None:
+            try:
+                re.compile(self.layers)
+            except re.error as error:
+                raise OptionError(f"layers must be a regular expression ({error}). Received: layers={self.layers!r}")
+
+    def clusters_for(self, layer_name: str) -> int:
+        return int(self.layer_clusters.get(layer_name, self.clusters))
+
+
+def clusterable_layer_names(model, options: ClusterOptions) -> tuple:
+    """(names of the layers to cluster, {name: why a matching layer is left alone})."""
+    registry = _registry()
+    unknown = sorted(set(options.layer_clusters) - {layer.name for layer in model.layers})
+    if unknown:
+        raise OptionError(f"layer_clusters names layers the model does not have: {', '.join(unknown)}. "
+                          f"Layers: {', '.join(layer.name for layer in model.layers)}")
+    chosen, skipped = [], {}
+    for layer in model.layers:
+        kernel = kernel_of(layer)
+        if kernel is None or not registry.supports(layer):
+            continue
+        if options.layers is not None and not re.search(options.layers, layer.name):
+            continue
+        per_kernel = kernel.size // kernel.shape[-1] if _clusters_per_channel(layer, options) else kernel.size
+        if per_kernel <= options.clusters_for(layer.name):
+            skipped[layer.name] = f"{per_kernel} weights, not more than {options.clusters_for(layer.name)} clusters"
+            continue
+        chosen.append(layer.name)
+    if not chosen:
+        raise OptionError(f"Model '{model.name}' has no layer to cluster with these options (clusterable: Dense, "
+                          "Conv, SeparableConv pointwise, Embedding, ... with more weights than clusters); "
+                          "check --layers and --clusters.")
+    return chosen, skipped
+
+
+def apply_clustering(model, options: ClusterOptions):
+    """The model with the chosen layers wrapped for clustering, centroids initialised.
+
+    tfmot's wrapper replaces the kernel of the layer it wraps with a tensor, which breaks
+    that layer for anything after (pruning it fails with "EagerTensor has no attribute
+    'assign'"), so a copy of the model is wrapped and the caller's model is left intact.
+    """
+    clustering = _keras.tfmot().clustering.keras
+    chosen, _ = clusterable_layer_names(model, options)
+    init = getattr(clustering.CentroidInitialization, INITS[options.init])
+    keras = _keras.tf_keras()
+    copy = keras.models.clone_model(model)
+    copy.set_weights(model.get_weights())
+
+    def wrap(layer):
+        if layer.name not in chosen:
+            return layer
+        return clustering.cluster_weights(layer, number_of_clusters=options.clusters_for(layer.name),
+                                          cluster_centroids_init=init, preserve_sparsity=options.preserve_sparsity,
+                                          cluster_per_channel=_clusters_per_channel(layer, options))
+
+    return keras.models.clone_model(copy, clone_function=wrap)
+
+
+def strip_clustering(model):
+    """The model without clustering wrappers: plain layers whose kernels hold the centroids."""
+    return _keras.tfmot().clustering.keras.strip_clustering(model)
+
+
+def cluster_counts(model, per_channel_layers=()) -> dict:
+    """Layer name → distinct kernel values (the most in any output channel for `per_channel_layers`)."""
+    counts = {}
+    for layer in model.layers:
+        kernel = kernel_of(layer)
+        if kernel is None:
+            continue
+        if layer.name in per_channel_layers:
+            channels = kernel.reshape(-1, kernel.shape[-1])
+            counts[layer.name] = max(len(np.unique(channels[:, c])) for c in range(channels.shape[1]))
+        else:
+            counts[layer.name] = len(np.unique(kernel))
+    return counts
+
+
+def kernel_of(layer) -> Optional[np.ndarray]:
+    """The weight matrix clustering and pruning act on (pointwise for SeparableConv), or None."""
+    for attribute in ("pointwise_kernel", "kernel", "embeddings"):
+        weight = getattr(layer, attribute, None)
+        if weight is not None and hasattr(weight, "numpy"):
+            return weight.numpy()
+    return None
+
+
+def _clusters_per_channel(layer, options: ClusterOptions) -> bool:
+    return options.per_channel and type(layer).__name__ == "Conv2D"
+
+
+def _registry():
+    _keras.tfmot()
+    from tensorflow_model_optimization.python.core.clustering.keras import clustering_registry
+
+    return clustering_registry.ClusteringRegistry
