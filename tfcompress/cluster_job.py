@@ -64,8 +64,7 @@ def cluster(model, train, *, output=None, val=None, options: Optional[clustering
     stripped = clustering.strip_clustering(wrapped)
     if output is not None:
         keras_io.save_model(stripped, output)
-    per_channel = [name for name in chosen if options.per_channel and
-                   type(stripped.get_layer(name)).__name__ == "Conv2D"]
+    per_channel = [name for name in chosen if clustering.clusters_per_channel(stripped.get_layer(name), options)]
     unique = clustering.cluster_counts(stripped, per_channel)
     sparsity = layer_sparsity(stripped)
     layers = {name: {"clusters": options.clusters_for(name), "unique_values": unique[name],

@@ -17,7 +17,7 @@ from tfcompress import _keras
 from tfcompress.errors import OptionError
 
 __all__ = ["ClusterOptions", "clusterable_layer_names", "apply_clustering", "strip_clustering", "cluster_counts",
-           "kernel_of", "INITS"]
+           "clusters_per_channel", "kernel_of", "INITS"]
 
 INITS = {"kmeans++": "KMEANS_PLUS_PLUS", "linear": "LINEAR", "density": "DENSITY_BASED", "random": "RANDOM"}
 
@@ -70,7 +70,7 @@ def clusterable_layer_names(model, options: ClusterOptions) -> tuple:
             continue
         if options.layers is not None and not re.search(options.layers, layer.name):
             continue
-        per_kernel = kernel.size // kernel.shape[-1] if _clusters_per_channel(layer, options) else kernel.size
+        per_kernel = kernel.size // kernel.shape[-1] if clusters_per_channel(layer, options) else kernel.size
         if per_kernel <= options.clusters_for(layer.name):
             skipped[layer.name] = f"{per_kernel} weights, not more than {options.clusters_for(layer.name)} clusters"
             continue
@@ -101,7 +101,7 @@ def apply_clustering(model, options: ClusterOptions):
             return layer
         return clustering.cluster_weights(layer, number_of_clusters=options.clusters_for(layer.name),
                                           cluster_centroids_init=init, preserve_sparsity=options.preserve_sparsity,
-                                          cluster_per_channel=_clusters_per_channel(layer, options))
+                                          cluster_per_channel=clusters_per_channel(layer, options))
 
     return keras.models.clone_model(copy, clone_function=wrap)
 
@@ -135,7 +135,8 @@ def kernel_of(layer) -> Optional[np.ndarray]:
     return None
 
 
-def _clusters_per_channel(layer, options: ClusterOptions) -> bool:
+def clusters_per_channel(layer, options: ClusterOptions) -> bool:
+    """tfmot clusters per channel only Conv2D; other layers share one table."""
     return options.per_channel and type(layer).__name__ == "Conv2D"
 
 
