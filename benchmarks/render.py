@@ -185,7 +185,19 @@ def _compress(result: dict) -> str:
     return "\n".join(lines)
 
 
-RENDERERS = {"ptq": _ptq, "cold_start": _cold_start, "micro": _micro, "check": _check, "compress": _compress}
+def _qat_start(result: dict) -> str:
+    return "\n".join([
+        "## How soon `qat` trains or refuses (`benchmarks/qat_start.py`)",
+        "",
+        f"Fresh processes, conversion cache off, median of {result['processes']}: from the `quantize_aware` call "
+        f"to the first training batch of a small CNN with a LayerNormalization (pre-flight check included, the "
+        f"layer trained in float): **{result['first_step_median_s']:.1f} s**; to the refusal of a subclassed "
+        f"model: **{result['refusal_median_s']:.1f} s**.",
+        "", f"Versions: {_versions(result)}"])
+
+
+RENDERERS = {"ptq": _ptq, "cold_start": _cold_start, "micro": _micro, "check": _check, "compress": _compress,
+             "qat_start": _qat_start}
 
 if __name__ == "__main__":
     render_all()

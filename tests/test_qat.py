@@ -1,8 +1,6 @@
 """`tfcompress qat`: the check first, unsupported layers kept in float, a QAT model that
 converts to int8 from its learned ranges, and a step under a MirroredStrategy."""
 
-import time
-
 import numpy as np
 import pytest
 
@@ -22,31 +20,15 @@ def _small_cnn(tf_keras, extra=None):
     return tf_keras.Model(inputs, layers.Dense(10, activation="softmax")(layers.ReLU()(x)))
 
 
-class _FirstBatchClock:
-    """A Keras callback noting when the first training step starts."""
-
-    def __init__(self, tf_keras):
-        clock = self
-
-        class Callback(tf_keras.callbacks.Callback):
-            def on_train_batch_begin(self, batch, logs=None):
-                clock.first_batch = clock.first_batch or time.perf_counter()
-
-        self.first_batch = None
-        self.callback = Callback()
-
-
-def test_qat_keeps_layer_norm_float_and_starts_training_within_10_s(tf_keras, tmp_path):
+def test_qat_keeps_layer_norm_float(tf_keras, tmp_path):
+    """How soon training starts is measured by benchmarks/qat_start.py, not here."""
     from tfcompress import convert, load_model, quantize_aware
     from tfcompress.transforms.qat import is_quantize_aware
 
     path = tmp_path / "layer_norm.h5"
     _small_cnn(tf_keras, lambda layers: layers.LayerNormalization()).save(path)
-    clock = _FirstBatchClock(tf_keras)
-    start = time.perf_counter()
     report = quantize_aware(path, CALIBRATION, output=tmp_path / "qat.h5", epochs=2, learning_rate=1e-3,
-                            callbacks=[clock.callback], verbose=0)
-    assert clock.first_batch - start < 10.0
+                            verbose=0)
     assert [plan.layer_type for plan in report.float_layers] == ["LayerNormalization"]
     assert report.check_verdict == "ready with float fallbacks"
     assert report.metrics["accuracy"] > 0.5, report.metrics
@@ -84,10 +66,8 @@ def test_qat_refuses_a_subclassed_model_before_any_training(tf_keras, monkeypatc
 
     model = subclassed_classifier(tf_keras)
     monkeypatch.setattr(qat_job, "fine_tune", lambda *a, **k: pytest.fail("training started"))
-    start = time.perf_counter()
     with pytest.raises(PreflightError, match="subclassed.*Functional"):
         qat_job.quantize_aware(model, load_data(CALIBRATION).take(64))
-    assert time.perf_counter() - start < 10.0
 
 
 def test_qat_cli_rejects_labels_the_model_cannot_output(run_cli, tmp_path, tf_keras):
