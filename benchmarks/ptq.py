@@ -6,7 +6,6 @@ LiteRT latency p50 on 1 thread (≥200 invokes after warm-up), all in one run.
 Writes results/ptq.json and the tables in benchmarks/README.md and README.md.
 """
 
-import json
 import time
 from pathlib import Path
 

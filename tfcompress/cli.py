@@ -300,13 +300,9 @@ def _run_check(args, values):
 def _run_qat(args, values):
     from tfcompress import qat_job
 
-    (model_path,) = _positional(args, "qat", "MODEL")
-    if values["output"] is None or values["train"] is None:
-        raise flags.Error("qat needs -o OUT.h5 and --train DATA")
-    report = qat_job.quantize_aware(
-        model_path, values["train"], output=values["output"], val=values["val"], epochs=values["epochs"],
-        batch_size=values["batch_size"], learning_rate=values["learning_rate"], report_path=values["report"],
-        preserve=values["preserve"], skip_check=values["skip_check"], **_data_and_model_options(values))
+    model_path, training = _training_arguments(args, values, "qat")
+    report = qat_job.quantize_aware(model_path, preserve=values["preserve"], skip_check=values["skip_check"],
+                                    **training)
     print(qat_job.format_qat_report(report))
     return 0
 
@@ -315,19 +311,14 @@ def _run_prune(args, values):
     from tfcompress import prune_job
     from tfcompress.transforms.prune import PruneOptions
 
-    (model_path,) = _positional(args, "prune", "MODEL")
-    if values["output"] is None or values["train"] is None:
-        raise flags.Error("prune needs -o OUT.h5 and --train DATA")
+    model_path, training = _training_arguments(args, values, "prune")
     options = PruneOptions(
         target_sparsity=values["target_sparsity"], initial_sparsity=values["initial_sparsity"],
         schedule=values["schedule"], begin_step=values["begin_step"], end_step=values["end_step"],
         frequency=values["frequency"], structured=values["structured"], layers=values["layers"],
         skip_first=values["skip_first"], skip_last=values["skip_last"],
         layer_sparsity=_name_values(values["layer_sparsity"], "layer_sparsity"))
-    report = prune_job.prune(
-        model_path, values["train"], output=values["output"], val=values["val"], options=options,
-        epochs=values["epochs"], batch_size=values["batch_size"], learning_rate=values["learning_rate"],
-        logdir=values["logdir"], report_path=values["report"], **_data_and_model_options(values))
+    report = prune_job.prune(model_path, options=options, logdir=values["logdir"], **training)
     print(prune_job.format_prune_report(report))
     return 0
 
@@ -336,19 +327,25 @@ def _run_cluster(args, values):
     from tfcompress import cluster_job
     from tfcompress.transforms.cluster import ClusterOptions
 
-    (model_path,) = _positional(args, "cluster", "MODEL")
-    if values["output"] is None or values["train"] is None:
-        raise flags.Error("cluster needs -o OUT.h5 and --train DATA")
+    model_path, training = _training_arguments(args, values, "cluster")
     options = ClusterOptions(
         clusters=values["clusters"], init=values["init"], per_channel=values["per_channel"],
         preserve_sparsity=values["preserve_sparsity"], layers=values["layers"],
         layer_clusters=_name_values(values["layer_clusters"], "layer_clusters"))
-    report = cluster_job.cluster(
-        model_path, values["train"], output=values["output"], val=values["val"], options=options,
-        epochs=values["epochs"], batch_size=values["batch_size"], learning_rate=values["learning_rate"],
-        report_path=values["report"], **_data_and_model_options(values))
+    report = cluster_job.cluster(model_path, options=options, **training)
     print(cluster_job.format_cluster_report(report))
     return 0
+
+
+def _training_arguments(args, values, command) -> tuple:
+    """(model path, the API arguments every training command takes) from `_training_flags`."""
+    (model_path,) = _positional(args, command, "MODEL")
+    if values["output"] is None or values["train"] is None:
+        raise flags.Error(f"{command} needs -o OUT.h5 and --train DATA")
+    return model_path, {"train": values["train"], "output": values["output"], "val": values["val"],
+                        "epochs": values["epochs"], "batch_size": values["batch_size"],
+                        "learning_rate": values["learning_rate"], "report_path": values["report"],
+                        **_data_and_model_options(values)}
 
 
 def _name_values(text, flag) -> dict:

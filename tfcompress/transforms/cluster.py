@@ -15,6 +15,7 @@ import numpy as np
 
 from tfcompress import _keras
 from tfcompress.errors import OptionError
+from tfcompress.transforms.graph import check_layer_pattern
 
 __all__ = ["ClusterOptions", "clusterable_layer_names", "apply_clustering", "strip_clustering", "cluster_counts",
            "clusters_per_channel", "kernel_of", "INITS"]
@@ -46,11 +47,7 @@ class ClusterOptions:
                                   f"Received: {name}={value}")
         if self.init not in INITS:
             raise OptionError(f"init must be one of {', '.join(INITS)}. Received: init={self.init!r}")
-        if self.layers is not None:
-            try:
-                re.compile(self.layers)
-            except re.error as error:
-                raise OptionError(f"layers must be a regular expression ({error}). Received: layers={self.layers!r}")
+        check_layer_pattern(self.layers)
 
     def clusters_for(self, layer_name: str) -> int:
         return int(self.layer_clusters.get(layer_name, self.clusters))

@@ -1,12 +1,26 @@
-"""Graph surgery the training-time steps share: nested models flattened into one.
+"""Graph surgery the training-time steps share: nested models flattened into one, layers picked by name.
 
 tfmot wraps layers one by one and cannot see inside a model used as a layer
 (model-optimization#1139); flattening first lets QAT and pruning reach every layer.
 """
 
-from tfcompress import _keras
+import re
+from typing import Optional
 
-__all__ = ["flatten_nested", "is_graph_model"]
+from tfcompress import _keras
+from tfcompress.errors import OptionError
+
+__all__ = ["flatten_nested", "is_graph_model", "check_layer_pattern"]
+
+
+def check_layer_pattern(layers: Optional[str]) -> None:
+    """The `layers` option of prune and cluster: a regular expression over layer names."""
+    if layers is None:
+        return
+    try:
+        re.compile(layers)
+    except re.error as error:
+        raise OptionError(f"layers must be a regular expression ({error}). Received: layers={layers!r}") from None
 
 
 def is_graph_model(model) -> bool:

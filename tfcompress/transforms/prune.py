@@ -14,6 +14,7 @@ import numpy as np
 
 from tfcompress import _keras
 from tfcompress.errors import OptionError
+from tfcompress.transforms.graph import check_layer_pattern
 
 __all__ = ["PruneOptions", "prunable_layer_names", "apply_pruning", "strip_pruning", "layer_sparsity",
            "pruning_callbacks"]
@@ -57,11 +58,7 @@ class PruneOptions:
                               f"end_step={self.end_step}")
         if self.structured is not None and not re.fullmatch(r"[1-9]\d*:[1-9]\d*", self.structured):
             raise OptionError(f"structured must look like 2:4 (N of every M kept). Received: structured={self.structured!r}")
-        if self.layers is not None:
-            try:
-                re.compile(self.layers)
-            except re.error as error:
-                raise OptionError(f"layers must be a regular expression ({error}). Received: layers={self.layers!r}")
+        check_layer_pattern(self.layers)
 
     def target_for(self, layer_name: str) -> float:
         return self.layer_sparsity.get(layer_name, self.target_sparsity)

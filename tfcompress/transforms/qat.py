@@ -15,6 +15,7 @@ import numpy as np
 
 from tfcompress import _keras
 from tfcompress.errors import OptionError, PreflightError
+from tfcompress.transforms.cluster import kernel_of
 from tfcompress.transforms.graph import flatten_nested, is_graph_model
 
 __all__ = ["LayerPlan", "plan_qat", "apply_qat", "as_default_scheme", "validate_preserve", "is_quantize_aware", "PRESERVE", "QUANTIZE", "FOLD",
@@ -122,8 +123,8 @@ def _check_preservable(model, quantized_names, preserve) -> None:
     """Preserving what is not there is a mistake in the pipeline: say which step is missing."""
     if preserve is None:
         return
-    kernels = [layer.kernel.numpy() for layer in model.layers
-               if layer.name in quantized_names and getattr(layer, "kernel", None) is not None]
+    kernels = [kernel_of(layer) for layer in model.layers if layer.name in quantized_names]
+    kernels = [kernel for kernel in kernels if kernel is not None]
     if preserve in ("sparsity", "both") and not any(np.any(kernel == 0.0) for kernel in kernels):
         raise OptionError(f"preserve={preserve!r} keeps pruned zeros, but no kernel of '{model.name}' has any; "
                           "run `tfcompress prune` first.")
