@@ -27,6 +27,8 @@ commands:
   qat MODEL -o OUT.h5 --train D quantization-aware training (tfmot), unsupported layers kept in float
   prune MODEL -o OUT.h5 --train D magnitude pruning on a schedule while fine-tuning, stripped, per-layer sparsity
   cluster MODEL -o OUT.h5 --train D weight clustering (k shared values per kernel), stripped, per-layer counts
+  distill --teacher T -o OUT.h5 --train D   knowledge distillation into --student S or --width_multiplier W
+  lowrank MODEL -o OUT.h5 --energy E        truncated-SVD factorization of Dense/Conv2D, optional fine-tune
 
 `tfcompress COMMAND --help` lists a command's flags."""
 
@@ -146,13 +148,14 @@ def _check_flags(flag_values):
     }
 
 
-def _training_flags(flag_values, epochs, learning_rate=1e-4):
+def _training_flags(flag_values, epochs, learning_rate=1e-4, held_out=("val", "Labelled validation data (optional).")):
     define = {"flag_values": flag_values}
+    held_out_name, held_out_help = held_out
     return {
         "output": flags.DEFINE_string("output", None, "Where to write the model (.h5).", short_name="o",
                                       **define),
         "train": flags.DEFINE_string("train", None, "Labelled training data.", **define),
-        "val": flags.DEFINE_string("val", None, "Labelled validation data (optional).", **define),
+        held_out_name: flags.DEFINE_string(held_out_name, None, held_out_help, **define),
         "epochs": flags.DEFINE_integer("epochs", epochs, "Fine-tuning epochs.", lower_bound=1, **define),
         "batch_size": flags.DEFINE_integer("batch_size", 32, "Batch size.", lower_bound=1, **define),
         "learning_rate": flags.DEFINE_float("learning_rate", learning_rate, "Adam learning rate.", **define),
@@ -213,6 +216,37 @@ def _cluster_flags(flag_values):
                                       **define),
         "layer_clusters": flags.DEFINE_string("layer_clusters", None,
                                               "Per-layer counts: NAME=8,NAME=4 (over --clusters).", **define),
+    }
+
+
+def _distill_flags(flag_values):
+    define = {"flag_values": flag_values}
+    return {
+        **_training_flags(flag_values, epochs=10, learning_rate=1e-3),
+        "teacher": flags.DEFINE_string("teacher", None, "The trained model to learn from.", **define),
+        "student": flags.DEFINE_string("student", None, "The model to train (its weights are the start).",
+                                       **define),
+        "width_multiplier": flags.DEFINE_float(
+            "width_multiplier", None, "Or: the teacher's architecture with this fraction of its units/filters, "
+            "trained from scratch.", **define),
+        "temperature": flags.DEFINE_float("temperature", 4.0, "Softens both models' outputs.", **define),
+        "alpha": flags.DEFINE_float("alpha", 0.9, "Weight of the teacher term (1 - alpha: the labels).", **define),
+        "seed": flags.DEFINE_integer("seed", 0, "Seed for the student's initial weights and the shuffling.",
+                                     **define),
+    }
+
+
+def _lowrank_flags(flag_values):
+    define = {"flag_values": flag_values}
+    return {
+        **_training_flags(flag_values, epochs=1, held_out=(
+            "eval", "Labelled data: accuracy before, after factoring and after fine-tuning.")),
+        "energy": flags.DEFINE_float("energy", None, "Keep the fewest singular values holding this fraction of "
+                                     "the squared sum.", **define),
+        "rank_ratio": flags.DEFINE_float("rank_ratio", None, "Or: keep this fraction of each layer's rank.",
+                                         **define),
+        "layers": flags.DEFINE_string("layers", None, "Factor only layers whose name matches this regex.",
+                                      **define),
     }
 
 
@@ -337,6 +371,39 @@ def _run_cluster(args, values):
     return 0
 
 
+def _run_distill(args, values):
+    from tfcompress import distill_job
+    from tfcompress.transforms.distill import DistillOptions
+
+    _positional(args, "distill")
+    if values["teacher"] is None or values["output"] is None or values["train"] is None:
+        raise flags.Error("distill needs --teacher T.h5, -o OUT.h5 and --train DATA")
+    report = distill_job.distill(
+        values["teacher"], values["train"], student=values["student"], width_multiplier=values["width_multiplier"],
+        output=values["output"], val=values["val"],
+        options=DistillOptions(temperature=values["temperature"], alpha=values["alpha"]), epochs=values["epochs"],
+        batch_size=values["batch_size"], learning_rate=values["learning_rate"], seed=values["seed"],
+        report_path=values["report"], **_data_and_model_options(values))
+    print(distill_job.format_distill_report(report))
+    return 0
+
+
+def _run_lowrank(args, values):
+    from tfcompress import lowrank_job
+    from tfcompress.transforms.lowrank import LowRankOptions
+
+    (model_path,) = _positional(args, "lowrank", "MODEL")
+    if values["output"] is None:
+        raise flags.Error("lowrank needs -o OUT.h5")
+    options = LowRankOptions(energy=values["energy"], rank_ratio=values["rank_ratio"], layers=values["layers"])
+    report = lowrank_job.lowrank(
+        model_path, options=options, output=values["output"], train=values["train"], eval_data=values["eval"],
+        epochs=values["epochs"], batch_size=values["batch_size"], learning_rate=values["learning_rate"],
+        report_path=values["report"], **_data_and_model_options(values))
+    print(lowrank_job.format_lowrank_report(report))
+    return 0
+
+
 def _training_arguments(args, values, command) -> tuple:
     """(model path, the API arguments every training command takes) from `_training_flags`."""
     (model_path,) = _positional(args, command, "MODEL")
@@ -394,7 +461,9 @@ _COMMANDS = {"convert": (_convert_flags, _run_convert),
              "check": (_check_flags, _run_check),
              "qat": (_qat_flags, _run_qat),
              "prune": (_prune_flags, _run_prune),
-             "cluster": (_cluster_flags, _run_cluster)}
+             "cluster": (_cluster_flags, _run_cluster),
+             "distill": (_distill_flags, _run_distill),
+             "lowrank": (_lowrank_flags, _run_lowrank)}
 
 
 def main(argv) -> int:

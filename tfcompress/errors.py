@@ -15,6 +15,7 @@ __all__ = [
     "UnsupportedVersionError",
     "OptionError",
     "PreflightError",
+    "ModelMismatchError",
 ]
 
 
@@ -56,3 +57,7 @@ class OptionError(TfcompressError, ValueError):
 
 class PreflightError(TfcompressError):
     """The pre-flight check found a layer or op the step or target cannot handle."""
+
+
+class ModelMismatchError(TfcompressError):
+    """Two models that must fit together (teacher and student) do not, or one cannot be derived."""

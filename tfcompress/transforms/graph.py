@@ -10,7 +10,8 @@ from typing import Optional
 from tfcompress import _keras
 from tfcompress.errors import OptionError
 
-__all__ = ["flatten_nested", "is_graph_model", "check_layer_pattern"]
+__all__ = ["flatten_nested", "rebuild", "is_graph_model", "check_layer_pattern", "final_layer", "output_units_layer",
+           "copy_model"]
 
 
 def check_layer_pattern(layers: Optional[str]) -> None:
@@ -28,18 +29,52 @@ def is_graph_model(model) -> bool:
     return bool(getattr(model, "_is_graph_network", False))
 
 
+def final_layer(model):
+    """The layer that produces a single-output graph model's output."""
+    return model.outputs[0]._keras_history.layer
+
+
+def output_units_layer(model):
+    """The layer whose units or filters set the output size (found back through Softmax, BatchNorm, ...)."""
+    tf = _keras.tensorflow()
+    layer = final_layer(model)
+    while not {"units", "filters"} & set(layer.get_config()):
+        inbound = tf.nest.flatten(layer.inbound_nodes[0].inbound_layers)
+        if len(inbound) != 1:
+            break
+        layer = inbound[0]
+    return layer
+
+
+def copy_model(model):
+    """A copy with its own layers and the same weights, so training it leaves `model` alone."""
+    copy = _keras.tf_keras().models.clone_model(model)
+    copy.set_weights(model.get_weights())
+    return copy
+
+
 def flatten_nested(model):
     """The same layers (same weights) in one flat Functional model."""
     keras = _keras.tf_keras()
     if not any(isinstance(layer, keras.Model) for layer in model.layers):
         return model
+    return rebuild(model)
+
+
+def rebuild(model, replacements: Optional[dict] = None):
+    """`model`'s layers called again into a new flat Functional model (the same weights).
+
+    `replacements` maps a layer name to a callable used in that layer's place, so a
+    transform can swap one layer for several while everything downstream stays wired.
+    """
+    keras = _keras.tf_keras()
     inputs = [keras.Input(batch_shape=t.shape, dtype=t.dtype, name=t.name.split(":")[0]) for t in model.inputs]
-    outputs = _call_graph(model, inputs, keras)
+    outputs = _call_graph(model, inputs, keras, replacements or {})
     return keras.Model(inputs if len(inputs) > 1 else inputs[0], outputs if len(outputs) > 1 else outputs[0],
                        name=model.name)
 
 
-def _call_graph(model, inputs, keras) -> list:
+def _call_graph(model, inputs, keras, replacements) -> list:
     """Calls `model`'s layers on `inputs` node by node; nested models are expanded."""
     tf = _keras.tensorflow()
     tensors = {id(original): new for original, new in zip(model.inputs, inputs)}
@@ -55,7 +90,9 @@ def _call_graph(model, inputs, keras) -> list:
             args = tf.nest.map_structure(mapped, node.call_args)
             kwargs = tf.nest.map_structure(mapped, node.call_kwargs)
             if isinstance(layer, keras.Model) and is_graph_model(layer):
-                outputs = _call_graph(layer, tf.nest.flatten(args[0]), keras)
+                outputs = _call_graph(layer, tf.nest.flatten(args[0]), keras, replacements)
+            elif layer.name in replacements:
+                outputs = replacements[layer.name](*args, **kwargs)
             else:
                 outputs = layer(*args, **kwargs)
             for original, new in zip(tf.nest.flatten(node.outputs), tf.nest.flatten(outputs)):

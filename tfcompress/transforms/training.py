@@ -13,8 +13,10 @@ import numpy as np
 from tfcompress import _keras
 from tfcompress.data import Dataset, as_dataset, fit_to_input
 from tfcompress.errors import DataError, OptionError
+from tfcompress.runtime.metrics import accuracy
 
-__all__ = ["TrainOptions", "check_labels", "fine_tune", "outputs_probabilities", "training_data", "strategy_scope"]
+__all__ = ["TrainOptions", "check_labels", "fine_tune", "outputs_probabilities", "training_data", "labelled_data",
+           "keras_accuracy", "strategy_scope"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,16 +76,22 @@ def fine_tune(model, train: Dataset, options: TrainOptions, *, from_logits: bool
 
 def training_data(train, val, model, preprocessing, reshape_data) -> tuple:
     """(train, val or None) as labelled `Dataset`s fitted to the model input, labels checked."""
-    input_shape = tuple(model.inputs[0].shape) if model.inputs is not None else None
+    return (labelled_data(train, model, preprocessing, reshape_data, "training"),
+            labelled_data(val, model, preprocessing, reshape_data, "validation") if val is not None else None)
 
-    def labelled(data, role):
-        dataset = as_dataset(data, preprocessing)
-        if input_shape is not None:
-            dataset = fit_to_input(dataset, input_shape, reshape=reshape_data)
-        check_labels(model, dataset, role)
-        return dataset
 
-    return labelled(train, "training"), labelled(val, "validation") if val is not None else None
+def labelled_data(data, model, preprocessing, reshape_data, role: str) -> Dataset:
+    """One labelled `Dataset` fitted to the model input, its labels checked against the output."""
+    dataset = as_dataset(data, preprocessing)
+    if model.inputs is not None:
+        dataset = fit_to_input(dataset, tuple(model.inputs[0].shape), reshape=reshape_data)
+    check_labels(model, dataset, role)
+    return dataset
+
+
+def keras_accuracy(model, data: Dataset) -> float:
+    """Top-1 accuracy of a Keras model on labelled data, as a fraction."""
+    return accuracy(model.predict(data.x, batch_size=256, verbose=0), data.y)
 
 
 def strategy_scope(strategy):

@@ -1,0 +1,137 @@
+"""Smaller networks on the full Fashion-MNIST train/test sets: knowledge distillation and low-rank factorization.
+
+(a) Distillation, per teacher architecture (lenet5, resnet8), in one run with the same
+    epochs, batch size, cosine learning-rate decay and seed: the teacher trained on
+    labels; a student at width 0.5 trained with KD (T 4, alpha 0.9); the same student
+    trained on labels only (alpha 0, the same code path); then the KD student as int8.
+(b) Low-rank: the bundled LeNet-300-100 factored at two energy levels, accuracy before
+    and after fine-tuning, with the unfactored model fine-tuned as long as a control.
+Writes results/distill.json, results/distill.png and the tables in benchmarks/README.md.
+"""
+
+import math
+import time
+from pathlib import Path
+
+from absl import app, flags
+
+import tfcompress
+from tfcompress import _keras, zoo
+from tfcompress.plots import require_matplotlib
+from tfcompress.report import library_versions, machine_info
+from tfcompress.transforms.training import TrainOptions, fine_tune, keras_accuracy, outputs_probabilities
+
+import render
+
+ROOT = Path(__file__).resolve().parents[1]
+_DATA_DIR = flags.DEFINE_string("data_dir", "/usr/share/datasets/fashion-mnist",
+                                "Fashion-MNIST IDX folder (apt-get install dataset-fashion-mnist).")
+_TEACHERS = flags.DEFINE_list("teachers", ["lenet5", "resnet8"], "Teacher architectures (tfcompress.zoo).")
+_TRAIN_SAMPLES = flags.DEFINE_integer("train_samples", None, "Use only this many training images (a smoke run).")
+
+EPOCHS = {"lenet5": 15, "resnet8": 10}
+BATCH, LEARNING_RATE, SEED, WIDTH = 128, 1e-3, 0, 0.5
+KD = tfcompress.DistillOptions(temperature=4.0, alpha=0.9)
+LABELS_ONLY = tfcompress.DistillOptions(temperature=4.0, alpha=0.0)
+LOWRANK_ENERGIES, LOWRANK_EPOCHS, LOWRANK_LR = (0.7, 0.8), 3, 1e-4
+
+
+def main(argv):
+    del argv
+    train = tfcompress.load_data(f"{_DATA_DIR.value}@train").take(_TRAIN_SAMPLES.value)
+    test = tfcompress.load_data(f"{_DATA_DIR.value}@test")
+    calibration = tfcompress.load_data(ROOT / "sample_models/data/fashion_mnist_calib.npz")
+    result = {"benchmark": "distill", "train_samples": len(train), "test_samples": len(test), "batch_size": BATCH,
+              "width_multiplier": WIDTH, "temperature": KD.temperature, "alpha": KD.alpha,
+              "machine": machine_info(threads=1), "versions": library_versions(),
+              "distillation": [row for name in _TEACHERS.value
+                               for row in distillation(name, EPOCHS[name], train, test, calibration)],
+              "lowrank": lowrank(train, test)}
+    render.write_result("distill", result)
+    plot(result, render.RESULTS / "distill.png")
+    render.render_all()
+
+
+def distillation(name, epochs, train, test, calibration) -> list:
+    keras = _keras.tf_keras()
+
+    def trained(role, teacher, options, **student):
+        started = time.perf_counter()
+        report = tfcompress.distill(teacher, train, val=test, options=options, epochs=epochs, batch_size=BATCH,
+                                    learning_rate=LEARNING_RATE, seed=SEED, callbacks=[_cosine_decay(epochs)],
+                                    verbose=2, **student)
+        row = {"teacher": name, "model": role, "epochs": epochs, "params": report.params["student"],
+               "accuracy": report.accuracy["student"], "seconds": round(time.perf_counter() - started, 1)}
+        print(f"{name} {role}: {row['params']:,} params, {row['accuracy'] * 100:.2f}%", flush=True)
+        return report.keras_model, row
+
+    keras.utils.set_random_seed(SEED)
+    fresh = zoo.build(name, keras)
+    # The teacher is trained by the same code on labels only (alpha 0 ignores the "teacher" given).
+    teacher, teacher_row = trained("teacher", fresh, LABELS_ONLY, student=fresh)
+    student, kd_row = trained("student, KD", teacher, KD, width_multiplier=WIDTH)
+    _, labels_row = trained("student, labels only", teacher, LABELS_ONLY, width_multiplier=WIDTH)
+    for row in (teacher_row, kd_row, labels_row):
+        row["params_ratio"] = row["params"] / teacher_row["params"]
+        row["drop_vs_teacher_pt"] = round((teacher_row["accuracy"] - row["accuracy"]) * 100, 2)
+    int8 = tfcompress.convert(student, precision="int8", calibration=calibration, eval_data=test, latency_runs=0)
+    float32 = tfcompress.convert(teacher, precision="float32", latency_runs=0)
+    int8_row = {**kd_row, "model": "student, KD, int8", "accuracy": int8.accuracy, "size_bytes": int8.size_bytes,
+                "drop_vs_teacher_pt": round((teacher_row["accuracy"] - int8.accuracy) * 100, 2)}
+    teacher_row["size_bytes"] = float32.size_bytes
+    return [teacher_row, kd_row, labels_row, int8_row]
+
+
+def _cosine_decay(epochs):
+    keras = _keras.tf_keras()
+    return keras.callbacks.LearningRateScheduler(
+        lambda epoch: LEARNING_RATE * 0.5 * (1 + math.cos(math.pi * epoch / epochs)))
+
+
+def lowrank(train, test) -> list:
+    path = ROOT / "sample_models/lenet_300_100.h5"
+    rows = []
+    for energy in LOWRANK_ENERGIES:
+        started = time.perf_counter()
+        report = tfcompress.lowrank(path, options=tfcompress.LowRankOptions(energy=energy), train=train,
+                                    eval_data=test, epochs=LOWRANK_EPOCHS, batch_size=BATCH,
+                                    learning_rate=LOWRANK_LR, verbose=2)
+        rows.append({"model": "lenet_300_100", "energy": energy, "params": report.params,
+                     "params_ratio": report.params_ratio, "accuracy": report.accuracy,
+                     "ranks": {layer.layer: f"{layer.rank}/{layer.full_rank}" for layer in report.layers},
+                     "drop_pt": round((report.accuracy["original"] - report.accuracy["fine_tuned"]) * 100, 2),
+                     "seconds": round(time.perf_counter() - started, 1)})
+        print(f"lowrank energy {energy}: {report.params_ratio:.2f}x params, {report.accuracy}", flush=True)
+    control = tfcompress.load_model(path)
+    fine_tune(control, train, TrainOptions(epochs=LOWRANK_EPOCHS, batch_size=BATCH, learning_rate=LOWRANK_LR),
+              from_logits=not outputs_probabilities(control), verbose=2)
+    for row in rows:
+        row["unfactored_fine_tuned_accuracy"] = keras_accuracy(control, test)
+    return rows
+
+
+def plot(result: dict, path: Path) -> None:
+    pyplot = require_matplotlib()
+    figure, axes = pyplot.subplots(figsize=(7, 4.5))
+    for row in result["distillation"]:
+        if row["model"].endswith("int8"):
+            continue
+        axes.scatter(row["params"], row["accuracy"] * 100, marker="o" if "KD" in row["model"] else "s")
+        axes.annotate(f"{row['teacher']} {row['model']}", (row["params"], row["accuracy"] * 100), fontsize=7)
+    for row in result["lowrank"]:
+        for stage, params in (("original", row["params"]["original"]), ("fine_tuned", row["params"]["factored"])):
+            if stage == "original" and row is not result["lowrank"][0]:
+                continue
+            axes.scatter(params, row["accuracy"][stage] * 100, marker="^")
+            label = "lenet_300_100" if stage == "original" else f"low-rank, energy {row['energy']}"
+            axes.annotate(label, (params, row["accuracy"][stage] * 100), fontsize=7)
+    axes.set_xscale("log")
+    axes.set_xlabel("parameters")
+    axes.set_ylabel("test accuracy (%)")
+    axes.set_title("Smaller networks: distillation and low-rank (full Fashion-MNIST test set)")
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,109 @@
+"""The distill job: teacher logits once → student (given, or the teacher at a smaller width) → KD training → save.
+
+The report puts teacher and student side by side (params, validation accuracy), so
+"is the smaller network good enough" is answered in the same run that trains it.
+"""
+
+import dataclasses
+from typing import Optional
+
+from tfcompress import keras_io
+from tfcompress.data import Preprocessing
+from tfcompress.errors import ModelMismatchError, OptionError
+from tfcompress.files import check_writable
+from tfcompress.report import library_versions, write_json
+from tfcompress.transforms import distill as kd
+from tfcompress.transforms.graph import copy_model, flatten_nested
+from tfcompress.transforms.training import TrainOptions, keras_accuracy, strategy_scope, training_data
+
+__all__ = ["DistillReport", "distill", "format_distill_report"]
+
+
+@dataclasses.dataclass(frozen=True)
+class DistillReport:
+    teacher: str
+    output: Optional[str]
+    params: dict               # {"teacher": n, "student": n}
+    accuracy: dict             # validation accuracy {"teacher", "student"}: fraction or None
+    metrics: dict              # the last epoch's loss/accuracy (and val_ ones)
+    options: dict
+    keras_model: object = dataclasses.field(default=None, repr=False, compare=False)
+
+    @property
+    def params_ratio(self) -> float:
+        return self.params["student"] / self.params["teacher"]
+
+    def to_dict(self) -> dict:
+        return {"teacher": self.teacher, "output": self.output, "step": "distill",
+                "params": {**self.params, "ratio": self.params_ratio}, "accuracy": self.accuracy,
+                "metrics": self.metrics, "options": self.options, "versions": library_versions()}
+
+
+def distill(teacher, train, *, student=None, width_multiplier: Optional[float] = None, output=None, val=None,
+            options: Optional[kd.DistillOptions] = None, epochs: int = 10, batch_size: int = 32,
+            learning_rate: float = 1e-3, seed: int = 0, strategy=None, report_path=None,
+            preprocessing: Preprocessing = Preprocessing(), reshape_data: bool = False,
+            trust_model_code: bool = False, custom_objects: Optional[dict] = None,
+            callbacks=(), verbose="auto") -> DistillReport:
+    """Trains a student to match a teacher's softened outputs (and the labels).
+
+    Give the student as a model (or file) or as `width_multiplier`: the teacher's own
+    architecture with fewer units/filters, freshly initialised. `train`/`val`: labelled
+    data (a file, a `Dataset`, `(x, y)` arrays or a tf.data dataset). Teachers ending in
+    softmax are fine: the logits before it are used.
+    """
+    if (student is None) == (width_multiplier is None):
+        raise OptionError("Give exactly one of student and width_multiplier. "
+                          f"Received: student={student!r}, width_multiplier={width_multiplier}")
+    options = options or kd.DistillOptions()
+    training = TrainOptions(epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, seed=seed)
+    for path in (output, report_path):
+        check_writable(path)
+    loaded = {"trust_model_code": trust_model_code, "custom_objects": custom_objects}
+    teacher, teacher_path = keras_io.model_and_path(teacher, **loaded)
+    teacher = flatten_nested(teacher)
+    if student is not None:
+        student = flatten_nested(keras_io.model_and_path(student, **loaded)[0])
+        _check_fits(teacher, student)
+    train_data, val_data = training_data(train, val, teacher, preprocessing, reshape_data)
+    with kd.exposed_logits(teacher) as teacher_logits:
+        train_targets = kd.packed_targets(train_data.y, teacher_logits.predict(train_data.x, batch_size=256,
+                                                                               verbose=0))
+        val_pair = None if val_data is None else (val_data.x, kd.packed_targets(
+            val_data.y, teacher_logits.predict(val_data.x, batch_size=256, verbose=0)))
+    with strategy_scope(strategy):
+        student = kd.scale_width(teacher, width_multiplier, seed) if student is None else copy_model(student)
+        with kd.exposed_logits(student) as student_logits:
+            metrics = kd.train_student(student_logits, train_data.x, train_targets, options, training,
+                                       val=val_pair, callbacks=callbacks, verbose=verbose)
+    if output is not None:
+        keras_io.save_model(student, output)
+    accuracy = {"teacher": None, "student": None} if val_data is None else {
+        "teacher": keras_accuracy(teacher, val_data), "student": keras_accuracy(student, val_data)}
+    result = DistillReport(str(teacher_path or teacher.name), str(output) if output is not None else None,
+                           {"teacher": int(teacher.count_params()), "student": int(student.count_params())},
+                           accuracy, metrics, {**dataclasses.asdict(options), **dataclasses.asdict(training),
+                                               "width_multiplier": width_multiplier}, student)
+    if report_path is not None:
+        write_json(result, report_path)
+    return result
+
+
+def _check_fits(teacher, student) -> None:
+    for role in ("inputs", "outputs"):
+        expected = tuple(getattr(teacher, role)[0].shape[1:])
+        received = tuple(getattr(student, role)[0].shape[1:])
+        if expected != received:
+            raise ModelMismatchError(f"The student's {role} have shape {received} but the teacher's have {expected}; "
+                                     f"a student must take the same inputs and predict the same classes.")
+
+
+def format_distill_report(report: DistillReport) -> str:
+    lines = [f"distill: {report.teacher} → {report.output or '(not saved)'}",
+             f"params: teacher {report.params['teacher']:,}, student {report.params['student']:,} "
+             f"({report.params_ratio:.2f}x)"]
+    if report.accuracy["teacher"] is not None:
+        lines.append(f"validation accuracy: teacher {report.accuracy['teacher'] * 100:.2f}%, "
+                     f"student {report.accuracy['student'] * 100:.2f}%")
+    lines.append("last epoch: " + ", ".join(f"{name} {value:.4f}" for name, value in report.metrics.items()))
+    return "\n".join(lines)
