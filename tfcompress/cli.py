@@ -21,6 +21,7 @@ _USAGE = """usage: tfcompress COMMAND [flags]
 commands:
   convert MODEL -o OUT.tflite   Keras model → TFLite (float32, float16, dynamic, int8, int16x8), verified
   micro MODEL -o DIR            full-integer model for TFLite Micro: C++ sources, measured arena, op resolver
+                                (--compress lut: clustered weights as LUT indices, verified bit-identical)
   benchmark MODEL.tflite [...]  latency, size, memory, accuracy and fidelity, side by side (no TensorFlow)
   inspect MODEL                 layers or ops, params, sizes, dtypes and quantization of a model
   check MODEL --target T        pre-flight: per layer, will it quantize-aware train, lower to int8, run on T
@@ -102,6 +103,9 @@ def _micro_flags(flag_values):
         "target": flags.DEFINE_string(
             "target", None, "Also compile for an Arm Ethos-U NPU, e.g. ethos-u55-128 (needs tfcompress[ethos-u]).",
             **define),
+        "compress": flags.DEFINE_enum(
+            "compress", None, ["lut"], "lut: store clustered weights as bit-packed indices into value tables "
+            "(TFLite Micro DECODE); smaller flash, the largest expanded tensor in RAM.", **define),
         **_skip_check_flag(flag_values), **_model_flags(flag_values), **_data_flags(flag_values),
     }
 
@@ -282,7 +286,7 @@ def _run_micro(args, values):
     report = micro_job.to_micro(
         model_path, values["output"], calibration=values["calibration"], eval_data=values["eval"],
         name=values["name"], arena_margin=values["arena_margin"],
-        per_channel_dense=values["per_channel_dense"], target=values["target"],
+        per_channel_dense=values["per_channel_dense"], target=values["target"], compress=values["compress"],
         skip_check=values["skip_check"], **_data_and_model_options(values))
     print(micro_job.format_micro_report(report))
     return 0

@@ -15,10 +15,11 @@ import numpy as np
 
 from tfcompress import convert_job
 from tfcompress.data import Preprocessing, fit_to_input, load_data
-from tfcompress.errors import ConversionError, DataError, ModelLoadError, OutputError
+from tfcompress.errors import ConversionError, DataError, ModelLoadError, OptionError, OutputError
 from tfcompress.export.ethosu import compile_for_ethos_u
 from tfcompress.export.micro import arena_with_margin, micro_sources
 from tfcompress.files import write_atomic
+from tfcompress.micro_lut import LutResult, format_lut_section, lut_compress_verified
 from tfcompress.report import library_versions
 from tfcompress.runtime import metrics
 from tfcompress.runtime.inspect import gzip_size, inspect_tflite, is_full_integer, precision_of, read_tflite
@@ -31,6 +32,7 @@ __all__ = ["MicroReport", "to_micro", "MAX_DIFF_STEPS"]
 # TFLite Micro and the closer of LiteRT's two kernel sets may round one step apart, no more.
 MAX_DIFF_STEPS = 1
 _AGREEMENT_SAMPLES = 100
+_LUT_CHECK_SAMPLES = 500        # inputs on which LUT-compressed outputs must equal the uncompressed ones
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,6 +55,7 @@ class MicroReport:
     per_tensor_dense: Optional[bool]
     files: tuple
     ethos_u: Optional[dict] = None  # vela's summary when an Ethos-U target was asked for
+    lut: Optional[LutResult] = None  # with compress="lut": what was compressed, verified, measured
 
     @property
     def accuracy_drop(self) -> Optional[float]:
@@ -71,19 +74,23 @@ class MicroReport:
                           "agreement_samples": self.agreement_samples,
                           "runtime": "tflite-micro Python interpreter"},
                 "per_tensor_dense": self.per_tensor_dense, "files": list(self.files), "ethos_u": self.ethos_u,
-                "versions": library_versions()}
+                "lut": self.lut.to_dict() if self.lut else None, "versions": library_versions()}
 
 
 def to_micro(model, output_dir, *, calibration=None, eval_data=None, name: str = "model",
              arena_margin: float = 1.1, per_channel_dense: bool = False, target: Optional[str] = None,
              preprocessing: Preprocessing = Preprocessing(), reshape_data: bool = False,
              trust_model_code: bool = False, custom_objects: Optional[dict] = None,
-             skip_check: bool = False) -> MicroReport:
+             skip_check: bool = False, compress: Optional[str] = None) -> MicroReport:
     """Builds and verifies the TFLite Micro deployment files for a Keras model or `.tflite`.
 
     With `target` (e.g. "ethos-u55-128") the verified model is also compiled by Arm's vela
-    into `model_vela.tflite`, and vela's SRAM/flash/cycle summary joins the report.
+    into `model_vela.tflite`, and vela's SRAM/flash/cycle summary joins the report. With
+    `compress="lut"`, weight tensors of few distinct values (clustered layers) are stored
+    as bit-packed indices that TFLite Micro's DECODE op expands; the files describe that model.
     """
+    if compress not in (None, "lut"):
+        raise OptionError(f"compress must be 'lut' or None. Received: compress={compress!r}")
     output_dir = Path(output_dir)
     _check_output_dir(output_dir)
     arena_with_margin(1, arena_margin)  # validates the margin before the slow work
@@ -115,22 +122,30 @@ def to_micro(model, output_dir, *, calibration=None, eval_data=None, name: str =
         accuracy = conversion.accuracy
     elif eval_data is not None and check_data.y is not None:
         accuracy = metrics.accuracy(predict(tflite_bytes, check_data.x), check_data.y)
+    lut = None
+    if compress == "lut":
+        lut_inputs = quantize(check_data.x[:_LUT_CHECK_SAMPLES], summary.inputs[0].interpreter_detail()) \
+            if check_data is not None else inputs
+        lut = lut_compress_verified(tflite_bytes, lut_inputs, micro.arena_bytes)
+        tflite_bytes, summary = lut.model, inspect_tflite(lut.model)
+    arena_bytes = lut.arena_bytes if lut else micro.arena_bytes
     vela = compile_for_ethos_u(tflite_bytes, target) if target else None
-    declared_arena = arena_with_margin(micro.arena_bytes, arena_margin)
+    declared_arena = arena_with_margin(arena_bytes, arena_margin)
     sources = micro_sources(tflite_bytes, name=name, arena_bytes=declared_arena, ops=summary.ops)
     files = ("model.tflite", sources.source_name, sources.header_name, "report.json", "report.md")
     files += ("model_vela.tflite",) if vela else ()
     report = MicroReport(
         model=str(model_path) if model_path is not None else model.name, output_dir=str(output_dir),
-        size_bytes=len(tflite_bytes), gzip_bytes=gzip_size(tflite_bytes), arena_bytes=micro.arena_bytes,
+        size_bytes=len(tflite_bytes), gzip_bytes=gzip_size(tflite_bytes), arena_bytes=arena_bytes,
         arena_with_margin_bytes=declared_arena, recorded_arena_bytes=micro.recorded_arena_bytes,
         max_diff_steps=micro.max_diff_steps, diff_steps_by_kernels=micro.diff_steps_by_kernels,
         agreement_samples=len(inputs),
-        micro_latency=micro.latency.to_dict(), ops=summary.ops, accuracy=accuracy,
+        micro_latency=(lut.latency["compressed"] if lut and lut.compressed else micro.latency).to_dict(),
+        ops=summary.ops, accuracy=accuracy,
         reference=dataclasses.asdict(conversion.reference) if conversion else None,
         fidelity=conversion.fidelity.to_dict() if conversion and conversion.fidelity else None,
         per_tensor_dense=not per_channel_dense if conversion else None, files=files,
-        ethos_u=vela.to_dict() if vela else None)
+        ethos_u=vela.to_dict() if vela else None, lut=lut)
     output_dir.mkdir(exist_ok=True)
     write_atomic(output_dir / "model.tflite", tflite_bytes)
     write_atomic(output_dir / sources.source_name, sources.source.encode())
@@ -158,7 +173,7 @@ def format_micro_report(report: MicroReport) -> str:
 | TFLite Micro vs LiteRT | max {report.max_diff_steps} quantized step(s) on {report.agreement_samples} inputs (optimized kernels {report.diff_steps_by_kernels['optimized']}, reference kernels {report.diff_steps_by_kernels['reference']}) |
 | TFLite Micro latency (host, Python build) | p50 {report.micro_latency['p50']:,.0f} us |
 
-{_ethos_u_rows(report.ethos_u)}
+{_ethos_u_rows(report.ethos_u)}{format_lut_section(report.lut) if report.lut else ""}
 Files: {', '.join(f'`{name}`' for name in report.files)}. Include the `.h`, compile the `.cc`,
 give the interpreter an arena of the declared size, and register the ops with the generated
 `..._register_ops(resolver)`.

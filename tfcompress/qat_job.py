@@ -70,6 +70,8 @@ def quantize_aware(model, train, *, output=None, val=None, preserve: Optional[st
                             callbacks=callbacks, verbose=verbose)
     if preserve is not None:
         qat_model = qat.as_default_scheme(qat_model, model)
+    if preserve in ("clusters", "both"):
+        qat.check_clusters_kept(model, qat_model)
     if output is not None:
         keras_io.save_model(qat_model, output)
     result = QatReport(str(model_path or model.name), str(output) if output is not None else None,

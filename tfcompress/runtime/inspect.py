@@ -16,7 +16,7 @@ import numpy as np
 from tfcompress.errors import ModelLoadError
 
 __all__ = ["TensorInfo", "OperatorInfo", "TfliteSummary", "read_tflite", "inspect_tflite", "constant_values",
-           "precision_of", "is_full_integer", "gzip_size"]
+           "constant_tensors", "precision_of", "is_full_integer", "gzip_size"]
 
 _FLATBUFFER_IDENTIFIER = b"TFL3"
 # Ops that only move between float and integer at the model's edges.
@@ -110,6 +110,11 @@ def inspect_tflite(model_bytes: bytes, source: str = "model") -> TfliteSummary:
 
 def constant_values(model_bytes: bytes) -> tuple:
     """(TensorInfo, array) for every constant tensor of the main subgraph: the stored weights."""
+    return tuple((info, values) for _, info, values in constant_tensors(model_bytes))
+
+
+def constant_tensors(model_bytes: bytes) -> tuple:
+    """(tensor index, TensorInfo, array) for every constant tensor of the main subgraph."""
     from ai_edge_litert import schema_py_generated as schema
 
     summary = inspect_tflite(model_bytes)
@@ -124,7 +129,8 @@ def constant_values(model_bytes: bytes) -> tuple:
             raw = buffer.DataAsNumpy().tobytes()
         else:                     # stored after the flatbuffer table (models over 2 GB)
             raw = model_bytes[buffer.Offset():buffer.Offset() + buffer.Size()]
-        result.append((info, np.frombuffer(raw, dtype=_NUMPY_TYPES[info.dtype.lower()]).reshape(info.shape)))
+        values = np.frombuffer(raw, dtype=_NUMPY_TYPES[info.dtype.lower()]).reshape(info.shape)
+        result.append((index, info, values))
     return tuple(result)
 
 

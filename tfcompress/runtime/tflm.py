@@ -19,11 +19,13 @@ from tfcompress.runtime.latency import Latency
 from tfcompress.runtime.interpreter import raw_outputs
 from tfcompress.runtime.isolated import run_isolated
 
-__all__ = ["MicroRun", "measure_arena", "run_micro", "micro_run_error", "ARENA_ALIGNMENT"]
+__all__ = ["MicroRun", "measure_arena", "run_micro", "micro_outputs", "time_micro", "micro_run_error",
+           "ARENA_ALIGNMENT"]
 
 ARENA_ALIGNMENT = 16
 _MISSING_OP = re.compile(r"Didn't find op for builtin opcode '([A-Z0-9_]+)'")
 _RECORDED_TOTAL = re.compile(r"Arena allocation total (\d+) bytes")
+_LARGEST_ARENA_BYTES = 1 << 28
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,17 +48,24 @@ class MicroRun:
                 "latency_us": self.latency.to_dict()}
 
 
-def measure_arena(model_bytes: bytes) -> tuple:
-    """(smallest arena that runs, recorded total), both in bytes."""
-    recorded = _recorded_arena(model_bytes)
+def measure_arena(model_bytes: bytes, alt_decompression_bytes: int = 0) -> tuple:
+    """(smallest arena that runs, recorded total), both in bytes.
+
+    `alt_decompression_bytes`: a separate memory DECODE expands compressed tensors into,
+    instead of the arena.
+    """
+    recorded = _recorded_arena(model_bytes, alt_decompression_bytes)
     low, high = 0, _round_up(recorded)
-    while not _runs_with_arena(model_bytes, high):
+    while (error := micro_run_error(model_bytes, high, alt_decompression_bytes)) is not None:
+        if high > _LARGEST_ARENA_BYTES:
+            raise ConversionError(f"TFLite Micro did not run the model even with a {high:,}-byte arena: {error}")
         low, high = high, high * 2
     while high - low > ARENA_ALIGNMENT:
         middle = _round_up((low + high) // 2)
         if middle >= high:
             break
-        low, high = (low, middle) if _runs_with_arena(model_bytes, middle) else (middle, high)
+        runs = micro_run_error(model_bytes, middle, alt_decompression_bytes) is None
+        low, high = (low, middle) if runs else (middle, high)
     return high, recorded
 
 
@@ -70,31 +79,45 @@ def run_micro(model_bytes: bytes, inputs: np.ndarray, *, runs: int = 20) -> Micr
     its MEAN the reference kernels (the optimized one was 6 steps off on ResNet-8).
     """
     arena, recorded = measure_arena(model_bytes)
-    interpreter = _interpreter(model_bytes, arena)
+    outputs = micro_outputs(model_bytes, inputs, arena).astype(np.int64)
+    differences = {
+        kernels: int(np.abs(outputs - raw_outputs(
+            model_bytes, inputs, reference_kernels=kernels == "reference").astype(np.int64)).max())
+        for kernels in ("optimized", "reference")}
+    return MicroRun(arena, recorded, differences, time_micro(model_bytes, inputs[:1], arena, runs=runs))
+
+
+def micro_outputs(model_bytes: bytes, inputs: np.ndarray, arena_bytes: int,
+                  alt_decompression_bytes: int = 0) -> np.ndarray:
+    """TFLite Micro's raw outputs for `inputs` (in the model's input dtype), one invoke each."""
+    interpreter = _interpreter(model_bytes, arena_bytes, alt_decompression_bytes)
     outputs = []
     for sample in inputs:
         interpreter.set_input(sample[np.newaxis], 0)
         interpreter.invoke()
         outputs.append(np.array(interpreter.get_output(0)))
-    micro_outputs = np.concatenate(outputs).astype(np.int64)
-    differences = {
-        kernels: int(np.abs(micro_outputs - raw_outputs(
-            model_bytes, inputs, reference_kernels=kernels == "reference").astype(np.int64)).max())
-        for kernels in ("optimized", "reference")}
+    return np.concatenate(outputs)
+
+
+def time_micro(model_bytes: bytes, sample: np.ndarray, arena_bytes: int, *, runs: int = 20) -> Latency:
+    """Latency of `runs` invokes on one input (a batch of 1) in TFLite Micro."""
+    interpreter = _interpreter(model_bytes, arena_bytes)
+    interpreter.set_input(sample[:1], 0)
     samples = np.empty(max(runs, 1))
     for index in range(len(samples)):
         start = time.perf_counter_ns()
         interpreter.invoke()
         samples[index] = (time.perf_counter_ns() - start) / 1000.0
-    return MicroRun(arena, recorded, differences, Latency.from_samples(samples))
+    return Latency.from_samples(samples)
 
 
-def _interpreter(model_bytes: bytes, arena_size: int):
+def _interpreter(model_bytes: bytes, arena_size: int, alt_decompression_bytes: int = 0):
     from tflite_micro import runtime
 
     with captured_output() as captured:
         try:
-            return runtime.Interpreter.from_bytes(model_bytes, arena_size=arena_size)
+            return runtime.Interpreter.from_bytes(model_bytes, arena_size=arena_size,
+                                                  alt_decompression_memory_size=alt_decompression_bytes)
         except RuntimeError:
             pass
     missing = sorted(set(_MISSING_OP.findall(captured.text)))
@@ -105,19 +128,15 @@ def _interpreter(model_bytes: bytes, arena_size: int):
     raise ConversionError(f"TFLite Micro cannot run the model: {captured.text.strip().splitlines()[-1:]}")
 
 
-def _recorded_arena(model_bytes: bytes) -> int:
-    interpreter = _interpreter(model_bytes, max(len(model_bytes) * 10, 1 << 20))
+def _recorded_arena(model_bytes: bytes, alt_decompression_bytes: int = 0) -> int:
+    interpreter = _interpreter(model_bytes, max(len(model_bytes) * 10, 1 << 20), alt_decompression_bytes)
     with captured_output() as captured:
         interpreter.print_allocations()
     match = _RECORDED_TOTAL.search(captured.text)
     return int(match.group(1)) if match else len(model_bytes)
 
 
-def _runs_with_arena(model_bytes: bytes, arena_size: int) -> bool:
-    return micro_run_error(model_bytes, arena_size) is None
-
-
-def micro_run_error(model_bytes: bytes, arena_size: int) -> Optional[str]:
+def micro_run_error(model_bytes: bytes, arena_size: int, alt_decompression_bytes: int = 0) -> Optional[str]:
     """None when the model allocates and invokes in `arena_size` bytes, else why not.
 
     Run in a forked child: some kernels crash instead of failing cleanly (REVERSE_V2
@@ -125,7 +144,8 @@ def micro_run_error(model_bytes: bytes, arena_size: int) -> Optional[str]:
     """
     from tflite_micro import runtime
 
-    child = run_isolated(lambda: runtime.Interpreter.from_bytes(model_bytes, arena_size=arena_size).invoke())
+    child = run_isolated(lambda: runtime.Interpreter.from_bytes(
+        model_bytes, arena_size=arena_size, alt_decompression_memory_size=alt_decompression_bytes).invoke())
     if child.succeeded:
         return None
     if child.signal is not None:

@@ -17,7 +17,7 @@ import numpy as np
 
 from tfcompress.runtime.inspect import constant_values, gzip_size
 
-__all__ = ["TensorCoding", "WeightCoding", "code_weights", "huffman_code_lengths"]
+__all__ = ["TensorCoding", "WeightCoding", "code_weights", "huffman_code_lengths", "unique_per_channel"]
 
 # Relative-index widths tried for sparse coding; Deep Compression used 5 bits (fc) and 8 (conv).
 INDEX_BITS = range(2, 9)
@@ -105,7 +105,7 @@ def _code_tensor(info, values: np.ndarray) -> TensorCoding:
         if sparse_bytes < best_bytes:
             best_bytes, coding = sparse_bytes, f"sparse, {bits}-bit index"
     return TensorCoding(info.name, tuple(values.shape), values.nbytes, float(np.mean(flat == 0)), len(symbols),
-                        _unique_per_channel(info, values), entropy_bits, best_bytes, coding)
+                        unique_per_channel(info, values), entropy_bits, best_bytes, coding)
 
 
 def _huffman_bytes(counts, symbol_bytes: int) -> int:
@@ -137,7 +137,8 @@ def _sparse_huffman_bytes(flat: np.ndarray, index_bits: int, symbol_bytes: int) 
     return _huffman_bytes(value_counts, symbol_bytes) + _huffman_bytes(gap_counts[gap_counts > 0], 1)
 
 
-def _unique_per_channel(info, values: np.ndarray) -> Optional[int]:
+def unique_per_channel(info, values: np.ndarray) -> Optional[int]:
+    """The most distinct values in any channel of a per-channel quantized tensor (None if per tensor)."""
     if len(info.scales) <= 1:
         return None
     channels = np.moveaxis(values, info.quantized_dimension, 0).reshape(values.shape[info.quantized_dimension], -1)

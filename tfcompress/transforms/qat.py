@@ -18,8 +18,8 @@ from tfcompress.errors import OptionError, PreflightError
 from tfcompress.transforms.cluster import kernel_of
 from tfcompress.transforms.graph import flatten_nested, is_graph_model
 
-__all__ = ["LayerPlan", "plan_qat", "apply_qat", "as_default_scheme", "validate_preserve", "is_quantize_aware", "PRESERVE", "QUANTIZE", "FOLD",
-           "KEEP_FLOAT", "FLATTEN", "REFUSE"]
+__all__ = ["LayerPlan", "plan_qat", "apply_qat", "as_default_scheme", "check_clusters_kept", "validate_preserve",
+           "is_quantize_aware", "PRESERVE", "QUANTIZE", "FOLD", "KEEP_FLOAT", "FLATTEN", "REFUSE"]
 
 QUANTIZE = "quantize"
 FOLD = "fold"              # BatchNormalization folded into the layer before it
@@ -152,6 +152,32 @@ def as_default_scheme(qat_model, float_model):
 def _weight_key(weight, layer) -> str:
     """The weight's name without its layer's: "quantize_layer_1/quantize_layer_1_min:0" → "/_min:0"."""
     return weight.name.replace(layer.name, "")
+
+
+def check_clusters_kept(clustered_model, qat_model) -> None:
+    """After CQAT/PCQAT, no kernel may hold more distinct values than the clustered model gave it.
+
+    LUT compression (`micro --compress lut`) counts on it: k values need log2(k) index
+    bits. tfmot's cluster-preserving QAT has been seen to break it, so it is checked.
+    """
+    before, after = _distinct_kernel_values(clustered_model), _distinct_kernel_values(qat_model)
+    grown = {name: (before[name], after[name]) for name in before
+             if name in after and before[name] <= _MAX_CLUSTERS and after[name] > before[name]}
+    if grown:
+        details = ", ".join(f"{name} {old} → {new}" for name, (old, new) in grown.items())
+        raise PreflightError(f"Cluster-preserving QAT did not keep the shared values ({details} distinct values). "
+                             "Convert the clustered model without QAT, or cluster again after QAT.")
+
+
+def _distinct_kernel_values(model) -> dict:
+    """Layer name → distinct values of its kernel; QAT wrappers are looked through."""
+    counts = {}
+    for layer in model.layers:
+        inner = getattr(layer, "layer", layer)
+        kernel = kernel_of(inner)
+        if kernel is not None:
+            counts[inner.name] = len(np.unique(kernel))
+    return counts
 
 
 def validate_preserve(preserve) -> None:

@@ -1,0 +1,96 @@
+"""Lookup-table (LUT) compression of a full-integer `.tflite` for TFLite Micro.
+
+A weight tensor that holds few distinct values (after clustering) is stored as b-bit
+indices into a table of those values, with the smallest b that loses nothing; TFLite
+Micro's DECODE operator expands it again just before the op that reads it. Flash
+shrinks by about 8/b for those tensors; the expanded tensor lives in RAM while its
+op runs (in the tensor arena, or in an alternate decompression memory), so the arena
+grows by the largest decoded tensor. The compressor is the one tflite-micro ships.
+"""
+
+import dataclasses
+import math
+from typing import Optional
+
+import numpy as np
+
+from tfcompress.errors import ConversionError
+from tfcompress.runtime.inspect import constant_tensors
+from tfcompress.runtime.weight_coding import unique_per_channel
+
+__all__ = ["LutTensor", "plan_lut", "compress_lut", "DECODE_OP", "MAX_INDEX_BITS"]
+
+DECODE_OP = "TFLM_DECODE"
+MAX_INDEX_BITS = 7                 # the DECODE metadata holds 1-7 index bits
+_DECODE_HEADER_BYTES = 16          # DECODE Common Metadata before each value table
+
+
+@dataclasses.dataclass(frozen=True)
+class LutTensor:
+    """One weight tensor: what it holds and whether (and how) it is compressed."""
+
+    name: str
+    index: int
+    unique_values: int             # in the table's scope: the whole tensor or its busiest channel
+    per_channel_axis: Optional[int]
+    bits: Optional[int]            # None: kept as it is
+    bytes_before: int
+    bytes_after: int               # packed indices + value tables + header (= bytes_before if kept)
+    reason: str = ""               # why it was kept, when it was
+
+    @property
+    def compressed(self) -> bool:
+        return self.bits is not None
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def plan_lut(model_bytes: bytes) -> tuple:
+    """A `LutTensor` for every weight tensor (constant, rank ≥ 2, integer) of the model.
+
+    Per-channel quantized tensors may get one table per channel along the quantized
+    axis, or one for the whole tensor: whichever is smaller.
+    """
+    return tuple(_plan_tensor(index, info, values) for index, info, values in constant_tensors(model_bytes)
+                 if values.ndim >= 2 and values.dtype.kind in "iu")
+
+
+def _plan_tensor(index, info, values: np.ndarray) -> LutTensor:
+    options = [_option(len(np.unique(values)), None, values)]
+    axis = info.quantized_dimension
+    if len(info.scales) > 1 and axis in (0, values.ndim - 1):   # the DECODE kernels take these axes
+        options.append(_option(unique_per_channel(info, values), axis, values))
+    unique, axis, bits, size = min(options, key=lambda option: option[3])
+    if bits > MAX_INDEX_BITS:
+        return LutTensor(info.name, index, unique, None, None, values.nbytes, values.nbytes,
+                         f"{unique} distinct values need {bits} index bits; LUT holds at most "
+                         f"{2 ** MAX_INDEX_BITS} (cluster the layer first)")
+    if size >= values.nbytes:
+        return LutTensor(info.name, index, unique, None, None, values.nbytes, values.nbytes,
+                         f"{bits}-bit indices and tables ({size:,} B) would not be smaller")
+    return LutTensor(info.name, index, unique, axis, bits, values.nbytes, size)
+
+
+def _option(unique: int, axis: Optional[int], values: np.ndarray) -> tuple:
+    """(unique values, axis, index bits, compressed bytes) for one table scope."""
+    bits = max(1, math.ceil(math.log2(unique))) if unique > 1 else 1
+    tables = 1 if axis is None else values.shape[axis]
+    size = math.ceil(values.size * bits / 8) + tables * (2 ** bits) * values.itemsize + _DECODE_HEADER_BYTES
+    return unique, axis, bits, size
+
+
+def compress_lut(model_bytes: bytes, plan) -> bytes:
+    """The model with the planned tensors LUT-compressed and DECODE operators inserted."""
+    from tflite_micro.tensorflow.lite.micro.compression import compress, spec, spec_builder
+    from tflite_micro.tensorflow.lite.micro.compression.compressor import CompressionError
+
+    builder = spec_builder.SpecBuilder()
+    for tensor in plan:
+        if tensor.compressed:
+            mode = spec.PerTensor() if tensor.per_channel_axis is None else spec.PerChannel(tensor.per_channel_axis)
+            builder.add_tensor(0, tensor.index).with_lut(tensor.bits, mode)
+    try:
+        return bytes(compress(model_bytes, builder.build()))
+    except CompressionError as error:
+        raise ConversionError(f"TFLite Micro's compressor refused the model: {error}") from None
