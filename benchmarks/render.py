@@ -230,8 +230,40 @@ def _distill(result: dict) -> str:
     return "\n".join(lines)
 
 
+def _lut(result: dict) -> str:
+    lines = [
+        "## Flash on a microcontroller: clustering + LUT compression (`benchmarks/lut.py`)",
+        "",
+        f"Bundled models clustered (`tfcompress cluster`, {result['epochs']} epochs at {result['learning_rate']} on "
+        f"{result['train_samples']:,} training images), then `tfcompress micro --compress lut` (int8, per-tensor "
+        "Dense). Flash ratios are against the float32 `.tflite`. Arena: DECODE expands into it; \"with alt "
+        "memory\": DECODE expands into a separate memory of the size given. Accuracy: int8 on the "
+        f"{result['test_samples']:,} test images (LiteRT; TFLite Micro's outputs of the compressed model equal "
+        "the uncompressed model's on the inputs counted), drop against the float model. TFLM p50 on this host "
+        "(Python build), uncompressed → compressed.",
+        "",
+        "| model | clusters | float32 (B) | int8 (B) | int8+LUT (B) | int8 x | int8+LUT x | index bits | "
+        "arena int8 → LUT (B) | alt memory + arena (B) | identical | accuracy | drop (pt) | TFLM p50 (us) |",
+        "|---|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for row in result["rows"]:
+        bits = ", ".join(str(bits) if bits else "8" for bits in row["bits"].values())
+        p50 = row["micro_p50_us"]
+        latency = f"{p50['uncompressed']:,.0f} → {p50['compressed']:,.0f}" if p50 else ""
+        lines.append(
+            f"| {row['model']} | {row['clusters']} | {row['float32_bytes']:,} | {row['int8_bytes']:,} | "
+            f"{row['lut_bytes']:,} | {row['int8_ratio']:.1f} | **{row['lut_ratio']:.1f}** | {bits} | "
+            f"{row['uncompressed_arena_bytes']:,} → {row['arena_bytes']:,} | "
+            f"{row['alt_decompression_bytes']:,} + {row['arena_with_alt_memory_bytes']:,} | "
+            f"{row['identical_samples']} | {row['accuracy'] * 100:.2f}% | {row['drop_pt']:+.2f} | {latency} |")
+    lines += ["", "Index bits: per weight tensor in graph order (8: kept uncompressed, reason in results/lut.json).",
+              "", f"Versions: {_versions(result)}"]
+    return "\n".join(lines)
+
+
 RENDERERS = {"ptq": _ptq, "cold_start": _cold_start, "micro": _micro, "check": _check, "compress": _compress,
-             "qat_start": _qat_start, "distill": _distill}
+             "qat_start": _qat_start, "distill": _distill,
+             "lut": _lut}
 
 if __name__ == "__main__":
     render_all()

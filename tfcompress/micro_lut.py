@@ -24,6 +24,7 @@ class LutResult:
     bytes_before: int
     bytes_after: int
     identical_samples: int              # inputs whose outputs matched the uncompressed model's exactly
+    uncompressed_arena_bytes: int
     arena_bytes: int                    # DECODE expanding into the arena
     alt_decompression_bytes: int        # or: a separate memory this large ...
     arena_with_alt_memory_bytes: int    # ... and then an arena this large
@@ -36,7 +37,8 @@ class LutResult:
     def to_dict(self) -> dict:
         return {"tensors": [tensor.to_dict() for tensor in self.tensors], "bytes_before": self.bytes_before,
                 "bytes_after": self.bytes_after, "identical_samples": self.identical_samples,
-                "arena_bytes": self.arena_bytes, "alt_decompression_bytes": self.alt_decompression_bytes,
+                "uncompressed_arena_bytes": self.uncompressed_arena_bytes, "arena_bytes": self.arena_bytes,
+                "alt_decompression_bytes": self.alt_decompression_bytes,
                 "arena_with_alt_memory_bytes": self.arena_with_alt_memory_bytes,
                 "latency_us": {name: latency.to_dict() for name, latency in self.latency.items()}}
 
@@ -49,8 +51,8 @@ def lut_compress_verified(model_bytes: bytes, inputs: np.ndarray, arena_bytes: i
     """
     plan = plan_lut(model_bytes)
     if not any(tensor.compressed for tensor in plan):
-        return LutResult(model_bytes, plan, len(model_bytes), len(model_bytes), 0, arena_bytes, 0, arena_bytes,
-                         {})
+        return LutResult(model_bytes, plan, len(model_bytes), len(model_bytes), 0, arena_bytes, arena_bytes, 0,
+                         arena_bytes, {})
     compressed = compress_lut(model_bytes, plan)
     arena, _ = measure_arena(compressed)
     expected = micro_outputs(model_bytes, inputs, arena_bytes)
@@ -64,8 +66,8 @@ def lut_compress_verified(model_bytes: bytes, inputs: np.ndarray, arena_bytes: i
     arena_with_alt, _ = measure_arena(compressed, alt_bytes)
     latency = {"uncompressed": time_micro(model_bytes, inputs, arena_bytes),
                "compressed": time_micro(compressed, inputs, arena)}
-    return LutResult(compressed, plan, len(model_bytes), len(compressed), len(inputs), arena, alt_bytes,
-                     arena_with_alt, latency)
+    return LutResult(compressed, plan, len(model_bytes), len(compressed), len(inputs), arena_bytes, arena,
+                     alt_bytes, arena_with_alt, latency)
 
 
 def _largest_decoded_bytes(plan) -> int:

@@ -1,0 +1,77 @@
+"""Flash on a microcontroller after clustering: int8 vs int8 + LUT compression, full Fashion-MNIST.
+
+For LeNet-300-100, lenet5 and dscnn (the bundled models) at 16, 8 and 4 clusters:
+`tfcompress cluster` (fine-tuned on the 60k training images), then `tfcompress micro
+--compress lut`. Flash of the float32 `.tflite`, the int8 model and the int8 + LUT
+model; the arena with DECODE expanding into it and with a separate decompression
+memory; accuracy on the 10k test images (LiteRT, int8) against the float model; TFLite
+Micro latency compressed vs uncompressed; and whether TFLite Micro's outputs of the
+compressed model equal the uncompressed model's on 500 test images.
+Writes results/lut.json and the table in benchmarks/README.md.
+"""
+
+import tempfile
+import time
+from pathlib import Path
+
+from absl import app, flags
+
+import tfcompress
+from tfcompress.report import library_versions, machine_info
+
+import render
+
+ROOT = Path(__file__).resolve().parents[1]
+_DATA_DIR = flags.DEFINE_string("data_dir", "/usr/share/datasets/fashion-mnist",
+                                "Fashion-MNIST IDX folder (apt-get install dataset-fashion-mnist).")
+_MODELS = flags.DEFINE_list("models", ["lenet_300_100", "lenet5", "dscnn"], "Bundled sample models.")
+_CLUSTERS = flags.DEFINE_list("clusters", ["16", "8", "4"], "Cluster counts.")
+_TRAIN_SAMPLES = flags.DEFINE_integer("train_samples", None, "Use only this many training images (a smoke run).")
+
+BATCH, EPOCHS, LEARNING_RATE = 128, 3, 1e-4
+
+
+def main(argv):
+    del argv
+    train = tfcompress.load_data(f"{_DATA_DIR.value}@train").take(_TRAIN_SAMPLES.value)
+    test = tfcompress.load_data(f"{_DATA_DIR.value}@test")
+    calibration = ROOT / "sample_models/data/fashion_mnist_calib.npz"
+    rows = [row for name in _MODELS.value for row in model_rows(name, train, test, calibration)]
+    render.write_result("lut", {"benchmark": "lut", "train_samples": len(train), "test_samples": len(test),
+                                "epochs": EPOCHS, "learning_rate": LEARNING_RATE, "rows": rows,
+                                "machine": machine_info(threads=1), "versions": library_versions()})
+    render.render_all()
+
+
+def model_rows(name, train, test, calibration) -> list:
+    path = ROOT / "sample_models" / f"{name}.h5"
+    float32 = tfcompress.convert(path, precision="float32", eval_data=test, latency_runs=0)
+    rows = []
+    for clusters in map(int, _CLUSTERS.value):
+        started = time.perf_counter()
+        clustered = tfcompress.cluster(path, train, options=tfcompress.ClusterOptions(clusters=clusters),
+                                       epochs=EPOCHS, batch_size=BATCH, learning_rate=LEARNING_RATE, verbose=2)
+        with tempfile.TemporaryDirectory() as folder:
+            micro = tfcompress.to_micro(clustered.keras_model, Path(folder) / name, calibration=calibration,
+                                        eval_data=test, compress="lut")
+        lut = micro.lut
+        row = {"model": name, "clusters": clusters, "float32_bytes": float32.size_bytes,
+               "int8_bytes": lut.bytes_before, "lut_bytes": lut.bytes_after,
+               "int8_ratio": float32.size_bytes / lut.bytes_before, "lut_ratio": float32.size_bytes / lut.bytes_after,
+               "bits": {tensor.name: tensor.bits for tensor in lut.tensors},
+               "kept": {tensor.name: tensor.reason for tensor in lut.tensors if not tensor.compressed},
+               "uncompressed_arena_bytes": lut.uncompressed_arena_bytes,
+               "arena_bytes": lut.arena_bytes, "alt_decompression_bytes": lut.alt_decompression_bytes,
+               "arena_with_alt_memory_bytes": lut.arena_with_alt_memory_bytes,
+               "identical_samples": lut.identical_samples, "float_accuracy": float32.accuracy,
+               "accuracy": micro.accuracy, "drop_pt": round((float32.accuracy - micro.accuracy) * 100, 2),
+               "micro_p50_us": {stage: latency.p50 for stage, latency in lut.latency.items()},
+               "seconds": round(time.perf_counter() - started, 1)}
+        print(f"{name} {clusters} clusters: flash {row['lut_ratio']:.1f}x vs float32 (int8 {row['int8_ratio']:.1f}x), "
+              f"drop {row['drop_pt']:+.2f} pt, arena {row['arena_bytes']:,} B", flush=True)
+        rows.append(row)
+    return rows
+
+
+if __name__ == "__main__":
+    app.run(main)
