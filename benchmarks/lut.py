@@ -6,10 +6,12 @@ For LeNet-300-100, lenet5 and dscnn (the bundled models) at 16, 8 and 4 clusters
 model; the arena with DECODE expanding into it and with a separate decompression
 memory; accuracy on the 10k test images (LiteRT, int8) against the float model; TFLite
 Micro latency compressed vs uncompressed; and whether TFLite Micro's outputs of the
-compressed model equal the uncompressed model's on 500 test images.
-Writes results/lut.json and the table in benchmarks/README.md.
+compressed model equal the uncompressed model's on 500 test images. Part "samples": every
+bundled sample model, as it is, through `micro --compress lut`.
+Writes results/lut.json (replacing only the parts run) and the table in benchmarks/README.md.
 """
 
+import json
 import tempfile
 import time
 from pathlib import Path
@@ -17,6 +19,7 @@ from pathlib import Path
 from absl import app, flags
 
 import tfcompress
+from tfcompress.errors import TfcompressError
 from tfcompress.report import library_versions, machine_info
 
 import render
@@ -27,6 +30,9 @@ _DATA_DIR = flags.DEFINE_string("data_dir", "/usr/share/datasets/fashion-mnist",
 _MODELS = flags.DEFINE_list("models", ["lenet_300_100", "lenet5", "dscnn"], "Bundled sample models.")
 _CLUSTERS = flags.DEFINE_list("clusters", ["16", "8", "4"], "Cluster counts.")
 _TRAIN_SAMPLES = flags.DEFINE_integer("train_samples", None, "Use only this many training images (a smoke run).")
+_PARTS = flags.DEFINE_list("parts", ["clustered", "samples"], "clustered: the table; samples: every sample model.")
+SAMPLE_MODELS = ["lenet_300_100.h5", "lenet5.h5", "dscnn.h5", "resnet8.h5", "mobilenetv2_035.h5",
+                 "lenet5_keras3.keras"]
 
 BATCH, EPOCHS, LEARNING_RATE = 128, 3, 1e-4
 
@@ -36,11 +42,32 @@ def main(argv):
     train = tfcompress.load_data(f"{_DATA_DIR.value}@train").take(_TRAIN_SAMPLES.value)
     test = tfcompress.load_data(f"{_DATA_DIR.value}@test")
     calibration = ROOT / "sample_models/data/fashion_mnist_calib.npz"
-    rows = [row for name in _MODELS.value for row in model_rows(name, train, test, calibration)]
-    render.write_result("lut", {"benchmark": "lut", "train_samples": len(train), "test_samples": len(test),
-                                "epochs": EPOCHS, "learning_rate": LEARNING_RATE, "rows": rows,
-                                "machine": machine_info(threads=1), "versions": library_versions()})
+    previous = render.RESULTS / "lut.json"
+    result = json.loads(previous.read_text()) if previous.exists() else {"rows": [], "samples": []}
+    if "clustered" in _PARTS.value:
+        result["rows"] = [row for name in _MODELS.value for row in model_rows(name, train, test, calibration)]
+    if "samples" in _PARTS.value:
+        result["samples"] = [sample_row(name, calibration) for name in SAMPLE_MODELS]
+    result.update({"benchmark": "lut", "train_samples": len(train), "test_samples": len(test), "epochs": EPOCHS,
+                   "learning_rate": LEARNING_RATE, "machine": machine_info(threads=1),
+                   "versions": library_versions()})
+    render.write_result("lut", result)
     render.render_all()
+
+
+def sample_row(name, calibration) -> dict:
+    """A bundled model as it is (not clustered): it must pass, with its tensors kept and why."""
+    with tempfile.TemporaryDirectory() as folder:
+        try:
+            micro = tfcompress.to_micro(ROOT / "sample_models" / name, Path(folder) / "out", calibration=calibration,
+                                        compress="lut")
+        except TfcompressError as error:
+            return {"model": name, "passed": False, "error": str(error)}
+    kept = [tensor.reason for tensor in micro.lut.tensors if not tensor.compressed]
+    return {"model": name, "passed": True, "weight_tensors": len(micro.lut.tensors),
+            "compressed": len(micro.lut.tensors) - len(kept), "flash_bytes": micro.size_bytes,
+            "kept_need_8_bits": sum("index bits" in reason for reason in kept),
+            "kept_not_smaller": sum("not be smaller" in reason for reason in kept)}
 
 
 def model_rows(name, train, test, calibration) -> list:

@@ -257,7 +257,16 @@ def _lut(result: dict) -> str:
             f"{row['alt_decompression_bytes']:,} + {row['arena_with_alt_memory_bytes']:,} | "
             f"{row['identical_samples']} | {row['accuracy'] * 100:.2f}% | {row['drop_pt']:+.2f} | {latency} |")
     lines += ["", "Index bits: per weight tensor in graph order (8: kept uncompressed, reason in results/lut.json).",
-              "", f"Versions: {_versions(result)}"]
+              "", "The bundled sample models as they are (not clustered) through `micro --compress lut`:", "",
+              "| model | passed | weight tensors | LUT-compressed | kept: need 8 bits | kept: not smaller |",
+              "|---|---|---:|---:|---:|---:|"]
+    for row in result.get("samples", []):
+        if not row["passed"]:
+            lines.append(f"| `{row['model']}` | **no**: {row['error'][:100]} | | | | |")
+            continue
+        lines.append(f"| `{row['model']}` | yes | {row['weight_tensors']} | {row['compressed']} | "
+                     f"{row['kept_need_8_bits']} | {row['kept_not_smaller']} |")
+    lines += ["", f"Versions: {_versions(result)}"]
     return "\n".join(lines)
 
 

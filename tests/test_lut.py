@@ -62,6 +62,22 @@ def test_compressed_outputs_are_bit_identical_and_the_ram_cost_is_measured(lut_p
     assert "identical to the uncompressed model's on 500 inputs" in (folder / "report.md").read_text()
 
 
+def test_per_channel_quantized_convs_get_a_table_per_channel_and_stay_exact(tmp_path):
+    """One table for a per-channel quantized conv kernel gave wrong TFLite Micro outputs
+    (seen on lenet5); a table per output channel is exact, and the check would have caught it."""
+    model = tfcompress.load_model(SAMPLE_MODELS / "lenet5.h5")
+    for layer in model.layers:
+        if layer.get_weights():
+            kernel, bias = layer.get_weights()
+            layer.set_weights([_snapped(kernel, 8), bias])
+    report = tfcompress.to_micro(model, tmp_path / "lenet5", calibration=CALIBRATION, eval_data=EVAL,
+                                 compress="lut")
+    axes = {tensor.name.split("/")[1]: tensor.per_channel_axis for tensor in report.lut.tensors}
+    assert axes == {"dense_5": None, "dense_4": None, "dense_3": None, "conv2d_1": 0, "conv2d": 0}
+    assert all(tensor.bits == 3 for tensor in report.lut.tensors if tensor.compressed)
+    assert report.lut.identical_samples == 500
+
+
 def test_an_unclustered_model_passes_with_every_tensor_kept_and_why(tmp_path, run_cli):
     code, out, err = run_cli("micro", SAMPLE_MODELS / "lenet5.h5", "-o", tmp_path / "lenet5",
                              "--calibration", CALIBRATION, "--compress", "lut")
@@ -70,8 +86,9 @@ def test_an_unclustered_model_passes_with_every_tensor_kept_and_why(tmp_path, ru
     assert report["lut"]["bytes_after"] == report["lut"]["bytes_before"] == report["size_bytes"]
     reasons = [tensor["reason"] for tensor in report["lut"]["tensors"] if tensor["bits"] is None]
     assert len(reasons) == len(report["lut"]["tensors"]) == 5
-    assert sum("need 8 index bits" in reason for reason in reasons) == 4          # 102 to 225 values
-    assert sum("would not be smaller" in reason for reason in reasons) == 1       # the 150-byte first conv
+    assert sum("need 8 index bits" in reason for reason in reasons) == 3          # Dense: 135 to 183 values
+    # The convs: per-channel tables of 2^7 and 2^5 entries outweigh 2,400 and 150 bytes of kernel.
+    assert sum("would not be smaller" in reason for reason in reasons) == 2
     assert "TFLM_DECODE" not in report["ops"]
 
 

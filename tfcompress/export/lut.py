@@ -49,19 +49,24 @@ class LutTensor:
 def plan_lut(model_bytes: bytes) -> tuple:
     """A `LutTensor` for every weight tensor (constant, rank ≥ 2, integer) of the model.
 
-    Per-channel quantized tensors may get one table per channel along the quantized
-    axis, or one for the whole tensor: whichever is smaller.
+    A per-tensor quantized tensor gets one table; a per-channel quantized one a table
+    per channel along its quantized axis.
     """
     return tuple(_plan_tensor(index, info, values) for index, info, values in constant_tensors(model_bytes)
                  if values.ndim >= 2 and values.dtype.kind in "iu")
 
 
 def _plan_tensor(index, info, values: np.ndarray) -> LutTensor:
-    options = [_option(len(np.unique(values)), None, values)]
-    axis = info.quantized_dimension
-    if len(info.scales) > 1 and axis in (0, values.ndim - 1):   # the DECODE kernels take these axes
-        options.append(_option(unique_per_channel(info, values), axis, values))
-    unique, axis, bits, size = min(options, key=lambda option: option[3])
+    axis = None
+    if len(info.scales) > 1:
+        # One table for a per-channel quantized tensor gave wrong outputs in TFLite Micro
+        # (lenet5 convs, seen here); one table per channel along the quantized axis is exact.
+        axis = info.quantized_dimension
+        if axis not in (0, values.ndim - 1):                     # the DECODE kernels take these axes
+            return LutTensor(info.name, index, len(np.unique(values)), None, None, values.nbytes, values.nbytes,
+                             f"per-channel tables along axis {axis} are not supported by DECODE")
+    unique = unique_per_channel(info, values) if axis is not None else len(np.unique(values))
+    bits, size = _lut_size(unique, axis, values)
     if bits > MAX_INDEX_BITS:
         return LutTensor(info.name, index, unique, None, None, values.nbytes, values.nbytes,
                          f"{unique} distinct values need {bits} index bits; LUT holds at most "
@@ -72,12 +77,12 @@ def _plan_tensor(index, info, values: np.ndarray) -> LutTensor:
     return LutTensor(info.name, index, unique, axis, bits, values.nbytes, size)
 
 
-def _option(unique: int, axis: Optional[int], values: np.ndarray) -> tuple:
-    """(unique values, axis, index bits, compressed bytes) for one table scope."""
+def _lut_size(unique: int, axis: Optional[int], values: np.ndarray) -> tuple:
+    """(index bits, compressed bytes) with one table, or one per channel along `axis`."""
     bits = max(1, math.ceil(math.log2(unique))) if unique > 1 else 1
     tables = 1 if axis is None else values.shape[axis]
     size = math.ceil(values.size * bits / 8) + tables * (2 ** bits) * values.itemsize + _DECODE_HEADER_BYTES
-    return unique, axis, bits, size
+    return bits, size
 
 
 def compress_lut(model_bytes: bytes, plan) -> bytes:
