@@ -6,9 +6,13 @@
     trained on labels only (alpha 0, the same code path); then the KD student as int8.
 (b) Low-rank: the bundled LeNet-300-100 factored at two energy levels, accuracy before
     and after fine-tuning, with the unfactored model fine-tuned as long as a control.
-Writes results/distill.json, results/distill.png and the tables in benchmarks/README.md.
+(c) Part "sweep": KD settings (temperature, alpha) for the lenet5 student, each against the
+    same run's teacher and labels-only student.
+Writes results/distill.json (replacing only the parts run), results/distill.png and the tables
+in benchmarks/README.md.
 """
 
+import json
 import math
 import time
 from pathlib import Path
@@ -28,12 +32,14 @@ _DATA_DIR = flags.DEFINE_string("data_dir", "/usr/share/datasets/fashion-mnist",
                                 "Fashion-MNIST IDX folder (apt-get install dataset-fashion-mnist).")
 _TEACHERS = flags.DEFINE_list("teachers", ["lenet5", "resnet8"], "Teacher architectures (tfcompress.zoo).")
 _TRAIN_SAMPLES = flags.DEFINE_integer("train_samples", None, "Use only this many training images (a smoke run).")
+_PARTS = flags.DEFINE_list("parts", ["main"], "main: (a) and (b); sweep: (c).")
 
 EPOCHS = {"lenet5": 15, "resnet8": 10}
 BATCH, LEARNING_RATE, SEED, WIDTH = 128, 1e-3, 0, 0.5
 KD = tfcompress.DistillOptions(temperature=4.0, alpha=0.9)
 LABELS_ONLY = tfcompress.DistillOptions(temperature=4.0, alpha=0.0)
 LOWRANK_ENERGIES, LOWRANK_EPOCHS, LOWRANK_LR = (0.7, 0.8), 3, 1e-4
+SWEEP_TEACHER, SWEEP_SETTINGS = "lenet5", ((2.0, 0.5), (4.0, 0.5), (2.0, 0.9))
 
 
 def main(argv):
@@ -41,34 +47,25 @@ def main(argv):
     train = tfcompress.load_data(f"{_DATA_DIR.value}@train").take(_TRAIN_SAMPLES.value)
     test = tfcompress.load_data(f"{_DATA_DIR.value}@test")
     calibration = tfcompress.load_data(ROOT / "sample_models/data/fashion_mnist_calib.npz")
-    result = {"benchmark": "distill", "train_samples": len(train), "test_samples": len(test), "batch_size": BATCH,
-              "width_multiplier": WIDTH, "temperature": KD.temperature, "alpha": KD.alpha,
-              "machine": machine_info(threads=1), "versions": library_versions(),
-              "distillation": [row for name in _TEACHERS.value
-                               for row in distillation(name, EPOCHS[name], train, test, calibration)],
-              "lowrank": lowrank(train, test)}
+    previous = render.RESULTS / "distill.json"
+    result = json.loads(previous.read_text()) if previous.exists() else {}
+    if "main" in _PARTS.value:
+        result.update({"distillation": [row for name in _TEACHERS.value
+                                        for row in distillation(name, EPOCHS[name], train, test, calibration)],
+                       "lowrank": lowrank(train, test)})
+    if "sweep" in _PARTS.value:
+        result["sweep"] = sweep(train, test)
+    result.update({"benchmark": "distill", "train_samples": len(train), "test_samples": len(test),
+                   "batch_size": BATCH, "width_multiplier": WIDTH, "temperature": KD.temperature, "alpha": KD.alpha,
+                   "machine": machine_info(threads=1), "versions": library_versions()})
     render.write_result("distill", result)
     plot(result, render.RESULTS / "distill.png")
     render.render_all()
 
 
 def distillation(name, epochs, train, test, calibration) -> list:
-    keras = _keras.tf_keras()
-
-    def trained(role, teacher, options, **student):
-        started = time.perf_counter()
-        report = tfcompress.distill(teacher, train, val=test, options=options, epochs=epochs, batch_size=BATCH,
-                                    learning_rate=LEARNING_RATE, seed=SEED, callbacks=[_cosine_decay(epochs)],
-                                    verbose=2, **student)
-        row = {"teacher": name, "model": role, "epochs": epochs, "params": report.params["student"],
-               "accuracy": report.accuracy["student"], "seconds": round(time.perf_counter() - started, 1)}
-        print(f"{name} {role}: {row['params']:,} params, {row['accuracy'] * 100:.2f}%", flush=True)
-        return report.keras_model, row
-
-    keras.utils.set_random_seed(SEED)
-    fresh = zoo.build(name, keras)
-    # The teacher is trained by the same code on labels only (alpha 0 ignores the "teacher" given).
-    teacher, teacher_row = trained("teacher", fresh, LABELS_ONLY, student=fresh)
+    trained = _trainer(name, epochs, train, test)
+    teacher, teacher_row = _trained_teacher(name, trained)
     student, kd_row = trained("student, KD", teacher, KD, width_multiplier=WIDTH)
     _, labels_row = trained("student, labels only", teacher, LABELS_ONLY, width_multiplier=WIDTH)
     for row in (teacher_row, kd_row, labels_row):
@@ -80,6 +77,44 @@ def distillation(name, epochs, train, test, calibration) -> list:
                 "drop_vs_teacher_pt": round((teacher_row["accuracy"] - int8.accuracy) * 100, 2)}
     teacher_row["size_bytes"] = float32.size_bytes
     return [teacher_row, kd_row, labels_row, int8_row]
+
+
+def sweep(train, test) -> list:
+    """KD students at other (temperature, alpha), against this run's teacher and labels-only student."""
+    epochs = EPOCHS[SWEEP_TEACHER]
+    trained = _trainer(SWEEP_TEACHER, epochs, train, test)
+    teacher, teacher_row = _trained_teacher(SWEEP_TEACHER, trained)
+    rows = [teacher_row, trained("student, labels only", teacher, LABELS_ONLY, width_multiplier=WIDTH)[1]]
+    for temperature, alpha in SWEEP_SETTINGS:
+        options = tfcompress.DistillOptions(temperature=temperature, alpha=alpha)
+        _, row = trained(f"student, KD T {temperature:g} alpha {alpha:g}", teacher, options, width_multiplier=WIDTH)
+        rows.append({**row, "temperature": temperature, "alpha": alpha})
+    for row in rows:
+        row["drop_vs_teacher_pt"] = round((teacher_row["accuracy"] - row["accuracy"]) * 100, 2)
+    return rows
+
+
+def _trainer(name, epochs, train, test):
+    """Trains one model through `tfcompress.distill` with this benchmark's settings; (model, row)."""
+    def trained(role, teacher, options, **student):
+        started = time.perf_counter()
+        report = tfcompress.distill(teacher, train, val=test, options=options, epochs=epochs, batch_size=BATCH,
+                                    learning_rate=LEARNING_RATE, seed=SEED, callbacks=[_cosine_decay(epochs)],
+                                    verbose=2, **student)
+        row = {"teacher": name, "model": role, "epochs": epochs, "params": report.params["student"],
+               "accuracy": report.accuracy["student"], "seconds": round(time.perf_counter() - started, 1)}
+        print(f"{name} {role}: {row['params']:,} params, {row['accuracy'] * 100:.2f}%", flush=True)
+        return report.keras_model, row
+    return trained
+
+
+def _trained_teacher(name, trained):
+    """The architecture trained from scratch by the same code on labels only (alpha 0 ignores the
+    "teacher" it is given)."""
+    keras = _keras.tf_keras()
+    keras.utils.set_random_seed(SEED)
+    fresh = zoo.build(name, keras)
+    return trained("teacher", fresh, LABELS_ONLY, student=fresh)
 
 
 def _cosine_decay(epochs):

@@ -226,6 +226,11 @@ def _distill(result: dict) -> str:
                      f"{row['params_ratio']:.2f} | {accuracy['original'] * 100:.2f}% | "
                      f"{accuracy['factored'] * 100:.2f}% | {accuracy['fine_tuned'] * 100:.2f}% | "
                      f"{row['drop_pt']:+.2f} | {row['unfactored_fine_tuned_accuracy'] * 100:.2f}% |")
+    if result.get("sweep"):
+        lines += ["", "KD settings for the lenet5 student at width 0.5 (a separate run: its own teacher and "
+                  "labels-only student):", "", "| model | accuracy | drop vs teacher (pt) |", "|---|---:|---:|"]
+        lines += [f"| {row['model']} | {row['accuracy'] * 100:.2f}% | {row['drop_vs_teacher_pt']:+.2f} |"
+                  for row in result["sweep"]]
     lines += ["", "![params vs accuracy](results/distill.png)", "", f"Versions: {_versions(result)}"]
     return "\n".join(lines)
 
