@@ -111,8 +111,8 @@ def scale_width(model, width_multiplier: float, seed: int = 0):
     try:
         return type(model).from_config(config)
     except (ValueError, TypeError) as error:
-        raise ModelMismatchError(f"Cannot derive a student at width {width_multiplier} from {model.name}: {error}. "
-                         "Pass a student model with --student instead.") from None
+        raise ModelMismatchError(f"Cannot derive a student at width {width_multiplier} from {model.name}: "
+                                 f"{error}. Pass a student model with --student instead.") from None
 
 
 def train_student(student_logits, x: np.ndarray, targets: np.ndarray, options: DistillOptions, training, *,
