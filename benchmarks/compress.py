@@ -12,7 +12,6 @@ Writes results/compress.json (replacing only the parts run), results/compress.pn
 tables in benchmarks/README.md.
 """
 
-import json
 import time
 from pathlib import Path
 
@@ -58,8 +57,7 @@ def main(argv):
     train = tfcompress.load_data(f"{_DATA_DIR.value}@train").take(_TRAIN_SAMPLES.value)
     test = tfcompress.load_data(f"{_DATA_DIR.value}@test")
     calibration = tfcompress.load_data(ROOT / "sample_models/data/fashion_mnist_calib.npz")
-    previous = render.RESULTS / "compress.json"
-    kept = json.loads(previous.read_text()) if previous.exists() else {"pipelines": [], "qat": []}
+    kept = render.stored_result("compress", {"pipelines": [], "qat": []})
     result = {"benchmark": "compress", "train_samples": len(train), "test_samples": len(test),
               "batch_size": BATCH, "machine": machine_info(threads=1), "versions": library_versions(),
               "pipelines": kept["pipelines"], "qat": kept["qat"]}    # parts not run this time are kept

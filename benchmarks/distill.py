@@ -12,7 +12,6 @@ Writes results/distill.json (replacing only the parts run), results/distill.png 
 in benchmarks/README.md.
 """
 
-import json
 import math
 import time
 from pathlib import Path
@@ -47,8 +46,7 @@ def main(argv):
     train = tfcompress.load_data(f"{_DATA_DIR.value}@train").take(_TRAIN_SAMPLES.value)
     test = tfcompress.load_data(f"{_DATA_DIR.value}@test")
     calibration = tfcompress.load_data(ROOT / "sample_models/data/fashion_mnist_calib.npz")
-    previous = render.RESULTS / "distill.json"
-    result = json.loads(previous.read_text()) if previous.exists() else {}
+    result = render.stored_result("distill", {})
     if "main" in _PARTS.value:
         result.update({"distillation": [row for name in _TEACHERS.value
                                         for row in distillation(name, EPOCHS[name], train, test, calibration)],

@@ -11,7 +11,6 @@ bundled sample model, as it is, through `micro --compress lut`.
 Writes results/lut.json (replacing only the parts run) and the table in benchmarks/README.md.
 """
 
-import json
 import tempfile
 import time
 from pathlib import Path
@@ -42,8 +41,7 @@ def main(argv):
     train = tfcompress.load_data(f"{_DATA_DIR.value}@train").take(_TRAIN_SAMPLES.value)
     test = tfcompress.load_data(f"{_DATA_DIR.value}@test")
     calibration = ROOT / "sample_models/data/fashion_mnist_calib.npz"
-    previous = render.RESULTS / "lut.json"
-    result = json.loads(previous.read_text()) if previous.exists() else {"rows": [], "samples": []}
+    result = render.stored_result("lut", {"rows": [], "samples": []})
     if "clustered" in _PARTS.value:
         result["rows"] = [row for name in _MODELS.value for row in model_rows(name, train, test, calibration)]
     if "samples" in _PARTS.value:

@@ -19,6 +19,12 @@ def write_result(name: str, result: dict) -> None:
     write_atomic(RESULTS / f"{name}.json", (json.dumps(result, indent=1) + "\n").encode())
 
 
+def stored_result(name: str, empty: dict) -> dict:
+    """The stored result of a benchmark, or `empty`: a run of some parts keeps the others' rows."""
+    path = RESULTS / f"{name}.json"
+    return json.loads(path.read_text()) if path.exists() else empty
+
+
 def render_all() -> None:
     results = {path.stem: json.loads(path.read_text()) for path in sorted(RESULTS.glob("*.json"))}
     sections = [RENDERERS[name](result) for name, result in results.items() if name in RENDERERS]

@@ -84,7 +84,7 @@ def run_micro(model_bytes: bytes, inputs: np.ndarray, *, runs: int = 20) -> Micr
         kernels: int(np.abs(outputs - raw_outputs(
             model_bytes, inputs, reference_kernels=kernels == "reference").astype(np.int64)).max())
         for kernels in ("optimized", "reference")}
-    return MicroRun(arena, recorded, differences, time_micro(model_bytes, inputs[:1], arena, runs=runs))
+    return MicroRun(arena, recorded, differences, time_micro(model_bytes, inputs, arena, runs=runs))
 
 
 def micro_outputs(model_bytes: bytes, inputs: np.ndarray, arena_bytes: int,
@@ -99,10 +99,10 @@ def micro_outputs(model_bytes: bytes, inputs: np.ndarray, arena_bytes: int,
     return np.concatenate(outputs)
 
 
-def time_micro(model_bytes: bytes, sample: np.ndarray, arena_bytes: int, *, runs: int = 20) -> Latency:
-    """Latency of `runs` invokes on one input (a batch of 1) in TFLite Micro."""
+def time_micro(model_bytes: bytes, inputs: np.ndarray, arena_bytes: int, *, runs: int = 20) -> Latency:
+    """Latency of `runs` invokes on the first of `inputs` (a batch of 1) in TFLite Micro."""
     interpreter = _interpreter(model_bytes, arena_bytes)
-    interpreter.set_input(sample[:1], 0)
+    interpreter.set_input(inputs[:1], 0)
     samples = np.empty(max(runs, 1))
     for index in range(len(samples)):
         start = time.perf_counter_ns()
