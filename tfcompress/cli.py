@@ -1,6 +1,6 @@
 """`tfcompress` command line: parse flags, call the public API, print, set the exit code.
 
-Exit codes: 0 done, 1 `check` found the model not deployable, 2 a problem with the input (one line on stderr; the traceback
+Exit codes: 0 done, 1 `check` found the model not deployable or `run` broke a budget, 2 a problem with the input (one line on stderr; the traceback
 only with --verbose). Flags may be spelled --calibration_samples or
 --calibration-samples. Nothing heavy is imported before a subcommand needs it.
 """
@@ -30,6 +30,8 @@ commands:
   cluster MODEL -o OUT.h5 --train D weight clustering (k shared values per kernel), stripped, per-layer counts
   distill --teacher T -o OUT.h5 --train D   knowledge distillation into --student S or --width_multiplier W
   lowrank MODEL -o OUT.h5 --energy E        truncated-SVD factorization of Dense/Conv2D, optional fine-tune
+  run RECIPE --model M -o DIR   a recipe (YAML, or built-in: mobile_int8, mobile_float16, mcu_int8,
+                                deep_compression, deep_compression_mcu) step by step, budgets judged
 
 `tfcompress COMMAND --help` lists a command's flags."""
 
@@ -254,6 +256,20 @@ def _lowrank_flags(flag_values):
     }
 
 
+def _run_flags(flag_values):
+    define = {"flag_values": flag_values}
+    return {
+        "model": flags.DEFINE_string("model", None, "The Keras model file (.h5, .keras, SavedModel folder).",
+                                     **define),
+        "output": flags.DEFINE_string("output", None, "Folder for every step's output and report.json.",
+                                      short_name="o", **define),
+        **{role: flags.DEFINE_string(role, None, f"{role.capitalize()} data for the steps that read it "
+                                     "(over the recipe's data: and tfcompress-data.yaml beside the model).",
+                                     **define) for role in ("train", "val", "calibration", "eval")},
+        **_model_flags(flag_values), **_data_flags(flag_values),
+    }
+
+
 def _inspect_flags(flag_values):
     return {"json": flags.DEFINE_string("json", None, "Also write the details as JSON here.",
                                         flag_values=flag_values),
@@ -408,6 +424,19 @@ def _run_lowrank(args, values):
     return 0
 
 
+def _run_recipe(args, values):
+    from tfcompress import run_job
+
+    (recipe,) = _positional(args, "run", "RECIPE")
+    if values["model"] is None or values["output"] is None:
+        raise flags.Error("run needs --model MODEL and -o DIR")
+    report = run_job.run_recipe(
+        recipe, values["model"], values["output"], train=values["train"], val=values["val"],
+        calibration=values["calibration"], eval_data=values["eval"], **_data_and_model_options(values))
+    print(run_job.format_run_report(report))
+    return 0 if report.passed else 1
+
+
 def _training_arguments(args, values, command) -> tuple:
     """(model path, the API arguments every training command takes) from `_training_flags`."""
     (model_path,) = _positional(args, command, "MODEL")
@@ -467,7 +496,8 @@ _COMMANDS = {"convert": (_convert_flags, _run_convert),
              "prune": (_prune_flags, _run_prune),
              "cluster": (_cluster_flags, _run_cluster),
              "distill": (_distill_flags, _run_distill),
-             "lowrank": (_lowrank_flags, _run_lowrank)}
+             "lowrank": (_lowrank_flags, _run_lowrank),
+             "run": (_run_flags, _run_recipe)}
 
 
 def main(argv) -> int:

@@ -16,6 +16,7 @@ __all__ = [
     "OptionError",
     "PreflightError",
     "ModelMismatchError",
+    "RecipeError",
 ]
 
 
@@ -61,3 +62,7 @@ class PreflightError(TfcompressError):
 
 class ModelMismatchError(TfcompressError):
     """Two models that must fit together (teacher and student) do not, or one cannot be derived."""
+
+
+class RecipeError(TfcompressError):
+    """A recipe file is not valid YAML, or names a step, option or budget that does not exist."""

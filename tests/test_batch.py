@@ -1,0 +1,138 @@
+"""tools/compress_models.py: sharding, the cache, budgets in the exit code, resuming after a kill."""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tfcompress import batch
+from tfcompress.errors import OptionError
+
+from conftest import ROOT, SAMPLE_MODELS
+
+TOOL = ROOT / "tools" / "compress_models.py"
+# float16 needs no calibration: the quickest real conversion, with accuracy measured on the eval data.
+_RECIPE = "mobile_float16"
+
+
+@pytest.fixture
+def models(tmp_path):
+    """Three models with their data defaults: two real ones and a copy under another name."""
+    folder = tmp_path / "models"
+    folder.mkdir()
+    for name in ("lenet_300_100.h5", "lenet5.h5"):
+        shutil.copy(SAMPLE_MODELS / name, folder / name)
+    shutil.copy(SAMPLE_MODELS / "lenet_300_100.h5", folder / "mlp_copy.h5")
+    shutil.copytree(SAMPLE_MODELS / "data", folder / "data")
+    shutil.copy(SAMPLE_MODELS / "tfcompress-data.yaml", folder)
+    return folder
+
+
+def _tool(*args, **kwargs):
+    return subprocess.run([sys.executable, str(TOOL), *map(str, args)], capture_output=True, text=True,
+                          timeout=600, **kwargs)
+
+
+def _outputs(folder) -> dict:
+    """Every produced model file's bytes, by relative path (reports hold timings; models must not differ)."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*.tflite"))}
+
+
+def test_shards_are_disjoint_and_cover_every_model():
+    models = [f"m{i}" for i in range(11)]
+    shards = [batch.shard(models, index, 4) for index in range(4)]
+    assert sorted(sum(shards, [])) == sorted(models)
+    assert sum(len(s) for s in shards) == len(models)
+    with pytest.raises(OptionError, match="shard_index must be in 0..num_shards-1"):
+        batch.shard(models, 4, 4)
+
+
+def test_models_found_and_named_without_collisions(tmp_path):
+    for name in ("b.h5", "a.keras", "a.h5", "notes.txt"):
+        (tmp_path / name).write_bytes(b"x")
+    (tmp_path / "saved").mkdir()
+    (tmp_path / "saved" / "saved_model.pb").write_bytes(b"x")
+    found = batch.find_models(tmp_path)
+    assert [p.name for p in found] == ["a.h5", "a.keras", "b.h5", "saved"]
+    assert list(batch.output_names(found).values()) == ["a-h5", "a-keras", "b", "saved"]
+    assert [p.name for p in batch.find_models(pattern=str(tmp_path / "*.keras"))] == ["a.keras"]
+
+
+def test_cached_second_run_is_a_copy_without_tensorflow(models, tmp_path):
+    cache = tmp_path / "cache"
+    first = _tool("--input_dir", models, "--recipe", _RECIPE, "--output_dir", tmp_path / "out1",
+                  "--cache_dir", cache, "--jobs", 2)
+    assert first.returncode == 0, first.stdout + first.stderr
+    summary = json.loads((tmp_path / "out1" / "summary.json").read_text())
+    assert [row["status"] for row in summary["models"]] == ["passed"] * 3
+    assert [row["cache"] for row in summary["models"]] == ["miss"] * 3
+    assert "[3/3]" in first.stdout and (tmp_path / "out1" / "summary.md").read_text().count("✅ passed") == 3
+    assert all(row["accuracy_drop"] is not None and abs(row["accuracy_drop"]) < 0.5 for row in summary["models"])
+    assert (tmp_path / "out1" / "logs" / "lenet5.log").read_text().count("Traceback") == 0
+
+    # In-process, so we can see what got imported: a hit must not need TensorFlow.
+    check = ("import sys; from pathlib import Path; from tfcompress import batch; "
+             f"models = batch.find_models({str(models)!r}); "
+             f"result = batch.run_batch(models, batch.BatchOptions({_RECIPE!r}, Path({str(tmp_path / 'out2')!r}), "
+             f"Path({str(cache)!r}), jobs=2), progress=lambda line: None); "
+             "assert [r['cache'] for r in result.rows] == ['hit'] * 3, result.rows; "
+             "assert 'tensorflow' not in sys.modules")
+    second = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, timeout=120)
+    assert second.returncode == 0, second.stderr
+    assert _outputs(tmp_path / "out1") == _outputs(tmp_path / "out2") and len(_outputs(tmp_path / "out1")) == 3
+
+    # A damaged entry is not served: it is noticed, set aside and made again.
+    entry = next(p for p in (cache / "entries").iterdir() if (p / "model.tflite").is_file()
+                 and json.loads((p / "run.json").read_text())["size_bytes"] < 200_000)
+    (entry / "model.tflite").write_bytes(b"damaged")
+    third = _tool("--input_dir", models, "--recipe", _RECIPE, "--output_dir", tmp_path / "out3",
+                  "--cache_dir", cache)
+    assert third.returncode == 0, third.stderr
+    rows = json.loads((tmp_path / "out3" / "summary.json").read_text())["models"]
+    assert sorted(row["cache"] for row in rows) == ["hit", "hit", "miss"]
+    assert _outputs(tmp_path / "out3") == _outputs(tmp_path / "out1")
+
+
+def test_budgets_and_errors_set_the_exit_code_and_the_rest_finish(models, tmp_path):
+    tight = tmp_path / "tight.yaml"
+    tight.write_text("steps:\n  - convert: {precision: float16}\nbudgets:\n  max_size_bytes: 200000\n")
+    failed = _tool("--inputs", models / "lenet*.h5", "--recipe", tight, "--output_dir", tmp_path / "a", "--jobs", 2)
+    assert failed.returncode == 1, failed.stderr
+    rows = {row["name"]: row for row in json.loads((tmp_path / "a" / "summary.json").read_text())["models"]}
+    assert rows["lenet5"]["status"] == "passed" and rows["lenet_300_100"]["status"] == "failed"
+    assert rows["lenet_300_100"]["broken_budgets"] == ["max_size_bytes"]
+
+    (models / "broken.h5").write_bytes(b"not a model")
+    errored = _tool("--inputs", models / "[bl]*.h5", "--recipe", tight, "--output_dir", tmp_path / "b")
+    assert errored.returncode == 2
+    rows = {row["name"]: row for row in json.loads((tmp_path / "b" / "summary.json").read_text())["models"]}
+    assert rows["broken"]["status"] == "error" and "broken.h5 cannot be read as HDF5" in rows["broken"]["error"]
+    assert rows["lenet5"]["status"] == "passed" and (tmp_path / "b" / "lenet5" / "model.tflite").is_file()
+    assert not (tmp_path / "b" / "broken").exists()
+
+
+def test_a_killed_batch_resumes_and_ends_as_a_clean_run_would(models, tmp_path):
+    clean = _tool("--input_dir", models, "--recipe", _RECIPE, "--output_dir", tmp_path / "clean")
+    assert clean.returncode == 0, clean.stderr
+    out, cache = tmp_path / "out", tmp_path / "cache"
+    args = [sys.executable, str(TOOL), "--input_dir", str(models), "--recipe", _RECIPE, "--output_dir", str(out),
+            "--cache_dir", str(cache)]
+    killed = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + 300
+    while not list(out.glob("*/run.json")) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    os.killpg(killed.pid, signal.SIGKILL)      # the whole job, as a cancelled CI step is
+    killed.wait()
+    assert len(list(out.glob("*/run.json"))) < 3, "the batch finished before the kill"
+
+    resumed = subprocess.run(args, capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr
+    rows = json.loads((out / "summary.json").read_text())["models"]
+    assert "resumed" in {row["cache"] for row in rows} and all(row["status"] == "passed" for row in rows)
+    assert _outputs(out) == _outputs(tmp_path / "clean")
+    assert not [p for p in (out / ".work").iterdir()] and not list((cache / "entries").glob(".*"))

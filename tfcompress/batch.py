@@ -1,0 +1,293 @@
+"""Many models through one recipe: sharded, in parallel, cached, resumable, summarised.
+
+Each model runs as its own `tfcompress run` process (a crash or a bad model costs
+that model only; its output goes to `logs/NAME.log`) in a work folder that is
+renamed to `NAME/` when it finishes. A model whose `NAME/run.json` already holds
+the same key is not run again, so a killed batch resumes where it stopped. With a
+cache folder, finished outputs are stored by key: a hash of the model's bytes, the
+recipe, the data's bytes, the loading options and the library versions (and
+tfcompress's own source), so a hit is exactly what a run would make, served
+without importing TensorFlow.
+"""
+
+import concurrent.futures
+import dataclasses
+import glob
+import hashlib
+import importlib.metadata
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Callable, Optional
+
+from tfcompress import recipe as recipes
+from tfcompress.cache import file_digest
+from tfcompress.errors import DataError, OptionError
+from tfcompress.files import write_atomic
+from tfcompress.folder_cache import FolderCache, place_folder, remove_stale
+
+__all__ = ["BatchOptions", "BatchResult", "find_models", "shard", "output_names", "run_batch",
+           "markdown_summary", "PASSED", "FAILED", "ERROR"]
+
+PASSED, FAILED, ERROR = "passed", "failed", "error"
+_EXIT_STATUS = {0: PASSED, 1: FAILED}
+_MODEL_SUFFIXES = (".h5", ".keras")
+_VERSIONED = ("tensorflow", "tf-keras", "keras", "tensorflow-model-optimization", "ai-edge-litert", "tflite-micro",
+              "numpy")
+_RUN_RECORD = "run.json"
+
+
+@dataclasses.dataclass(frozen=True)
+class BatchOptions:
+    recipe: str                         # a built-in name or a YAML path
+    output_dir: Path
+    cache_dir: Optional[Path] = None
+    jobs: int = 1
+    data: dict = dataclasses.field(default_factory=dict)   # role → spec, over the recipe's and the folder's
+    run_flags: tuple = ()               # passed through to `tfcompress run` (--trust_model_code, --input_scale ...)
+
+    def __post_init__(self):
+        if self.jobs < 1:
+            raise OptionError(f"jobs must be at least 1. Received: jobs={self.jobs}")
+
+
+@dataclasses.dataclass(frozen=True)
+class BatchResult:
+    rows: tuple         # a dict per model, in input order
+    seconds: float
+
+    @property
+    def exit_code(self) -> int:
+        """0 every model passed, 1 a budget failed, 2 a model could not be processed."""
+        statuses = {row["status"] for row in self.rows}
+        return 2 if ERROR in statuses else 1 if FAILED in statuses else 0
+
+    def to_dict(self) -> dict:
+        counts = {status: sum(row["status"] == status for row in self.rows) for status in (PASSED, FAILED, ERROR)}
+        return {"exit_code": self.exit_code, "seconds": round(self.seconds, 3), "counts": counts,
+                "models": list(self.rows)}
+
+
+def find_models(input_dir=None, pattern=None) -> list:
+    """Model files (.h5, .keras) and SavedModel folders in `input_dir`, or matching the glob `pattern`; sorted."""
+    if (input_dir is None) == (pattern is None):
+        raise OptionError("Give exactly one of input_dir and inputs (a glob pattern).")
+    if input_dir is not None:
+        folder = Path(input_dir)
+        if not folder.is_dir():
+            raise DataError(f"--input_dir {folder} is not a folder.")
+        candidates = folder.iterdir()
+    else:
+        candidates = (Path(p) for p in glob.glob(pattern, recursive=True))
+    models = sorted(p for p in candidates if p.suffix in _MODEL_SUFFIXES and p.is_file()
+                    or p.is_dir() and (p / "saved_model.pb").is_file())
+    if not models:
+        raise DataError(f"No models (.h5, .keras, SavedModel folders) in {input_dir or pattern}.")
+    return models
+
+
+def shard(models: list, index: int, count: int) -> list:
+    """Every `count`-th model from `index`: the shards of one list are disjoint and cover it."""
+    if count < 1 or not 0 <= index < count:
+        raise OptionError(f"shard_index must be in 0..num_shards-1. Received: shard_index={index}, "
+                          f"num_shards={count}")
+    return models[index::count]
+
+
+def output_names(models: list) -> dict:
+    """model → output folder name: the file stem, with the suffix added where two stems collide."""
+    stems = [model.stem for model in models]
+    return {model: model.stem if stems.count(model.stem) == 1 else f"{model.stem}-{model.suffix.lstrip('.')}"
+            for model in models}
+
+
+def run_batch(models: list, options: BatchOptions, progress: Callable[[str], None] = print) -> BatchResult:
+    """Runs the recipe on every model; writes NAME/, logs/, summary.json and summary.md into the output folder."""
+    started = time.perf_counter()
+    recipe = recipes.load_recipe(options.recipe)
+    output_dir = Path(options.output_dir)
+    for folder in (output_dir / ".work", output_dir / "logs"):
+        folder.mkdir(parents=True, exist_ok=True)
+    remove_stale(output_dir / ".work")
+    cache = FolderCache(options.cache_dir) if options.cache_dir else None
+    keys = _Keys(recipe, options)
+    names = output_names(models)
+    done = []
+    lock = threading.Lock()
+
+    def one(model):
+        row = _process(model, names[model], keys.key(model), options, cache)
+        with lock:
+            done.append(row)
+            progress(_progress_line(row, len(done), len(models)))
+        return row
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=options.jobs) as pool:
+        rows = tuple(pool.map(one, models))
+    result = BatchResult(rows, time.perf_counter() - started)
+    write_atomic(output_dir / "summary.json", (json.dumps(
+        {"recipe": recipe.name, **result.to_dict()}, indent=2) + "\n").encode())
+    write_atomic(output_dir / "summary.md", markdown_summary(recipe.name, result).encode())
+    return result
+
+
+def _process(model: Path, name: str, key: str, options: BatchOptions, cache: Optional[FolderCache]) -> dict:
+    output_dir = Path(options.output_dir)
+    final = output_dir / name
+    started = time.perf_counter()
+    record = _read_record(final)
+    if record.get("key") == key:
+        return _row(model, name, record, "resumed", time.perf_counter() - started)
+    work = output_dir / ".work" / f".work-{name}-{os.getpid()}"
+    shutil.rmtree(work, ignore_errors=True)
+    log = output_dir / "logs" / f"{name}.log"
+    if cache is None:
+        return _compute(model, name, key, options, work, final, log, None, started)
+    with cache.lock(key):
+        if cache.fetch(key, work):
+            place_folder(work, final)
+            log.write_text(f"served from the cache (entry {key}); the log of the run that made it: {name}/run.log\n")
+            return _row(model, name, _read_record(final), "hit", time.perf_counter() - started)
+        return _compute(model, name, key, options, work, final, log, cache, started)
+
+
+def _compute(model, name, key, options, work, final, log, cache, started) -> dict:
+    command = [sys.executable, "-m", "tfcompress", "run", options.recipe, "--model", str(model), "-o", str(work),
+               *(f"--{role}={spec}" for role, spec in sorted(options.data.items())), *options.run_flags]
+    with open(log, "w") as handle:
+        handle.write(" ".join(command) + "\n")
+        handle.flush()
+        returncode = subprocess.run(command, stdout=handle, stderr=subprocess.STDOUT,
+                                    env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}).returncode
+    status = _EXIT_STATUS.get(returncode)
+    if status is None:
+        shutil.rmtree(work, ignore_errors=True)
+        return {**_row(model, name, {}, "miss" if cache else "off", time.perf_counter() - started),
+                "status": ERROR, "error": _last_error(log, returncode)}
+    shutil.copyfile(log, work / "run.log")
+    record = {"key": key, "status": status, **_result_columns(work / "report.json")}
+    write_atomic(work / _RUN_RECORD, (json.dumps(record, indent=1) + "\n").encode())
+    if cache is not None:
+        cache.store(key, work)
+    place_folder(work, final)
+    return _row(model, name, record, "miss" if cache else "off", time.perf_counter() - started)
+
+
+def _result_columns(report_path: Path) -> dict:
+    report = json.loads(report_path.read_text())
+    latency = report.get("latency_us") or {}
+    return {"size_bytes": report.get("size_bytes"), "accuracy": report.get("accuracy"),
+            "accuracy_drop": report.get("accuracy_drop"), "arena_bytes": report.get("arena_bytes"),
+            "latency_us": latency.get("p50"),
+            "broken_budgets": [b["name"] for b in report.get("budgets", []) if not b["passed"]]}
+
+
+def _row(model, name, record, cache, seconds) -> dict:
+    return {"model": str(model), "name": name, "status": record.get("status", ERROR), "cache": cache,
+            "seconds": round(seconds, 2), "size_bytes": record.get("size_bytes"),
+            "accuracy": record.get("accuracy"), "accuracy_drop": record.get("accuracy_drop"),
+            "arena_bytes": record.get("arena_bytes"), "latency_us": record.get("latency_us"),
+            "broken_budgets": record.get("broken_budgets", []), "error": None}
+
+
+def _read_record(folder: Path) -> dict:
+    try:
+        return json.loads((folder / _RUN_RECORD).read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _last_error(log: Path, returncode: int) -> str:
+    lines = [line.strip() for line in log.read_text(errors="replace").splitlines() if line.strip()]
+    errors = [line for line in lines if "error:" in line]
+    found = errors[-1] if errors else (lines[-1] if lines else "")
+    return f"exit {returncode}: {found}"[:500]
+
+
+class _Keys:
+    """Cache keys: everything that decides a model's outputs, hashed; data digests computed once."""
+
+    def __init__(self, recipe, options: BatchOptions):
+        self.base = {"recipe": recipe.to_dict(), "run_flags": list(options.run_flags),
+                     "versions": _versions(), "data": options.data}
+        self.digests = {}
+
+    def key(self, model: Path) -> str:
+        data = {**recipes.folder_data(model), **self.base["recipe"]["data"], **self.base["data"]}
+        specs = {spec for spec in data.values()}
+        specs |= {spec for step in self.base["recipe"]["steps"] for spec in step["data"].values()}
+        content = {**self.base, "model": {"name": model.name, "digest": file_digest(model)},
+                   "data": data, "data_digests": {spec: self._digest(spec) for spec in sorted(specs)}}
+        return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
+
+    def _digest(self, spec: str) -> str:
+        if spec not in self.digests:
+            path = Path(spec.partition("@")[0])
+            self.digests[spec] = file_digest(path) if path.exists() else "missing"
+        return self.digests[spec]
+
+
+def _versions() -> dict:
+    versions = {}
+    for package in _VERSIONED:
+        try:
+            versions[package] = importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            versions[package] = None
+    versions["tfcompress"] = _source_digest(Path(__file__).parent)
+    return versions
+
+
+def _source_digest(package: Path) -> str:
+    """tfcompress's version and its source, so a changed checkout never reuses old entries."""
+    digest = hashlib.sha256(importlib.metadata.version("tfcompress").encode())
+    for path in sorted(p for p in package.rglob("*") if p.suffix in (".py", ".yaml")):
+        digest.update(str(path.relative_to(package)).encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()
+
+
+def _progress_line(row: dict, done: int, total: int) -> str:
+    detail = row["error"] or ", ".join(
+        part for part in (_size_text(row["size_bytes"]), _drop_text(row["accuracy_drop"])) if part)
+    return f"[{done}/{total}] {row['name']}: {row['status']} in {row['seconds']:.1f} s " \
+           f"(cache {row['cache']}){': ' + detail if detail else ''}"
+
+
+def _size_text(size) -> str:
+    return f"{size:,} B" if size is not None else ""
+
+
+def _drop_text(drop) -> str:
+    return f"drop {drop:+.2f} pt" if drop is not None else ""
+
+
+def _latency_text(latency) -> str:
+    return f"{latency:.0f} µs" if latency is not None else "–"
+
+
+def markdown_summary(recipe_name: str, result: BatchResult) -> str:
+    """The batch as a Markdown table, for a CI job's summary page."""
+    counts = result.to_dict()["counts"]
+    lines = [f"## tfcompress: recipe `{recipe_name}`", "",
+             f"{counts[PASSED]} passed, {counts[FAILED]} failed a budget, {counts[ERROR]} errors "
+             f"in {result.seconds:.1f} s (exit {result.exit_code})", "",
+             "| model | status | size | accuracy drop | arena | latency p50 | cache | seconds |",
+             "|---|---|---:|---:|---:|---:|---|---:|"]
+    for row in result.rows:
+        status = {PASSED: "✅ passed", FAILED: "❌ failed: " + ", ".join(row["broken_budgets"]),
+                  ERROR: "💥 error"}[row["status"]]
+        lines.append(
+            f"| `{row['name']}` | {status} | {_size_text(row['size_bytes']) or '–'} | "
+            f"{_drop_text(row['accuracy_drop']).removeprefix('drop ') or '–'} | "
+            f"{_size_text(row['arena_bytes']) or '–'} | "
+            f"{_latency_text(row['latency_us'])} | {row['cache']} | "
+            f"{row['seconds']:.1f} |")
+    errors = [row for row in result.rows if row["error"]]
+    if errors:
+        lines += ["", "Errors (see logs/NAME.log):", ""] + [f"- `{row['name']}`: {row['error']}" for row in errors]
+    return "\n".join(lines) + "\n"

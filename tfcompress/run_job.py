@@ -1,0 +1,307 @@
+"""The run job: a recipe's steps, in order, on one model; then its budgets, judged.
+
+Each step reads the previous step's output (the transforms save `NN-step.h5`; convert
+writes `model.tflite`, micro the `micro/` folder, benchmark measures the last
+`.tflite`). Data and budgets are checked before the first step trains, so a recipe
+that cannot finish fails in seconds. Paths in the report are relative to the output
+folder, so the folder can be moved or served from a cache as it is.
+"""
+
+import dataclasses
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Optional
+
+from tfcompress import recipe as recipes
+from tfcompress.data import Preprocessing
+from tfcompress.errors import DataError, OutputError, TfcompressError
+from tfcompress.files import write_atomic
+from tfcompress.report import library_versions
+
+__all__ = ["RunReport", "BudgetResult", "run_recipe", "format_run_report"]
+
+_NEEDS_TRAIN = ("prune", "cluster", "qat", "distill")
+
+
+@dataclasses.dataclass(frozen=True)
+class BudgetResult:
+    name: str
+    limit: float
+    value: Optional[float]
+
+    @property
+    def passed(self) -> bool:
+        return self.value is not None and self.value <= self.limit
+
+
+@dataclasses.dataclass(frozen=True)
+class RunReport:
+    recipe: recipes.Recipe
+    result: dict            # the report contract's keys for the final model
+    steps: tuple            # {"step", "line", "output", "seconds", "report"} per step
+    budgets: tuple          # BudgetResult
+
+    @property
+    def passed(self) -> bool:
+        return all(budget.passed for budget in self.budgets)
+
+    def to_dict(self) -> dict:
+        return {**self.result, "passed": self.passed,
+                "budgets": [{**dataclasses.asdict(b), "passed": b.passed} for b in self.budgets],
+                "recipe": {**self.recipe.to_dict(), "source": self.recipe.source},
+                "steps": list(self.steps), "versions": library_versions()}
+
+
+def run_recipe(recipe, model, output_dir, *, train=None, val=None, calibration=None, eval_data=None,
+               preprocessing: Preprocessing = Preprocessing(), reshape_data: bool = False,
+               trust_model_code: bool = False, custom_objects: Optional[dict] = None) -> RunReport:
+    """Runs `recipe` (a `Recipe`, a YAML path or a built-in name) on the model file `model`.
+
+    Data for each step: the step's own entry, else the argument here, else the recipe's
+    `data:`, else `tfcompress-data.yaml` beside the model. Writes `report.json` and
+    `report.md` into `output_dir`; `RunReport.passed` says whether every budget held.
+    """
+    recipe = recipe if isinstance(recipe, recipes.Recipe) else recipes.load_recipe(recipe)
+    model = Path(model)
+    if not model.exists():
+        raise DataError(f"Model {model} does not exist.")
+    output_dir = _output_folder(output_dir)
+    given = {"train": train, "val": val, "calibration": calibration, "eval": eval_data}
+    defaults = {**recipes.folder_data(model), **recipe.data, **{k: v for k, v in given.items() if v is not None}}
+    _check_data(recipe, defaults)
+    common = {"preprocessing": preprocessing, "reshape_data": reshape_data,
+              "trust_model_code": trust_model_code, "custom_objects": custom_objects}
+
+    current, last_tflite, exported, measured, steps = model, None, None, {}, []
+    for index, step in enumerate(recipe.steps):
+        data = {role: step.data.get(role, defaults.get(role)) for role in recipes.DATA_ROLES}
+        started = time.perf_counter()
+        try:
+            output, report = _STEP_RUNNERS[step.kind](step, index, current, last_tflite, output_dir, data, common)
+        except TfcompressError as error:
+            raise type(error)(f"{step.label(index)}: {error}") from error
+        if step.kind in recipes.TRANSFORMS:
+            current = output
+        elif step.kind in recipes.EXPORTS:
+            last_tflite, exported = output if step.kind == "convert" else output / "model.tflite", report
+        measured.update(_measurements(step.kind, report))
+        steps.append({"step": step.kind, "line": step.line, "output": _relative(output, output_dir),
+                      "seconds": round(time.perf_counter() - started, 3),
+                      "report": _relative_paths(report.to_dict(), output_dir)})
+
+    original_accuracy = _original_accuracy(model, current, exported, defaults.get("eval"), common)
+    result = _final_result(model, exported, last_tflite, output_dir, original_accuracy, measured)
+    budgets = tuple(BudgetResult(name, float(limit), _budget_value(name, result, measured))
+                    for name, limit in recipe.budgets.items())
+    report = RunReport(recipe, result, tuple(steps), budgets)
+    write_atomic(output_dir / "report.json", (json.dumps(report.to_dict(), indent=2) + "\n").encode())
+    write_atomic(output_dir / "report.md", (format_run_report(report) + "\n").encode())
+    return report
+
+
+def _output_folder(output_dir) -> Path:
+    output_dir = Path(output_dir)
+    if output_dir.exists() and not output_dir.is_dir():
+        raise OutputError(f"Output {output_dir} is a file; give a folder for the recipe's outputs.")
+    try:
+        output_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise OutputError(f"Cannot create the output folder {output_dir}: {error.strerror or error}.") from None
+    return output_dir
+
+
+def _check_data(recipe, defaults) -> None:
+    """Missing data fails before any step trains."""
+    after_qat = False
+    for index, step in enumerate(recipe.steps):
+        has = {role for role in recipes.DATA_ROLES if step.data.get(role) or defaults.get(role)}
+        needs_calibration = (step.kind == "micro" or (
+            step.kind == "convert" and step.options.get("precision", "int8") in ("int8", "int16x8")
+            and not after_qat))
+        if step.kind in _NEEDS_TRAIN and "train" not in has:
+            raise DataError(f"{step.label(index)} trains, so it needs labelled data: pass --train DATA, "
+                            "or set train: in the recipe.")
+        if needs_calibration and "calibration" not in has:
+            raise DataError(f"{step.label(index)} quantizes to integers, so it needs calibration data: "
+                            "pass --calibration DATA, or set calibration: in the recipe.")
+        after_qat = after_qat or step.kind == "qat"
+    if "max_accuracy_drop" in recipe.budgets and not defaults.get("eval"):
+        raise DataError("the budget max_accuracy_drop needs labelled eval data: pass --eval DATA, or set "
+                        "eval: in the recipe's data.")
+
+
+def _run_transform(step, index, current, last_tflite, output_dir, data, common):
+    from tfcompress import cluster_job, distill_job, lowrank_job, prune_job, qat_job
+    from tfcompress.transforms.cluster import ClusterOptions
+    from tfcompress.transforms.distill import DistillOptions
+    from tfcompress.transforms.lowrank import LowRankOptions
+    from tfcompress.transforms.prune import PruneOptions
+
+    output = output_dir / f"{index + 1:02d}-{step.kind}.h5"
+    options = dict(step.options)
+    training = {key: options.pop(key) for key in ("epochs", "batch_size", "learning_rate") if key in options}
+    shared = {"output": output, "verbose": _keras_verbosity(), **training, **common}
+    if step.kind == "prune":
+        report = prune_job.prune(current, data["train"], val=data["val"], options=PruneOptions(**options), **shared)
+    elif step.kind == "cluster":
+        report = cluster_job.cluster(current, data["train"], val=data["val"], options=ClusterOptions(**options),
+                                     **shared)
+    elif step.kind == "qat":
+        report = qat_job.quantize_aware(current, data["train"], val=data["val"], **options, **shared)
+    elif step.kind == "distill":
+        kd = DistillOptions(**{k: options.pop(k) for k in ("temperature", "alpha") if k in options})
+        report = distill_job.distill(current, data["train"], val=data["val"], options=kd, **options, **shared)
+    else:
+        report = lowrank_job.lowrank(current, options=LowRankOptions(**options), train=data["train"],
+                                     eval_data=data["eval"], **shared)
+    return output, report
+
+
+def _run_convert(step, index, current, last_tflite, output_dir, data, common):
+    from tfcompress import convert_job
+
+    output = output_dir / "model.tflite"
+    report = convert_job.convert(current, output=output, calibration=data["calibration"], eval_data=data["eval"],
+                                 **step.options, **common)
+    return output, report
+
+
+def _run_micro(step, index, current, last_tflite, output_dir, data, common):
+    from tfcompress import micro_job
+
+    output = output_dir / "micro"
+    report = micro_job.to_micro(current, output, calibration=data["calibration"], eval_data=data["eval"],
+                                **step.options, **common)
+    return output, report
+
+
+def _run_benchmark(step, index, current, last_tflite, output_dir, data, common):
+    from tfcompress import benchmark_job
+
+    output = output_dir / "benchmark.json"
+    report = benchmark_job.benchmark([last_tflite], eval_data=data["eval"], json_path=output,
+                                     preprocessing=common["preprocessing"], reshape_data=common["reshape_data"],
+                                     **step.options)
+    return output, report
+
+
+_STEP_RUNNERS = {**{kind: _run_transform for kind in recipes.TRANSFORMS},
+                 "convert": _run_convert, "micro": _run_micro, "benchmark": _run_benchmark}
+
+
+def _measurements(kind, report) -> dict:
+    """What a step measured that budgets may read: latency_us (LiteRT, on this machine), arena_bytes."""
+    if kind == "convert" and report.latency is not None:
+        return {"latency_us": report.latency.to_dict()}
+    if kind == "micro":
+        return {"arena_bytes": report.arena_bytes}
+    if kind == "benchmark":
+        measured = report.models[0]
+        found = {"latency_us": measured.latency.to_dict()}
+        if measured.arena_bytes is not None:
+            found["arena_bytes"] = measured.arena_bytes
+        return found
+    return {}
+
+
+def _original_accuracy(model, current, exported, eval_data, common) -> Optional[float]:
+    """The input model's accuracy: the export measured it when no transform came first."""
+    if exported is None or eval_data is None:
+        return None
+    if current == model:
+        return (exported.to_dict()["reference"] or {}).get("accuracy")
+    from tfcompress import keras_io
+    from tfcompress.transforms.training import keras_accuracy, labelled_data
+
+    original = keras_io.load_model(model, trust_model_code=common["trust_model_code"],
+                                   custom_objects=common["custom_objects"])
+    labelled = labelled_data(eval_data, original, common["preprocessing"], common["reshape_data"], "eval")
+    return keras_accuracy(original, labelled)
+
+
+def _final_result(model, exported, last_tflite, output_dir, original_accuracy, measured) -> dict:
+    """The report contract's keys, for the last exported model against the input model."""
+    result = {"model": str(model), "output": None, "precision": None, "size_bytes": None, "gzip_bytes": None,
+              "reference": {"path": str(model), "size_bytes": _size(model), "accuracy": original_accuracy},
+              "accuracy": None, "accuracy_drop": None, "fidelity": None,
+              "latency_us": None, "ops": {}, "float_ops": [], "arena_bytes": measured.get("arena_bytes")}
+    if exported is None:
+        return result
+    contract = exported.to_dict()
+    accuracy = contract["accuracy"]
+    result.update({"output": _relative(last_tflite, output_dir), "precision": contract["precision"],
+                   "size_bytes": contract["size_bytes"], "gzip_bytes": contract["gzip_bytes"],
+                   "accuracy": accuracy, "fidelity": contract["fidelity"], "ops": contract["ops"],
+                   "float_ops": contract["float_ops"],
+                   "latency_us": measured.get("latency_us")})
+    if accuracy is not None and original_accuracy is not None:
+        result["accuracy_drop"] = (original_accuracy - accuracy) * 100.0
+    return result
+
+
+def _budget_value(name, result, measured) -> Optional[float]:
+    return {"max_accuracy_drop": result["accuracy_drop"], "max_size_bytes": result["size_bytes"],
+            "max_arena_bytes": measured.get("arena_bytes"), "max_latency_us": (measured.get("latency_us") or {}).get("p50")}[name]
+
+
+def _size(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path.is_dir() else path.stat().st_size
+
+
+def _relative(path, root: Path) -> Optional[str]:
+    if path is None:
+        return None
+    try:
+        return str(Path(path).resolve().relative_to(root.resolve()))
+    except ValueError:
+        return str(path)
+
+
+def _relative_paths(value, root: Path):
+    """Every string naming a path inside `root` made relative to it (a report as JSON data)."""
+    prefixes = tuple(f"{folder}/" for folder in {str(root), str(root.resolve())})
+    if isinstance(value, dict):
+        return {key: _relative_paths(item, root) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_relative_paths(item, root) for item in value]
+    if isinstance(value, str):
+        for prefix in prefixes:
+            if value.startswith(prefix):
+                return value[len(prefix):]
+    return value
+
+
+def _keras_verbosity() -> int:
+    """Progress bars on a terminal, one line per epoch in a log file."""
+    return 1 if sys.stdout.isatty() else 2
+
+
+def format_run_report(report: RunReport) -> str:
+    result = report.result
+    lines = [f"recipe {report.recipe.name}: {result['model']}"]
+    for step in report.steps:
+        lines.append(f"  {step['step']:<9} → {step['output']}  ({step['seconds']:.1f} s)")
+    if result["size_bytes"] is not None:
+        reference = result["reference"]
+        lines.append(f"size: {reference['size_bytes']:,} → {result['size_bytes']:,} bytes "
+                     f"({reference['size_bytes'] / result['size_bytes']:.1f}x smaller), {result['precision']}")
+    if result["accuracy"] is not None:
+        before = result["reference"]["accuracy"]
+        lines.append(f"accuracy: {before * 100:.2f}% → {result['accuracy'] * 100:.2f}% "
+                     f"(drop {result['accuracy_drop']:+.2f} pt)" if before is not None
+                     else f"accuracy: {result['accuracy'] * 100:.2f}%")
+    if result["arena_bytes"] is not None:
+        lines.append(f"arena: {result['arena_bytes']:,} bytes (TFLite Micro, measured)")
+    if result["latency_us"] is not None:
+        lines.append(f"latency p50: {result['latency_us']['p50']:.1f} us")
+    for budget in report.budgets:
+        value = "not measured" if budget.value is None else _number(budget.value)
+        lines.append(f"budget {budget.name} ≤ {_number(budget.limit)}: {value} → {'ok' if budget.passed else 'FAILED'}")
+    lines.append("PASSED" if report.passed else "FAILED: a budget was broken")
+    return "\n".join(lines)
+
+
+def _number(value: float) -> str:
+    return f"{value:,.0f}" if float(value).is_integer() else f"{value:,.2f}"
