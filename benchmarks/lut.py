@@ -7,7 +7,9 @@ model; the arena with DECODE expanding into it and with a separate decompression
 memory; accuracy on the 10k test images (LiteRT, int8) against the float model; TFLite
 Micro latency compressed vs uncompressed; and whether TFLite Micro's outputs of the
 compressed model equal the uncompressed model's on 500 test images. Part "samples": every
-bundled sample model, as it is, through `micro --compress lut`.
+bundled sample model, as it is, through `micro --compress lut`. Part "recipe": the built-in
+`deep_compression_mcu` recipe (prune → cluster keeping zeros → micro --compress lut) on
+LeNet-300-100 with the 60k training images, judged on the 10k test images.
 Writes results/lut.json (replacing only the parts run) and the table in benchmarks/README.md.
 """
 
@@ -29,7 +31,8 @@ _DATA_DIR = flags.DEFINE_string("data_dir", "/usr/share/datasets/fashion-mnist",
 _MODELS = flags.DEFINE_list("models", ["lenet_300_100", "lenet5", "dscnn"], "Bundled sample models.")
 _CLUSTERS = flags.DEFINE_list("clusters", ["16", "8", "4"], "Cluster counts.")
 _TRAIN_SAMPLES = flags.DEFINE_integer("train_samples", None, "Use only this many training images (a smoke run).")
-_PARTS = flags.DEFINE_list("parts", ["clustered", "samples"], "clustered: the table; samples: every sample model.")
+_PARTS = flags.DEFINE_list("parts", ["clustered", "samples", "recipe"],
+                           "clustered: the table; samples: every sample model; recipe: deep_compression_mcu.")
 SAMPLE_MODELS = ["lenet_300_100.h5", "lenet5.h5", "dscnn.h5", "resnet8.h5", "mobilenetv2_035.h5",
                  "lenet5_keras3.keras"]
 
@@ -41,11 +44,13 @@ def main(argv):
     train = tfcompress.load_data(f"{_DATA_DIR.value}@train").take(_TRAIN_SAMPLES.value)
     test = tfcompress.load_data(f"{_DATA_DIR.value}@test")
     calibration = ROOT / "sample_models/data/fashion_mnist_calib.npz"
-    result = render.stored_result("lut", {"rows": [], "samples": []})
+    result = render.stored_result("lut", {"rows": [], "samples": [], "recipe": None})
     if "clustered" in _PARTS.value:
         result["rows"] = [row for name in _MODELS.value for row in model_rows(name, train, test, calibration)]
     if "samples" in _PARTS.value:
         result["samples"] = [sample_row(name, calibration) for name in SAMPLE_MODELS]
+    if "recipe" in _PARTS.value:
+        result["recipe"] = recipe_row(f"{_DATA_DIR.value}@train", f"{_DATA_DIR.value}@test", calibration)
     result.update({"benchmark": "lut", "train_samples": len(train), "test_samples": len(test), "epochs": EPOCHS,
                    "learning_rate": LEARNING_RATE, "machine": machine_info(threads=1),
                    "versions": library_versions()})
@@ -66,6 +71,26 @@ def sample_row(name, calibration) -> dict:
             "compressed": len(micro.lut.tensors) - len(kept), "flash_bytes": micro.size_bytes,
             "kept_need_8_bits": sum("index bits" in reason for reason in kept),
             "kept_not_smaller": sum("not be smaller" in reason for reason in kept)}
+
+
+def recipe_row(train, test, calibration) -> dict:
+    """The deep_compression_mcu recipe, end to end, on LeNet-300-100 (its default epochs and rates)."""
+    path = ROOT / "sample_models" / "lenet_300_100.h5"
+    float32 = tfcompress.convert(path, precision="float32", latency_runs=0)
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory() as folder:
+        run = tfcompress.run_recipe("deep_compression_mcu", path, folder, train=train, calibration=calibration,
+                                    eval_data=test)
+    result = run.result
+    row = {"recipe": "deep_compression_mcu", "model": path.name, "float32_bytes": float32.size_bytes,
+           "flash_bytes": result["size_bytes"], "flash_ratio": float32.size_bytes / result["size_bytes"],
+           "arena_bytes": result["arena_bytes"], "original_accuracy": result["reference"]["accuracy"],
+           "accuracy": result["accuracy"], "drop_pt": result["accuracy_drop"], "passed": run.passed,
+           "steps": {step["step"]: step["seconds"] for step in run.steps},
+           "seconds": round(time.perf_counter() - started, 1)}
+    print(f"deep_compression_mcu: flash {row['flash_ratio']:.1f}x vs float32, drop {row['drop_pt']:+.2f} pt, "
+          f"arena {row['arena_bytes']:,} B, passed {row['passed']}", flush=True)
+    return row
 
 
 def model_rows(name, train, test, calibration) -> list:

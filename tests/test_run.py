@@ -93,3 +93,17 @@ def test_run_errors_are_one_line(run_cli, tmp_path):
     assert "no built-in recipe of that name" in err
     code, out, err = run_cli("run", "mobile_int8", "-o", tmp_path)
     assert code == 2 and "run needs --model MODEL and -o DIR" in err
+
+
+def test_deep_compression_mcu_shrinks_flash_with_lut(tmp_path):
+    report = run_job.run_recipe("deep_compression_mcu", MODEL, tmp_path, train=CALIBRATION, calibration=CALIBRATION,
+                                eval_data=EVAL)
+    assert [step["step"] for step in report.steps] == ["prune", "cluster", "micro"]
+    micro = report.steps[2]["report"]
+    compressed = [tensor for tensor in micro["lut"]["tensors"] if tensor["bits"] is not None]
+    assert len(compressed) == 3 and all(tensor["bits"] <= 4 for tensor in compressed)   # 16 clusters: 4 bits
+    flash = (tmp_path / "micro" / "model.tflite").stat().st_size
+    assert report.result["size_bytes"] == flash and report.result["output"] == "micro/model.tflite"
+    assert flash < 0.6 * micro["lut"]["bytes_before"]                  # int8 → int8 + LUT
+    assert report.result["arena_bytes"] == micro["arena_bytes"] > 0
+    assert report.passed == (report.result["accuracy_drop"] <= 2.0)

@@ -1,5 +1,6 @@
-"""Every script in tools/ imports and explains itself."""
+"""Every script in tools/ imports and explains itself; the thin ones work end to end."""
 
+import json
 import subprocess
 import sys
 
@@ -17,3 +18,25 @@ def test_tool_help(tool):
     # absl's help flags exit with 1 after printing the help.
     assert "Traceback" not in result.stderr, result.stderr
     assert "flags:" in result.stdout and "--" in result.stdout
+
+
+def test_h5_to_tflite_then_benchmark_tflite(tmp_path):
+    from conftest import CALIBRATION, EVAL, SAMPLE_MODELS
+
+    output, report = tmp_path / "mlp.tflite", tmp_path / "mlp.json"
+    converted = subprocess.run([sys.executable, str(ROOT / "tools" / "h5_to_tflite.py"),
+                                str(SAMPLE_MODELS / "lenet_300_100.h5"), str(output), f"--calibration={CALIBRATION}",
+                                f"--eval={EVAL}", f"--report={report}"], capture_output=True, text=True, timeout=300)
+    assert converted.returncode == 0, converted.stderr
+    contract = json.loads(report.read_text())
+    assert contract["precision"] == "int8" and contract["size_bytes"] == output.stat().st_size
+    assert contract["fidelity"]["top1_agreement"] >= 0.98
+    measured = subprocess.run([sys.executable, str(ROOT / "tools" / "benchmark_tflite.py"), str(output),
+                               f"--eval={EVAL}", "--runs=20", "--repeat=1", f"--json={tmp_path / 'bench.json'}"],
+                              capture_output=True, text=True, timeout=300)
+    assert measured.returncode == 0, measured.stderr
+    bench = json.loads((tmp_path / "bench.json").read_text())["models"][0]
+    assert bench["accuracy"] == pytest.approx(contract["accuracy"])
+    missing = subprocess.run([sys.executable, str(ROOT / "tools" / "h5_to_tflite.py"), str(tmp_path / "none.h5"),
+                              str(output)], capture_output=True, text=True, timeout=300)
+    assert missing.returncode == 2 and "Traceback" not in missing.stderr

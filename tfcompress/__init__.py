@@ -18,6 +18,8 @@ _API = {
     "cluster": "tfcompress.cluster_job",
     "distill": "tfcompress.distill_job",
     "lowrank": "tfcompress.lowrank_job",
+    "run_recipe": "tfcompress.run_job",
+    "load_recipe": "tfcompress.recipe",
     "PruneOptions": "tfcompress.transforms.prune",
     "ClusterOptions": "tfcompress.transforms.cluster",
     "DistillOptions": "tfcompress.transforms.distill",

@@ -27,7 +27,7 @@ from typing import Callable, Optional
 
 from tfcompress import recipe as recipes
 from tfcompress.cache import file_digest
-from tfcompress.errors import DataError, OptionError
+from tfcompress.errors import DataError, OptionError, OutputError, TfcompressError
 from tfcompress.files import write_atomic
 from tfcompress.folder_cache import FolderCache, place_folder, remove_stale
 
@@ -35,7 +35,6 @@ __all__ = ["BatchOptions", "BatchResult", "find_models", "shard", "output_names"
            "markdown_summary", "PASSED", "FAILED", "ERROR"]
 
 PASSED, FAILED, ERROR = "passed", "failed", "error"
-_EXIT_STATUS = {0: PASSED, 1: FAILED}
 _MODEL_SUFFIXES = (".h5", ".keras")
 _VERSIONED = ("tensorflow", "tf-keras", "keras", "tensorflow-model-optimization", "ai-edge-litert", "tflite-micro",
               "numpy")
@@ -111,8 +110,12 @@ def run_batch(models: list, options: BatchOptions, progress: Callable[[str], Non
     started = time.perf_counter()
     recipe = recipes.load_recipe(options.recipe)
     output_dir = Path(options.output_dir)
-    for folder in (output_dir / ".work", output_dir / "logs"):
-        folder.mkdir(parents=True, exist_ok=True)
+    try:
+        for folder in (output_dir / ".work", output_dir / "logs"):
+            folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise OutputError(f"Cannot create {output_dir}: {error.strerror or error}. "
+                          "Give a writable --output_dir.") from None
     remove_stale(output_dir / ".work")
     cache = FolderCache(options.cache_dir) if options.cache_dir else None
     keys = _Keys(recipe, options)
@@ -121,14 +124,22 @@ def run_batch(models: list, options: BatchOptions, progress: Callable[[str], Non
     lock = threading.Lock()
 
     def one(model):
-        row = _process(model, names[model], keys.key(model), options, cache)
+        try:
+            row = _process(model, names[model], keys.key(model), options, cache)
+        except (OSError, ValueError, TfcompressError) as error:   # this model's problem; the others go on
+            row = {**_row(model, names[model], {}, "off", 0.0), "error": f"{type(error).__name__}: {error}"}
         with lock:
             done.append(row)
             progress(_progress_line(row, len(done), len(models)))
         return row
 
-    with concurrent.futures.ThreadPoolExecutor(max_workers=options.jobs) as pool:
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=options.jobs)
+    try:
         rows = tuple(pool.map(one, models))
+    except KeyboardInterrupt:
+        pool.shutdown(wait=False, cancel_futures=True)   # the running ones got the signal too
+        raise
+    pool.shutdown()
     result = BatchResult(rows, time.perf_counter() - started)
     write_atomic(output_dir / "summary.json", (json.dumps(
         {"recipe": recipe.name, **result.to_dict()}, indent=2) + "\n").encode())
@@ -164,13 +175,13 @@ def _compute(model, name, key, options, work, final, log, cache, started) -> dic
         handle.flush()
         returncode = subprocess.run(command, stdout=handle, stderr=subprocess.STDOUT,
                                     env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}).returncode
-    status = _EXIT_STATUS.get(returncode)
-    if status is None:
+    report = _read_json(work / "report.json") if returncode in (0, 1) else {}
+    if "passed" not in report:   # exit 2, a crash, or a signal: nothing to keep
         shutil.rmtree(work, ignore_errors=True)
         return {**_row(model, name, {}, "miss" if cache else "off", time.perf_counter() - started),
-                "status": ERROR, "error": _last_error(log, returncode)}
+                "error": _last_error(log, returncode)}
     shutil.copyfile(log, work / "run.log")
-    record = {"key": key, "status": status, **_result_columns(work / "report.json")}
+    record = {"key": key, "status": PASSED if report["passed"] else FAILED, **_result_columns(report)}
     write_atomic(work / _RUN_RECORD, (json.dumps(record, indent=1) + "\n").encode())
     if cache is not None:
         cache.store(key, work)
@@ -178,8 +189,7 @@ def _compute(model, name, key, options, work, final, log, cache, started) -> dic
     return _row(model, name, record, "miss" if cache else "off", time.perf_counter() - started)
 
 
-def _result_columns(report_path: Path) -> dict:
-    report = json.loads(report_path.read_text())
+def _result_columns(report: dict) -> dict:
     latency = report.get("latency_us") or {}
     return {"size_bytes": report.get("size_bytes"), "accuracy": report.get("accuracy"),
             "accuracy_drop": report.get("accuracy_drop"), "arena_bytes": report.get("arena_bytes"),
@@ -196,8 +206,12 @@ def _row(model, name, record, cache, seconds) -> dict:
 
 
 def _read_record(folder: Path) -> dict:
+    return _read_json(folder / _RUN_RECORD)
+
+
+def _read_json(path: Path) -> dict:
     try:
-        return json.loads((folder / _RUN_RECORD).read_text())
+        return json.loads(path.read_text())
     except (OSError, ValueError):
         return {}
 

@@ -16,6 +16,8 @@ import os
 import shutil
 from pathlib import Path
 
+from tfcompress.errors import OutputError
+
 __all__ = ["FolderCache", "place_folder", "remove_stale"]
 
 _MANIFEST = ".manifest.json"
@@ -26,8 +28,12 @@ class FolderCache:
         self.root = Path(root)
         self.entries = self.root / "entries"
         self.locks = self.root / "locks"
-        for folder in (self.entries, self.locks):
-            folder.mkdir(parents=True, exist_ok=True)
+        try:
+            for folder in (self.entries, self.locks):
+                folder.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise OutputError(f"Cannot use {self.root} as the cache folder: {error.strerror or error}. "
+                              "Give a writable --cache_dir.") from None
         remove_stale(self.entries)
 
     @contextlib.contextmanager
@@ -50,6 +56,11 @@ class FolderCache:
             return False
         shutil.copytree(entry, destination, ignore=shutil.ignore_patterns(_MANIFEST))
         return True
+
+    def damaged(self) -> list:
+        """Keys of entries whose files no longer match their manifest."""
+        return sorted(entry.name for entry in self.entries.iterdir()
+                      if not entry.name.startswith(".") and not _manifest_holds(entry))
 
     def store(self, key: str, source: Path) -> None:
         """Adds a copy of the folder `source` as the entry for `key` (no-op when one exists)."""

