@@ -19,6 +19,8 @@ _API = {
     "distill": "tfcompress.distill_job",
     "lowrank": "tfcompress.lowrank_job",
     "run_recipe": "tfcompress.run_job",
+    "analyze": "tfcompress.analyze",
+    "auto": "tfcompress.auto",
     "load_recipe": "tfcompress.recipe",
     "PruneOptions": "tfcompress.transforms.prune",
     "ClusterOptions": "tfcompress.transforms.cluster",
