@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from tfcompress import analyze, convert_job
+from tfcompress import analyze_job, convert_job
 from tfcompress.errors import OptionError
 from tfcompress.export.tflite import ConvertOptions
 from tfcompress.runtime.inspect import constant_tensors, inspect_tflite
@@ -15,7 +15,7 @@ LENET5 = SAMPLE_MODELS / "lenet5.h5"
 
 
 def test_analyze_ranks_the_keras_layers_and_measures_keeping_one_float(tmp_path, tf_keras):
-    report = analyze.analyze(LENET5, CALIBRATION, eval_data=EVAL, samples=30, try_float=1,
+    report = analyze_job.analyze(LENET5, CALIBRATION, eval_data=EVAL, samples=30, try_float=1,
                              json_path=tmp_path / "s.json", plot_path=tmp_path / "s.png")
     model = tf_keras.models.load_model(LENET5, compile=False)
     weighted = {layer.name for layer in model.layers if layer.weights}
@@ -31,7 +31,7 @@ def test_analyze_ranks_the_keras_layers_and_measures_keeping_one_float(tmp_path,
     assert {layer.layer for layer in tried} == {ranked[0].layer}
     assert abs(tried[0].accuracy_kept_float - report.int8_accuracy) < 0.02
     assert (tmp_path / "s.png").read_bytes()[:4] == b"\x89PNG"
-    assert ranked[0].layer in analyze.format_sensitivity(report)
+    assert ranked[0].layer in analyze_job.format_sensitivity(report)
 
 
 def test_keep_float_leaves_exactly_that_layer_in_float(tf_keras):

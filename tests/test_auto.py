@@ -2,7 +2,7 @@
 
 import json
 
-from tfcompress import auto, run_job
+from tfcompress import auto_job, run_job
 from tfcompress.data import load_data
 from tfcompress.runtime import metrics
 from tfcompress.runtime.interpreter import predict
@@ -13,7 +13,7 @@ MODEL = SAMPLE_MODELS / "lenet_300_100.h5"
 
 
 def test_auto_writes_the_smallest_model_within_budget_and_a_recipe_that_remakes_it(tmp_path, tf_keras):
-    report = auto.auto(MODEL, calibration=CALIBRATION, eval_data=EVAL, max_accuracy_drop=1.0,
+    report = auto_job.auto(MODEL, calibration=CALIBRATION, eval_data=EVAL, max_accuracy_drop=1.0,
                        output=tmp_path / "best.tflite", report_path=tmp_path / "auto.json")
     names = [candidate.name for candidate in report.candidates]
     assert names[0] == "int8" and "float16" in names and "int16x8" in names

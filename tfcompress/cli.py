@@ -489,29 +489,29 @@ def _run_lowrank(args, values):
 
 
 def _run_analyze(args, values):
-    from tfcompress import analyze
+    from tfcompress import analyze_job
 
     (model_path,) = _positional(args, "analyze", "MODEL")
     if values["calibration"] is None:
         raise flags.Error("analyze needs --calibration DATA")
-    report = analyze.analyze(model_path, values["calibration"], eval_data=values["eval"], samples=values["samples"],
+    report = analyze_job.analyze(model_path, values["calibration"], eval_data=values["eval"], samples=values["samples"],
                              try_float=values["try_float"], json_path=values["json"], plot_path=values["plot"],
                              **_data_and_model_options(values))
-    print(analyze.format_sensitivity(report))
+    print(analyze_job.format_sensitivity(report))
     return 0
 
 
 def _run_auto(args, values):
-    from tfcompress import auto
+    from tfcompress import auto_job
 
     (model_path,) = _positional(args, "auto", "MODEL")
     if values["output"] is None or values["calibration"] is None or values["eval"] is None:
         raise flags.Error("auto needs -o OUT.tflite, --calibration DATA and --eval DATA")
-    report = auto.auto(model_path, calibration=values["calibration"], eval_data=values["eval"],
+    report = auto_job.auto(model_path, calibration=values["calibration"], eval_data=values["eval"],
                        max_accuracy_drop=values["max_accuracy_drop"], objective=values["objective"],
                        train=values["train"], output=values["output"], report_path=values["report"],
                        **_data_and_model_options(values))
-    print(auto.format_auto_report(report))
+    print(auto_job.format_auto_report(report))
     return 0 if report.chosen is not None else 1
 
 

@@ -50,7 +50,7 @@ def plot_benchmark(report, path) -> None:
 
 def plot_sensitivity(report, path) -> None:
     """Each int8 op's error in graph order: RMSE per quantization step, and SQNR."""
-    from tfcompress.analyze import ROUNDING_ONLY
+    from tfcompress.analyze_job import ROUNDING_ONLY
 
     plt = require_matplotlib()
     labels = [f"{layer.layer} ({layer.kind})" if layer.kind else layer.layer[:40] for layer in report.layers]

@@ -15,7 +15,7 @@ from typing import Optional
 import yaml
 
 from tfcompress import convert_job, keras_io
-from tfcompress.analyze import analyze
+from tfcompress.analyze_job import analyze
 from tfcompress.data import Preprocessing, as_dataset, fit_to_input
 from tfcompress.errors import DataError, OptionError, TfcompressError
 from tfcompress.export.tflite import layer_kinds
