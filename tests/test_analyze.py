@@ -73,3 +73,4 @@ def test_percentile_clips_ranges_and_input_range_sets_the_input_scale():
     assert any(scale == pytest.approx(2.0 / 255, rel=1e-3) for scale in scales), scales[:5]   # the quantized input
     with pytest.raises(OptionError, match="need precision int8"):
         ConvertOptions(precision="float16", calibration_method="percentile")
+

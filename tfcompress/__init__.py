@@ -12,7 +12,7 @@ _API = {
     "convert": "tfcompress.convert_job",
     "benchmark": "tfcompress.benchmark_job",
     "to_micro": "tfcompress.micro_job",
-    "check": "tfcompress.check",
+    "check": "tfcompress.check_job",
     "quantize_aware": "tfcompress.qat_job",
     "prune": "tfcompress.prune_job",
     "cluster": "tfcompress.cluster_job",

@@ -402,17 +402,17 @@ def _run_inspect(args, values):
 
 
 def _run_check(args, values):
-    from tfcompress import check
+    from tfcompress import check_job
 
     (model_path,) = _positional(args, "check", "MODEL")
-    report = check.check(model_path, target=values["target"], calibration=values["calibration"],
-                         **_data_and_model_options(values))
-    print(check.format_check(report))
+    report = check_job.check(model_path, target=values["target"], calibration=values["calibration"],
+                             **_data_and_model_options(values))
+    print(check_job.format_check(report))
     if values["json"]:
         from tfcompress.report import write_json
 
         write_json(report, values["json"])
-    return 0 if report.verdict != check.NOT_DEPLOYABLE else 1
+    return 0 if report.verdict != check_job.NOT_DEPLOYABLE else 1
 
 
 def _run_qat(args, values):

@@ -12,7 +12,7 @@ import numpy as np
 from absl import logging
 
 from tfcompress import keras_io
-from tfcompress.check import check_model
+from tfcompress.check_job import check_model
 from tfcompress.data import Dataset, Preprocessing, fit_to_input, load_data
 from tfcompress.errors import ConversionError, DataError
 from tfcompress.export.tflite import ConvertOptions, to_tflite
