@@ -283,13 +283,14 @@ class _Errors:
 
 
 def _line_numbers(node, path=()) -> dict:
-    """(key, index, ...) path → 1-based line, for every node in a composed YAML document."""
-    lines = {path: node.start_mark.line + 1} if node is not None else {}
+    """(key, index, ...) path → the 1-based line where that key or list item is written."""
+    if node is None:
+        return {}
+    lines = {path: node.start_mark.line + 1}
     if isinstance(node, yaml.MappingNode):
         for key_node, value_node in node.value:
-            lines[path + (key_node.value,)] = key_node.start_mark.line + 1
-            lines.update({sub: line for sub, line in _line_numbers(value_node, path + (key_node.value,)).items()
-                          if sub != path + (key_node.value,)})
+            lines.update(_line_numbers(value_node, path + (key_node.value,)))
+            lines[path + (key_node.value,)] = key_node.start_mark.line + 1   # the key's line, not its value's
     elif isinstance(node, yaml.SequenceNode):
         for index, item in enumerate(node.value):
             lines.update(_line_numbers(item, path + (index,)))
