@@ -14,7 +14,7 @@ MODEL = SAMPLE_MODELS / "lenet_300_100.h5"
 
 def test_auto_writes_the_smallest_model_within_budget_and_a_recipe_that_remakes_it(tmp_path, tf_keras):
     report = auto_job.auto(MODEL, calibration=CALIBRATION, eval_data=EVAL, max_accuracy_drop=1.0,
-                       output=tmp_path / "best.tflite", report_path=tmp_path / "auto.json")
+                           output=tmp_path / "best.tflite", report_path=tmp_path / "auto.json")
     names = [candidate.name for candidate in report.candidates]
     assert names[0] == "int8" and "float16" in names and "int16x8" in names
     assert any(name.startswith("int8, float: ") for name in names) and any("percentile" in name for name in names)
@@ -42,3 +42,15 @@ def test_no_candidate_within_budget_exits_1_naming_the_closest(run_cli, tmp_path
     assert code == 1, err
     assert "no candidate within the budget; closest: " in out
     assert not (tmp_path / "x.tflite").exists()
+
+
+def test_arena_objective_with_a_qat_candidate(tmp_path):
+    report = auto_job.auto(MODEL, calibration=CALIBRATION, eval_data=EVAL, max_accuracy_drop=1.0, objective="arena",
+                           train=CALIBRATION)
+    qat = report.candidates[-1]
+    assert qat.name.startswith("QAT int8") and qat.error is None and abs(qat.accuracy_drop) < 3
+    assert qat.arena_bytes is not None
+    measured = [c for c in report.candidates if c.arena_bytes is not None]
+    assert measured and all(c.precision == "int8" for c in measured)
+    assert not any(c.arena_bytes for c in report.candidates if c.precision != "int8")
+    assert report.chosen.arena_bytes == min(c.arena_bytes for c in measured if c.within_budget)
