@@ -44,6 +44,8 @@ def _error(text) -> str:
     ("steps:\n  - convert: {}\n  - convert: {}\n", "line 3: a recipe has at most one convert step"),
     ("steps: []\n", "line 1: 'steps' must be a list"),
     ("steps:\n  - convert: {eval: 3}\n", "line 2: eval must be a data path"),
+    ("steps:\n  - convert: {keep_float: conv2d}\n", "line 2: convert.keep_float must be a list"),
+    ("steps:\n  - convert:\n      input_range: [0, one]\n", "line 3: convert.input_range must be a number"),
     ("steps:\n  - convert: {\n", "r.yaml line 3: not valid YAML"),
 ])
 def test_validation_errors_name_the_key_and_its_line(text, expected):

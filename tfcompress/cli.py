@@ -1,6 +1,7 @@
 """`tfcompress` command line: parse flags, call the public API, print, set the exit code.
 
-Exit codes: 0 done, 1 `check` found the model not deployable or `run` broke a budget, 2 a problem with the input (one line on stderr; the traceback
+Exit codes: 0 done, 1 `check` found the model not deployable, `run` broke a budget or `auto` found
+no candidate within it, 2 a problem with the input (one line on stderr; the traceback
 only with --verbose). Flags may be spelled --calibration_samples or
 --calibration-samples. Nothing heavy is imported before a subcommand needs it.
 """
@@ -30,6 +31,8 @@ commands:
   cluster MODEL -o OUT.h5 --train D weight clustering (k shared values per kernel), stripped, per-layer counts
   distill --teacher T -o OUT.h5 --train D   knowledge distillation into --student S or --width_multiplier W
   lowrank MODEL -o OUT.h5 --energy E        truncated-SVD factorization of Dense/Conv2D, optional fine-tune
+  analyze MODEL --calibration D per-layer int8 sensitivity: error per layer, ranked; PNG with --plot
+  auto MODEL -o OUT.tflite ...  the smallest/fastest conversion within --max_accuracy_drop, measured
   run RECIPE --model M -o DIR   a recipe (YAML, or built-in: mobile_int8, mobile_float16, mcu_int8,
                                 deep_compression, deep_compression_mcu) step by step, budgets judged
 
@@ -62,7 +65,22 @@ def _convert_flags(flag_values):
         "report": flags.DEFINE_string("report", None, "Write the JSON report here.", **define),
         "allow_float_ops": flags.DEFINE_boolean(
             "allow_float_ops", False, "Accept ops the converter leaves in float in an int8 model.", **define),
+        **_calibration_choice_flags(flag_values),
         **_skip_check_flag(flag_values), **_model_flags(flag_values), **_data_flags(flag_values),
+    }
+
+
+def _calibration_choice_flags(flag_values):
+    define = {"flag_values": flag_values}
+    return {
+        "keep_float": flags.DEFINE_list("keep_float", [], "int8: leave these layers in float (see analyze).",
+                                        **define),
+        "calibration_method": flags.DEFINE_enum(
+            "calibration_method", "minmax", ["minmax", "percentile"],
+            "int8 activation ranges: the observed min-max, or clipped to --percentile.", **define),
+        "percentile": flags.DEFINE_float("percentile", 99.99, "With --calibration_method percentile.", **define),
+        "input_range": flags.DEFINE_list("input_range", None, "int8: MIN,MAX the input is quantized over.",
+                                         **define),
     }
 
 
@@ -270,6 +288,40 @@ def _run_flags(flag_values):
     }
 
 
+def _analyze_flags(flag_values):
+    define = {"flag_values": flag_values}
+    return {
+        "calibration": flags.DEFINE_string("calibration", None, "Calibration data (a few hundred real inputs).",
+                                           **define),
+        "eval": flags.DEFINE_string("eval", None, "Labelled data: float/int8 accuracy, and the int8 accuracy with "
+                                    "each of the --try_float most sensitive layers kept float.", **define),
+        "samples": flags.DEFINE_integer("samples", 100, "Calibration inputs the errors are averaged over.",
+                                        lower_bound=1, **define),
+        "try_float": flags.DEFINE_integer("try_float", 3, "With --eval: layers to try in float, most sensitive first.",
+                                          lower_bound=0, **define),
+        "json": flags.DEFINE_string("json", None, "Write the per-layer JSON here.", **define),
+        "plot": flags.DEFINE_string("plot", None, "Write the per-layer PNG here.", **define),
+        **_model_flags(flag_values), **_data_flags(flag_values),
+    }
+
+
+def _auto_flags(flag_values):
+    define = {"flag_values": flag_values}
+    return {
+        "output": flags.DEFINE_string("output", None, "Where to write the chosen .tflite (and NAME.png, "
+                                      "NAME.recipe.yaml beside it).", short_name="o", **define),
+        "calibration": flags.DEFINE_string("calibration", None, "Calibration data.", **define),
+        "eval": flags.DEFINE_string("eval", None, "Labelled data every candidate is judged on.", **define),
+        "max_accuracy_drop": flags.DEFINE_float("max_accuracy_drop", 1.0, "Budget: points below the float model.",
+                                                **define),
+        "objective": flags.DEFINE_enum("objective", "size", ["size", "latency", "arena"],
+                                       "What to minimise within the budget.", **define),
+        "train": flags.DEFINE_string("train", None, "Labelled training data: adds a QAT int8 candidate.", **define),
+        "report": flags.DEFINE_string("report", None, "Write the JSON report here.", **define),
+        **_model_flags(flag_values), **_data_flags(flag_values),
+    }
+
+
 def _inspect_flags(flag_values):
     return {"json": flags.DEFINE_string("json", None, "Also write the details as JSON here.",
                                         flag_values=flag_values),
@@ -288,9 +340,21 @@ def _run_convert(args, values):
         eval_data=values["eval"], output=values["output"], report_path=values["report"],
         io_type=values["io_type"], per_tensor_dense=values["per_tensor_dense"],
         calibration_samples=values["calibration_samples"], allow_float_ops=values["allow_float_ops"],
-        skip_check=values["skip_check"], **_data_and_model_options(values))
+        skip_check=values["skip_check"], keep_float=values["keep_float"],
+        calibration_method=values["calibration_method"], percentile=values["percentile"],
+        input_range=_input_range(values["input_range"]), **_data_and_model_options(values))
     print_report(report)
     return 0
+
+
+def _input_range(items):
+    if items is None:
+        return None
+    try:
+        low, high = (float(item) for item in items)
+    except ValueError:
+        raise flags.Error(f"--input_range wants MIN,MAX (two numbers); received {','.join(items)}") from None
+    return low, high
 
 
 def _run_micro(args, values):
@@ -338,17 +402,17 @@ def _run_inspect(args, values):
 
 
 def _run_check(args, values):
-    from tfcompress import check
+    from tfcompress import check_job
 
     (model_path,) = _positional(args, "check", "MODEL")
-    report = check.check(model_path, target=values["target"], calibration=values["calibration"],
-                         **_data_and_model_options(values))
-    print(check.format_check(report))
+    report = check_job.check(model_path, target=values["target"], calibration=values["calibration"],
+                             **_data_and_model_options(values))
+    print(check_job.format_check(report))
     if values["json"]:
         from tfcompress.report import write_json
 
         write_json(report, values["json"])
-    return 0 if report.verdict != check.NOT_DEPLOYABLE else 1
+    return 0 if report.verdict != check_job.NOT_DEPLOYABLE else 1
 
 
 def _run_qat(args, values):
@@ -424,6 +488,33 @@ def _run_lowrank(args, values):
     return 0
 
 
+def _run_analyze(args, values):
+    from tfcompress import analyze_job
+
+    (model_path,) = _positional(args, "analyze", "MODEL")
+    if values["calibration"] is None:
+        raise flags.Error("analyze needs --calibration DATA")
+    report = analyze_job.analyze(model_path, values["calibration"], eval_data=values["eval"], samples=values["samples"],
+                             try_float=values["try_float"], json_path=values["json"], plot_path=values["plot"],
+                             **_data_and_model_options(values))
+    print(analyze_job.format_sensitivity(report))
+    return 0
+
+
+def _run_auto(args, values):
+    from tfcompress import auto_job
+
+    (model_path,) = _positional(args, "auto", "MODEL")
+    if values["output"] is None or values["calibration"] is None or values["eval"] is None:
+        raise flags.Error("auto needs -o OUT.tflite, --calibration DATA and --eval DATA")
+    report = auto_job.auto(model_path, calibration=values["calibration"], eval_data=values["eval"],
+                       max_accuracy_drop=values["max_accuracy_drop"], objective=values["objective"],
+                       train=values["train"], output=values["output"], report_path=values["report"],
+                       **_data_and_model_options(values))
+    print(auto_job.format_auto_report(report))
+    return 0 if report.chosen is not None else 1
+
+
 def _run_recipe(args, values):
     from tfcompress import run_job
 
@@ -497,7 +588,9 @@ _COMMANDS = {"convert": (_convert_flags, _run_convert),
              "cluster": (_cluster_flags, _run_cluster),
              "distill": (_distill_flags, _run_distill),
              "lowrank": (_lowrank_flags, _run_lowrank),
-             "run": (_run_flags, _run_recipe)}
+             "run": (_run_flags, _run_recipe),
+             "analyze": (_analyze_flags, _run_analyze),
+             "auto": (_auto_flags, _run_auto)}
 
 
 def main(argv) -> int:

@@ -12,7 +12,7 @@ import numpy as np
 from absl import logging
 
 from tfcompress import keras_io
-from tfcompress.check import check_model
+from tfcompress.check_job import check_model
 from tfcompress.data import Dataset, Preprocessing, fit_to_input, load_data
 from tfcompress.errors import ConversionError, DataError
 from tfcompress.export.tflite import ConvertOptions, to_tflite
@@ -36,7 +36,8 @@ def convert(model, *, precision: str = "int8", calibration=None, eval_data=None,
             reshape_data: bool = False, trust_model_code: bool = False,
             custom_objects: Optional[dict] = None, latency_runs: int = 100,
             batch_size: Optional[int] = None, allow_float_ops: bool = False,
-            check_target: str = "mobile", skip_check: bool = False) -> ConversionReport:
+            check_target: str = "mobile", skip_check: bool = False, keep_float=(),
+            calibration_method: str = "minmax", percentile: float = 99.99, input_range=None) -> ConversionReport:
     """Converts a Keras model (or model file) to TFLite and measures the result.
 
     int8 and int16x8 need `calibration` (a data file or `Dataset`), except for a QAT model,
@@ -46,7 +47,9 @@ def convert(model, *, precision: str = "int8", calibration=None, eval_data=None,
     measured on the eval data, or else the calibration data. An int8 model in which the
     converter left ops computing in float is an error unless `allow_float_ops`. Before
     calibrating, the pre-flight check for `check_target` runs (unless `skip_check`), so a
-    model the target cannot run fails in seconds with the check's fixes.
+    model the target cannot run fails in seconds with the check's fixes. int8 only:
+    `keep_float` layers (names) stay float; `calibration_method="percentile"` clips activation
+    ranges to the `percentile`; `input_range` (low, high) fixes the input's range.
     """
     for path in (output, report_path):
         check_writable(path)
@@ -55,7 +58,9 @@ def convert(model, *, precision: str = "int8", calibration=None, eval_data=None,
     options = ConvertOptions(precision=precision, io_type=io_type,
                              per_tensor_dense=per_tensor_dense,
                              calibration_samples=calibration_samples, batch_size=batch_size,
-                             quantize_aware=is_quantize_aware(model))
+                             quantize_aware=is_quantize_aware(model), keep_float=tuple(keep_float),
+                             calibration_method=calibration_method, percentile=percentile,
+                             input_range=tuple(input_range) if input_range is not None else None)
     model_name = str(model_path) if model_path is not None else model.name
     input_shape = tuple(model.inputs[0].shape)
     warnings = []
@@ -69,7 +74,9 @@ def convert(model, *, precision: str = "int8", calibration=None, eval_data=None,
 
     tflite_bytes = to_tflite(model, options, calibration_data)
     summary = inspect_tflite(tflite_bytes)
-    if options.precision == "int8" and summary.float_ops:
+    if options.precision == "int8" and summary.float_ops and options.keep_float:
+        warnings.append(f"kept in float as asked ({', '.join(options.keep_float)}): {', '.join(summary.float_ops)}")
+    elif options.precision == "int8" and summary.float_ops:
         message = (f"the converter left these ops computing in float in the int8 model: "
                    f"{', '.join(summary.float_ops)}")
         if not allow_float_ops:
@@ -102,7 +109,9 @@ def convert(model, *, precision: str = "int8", calibration=None, eval_data=None,
         options={"io_type": io_type, "per_tensor_dense": per_tensor_dense,
                  "calibration_samples": calibration_samples, "batch_size": batch_size,
                  "allow_float_ops": allow_float_ops, "skip_check": skip_check,
-                 "quantize_aware": options.quantize_aware},
+                 "quantize_aware": options.quantize_aware, "keep_float": list(options.keep_float),
+                 "calibration_method": options.calibration_method, "percentile": options.percentile,
+                 "input_range": list(options.input_range) if options.input_range else None},
         warnings=tuple(warnings), tflite=tflite_bytes)
     if report_path is not None:
         write_json(report, report_path)

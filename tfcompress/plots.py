@@ -6,7 +6,7 @@ matplotlib is optional (`pip install 'tfcompress[plot]'`) and imported only here
 from tfcompress.errors import TfcompressError
 from tfcompress.files import save_atomic
 
-__all__ = ["require_matplotlib", "plot_benchmark"]
+__all__ = ["require_matplotlib", "plot_benchmark", "plot_sensitivity", "plot_candidates"]
 
 
 def require_matplotlib():
@@ -43,6 +43,49 @@ def plot_benchmark(report, path) -> None:
         size_axis.set_xlabel("size (KiB)")
         size_axis.set_ylabel("accuracy (%)")
         size_axis.set_title("Accuracy vs size", fontsize=9)
+    figure.tight_layout()
+    save_atomic(path, lambda tmp: figure.savefig(tmp, dpi=110, format="png"))
+    plt.close(figure)
+
+
+def plot_sensitivity(report, path) -> None:
+    """Each int8 op's error in graph order: RMSE per quantization step, and SQNR."""
+    from tfcompress.analyze_job import ROUNDING_ONLY
+
+    plt = require_matplotlib()
+    labels = [f"{layer.layer} ({layer.kind})" if layer.kind else layer.layer[:40] for layer in report.layers]
+    positions = range(len(labels))
+    figure, (rmse_axis, sqnr_axis) = plt.subplots(1, 2, figsize=(11, 0.32 * len(labels) + 1.6), sharey=True)
+    rmse = [layer.rmse_over_scale for layer in report.layers]
+    rmse_axis.barh(positions, rmse, color=["tab:red" if value > 2 * ROUNDING_ONLY else "tab:blue" for value in rmse])
+    rmse_axis.axvline(ROUNDING_ONLY, color="gray", linestyle="--", linewidth=1)
+    rmse_axis.set_yticks(list(positions), labels, fontsize=8)
+    rmse_axis.invert_yaxis()
+    rmse_axis.set_xlabel("RMSE / quantization step (dashed: rounding alone; red: over twice that)")
+    sqnr_axis.barh(positions, [layer.sqnr_db for layer in report.layers], color="tab:green")
+    sqnr_axis.set_xlabel("SQNR (dB, higher is better)")
+    figure.suptitle(f"int8 sensitivity per layer: {_short(report.model)}", fontsize=10)
+    figure.tight_layout()
+    save_atomic(path, lambda tmp: figure.savefig(tmp, dpi=110, format="png"))
+    plt.close(figure)
+
+
+def plot_candidates(candidates, chosen, path, title: str) -> None:
+    """Accuracy drop vs size of every candidate `tfcompress auto` measured; the Pareto front joined."""
+    plt = require_matplotlib()
+    figure, axis = plt.subplots(figsize=(8, 5))
+    measured = [c for c in candidates if c.accuracy_drop is not None]
+    for candidate in measured:
+        marker = "*" if candidate is chosen else "o"
+        axis.scatter(candidate.size_bytes / 1024, candidate.accuracy_drop, marker=marker,
+                     s=160 if candidate is chosen else 40, color="tab:red" if candidate is chosen else "tab:blue")
+        axis.annotate(candidate.name, (candidate.size_bytes / 1024, candidate.accuracy_drop), fontsize=7,
+                      xytext=(4, 2), textcoords="offset points")
+    front = sorted((c for c in measured if c.pareto), key=lambda c: c.size_bytes)
+    axis.plot([c.size_bytes / 1024 for c in front], [c.accuracy_drop for c in front], color="gray", linewidth=1)
+    axis.set_xlabel("size (KiB)")
+    axis.set_ylabel("accuracy drop vs float (pt)")
+    axis.set_title(title, fontsize=10)
     figure.tight_layout()
     save_atomic(path, lambda tmp: figure.savefig(tmp, dpi=110, format="png"))
     plt.close(figure)

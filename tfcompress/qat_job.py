@@ -10,7 +10,7 @@ import logging
 from typing import Optional
 
 from tfcompress import keras_io
-from tfcompress.check import check_model
+from tfcompress.check_job import check_model
 from tfcompress.data import Preprocessing
 from tfcompress.files import check_writable
 from tfcompress.report import library_versions, write_json

@@ -28,7 +28,7 @@ __all__ = ["Recipe", "Step", "load_recipe", "parse_recipe", "builtin_recipes", "
 DATA_ROLES = ("train", "val", "calibration", "eval")
 _TRAINING = {"epochs": int, "batch_size": int, "learning_rate": float}
 _CHOICE_PRECISION = ("float32", "float16", "dynamic", "int8", "int16x8")
-# step → (options and their types or allowed values, data roles it reads)
+# step → (options and their types, allowed values or [item type], data roles it reads)
 _STEPS = {
     "prune": ({**_TRAINING, "target_sparsity": float, "initial_sparsity": float,
                "schedule": ("polynomial", "constant"), "begin_step": int, "end_step": int, "frequency": int,
@@ -43,7 +43,8 @@ _STEPS = {
     "lowrank": ({**_TRAINING, "energy": float, "rank_ratio": float, "layers": str}, ("train", "eval")),
     "convert": ({"precision": _CHOICE_PRECISION, "io_type": ("float32", "int8", "uint8"),
                  "per_tensor_dense": bool, "calibration_samples": int, "allow_float_ops": bool,
-                 "skip_check": bool}, ("calibration", "eval")),
+                 "skip_check": bool, "keep_float": [str], "calibration_method": ("minmax", "percentile"),
+                 "percentile": float, "input_range": [float]}, ("calibration", "eval")),
     "micro": ({"name": str, "arena_margin": float, "per_channel_dense": bool, "target": str,
                "compress": ("lut",), "skip_check": bool}, ("calibration", "eval")),
     "benchmark": ({"threads": int, "warmup": int, "runs": int, "repeat": int, "xnnpack": bool, "micro": bool},
@@ -196,6 +197,10 @@ def _checked_value(value, wanted, name, path, fail):
         if value not in wanted:
             fail(path, f"{name} must be one of {', '.join(wanted)}; got {value!r}.")
         return value
+    if isinstance(wanted, list):   # [type]: a list of that type
+        if not isinstance(value, list):
+            fail(path, f"{name} must be a list, e.g. [a, b]; got {value!r}.")
+        return [_checked_value(item, wanted[0], name, path, fail) for item in value]
     if wanted is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if wanted is dict:
@@ -278,13 +283,14 @@ class _Errors:
 
 
 def _line_numbers(node, path=()) -> dict:
-    """(key, index, ...) path → 1-based line, for every node in a composed YAML document."""
-    lines = {path: node.start_mark.line + 1} if node is not None else {}
+    """(key, index, ...) path → the 1-based line where that key or list item is written."""
+    if node is None:
+        return {}
+    lines = {path: node.start_mark.line + 1}
     if isinstance(node, yaml.MappingNode):
         for key_node, value_node in node.value:
-            lines[path + (key_node.value,)] = key_node.start_mark.line + 1
-            lines.update({sub: line for sub, line in _line_numbers(value_node, path + (key_node.value,)).items()
-                          if sub != path + (key_node.value,)})
+            lines.update(_line_numbers(value_node, path + (key_node.value,)))
+            lines[path + (key_node.value,)] = key_node.start_mark.line + 1   # the key's line, not its value's
     elif isinstance(node, yaml.SequenceNode):
         for index, item in enumerate(node.value):
             lines.update(_line_numbers(item, path + (index,)))

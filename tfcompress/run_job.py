@@ -16,7 +16,7 @@ from typing import Optional
 
 from tfcompress import recipe as recipes
 from tfcompress.data import Preprocessing
-from tfcompress.errors import DataError, OutputError, TfcompressError
+from tfcompress.errors import DataError, ModelLoadError, OutputError, TfcompressError
 from tfcompress.files import write_atomic
 from tfcompress.report import library_versions
 
@@ -66,7 +66,7 @@ def run_recipe(recipe, model, output_dir, *, train=None, val=None, calibration=N
     recipe = recipe if isinstance(recipe, recipes.Recipe) else recipes.load_recipe(recipe)
     model = Path(model)
     if not model.exists():
-        raise DataError(f"Model {model} does not exist.")
+        raise ModelLoadError(f"Model {model} does not exist; give a .h5, .keras or SavedModel path with --model.")
     output_dir = _output_folder(output_dir)
     given = {"train": train, "val": val, "calibration": calibration, "eval": eval_data}
     defaults = {**recipes.folder_data(model), **recipe.data, **{k: v for k, v in given.items() if v is not None}}

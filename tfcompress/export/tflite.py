@@ -15,13 +15,16 @@ import numpy as np
 from tfcompress import _keras
 from tfcompress.data import Dataset
 from tfcompress.errors import ConversionError, OptionError
+from tfcompress.export.calibration import quantize_with_adjusted_calibration
 from tfcompress.native_output import captured_output
 
-__all__ = ["ConvertOptions", "PRECISIONS", "IO_TYPES", "to_tflite", "input_shapes"]
+__all__ = ["ConvertOptions", "PRECISIONS", "IO_TYPES", "CALIBRATION_METHODS", "to_tflite", "input_shapes",
+           "layer_kinds"]
 
 PRECISIONS = ("float32", "float16", "dynamic", "int8", "int16x8")
 IO_TYPES = ("float32", "int8", "uint8")
 CALIBRATED_PRECISIONS = ("int8", "int16x8")
+CALIBRATION_METHODS = ("minmax", "percentile")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,6 +46,10 @@ class ConvertOptions:
     batch_size: Optional[int] = None
     float_fallback: bool = False
     quantize_aware: bool = False  # a QAT model: int8 ranges come from its learned fake-quant nodes
+    keep_float: tuple = ()        # layer names left in float (selective quantization)
+    calibration_method: str = "minmax"
+    percentile: float = 99.99     # with calibration_method="percentile": ranges clipped to these percentiles
+    input_range: Optional[tuple] = None   # (low, high) the model input is quantized over
 
     def __post_init__(self):
         if self.precision not in PRECISIONS:
@@ -57,9 +64,23 @@ class ConvertOptions:
                 f"precision={self.precision!r}")
         if self.batch_size is not None and self.batch_size < 1:
             raise OptionError(f"batch_size must be at least 1. Received: batch_size={self.batch_size}")
+        if self.calibration_method not in CALIBRATION_METHODS:
+            raise OptionError(f"calibration_method must be one of {', '.join(CALIBRATION_METHODS)}. "
+                              f"Received: calibration_method={self.calibration_method!r}")
+        if self.adjusts_calibration and self.precision != "int8":
+            raise OptionError("keep_float, calibration_method=percentile and input_range need precision int8. "
+                              f"Received: precision={self.precision!r}")
+        if self.input_range is not None and not (len(self.input_range) == 2
+                                                 and self.input_range[0] < self.input_range[1]):
+            raise OptionError(f"input_range must be (low, high) with low < high. Received: {self.input_range}")
         if self.calibration_samples < 1:
             raise OptionError(
                 f"calibration_samples must be at least 1. Received: calibration_samples={self.calibration_samples}")
+
+    @property
+    def adjusts_calibration(self) -> bool:
+        """Whether the recorded ranges or the layers to quantize differ from the converter's default."""
+        return bool(self.keep_float) or self.calibration_method != "minmax" or self.input_range is not None
 
     @property
     def needs_calibration(self) -> bool:
@@ -73,6 +94,9 @@ def to_tflite(model, options: ConvertOptions, calibration: Optional[Dataset] = N
         raise ConversionError(
             f"precision={options.precision} needs calibration data: pass --calibration DATA "
             "(a few hundred inputs like the ones the model will see).")
+    if options.adjusts_calibration and calibration is None:
+        raise OptionError("keep_float, calibration_method=percentile and input_range adjust calibration: "
+                          "pass --calibration DATA.")
     converter = _converter(model, options.batch_size, tf)
     _configure(converter, options, calibration, tf)
     from tensorflow.lite.python.convert import ConverterError
@@ -82,6 +106,8 @@ def to_tflite(model, options: ConvertOptions, calibration: Optional[Dataset] = N
         # statistics it does not need here; neither helps the user.
         with captured_output(), warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="Statistics for quantized inputs")
+            if options.adjusts_calibration and calibration is not None:
+                return quantize_with_adjusted_calibration(converter, options, calibration, list(layer_kinds(model)))
             return bytes(converter.convert())
     except ConverterError as error:
         raise ConversionError(
@@ -127,6 +153,16 @@ def _configure(converter, options: ConvertOptions, calibration, tf) -> None:
             tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8]
     # The converter's own switch; there is no public name for it in TF 2.21.
     converter._experimental_disable_per_channel_quantization_for_dense_layers = options.per_tensor_dense
+
+
+def layer_kinds(model) -> dict:
+    """Every layer's name → its class name, nested models' layers included (what keep_float may name)."""
+    kinds = {}
+    for layer in model.layers:
+        kinds[layer.name] = type(layer).__name__
+        if hasattr(layer, "layers"):
+            kinds.update(layer_kinds(layer))
+    return kinds
 
 
 def input_shapes(model) -> list:

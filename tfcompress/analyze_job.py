@@ -1,0 +1,171 @@
+"""Per-layer int8 sensitivity: which layers lose the accuracy, before anyone guesses.
+
+As TFLite's QuantizationDebugger does, every int8 op runs beside its float twin on the
+same (quantized) input, so each layer's error is its own, not what it inherited. Per
+layer: RMSE over the output's quantization step (about 0.29, 1/sqrt(12), is pure
+rounding; much more means the range or the weights quantize badly) and SQNR in dB.
+With labelled eval data, the most sensitive layers are also kept float one at a time
+to measure the accuracy that buys.
+"""
+
+import collections
+import dataclasses
+import math
+from typing import Optional
+
+import numpy as np
+
+from tfcompress import _keras, keras_io
+from tfcompress.data import Preprocessing, as_dataset, fit_to_input
+from tfcompress.errors import DataError
+from tfcompress.export.calibration import calibrate_only, layer_of_tensor
+from tfcompress.export.tflite import ConvertOptions, layer_kinds, to_tflite
+from tfcompress.files import check_writable
+from tfcompress.native_output import captured_output
+from tfcompress.report import library_versions, write_json
+from tfcompress.runtime import metrics
+from tfcompress.runtime.interpreter import predict
+
+__all__ = ["LayerSensitivity", "SensitivityReport", "analyze", "format_sensitivity", "ROUNDING_ONLY"]
+
+ROUNDING_ONLY = 1 / math.sqrt(12)   # RMSE / step of uniform rounding error
+
+
+@dataclasses.dataclass(frozen=True)
+class LayerSensitivity:
+    layer: str                  # the Keras layer the op comes from
+    kind: str                   # its class, e.g. DepthwiseConv2D
+    tensor: str                 # the op's output tensor in the TFLite model
+    rmse_over_scale: float
+    sqnr_db: float
+    accuracy_kept_float: Optional[float] = None   # int8 accuracy with only this layer in float
+
+
+@dataclasses.dataclass(frozen=True)
+class SensitivityReport:
+    model: str
+    layers: tuple               # LayerSensitivity, in graph order
+    samples: int                # calibration inputs the errors are averaged over
+    float_accuracy: Optional[float]
+    int8_accuracy: Optional[float]
+
+    def ranked(self) -> list:
+        """Most sensitive first."""
+        return sorted(self.layers, key=lambda layer: -layer.rmse_over_scale)
+
+    def to_dict(self) -> dict:
+        return {"model": self.model, "samples": self.samples, "float_accuracy": self.float_accuracy,
+                "int8_accuracy": self.int8_accuracy, "rounding_only_rmse_over_scale": ROUNDING_ONLY,
+                "layers": [dataclasses.asdict(layer) for layer in self.layers],
+                "ranking": [layer.layer for layer in self.ranked()], "versions": library_versions()}
+
+
+def analyze(model, calibration, *, eval_data=None, samples: int = 100, calibration_samples: int = 500,
+            try_float: int = 3, preprocessing: Preprocessing = Preprocessing(), reshape_data: bool = False,
+            trust_model_code: bool = False, custom_objects: Optional[dict] = None, json_path=None,
+            plot_path=None) -> SensitivityReport:
+    """Measures each layer's int8 error on `samples` calibration inputs.
+
+    With labelled `eval_data`: float and int8 accuracy, and for the `try_float` most
+    sensitive layers the int8 accuracy with that layer kept float.
+    """
+    for path in (json_path, plot_path):
+        check_writable(path)
+    if plot_path is not None:
+        from tfcompress import plots
+
+        plots.require_matplotlib()
+    model, model_path = keras_io.model_and_path(model, trust_model_code=trust_model_code,
+                                                custom_objects=custom_objects)
+    input_shape = tuple(model.inputs[0].shape)
+    calibration = fit_to_input(as_dataset(calibration, preprocessing), input_shape, reshape=reshape_data)
+    statistics = _layer_errors(model, calibration.take(calibration_samples), calibration.take(samples))
+    kinds = layer_kinds(model)
+    layers = [LayerSensitivity(layer_of_tensor(tensor, kinds), kinds.get(layer_of_tensor(tensor, kinds), ""), tensor,
+                               float(values["rmse_over_scale"]), float(values["sqnr_db"]))
+              for tensor, values in statistics.items()]
+    float_accuracy = int8_accuracy = None
+    if eval_data is not None:
+        evaluation = fit_to_input(as_dataset(eval_data, preprocessing), input_shape, reshape=reshape_data)
+        if evaluation.y is None:
+            raise DataError(f"The eval data {evaluation.source} has no labels (y); accuracy needs them.")
+        float_accuracy = metrics.accuracy(model.predict(evaluation.x, batch_size=250, verbose=0), evaluation.y)
+        int8_accuracy = _int8_accuracy(model, calibration.take(calibration_samples), evaluation, ())
+        most_sensitive = list(dict.fromkeys(layer.layer for layer in sorted(layers, key=lambda l: -l.rmse_over_scale)
+                                            if layer.layer in kinds))
+        gains = {name: _int8_accuracy(model, calibration.take(calibration_samples), evaluation, (name,))
+                 for name in most_sensitive[:try_float]}
+        layers = [dataclasses.replace(layer, accuracy_kept_float=gains.get(layer.layer)) for layer in layers]
+    report = SensitivityReport(str(model_path or model.name), tuple(layers), len(calibration.take(samples)),
+                               float_accuracy, int8_accuracy)
+    if json_path is not None:
+        write_json(report, json_path)
+    if plot_path is not None:
+        plots.plot_sensitivity(report, plot_path)
+    return report
+
+
+def _layer_errors(model, calibration, samples) -> dict:
+    """int8 op output tensor name → {"rmse_over_scale", "sqnr_db"}, in op order.
+
+    The quantizer's debug mode (what TFLite's QuantizationDebugger runs) adds a NumericVerify
+    op after each int8 op, fed by the op's output and its float twin's on the same quantized
+    input. The interpreter keeps every tensor, so both are read after each invoke (without
+    that, the arena may have reused the float one).
+    """
+    tf = _keras.tensorflow()
+    from tensorflow.lite.python import convert
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.representative_dataset = _samples(calibration)
+    with captured_output():
+        debug_model = bytes(convert.mlir_quantize(calibrate_only(converter), enable_numeric_verify=True))
+    graph = flatbuffer_utils.convert_bytearray_to_object(debug_model)
+    verified = [tuple(op.inputs[:2]) for op in graph.subgraphs[0].operators
+                if graph.operatorCodes[op.opcodeIndex].customCode == b"NumericVerify"]
+    interpreter = tf.lite.Interpreter(model_content=debug_model, experimental_preserve_all_tensors=True)
+    interpreter.allocate_tensors()
+    input_index = interpreter.get_input_details()[0]["index"]
+    details = {detail["index"]: detail for detail in interpreter.get_tensor_details()}
+    noise, signal, count = (collections.defaultdict(float) for _ in range(3))
+    for index in range(len(samples)):
+        interpreter.set_tensor(input_index, samples.x[index:index + 1].astype(np.float32))
+        interpreter.invoke()
+        for quantized, reference in verified:
+            scale, zero_point = details[quantized]["quantization"]
+            float_values = interpreter.get_tensor(reference).astype(np.float64)
+            error = float_values - (interpreter.get_tensor(quantized).astype(np.float64) - zero_point) * scale
+            noise[quantized] += float(np.sum(np.square(error)))
+            signal[quantized] += float(np.sum(np.square(float_values)))
+            count[quantized] += error.size
+    return {details[quantized]["name"]: {
+        "rmse_over_scale": math.sqrt(noise[quantized] / count[quantized]) / details[quantized]["quantization"][0],
+        "sqnr_db": 10.0 * math.log10(max(signal[quantized], 1e-30) / max(noise[quantized], 1e-30))}
+        for quantized, _ in verified}
+
+
+def _samples(data):
+    def generate():
+        for index in range(len(data)):
+            yield [data.x[index:index + 1].astype(np.float32)]
+    return generate
+
+
+def _int8_accuracy(model, calibration, evaluation, keep_float) -> float:
+    options = ConvertOptions(precision="int8", keep_float=tuple(keep_float))
+    return metrics.accuracy(predict(to_tflite(model, options, calibration), evaluation.x), evaluation.y)
+
+
+def format_sensitivity(report: SensitivityReport) -> str:
+    lines = [f"int8 sensitivity of {report.model} ({report.samples} calibration inputs; "
+             f"RMSE/step {ROUNDING_ONLY:.2f} is rounding alone)"]
+    if report.int8_accuracy is not None:
+        lines.append(f"accuracy: float {report.float_accuracy * 100:.2f}%, int8 {report.int8_accuracy * 100:.2f}%")
+    lines.append(f"{'rank':>4}  {'layer':<28} {'kind':<22} {'RMSE/step':>9} {'SQNR dB':>8}  int8 with it float")
+    for rank, layer in enumerate(report.ranked(), start=1):
+        kept = f"{layer.accuracy_kept_float * 100:.2f}%" if layer.accuracy_kept_float is not None else ""
+        lines.append(f"{rank:>4}  {layer.layer[:28]:<28} {layer.kind[:22]:<22} {layer.rmse_over_scale:>9.3f} "
+                     f"{layer.sqnr_db:>8.1f}  {kept}")
+    return "\n".join(lines)

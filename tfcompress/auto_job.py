@@ -1,0 +1,225 @@
+"""`tfcompress auto`: the smallest (or fastest) model within an accuracy budget, measured, not guessed.
+
+Candidates in order of cost: int8; int8 with percentile-clipped ranges; int8 with
+the 1, 2, 4 most sensitive layers (tfcompress analyze) kept float; int16x8; float16;
+dynamic; and QAT int8 when training data is given. Each is converted and measured
+on the eval data (accuracy, size, latency on this machine, the TFLite Micro arena
+when that is the objective). The choice is the best objective among those within
+the budget; for latency, never one slower than the float32 model.
+"""
+
+import dataclasses
+from pathlib import Path
+from typing import Optional
+
+import yaml
+
+from tfcompress import convert_job, keras_io
+from tfcompress.analyze_job import analyze
+from tfcompress.data import Preprocessing, as_dataset, fit_to_input
+from tfcompress.errors import DataError, OptionError, TfcompressError
+from tfcompress.export.tflite import layer_kinds
+from tfcompress.files import check_writable, write_atomic
+from tfcompress.report import library_versions, write_json
+from tfcompress.runtime import metrics
+
+__all__ = ["Candidate", "AutoReport", "auto", "format_auto_report", "OBJECTIVES"]
+
+OBJECTIVES = ("size", "latency", "arena")
+_PERCENTILES = (99.99, 99.9)
+_FLOAT_LAYER_COUNTS = (1, 2, 4)
+_SAME = 1e-9        # a drop of exactly the budget (10 of 2,000 images for 0.5 pt) is within it
+
+
+@dataclasses.dataclass(frozen=True)
+class Candidate:
+    name: str
+    precision: str
+    options: dict               # the convert options that make it (a recipe's convert step)
+    size_bytes: Optional[int] = None
+    accuracy: Optional[float] = None
+    accuracy_drop: Optional[float] = None
+    latency_us: Optional[float] = None      # p50, LiteRT on this machine
+    arena_bytes: Optional[int] = None       # TFLite Micro, full-integer candidates, objective arena only
+    error: Optional[str] = None
+    within_budget: bool = False
+    pareto: bool = False
+    tflite: bytes = dataclasses.field(default=b"", repr=False, compare=False)
+
+    def to_dict(self) -> dict:
+        return {field.name: getattr(self, field.name) for field in dataclasses.fields(self) if field.name != "tflite"}
+
+
+@dataclasses.dataclass(frozen=True)
+class AutoReport:
+    model: str
+    max_accuracy_drop: float
+    objective: str
+    float32: Candidate
+    candidates: tuple
+    chosen: Optional[Candidate]
+    output: Optional[str]
+    recipe: Optional[str]
+    plot: Optional[str]
+
+    def to_dict(self) -> dict:
+        return {"model": self.model, "max_accuracy_drop": self.max_accuracy_drop, "objective": self.objective,
+                "float32": self.float32.to_dict(), "candidates": [c.to_dict() for c in self.candidates],
+                "chosen": self.chosen.name if self.chosen else None, "output": self.output, "recipe": self.recipe,
+                "plot": self.plot, "versions": library_versions()}
+
+
+def auto(model, *, calibration, eval_data, max_accuracy_drop: float, objective: str = "size", train=None,
+         output=None, report_path=None, plot_path=None, recipe_path=None, qat_epochs: int = 1,
+         preprocessing: Preprocessing = Preprocessing(), reshape_data: bool = False,
+         trust_model_code: bool = False, custom_objects: Optional[dict] = None) -> AutoReport:
+    """Measures every candidate and writes the best one within `max_accuracy_drop` (points) to `output`.
+
+    Next to `output` (unless given elsewhere): `NAME.png` (accuracy drop vs size of every
+    candidate) and `NAME.recipe.yaml` (a recipe that makes the chosen model again).
+    """
+    if objective not in OBJECTIVES:
+        raise OptionError(f"objective must be one of {', '.join(OBJECTIVES)}. Received: objective={objective!r}")
+    if output is not None:
+        output = Path(output)
+        plot_path = plot_path or output.with_suffix(".png")
+        recipe_path = recipe_path or output.with_name(output.stem + ".recipe.yaml")
+    for path in (output, report_path, plot_path, recipe_path):
+        check_writable(path)
+    model, model_path = keras_io.model_and_path(model, trust_model_code=trust_model_code,
+                                                custom_objects=custom_objects)
+    input_shape = tuple(model.inputs[0].shape)
+    calibration = fit_to_input(as_dataset(calibration, preprocessing), input_shape, reshape=reshape_data)
+    evaluation = fit_to_input(as_dataset(eval_data, preprocessing), input_shape, reshape=reshape_data)
+    if evaluation.y is None:
+        raise DataError(f"auto needs labelled eval data; {evaluation.source} has no labels (y).")
+
+    reference_accuracy = metrics.accuracy(model.predict(evaluation.x, batch_size=250, verbose=0), evaluation.y)
+
+    def measure(candidate: Candidate, keras_model=model) -> Candidate:
+        return _measured(candidate, keras_model, calibration, evaluation, objective, reference_accuracy,
+                         max_accuracy_drop)
+
+    float32 = measure(Candidate("float32", "float32", {}))
+    measured = [measure(candidate) for candidate in _candidates(model, calibration)]
+    if train is not None:
+        measured.append(_qat_candidate(model, train, qat_epochs, preprocessing, reshape_data, measure))
+    measured = _mark_pareto(measured, objective)
+    chosen = _choose(measured, objective, float32)
+    if output is not None and chosen is not None:
+        write_atomic(output, chosen.tflite)
+        write_atomic(recipe_path, _recipe_yaml(chosen, max_accuracy_drop).encode())
+    report = AutoReport(str(model_path or model.name), max_accuracy_drop, objective, float32, tuple(measured), chosen,
+                        str(output) if output is not None and chosen else None,
+                        str(recipe_path) if recipe_path is not None and chosen else None,
+                        str(plot_path) if plot_path is not None else None)
+    if plot_path is not None:
+        from tfcompress import plots
+
+        plots.plot_candidates([float32, *measured], chosen, plot_path,
+                              f"{Path(report.model).name}: candidates, budget {max_accuracy_drop} pt")
+    if report_path is not None:
+        write_json(report, report_path)
+    return report
+
+
+def _candidates(model, calibration) -> list:
+    """The conversions to try, cheapest first; the sensitive layers come from a quick analyze."""
+    kinds = layer_kinds(model)
+    sensitive = [name for name in dict.fromkeys(layer.layer for layer in analyze(model, calibration, samples=50).ranked())
+                 if name in kinds]
+    candidates = [Candidate("int8", "int8", {})]
+    candidates += [Candidate(f"int8, ranges at percentile {p}", "int8",
+                             {"calibration_method": "percentile", "percentile": p}) for p in _PERCENTILES]
+    candidates += [Candidate(f"int8, float: {', '.join(sensitive[:count])}", "int8",
+                             {"keep_float": sensitive[:count]})
+                   for count in _FLOAT_LAYER_COUNTS if count < len(sensitive)]
+    candidates += [Candidate(precision, precision, {}) for precision in ("int16x8", "float16", "dynamic")]
+    return candidates
+
+
+def _measured(candidate, keras_model, calibration, evaluation, objective, reference_accuracy,
+              max_accuracy_drop) -> Candidate:
+    """The candidate converted and measured; its drop is against the original model (not a QAT one)."""
+    try:
+        report = convert_job.convert(keras_model, precision=candidate.precision, calibration=calibration,
+                                     eval_data=evaluation, skip_check=True, **candidate.options)
+    except TfcompressError as error:
+        return dataclasses.replace(candidate, error=str(error))
+    arena = None
+    if objective == "arena" and candidate.precision == "int8" and not report.float_ops:
+        from tfcompress.runtime.tflm import measure_arena
+
+        arena = measure_arena(report.tflite)[0]
+    drop = (reference_accuracy - report.accuracy) * 100.0
+    return dataclasses.replace(candidate, size_bytes=report.size_bytes, accuracy=report.accuracy, accuracy_drop=drop,
+                               latency_us=report.latency.p50, arena_bytes=arena,
+                               within_budget=drop <= max_accuracy_drop + _SAME, tflite=report.tflite)
+
+
+def _qat_candidate(model, train, epochs, preprocessing, reshape_data, measure) -> Candidate:
+    from tfcompress import qat_job
+
+    candidate = Candidate(f"QAT int8 ({epochs} epoch{'s' if epochs > 1 else ''})", "int8", {})
+    try:
+        trained = qat_job.quantize_aware(model, train, epochs=epochs, preprocessing=preprocessing,
+                                         reshape_data=reshape_data, skip_check=True, verbose=2)
+    except TfcompressError as error:
+        return dataclasses.replace(candidate, error=str(error))
+    return dataclasses.replace(measure(candidate, trained.keras_model), options={"qat_epochs": epochs})
+
+
+def _objective(candidate: Candidate, objective: str) -> Optional[float]:
+    return {"size": candidate.size_bytes, "latency": candidate.latency_us, "arena": candidate.arena_bytes}[objective]
+
+
+def _mark_pareto(candidates: list, objective: str) -> list:
+    """On the front: no other candidate is as good in both accuracy drop and objective, and better in one."""
+    points = {id(c): (c.accuracy_drop, _objective(c, objective)) for c in candidates
+              if c.accuracy_drop is not None and _objective(c, objective) is not None}
+
+    def on_front(candidate) -> bool:
+        mine = points.get(id(candidate))
+        return mine is not None and not any(
+            other[0] <= mine[0] and other[1] <= mine[1] and other != mine for other in points.values())
+
+    return [dataclasses.replace(c, pareto=on_front(c)) for c in candidates]
+
+
+def _choose(candidates: list, objective: str, float32: Candidate) -> Optional[Candidate]:
+    eligible = [c for c in candidates if c.within_budget and _objective(c, objective) is not None]
+    if objective == "latency":
+        eligible = [c for c in eligible if c.latency_us <= float32.latency_us]
+    return min(eligible, key=lambda c: (_objective(c, objective), c.accuracy_drop), default=None)
+
+
+def _recipe_yaml(chosen: Candidate, max_accuracy_drop: float) -> str:
+    steps = []
+    options = {key: value for key, value in chosen.options.items() if key != "qat_epochs"}
+    if "qat_epochs" in chosen.options:
+        steps.append({"qat": {"epochs": chosen.options["qat_epochs"]}})
+    steps.append({"convert": {"precision": chosen.precision, **options}})
+    recipe = {"name": "auto", "description": f"chosen by tfcompress auto: {chosen.name}", "steps": steps,
+              "budgets": {"max_accuracy_drop": max_accuracy_drop}}
+    return yaml.safe_dump(recipe, sort_keys=False)
+
+
+def format_auto_report(report: AutoReport) -> str:
+    lines = [f"auto: {report.model}, budget {report.max_accuracy_drop} pt, objective {report.objective}",
+             f"{'candidate':<44} {'size (B)':>10} {'accuracy':>9} {'drop':>7} {'p50 (us)':>9} {'arena':>8}  "]
+    for candidate in (report.float32, *report.candidates):
+        if candidate.error:
+            lines.append(f"{candidate.name[:44]:<44} failed: {candidate.error[:80]}")
+            continue
+        mark = "← chosen" if candidate is report.chosen else ("pareto" if candidate.pareto else "")
+        over = "" if candidate.within_budget or candidate.name == "float32" else " over budget"
+        arena = f"{candidate.arena_bytes:,}" if candidate.arena_bytes else "–"
+        lines.append(f"{candidate.name[:44]:<44} {candidate.size_bytes:>10,} {candidate.accuracy * 100:>8.2f}% "
+                     f"{candidate.accuracy_drop:>+7.2f} {candidate.latency_us:>9.1f} {arena:>8}  {mark}{over}")
+    if report.chosen is None:
+        closest = sorted((c for c in report.candidates if c.accuracy_drop is not None), key=lambda c: c.accuracy_drop)
+        lines.append("no candidate within the budget; closest: " +
+                     ", ".join(f"{c.name} ({c.accuracy_drop:+.2f} pt)" for c in closest[:3]))
+    else:
+        lines.append(f"chosen: {report.chosen.name} → {report.output}; recipe {report.recipe}; plot {report.plot}")
+    return "\n".join(lines)
