@@ -75,17 +75,22 @@ def auto(model, *, calibration, eval_data, max_accuracy_drop: float, objective: 
          trust_model_code: bool = False, custom_objects: Optional[dict] = None) -> AutoReport:
     """Measures every candidate and writes the best one within `max_accuracy_drop` (points) to `output`.
 
-    Next to `output` (unless given elsewhere): `NAME.png` (accuracy drop vs size of every
-    candidate) and `NAME.recipe.yaml` (a recipe that makes the chosen model again).
+    Next to `output` (unless given elsewhere): `NAME.recipe.yaml` (a recipe that makes the
+    chosen model again) and, where matplotlib is installed, `NAME.png` (accuracy drop vs size).
     """
     if objective not in OBJECTIVES:
         raise OptionError(f"objective must be one of {', '.join(OBJECTIVES)}. Received: objective={objective!r}")
+    from tfcompress import plots
+
     if output is not None:
         output = Path(output)
-        plot_path = plot_path or output.with_suffix(".png")
+        if plot_path is None and plots.matplotlib_installed():   # asked for explicitly, it is required
+            plot_path = output.with_suffix(".png")
         recipe_path = recipe_path or output.with_name(output.stem + ".recipe.yaml")
     for path in (output, report_path, plot_path, recipe_path):
         check_writable(path)
+    if plot_path is not None:
+        plots.require_matplotlib()
     model, model_path = keras_io.model_and_path(model, trust_model_code=trust_model_code,
                                                 custom_objects=custom_objects)
     input_shape = tuple(model.inputs[0].shape)
@@ -114,8 +119,6 @@ def auto(model, *, calibration, eval_data, max_accuracy_drop: float, objective: 
                         str(recipe_path) if recipe_path is not None and chosen else None,
                         str(plot_path) if plot_path is not None else None)
     if plot_path is not None:
-        from tfcompress import plots
-
         plots.plot_candidates([float32, *measured], chosen, plot_path,
                               f"{Path(report.model).name}: candidates, budget {max_accuracy_drop} pt")
     if report_path is not None:

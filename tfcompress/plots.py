@@ -6,7 +6,13 @@ matplotlib is optional (`pip install 'tfcompress[plot]'`) and imported only here
 from tfcompress.errors import TfcompressError
 from tfcompress.files import save_atomic
 
-__all__ = ["require_matplotlib", "plot_benchmark", "plot_sensitivity", "plot_candidates"]
+__all__ = ["require_matplotlib", "matplotlib_installed", "plot_benchmark", "plot_sensitivity", "plot_candidates"]
+
+
+def matplotlib_installed() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("matplotlib") is not None
 
 
 def require_matplotlib():
