@@ -17,7 +17,6 @@ import numpy as np
 
 from tfcompress import _keras, keras_io
 from tfcompress.data import Preprocessing, as_dataset, fit_to_input
-from tfcompress.errors import DataError
 from tfcompress.export.calibration import calibrate_only, layer_of_tensor
 from tfcompress.export.tflite import ConvertOptions, layer_kinds, to_tflite
 from tfcompress.files import check_writable
@@ -25,6 +24,7 @@ from tfcompress.native_output import captured_output
 from tfcompress.report import library_versions, write_json
 from tfcompress.runtime import metrics
 from tfcompress.runtime.interpreter import predict
+from tfcompress.transforms.training import labelled_data
 
 __all__ = ["LayerSensitivity", "SensitivityReport", "analyze", "format_sensitivity", "ROUNDING_ONLY"]
 
@@ -86,9 +86,7 @@ def analyze(model, calibration, *, eval_data=None, samples: int = 100, calibrati
               for tensor, values in statistics.items()]
     float_accuracy = int8_accuracy = None
     if eval_data is not None:
-        evaluation = fit_to_input(as_dataset(eval_data, preprocessing), input_shape, reshape=reshape_data)
-        if evaluation.y is None:
-            raise DataError(f"The eval data {evaluation.source} has no labels (y); accuracy needs them.")
+        evaluation = labelled_data(eval_data, model, preprocessing, reshape_data, "eval")
         float_accuracy = metrics.accuracy(model.predict(evaluation.x, batch_size=250, verbose=0), evaluation.y)
         int8_accuracy = _int8_accuracy(model, calibration.take(calibration_samples), evaluation, ())
         most_sensitive = list(dict.fromkeys(layer.layer for layer in sorted(layers, key=lambda l: -l.rmse_over_scale)

@@ -17,11 +17,12 @@ import yaml
 from tfcompress import convert_job, keras_io
 from tfcompress.analyze_job import analyze
 from tfcompress.data import Preprocessing, as_dataset, fit_to_input
-from tfcompress.errors import DataError, OptionError, TfcompressError
+from tfcompress.errors import OptionError, TfcompressError
 from tfcompress.export.tflite import layer_kinds
 from tfcompress.files import check_writable, write_atomic
 from tfcompress.report import library_versions, write_json
 from tfcompress.runtime import metrics
+from tfcompress.transforms.training import labelled_data
 
 __all__ = ["Candidate", "AutoReport", "auto", "format_auto_report", "OBJECTIVES"]
 
@@ -95,9 +96,7 @@ def auto(model, *, calibration, eval_data, max_accuracy_drop: float, objective: 
                                                 custom_objects=custom_objects)
     input_shape = tuple(model.inputs[0].shape)
     calibration = fit_to_input(as_dataset(calibration, preprocessing), input_shape, reshape=reshape_data)
-    evaluation = fit_to_input(as_dataset(eval_data, preprocessing), input_shape, reshape=reshape_data)
-    if evaluation.y is None:
-        raise DataError(f"auto needs labelled eval data; {evaluation.source} has no labels (y).")
+    evaluation = labelled_data(eval_data, model, preprocessing, reshape_data, "eval")
 
     reference_accuracy = metrics.accuracy(model.predict(evaluation.x, batch_size=250, verbose=0), evaluation.y)
 

@@ -38,7 +38,7 @@ class TrainOptions:
 def check_labels(model, data: Dataset, role: str = "training") -> None:
     """Class labels that fit the model's output: present, and below its number of classes."""
     if data.y is None:
-        raise DataError(f"The {role} data {data.source} has no labels (y); fine-tuning needs them.")
+        raise DataError(f"The {role} data {data.source} has no labels (y); pass labelled data (an .npz with x and y).")
     if model.outputs is None:  # a subclassed model: its output size is unknown before a call
         return
     classes = int(model.outputs[0].shape[-1])
