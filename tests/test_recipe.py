@@ -1,7 +1,5 @@
 """Recipe files: the built-in ones load, and every mistake names its key and line."""
 
-from pathlib import Path
-
 import pytest
 
 from tfcompress import recipe as recipes

@@ -16,7 +16,7 @@ from typing import Optional
 import numpy as np
 
 from tfcompress import _keras, keras_io
-from tfcompress.data import Preprocessing, as_dataset, fit_to_input
+from tfcompress.data import Preprocessing, input_data
 from tfcompress.export.calibration import calibrate_only, layer_of_tensor
 from tfcompress.export.tflite import ConvertOptions, layer_kinds, to_tflite
 from tfcompress.files import check_writable
@@ -77,11 +77,11 @@ def analyze(model, calibration, *, eval_data=None, samples: int = 100, calibrati
         plots.require_matplotlib()
     model, model_path = keras_io.model_and_path(model, trust_model_code=trust_model_code,
                                                 custom_objects=custom_objects)
-    input_shape = tuple(model.inputs[0].shape)
-    calibration = fit_to_input(as_dataset(calibration, preprocessing), input_shape, reshape=reshape_data)
+    calibration = input_data(calibration, tuple(model.inputs[0].shape), preprocessing, reshape=reshape_data)
     statistics = _layer_errors(model, calibration.take(calibration_samples), calibration.take(samples))
     kinds = layer_kinds(model)
-    layers = [LayerSensitivity(layer_of_tensor(tensor, kinds), kinds.get(layer_of_tensor(tensor, kinds), ""), tensor,
+    owners = {tensor: layer_of_tensor(tensor, kinds) for tensor in statistics}
+    layers = [LayerSensitivity(owners[tensor], kinds.get(owners[tensor], ""), tensor,
                                float(values["rmse_over_scale"]), float(values["sqnr_db"]))
               for tensor, values in statistics.items()]
     float_accuracy = int8_accuracy = None

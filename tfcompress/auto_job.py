@@ -16,7 +16,7 @@ import yaml
 
 from tfcompress import convert_job, keras_io
 from tfcompress.analyze_job import analyze
-from tfcompress.data import Preprocessing, as_dataset, fit_to_input
+from tfcompress.data import Preprocessing, input_data
 from tfcompress.errors import OptionError, TfcompressError
 from tfcompress.export.tflite import layer_kinds
 from tfcompress.files import check_writable, write_atomic
@@ -94,8 +94,7 @@ def auto(model, *, calibration, eval_data, max_accuracy_drop: float, objective: 
         plots.require_matplotlib()
     model, model_path = keras_io.model_and_path(model, trust_model_code=trust_model_code,
                                                 custom_objects=custom_objects)
-    input_shape = tuple(model.inputs[0].shape)
-    calibration = fit_to_input(as_dataset(calibration, preprocessing), input_shape, reshape=reshape_data)
+    calibration = input_data(calibration, tuple(model.inputs[0].shape), preprocessing, reshape=reshape_data)
     evaluation = labelled_data(eval_data, model, preprocessing, reshape_data, "eval")
 
     reference_accuracy = metrics.accuracy(model.predict(evaluation.x, batch_size=250, verbose=0), evaluation.y)

@@ -233,8 +233,7 @@ class _Keys:
 
     def key(self, model: Path) -> str:
         data = {**recipes.folder_data(model), **self.base["recipe"]["data"], **self.base["data"]}
-        specs = {spec for spec in data.values()}
-        specs |= {spec for step in self.base["recipe"]["steps"] for spec in step["data"].values()}
+        specs = set(data.values()) | {spec for step in self.base["recipe"]["steps"] for spec in step["data"].values()}
         content = {**self.base, "model": {"name": model.name, "digest": file_digest(model)},
                    "data": data, "data_digests": {spec: self._digest(spec) for spec in sorted(specs)}}
         return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()

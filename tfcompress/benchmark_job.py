@@ -8,7 +8,7 @@ import dataclasses
 from pathlib import Path
 from typing import Optional
 
-from tfcompress.data import Preprocessing, fit_to_input, load_data
+from tfcompress.data import Preprocessing, input_data
 from tfcompress.errors import ModelLoadError
 from tfcompress.files import check_writable, write_atomic
 from tfcompress.report import BenchmarkReport, Reference, machine_info, markdown_benchmark, write_json
@@ -42,10 +42,7 @@ def benchmark(models, *, eval_data=None, reference=None, threads: int = 1, warmu
     if not named_models:
         raise ModelLoadError("benchmark needs at least one .tflite model.")
     first_input = inspect_tflite(named_models[0][1], named_models[0][0]).inputs[0]
-    evaluation = None
-    if eval_data is not None:
-        evaluation = fit_to_input(load_data(eval_data, preprocessing), (None,) + first_input.shape[1:],
-                                  reshape=reshape_data)
+    evaluation = input_data(eval_data, (None,) + first_input.shape[1:], preprocessing, reshape=reshape_data)
     eval_x = evaluation.x if evaluation is not None else None
     labels = evaluation.y if evaluation is not None else None
     inputs = comparison_inputs(named_models[0][1], eval_x)

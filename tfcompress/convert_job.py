@@ -4,16 +4,15 @@
 returns a model it has not measured against the Keras original.
 """
 
-import os
 from pathlib import Path
-from typing import Optional, Union
+from typing import Optional
 
 import numpy as np
 from absl import logging
 
 from tfcompress import keras_io
 from tfcompress.check_job import check_model
-from tfcompress.data import Dataset, Preprocessing, fit_to_input, load_data
+from tfcompress.data import Dataset, Preprocessing, input_data
 from tfcompress.errors import ConversionError, DataError
 from tfcompress.export.tflite import ConvertOptions, to_tflite
 from tfcompress.files import check_writable, write_atomic
@@ -65,7 +64,7 @@ def convert(model, *, precision: str = "int8", calibration=None, eval_data=None,
     input_shape = tuple(model.inputs[0].shape)
     warnings = []
     calibration_data = _calibration(calibration, options, input_shape, preprocessing, reshape_data, warnings)
-    evaluation = _dataset(eval_data, input_shape, preprocessing, reshape_data)
+    evaluation = input_data(eval_data, input_shape, preprocessing, reshape=reshape_data)
     if options.precision in ("int8", "int16x8") and not skip_check:
         real_calibration = None if calibration_data is None or calibration_data.source == RANDOM_CALIBRATION \
             else calibration_data
@@ -132,15 +131,7 @@ def _calibration(calibration, options: ConvertOptions, input_shape, preprocessin
         raise DataError(
             f"precision={options.precision} needs calibration data: pass --calibration DATA "
             "(a few hundred real inputs), or --calibration random to accept random ranges.")
-    return _dataset(calibration, input_shape, preprocessing, reshape_data)
-
-
-def _dataset(data: Union[None, str, os.PathLike, Dataset], input_shape, preprocessing,
-             reshape_data) -> Optional[Dataset]:
-    if data is None:
-        return None
-    dataset = data if isinstance(data, Dataset) else load_data(data, preprocessing)
-    return fit_to_input(dataset, input_shape, reshape=reshape_data)
+    return input_data(calibration, input_shape, preprocessing, reshape=reshape_data)
 
 
 def _calibration_note(data: Optional[Dataset]) -> dict:

@@ -15,7 +15,7 @@ import numpy as np
 
 from tfcompress.errors import DataError
 
-__all__ = ["Dataset", "Preprocessing", "load_data", "as_dataset", "load_raw", "fit_to_input"]
+__all__ = ["Dataset", "Preprocessing", "load_data", "as_dataset", "input_data", "load_raw", "fit_to_input"]
 
 _IDX_FILES = {
     "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
@@ -83,6 +83,14 @@ def as_dataset(data, preprocessing: Preprocessing = Preprocessing()) -> Dataset:
     if hasattr(data, "as_numpy_iterator"):
         return as_dataset(_tf_data_arrays(data), preprocessing)
     return load_data(data, preprocessing)
+
+
+def input_data(data, input_shape, preprocessing: Preprocessing = Preprocessing(), *,
+               reshape: bool = False) -> Optional[Dataset]:
+    """Data as the API accepts it (`as_dataset`), checked against a model input shape; None stays None."""
+    if data is None:
+        return None
+    return fit_to_input(as_dataset(data, preprocessing), input_shape, reshape=reshape)
 
 
 def _tf_data_arrays(dataset) -> tuple:

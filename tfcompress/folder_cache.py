@@ -90,8 +90,12 @@ def remove_stale(folder: Path) -> None:
     """Deletes `.tmp-*-PID` / `.old-*-PID` / `.work-*-PID` leftovers of processes that are gone."""
     for path in folder.glob(".*-*"):
         pid = path.name.rsplit("-", 1)[-1]
-        if pid.isdigit() and not _alive(int(pid)):
-            shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
+        if not pid.isdigit() or _alive(int(pid)):
+            continue
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
 
 
 def _alive(pid: int) -> bool:

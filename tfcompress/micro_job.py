@@ -14,7 +14,7 @@ from typing import Optional
 import numpy as np
 
 from tfcompress import convert_job
-from tfcompress.data import Preprocessing, fit_to_input, load_data
+from tfcompress.data import Preprocessing, input_data
 from tfcompress.errors import ConversionError, DataError, ModelLoadError, OptionError, OutputError
 from tfcompress.export.ethosu import compile_for_ethos_u
 from tfcompress.export.micro import arena_with_margin, micro_sources
@@ -213,10 +213,7 @@ def _checked_tflite(path: Path) -> bytes:
 
 
 def _check_data(data, summary, preprocessing, reshape_data):
-    if data is None:
-        return None
-    dataset = load_data(data, preprocessing) if not hasattr(data, "x") else data
-    return fit_to_input(dataset, (None,) + summary.inputs[0].shape[1:], reshape=reshape_data)
+    return input_data(data, (None,) + summary.inputs[0].shape[1:], preprocessing, reshape=reshape_data)
 
 
 def _micro_inputs(check_data, summary) -> np.ndarray:

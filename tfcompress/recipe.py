@@ -21,13 +21,13 @@ from typing import Optional
 import yaml
 
 from tfcompress.errors import RecipeError
+from tfcompress.export.tflite import CALIBRATION_METHODS, IO_TYPES, PRECISIONS
 
 __all__ = ["Recipe", "Step", "load_recipe", "parse_recipe", "builtin_recipes", "folder_data", "STEP_KINDS",
            "BUDGETS", "DATA_ROLES", "TRANSFORMS", "EXPORTS", "DATA_DEFAULTS_FILE"]
 
 DATA_ROLES = ("train", "val", "calibration", "eval")
 _TRAINING = {"epochs": int, "batch_size": int, "learning_rate": float}
-_CHOICE_PRECISION = ("float32", "float16", "dynamic", "int8", "int16x8")
 # step → (options and their types, allowed values or [item type], data roles it reads)
 _STEPS = {
     "prune": ({**_TRAINING, "target_sparsity": float, "initial_sparsity": float,
@@ -41,9 +41,9 @@ _STEPS = {
     "distill": ({**_TRAINING, "student": str, "width_multiplier": float, "temperature": float, "alpha": float,
                  "seed": int}, ("train", "val")),
     "lowrank": ({**_TRAINING, "energy": float, "rank_ratio": float, "layers": str}, ("train", "eval")),
-    "convert": ({"precision": _CHOICE_PRECISION, "io_type": ("float32", "int8", "uint8"),
+    "convert": ({"precision": PRECISIONS, "io_type": IO_TYPES,
                  "per_tensor_dense": bool, "calibration_samples": int, "allow_float_ops": bool,
-                 "skip_check": bool, "keep_float": [str], "calibration_method": ("minmax", "percentile"),
+                 "skip_check": bool, "keep_float": [str], "calibration_method": CALIBRATION_METHODS,
                  "percentile": float, "input_range": [float]}, ("calibration", "eval")),
     "micro": ({"name": str, "arena_margin": float, "per_channel_dense": bool, "target": str,
                "compress": ("lut",), "skip_check": bool}, ("calibration", "eval")),
