@@ -62,7 +62,19 @@ def _ptq(result: dict) -> str:
             f"| `{row['model']}` | {row['variant']} | {row['size_bytes']:,} | {row['gzip_bytes']:,} | "
             f"{row['accuracy'] * 100:.2f}% | {row['accuracy_drop']:+.2f} | {row['top1_agreement'] * 100:.2f}% | "
             f"{row['latency_us']['p50']:.1f} | {ratio:.2f}x |")
-    lines += ["", f"Versions: {_versions(result)}"]
+    lines += ["", _keras3_agreement(result), "", f"Versions: {_versions(result)}"]
+    return "\n".join(lines)
+
+
+def _keras3_agreement(result: dict) -> str:
+    """The files Keras 3 wrote: top-1 agreement against Keras 3's own outputs, int8 with and without a float head."""
+    lines = ["Files written by Keras 3, top-1 agreement of the `.tflite` against Keras 3's own outputs "
+             "(ties: test images whose two largest `.tflite` outputs are equal):", "",
+             "| model | variant | top-1 vs Keras 3 | ties | float ops |", "|---|---|---:|---:|---|"]
+    for row in result["rows"]:
+        if row.get("top1_agreement_keras3") is not None and row["variant"].startswith("int8"):
+            lines.append(f"| `{row['model']}` | {row['variant']} | {row['top1_agreement_keras3'] * 100:.2f}% | "
+                         f"{row['top1_ties']} | {', '.join(row['float_ops']) or 'none'} |")
     return "\n".join(lines)
 
 
@@ -79,6 +91,15 @@ def _ptq_summary(result: dict) -> str:
             f"{int8['accuracy_drop']:+.2f} | {base['size_bytes']:,} → {int8['size_bytes']:,} B "
             f"({base['size_bytes'] / int8['size_bytes']:.1f}x) | "
             f"{base['latency_us']['p50']:.0f} → {int8['latency_us']['p50']:.0f} |")
+    keras3 = [row for row in result["rows"] if row.get("top1_agreement_keras3") is not None]
+    if keras3:
+        agreement = {variant: ", ".join(f"{row['top1_agreement_keras3'] * 100:.2f}%" for row in keras3
+                                        if row["variant"] == variant) for variant in ("int8", "int8 float head")}
+        lines += ["", f"Files written by Keras 3 (`{'`, `'.join(dict.fromkeys(row['model'] for row in keras3))}`), "
+                  f"top-1 agreement with Keras 3's own outputs: int8 {agreement['int8']}; int8 with the classifier "
+                  f"head (last Dense and its softmax) kept float, `--keep_float LAYER`, {agreement['int8 float head']}. "
+                  "Plain int8 loses to ties: its softmax output moves in steps of 1/256, and arg-max takes the "
+                  "lower class when the top two round to the same step."]
     lines += ["", "Latency: LiteRT with XNNPACK, 1 thread, on this x86 machine, where int8 is often slower "
               "than float32 for models this small; it does not predict ARM or microcontroller latency, so "
               "run `tfcompress benchmark` on the target."]

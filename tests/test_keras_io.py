@@ -4,10 +4,11 @@ import zipfile
 import numpy as np
 import pytest
 
-from tfcompress import keras_io
+from tfcompress import convert_job, keras_io, load_data
 from tfcompress.errors import ModelLoadError, UnsafeModelError, UntranslatableModelError
+from tfcompress.runtime.interpreter import predict
 
-from conftest import SAMPLE_MODELS
+from conftest import CALIBRATION, EVAL, KERAS3_SAMPLES, SAMPLE_MODELS
 
 import custom_layers
 
@@ -73,12 +74,26 @@ def test_keras3_sequential_translates(keras3, tmp_path):
                                np.asarray(model(x)), atol=1e-5)
 
 
-@pytest.mark.parametrize("name", ["lenet5_keras3.keras", "lenet5_keras3.h5"])
+@pytest.mark.parametrize("name", KERAS3_SAMPLES)
 def test_keras3_sample_models_match_keras3(keras3, name):
     original = keras3.saving.load_model(SAMPLE_MODELS / name, compile=False)
     x = _inputs((28, 28, 1), 16)
     np.testing.assert_allclose(keras_io.load_model(SAMPLE_MODELS / name)(x).numpy(),
                                np.asarray(original(x)), atol=1e-5)
+
+
+@pytest.mark.parametrize("name", KERAS3_SAMPLES)
+def test_keras3_samples_convert_to_int8_that_agrees_with_keras3(keras3, name):
+    """Plain int8 ties near-equal top-2 classes (its softmax step is 1/256); with the
+    classifier head (the last Dense and its softmax) kept float the top-1 class is Keras 3's."""
+    original = keras3.saving.load_model(SAMPLE_MODELS / name, compile=False)
+    evaluation = load_data(EVAL)
+    keras3_top1 = np.argmax(original.predict(evaluation.x, verbose=0), axis=1)
+    head = original.layers[-1].name
+    report = convert_job.convert(SAMPLE_MODELS / name, precision="int8", calibration=CALIBRATION,
+                                 keep_float=[head], latency_runs=0)
+    assert report.float_ops == ("FULLY_CONNECTED", "SOFTMAX")
+    assert np.mean(np.argmax(predict(report.tflite, evaluation.x), axis=1) == keras3_top1) >= 0.995
 
 
 def test_untranslatable_keras3_option_names_the_layer(keras3, tmp_path):

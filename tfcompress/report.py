@@ -193,6 +193,8 @@ def format_report(report: ConversionReport) -> str:
         ties = report.fidelity.top1_ties
         rows.append(("top-1 agreement", "", percent(report.fidelity.top1_agreement)
                      + (f" ({ties} tied top-2 outputs of {report.fidelity.samples})" if ties else "")))
+        if ties and "SOFTMAX" in report.ops and "SOFTMAX" not in report.float_ops:
+            rows.append(("", "", "(int8 softmax steps are 1/256; --keep_float LAST_LAYER keeps the head float)"))
         rows.append(("max abs error", "", f"{report.fidelity.max_abs_error:.4g}"))
     if report.latency:
         rows.append(("latency p50", "", f"{report.latency.p50:,.0f} us (1 thread, this machine)"))
