@@ -8,6 +8,8 @@
     and after fine-tuning, with the unfactored model fine-tuned as long as a control.
 (c) Part "sweep": KD settings (temperature, alpha) for the lenet5 student, each against the
     same run's teacher and labels-only student.
+(d) Part "long": (a) for lenet5 with every model trained 40 epochs, to see whether KD only
+    needs a longer schedule.
 Writes results/distill.json (replacing only the parts run), results/distill.png and the tables
 in benchmarks/README.md.
 """
@@ -31,7 +33,7 @@ _DATA_DIR = flags.DEFINE_string("data_dir", "/usr/share/datasets/fashion-mnist",
                                 "Fashion-MNIST IDX folder (apt-get install dataset-fashion-mnist).")
 _TEACHERS = flags.DEFINE_list("teachers", ["lenet5", "resnet8"], "Teacher architectures (tfcompress.zoo).")
 _TRAIN_SAMPLES = flags.DEFINE_integer("train_samples", None, "Use only this many training images (a smoke run).")
-_PARTS = flags.DEFINE_list("parts", ["main"], "main: (a) and (b); sweep: (c).")
+_PARTS = flags.DEFINE_list("parts", ["main"], "main: (a) and (b); sweep: (c); long: (d).")
 
 EPOCHS = {"lenet5": 15, "resnet8": 10}
 BATCH, LEARNING_RATE, SEED, WIDTH = 128, 1e-3, 0, 0.5
@@ -39,6 +41,7 @@ KD = tfcompress.DistillOptions(temperature=4.0, alpha=0.9)
 LABELS_ONLY = tfcompress.DistillOptions(temperature=4.0, alpha=0.0)
 LOWRANK_ENERGIES, LOWRANK_EPOCHS, LOWRANK_LR = (0.7, 0.8), 3, 1e-4
 SWEEP_TEACHER, SWEEP_SETTINGS = "lenet5", ((2.0, 0.5), (4.0, 0.5), (2.0, 0.9))
+LONG_TEACHER, LONG_EPOCHS = "lenet5", 40
 
 
 def main(argv):
@@ -53,6 +56,8 @@ def main(argv):
                        "lowrank": lowrank(train, test)})
     if "sweep" in _PARTS.value:
         result["sweep"] = sweep(train, test)
+    if "long" in _PARTS.value:
+        result["long"] = teacher_and_students(LONG_TEACHER, LONG_EPOCHS, train, test)[1]
     result.update({"benchmark": "distill", "train_samples": len(train), "test_samples": len(test),
                    "batch_size": BATCH, "width_multiplier": WIDTH, "temperature": KD.temperature, "alpha": KD.alpha,
                    "machine": machine_info(threads=1), "versions": library_versions()})
@@ -62,6 +67,17 @@ def main(argv):
 
 
 def distillation(name, epochs, train, test, calibration) -> list:
+    (teacher, student), (teacher_row, kd_row, labels_row) = teacher_and_students(name, epochs, train, test)
+    int8 = tfcompress.convert(student, precision="int8", calibration=calibration, eval_data=test, latency_runs=0)
+    float32 = tfcompress.convert(teacher, precision="float32", latency_runs=0)
+    int8_row = {**kd_row, "model": "student, KD, int8", "accuracy": int8.accuracy, "size_bytes": int8.size_bytes,
+                "drop_vs_teacher_pt": round((teacher_row["accuracy"] - int8.accuracy) * 100, 2)}
+    teacher_row["size_bytes"] = float32.size_bytes
+    return [teacher_row, kd_row, labels_row, int8_row]
+
+
+def teacher_and_students(name, epochs, train, test) -> tuple:
+    """((teacher, KD student), [teacher row, KD student row, labels-only student row])."""
     trained = _trainer(name, epochs, train, test)
     teacher, teacher_row = _trained_teacher(name, trained)
     student, kd_row = trained("student, KD", teacher, KD, width_multiplier=WIDTH)
@@ -69,12 +85,7 @@ def distillation(name, epochs, train, test, calibration) -> list:
     for row in (teacher_row, kd_row, labels_row):
         row["params_ratio"] = row["params"] / teacher_row["params"]
         row["drop_vs_teacher_pt"] = round((teacher_row["accuracy"] - row["accuracy"]) * 100, 2)
-    int8 = tfcompress.convert(student, precision="int8", calibration=calibration, eval_data=test, latency_runs=0)
-    float32 = tfcompress.convert(teacher, precision="float32", latency_runs=0)
-    int8_row = {**kd_row, "model": "student, KD, int8", "accuracy": int8.accuracy, "size_bytes": int8.size_bytes,
-                "drop_vs_teacher_pt": round((teacher_row["accuracy"] - int8.accuracy) * 100, 2)}
-    teacher_row["size_bytes"] = float32.size_bytes
-    return [teacher_row, kd_row, labels_row, int8_row]
+    return (teacher, student), [teacher_row, kd_row, labels_row]
 
 
 def sweep(train, test) -> list:

@@ -258,6 +258,11 @@ def _distill(result: dict) -> str:
                   "labels-only student):", "", "| model | accuracy | drop vs teacher (pt) |", "|---|---:|---:|"]
         lines += [f"| {row['model']} | {row['accuracy'] * 100:.2f}% | {row['drop_vs_teacher_pt']:+.2f} |"
                   for row in result["sweep"]]
+    if result.get("long"):
+        lines += ["", f"The lenet5 rows again with every model trained {result['long'][0]['epochs']} epochs "
+                  "(a separate run):", "", "| model | params | accuracy | drop vs teacher (pt) |", "|---|---:|---:|---:|"]
+        lines += [f"| {row['model']} | {row['params']:,} | {row['accuracy'] * 100:.2f}% | "
+                  f"{row['drop_vs_teacher_pt']:+.2f} |" for row in result["long"]]
     lines += ["", "![params vs accuracy](results/distill.png)", "", f"Versions: {_versions(result)}"]
     return "\n".join(lines)
 
