@@ -41,6 +41,7 @@ def test_convert_int8_report_matches_litert(run_cli, tmp_path):
     assert report["gzip_bytes"] < report["size_bytes"]
     assert report["accuracy_drop"] <= 0.5
     assert report["fidelity"]["top1_agreement"] >= 0.98
+    assert ("--keep_float" in out) == (report["fidelity"]["top1_ties"] > 0)     # how to remove int8 softmax ties
     # The report's accuracy is what LiteRT measures on the written file.
     evaluation = load_data(EVAL)
     measured = metrics.accuracy(predict(output.read_bytes(), evaluation.x), evaluation.y)

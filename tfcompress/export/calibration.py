@@ -11,8 +11,7 @@ import numpy as np
 from tfcompress import _keras
 from tfcompress.errors import OptionError
 
-__all__ = ["quantize_with_adjusted_calibration", "calibrate_only", "layer_of_tensor", "op_output_names",
-           "op_output_layers"]
+__all__ = ["quantize_with_adjusted_calibration", "calibrate_only", "layer_of_tensor", "op_output_names"]
 
 _PERCENTILE_SAMPLES = 100           # calibration inputs whose activations give the percentiles
 _VALUES_PER_SAMPLE = 10_000         # activation values kept per tensor and input (a seeded subsample)
@@ -52,7 +51,7 @@ def op_output_names(model) -> list:
     return [subgraph.tensors[index].name.decode() for op in subgraph.operators for index in op.outputs]
 
 
-def op_output_layers(model, layer_names) -> list:
+def _op_output_layers(model, layer_names) -> list:
     """(op output name, Keras layer) in graph order. An op whose output names no layer belongs
     to the op before it: a Dense layer's softmax is written under the model's output name."""
     owners, current = [], None
@@ -79,7 +78,7 @@ def _float_nodes(model, keep_float, layer_names) -> list:
     if unknown:
         raise OptionError(f"keep_float names layers the model does not have: {', '.join(unknown)}. "
                           f"Its layers: {', '.join(layer_names)}.")
-    nodes = [name for name, layer in op_output_layers(model, layer_names) if layer in keep_float]
+    nodes = [name for name, layer in _op_output_layers(model, layer_names) if layer in keep_float]
     if not nodes:
         raise OptionError(f"keep_float: the layers {', '.join(keep_float)} produced no op in the converted model "
                           "(folded into a neighbour); name the layer the op is written under (tfcompress analyze).")
