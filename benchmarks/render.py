@@ -29,8 +29,10 @@ def render_all() -> None:
     results = {path.stem: json.loads(path.read_text()) for path in sorted(RESULTS.glob("*.json"))}
     sections = [RENDERERS[name](result) for name, result in results.items() if name in RENDERERS]
     write_atomic(ROOT / "benchmarks" / "README.md", (_HEADER + "\n\n".join(sections) + "\n").encode())
-    if "ptq" in results:
-        _replace_readme_section(_ptq_summary(results["ptq"]))
+    summaries = [_ptq_summary(results["ptq"])] if "ptq" in results else []
+    summaries += [_hostile_summary(results["hostile"])] if "hostile" in results else []
+    if summaries:
+        _replace_readme_section("\n\n".join(summaries))
 
 
 _HEADER = """# Benchmarks
@@ -414,9 +416,44 @@ def _auto(result: dict) -> str:
     return "\n".join(lines)
 
 
+def _hostile_summary(result: dict) -> str:
+    rows = result["rows"]
+    measured = [row for row in rows if row["peak_mb"] is not None]
+    return (f"Hostile and broken inputs (`benchmarks/hostile.py`): {sum(row['passed'] for row in rows)} of {len(rows)} "
+            "cases (Lambda code at any nesting, decompression bombs, 1 TB array headers, FIFOs, outputs onto inputs, "
+            "kill -9 mid-write, ...) refused in one line with nothing written and no input changed; slowest "
+            f"{max(row['seconds'] for row in rows):.1f} s, largest peak memory {max(row['peak_mb'] for row in measured):,} MB.")
+
+
+def _hostile(result: dict) -> str:
+    rows = result["rows"]
+    passed = sum(row["passed"] for row in rows)
+    measured = [row for row in rows if row["peak_mb"] is not None]
+    lines = [
+        "## Hostile and broken inputs (`benchmarks/hostile.py`)",
+        "",
+        f"**{passed} of {len(rows)} cases behave as promised**: exit code, one line on stderr and no traceback, "
+        "nothing written, every input unchanged (hashed before and after), no code from a Lambda run. Each case is "
+        f"a real `python -m tfcompress` process; limits {result['time_limit_s']} s and "
+        f"{result['memory_limit_mb']:,} MB peak RSS. Slowest case {max(row['seconds'] for row in rows):.1f} s, "
+        f"largest peak {max(row['peak_mb'] for row in measured):,} MB. Kill cases: {result['kill_trials']} "
+        "kill -9 trials each at random moments, then the same command again.",
+        "",
+        "| group | case | exit | seconds | peak MB | passed | the line the user sees |",
+        "|---|---|---:|---:|---:|---|---|",
+    ]
+    for row in sorted(rows, key=lambda row: (row["group"], row["case"])):
+        peak = "" if row["peak_mb"] is None else f"{row['peak_mb']:,}"
+        verdict = "yes" if row["passed"] else f"**no**: {row['failure']}"
+        message = row["message"].replace("|", "\\|")
+        lines.append(f"| {row['group']} | `{row['case']}` | {row['exit']} | {row['seconds']:.1f} | {peak} | "
+                     f"{verdict} | {message} |")
+    return "\n".join(lines)
+
+
 RENDERERS = {"ptq": _ptq, "cold_start": _cold_start, "micro": _micro, "check": _check, "compress": _compress,
              "qat_start": _qat_start, "distill": _distill,
-             "lut": _lut, "pipeline": _pipeline, "auto": _auto}
+             "lut": _lut, "pipeline": _pipeline, "auto": _auto, "hostile": _hostile}
 
 if __name__ == "__main__":
     render_all()

@@ -7,7 +7,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # Conversions the pre-flight check caches go to a throwaway folder, not the user's ~/.cache.
 os.environ.setdefault("TFCOMPRESS_CACHE_DIR", tempfile.mkdtemp(prefix="tfcompress-test-cache-"))
 
@@ -89,3 +88,28 @@ def run_cli(capsys):
         return code, captured.out, captured.err
 
     return run
+
+
+@pytest.fixture(scope="session", autouse=True)
+def reports_match_their_schemas(tmp_path_factory):
+    """After the session: every JSON report the tests wrote validates against its shipped schema."""
+    yield
+    import json
+
+    import jsonschema
+
+    from tfcompress.report_schema import KINDS, schema
+
+    validators = {kind: jsonschema.Draft202012Validator(schema(kind)) for kind in KINDS}
+    invalid = []
+    for path in tmp_path_factory.getbasetemp().rglob("*.json"):
+        try:
+            report = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        if not isinstance(report, dict) or "schema_version" not in report:
+            continue
+        kind = str(report["schema_version"]).split("/")[0]
+        errors = list(validators[kind].iter_errors(report)) if kind in validators else ["unknown kind"]
+        invalid += [f"{path}: {getattr(error, 'message', error)}" for error in errors[:3]]
+    assert not invalid, "reports that do not match their schema:\n" + "\n".join(invalid[:20])

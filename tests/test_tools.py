@@ -40,3 +40,20 @@ def test_h5_to_tflite_then_benchmark_tflite(tmp_path):
     missing = subprocess.run([sys.executable, str(ROOT / "tools" / "h5_to_tflite.py"), str(tmp_path / "none.h5"),
                               str(output)], capture_output=True, text=True, timeout=300)
     assert missing.returncode == 2 and "Traceback" not in missing.stderr
+
+
+@pytest.mark.parametrize("tool", TOOLS, ids=lambda path: path.name)
+def test_tool_usage_errors_exit_2_and_flags_take_hyphens(tool, tmp_path):
+    """Exit 1 means "a budget was broken" in CI; a typo must not read as that."""
+    unknown = subprocess.run([sys.executable, str(tool), "--no-such-flag=1"], capture_output=True, text=True,
+                             timeout=120)
+    assert unknown.returncode == 2 and "Traceback" not in unknown.stderr
+    assert "no_such_flag" in unknown.stderr
+
+
+def test_compress_models_accepts_hyphenated_flags(tmp_path):
+    result = subprocess.run([sys.executable, str(ROOT / "tools" / "compress_models.py"),
+                             f"--input-dir={tmp_path / 'none'}", f"--output-dir={tmp_path / 'out'}"],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and "Unknown command line flag" not in result.stderr
+    assert "none" in result.stderr

@@ -123,8 +123,9 @@ def _layer_errors(model, calibration, samples) -> dict:
     graph = flatbuffer_utils.convert_bytearray_to_object(debug_model)
     verified = [tuple(op.inputs[:2]) for op in graph.subgraphs[0].operators
                 if graph.operatorCodes[op.opcodeIndex].customCode == b"NumericVerify"]
-    interpreter = tf.lite.Interpreter(model_content=debug_model, experimental_preserve_all_tensors=True)
-    interpreter.allocate_tensors()
+    with captured_output():   # LiteRT announces its XNNPACK delegate from C++
+        interpreter = tf.lite.Interpreter(model_content=debug_model, experimental_preserve_all_tensors=True)
+        interpreter.allocate_tensors()
     input_index = interpreter.get_input_details()[0]["index"]
     details = {detail["index"]: detail for detail in interpreter.get_tensor_details()}
     noise, signal, count = (collections.defaultdict(float) for _ in range(3))

@@ -14,7 +14,7 @@ from typing import Optional
 
 import yaml
 
-from tfcompress import convert_job, keras_io
+from tfcompress import convert_job, keras_io, progress
 from tfcompress.analyze_job import analyze
 from tfcompress.data import Preprocessing, input_data
 from tfcompress.errors import OptionError, TfcompressError
@@ -100,6 +100,7 @@ def auto(model, *, calibration, eval_data, max_accuracy_drop: float, objective: 
     reference_accuracy = metrics.accuracy(model.predict(evaluation.x, batch_size=250, verbose=0), evaluation.y)
 
     def measure(candidate: Candidate, keras_model=model) -> Candidate:
+        progress.stage(f"measuring the candidate {candidate.name}")
         return _measured(candidate, keras_model, calibration, evaluation, objective, reference_accuracy,
                          max_accuracy_drop)
 

@@ -28,10 +28,10 @@ from typing import Callable, Optional
 from tfcompress import recipe as recipes
 from tfcompress.cache import file_digest
 from tfcompress.errors import DataError, OptionError, OutputError, TfcompressError
-from tfcompress.files import write_atomic
-from tfcompress.folder_cache import FolderCache, place_folder, remove_stale
+from tfcompress.files import place_folder, remove_stale, temporary_name, write_atomic
+from tfcompress.folder_cache import FolderCache
 
-__all__ = ["BatchOptions", "BatchResult", "find_models", "shard", "output_names", "run_batch",
+__all__ = ["die_with_parent", "BatchOptions", "BatchResult", "find_models", "shard", "output_names", "run_batch",
            "markdown_summary", "PASSED", "FAILED", "ERROR"]
 
 PASSED, FAILED, ERROR = "passed", "failed", "error"
@@ -39,6 +39,9 @@ _MODEL_SUFFIXES = (".h5", ".keras")
 _VERSIONED = ("tensorflow", "tf-keras", "keras", "tensorflow-model-optimization", "ai-edge-litert", "tflite-micro",
               "numpy")
 _RUN_RECORD = "run.json"
+# Set for the `tfcompress run` children: they exit when the batch process is gone, even after kill -9.
+PARENT_PID_VARIABLE = "TFCOMPRESS_PARENT_PID"
+_PR_SET_PDEATHSIG = 1
 
 
 @dataclasses.dataclass(frozen=True)
@@ -154,7 +157,7 @@ def _process(model: Path, name: str, key: str, options: BatchOptions, cache: Opt
     record = _read_record(final)
     if record.get("key") == key:
         return _row(model, name, record, "resumed", time.perf_counter() - started)
-    work = output_dir / ".work" / f".work-{name}-{os.getpid()}"
+    work = temporary_name(output_dir / ".work" / name)
     shutil.rmtree(work, ignore_errors=True)
     log = output_dir / "logs" / f"{name}.log"
     if cache is None:
@@ -174,7 +177,7 @@ def _compute(model, name, key, options, work, final, log, cache, started) -> dic
         handle.write(" ".join(command) + "\n")
         handle.flush()
         returncode = subprocess.run(command, stdout=handle, stderr=subprocess.STDOUT,
-                                    env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}).returncode
+                                    env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", PARENT_PID_VARIABLE: str(os.getpid())}).returncode
     report = _read_json(work / "report.json") if returncode in (0, 1) else {}
     if "passed" not in report:   # exit 2, a crash, or a signal: nothing to keep
         shutil.rmtree(work, ignore_errors=True)
@@ -304,3 +307,15 @@ def markdown_summary(recipe_name: str, result: BatchResult) -> str:
     if errors:
         lines += ["", "Errors (see logs/NAME.log):", ""] + [f"- `{row['name']}`: {row['error']}" for row in errors]
     return "\n".join(lines) + "\n"
+
+
+def die_with_parent() -> None:
+    """Arms the Linux parent-death signal in a child the batch started: no orphans after kill -9."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+    import signal
+
+    ctypes.CDLL(None).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.environ.get(PARENT_PID_VARIABLE) != str(os.getppid()):   # the batch died before the signal was armed
+        os._exit(130)

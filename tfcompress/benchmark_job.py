@@ -13,7 +13,7 @@ from tfcompress.errors import ModelLoadError
 from tfcompress.files import check_writable, write_atomic
 from tfcompress.report import BenchmarkReport, Reference, machine_info, markdown_benchmark, write_json
 from tfcompress.runtime import metrics
-from tfcompress.runtime.benchmark import BenchmarkOptions, benchmark_model, comparison_inputs
+from tfcompress.runtime.benchmark import BenchmarkOptions, benchmark_models, comparison_inputs
 from tfcompress.runtime.inspect import inspect_tflite, read_tflite
 from tfcompress.runtime.interpreter import predict
 
@@ -47,9 +47,8 @@ def benchmark(models, *, eval_data=None, reference=None, threads: int = 1, warmu
     labels = evaluation.y if evaluation is not None else None
     inputs = comparison_inputs(named_models[0][1], eval_x)
     reference_info, reference_outputs = _reference(reference, inputs, labels, trust_model_code, custom_objects)
-    results = tuple(benchmark_model(name, data, options, inputs=inputs, labels=labels,
-                                    reference_outputs=reference_outputs, eval_x=eval_x)
-                    for name, data in named_models)
+    results = benchmark_models(named_models, options, inputs=inputs, labels=labels,
+                               reference_outputs=reference_outputs, eval_x=eval_x)
     report = BenchmarkReport(results, reference_info, evaluation.source if evaluation else None,
                              dataclasses.asdict(options), machine_info(threads))
     if json_path is not None:

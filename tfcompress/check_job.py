@@ -14,11 +14,12 @@ from typing import Optional
 
 import numpy as np
 
-from tfcompress import cache, keras_io
+from tfcompress import cache, keras_io, progress
 from tfcompress.data import Dataset, Preprocessing, fit_to_input, load_data
 from tfcompress.errors import ConversionError, OptionError, PreflightError
 from tfcompress.export.tflite import ConvertOptions, input_shapes, to_tflite
 from tfcompress.report import library_versions
+from tfcompress.report_schema import schema_version
 from tfcompress.runtime.inspect import inspect_tflite
 from tfcompress.runtime.micro_ops import micro_op_names
 from tfcompress.runtime.tflm import micro_run_error
@@ -97,7 +98,8 @@ class CheckReport:
         return NOT_DEPLOYABLE if BLOCKS in severities else FALLBACKS if FALLBACK in severities else READY
 
     def to_dict(self) -> dict:
-        return {"model": self.model, "target": self.target, "verdict": self.verdict,
+        return {"schema_version": schema_version("check"),
+                "model": self.model, "target": self.target, "verdict": self.verdict,
                 "problems": [problem.to_dict() for problem in self.problems],
                 "layers": [layer.to_dict() for layer in self.layers], "ops": self.ops,
                 "param_bytes": _total_param_bytes(self.layers), "micro_run": self.micro_run,
@@ -127,8 +129,10 @@ def check(model, *, target: str = "mobile", calibration=None, preprocessing: Pre
     which is enough for that question (not for accuracy).
     """
     _validate_target(target)
+    progress.stage("loading the model")
     model, model_path = keras_io.model_and_path(model, trust_model_code=trust_model_code,
                                                 custom_objects=custom_objects)
+    progress.stage(f"converting for {target} and reading the result layer by layer")
     if calibration is not None and not isinstance(calibration, Dataset):
         calibration = load_data(calibration, preprocessing)
     return check_model(model, target=target, calibration=calibration, source=model_path,
@@ -141,9 +145,29 @@ def check_model(model, *, target: str, calibration: Optional[Dataset] = None, so
     _validate_target(target)
     plans = qat.plan_qat(model)
     flat = model if any(plan.action == qat.REFUSE for plan in plans) else flatten_nested(model)
-    cache_key = {"model": cache.file_digest(source)} if source is not None else None
-    return _Check(flat, str(source or model.name), target, plans, cache_key,
+    return _Check(flat, str(source or model.name), target, plans, model_cache_key(source),
                   _check_inputs(flat, calibration, reshape_data)).run()
+
+
+def cached_conversion(model, cache_key: Optional[dict], options: ConvertOptions, inputs=None) -> bytes:
+    """`to_tflite`, from the conversions cache when `cache_key` names the model file's content.
+
+    `inputs` calibrate integer precisions. `convert` reads the float32 conversion the check
+    made from here, for its size ratio, without converting again."""
+    def convert() -> bytes:
+        calibration = Dataset(inputs, None, "check") if options.needs_calibration else None
+        return to_tflite(model, options, calibration)
+
+    if cache_key is None:
+        return convert()
+    key = {**cache_key, "options": dataclasses.asdict(options), "versions": library_versions(),
+           "inputs": _array_digest(inputs) if options.needs_calibration else None}
+    return cache.cached_bytes("conversions", key, convert)
+
+
+def model_cache_key(source) -> Optional[dict]:
+    """What identifies a model file in the conversions cache (None for an in-memory model)."""
+    return {"model": cache.file_digest(source)} if source is not None else None
 
 
 def _validate_target(target: str) -> None:
@@ -189,15 +213,8 @@ class _Check:
                            summary.ops if summary else {}, micro_run)
 
     def _convert(self, options: ConvertOptions) -> Optional[bytes]:
-        def convert() -> bytes:
-            calibration = Dataset(self.inputs, None, "check") if options.needs_calibration else None
-            return to_tflite(self.model, options, calibration)
         try:
-            if self.cache_key is None:
-                return convert()
-            key = {**self.cache_key, "options": dataclasses.asdict(options), "versions": library_versions(),
-                   "inputs": _array_digest(self.inputs) if options.needs_calibration else None}
-            return cache.cached_bytes("conversions", key, convert)
+            return cached_conversion(self.model, self.cache_key, options, self.inputs)
         except ConversionError as error:
             self.problems.append(Problem(
                 _MODEL_ROW, f"{options.precision} conversion failed: {error}",

@@ -6,16 +6,15 @@ only with --verbose). Flags may be spelled --calibration_samples or
 --calibration-samples. Nothing heavy is imported before a subcommand needs it.
 """
 
-import json
 import os
 import sys
 import traceback
 
 from absl import flags
 
-from tfcompress.errors import TfcompressError
+from tfcompress.errors import OptionError, TfcompressError
 
-__all__ = ["main", "run_main"]
+__all__ = ["main", "run_main", "run_tool"]
 
 _USAGE = """usage: tfcompress COMMAND [flags]
 
@@ -36,12 +35,17 @@ commands:
   run RECIPE --model M -o DIR   a recipe (YAML, or built-in: mobile_int8, mobile_float16, mcu_int8,
                                 deep_compression, deep_compression_mcu) step by step, budgets judged
 
-`tfcompress COMMAND --help` lists a command's flags."""
+`tfcompress help COMMAND` (or `tfcompress COMMAND --help`) shows its usage, an example and its flags;
+`tfcompress --version` prints the version."""
 
 
 def _common_flags(flag_values):
+    define = {"flag_values": flag_values}
     return {"verbose": flags.DEFINE_boolean(
-        "verbose", False, "Show tracebacks for errors.", flag_values=flag_values)}
+                "verbose", False, "Show tracebacks for errors, and TensorFlow's own log lines.", **define),
+            "progress": flags.DEFINE_boolean(
+                "progress", None, "A line per stage on stderr (default: when stderr is a terminal).", **define),
+            "quiet": flags.DEFINE_boolean("quiet", False, "No stage lines.", **define)}
 
 
 def _convert_flags(flag_values):
@@ -90,7 +94,8 @@ def _model_flags(flag_values):
         "trust_model_code": flags.DEFINE_boolean(
             "trust_model_code", False, "Allow Lambda layers, whose stored code runs when loading.", **define),
         "custom_objects": flags.DEFINE_string(
-            "custom_objects", None, "Python file defining the model's custom layers.", **define),
+            "custom_objects", None, "Python file defining the model's custom layers. It is imported, so its "
+            "code runs: needs --trust_model_code.", **define),
     }
 
 
@@ -395,9 +400,9 @@ def _run_inspect(args, values):
                                        custom_objects=_custom_objects(values))
     print(inspection.format_details(details))
     if values["json"]:
-        from tfcompress.files import write_atomic
+        from tfcompress.files import write_json_atomic
 
-        write_atomic(values["json"], (json.dumps(details, indent=2) + "\n").encode())
+        write_json_atomic(values["json"], details)
     return 0
 
 
@@ -567,6 +572,9 @@ def _data_and_model_options(values) -> dict:
 def _custom_objects(values):
     if not values["custom_objects"]:
         return None
+    if not values["trust_model_code"]:
+        raise OptionError(f"--custom_objects imports and runs {values['custom_objects']}; pass "
+                          "--trust_model_code as well if you trust that code.")
     from tfcompress.keras_io import load_custom_objects
 
     return load_custom_objects(values["custom_objects"])
@@ -577,6 +585,31 @@ def _positional(args, command, *names):
         raise flags.Error(f"{command} takes {' '.join(names)}; received {args or 'nothing'}")
     return args
 
+
+# Per command: its positional arguments and required flags, and one example.
+_SYNOPSES = {
+    "convert": ("MODEL -o OUT.tflite [flags]", "tfcompress convert model.h5 --precision int8 "
+                "--calibration calib.npz --eval test.npz -o model.tflite --report model.json"),
+    "micro": ("MODEL -o DIR [flags]", "tfcompress micro model.h5 --calibration calib.npz --eval test.npz -o build/"),
+    "benchmark": ("MODEL.tflite [MORE.tflite ...] [flags]",
+                  "tfcompress benchmark float32.tflite int8.tflite --eval test.npz --repeat 3 --json bench.json"),
+    "inspect": ("MODEL [flags]", "tfcompress inspect model.tflite --json details.json"),
+    "check": ("MODEL [flags]", "tfcompress check model.h5 --target micro --calibration calib.npz"),
+    "qat": ("MODEL -o OUT.h5 --train DATA [flags]", "tfcompress qat model.h5 --train train.npz -o qat.h5"),
+    "prune": ("MODEL -o OUT.h5 --train DATA [flags]",
+              "tfcompress prune model.h5 --train train.npz --target_sparsity 0.8 -o pruned.h5"),
+    "cluster": ("MODEL -o OUT.h5 --train DATA [flags]",
+                "tfcompress cluster pruned.h5 --train train.npz --clusters 16 --preserve_sparsity -o clustered.h5"),
+    "distill": ("--teacher T.h5 -o OUT.h5 --train DATA [flags]",
+                "tfcompress distill --teacher model.h5 --width_multiplier 0.5 --train train.npz -o student.h5"),
+    "lowrank": ("MODEL -o OUT.h5 (--energy E | --rank_ratio R) [flags]",
+                "tfcompress lowrank model.h5 --energy 0.9 --eval test.npz -o lowrank.h5"),
+    "run": ("RECIPE --model MODEL -o DIR [flags]", "tfcompress run mobile_int8 --model model.h5 -o out/"),
+    "analyze": ("MODEL --calibration DATA [flags]",
+                "tfcompress analyze model.h5 --calibration calib.npz --eval test.npz --plot layers.png"),
+    "auto": ("MODEL -o OUT.tflite --calibration DATA --eval DATA [flags]",
+             "tfcompress auto model.h5 --calibration calib.npz --eval test.npz --max_accuracy_drop 0.5 -o best.tflite"),
+}
 
 _COMMANDS = {"convert": (_convert_flags, _run_convert),
              "micro": (_micro_flags, _run_micro),
@@ -593,9 +626,26 @@ _COMMANDS = {"convert": (_convert_flags, _run_convert),
              "auto": (_auto_flags, _run_auto)}
 
 
+# Flags naming files a command writes, and flags naming files it reads: an output may never be an input.
+_OUTPUT_FLAGS = ("output", "report", "json", "markdown", "plot")
+_INPUT_FLAGS = ("model", "calibration", "eval", "train", "val", "teacher", "student", "reference", "custom_objects")
+_FOLDER_OUTPUTS = {"micro", "run"}
+_DATA_FLAGS = ("calibration", "eval", "train", "val")
+_INTERRUPTED = 130
+
+
 def main(argv) -> int:
     """Runs one subcommand; returns the exit code (tests call this directly)."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    for stream in (sys.stdout, sys.stderr):   # file names that are not UTF-8 print, escaped
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
+    if len(argv) >= 2 and argv[1] == "--version":
+        from tfcompress import __version__
+
+        print(f"tfcompress {__version__}")
+        return 0
+    if len(argv) >= 3 and argv[1] == "help" and argv[2] in _COMMANDS:
+        argv = [argv[0], argv[2], "--help"]
     if len(argv) < 2 or argv[1] in ("-h", "--help", "help"):
         print(_USAGE)
         return 0 if len(argv) >= 2 else 2
@@ -608,20 +658,72 @@ def main(argv) -> int:
     holders = {**define_flags(flag_values), **_common_flags(flag_values)}
     args = [_underscore_flag_name(arg) for arg in argv[2:]]
     if "--help" in args or "-h" in args:
-        print(f"usage: tfcompress {name} ...\n{flag_values.get_help()}")
+        synopsis, example = _SYNOPSES[name]
+        print(f"usage: tfcompress {name} {synopsis}\n\nexample:\n  {example}\n\nflags:\n{flag_values.get_help()}")
         return 0
     try:
         positional = flag_values([f"tfcompress {name}"] + args)[1:]
         values = {key: holder.value for key, holder in holders.items()}
-        return run(positional, values)
+        from tfcompress import _keras, progress
+
+        _keras.show_native_logs(values["verbose"])
+        progress.configure(False if values["quiet"] else values["progress"])
+        _check_outputs(name, positional, values)
+        _check_inputs(name, positional, values)
+        with progress.command(name):
+            return run(positional, values)
     except flags.Error as error:
         print(f"tfcompress {name}: {error}. See `tfcompress {name} --help`.", file=sys.stderr)
         return 2
-    except TfcompressError as error:
+    except KeyboardInterrupt:
+        print(f"tfcompress {name}: interrupted; nothing was written.", file=sys.stderr)
+        return _INTERRUPTED
+    except (TfcompressError, OSError, MemoryError, RecursionError) as error:
         if flag_values.is_parsed() and flag_values["verbose"].value:
             traceback.print_exc()
-        print(f"tfcompress {name}: error: {error}", file=sys.stderr)
+        print(f"tfcompress {name}: error: {_one_line(error)}", file=sys.stderr)
         return 2
+
+
+def _check_outputs(name, positional, values) -> None:
+    """Refuses, before any work, an output path that is an input or not a file tfcompress may replace."""
+    from tfcompress.files import check_not_inputs, check_writable
+
+    inputs = [*positional, *(values.get(flag) for flag in _INPUT_FLAGS)]
+    for flag in _OUTPUT_FLAGS:
+        output = values.get(flag)
+        if not output:
+            continue
+        if flag == "output" and name in _FOLDER_OUTPUTS:
+            check_not_inputs(output, inputs, folder=True)
+        else:
+            check_writable(output, inputs=inputs)
+
+
+def _check_inputs(name, positional, values) -> None:
+    """Data files, from their headers, and their fit to the model's declared input: refused in a
+    fraction of a second, before TensorFlow loads (the jobs check again, on what they load)."""
+    from tfcompress import data, model_config
+
+    shapes = {flag: data.sample_shape(values[flag]) for flag in _DATA_FLAGS
+              if values.get(flag) and values[flag] != "random"}
+    model = values.get("model") or values.get("teacher") or (positional[0] if positional else None)
+    input_shape = model_config.declared_input_shape(model) if model and shapes and name != "benchmark" else None
+    for flag, have in shapes.items():
+        if input_shape is not None and have is not None:
+            data.check_sample_shape(have, input_shape, values[flag], reshape=values.get("reshape_data", False))
+
+
+def _one_line(error: BaseException) -> str:
+    """The project's messages are one line already; an OS or memory error is made one."""
+    if isinstance(error, OSError) and error.filename is not None:
+        return f"{error.strerror or error}: {error.filename}"
+    if isinstance(error, MemoryError):
+        return "ran out of memory reading the inputs; check their sizes (limits: docs/safety.md)."
+    if isinstance(error, RecursionError):
+        return "an input is nested too deeply to read."
+    text = str(error).strip() or type(error).__name__
+    return " ".join(text.split())
 
 
 def _underscore_flag_name(arg: str) -> str:
@@ -632,5 +734,28 @@ def _underscore_flag_name(arg: str) -> str:
     return "--" + name[2:].replace("-", "_") + equals + value
 
 
+def run_tool(main) -> None:
+    """Runs a `tools/` script's absl `main` the way the CLI runs a command: flags may be written
+    with - or _, and a usage error exits 2 with one line (exit 1 means a broken budget there)."""
+    from absl import app
+
+    def parse(argv):
+        try:
+            return flags.FLAGS([argv[0]] + [_underscore_flag_name(arg) for arg in argv[1:]])
+        except flags.Error as error:
+            print(f"{os.path.basename(argv[0])}: {error}. See --help.", file=sys.stderr)
+            sys.exit(2)
+
+    app.run(main, flags_parser=parse)
+
+
 def run_main():
+    import signal
+
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)   # `tfcompress inspect m.tflite | head` ends quietly
+    if os.environ.get("TFCOMPRESS_PARENT_PID"):   # started by the batch tool: die with it
+        from tfcompress.batch import die_with_parent
+
+        die_with_parent()
     sys.exit(main(sys.argv))
+

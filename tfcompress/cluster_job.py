@@ -11,7 +11,8 @@ from typing import Optional
 from tfcompress import keras_io
 from tfcompress.data import Preprocessing
 from tfcompress.files import check_writable
-from tfcompress.report import library_versions, write_json
+from tfcompress.runtime.weight_coding import code_arrays
+from tfcompress.report import format_weight_sizes, library_versions, write_json
 from tfcompress.transforms import cluster as clustering
 from tfcompress.transforms.graph import flatten_nested
 from tfcompress.transforms.prune import layer_sparsity
@@ -29,11 +30,12 @@ class ClusterReport:
     skipped: dict           # layer → why it was left alone
     metrics: dict           # the last epoch's loss/accuracy (and val_ ones)
     options: dict
+    weights: dict = dataclasses.field(default_factory=dict)   # raw, gzip and Huffman bytes of the stripped weights
     keras_model: object = dataclasses.field(default=None, repr=False, compare=False)
 
     def to_dict(self) -> dict:
         return {"model": self.model, "output": self.output, "step": "cluster", "layers": self.layers,
-                "skipped": self.skipped, "metrics": self.metrics, "options": self.options,
+                "skipped": self.skipped, "metrics": self.metrics, "options": self.options, "weights": self.weights,
                 "versions": library_versions()}
 
 
@@ -71,7 +73,7 @@ def cluster(model, train, *, output=None, val=None, options: Optional[clustering
                      "per_channel": name in per_channel, "sparsity": sparsity[name]} for name in chosen}
     result = ClusterReport(str(model_path or model.name), str(output) if output is not None else None, layers,
                            skipped, metrics, {**dataclasses.asdict(options), **dataclasses.asdict(training)},
-                           stripped)
+                           weights=code_arrays(stripped.get_weights()), keras_model=stripped)
     if report_path is not None:
         write_json(result, report_path)
     return result
@@ -84,4 +86,5 @@ def format_cluster_report(report: ClusterReport) -> str:
               f"{values['unique_values']}  {values['sparsity']:.3f}" for name, values in report.layers.items()]
     lines += [f"left alone: {name} ({why})" for name, why in report.skipped.items()]
     lines.append("last epoch: " + ", ".join(f"{name} {value:.4f}" for name, value in report.metrics.items()))
+    lines.append(format_weight_sizes(report.weights))
     return "\n".join(lines)

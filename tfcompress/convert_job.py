@@ -10,8 +10,8 @@ from typing import Optional
 import numpy as np
 from absl import logging
 
-from tfcompress import keras_io
-from tfcompress.check_job import check_model
+from tfcompress import keras_io, progress
+from tfcompress.check_job import cached_conversion, check_model, model_cache_key
 from tfcompress.data import Dataset, Preprocessing, input_data
 from tfcompress.errors import ConversionError, DataError
 from tfcompress.export.tflite import ConvertOptions, to_tflite
@@ -23,7 +23,7 @@ from tfcompress.runtime.inspect import gzip_size, inspect_tflite
 from tfcompress.runtime.interpreter import predict
 from tfcompress.transforms.qat import is_quantize_aware
 
-__all__ = ["convert", "RANDOM_CALIBRATION"]
+__all__ = ["convert", "io_report", "RANDOM_CALIBRATION"]
 
 RANDOM_CALIBRATION = "random"
 _RANDOM_CALIBRATION_SAMPLES = 100
@@ -51,7 +51,8 @@ def convert(model, *, precision: str = "int8", calibration=None, eval_data=None,
     ranges to the `percentile`; `input_range` (low, high) fixes the input's range.
     """
     for path in (output, report_path):
-        check_writable(path)
+        check_writable(path, inputs=(model, calibration, eval_data))
+    progress.stage("loading the model")
     model, model_path = keras_io.model_and_path(model, trust_model_code=trust_model_code,
                                                 custom_objects=custom_objects)
     options = ConvertOptions(precision=precision, io_type=io_type,
@@ -66,11 +67,13 @@ def convert(model, *, precision: str = "int8", calibration=None, eval_data=None,
     calibration_data = _calibration(calibration, options, input_shape, preprocessing, reshape_data, warnings)
     evaluation = input_data(eval_data, input_shape, preprocessing, reshape=reshape_data)
     if options.precision in ("int8", "int16x8") and not skip_check:
+        progress.stage(f"pre-flight check for {check_target}")
         real_calibration = None if calibration_data is None or calibration_data.source == RANDOM_CALIBRATION \
             else calibration_data
         check_model(model, target=check_target, calibration=real_calibration,
                     source=model_path).raise_if_blocked(allow_float_ops=allow_float_ops)
 
+    progress.stage(f"converting to {options.precision}" + (" (calibrating)" if options.needs_calibration else ""))
     tflite_bytes = to_tflite(model, options, calibration_data)
     summary = inspect_tflite(tflite_bytes)
     if options.precision == "int8" and summary.float_ops and options.keep_float:
@@ -85,26 +88,29 @@ def convert(model, *, precision: str = "int8", calibration=None, eval_data=None,
     reference_accuracy = accuracy = fidelity = None
     check_data = evaluation if evaluation is not None else calibration_data
     if check_data is not None:
+        progress.stage(f"verifying against Keras on {len(check_data)} inputs")
         keras_outputs = model.predict(check_data.x, batch_size=250, verbose=0)
         tflite_outputs = predict(tflite_bytes, check_data.x)
         fidelity = metrics.fidelity(tflite_outputs, keras_outputs)
         if evaluation is not None:
             reference_accuracy = metrics.accuracy(keras_outputs, evaluation.y)
             accuracy = metrics.accuracy(tflite_outputs, evaluation.y)
+    if latency_runs:
+        progress.stage("measuring latency")
     latency = measure_latency(tflite_bytes, runs=latency_runs, warmup=10) if latency_runs else None
 
     if output is not None:
         write_atomic(output, tflite_bytes)
     report = ConversionReport(
+        float32_bytes=_float32_bytes(model, model_path, options, tflite_bytes),
         model=model_name,
         output=str(output) if output is not None else None,
         precision=options.precision, size_bytes=len(tflite_bytes), gzip_bytes=gzip_size(tflite_bytes),
-        reference=Reference(model_name, _file_size(model_path) or _float32_bytes(model), reference_accuracy),
+        reference=Reference(model_name, _file_size(model_path) or _keras_float32_bytes(model), reference_accuracy),
         accuracy=accuracy, fidelity=fidelity, latency=latency,
         ops=summary.ops, float_ops=summary.float_ops,
-        io={"inputs": [t.to_dict() for t in summary.inputs],
-            "outputs": [t.to_dict() for t in summary.outputs]},
-        calibration=_calibration_note(calibration_data),
+        io=io_report(summary),
+        calibration=_calibration_note(calibration_data, options),
         options={"io_type": io_type, "per_tensor_dense": per_tensor_dense,
                  "calibration_samples": calibration_samples, "batch_size": batch_size,
                  "allow_float_ops": allow_float_ops, "skip_check": skip_check,
@@ -134,10 +140,17 @@ def _calibration(calibration, options: ConvertOptions, input_shape, preprocessin
     return input_data(calibration, input_shape, preprocessing, reshape=reshape_data)
 
 
-def _calibration_note(data: Optional[Dataset]) -> dict:
-    if data is None:
-        return {"source": None, "samples": 0, "random": False}
-    return {"source": data.source, "samples": len(data), "random": data.source == RANDOM_CALIBRATION}
+def io_report(summary) -> dict:
+    """The model's inputs and outputs as the report gives them: dtype, shape, bytes, quantization."""
+    return {"inputs": [t.io_dict() for t in summary.inputs], "outputs": [t.io_dict() for t in summary.outputs]}
+
+
+def _calibration_note(data: Optional[Dataset], options: ConvertOptions) -> dict:
+    """What the converter calibrated on: it reads at most `calibration_samples` inputs."""
+    if data is None or not options.needs_calibration:
+        return {"source": None if data is None else data.source, "samples": 0, "random": False}
+    return {"source": data.source, "samples": min(len(data), options.calibration_samples),
+            "random": data.source == RANDOM_CALIBRATION}
 
 
 def _file_size(path) -> Optional[int]:
@@ -149,5 +162,16 @@ def _file_size(path) -> Optional[int]:
     return path.stat().st_size
 
 
-def _float32_bytes(model) -> int:
+def _keras_float32_bytes(model) -> int:
     return int(sum(np.prod(w.shape) for w in model.weights)) * 4
+
+
+def _float32_bytes(model, model_path, options: ConvertOptions, tflite_bytes: bytes) -> Optional[int]:
+    """Size of the same model's float32 .tflite, what size ratios are taken against: the check's
+    cached conversion when it ran; None for a QAT model (its float32 form holds fake-quant ops)."""
+    if options.quantize_aware:
+        return None
+    if options.precision == "float32":
+        return len(tflite_bytes)
+    float32 = ConvertOptions(precision="float32", batch_size=options.batch_size)
+    return len(cached_conversion(model, model_cache_key(model_path), float32))

@@ -8,14 +8,18 @@ so the TensorFlow-free benchmark path can load its eval data too.
 
 import dataclasses
 import gzip
+import warnings
+import zipfile
 from pathlib import Path
 from typing import Optional
 
 import numpy as np
 
+from tfcompress import limits
 from tfcompress.errors import DataError
 
-__all__ = ["Dataset", "Preprocessing", "load_data", "as_dataset", "input_data", "load_raw", "fit_to_input"]
+__all__ = ["Dataset", "Preprocessing", "load_data", "as_dataset", "input_data", "load_raw", "fit_to_input",
+           "sample_shape", "check_sample_shape"]
 
 _IDX_FILES = {
     "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
@@ -108,6 +112,7 @@ def load_raw(spec):
     path = Path(path_text)
     if not path.exists():
         raise DataError(f"Data file not found: {path}. Pass a .npz, .npy, image folder or IDX folder.")
+    limits.check_input_file(path, "Data file", DataError, folder_ok=True)
     if path.is_dir():
         x, y = _load_folder(path, split)
     elif path.suffix == ".npz":
@@ -122,6 +127,33 @@ def load_raw(spec):
     return x, y
 
 
+def sample_shape(spec) -> Optional[tuple]:
+    """The stored shape of one sample, read from the file's headers only (None for folders, whose
+    images must be opened to tell): lets the CLI refuse a missing, damaged or misshapen data file
+    in a fraction of a second, before TensorFlow loads."""
+    path_text, _, _ = str(spec).partition("@")
+    path = Path(path_text)
+    if not path.exists():
+        raise DataError(f"Data file not found: {path}. Pass a .npz, .npy, image folder or IDX folder.")
+    limits.check_input_file(path, "Data file", DataError, folder_ok=True)
+    try:
+        if path.is_dir():
+            return None
+        if path.suffix == ".npz":
+            shapes = _check_npz_headers(path)
+            if "x" not in shapes:
+                raise DataError(f"{path} has arrays {sorted(shapes)} but no 'x'. "
+                                "Save inputs as x (and labels as y): np.savez(path, x=..., y=...).")
+            return shapes["x"][1:]
+        if path.suffix == ".npy":
+            with open(path, "rb") as handle:
+                return _check_array_header(handle, path.stat().st_size, path)[1:]
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
+        raise DataError(f"Cannot read {path} as {path.suffix}: {_one_line(error)}") from None
+    raise DataError(f"Unsupported data file {path}: expected .npz (arrays x, y), .npy, an image folder "
+                    "or a folder of IDX files.")
+
+
 def fit_to_input(data: Dataset, input_shape, *, reshape: bool = False) -> Dataset:
     """Checks `data` against a model input shape (batch first, None for any size).
 
@@ -130,12 +162,21 @@ def fit_to_input(data: Dataset, input_shape, *, reshape: bool = False) -> Datase
     """
     wanted = tuple(input_shape[1:])
     have = tuple(data.x.shape[1:])
+    check_sample_shape(have, input_shape, data.source, reshape=reshape)
     if _shape_matches(have, wanted):
         return data
+    return dataclasses.replace(data, x=data.x.reshape((len(data),) + wanted))
+
+
+def check_sample_shape(have: tuple, input_shape, source, *, reshape: bool = False) -> None:
+    """The one mismatch message, for stored samples of shape `have` and a model input (batch first)."""
+    wanted = tuple(input_shape[1:])
+    if _shape_matches(have, wanted):
+        return
     if reshape and None not in wanted and int(np.prod(have)) == int(np.prod(wanted)):
-        return dataclasses.replace(data, x=data.x.reshape((len(data),) + wanted))
+        return
     raise DataError(
-        f"Data {data.source} has samples of shape {have}, but the model expects {wanted}. "
+        f"Data {source} has samples of shape {have}, but the model expects {wanted}. "
         "Pass data of the model's input shape (or --reshape_data when only the layout differs).")
 
 
@@ -145,21 +186,62 @@ def _shape_matches(have, wanted) -> bool:
 
 def _load_npz(path: Path):
     try:
+        _check_npz_headers(path)
         with np.load(path, allow_pickle=False) as archive:
             if "x" not in archive.files:
                 raise DataError(
                     f"{path} has arrays {sorted(archive.files)} but no 'x'. "
                     "Save inputs as x (and labels as y): np.savez(path, x=..., y=...).")
             return archive["x"], archive["y"] if "y" in archive.files else None
-    except (OSError, ValueError, EOFError) as error:
-        raise DataError(f"Cannot read {path} as .npz: {error}") from None
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
+        raise DataError(f"Cannot read {path} as .npz: {_one_line(error)}") from None
 
 
 def _load_npy(path: Path):
     try:
+        with open(path, "rb") as handle:
+            _check_array_header(handle, path.stat().st_size, path)
         return np.load(path, allow_pickle=False)
     except (OSError, ValueError, EOFError) as error:
-        raise DataError(f"Cannot read {path} as .npy: {error}") from None
+        raise DataError(f"Cannot read {path} as .npy: {_one_line(error)}") from None
+
+
+def _check_npz_headers(path: Path) -> dict:
+    """Array name → declared shape. Each member's declared array must fit in what the member
+    holds, and the member in the limits."""
+    shapes = {}
+    with zipfile.ZipFile(path) as archive:
+        for member in archive.infolist():
+            where = f"{path} ({member.filename})"
+            limits.DATA_BYTES.check(member.file_size, where, DataError)
+            if member.file_size > (1 << 20):
+                limits.COMPRESSION_RATIO.check(member.file_size // max(member.compress_size, 1), where,
+                                               DataError, unit=": 1")
+            if member.filename.endswith(".npy"):
+                with archive.open(member) as handle:
+                    shapes[member.filename[:-len(".npy")]] = _check_array_header(handle, member.file_size, where)
+    return shapes
+
+
+def _check_array_header(handle, stored_bytes: int, where) -> tuple:
+    """Reads only the .npy header: an array that declares more bytes than the file stores is
+    refused before numpy allocates it."""
+    version = np.lib.format.read_magic(handle)
+    reader = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+    shape, _, dtype = reader(handle, max_header_size=10_000)
+    if dtype.hasobject:
+        raise DataError(f"{where} stores Python objects (a pickle), which tfcompress does not load; "
+                        "save numeric arrays.")
+    declared = int(np.prod(shape, dtype=np.float64)) * dtype.itemsize
+    if declared > stored_bytes:
+        raise DataError(f"{where} declares an array of shape {shape} ({declared:,} bytes) but stores only "
+                        f"{stored_bytes:,} bytes; the file is truncated or forged.")
+    limits.DATA_BYTES.check(declared, where, DataError)
+    return tuple(shape)
+
+
+def _one_line(error: Exception) -> str:
+    return " ".join(str(error).split()) or type(error).__name__
 
 
 def _load_folder(path: Path, split: str):
@@ -175,12 +257,15 @@ def _load_folder(path: Path, split: str):
 
 def _read_idx(path: Path) -> np.ndarray:
     """Reads an (optionally gzipped) IDX file: magic, dims, big-endian sizes, uint8 data."""
+    limit = limits.DATA_BYTES.value
     try:
+        limits.check_input_file(path, "IDX file", DataError)
         opener = gzip.open if path.suffix == ".gz" else open
         with opener(path, "rb") as handle:
-            raw = handle.read()
+            raw = handle.read(limit + 1)   # a gzip bomb stops here
     except (OSError, EOFError) as error:
-        raise DataError(f"Cannot read IDX file {path}: {error}") from None
+        raise DataError(f"Cannot read IDX file {path}: {_one_line(error)}") from None
+    limits.DATA_BYTES.check(len(raw), path, DataError)
     if len(raw) < 4 or raw[0:2] != b"\x00\x00" or raw[2] != 0x08:
         raise DataError(f"{path} is not an unsigned-byte IDX file (bad magic number).")
     ndim = raw[3]
@@ -200,12 +285,13 @@ def _load_image_folder(path: Path):
         from PIL import Image
     except ImportError:
         raise DataError("Reading an image folder needs Pillow: pip install pillow") from None
-    images, labels = [], []
+    images, labels, pixels = [], [], 0
     for label, folder in enumerate(classes):
         for file in sorted(folder.iterdir()):
             if file.suffix.lower() in _IMAGE_SUFFIXES:
-                with Image.open(file) as image:
-                    array = np.asarray(image)
+                array = _read_image(file, Image)
+                pixels += array.size
+                limits.DATA_BYTES.check(pixels * 4, path, DataError)
                 images.append(array[..., np.newaxis] if array.ndim == 2 else array)
                 labels.append(label)
     shapes = {image.shape for image in images}
@@ -214,6 +300,22 @@ def _load_image_folder(path: Path):
     if not images:
         return np.zeros((0,), np.uint8), None
     return np.stack(images), np.asarray(labels, np.int64)
+
+
+def _read_image(file: Path, Image) -> np.ndarray:
+    """One image, its dimensions checked from the header before the pixels are decoded."""
+    limits.check_input_file(file, "Image", DataError)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(file) as image:
+                limits.IMAGE_PIXELS.check(image.width * image.height, f"{file} ({image.width}x{image.height})",
+                                          DataError, unit="pixels")
+                return np.asarray(image)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
+        raise DataError(f"{file}: {_one_line(error)}") from None
+    except (OSError, ValueError, SyntaxError) as error:
+        raise DataError(f"{file} is not a readable image ({_one_line(error)}); remove it from the folder.") from None
 
 
 def _check_arrays(x: np.ndarray, y, path: Path) -> None:
@@ -239,6 +341,8 @@ def _labels(y, path: Path) -> Optional[np.ndarray]:
         return np.argmax(y, axis=1).astype(np.int64)
     y = y.reshape(len(y))
     if not np.issubdtype(y.dtype, np.integer):
-        if not np.issubdtype(y.dtype, np.floating) or np.any(y != np.round(y)):
+        if not np.issubdtype(y.dtype, np.floating) or not np.all(np.isfinite(y)) or np.any(y != np.round(y)):
             raise DataError(f"{path}: y must hold integer class labels (or one-hot rows); got {y.dtype}.")
+    if len(y) and y.min() < 0:
+        raise DataError(f"{path}: y holds the negative label {int(y.min())}; class labels start at 0.")
     return y.astype(np.int64)

@@ -17,8 +17,9 @@ import shutil
 from pathlib import Path
 
 from tfcompress.errors import OutputError
+from tfcompress.files import remove_stale, temporary_name
 
-__all__ = ["FolderCache", "place_folder", "remove_stale"]
+__all__ = ["FolderCache"]
 
 _MANIFEST = ".manifest.json"
 
@@ -52,7 +53,7 @@ class FolderCache:
         if not entry.is_dir():
             return False
         if not _manifest_holds(entry):
-            os.replace(entry, self.entries / f".damaged-{key}-{os.getpid()}")
+            os.replace(entry, temporary_name(self.entries / f"{key}.damaged"))
             return False
         shutil.copytree(entry, destination, ignore=shutil.ignore_patterns(_MANIFEST))
         return True
@@ -67,7 +68,7 @@ class FolderCache:
         entry = self.entries / key
         if entry.is_dir():
             return
-        staging = self.entries / f".tmp-{key}-{os.getpid()}"
+        staging = temporary_name(entry)
         shutil.rmtree(staging, ignore_errors=True)
         shutil.copytree(source, staging)
         _write_manifest(staging)
@@ -75,37 +76,6 @@ class FolderCache:
             os.rename(staging, entry)
         except OSError:  # another run stored it first
             shutil.rmtree(staging, ignore_errors=True)
-
-
-def place_folder(finished: Path, final: Path) -> None:
-    """Moves a finished folder to `final`, replacing an older one; never leaves a mix of the two."""
-    old = final.with_name(f".old-{final.name}-{os.getpid()}")
-    if final.exists():
-        os.replace(final, old)
-    os.replace(finished, final)
-    shutil.rmtree(old, ignore_errors=True)
-
-
-def remove_stale(folder: Path) -> None:
-    """Deletes `.tmp-*-PID` / `.old-*-PID` / `.work-*-PID` leftovers of processes that are gone."""
-    for path in folder.glob(".*-*"):
-        pid = path.name.rsplit("-", 1)[-1]
-        if not pid.isdigit() or _alive(int(pid)):
-            continue
-        if path.is_dir():
-            shutil.rmtree(path, ignore_errors=True)
-        else:
-            path.unlink(missing_ok=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _files(folder: Path) -> list:

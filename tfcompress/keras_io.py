@@ -12,26 +12,21 @@ import inspect
 import json
 import os
 import warnings
-import zipfile
 from pathlib import Path
 from typing import Optional
 
 import numpy as np
 
-from tfcompress import _keras
-from tfcompress.errors import ModelLoadError, UnsafeModelError, UntranslatableModelError
+from tfcompress import _keras, limits
+from tfcompress.errors import ModelLoadError, UntranslatableModelError
 from tfcompress.files import save_atomic
+from tfcompress.model_config import MODEL_CLASSES, QAT_CLASSES, check_model_is_safe, layer_class_names, \
+    read_model_config
 
-__all__ = ["load_model", "model_and_path", "save_model", "load_custom_objects", "read_model_config", "PARITY_ATOL"]
+__all__ = ["load_model", "model_and_path", "save_model", "load_custom_objects", "PARITY_ATOL"]
 
 # How close the translated tf_keras model must be to the Keras 3 original.
 PARITY_ATOL = 1e-5
-_MODEL_CLASSES = {"Functional", "Sequential", "Model"}
-_CODE_CARRYING_CLASSES = {"Lambda"}
-# tf.* calls in a functional model: stored as an API name, resolved from TensorFlow.
-_TF_OP_CLASSES = {"TFOpLambda", "SlicingOpLambda"}
-# Quantization-aware models (what `tfcompress qat` writes) load inside tfmot's quantize_scope.
-_QAT_CLASSES = {"QuantizeLayer", "QuantizeWrapper", "QuantizeWrapperV2", "QuantizeAnnotate"}
 _BASE_LAYER_KEYS = {"name", "trainable", "dtype", "dynamic", "batch_input_shape", "input_shape",
                     "batch_size", "input_dim", "activity_regularizer", "autocast"}
 # Keras 3 options that tf_keras lacks but that, at these values, change nothing.
@@ -49,16 +44,27 @@ def load_model(path, *, trust_model_code: bool = False, custom_objects: Optional
     custom_objects = dict(custom_objects or {})
     config, saved_by_keras3 = read_model_config(path)
     check_model_is_safe(config, path, trust_model_code=trust_model_code,
-                        custom_objects=custom_objects)
+                        custom_objects=custom_objects, saved_by_keras3=saved_by_keras3)
     if saved_by_keras3:
         return _load_keras3(path, config, trust_model_code, custom_objects)
     tf_keras = _keras.tf_keras()
-    quantize_aware = any(class_name in _QAT_CLASSES for class_name, _ in _walk_layers(config))
+    quantize_aware = bool(layer_class_names(config) & QAT_CLASSES)
     try:
-        with _keras.tfmot().quantization.keras.quantize_scope() if quantize_aware else contextlib.nullcontext():
-            return tf_keras.models.load_model(str(path), compile=False, custom_objects=custom_objects)
-    except (ValueError, TypeError, KeyError, OSError, ImportError) as error:
+        with _keras.tfmot().quantization.keras.quantize_scope() if quantize_aware else contextlib.nullcontext(), \
+                _keras.bounded_weights(limits.WEIGHT_BYTES.value, path, ModelLoadError), contextlib.ExitStack() as stack:
+            return tf_keras.models.load_model(_h5_or_path(path, stack), compile=False, custom_objects=custom_objects)
+    except (ValueError, TypeError, KeyError, OSError, ImportError, AttributeError, IndexError) as error:
         raise ModelLoadError(f"Cannot load {path} with tf_keras: {_first_line(error)}") from None
+
+
+def _h5_or_path(path: Path, stack: contextlib.ExitStack):
+    """An .h5 is opened here and handed over open: TensorFlow's file layer cannot open a name
+    that is not UTF-8, h5py can."""
+    if path.is_dir():
+        return str(path)
+    import h5py
+
+    return stack.enter_context(h5py.File(path, "r"))
 
 
 def model_and_path(model, *, trust_model_code: bool = False, custom_objects: Optional[dict] = None):
@@ -80,48 +86,13 @@ def save_model(model, path) -> None:
     save_atomic(path, save)
 
 
-def read_model_config(path: Path):
-    """(model config dict, saved by Keras 3?) read from the file without deserializing."""
-    if not path.exists():
-        raise ModelLoadError(f"Model file not found: {path}")
-    if path.is_dir():
-        return _read_saved_model_config(path), False
-    if path.suffix in (".h5", ".hdf5"):
-        return _read_h5_config(path)
-    if path.suffix == ".keras":
-        return _read_keras_zip_config(path), True
-    if path.suffix == ".tflite":
-        raise ModelLoadError(
-            f"{path} is already a TFLite model; use `tfcompress inspect` or `tfcompress benchmark` on it.")
-    raise ModelLoadError(
-        f"Unsupported model file {path}: expected .h5, .keras or a SavedModel folder.")
-
-
-def check_model_is_safe(config: dict, path: Path, *, trust_model_code: bool,
-                        custom_objects: dict) -> None:
-    """Refuses code-carrying layers (unless trusted) and classes we have no code for."""
-    known = _known_class_names()
-    for class_name, layer_name in _walk_layers(config):
-        if class_name in _CODE_CARRYING_CLASSES and not trust_model_code:
-            raise UnsafeModelError(
-                f"{path} contains a {class_name} layer ('{layer_name}'), which runs Python code "
-                "stored in the file. Pass --trust_model_code only if you trust where this model "
-                "came from.")
-        if class_name not in known and class_name not in custom_objects:
-            raise ModelLoadError(
-                f"{path} uses the custom layer class {class_name} ('{layer_name}'), which "
-                "tfcompress has no code for. Pass --custom_objects path/to/module.py that defines it.")
-
-
 def load_custom_objects(module_path) -> dict:
     """Imports the user's module of custom layers (their own code, so trusted).
 
     Uses its `custom_objects` dict when it has one, else every class and function
     the module itself defines.
     """
-    module_path = Path(module_path)
-    if not module_path.is_file():
-        raise ModelLoadError(f"Custom objects module not found: {module_path}")
+    module_path = limits.check_input_file(module_path, "Custom objects module", ModelLoadError)
     spec = importlib.util.spec_from_file_location(f"tfcompress_custom_{module_path.stem}", module_path)
     module = importlib.util.module_from_spec(spec)
     try:
@@ -136,79 +107,6 @@ def load_custom_objects(module_path) -> dict:
             and value.__module__ == module.__name__ and not name.startswith("_")}
 
 
-def _read_h5_config(path: Path):
-    import h5py
-
-    try:
-        with h5py.File(path, "r") as handle:
-            raw_config = handle.attrs.get("model_config")
-            version = handle.attrs.get("keras_version", "")
-    except OSError:
-        raise ModelLoadError(
-            f"{path} cannot be read as HDF5: the file is truncated or not a Keras .h5 model.") from None
-    if raw_config is None:
-        raise ModelLoadError(
-            f"{path} holds no model config (weights only?). Save the whole model with model.save().")
-    version = version.decode() if isinstance(version, bytes) else str(version)
-    return _parse_json(raw_config, path), version.startswith("3.")
-
-
-def _read_keras_zip_config(path: Path) -> dict:
-    try:
-        with zipfile.ZipFile(path) as archive:
-            return _parse_json(archive.read("config.json"), path)
-    except (zipfile.BadZipFile, KeyError, OSError):
-        raise ModelLoadError(
-            f"{path} is not a readable .keras archive (truncated, or no config.json inside).") from None
-
-
-def _read_saved_model_config(path: Path) -> dict:
-    """The layer classes of a tf_keras SavedModel, from its keras_metadata.pb."""
-    if not (path / "saved_model.pb").exists():
-        raise ModelLoadError(
-            f"{path} is a folder, not a model file or SavedModel. Pass the .h5/.keras file "
-            "or the SavedModel folder itself.")
-    metadata_path = path / "keras_metadata.pb"
-    if not metadata_path.exists():
-        raise ModelLoadError(
-            f"{path} is a SavedModel without Keras metadata (e.g. from Keras 3 model.export()). "
-            "Save the Keras model as .keras or .h5 instead.")
-    _keras.tf_keras()
-    from tf_keras.protobuf import saved_metadata_pb2
-
-    metadata = saved_metadata_pb2.SavedMetadata.FromString(metadata_path.read_bytes())
-    layers = []
-    for node in metadata.nodes:
-        entry = json.loads(node.metadata) if node.metadata else {}
-        if "class_name" in entry and entry["class_name"] not in _MODEL_CLASSES:
-            layers.append({"class_name": entry["class_name"], "config": {"name": entry.get("name")}})
-    return {"class_name": "Functional", "config": {"layers": layers}}
-
-
-def _parse_json(raw, path: Path) -> dict:
-    try:
-        return json.loads(raw.decode() if isinstance(raw, bytes) else raw)
-    except (ValueError, UnicodeDecodeError):
-        raise ModelLoadError(f"{path} has a corrupt model config (not JSON).") from None
-
-
-def _walk_layers(config: dict):
-    """Yields (class name, layer name) of every layer, inside nested models and wrappers."""
-    for layer in config.get("config", {}).get("layers", []):
-        layer_config = layer.get("config", {})
-        yield layer["class_name"], layer_config.get("name", layer.get("name", "?"))
-        if layer["class_name"] in _MODEL_CLASSES:
-            yield from _walk_layers(layer)
-        wrapped = layer_config.get("layer") if isinstance(layer_config, dict) else None
-        if isinstance(wrapped, dict) and "class_name" in wrapped:
-            yield wrapped["class_name"], wrapped.get("config", {}).get("name", "?")
-
-
-def _known_class_names() -> set:
-    tf_keras = _keras.tf_keras()
-    return set(dir(tf_keras.layers)) | _MODEL_CLASSES | _TF_OP_CLASSES | _QAT_CLASSES
-
-
 def _first_line(error: Exception) -> str:
     text = str(error).strip() or type(error).__name__
     return text.splitlines()[0]
@@ -220,9 +118,10 @@ def _load_keras3(path: Path, config: dict, trust_model_code: bool, custom_object
     keras = _keras.keras3()
     tf_keras = _keras.tf_keras()
     try:
-        original = keras.saving.load_model(
-            str(path), compile=False, safe_mode=not trust_model_code, custom_objects=custom_objects)
-    except (ValueError, TypeError, KeyError, OSError) as error:
+        with _keras.bounded_weights(limits.WEIGHT_BYTES.value, path, ModelLoadError, keras3_too=True):
+            original = keras.saving.load_model(
+                str(path), compile=False, safe_mode=not trust_model_code, custom_objects=custom_objects)
+    except (ValueError, TypeError, KeyError, OSError, AttributeError, IndexError) as error:
         raise ModelLoadError(f"Cannot load {path} with Keras 3: {_first_line(error)}") from None
     translated = _translate_model(config, tf_keras)
     try:
@@ -269,7 +168,7 @@ def _tensor_refs(refs):
 
 def _translate_layer(layer: dict, tf_keras) -> dict:
     class_name = layer["class_name"]
-    if class_name in _MODEL_CLASSES:
+    if class_name in MODEL_CLASSES:
         translated = _translate_model(layer, tf_keras)
         name = layer["config"]["name"]
     else:

@@ -7,20 +7,20 @@ its outputs with LiteRT's, and only then written: `model.tflite`, the C++ source
 """
 
 import dataclasses
-import json
 from pathlib import Path
 from typing import Optional
 
 import numpy as np
 
-from tfcompress import convert_job
+from tfcompress import convert_job, progress
 from tfcompress.data import Preprocessing, input_data
-from tfcompress.errors import ConversionError, DataError, ModelLoadError, OptionError, OutputError
+from tfcompress.errors import ConversionError, DataError, ModelLoadError, OptionError
 from tfcompress.export.ethosu import compile_for_ethos_u
-from tfcompress.export.micro import arena_with_margin, micro_sources
-from tfcompress.files import write_atomic
+from tfcompress.export.micro import arena_with_margin, check_identifier, micro_sources
+from tfcompress.files import atomic_folder, check_not_inputs, write_atomic, write_json_atomic
 from tfcompress.micro_lut import LutResult, format_lut_section, lut_compress_verified
 from tfcompress.report import library_versions
+from tfcompress.report_schema import schema_version
 from tfcompress.runtime import metrics
 from tfcompress.runtime.inspect import gzip_size, inspect_tflite, is_full_integer, precision_of, read_tflite
 from tfcompress.runtime.interpreter import predict, quantize
@@ -56,6 +56,10 @@ class MicroReport:
     fidelity: Optional[dict]
     per_tensor_dense: Optional[bool]
     files: tuple
+    io: dict                        # the model's inputs and outputs (dtype, shape, bytes, quantization)
+    calibration: Optional[dict]     # what the int8 conversion calibrated on; None for a given .tflite
+    warnings: tuple
+    float32_bytes: Optional[int]    # the float32 .tflite of the same Keras model (None for a given .tflite)
     ethos_u: Optional[dict] = None  # vela's summary when an Ethos-U target was asked for
     lut: Optional[LutResult] = None  # with compress="lut": what was compressed, verified, measured
 
@@ -66,7 +70,8 @@ class MicroReport:
         return (self.reference["accuracy"] - self.accuracy) * 100.0
 
     def to_dict(self) -> dict:
-        return {"model": self.model, "output": str(Path(self.output_dir) / "model.tflite"),
+        return {"schema_version": schema_version("micro"),
+                "model": self.model, "output": str(Path(self.output_dir) / "model.tflite"),
                 "precision": "int8", "size_bytes": self.size_bytes, "gzip_bytes": self.gzip_bytes,
                 "reference": self.reference, "accuracy": self.accuracy, "accuracy_drop": self.accuracy_drop,
                 "fidelity": self.fidelity, "latency_us": self.micro_latency, "ops": self.ops, "float_ops": [],
@@ -76,6 +81,8 @@ class MicroReport:
                           "agreement_samples": self.agreement_samples,
                           "runtime": "tflite-micro Python interpreter"},
                 "per_tensor_dense": self.per_tensor_dense, "files": list(self.files), "ethos_u": self.ethos_u,
+                "io": self.io, "calibration": self.calibration, "warnings": list(self.warnings),
+                "float32_bytes": self.float32_bytes,
                 "lut": self.lut.to_dict() if self.lut else None, "versions": library_versions()}
 
 
@@ -94,7 +101,17 @@ def to_micro(model, output_dir, *, calibration=None, eval_data=None, name: str =
     if compress not in (None, "lut"):
         raise OptionError(f"compress must be 'lut' or None. Received: compress={compress!r}")
     output_dir = Path(output_dir)
-    _check_output_dir(output_dir)
+    check_not_inputs(output_dir, (model, calibration, eval_data), folder=True)
+    with atomic_folder(output_dir) as staging:   # checks the folder can be written before the slow work
+        return _build_micro(model, output_dir, staging, calibration, eval_data, name, arena_margin,
+                            per_channel_dense, target, preprocessing, reshape_data, trust_model_code,
+                            custom_objects, skip_check, compress)
+
+
+def _build_micro(model, output_dir, staging, calibration, eval_data, name, arena_margin, per_channel_dense,
+                 target, preprocessing, reshape_data, trust_model_code, custom_objects, skip_check,
+                 compress) -> MicroReport:
+    check_identifier(name)
     arena_with_margin(1, arena_margin)  # validates the margin before the slow work
     model_path = Path(model) if not hasattr(model, "inputs") else None
     if model_path is not None and model_path.suffix == ".tflite":
@@ -114,6 +131,7 @@ def to_micro(model, output_dir, *, calibration=None, eval_data=None, name: str =
     check_data = _check_data(eval_data if eval_data is not None else calibration, summary,
                              preprocessing, reshape_data)
     inputs = _micro_inputs(check_data, summary)
+    progress.stage("running in TFLite Micro: arena and agreement with LiteRT")
     micro = run_micro(tflite_bytes, inputs)
     if micro.max_diff_steps > MAX_DIFF_STEPS:
         raise ConversionError(
@@ -132,6 +150,7 @@ def to_micro(model, output_dir, *, calibration=None, eval_data=None, name: str =
         tflite_bytes, summary = lut.model, inspect_tflite(lut.model)
     arena_bytes = lut.arena_bytes if lut else micro.arena_bytes
     vela = compile_for_ethos_u(tflite_bytes, target) if target else None
+    progress.stage("writing the C++ sources and reports")
     declared_arena = arena_with_margin(arena_bytes, arena_margin)
     sources = micro_sources(tflite_bytes, name=name, arena_bytes=declared_arena, ops=summary.ops)
     files = ("model.tflite", sources.source_name, sources.header_name, "report.json", "report.md")
@@ -146,16 +165,18 @@ def to_micro(model, output_dir, *, calibration=None, eval_data=None, name: str =
         ops=summary.ops, accuracy=accuracy,
         reference=dataclasses.asdict(conversion.reference) if conversion else None,
         fidelity=conversion.fidelity.to_dict() if conversion and conversion.fidelity else None,
-        per_tensor_dense=not per_channel_dense if conversion else None, files=files,
+        per_tensor_dense=not per_channel_dense if conversion else None, files=files, io=convert_job.io_report(summary),
+        calibration=conversion.calibration if conversion else None,
+        warnings=conversion.warnings if conversion else (),
+        float32_bytes=conversion.float32_bytes if conversion else None,
         ethos_u=vela.to_dict() if vela else None, lut=lut)
-    output_dir.mkdir(exist_ok=True)
-    write_atomic(output_dir / "model.tflite", tflite_bytes)
-    write_atomic(output_dir / sources.source_name, sources.source.encode())
-    write_atomic(output_dir / sources.header_name, sources.header.encode())
-    write_atomic(output_dir / "report.json", (json.dumps(report.to_dict(), indent=2) + "\n").encode())
-    write_atomic(output_dir / "report.md", format_micro_report(report).encode())
+    write_atomic(staging / "model.tflite", tflite_bytes)
+    write_atomic(staging / sources.source_name, sources.source.encode())
+    write_atomic(staging / sources.header_name, sources.header.encode())
+    write_json_atomic(staging / "report.json", report.to_dict())
+    write_atomic(staging / "report.md", format_micro_report(report).encode())
     if vela:
-        write_atomic(output_dir / "model_vela.tflite", vela.model)
+        write_atomic(staging / "model_vela.tflite", vela.model)
     return report
 
 
@@ -190,14 +211,6 @@ def _ethos_u_rows(summary: Optional[dict]) -> str:
             f"{summary['off_chip_flash_bytes']:,} B, {summary['total_cycles']:,} cycles "
             f"({summary['inference_time_us']:,.0f} us estimated). `model_vela.tflite` needs the Ethos-U "
             "kernel (resolver.AddEthosU()); the C++ sources hold the CPU model.\n")
-
-
-def _check_output_dir(output_dir: Path) -> None:
-    if output_dir.exists() and not output_dir.is_dir():
-        raise OutputError(f"Output {output_dir} is a file; micro writes a folder of files.")
-    parent = output_dir if output_dir.exists() else output_dir.parent
-    if not parent.is_dir():
-        raise OutputError(f"Cannot write into {output_dir}: the folder {parent} does not exist.")
 
 
 def _checked_tflite(path: Path) -> bytes:

@@ -11,7 +11,8 @@ from typing import Optional
 from tfcompress import keras_io
 from tfcompress.data import Preprocessing
 from tfcompress.files import check_writable
-from tfcompress.report import library_versions, write_json
+from tfcompress.runtime.weight_coding import code_arrays
+from tfcompress.report import format_weight_sizes, library_versions, write_json
 from tfcompress.transforms import prune as pruning
 from tfcompress.transforms.graph import flatten_nested
 from tfcompress.transforms.training import (TrainOptions, fine_tune, outputs_probabilities, strategy_scope,
@@ -27,11 +28,12 @@ class PruneReport:
     layers: dict            # pruned layer name → {"target": float, "sparsity": float}
     metrics: dict           # the last epoch's loss/accuracy (and val_ ones)
     options: dict
+    weights: dict = dataclasses.field(default_factory=dict)   # raw, gzip and Huffman bytes of the stripped weights
     keras_model: object = dataclasses.field(default=None, repr=False, compare=False)
 
     def to_dict(self) -> dict:
         return {"model": self.model, "output": self.output, "step": "prune", "layers": self.layers,
-                "metrics": self.metrics, "options": self.options, "versions": library_versions()}
+                "metrics": self.metrics, "options": self.options, "weights": self.weights, "versions": library_versions()}
 
 
 def prune(model, train, *, output=None, val=None, options: Optional[pruning.PruneOptions] = None, epochs: int = 2,
@@ -66,7 +68,8 @@ def prune(model, train, *, output=None, val=None, options: Optional[pruning.Prun
     layers = {name: {"target": 0.5 if options.structured else options.target_for(name), "sparsity": reached[name]}
               for name in pruning.prunable_layer_names(model, options)}
     result = PruneReport(str(model_path or model.name), str(output) if output is not None else None, layers,
-                         metrics, {**dataclasses.asdict(options), **dataclasses.asdict(training)}, stripped)
+                         metrics, {**dataclasses.asdict(options), **dataclasses.asdict(training)},
+                         weights=code_arrays(stripped.get_weights()), keras_model=stripped)
     if report_path is not None:
         write_json(result, report_path)
     return result
@@ -76,4 +79,5 @@ def format_prune_report(report: PruneReport) -> str:
     lines = [f"prune: {report.model} → {report.output or '(not saved)'}", "layer  target  reached"]
     lines += [f"{name}  {values['target']:.2f}  {values['sparsity']:.3f}" for name, values in report.layers.items()]
     lines.append("last epoch: " + ", ".join(f"{name} {value:.4f}" for name, value in report.metrics.items()))
+    lines.append(format_weight_sizes(report.weights))
     return "\n".join(lines)

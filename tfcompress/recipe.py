@@ -20,6 +20,7 @@ from typing import Optional
 
 import yaml
 
+from tfcompress import limits
 from tfcompress.errors import RecipeError
 from tfcompress.export.tflite import CALIBRATION_METHODS, IO_TYPES, PRECISIONS
 
@@ -98,12 +99,8 @@ def builtin_recipes() -> dict:
 def load_recipe(name_or_path) -> Recipe:
     """A recipe from a YAML file, or a built-in one by name (mobile_int8, mcu_int8, ...)."""
     path = Path(name_or_path)
-    if path.is_file():
-        try:
-            text = path.read_text()
-        except (OSError, UnicodeDecodeError) as error:
-            raise RecipeError(f"Cannot read the recipe {path}: {error}.") from None
-        return parse_recipe(text, str(path), base_dir=path.parent)
+    if path.exists():
+        return parse_recipe(_read_text(path, "recipe"), str(path), base_dir=path.parent)
     builtin = builtin_recipes()
     if str(name_or_path) in builtin:
         return parse_recipe(builtin[str(name_or_path)], "built-in", base_dir=None)
@@ -114,31 +111,63 @@ def load_recipe(name_or_path) -> Recipe:
 def folder_data(model_path) -> dict:
     """Data defaults kept beside models: `tfcompress-data.yaml` (role: path) in the model's folder."""
     defaults_file = Path(model_path).parent / DATA_DEFAULTS_FILE
-    if not defaults_file.is_file():
+    if not defaults_file.exists():
         return {}
-    text = defaults_file.read_text()
-    fail = _Errors(str(defaults_file), {})
-    try:
-        entries = yaml.safe_load(text) or {}
-        fail = _Errors(str(defaults_file), _line_numbers(yaml.compose(text, Loader=yaml.SafeLoader)))
-    except yaml.YAMLError as error:
-        fail((), f"not valid YAML ({getattr(error, 'problem', error)}).")
+    entries, lines = _load_yaml(_read_text(defaults_file, "data defaults file"), str(defaults_file))
+    entries = entries or {}
+    fail = _Errors(str(defaults_file), lines)
     if not isinstance(entries, dict):
         fail((), f"a mapping of data roles ({', '.join(DATA_ROLES)}) to paths.")
     return _data(entries, DATA_ROLES, (), defaults_file.parent, fail)
 
 
-def parse_recipe(text: str, source: str = "recipe", base_dir: Optional[Path] = None) -> Recipe:
-    """Validates a recipe's YAML text; relative data paths are taken from `base_dir`."""
-    where = source if source != "built-in" else "built-in recipe"
+def _read_text(path: Path, what: str) -> str:
+    limits.check_input_file(path, what.capitalize(), RecipeError)
+    limits.TEXT_BYTES.check(path.stat().st_size, path, RecipeError)
     try:
-        document = yaml.safe_load(text)
-        lines = _line_numbers(yaml.compose(text, Loader=yaml.SafeLoader))
+        return path.read_text()
+    except (OSError, UnicodeDecodeError) as error:
+        raise RecipeError(f"Cannot read the {what} {path}: {error}.") from None
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """PyYAML's SafeLoader without aliases (no "billion laughs" expansion) and with a depth limit."""
+
+    depth = 0
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            raise yaml.composer.ComposerError(
+                None, None, "recipes do not use YAML aliases (*name); write the values out",
+                self.peek_event().start_mark)
+        self.depth += 1
+        try:
+            if self.depth > limits.NESTING_DEPTH.value:
+                raise yaml.composer.ComposerError(
+                    None, None, f"nested over {limits.NESTING_DEPTH.value} levels deep", self.peek_event().start_mark)
+            return super().compose_node(parent, index)
+        finally:
+            self.depth -= 1
+
+
+def _load_yaml(text: str, where: str):
+    """(document, key path → line) of one YAML document, or a RecipeError naming the line."""
+    loader = _BoundedLoader(text)
+    try:
+        node = loader.get_single_node()
+        return (loader.construct_document(node) if node is not None else None), _line_numbers(node)
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         position = f" line {mark.line + 1}" if mark is not None else ""
         raise RecipeError(f"{where}{position}: not valid YAML ({getattr(error, 'problem', error)}).") from None
+    finally:
+        loader.dispose()
 
+
+def parse_recipe(text: str, source: str = "recipe", base_dir: Optional[Path] = None) -> Recipe:
+    """Validates a recipe's YAML text; relative data paths are taken from `base_dir`."""
+    where = source if source != "built-in" else "built-in recipe"
+    document, lines = _load_yaml(text, where)
     fail = _Errors(where, lines)
     if not isinstance(document, dict):
         fail((), "a recipe is a mapping with 'steps' (and optional 'name', 'budgets', 'data').")
@@ -154,8 +183,8 @@ def parse_recipe(text: str, source: str = "recipe", base_dir: Optional[Path] = N
     for key, value in budgets.items():
         if key not in BUDGETS:
             fail(("budgets", key), f"unknown budget '{key}'; budgets: {', '.join(BUDGETS)}.")
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-            fail(("budgets", key), f"budget '{key}' must be a number of at least 0; got {value!r}.")
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < float("inf"):
+            fail(("budgets", key), f"budget '{key}' must be a finite number of at least 0; got {value!r}.")
     _check_budgets_measurable(budgets, parsed_steps, fail)
     data = _data(_mapping(document, "data", fail), DATA_ROLES, ("data",), base_dir, fail)
     for key in ("name", "description"):
@@ -170,7 +199,7 @@ def _step(entry, index, base_dir, fail) -> Step:
     if isinstance(entry, str):
         entry = {entry: None}
     if not isinstance(entry, dict) or len(entry) != 1:
-        fail(path, f"each step is one name with its options, e.g. '- convert: {{precision: int8}}'.")
+        fail(path, "each step is one name with its options, e.g. '- convert: {precision: int8}'.")
     (kind, options), = entry.items()
     if kind not in _STEPS:
         fail(path, f"unknown step '{kind}'; steps: {', '.join(STEP_KINDS)}.")

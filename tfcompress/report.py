@@ -5,20 +5,20 @@ tools and the tests read the same numbers.
 """
 
 import dataclasses
-import json
 import os
 from pathlib import Path
 from typing import Optional
 
-from tfcompress.files import write_atomic
+from tfcompress.files import write_json_atomic
+from tfcompress.report_schema import schema_version
 from tfcompress.runtime.latency import Latency
 from tfcompress.runtime.metrics import Fidelity
 
 __all__ = ["Reference", "ConversionReport", "BenchmarkReport", "library_versions", "machine_info",
-           "format_report", "print_report", "format_benchmark", "markdown_benchmark", "write_json"]
+           "format_report", "format_weight_sizes", "print_report", "format_benchmark", "markdown_benchmark", "write_json"]
 
 _VERSIONED_PACKAGES = {"tfcompress": "tfcompress", "tensorflow": "tensorflow",
-                       "tf_keras": "tf-keras", "ai_edge_litert": "ai-edge-litert"}
+                       "tf_keras": "tf-keras", "ai_edge_litert": "ai-edge-litert", "tflite_micro": "tflite-micro"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,6 +48,7 @@ class ConversionReport:
     options: dict
     warnings: tuple = ()
     arena_bytes: Optional[int] = None
+    float32_bytes: Optional[int] = None     # the same model's float32 .tflite: what size ratios are against
     tflite: bytes = dataclasses.field(default=b"", repr=False, compare=False)  # the model itself
 
     @property
@@ -59,8 +60,9 @@ class ConversionReport:
 
     def to_dict(self) -> dict:
         return {
+            "schema_version": schema_version("convert"),
             "model": self.model, "output": self.output, "precision": self.precision,
-            "size_bytes": self.size_bytes, "gzip_bytes": self.gzip_bytes,
+            "size_bytes": self.size_bytes, "gzip_bytes": self.gzip_bytes, "float32_bytes": self.float32_bytes,
             "reference": dataclasses.asdict(self.reference),
             "accuracy": self.accuracy, "accuracy_drop": self.accuracy_drop,
             "fidelity": self.fidelity.to_dict() if self.fidelity else None,
@@ -97,7 +99,8 @@ class BenchmarkReport:
     machine: dict
 
     def to_dict(self) -> dict:
-        return {"models": [self._model_dict(model) for model in self.models],
+        return {"schema_version": schema_version("benchmark"),
+                "models": [self._model_dict(model) for model in self.models],
                 "reference": dataclasses.asdict(self.reference) if self.reference else None,
                 "eval": self.eval_source, "options": self.options, "machine": self.machine,
                 "versions": library_versions()}
@@ -117,7 +120,7 @@ class BenchmarkReport:
                 "latency_us": latency, "init_ms": model.init_ms,
                 "rss_growth_bytes": model.rss_growth_bytes,
                 "ops": model.ops, "float_ops": list(model.float_ops),
-                "arena_bytes": model.arena_bytes, "micro": model.micro,
+                "arena_bytes": model.arena_bytes, "micro": model.micro, "warnings": [],
                 "versions": library_versions()}
 
 
@@ -183,9 +186,8 @@ def format_report(report: ConversionReport) -> str:
     """A short table for people; the JSON report has everything."""
     reference, percent = report.reference, _percent
     rows = [("", "Keras (reference)", f"TFLite {report.precision}")]
-    ratio = reference.size_bytes / report.size_bytes if report.size_bytes else 0
-    rows.append(("size", f"{reference.size_bytes:,} B", f"{report.size_bytes:,} B ({ratio:.1f}x smaller)"))
-    rows.append(("gzip size", "", f"{report.gzip_bytes:,} B"))
+    rows.append(("size", f"{reference.size_bytes:,} B", f"{report.size_bytes:,} B" + _ratio(report.size_bytes, report)))
+    rows.append(("gzip size", "", f"{report.gzip_bytes:,} B" + _ratio(report.gzip_bytes, report)))
     if report.accuracy is not None:
         rows.append(("accuracy", percent(reference.accuracy),
                      f"{percent(report.accuracy)} (drop {report.accuracy_drop:+.2f} pt)"))
@@ -207,12 +209,26 @@ def format_report(report: ConversionReport) -> str:
     return "\n".join(lines)
 
 
+def _ratio(size: int, report: ConversionReport) -> str:
+    """Against the float32 .tflite of the same model, never against the Keras file."""
+    if not report.float32_bytes or report.precision == "float32" and size == report.size_bytes:
+        return ""
+    return f" ({report.float32_bytes / size:.1f}x smaller than the float32 .tflite, {report.float32_bytes:,} B)"
+
+
+def format_weight_sizes(weights: dict) -> str:
+    """The line prune and cluster end with: zeros and shared values show in gzip and Huffman sizes."""
+    return (f"weights: {weights['raw_bytes']:,} B raw, {weights['gzip_bytes']:,} B gzipped, "
+            f"{weights['huffman_bytes']:,} B Huffman-coded (zeros and shared values cost the same raw bytes; "
+            "`tfcompress convert` then `inspect` gives the .tflite's sizes)")
+
+
 def print_report(report: ConversionReport, print_fn=print) -> None:
     print_fn(format_report(report))
 
 
 def write_json(report, path) -> None:
-    write_atomic(path, (json.dumps(report.to_dict(), indent=2) + "\n").encode())
+    write_json_atomic(path, report.to_dict())
 
 
 def _percent(value: Optional[float]) -> str:

@@ -8,17 +8,18 @@ folder, so the folder can be moved or served from a cache as it is.
 """
 
 import dataclasses
-import json
-import sys
 import time
 from pathlib import Path
 from typing import Optional
 
+from tfcompress import progress
 from tfcompress import recipe as recipes
 from tfcompress.data import Preprocessing
-from tfcompress.errors import DataError, ModelLoadError, OutputError, TfcompressError
-from tfcompress.files import write_atomic
+from tfcompress.errors import DataError, ModelLoadError, TfcompressError
+from tfcompress.files import atomic_folder, check_not_inputs, write_atomic, write_json_atomic
 from tfcompress.report import library_versions
+from tfcompress.runtime.weight_coding import code_weights
+from tfcompress.report_schema import schema_version
 
 __all__ = ["RunReport", "BudgetResult", "run_recipe", "format_run_report"]
 
@@ -42,16 +43,18 @@ class RunReport:
     result: dict            # the report contract's keys for the final model
     steps: tuple            # {"step", "line", "output", "seconds", "report"} per step
     budgets: tuple          # BudgetResult
+    files: tuple = ()       # what the output folder holds besides report.json and report.md
 
     @property
     def passed(self) -> bool:
         return all(budget.passed for budget in self.budgets)
 
     def to_dict(self) -> dict:
-        return {**self.result, "passed": self.passed,
+        return {"schema_version": schema_version("run"), **self.result, "passed": self.passed,
                 "budgets": [{**dataclasses.asdict(b), "passed": b.passed} for b in self.budgets],
                 "recipe": {**self.recipe.to_dict(), "source": self.recipe.source},
-                "steps": list(self.steps), "versions": library_versions()}
+                "steps": list(self.steps), "files": [*self.files, "report.json", "report.md"],
+                "versions": library_versions()}
 
 
 def run_recipe(recipe, model, output_dir, *, train=None, val=None, calibration=None, eval_data=None,
@@ -67,16 +70,25 @@ def run_recipe(recipe, model, output_dir, *, train=None, val=None, calibration=N
     model = Path(model)
     if not model.exists():
         raise ModelLoadError(f"Model {model} does not exist; give a .h5, .keras or SavedModel path with --model.")
-    output_dir = _output_folder(output_dir)
     given = {"train": train, "val": val, "calibration": calibration, "eval": eval_data}
     defaults = {**recipes.folder_data(model), **recipe.data, **{k: v for k, v in given.items() if v is not None}}
     _check_data(recipe, defaults)
+    check_not_inputs(output_dir, (model, *defaults.values()), folder=True)
     common = {"preprocessing": preprocessing, "reshape_data": reshape_data,
               "trust_model_code": trust_model_code, "custom_objects": custom_objects}
+    with atomic_folder(output_dir) as staging:
+        report = _run_steps(recipe, model, staging, defaults, common)
+        write_json_atomic(staging / "report.json", report.to_dict())
+        write_atomic(staging / "report.md", (format_run_report(report) + "\n").encode())
+    return report
 
+
+def _run_steps(recipe, model, output_dir, defaults, common) -> RunReport:
+    """Every step into `output_dir` (the staging folder), then the budgets judged."""
     current, last_tflite, exported, measured, steps = model, None, None, {}, []
     for index, step in enumerate(recipe.steps):
         data = {role: step.data.get(role, defaults.get(role)) for role in recipes.DATA_ROLES}
+        progress.stage(step.label(index))
         started = time.perf_counter()
         try:
             output, report = _STEP_RUNNERS[step.kind](step, index, current, last_tflite, output_dir, data, common)
@@ -95,21 +107,8 @@ def run_recipe(recipe, model, output_dir, *, train=None, val=None, calibration=N
     result = _final_result(model, exported, last_tflite, output_dir, original_accuracy, measured)
     budgets = tuple(BudgetResult(name, float(limit), _budget_value(name, result, measured))
                     for name, limit in recipe.budgets.items())
-    report = RunReport(recipe, result, tuple(steps), budgets)
-    write_atomic(output_dir / "report.json", (json.dumps(report.to_dict(), indent=2) + "\n").encode())
-    write_atomic(output_dir / "report.md", (format_run_report(report) + "\n").encode())
-    return report
-
-
-def _output_folder(output_dir) -> Path:
-    output_dir = Path(output_dir)
-    if output_dir.exists() and not output_dir.is_dir():
-        raise OutputError(f"Output {output_dir} is a file; give a folder for the recipe's outputs.")
-    try:
-        output_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise OutputError(f"Cannot create the output folder {output_dir}: {error.strerror or error}.") from None
-    return output_dir
+    files = tuple(sorted(entry.name for entry in output_dir.iterdir()))
+    return RunReport(recipe, result, tuple(steps), budgets, files)
 
 
 def _check_data(recipe, defaults) -> None:
@@ -142,7 +141,7 @@ def _run_transform(step, index, current, last_tflite, output_dir, data, common):
     output = output_dir / f"{index + 1:02d}-{step.kind}.h5"
     options = dict(step.options)
     training = {key: options.pop(key) for key in ("epochs", "batch_size", "learning_rate") if key in options}
-    shared = {"output": output, "verbose": _keras_verbosity(), **training, **common}
+    shared = {"output": output, **training, **common}
     if step.kind == "prune":
         report = prune_job.prune(current, data["train"], val=data["val"], options=PruneOptions(**options), **shared)
     elif step.kind == "cluster":
@@ -226,7 +225,8 @@ def _final_result(model, exported, last_tflite, output_dir, original_accuracy, m
     result = {"model": str(model), "output": None, "precision": None, "size_bytes": None, "gzip_bytes": None,
               "reference": {"path": str(model), "size_bytes": _size(model), "accuracy": original_accuracy},
               "accuracy": None, "accuracy_drop": None, "fidelity": None,
-              "latency_us": None, "ops": {}, "float_ops": [], "arena_bytes": measured.get("arena_bytes")}
+              "latency_us": None, "ops": {}, "float_ops": [], "arena_bytes": measured.get("arena_bytes"),
+              "warnings": []}
     if exported is None:
         return result
     contract = exported.to_dict()
@@ -234,7 +234,9 @@ def _final_result(model, exported, last_tflite, output_dir, original_accuracy, m
     result.update({"output": _relative(last_tflite, output_dir), "precision": contract["precision"],
                    "size_bytes": contract["size_bytes"], "gzip_bytes": contract["gzip_bytes"],
                    "accuracy": accuracy, "fidelity": contract["fidelity"], "ops": contract["ops"],
-                   "float_ops": contract["float_ops"],
+                   "float_ops": contract["float_ops"], "warnings": contract["warnings"],
+                   "float32_bytes": contract.get("float32_bytes"),
+                   "huffman_bytes": code_weights(last_tflite.read_bytes()).huffman_bytes,
                    "latency_us": measured.get("latency_us")})
     if accuracy is not None and original_accuracy is not None:
         result["accuracy_drop"] = (original_accuracy - accuracy) * 100.0
@@ -273,20 +275,17 @@ def _relative_paths(value, root: Path):
     return value
 
 
-def _keras_verbosity() -> int:
-    """Progress bars on a terminal, one line per epoch in a log file."""
-    return 1 if sys.stdout.isatty() else 2
-
-
 def format_run_report(report: RunReport) -> str:
     result = report.result
     lines = [f"recipe {report.recipe.name}: {result['model']}"]
     for step in report.steps:
         lines.append(f"  {step['step']:<9} → {step['output']}  ({step['seconds']:.1f} s)")
     if result["size_bytes"] is not None:
-        reference = result["reference"]
-        lines.append(f"size: {reference['size_bytes']:,} → {result['size_bytes']:,} bytes "
-                     f"({reference['size_bytes'] / result['size_bytes']:.1f}x smaller), {result['precision']}")
+        float32 = result.get("float32_bytes")
+        versus = f" ({float32 / result['size_bytes']:.1f}x smaller than the float32 .tflite, {float32:,} B)" \
+            if float32 else ""
+        lines.append(f"size: {result['size_bytes']:,} B{versus}, {result['precision']}; "
+                     f"gzip {result['gzip_bytes']:,} B; Huffman-coded {result['huffman_bytes']:,} B")
     if result["accuracy"] is not None:
         before = result["reference"]["accuracy"]
         lines.append(f"accuracy: {before * 100:.2f}% → {result['accuracy'] * 100:.2f}% "

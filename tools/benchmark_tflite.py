@@ -8,6 +8,7 @@ import sys
 from absl import app, flags
 
 import tfcompress
+from tfcompress.cli import run_tool
 from tfcompress.errors import TfcompressError
 from tfcompress.report import format_benchmark
 
@@ -20,7 +21,7 @@ _JSON = flags.DEFINE_string("json", None, "Also write the JSON report here.")
 
 def main(argv):
     if len(argv) < 2:
-        raise app.UsageError("usage: benchmark_tflite.py MODEL.tflite [MODEL.tflite ...] [flags]")
+        raise app.UsageError("usage: benchmark_tflite.py MODEL.tflite [MODEL.tflite ...] [flags]", exitcode=2)
     try:
         report = tfcompress.benchmark(argv[1:], eval_data=_EVAL.value, runs=_RUNS.value, repeat=_REPEAT.value,
                                       threads=_THREADS.value, json_path=_JSON.value)
@@ -32,4 +33,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    run_tool(main)

@@ -16,6 +16,7 @@ import sys
 from absl import app, flags
 
 from tfcompress import batch
+from tfcompress.cli import run_tool
 from tfcompress.errors import TfcompressError
 
 _INPUT_DIR = flags.DEFINE_string("input_dir", None, "Folder of models (.h5, .keras, SavedModel folders).")
@@ -36,9 +37,9 @@ _CUSTOM_OBJECTS = flags.DEFINE_string("custom_objects", None, "Python file defin
 
 def main(argv):
     if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+        raise app.UsageError(f"Unexpected arguments: {argv[1:]}", exitcode=2)
     if _OUTPUT_DIR.value is None:
-        raise app.UsageError("--output_dir is required.")
+        raise app.UsageError("--output_dir is required.", exitcode=2)
     try:
         models = batch.shard(batch.find_models(_INPUT_DIR.value, _INPUTS.value), _SHARD_INDEX.value,
                              _NUM_SHARDS.value)
@@ -63,4 +64,4 @@ def _run_flags() -> tuple:
 
 
 if __name__ == "__main__":
-    app.run(main)
+    run_tool(main)

@@ -8,6 +8,7 @@ import sys
 from absl import app, flags
 
 import tfcompress
+from tfcompress.cli import run_tool
 from tfcompress.errors import TfcompressError
 
 _PRECISION = flags.DEFINE_enum("precision", "int8", ["float32", "float16", "dynamic", "int8", "int16x8"],
@@ -19,7 +20,7 @@ _REPORT = flags.DEFINE_string("report", None, "Also write the JSON report here."
 
 def main(argv):
     if len(argv) != 3:
-        raise app.UsageError("usage: h5_to_tflite.py MODEL OUT.tflite [flags]")
+        raise app.UsageError("usage: h5_to_tflite.py MODEL OUT.tflite [flags]", exitcode=2)
     try:
         report = tfcompress.convert(argv[1], output=argv[2], precision=_PRECISION.value,
                                     calibration=_CALIBRATION.value, eval_data=_EVAL.value, report_path=_REPORT.value)
@@ -31,4 +32,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    run_tool(main)

@@ -6,6 +6,7 @@ import json
 from absl import app, flags
 
 from tfcompress import sample_models
+from tfcompress.cli import run_tool
 
 _DATA_DIR = flags.DEFINE_string(
     "data_dir", "/usr/share/datasets/fashion-mnist",
@@ -17,11 +18,11 @@ _SEED = flags.DEFINE_integer("seed", 0, "Seed for weights and shuffling.")
 
 def main(argv):
     if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+        raise app.UsageError(f"Unexpected arguments: {argv[1:]}", exitcode=2)
     written = sample_models.make_sample_models(
         _DATA_DIR.value, _OUTPUT_DIR.value, only=_ONLY.value, seed=_SEED.value)
     print(json.dumps(written, indent=1))
 
 
 if __name__ == "__main__":
-    app.run(main)
+    run_tool(main)

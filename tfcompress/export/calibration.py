@@ -10,6 +10,7 @@ import numpy as np
 
 from tfcompress import _keras
 from tfcompress.errors import OptionError
+from tfcompress.native_output import captured_output
 
 __all__ = ["quantize_with_adjusted_calibration", "calibrate_only", "layer_of_tensor", "op_output_names"]
 
@@ -93,8 +94,9 @@ def _percentile_ranges(calibrated: bytes, model, calibration, percentile: float)
 
     subgraph = model.subgraphs[0]
     recorded = [index for index in _activation_tensors(model) if index not in subgraph.inputs]
-    interpreter = Interpreter(model_content=calibrated, experimental_preserve_all_tensors=True)
-    interpreter.allocate_tensors()
+    with captured_output():   # LiteRT announces its XNNPACK delegate from C++
+        interpreter = Interpreter(model_content=calibrated, experimental_preserve_all_tensors=True)
+        interpreter.allocate_tensors()
     input_index = interpreter.get_input_details()[0]["index"]
     rng = np.random.default_rng(0)
     values = {index: [] for index in recorded}

@@ -55,10 +55,15 @@ def resolver_method(op_name: str) -> str:
     return "Add" + "".join(parts)
 
 
-def micro_sources(model_bytes: bytes, *, name: str, arena_bytes: int, ops) -> MicroSources:
-    """The `.h`/`.cc` pair for a model; `ops` are the builtin op names it uses."""
+def check_identifier(name: str) -> None:
+    """The array and function names are built from `name`, so it must be a C identifier."""
     if not _IDENTIFIER.match(name):
         raise OptionError(f"name must be a C identifier (letters, digits, _). Received: name={name!r}")
+
+
+def micro_sources(model_bytes: bytes, *, name: str, arena_bytes: int, ops) -> MicroSources:
+    """The `.h`/`.cc` pair for a model; `ops` are the builtin op names it uses."""
+    check_identifier(name)
     camel = "".join(part.capitalize() for part in name.split("_"))
     guard = f"{name.upper()}_DATA_H_"
     ops = sorted(set(ops))

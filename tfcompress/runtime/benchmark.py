@@ -18,7 +18,7 @@ from tfcompress.runtime.inspect import gzip_size, inspect_tflite, is_full_intege
 from tfcompress.runtime.interpreter import make_interpreter, predict, quantize
 from tfcompress.runtime.latency import Latency, latency_inputs, time_invokes
 
-__all__ = ["BenchmarkOptions", "ModelBenchmark", "benchmark_model", "comparison_inputs"]
+__all__ = ["BenchmarkOptions", "ModelBenchmark", "benchmark_models", "comparison_inputs"]
 
 _MICRO_SAMPLES = 50
 
@@ -70,34 +70,54 @@ def comparison_inputs(model_bytes: bytes, eval_x: Optional[np.ndarray], count: i
     return np.random.default_rng(0).uniform(0.0, 1.0, shape).astype(np.float32)
 
 
-def benchmark_model(name: str, model_bytes: bytes, options: BenchmarkOptions, *,
-                    inputs: np.ndarray, labels: Optional[np.ndarray] = None,
-                    reference_outputs: Optional[np.ndarray] = None, eval_x=None) -> ModelBenchmark:
-    """Measures one model; `inputs` are float samples shared with the reference."""
-    summary = inspect_tflite(model_bytes, name)
-    rss_before = _resident_bytes()
-    init_ms, stats, all_samples = [], [], []
+def benchmark_models(named_models, options: BenchmarkOptions, *, inputs: np.ndarray,
+                     labels: Optional[np.ndarray] = None, reference_outputs: Optional[np.ndarray] = None,
+                     eval_x=None) -> tuple:
+    """Measures `(name, bytes)` models under the same conditions; `inputs` are float samples
+    shared with the reference.
+
+    The process pays its one-time costs (libraries, XNNPACK set-up, first page faults) in an
+    untimed round over every model first, or the first model measured would carry them; then
+    the `repeat` rounds interleave the models (A B, A B, ...), so drift hits all alike.
+    """
+    summaries = [inspect_tflite(data, name) for name, data in named_models]
+    for _, data in named_models:
+        _timed_round(data, options, eval_x, runs=1)
+    rounds = {name: [] for name, _ in named_models}
+    rss_growth = {}
     for _ in range(options.repeat):
-        start = time.perf_counter_ns()
-        interpreter = make_interpreter(model_bytes, threads=options.threads, xnnpack=options.xnnpack)
-        interpreter.allocate_tensors()
-        init_ms.append((time.perf_counter_ns() - start) / 1e6)
-        samples = time_invokes(interpreter, latency_inputs(interpreter, eval_x),
-                               runs=options.runs, warmup=options.warmup)
-        stats.append(Latency.from_samples(samples))
-        all_samples.append(samples)
-    rss_growth = max(_resident_bytes() - rss_before, 0)
+        for name, data in named_models:
+            rss_before = _resident_bytes()
+            rounds[name].append(_timed_round(data, options, eval_x, runs=options.runs))
+            rss_growth.setdefault(name, max(_resident_bytes() - rss_before, 0))
+    return tuple(_model_result(name, data, summary, rounds[name], rss_growth[name], options, inputs, labels,
+                               reference_outputs)
+                 for (name, data), summary in zip(named_models, summaries))
+
+
+def _timed_round(model_bytes: bytes, options: BenchmarkOptions, eval_x, runs: int) -> tuple:
+    """(init ms, latency samples in us) of a fresh interpreter."""
+    start = time.perf_counter_ns()
+    interpreter = make_interpreter(model_bytes, threads=options.threads, xnnpack=options.xnnpack)
+    init_ms = (time.perf_counter_ns() - start) / 1e6
+    samples = time_invokes(interpreter, latency_inputs(interpreter, eval_x), runs=runs, warmup=options.warmup)
+    return init_ms, samples
+
+
+def _model_result(name, model_bytes, summary, rounds, rss_growth, options, inputs, labels,
+                  reference_outputs) -> ModelBenchmark:
+    stats = [Latency.from_samples(samples) for _, samples in rounds]
     outputs = predict(model_bytes, inputs, threads=options.threads)
     return ModelBenchmark(
         model=name, precision=precision_of(summary), size_bytes=len(model_bytes),
-        gzip_bytes=gzip_size(model_bytes), init_ms=float(np.median(init_ms)),
+        gzip_bytes=gzip_size(model_bytes), init_ms=float(np.median([init for init, _ in rounds])),
         latency=_median_latency(stats),
         p50_spread_us=(min(s.p50 for s in stats), max(s.p50 for s in stats)),
         rss_growth_bytes=rss_growth, accuracy=metrics.accuracy(outputs, labels),
         fidelity=metrics.fidelity(outputs, reference_outputs) if reference_outputs is not None else None,
         ops=summary.ops, float_ops=summary.float_ops,
         micro=_micro(model_bytes, inputs, summary) if options.micro else None,
-        latency_samples_us=np.concatenate(all_samples))
+        latency_samples_us=np.concatenate([samples for _, samples in rounds]))
 
 
 def _median_latency(stats: list) -> Latency:

@@ -8,11 +8,11 @@ import collections
 import dataclasses
 import gzip
 import struct
-from pathlib import Path
 from typing import Optional
 
 import numpy as np
 
+from tfcompress import limits
 from tfcompress.errors import ModelLoadError
 
 __all__ = ["TensorInfo", "OperatorInfo", "TfliteSummary", "read_tflite", "inspect_tflite", "constant_values",
@@ -51,6 +51,11 @@ class TensorInfo:
                 "size_bytes": self.size_bytes,
                 "quantization": _quantization_dict(self)}
 
+    def io_dict(self) -> dict:
+        """A model input or output: its size is the bytes one sample of it takes, not stored bytes."""
+        elements = int(np.prod(self.shape)) if self.shape else 1
+        return {**self.to_dict(), "size_bytes": elements * np.dtype(self.dtype.lower()).itemsize}
+
 
 @dataclasses.dataclass(frozen=True)
 class OperatorInfo:
@@ -72,10 +77,8 @@ class TfliteSummary:
 
 def read_tflite(path) -> bytes:
     """The bytes of a `.tflite` file, with a clear error for a missing file or a Keras file."""
-    path = Path(path)
-    if not path.is_file():
-        raise ModelLoadError(f"Model file not found: {path}" if not path.exists()
-                             else f"{path} is a folder, not a .tflite file.")
+    path = limits.check_input_file(path, "Model file", ModelLoadError)
+    limits.WEIGHT_BYTES.check(path.stat().st_size, path, ModelLoadError)
     data = path.read_bytes()
     if path.suffix != ".tflite" and data[4:8] != _FLATBUFFER_IDENTIFIER:
         raise ModelLoadError(
@@ -102,10 +105,25 @@ def inspect_tflite(model_bytes: bytes, source: str = "model") -> TfliteSummary:
         float_ops = [operator.name for operator in operators if operator.computes_in_float]
         inputs = tuple(tensors[i] for i in subgraph.InputsAsNumpy())
         outputs = tuple(tensors[i] for i in subgraph.OutputsAsNumpy())
-    except (IndexError, ValueError, TypeError, AttributeError, struct.error) as error:
+    except (IndexError, ValueError, TypeError, AttributeError, KeyError, OverflowError, struct.error) as error:
         raise ModelLoadError(f"{source} is a damaged TFLite flatbuffer ({error}).") from None
+    _check_tensor_sizes(tensors, source)
     return TfliteSummary(len(model_bytes), dict(ops), tuple(sorted(set(float_ops))),
                          inputs, outputs, tensors, operators)
+
+
+def _check_tensor_sizes(tensors, source) -> None:
+    """Shapes the interpreter would allocate: non-negative, each and all within the limits."""
+    total_bytes = 0
+    for tensor in tensors:
+        if any(dim < 0 for dim in tensor.shape):
+            raise ModelLoadError(f"{source}: tensor '{tensor.name}' has the shape {list(tensor.shape)}; "
+                                 "dimensions cannot be negative (a damaged or forged file).")
+        elements = int(np.prod(tensor.shape, dtype=np.float64))
+        limits.INPUT_ELEMENTS.check(elements, f"{source} (tensor '{tensor.name}', shape {list(tensor.shape)})",
+                                    ModelLoadError, unit="elements")
+        total_bytes += elements * 4
+    limits.DATA_BYTES.check(total_bytes, f"{source} (all tensors)", ModelLoadError)
 
 
 def constant_values(model_bytes: bytes) -> tuple:

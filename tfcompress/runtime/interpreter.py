@@ -8,6 +8,7 @@ and an int8 model are compared on the same numbers.
 import numpy as np
 
 from tfcompress.errors import DataError, ModelLoadError
+from tfcompress.native_output import captured_output
 
 __all__ = ["make_interpreter", "predict", "raw_outputs", "quantize", "dequantize"]
 
@@ -22,9 +23,12 @@ def make_interpreter(model_bytes: bytes, *, threads: int = 1, xnnpack: bool = Tr
     if reference_kernels:
         resolver = OpResolverType.BUILTIN_REF
     try:
-        return Interpreter(model_content=model_bytes, num_threads=threads,
-                           experimental_op_resolver_type=resolver)
-    except ValueError as error:
+        with captured_output():   # LiteRT prints "INFO: Created TensorFlow Lite XNNPACK delegate" from C++
+            interpreter = Interpreter(model_content=model_bytes, num_threads=threads,
+                                      experimental_op_resolver_type=resolver)
+            interpreter.allocate_tensors()
+        return interpreter
+    except (ValueError, RuntimeError) as error:
         raise ModelLoadError(f"LiteRT cannot load the model: {str(error).splitlines()[0]}") from None
 
 

@@ -5,6 +5,8 @@ from typing import Optional
 
 import numpy as np
 
+from tfcompress.errors import DataError
+
 __all__ = ["Fidelity", "accuracy", "fidelity"]
 
 
@@ -27,9 +29,19 @@ class Fidelity:
 
 
 def accuracy(outputs: np.ndarray, labels: Optional[np.ndarray]) -> Optional[float]:
-    """Top-1 accuracy as a fraction, or None without labels."""
+    """Top-1 accuracy as a fraction, or None without labels.
+
+    Labels the model cannot output (a class index past its last output, or a count
+    that differs from the inputs) are an error, not a low accuracy.
+    """
     if labels is None:
         return None
+    classes = max(outputs.shape[-1], 2)
+    if len(labels) != len(outputs):
+        raise DataError(f"The data has {len(labels)} labels for {len(outputs)} inputs; give one label per input.")
+    if len(labels) and (labels.min() < 0 or labels.max() >= classes):
+        raise DataError(f"The labels run from {int(labels.min())} to {int(labels.max())}, but the model has "
+                        f"{classes} classes (0 to {classes - 1}); check the labels belong to this model.")
     return float(np.mean(np.argmax(outputs, axis=-1) == labels))
 
 

@@ -128,5 +128,6 @@ def train_student(student_logits, x: np.ndarray, targets: np.ndarray, options: D
                            loss=distillation_loss(options),
                            metrics=[keras.metrics.MeanMetricWrapper(label_accuracy, name="accuracy")])
     history = student_logits.fit(x, targets, epochs=training.epochs, batch_size=training.batch_size, shuffle=True,
-                                 validation_data=val, callbacks=list(callbacks), verbose=verbose)
+                                 validation_data=val, callbacks=list(callbacks),
+                                 verbose=_keras.training_verbosity(verbose))
     return {name: float(values[-1]) for name, values in history.history.items()}

@@ -56,8 +56,10 @@ class PruneOptions:
         if self.end_step is not None and self.end_step <= self.begin_step:
             raise OptionError(f"end_step must be after begin_step. Received: begin_step={self.begin_step}, "
                               f"end_step={self.end_step}")
-        if self.structured is not None and not re.fullmatch(r"[1-9]\d*:[1-9]\d*", self.structured):
-            raise OptionError(f"structured must look like 2:4 (N of every M kept). Received: structured={self.structured!r}")
+        if self.structured is not None and (not re.fullmatch(r"[1-9]\d*:[1-9]\d*", self.structured)
+                                            or int(self.structured.split(":")[0]) >= int(self.structured.split(":")[1])):
+            raise OptionError("structured must look like 2:4 (N of every M kept, N smaller than M). "
+                              f"Received: structured={self.structured!r}")
         check_layer_pattern(self.layers)
 
     def target_for(self, layer_name: str) -> float:

@@ -70,7 +70,7 @@ def fine_tune(model, train: Dataset, options: TrainOptions, *, from_logits: bool
     history = model.fit(train.x, train.y.astype(np.int64), epochs=options.epochs,
                         batch_size=options.batch_size, shuffle=True, callbacks=list(callbacks),
                         validation_data=(val.x, val.y.astype(np.int64)) if val is not None else None,
-                        verbose=verbose)
+                        verbose=_keras.training_verbosity(verbose))
     return {name: float(values[-1]) for name, values in history.history.items()}
 
 

@@ -1,0 +1,1 @@
+"""Keras model → bytes: the converter settings for every precision, calibration, LUT compression, C sources."""

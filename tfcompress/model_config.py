@@ -1,0 +1,298 @@
+"""A model file's config, read without deserializing it, bounded, and judged for trust.
+
+Keras runs code while it loads a model: a `Lambda` layer's stored bytecode, an
+activation stored as bytecode, a class looked up by a module name the file chooses.
+So the trust decision is made here, on the whole config tree, before any Keras code
+sees the file: every serialized object at every depth (layers, wrappers' inner layers,
+`Bidirectional`'s two layers, nested models, Keras 2.0 list-style configs, initializers)
+must be a class tfcompress knows, and no value may carry bytecode, unless the user says
+the file is trusted. Sizes the file declares are bounded before they are allocated.
+"""
+
+import base64
+import binascii
+import inspect
+import json
+import re
+import zipfile
+from pathlib import Path
+from typing import Optional
+
+from tfcompress import _keras, limits
+from tfcompress.errors import ModelLoadError, UnsafeModelError
+
+__all__ = ["read_model_config", "check_model_is_safe", "declared_input_shape", "layer_class_names", "MODEL_CLASSES", "QAT_CLASSES"]
+
+MODEL_CLASSES = {"Functional", "Sequential", "Model"}
+# Quantization-aware models (what `tfcompress qat` writes) load inside tfmot's quantize_scope.
+QAT_CLASSES = {"QuantizeLayer", "QuantizeWrapper", "QuantizeWrapperV2", "QuantizeAnnotate"}
+_CODE_CARRYING_CLASSES = {"Lambda", "__lambda__"}
+# tf.* calls in a functional model: stored as an API name, resolved from TensorFlow.
+_TF_OP_CLASSES = {"TFOpLambda", "SlicingOpLambda"}
+# Markers for values that are not objects (tensors, shapes, tuples, dtype policies).
+_KERAS3_VALUE_CLASSES = {"TensorShape", "__keras_tensor__", "__tuple__", "__numpy__", "__bytes__", "__ellipsis__", "__slice__",
+                         "DTypePolicy", "FloatDTypePolicy", "QuantizedDTypePolicy", "QuantizedFloat8DTypePolicy"}
+_SHAPE_KEYS = ("batch_input_shape", "batch_shape")
+# Where Keras' own serializable classes live (a compiled model's config names optimizers and losses too).
+_NAMESPACES = ("layers", "initializers", "regularizers", "constraints", "optimizers", "losses", "metrics")
+# A marshalled code object, as Keras 2 func_dump and Keras 3 write it: base64 of 'c' or 'c'|FLAG_REF.
+_BASE64_TEXT = re.compile(r"[A-Za-z0-9+/=\s]{40,}")
+_MAX_ARCHIVE_MEMBERS = 10_000
+_SAVED_MODEL_LAYERS = {"_tf_keras_layer", "_tf_keras_input_layer", "_tf_keras_rnn_layer"}
+
+
+def read_model_config(path):
+    """(model config dict, saved by Keras 3?) read from the file without deserializing."""
+    path = limits.check_input_file(path, "Model file", ModelLoadError, folder_ok=True)
+    if path.is_dir():
+        return _read_saved_model_config(path), False
+    if path.suffix in (".h5", ".hdf5"):
+        return _read_h5_config(path)
+    if path.suffix == ".keras":
+        return _read_keras_zip_config(path), True
+    if path.suffix == ".tflite":
+        raise ModelLoadError(
+            f"{path} is already a TFLite model; use `tfcompress inspect` or `tfcompress benchmark` on it.")
+    raise ModelLoadError(
+        f"Unsupported model file {path}: expected .h5, .keras or a SavedModel folder.")
+
+
+def check_model_is_safe(config: dict, path, *, trust_model_code: bool, custom_objects: dict,
+                        saved_by_keras3: bool = False) -> None:
+    """Refuses code-carrying objects (unless trusted), classes with no known code, oversized inputs.
+
+    Code and sizes are judged first, without importing TensorFlow, so a hostile file is
+    refused in a fraction of a second; the class allow-list needs Keras' own names.
+    """
+    classes = {}
+    for node, _ in _walk(config, path):
+        if isinstance(node, str):
+            if not trust_model_code and _is_bytecode(node):
+                raise UnsafeModelError(
+                    f"{path} holds Python bytecode (a lambda stored as a function or activation), which "
+                    "runs when the model loads. Pass --trust_model_code only if you trust where this model "
+                    "came from.")
+        elif isinstance(node, dict):
+            _check_declared_shapes(node, path)
+            if isinstance(node.get("class_name"), str):
+                _check_code_free(node, path, trust_model_code)
+                classes.setdefault(node["class_name"], _object_name(node))
+    known = _known_class_names(saved_by_keras3, bool(set(classes) & QAT_CLASSES))
+    allowed = known | set(custom_objects) | _CODE_CARRYING_CLASSES | {"function"}   # code: judged above
+    for class_name, name in classes.items():
+        if class_name not in allowed:
+            raise ModelLoadError(
+                f"{path} uses the custom layer class {class_name} ('{name}'), which tfcompress has no code for. "
+                "Pass --custom_objects path/to/module.py that defines it (with --trust_model_code: the "
+                "module runs).")
+
+
+def _check_code_free(node: dict, path, trust_model_code: bool) -> None:
+    class_name = node["class_name"]
+    if trust_model_code or not (class_name in _CODE_CARRYING_CLASSES or _names_foreign_function(node)):
+        return
+    raise UnsafeModelError(
+        f"{path} contains a {_readable(class_name)} ('{_object_name(node)}'), which runs Python code "
+        "stored in the file. Pass --trust_model_code only if you trust where this model came from.")
+
+
+def declared_input_shape(path) -> Optional[tuple]:
+    """The model's input shape (batch first) as its config declares it, read without TensorFlow;
+    None when the file is not an .h5/.keras, or declares no single input."""
+    path = Path(path)
+    if path.suffix not in (".h5", ".hdf5", ".keras") or not path.is_file():
+        return None
+    config, _ = read_model_config(path)
+    inner = config.get("config")
+    layers = inner.get("layers") if isinstance(inner, dict) else inner
+    if not isinstance(layers, list) or not layers or not all(isinstance(layer, dict) for layer in layers):
+        return None
+    inputs = [layer for layer in layers if layer.get("class_name") == "InputLayer"]
+    candidates = inputs if inputs else layers[:1]
+    shapes = [next((layer.get("config", {}).get(key) for key in _SHAPE_KEYS
+                    if isinstance(layer.get("config"), dict) and layer["config"].get(key)), None)
+              for layer in candidates]
+    if len(shapes) != 1 or not isinstance(shapes[0], list):
+        return None
+    return tuple(shapes[0])
+
+
+def layer_class_names(config: dict) -> set:
+    """Every class name in the config tree (layers, wrappers' layers, nested models)."""
+    return {node["class_name"] for node, _ in _walk(config, "model")
+            if isinstance(node, dict) and isinstance(node.get("class_name"), str)}
+
+
+def _walk(config, path):
+    """(value, depth) for every dict, list and string in the tree; iterative, depth bounded."""
+    limit = limits.NESTING_DEPTH.value
+    stack = [(config, 0)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > limit:
+            raise ModelLoadError(f"{path} has a model config nested over {limit} levels deep; it is not a "
+                                 f"model Keras writes. Raise {limits.NESTING_DEPTH.variable} if it is genuine.")
+        yield node, depth
+        if isinstance(node, dict):
+            stack.extend((value, depth + 1) for value in node.values())
+        elif isinstance(node, list):
+            stack.extend((value, depth + 1) for value in node)
+
+
+def _is_bytecode(text: str) -> bool:
+    if len(text) < 40 or not _BASE64_TEXT.fullmatch(text):
+        return False
+    try:
+        head = base64.b64decode("".join(text.split())[:8])
+    except (binascii.Error, ValueError):
+        return False
+    return head[:1] in (b"c", b"\xe3")
+
+
+def _names_foreign_function(node: dict) -> bool:
+    """Keras 3 stores a function by module and name; only Keras' own modules are safe to import."""
+    if node.get("class_name") != "function":
+        return False
+    module = str(node.get("module") or "")
+    return not (module == "keras" or module.startswith("keras."))
+
+
+def _readable(class_name: str) -> str:
+    return "Lambda layer" if class_name == "Lambda" else f"{class_name} object"
+
+
+def _object_name(node: dict) -> str:
+    config = node.get("config")
+    if isinstance(config, dict) and isinstance(config.get("name"), str):
+        return config["name"]
+    return str(node.get("name", "?"))
+
+
+def _check_declared_shapes(node: dict, path) -> None:
+    for key in _SHAPE_KEYS:
+        shape = node.get(key)
+        if not isinstance(shape, list):
+            continue
+        elements = 1
+        for dim in shape[1:]:
+            if dim is None:
+                continue
+            if not isinstance(dim, int) or isinstance(dim, bool) or dim < 0:
+                raise ModelLoadError(f"{path} declares an input of shape {shape}: dimensions must be "
+                                     "non-negative whole numbers (or None).")
+            elements *= dim
+        limits.INPUT_ELEMENTS.check(elements, f"{path} (input shape {shape})", ModelLoadError, unit="elements")
+
+
+def _known_class_names(saved_by_keras3: bool, quantize_aware: bool) -> set:
+    tf_keras = _keras.tf_keras()
+    modules = [getattr(tf_keras, name) for name in _NAMESPACES]
+    if saved_by_keras3:
+        keras = _keras.keras3()
+        modules += [getattr(keras, name) for name in _NAMESPACES]
+    names = {name for module in modules for name, value in vars(module).items() if inspect.isclass(value)}
+    names |= MODEL_CLASSES | _TF_OP_CLASSES | QAT_CLASSES | _KERAS3_VALUE_CLASSES
+    if quantize_aware:
+        for objects in _keras.tfmot().quantization.keras.quantize_scope().custom_objects:
+            names |= set(objects)
+    return names
+
+
+def _read_h5_config(path: Path):
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as handle:
+            if "model_config" not in handle.attrs:
+                raise ModelLoadError(
+                    f"{path} holds no model config (weights only?). Save the whole model with model.save().")
+            limits.CONFIG_BYTES.check(handle.attrs.get_id("model_config").get_storage_size(), path,
+                                      ModelLoadError)
+            limits.WEIGHT_BYTES.check(_h5_declared_bytes(handle, path), path, ModelLoadError)
+            raw_config = handle.attrs["model_config"]
+            version = handle.attrs.get("keras_version", "")
+    except (OSError, RuntimeError, KeyError, TypeError):
+        raise ModelLoadError(
+            f"{path} cannot be read as HDF5: the file is truncated or not a Keras .h5 model.") from None
+    version = version.decode() if isinstance(version, bytes) else str(version)
+    return _parse_json(raw_config, path), version.startswith("3.")
+
+
+def _h5_declared_bytes(handle, path) -> int:
+    """What the stored datasets would take in memory, from their headers alone."""
+    import h5py
+
+    sizes = []
+
+    def add(_, item):
+        if len(sizes) > _MAX_ARCHIVE_MEMBERS:
+            raise ModelLoadError(f"{path} holds over {_MAX_ARCHIVE_MEMBERS:,} objects; not a Keras model file.")
+        if isinstance(item, h5py.Dataset):
+            count = 1
+            for dim in item.shape or ():
+                count *= dim
+            sizes.append(count * item.dtype.itemsize)
+
+    handle.visititems(add)
+    return sum(sizes)
+
+
+def _read_keras_zip_config(path: Path) -> dict:
+    try:
+        with zipfile.ZipFile(path) as archive:
+            members = archive.infolist()
+            if len(members) > _MAX_ARCHIVE_MEMBERS:
+                raise ModelLoadError(f"{path} holds {len(members):,} archive members; not a .keras model.")
+            for member in members:
+                _check_member(member, path)
+            config = archive.getinfo("config.json")
+            limits.CONFIG_BYTES.check(config.file_size, f"{path} (config.json)", ModelLoadError)
+            return _parse_json(archive.read(config), path)
+    except (zipfile.BadZipFile, KeyError, OSError, EOFError, NotImplementedError, RuntimeError):
+        raise ModelLoadError(
+            f"{path} is not a readable .keras archive (truncated, or no config.json inside).") from None
+
+
+def _check_member(member: zipfile.ZipInfo, path: Path) -> None:
+    where = f"{path} ({member.filename})"
+    limits.WEIGHT_BYTES.check(member.file_size, where, ModelLoadError)
+    if member.file_size > (1 << 20):
+        ratio = member.file_size // max(member.compress_size, 1)
+        limits.COMPRESSION_RATIO.check(ratio, where, ModelLoadError, unit=": 1")
+
+
+def _read_saved_model_config(path: Path) -> dict:
+    """The layer classes of a tf_keras SavedModel, from its keras_metadata.pb."""
+    if not (path / "saved_model.pb").exists():
+        raise ModelLoadError(
+            f"{path} is a folder, not a model file or SavedModel. Pass the .h5/.keras file "
+            "or the SavedModel folder itself.")
+    metadata_path = path / "keras_metadata.pb"
+    if not metadata_path.exists():
+        raise ModelLoadError(
+            f"{path} is a SavedModel without Keras metadata (e.g. from Keras 3 model.export()). "
+            "Save the Keras model as .keras or .h5 instead.")
+    limits.check_input_file(metadata_path, "Keras metadata", ModelLoadError)
+    limits.CONFIG_BYTES.check(metadata_path.stat().st_size, metadata_path, ModelLoadError)
+    _keras.tf_keras()
+    from tf_keras.protobuf import saved_metadata_pb2
+
+    metadata = saved_metadata_pb2.SavedMetadata.FromString(metadata_path.read_bytes())
+    layers = []
+    for node in metadata.nodes:
+        entry = _parse_json(node.metadata, metadata_path) if node.metadata else {}
+        if node.identifier in _SAVED_MODEL_LAYERS and entry.get("class_name") not in MODEL_CLASSES:
+            layers.append(entry)
+    return {"class_name": "Functional", "config": {"layers": layers}}
+
+
+def _parse_json(raw, path) -> dict:
+    try:
+        config = json.loads(raw.decode() if isinstance(raw, bytes) else raw)
+    except RecursionError:
+        raise ModelLoadError(f"{path} has a model config nested too deeply to be a Keras model.") from None
+    except (ValueError, UnicodeDecodeError, TypeError):
+        raise ModelLoadError(f"{path} has a corrupt model config (not JSON).") from None
+    if not isinstance(config, dict):
+        raise ModelLoadError(f"{path} has a model config that is not a JSON object.")
+    return config
