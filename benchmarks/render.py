@@ -5,6 +5,7 @@ The tables are never typed by hand: every benchmark script ends by calling
 """
 
 import json
+import re
 from pathlib import Path
 
 from tfcompress.files import write_atomic
@@ -416,6 +417,29 @@ def _auto(result: dict) -> str:
     return "\n".join(lines)
 
 
+def _keras3_roundtrip(result: dict) -> str:
+    rows = result["rows"]
+    carried = sum(row["exit"] == 0 and row["passed"] for row in rows)
+    lines = [
+        "## Keras 3 in, Keras 3 out (`benchmarks/keras3_roundtrip.py`)",
+        "",
+        f"Models built and saved by Keras 3 (seeded random weights), pruned for one epoch on "
+        f"{result['samples']} random samples with `tfcompress prune MODEL.keras -o OUT.keras`, then loaded by Keras 3: "
+        f"**{carried} of {len(rows)} round-trip**; a model that cannot must be refused in one line naming what blocks it.",
+        "",
+        "| architecture | layers | exit | pruned kernels (>30% zeros) | mean sparsity | result |",
+        "|---|---|---:|---:|---:|---|",
+    ]
+    for row in rows:
+        sparsity = "" if row["sparsity"] is None else f"{row['sparsity']:.2f}"
+        message = re.sub(r"/tmp/\S+/", "", row["message"]).replace("|", "\\|")
+        verdict = ("loads in Keras 3" if row["exit"] == 0 else message) \
+            if row["passed"] else f"**failed**: {row['message']}"
+        lines.append(f"| {row['architecture']} | {', '.join(row['layers'])} | {row['exit']} | "
+                     f"{row['pruned_kernels']} | {sparsity} | {verdict} |")
+    return "\n".join(lines)
+
+
 def _hostile_summary(result: dict) -> str:
     rows = result["rows"]
     measured = [row for row in rows if row["peak_mb"] is not None]
@@ -453,7 +477,8 @@ def _hostile(result: dict) -> str:
 
 RENDERERS = {"ptq": _ptq, "cold_start": _cold_start, "micro": _micro, "check": _check, "compress": _compress,
              "qat_start": _qat_start, "distill": _distill,
-             "lut": _lut, "pipeline": _pipeline, "auto": _auto, "hostile": _hostile}
+             "lut": _lut, "pipeline": _pipeline, "auto": _auto, "hostile": _hostile,
+             "keras3_roundtrip": _keras3_roundtrip}
 
 if __name__ == "__main__":
     render_all()

@@ -359,6 +359,34 @@ def _huge_dense(folder):
     return _convert(edit_h5_config(tiny_model(folder), edit), folder)
 
 
+def _functional_model(folder: Path) -> Path:
+    keras = tf_keras()
+    inputs = keras.Input((8,))
+    hidden = keras.layers.Dense(6, activation="relu", name="hidden")(inputs)
+    model = keras.Model(inputs, keras.layers.Dense(4, activation="softmax", name="head")(hidden))
+    model.save(folder / "functional.h5")
+    return folder / "functional.h5"
+
+
+def _rewire(edit):
+    """A functional .h5 whose node references `edit` rewrites (config layers by name)."""
+    def make(folder):
+        def change(config):
+            edit({layer["name"]: layer for layer in config["config"]["layers"]})
+            return config
+
+        return _convert(edit_h5_config(_functional_model(folder), change), folder)
+    return make
+
+
+def _keras3_nested(folder):
+    keras = keras3()
+    block = keras.Sequential([keras.Input((8,)), keras.layers.Dense(6, activation="relu")], name="block")
+    inputs = keras.Input((8,))
+    keras.Model(inputs, keras.layers.Dense(4, activation="softmax")(block(inputs))).save(folder / "nested.keras")
+    return ["inspect", str(folder / "nested.keras")]
+
+
 def _input_shape(shape):
     def make(folder):
         def edit(config):
@@ -500,6 +528,7 @@ def cases() -> list:
     add(Case("keras2_list_config_sequential", "valid", lambda f: ["inspect", str(_list_config(f, False))], expect=0))
     add(Case("non_utf8_file_name", "valid", _non_utf8_name, expect=0))
     add(Case("trusted_lambda_runs", "valid", _trusted_lambda, expect=0, marker_expected=True))
+    add(Case("keras3_nested_model", "valid", _keras3_nested, expect=0))
     # Damaged and oversized model files.
     add(Case("keras_config_bomb_100mib", "models", _keras_bomb(100), "config"))
     add(Case("keras_config_bomb_1_5gib", "models", _keras_bomb(1536), "config", fast=False))
@@ -522,6 +551,10 @@ def cases() -> list:
     add(Case("h5_dense_100000x100000", "models", _huge_dense, "weights"))
     add(Case("h5_dataset_100000x100000", "models", _h5_huge_dataset, "weights"))
     add(Case("h5_negative_input_dimension", "models", _input_shape([None, -8]), "non-negative"))
+    add(Case("h5_node_reads_missing_node", "models", _rewire(
+        lambda layers: layers["head"]["inbound_nodes"][0][0].__setitem__(1, 5)), "does not have"))
+    add(Case("h5_nodes_in_a_cycle", "models", _rewire(
+        lambda layers: layers["hidden"]["inbound_nodes"][0][0].__setitem__(0, "head")), "own output"))
     add(Case("model_is_fifo", "models", lambda f: _convert(fifo(f / "m.h5"), f), "FIFO"))
     add(Case("model_is_device", "models", lambda f: _convert("/dev/zero", f), "not a regular file"))
     add(Case("model_is_plain_folder", "models", lambda f: (f.joinpath("d").mkdir(), _convert(f / "d", f))[1],

@@ -8,6 +8,7 @@ wrote. Imports are lazy so the TensorFlow-free runtime never pays for them.
 import contextlib
 import functools
 import importlib
+import logging
 import os
 import re
 import sys
@@ -17,7 +18,7 @@ from tfcompress import native_output
 from tfcompress.errors import UnsupportedVersionError
 
 __all__ = ["tensorflow", "tf_keras", "keras3", "tfmot", "bounded_weights", "show_native_logs",
-           "training_verbosity", "TESTED_TENSORFLOW"]
+           "quiet_tensorflow_logger", "training_verbosity", "TESTED_TENSORFLOW"]
 
 _SHOW_NATIVE_LOGS = False
 # TensorFlow's C++ log level: errors too are hidden by default (CUDA probes on a CPU machine log
@@ -40,6 +41,21 @@ def show_native_logs(show: bool) -> None:
     global _SHOW_NATIVE_LOGS
     _SHOW_NATIVE_LOGS = show
     os.environ["TF_CPP_MIN_LOG_LEVEL"] = "0" if show else _USER_LOG_LEVEL or _QUIET_LOG_LEVEL
+
+
+@contextlib.contextmanager
+def quiet_tensorflow_logger(*fragments: str):
+    """Drops the `tensorflow` logger's records that contain one of `fragments`: notices about
+    tf_keras internals that a user can do nothing about."""
+    def wanted(record):
+        return not any(fragment in record.getMessage() for fragment in fragments)
+
+    logger = logging.getLogger("tensorflow")
+    logger.addFilter(wanted)
+    try:
+        yield
+    finally:
+        logger.removeFilter(wanted)
 
 
 def training_verbosity(verbose):

@@ -31,11 +31,12 @@ class ClusterReport:
     metrics: dict           # the last epoch's loss/accuracy (and val_ ones)
     options: dict
     weights: dict = dataclasses.field(default_factory=dict)   # raw, gzip and Huffman bytes of the stripped weights
+    output_format: Optional[str] = None     # which Keras wrote the output, and why (see keras_io.save_model)
     keras_model: object = dataclasses.field(default=None, repr=False, compare=False)
 
     def to_dict(self) -> dict:
         return {"model": self.model, "output": self.output, "step": "cluster", "layers": self.layers,
-                "skipped": self.skipped, "metrics": self.metrics, "options": self.options, "weights": self.weights,
+                "skipped": self.skipped, "metrics": self.metrics, "options": self.options, "weights": self.weights, "output_format": self.output_format,
                 "versions": library_versions()}
 
 
@@ -57,6 +58,8 @@ def cluster(model, train, *, output=None, val=None, options: Optional[clustering
     model, model_path = keras_io.model_and_path(model, trust_model_code=trust_model_code,
                                                 custom_objects=custom_objects)
     model = flatten_nested(model)
+    input_was_keras3 = keras_io.saved_by_keras3(model_path)
+    keras_io.check_output_format(model, output, input_was_keras3=input_was_keras3)
     train_data, val_data = training_data(train, val, model, preprocessing, reshape_data)
     chosen, skipped = clustering.clusterable_layer_names(model, options)
     with strategy_scope(strategy):
@@ -64,8 +67,8 @@ def cluster(model, train, *, output=None, val=None, options: Optional[clustering
         metrics = fine_tune(wrapped, train_data, training, from_logits=not outputs_probabilities(model),
                             val=val_data, callbacks=callbacks, verbose=verbose)
     stripped = clustering.strip_clustering(wrapped)
-    if output is not None:
-        keras_io.save_model(stripped, output)
+    output_format = None if output is None else \
+        keras_io.save_model(stripped, output, input_was_keras3=input_was_keras3)
     per_channel = [name for name in chosen if clustering.clusters_per_channel(stripped.get_layer(name), options)]
     unique = clustering.cluster_counts(stripped, per_channel)
     sparsity = layer_sparsity(stripped)
@@ -73,7 +76,8 @@ def cluster(model, train, *, output=None, val=None, options: Optional[clustering
                      "per_channel": name in per_channel, "sparsity": sparsity[name]} for name in chosen}
     result = ClusterReport(str(model_path or model.name), str(output) if output is not None else None, layers,
                            skipped, metrics, {**dataclasses.asdict(options), **dataclasses.asdict(training)},
-                           weights=code_arrays(stripped.get_weights()), keras_model=stripped)
+                           weights=code_arrays(stripped.get_weights()), output_format=output_format,
+                           keras_model=stripped)
     if report_path is not None:
         write_json(result, report_path)
     return result
@@ -87,4 +91,6 @@ def format_cluster_report(report: ClusterReport) -> str:
     lines += [f"left alone: {name} ({why})" for name, why in report.skipped.items()]
     lines.append("last epoch: " + ", ".join(f"{name} {value:.4f}" for name, value in report.metrics.items()))
     lines.append(format_weight_sizes(report.weights))
+    if report.output_format:
+        lines.append(f"written as {report.output_format}")
     return "\n".join(lines)

@@ -27,6 +27,7 @@ class DistillReport:
     accuracy: dict             # validation accuracy {"teacher", "student"}: fraction or None
     metrics: dict              # the last epoch's loss/accuracy (and val_ ones)
     options: dict
+    output_format: Optional[str] = None     # which Keras wrote the output, and why (see keras_io.save_model)
     keras_model: object = dataclasses.field(default=None, repr=False, compare=False)
 
     @property
@@ -36,7 +37,8 @@ class DistillReport:
     def to_dict(self) -> dict:
         return {"teacher": self.teacher, "output": self.output, "step": "distill",
                 "params": {**self.params, "ratio": self.params_ratio}, "accuracy": self.accuracy,
-                "metrics": self.metrics, "options": self.options, "versions": library_versions()}
+                "metrics": self.metrics, "options": self.options, "output_format": self.output_format,
+                "versions": library_versions()}
 
 
 def distill(teacher, train, *, student=None, width_multiplier: Optional[float] = None, output=None, val=None,
@@ -71,19 +73,22 @@ def distill(teacher, train, *, student=None, width_multiplier: Optional[float] =
                                                                                verbose=0))
         val_pair = None if val_data is None else (val_data.x, kd.packed_targets(
             val_data.y, teacher_logits.predict(val_data.x, batch_size=256, verbose=0)))
+    input_was_keras3 = keras_io.saved_by_keras3(teacher_path)
     with strategy_scope(strategy):
         student = kd.scale_width(teacher, width_multiplier, seed) if student is None else copy_model(student)
+        keras_io.check_output_format(student, output, input_was_keras3=input_was_keras3)
         with kd.exposed_logits(student) as student_logits:
             metrics = kd.train_student(student_logits, train_data.x, train_targets, options, training,
                                        val=val_pair, callbacks=callbacks, verbose=verbose)
-    if output is not None:
-        keras_io.save_model(student, output)
+    output_format = None if output is None else \
+        keras_io.save_model(student, output, input_was_keras3=input_was_keras3)
     accuracy = {"teacher": None, "student": None} if val_data is None else {
         "teacher": keras_accuracy(teacher, val_data), "student": keras_accuracy(student, val_data)}
     result = DistillReport(str(teacher_path or teacher.name), str(output) if output is not None else None,
                            {"teacher": int(teacher.count_params()), "student": int(student.count_params())},
                            accuracy, metrics, {**dataclasses.asdict(options), **dataclasses.asdict(training),
-                                               "width_multiplier": width_multiplier}, student)
+                                               "width_multiplier": width_multiplier},
+                           output_format=output_format, keras_model=student)
     if report_path is not None:
         write_json(result, report_path)
     return result
@@ -106,4 +111,6 @@ def format_distill_report(report: DistillReport) -> str:
         lines.append(f"validation accuracy: teacher {report.accuracy['teacher'] * 100:.2f}%, "
                      f"student {report.accuracy['student'] * 100:.2f}%")
     lines.append("last epoch: " + ", ".join(f"{name} {value:.4f}" for name, value in report.metrics.items()))
+    if report.output_format:
+        lines.append(f"written as {report.output_format}")
     return "\n".join(lines)

@@ -44,10 +44,22 @@ def _keras_details(path: Path, trust_model_code: bool, custom_objects) -> dict:
     model = load_model(path, trust_model_code=trust_model_code, custom_objects=custom_objects)
     layers = [{"name": layer.name, "class": type(layer).__name__,
                "output_shape": _shape_text(layer), "params": int(layer.count_params()),
-               "dtypes": sorted({w.dtype.name for w in layer.weights})} for layer in model.layers]
+               "dtypes": sorted({w.dtype.name for w in layer.weights}), **_kernel_details(layer)}
+              for layer in model.layers]
     return {"model": str(path), "format": "keras", "size_bytes": path.stat().st_size if path.is_file() else None,
             "params": int(model.count_params()), "float32_bytes": int(model.count_params()) * 4,
             "inputs": [list(t.shape) for t in model.inputs], "layers": layers}
+
+
+def _kernel_details(layer) -> dict:
+    """Sparsity and distinct values of a layer's kernel (its first weight of two or more axes):
+    what prune and cluster leave in a Keras file."""
+    import numpy as np
+
+    kernels = [weight for weight in layer.get_weights() if weight.ndim >= 2]
+    if not kernels:
+        return {"sparsity": None, "distinct_values": None}
+    return {"sparsity": float(np.mean(kernels[0] == 0)), "distinct_values": int(np.unique(kernels[0]).size)}
 
 
 def _shape_text(layer) -> str:
@@ -76,10 +88,12 @@ def format_details(details: dict) -> str:
                          f"  {weight['coding']}{per_channel}")
         return "\n".join(lines)
     lines = [f"{details['model']}: {details['params']:,} params ({details['float32_bytes']:,} bytes as float32)",
-             f"{'layer':32} {'class':22} {'output shape':22} {'params':>9}"]
+             f"{'layer':32} {'class':22} {'output shape':22} {'params':>9} {'sparsity':>8} {'distinct':>8}"]
     for layer in details["layers"]:
+        sparsity = "" if layer["sparsity"] is None else f"{layer['sparsity']:.3f}"
+        distinct = "" if layer["distinct_values"] is None else f"{layer['distinct_values']:,}"
         lines.append(f"{layer['name'][:32]:32} {layer['class'][:22]:22} {layer['output_shape'][:22]:22} "
-                     f"{layer['params']:>9,}")
+                     f"{layer['params']:>9,} {sparsity:>8} {distinct:>8}".rstrip())
     return "\n".join(lines)
 
 

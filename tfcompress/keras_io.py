@@ -11,6 +11,7 @@ import importlib.util
 import inspect
 import json
 import os
+import tempfile
 import warnings
 from pathlib import Path
 from typing import Optional
@@ -18,20 +19,27 @@ from typing import Optional
 import numpy as np
 
 from tfcompress import _keras, limits
-from tfcompress.errors import ModelLoadError, UntranslatableModelError
+from tfcompress.errors import ModelLoadError, OptionError, UntranslatableModelError
 from tfcompress.files import save_atomic
-from tfcompress.model_config import MODEL_CLASSES, QAT_CLASSES, check_model_is_safe, layer_class_names, \
-    read_model_config
+from tfcompress.model_config import MODEL_CLASSES, QAT_CLASSES, check_model_is_safe, check_node_references, \
+    has_own_node, layer_class_names, read_model_config
 
-__all__ = ["load_model", "model_and_path", "save_model", "load_custom_objects", "PARITY_ATOL"]
+__all__ = ["load_model", "model_and_path", "save_model", "check_output_format", "to_keras3", "load_custom_objects", "saved_by_keras3",
+           "PARITY_ATOL", "KERAS3_FORMAT", "TF_KERAS_FORMAT"]
 
-# How close the translated tf_keras model must be to the Keras 3 original.
+# How close a translation (Keras 3 ↔ tf_keras) must be to the model it translates.
 PARITY_ATOL = 1e-5
+KERAS3_FORMAT = "Keras 3 (.keras)"
+TF_KERAS_FORMAT = "tf_keras (.h5)"
 _BASE_LAYER_KEYS = {"name", "trainable", "dtype", "dynamic", "batch_input_shape", "input_shape",
                     "batch_size", "input_dim", "activity_regularizer", "autocast"}
 # Keras 3 options that tf_keras lacks but that, at these values, change nothing.
 _HARMLESS_KERAS3_VALUES = {"data_format": "channels_last", "fill_mode": "constant",
                            "fill_value": 0.0, "lora_alpha": None}
+# tf_keras options that Keras 3 layers dropped, at the values that mean "not used".
+_KERAS3_DROPPABLE = {"groups": 1, "time_major": False, "softmax_robust_masking": False}
+# tf_keras options Keras 3 takes from the layer's call instead (MultiHeadAttention's input shapes).
+_KERAS3_FROM_CALL = {"query_shape", "key_shape", "value_shape"}
 
 
 def load_model(path, *, trust_model_code: bool = False, custom_objects: Optional[dict] = None):
@@ -45,6 +53,7 @@ def load_model(path, *, trust_model_code: bool = False, custom_objects: Optional
     config, saved_by_keras3 = read_model_config(path)
     check_model_is_safe(config, path, trust_model_code=trust_model_code,
                         custom_objects=custom_objects, saved_by_keras3=saved_by_keras3)
+    check_node_references(config, path)
     if saved_by_keras3:
         return _load_keras3(path, config, trust_model_code, custom_objects)
     tf_keras = _keras.tf_keras()
@@ -67,6 +76,11 @@ def _h5_or_path(path: Path, stack: contextlib.ExitStack):
     return stack.enter_context(h5py.File(path, "r"))
 
 
+def saved_by_keras3(path) -> bool:
+    """Whether a model file was written by Keras 3 (the default output format follows it)."""
+    return path is not None and Path(path).suffix in (".h5", ".keras") and read_model_config(Path(path))[1]
+
+
 def model_and_path(model, *, trust_model_code: bool = False, custom_objects: Optional[dict] = None):
     """(tf_keras model, its file or None): the jobs take either a model or a model file."""
     if not isinstance(model, (str, os.PathLike)):
@@ -74,16 +88,115 @@ def model_and_path(model, *, trust_model_code: bool = False, custom_objects: Opt
     return load_model(model, trust_model_code=trust_model_code, custom_objects=custom_objects), model
 
 
-def save_model(model, path) -> None:
-    """Writes a tf_keras model to `.h5` (or `.keras`) atomically, without optimizer state.
+def save_model(model, path, *, input_was_keras3: bool = False) -> str:
+    """Writes a tf_keras model atomically, without optimizer state, in the format the path asks
+    for; returns that format and why it was chosen (reports record it).
 
-    Keras warns that `.h5` is a legacy format; it is the format these users deploy from.
+    `.keras` is a Keras 3 file: the model is translated to Keras 3 and proven to give the same
+    outputs first, or nothing is written. `.h5` is a tf_keras file (Keras warns the format is
+    legacy; it is the one these users deploy from, and Keras 3 reads it unless a layer carries an
+    option Keras 3 dropped). Without either suffix the input's flavour decides: Keras 3 when the
+    input was saved by Keras 3.
     """
-    def save(tmp):
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message="You are saving your model as an HDF5 file")
-            model.save(tmp, include_optimizer=False)
-    save_atomic(path, save)
+    path = Path(path)
+    if path.suffix == ".keras" or (path.suffix != ".h5" and input_was_keras3):
+        keras3_model = to_keras3(model, path)
+        save_atomic(path, lambda tmp: _save_keras3(keras3_model, Path(tmp)))
+        return KERAS3_FORMAT + ("" if path.suffix == ".keras" else
+                                f", the input's format: {path} has no .keras or .h5 suffix (Keras 3 loads the "
+                                "file once it is named .keras)")
+
+    save_atomic(path, lambda tmp: _save_tf_keras(model, tmp))
+    return TF_KERAS_FORMAT if path.suffix == ".h5" else \
+        f"tf_keras SavedModel folder: {path} has no .keras or .h5 suffix, and the input was a tf_keras model"
+
+
+def check_output_format(model, output, *, input_was_keras3: bool, quantize_aware: bool = False) -> None:
+    """Fails before training when the output's format cannot hold the model: a Keras 3 file of a
+    quantization-aware model (tfmot's wrappers have no Keras 3 form), or of a layer Keras 3 lacks."""
+    if output is None:
+        return
+    suffix = Path(output).suffix
+    if suffix != ".keras" and (suffix == ".h5" or not input_was_keras3):
+        return
+    if quantize_aware:
+        raise OptionError(
+            f"{output}: a quantization-aware model holds tfmot's quantize wrappers, which have no Keras 3 form. "
+            "Write -o OUT.h5 (tf_keras; `tfcompress convert OUT.h5 --precision int8` reads it), or go straight "
+            "to .tflite with a recipe (a qat step, then convert).")
+    to_keras3(model, output)
+
+
+def to_keras3(model, path="model"):
+    """The tf_keras `model` as a Keras 3 model, proven equal on seeded inputs (within PARITY_ATOL).
+
+    Keras 3 reads tf_keras' `.h5` format, so the model goes through one in a temporary folder;
+    the weights are copied bit for bit (pruned zeros and cluster values survive).
+    """
+    keras = _keras.keras3()
+    with tempfile.TemporaryDirectory(prefix="tfcompress-keras3-") as folder:
+        h5_path = Path(folder) / "model.h5"
+        _save_tf_keras(model, h5_path)
+        _drop_options_keras3_lacks(h5_path, keras)
+        try:
+            translated = keras.saving.load_model(h5_path, compile=False)
+        except (ValueError, TypeError, KeyError, AttributeError, NotImplementedError) as error:
+            raise UntranslatableModelError(
+                f"{path}: the model has no Keras 3 form ({_first_line(error)[:300]}); write it as .h5 (tf_keras), "
+                "which `tfcompress convert` reads.") from None
+    _check_parity(model, translated, path, direction="Keras 3 translation of the tf_keras model")
+    return translated
+
+
+def _drop_options_keras3_lacks(h5_path: Path, keras) -> None:
+    """tf_keras writes options Keras 3 layers no longer take (DepthwiseConv2D's groups=1, the RNNs'
+    time_major=False); where they change nothing they are removed from the config Keras 3 reads.
+    Any other one stays, and Keras 3 refuses the file naming it."""
+    import h5py
+
+    def clean(node):
+        if isinstance(node, list):
+            return [clean(item) for item in node]
+        if not isinstance(node, dict):
+            return node
+        node = {key: clean(value) for key, value in node.items()}
+        layer_class = getattr(keras.layers, str(node.get("class_name")), None)
+        if inspect.isclass(layer_class) and isinstance(node.get("config"), dict):
+            accepted = _init_parameters(layer_class)
+            node["config"] = {key: value for key, value in node["config"].items()
+                              if key in accepted or not _keras3_can_drop(key, value)}
+        return node
+
+    with h5py.File(h5_path, "r+") as handle:
+        handle.attrs["model_config"] = json.dumps(clean(json.loads(handle.attrs["model_config"])))
+
+
+def _keras3_can_drop(key: str, value) -> bool:
+    """An option a Keras 3 layer lacks may go when it changes nothing for a model whose weights are
+    loaded: unused (None, or a default that means off), taken from the call, or an initializer."""
+    return (value is None or key in _KERAS3_FROM_CALL or key.endswith("_initializer")
+            or _KERAS3_DROPPABLE.get(key, object()) == value)
+
+
+def _save_tf_keras(model, path) -> None:
+    """tf_keras' own save, without optimizer state and without its notices about the legacy `.h5`
+    format and a fine-tuned model's unbuilt metrics."""
+    with warnings.catch_warnings(), _keras.quiet_tensorflow_logger("compiled metrics have yet to be built"):
+        warnings.filterwarnings("ignore", message="You are saving your model as an HDF5 file")
+        model.save(path, include_optimizer=False)
+
+
+def _save_keras3(model, tmp: Path) -> None:
+    """Keras 3 writes only to a `.keras` name; the temporary file may have another suffix."""
+    if tmp.suffix == ".keras":
+        model.save(tmp)
+        return
+    named = tmp.with_name(tmp.name + ".keras")
+    try:
+        model.save(named)
+        os.replace(named, tmp)
+    finally:
+        named.unlink(missing_ok=True)
 
 
 def load_custom_objects(module_path) -> dict:
@@ -124,49 +237,68 @@ def _load_keras3(path: Path, config: dict, trust_model_code: bool, custom_object
     except (ValueError, TypeError, KeyError, OSError, AttributeError, IndexError) as error:
         raise ModelLoadError(f"Cannot load {path} with Keras 3: {_first_line(error)}") from None
     translated = _translate_model(config, tf_keras)
+    check_node_references(translated, path)
     try:
         model = tf_keras.models.model_from_json(json.dumps(translated), custom_objects=custom_objects)
     except (ValueError, TypeError, KeyError) as error:
         raise UntranslatableModelError(
-            f"{path}: the Keras 3 config could not be rebuilt in tf_keras: {_first_line(error)}") from None
+            f"{path}: the Keras 3 config could not be rebuilt in tf_keras{_failing_layer(translated, tf_keras)}: "
+            f"{_first_line(error)!r}. Save the model with Keras 2 (tf_keras) or replace that layer.") from None
     for layer in original.layers:
         model.get_layer(layer.name).set_weights(layer.get_weights())
     _check_parity(original, model, path)
     return model
 
 
-def _check_parity(original, translated, path: Path, samples: int = 4) -> None:
+def _failing_layer(translated: dict, tf_keras) -> str:
+    """", at layer 'NAME' (Class)" for the first translated layer tf_keras cannot build on its own, or ""."""
+    for layer in translated["config"]["layers"]:
+        if layer["class_name"] in MODEL_CLASSES:
+            continue
+        try:
+            tf_keras.layers.deserialize({"class_name": layer["class_name"], "config": dict(layer["config"])})
+        except (ValueError, TypeError, KeyError):
+            return f", at layer '{layer['name']}' ({layer['class_name']})"
+    return ""
+
+
+def _check_parity(original, translated, path, samples: int = 4,
+                  direction: str = "tf_keras translation of the Keras 3 model") -> None:
     shape = tuple(original.inputs[0].shape[1:])
     if None in shape:
         raise UntranslatableModelError(
             f"{path}: input shape {shape} has unknown dimensions; tfcompress needs a fixed input size.")
     x = np.random.default_rng(0).uniform(0.0, 1.0, (samples,) + shape).astype(np.float32)
     expected = np.asarray(original(x, training=False))
-    received = translated(x, training=False).numpy()
+    received = np.asarray(translated(x, training=False))
     error = float(np.max(np.abs(expected - received)))
     if error > PARITY_ATOL:
         raise UntranslatableModelError(
-            f"{path}: the tf_keras translation differs from the Keras 3 model by {error:.2e} "
+            f"{path}: the {direction} differs from it by {error:.2e} "
             f"(allowed {PARITY_ATOL:.0e}); this model cannot be translated faithfully.")
 
 
 def _translate_model(config: dict, tf_keras) -> dict:
     inner = config["config"]
-    layers = [_translate_layer(layer, tf_keras) for layer in inner["layers"]]
+    # A nested model built on its own Input has a node of its own in tf_keras (node 0), so its calls
+    # are numbered from 1 there, from 0 in Keras 3.
+    shifted = {layer["config"]["name"] for layer in inner["layers"] if has_own_node(layer)}
+    layers = [_translate_layer(layer, tf_keras, shifted) for layer in inner["layers"]]
     if config["class_name"] == "Sequential":
         return {"class_name": "Sequential", "config": {"name": inner["name"], "layers": layers}}
     return {"class_name": "Functional", "config": {
         "name": inner["name"], "layers": layers,
-        "input_layers": _tensor_refs(inner["input_layers"]),
-        "output_layers": _tensor_refs(inner["output_layers"])}}
+        "input_layers": _tensor_refs(inner["input_layers"], shifted),
+        "output_layers": _tensor_refs(inner["output_layers"], shifted)}}
 
 
-def _tensor_refs(refs):
+def _tensor_refs(refs, shifted=frozenset()):
     """Keras 3 writes a single input or output as a flat [name, node, index]."""
-    return [refs] if refs and isinstance(refs[0], str) else refs
+    refs = [refs] if refs and isinstance(refs[0], str) else refs
+    return [[name, node + (name in shifted), tensor] for name, node, tensor in refs]
 
 
-def _translate_layer(layer: dict, tf_keras) -> dict:
+def _translate_layer(layer: dict, tf_keras, shifted=frozenset()) -> dict:
     class_name = layer["class_name"]
     if class_name in MODEL_CLASSES:
         translated = _translate_model(layer, tf_keras)
@@ -183,29 +315,46 @@ def _translate_layer(layer: dict, tf_keras) -> dict:
             layer_config["batch_input_shape"] = layer_config.pop("batch_shape")
         translated = {"class_name": class_name,
                       "config": _keep_accepted(layer_class, layer_config, name, _BASE_LAYER_KEYS)}
+        if class_name == "MultiHeadAttention":   # tf_keras rebuilds it from the shapes it was called on
+            shapes = (layer.get("build_config") or {}).get("shapes_dict", {})
+            translated["config"].update(query_shape=shapes.get("query_shape"), value_shape=shapes.get("value_shape"),
+                                        key_shape=shapes.get("key_shape", shapes.get("value_shape")))
     translated["name"] = name
     if "inbound_nodes" in layer:
-        translated["inbound_nodes"] = [_translate_node(node, name) for node in layer["inbound_nodes"]]
+        layer_class = getattr(tf_keras.layers, class_name, None)
+        call_parameters = [parameter for parameter in inspect.signature(layer_class.call).parameters
+                           if parameter != "self"] if layer_class is not None else []
+        translated["inbound_nodes"] = [_translate_node(node, name, call_parameters, shifted)
+                                       for node in layer["inbound_nodes"]]
     return translated
 
 
-def _translate_node(node: dict, layer_name: str) -> list:
-    """Keras 3 {"args": [...], "kwargs": {...}} → tf_keras [[layer, node, tensor, kwargs], ...]."""
-    kwargs = node.get("kwargs", {})
-    if any(_is_keras_tensor(value) for value in kwargs.values()):
-        raise UntranslatableModelError(
-            f"Layer '{layer_name}' is called with tensor keyword arguments; tfcompress cannot translate it.")
-    refs = []
-    for value in _flatten(node.get("args", [])):
-        if not _is_keras_tensor(value):
-            raise UntranslatableModelError(
-                f"Layer '{layer_name}' is called with a constant argument ({value!r}); "
-                "tfcompress cannot translate it.")
-        layer, node_index, tensor_index = value["config"]["keras_history"]
-        refs.append([layer, node_index, tensor_index, {}])
+def _translate_node(node: dict, layer_name: str, call_parameters=(), shifted=frozenset()) -> list:
+    """Keras 3 {"args": [...], "kwargs": {...}} → tf_keras [[layer, node, tensor, kwargs], ...].
+
+    A layer called with several positional tensors (MultiHeadAttention's query, value) gets the
+    first as its input and the others as keyword arguments named by its `call`, as tf_keras
+    writes them; tensors given as keyword arguments become tf_keras references too.
+    """
+    args = list(node.get("args", []))
+    kwargs = {key: _tensor_ref(value, layer_name, shifted) if _is_keras_tensor(value) else value
+              for key, value in node.get("kwargs", {}).items()}
+    if len(args) > 1 and len(call_parameters) >= len(args):
+        kwargs.update({name: _tensor_ref(value, layer_name, shifted)
+                       for name, value in zip(call_parameters[1:], args[1:])})
+        args = args[:1]
+    refs = [[*_tensor_ref(value, layer_name, shifted), {}] for value in _flatten(args)]
     if refs:
-        refs[0][3] = dict(kwargs)
+        refs[0][3] = kwargs
     return refs
+
+
+def _tensor_ref(value, layer_name: str, shifted=frozenset()) -> list:
+    if not _is_keras_tensor(value):
+        raise UntranslatableModelError(
+            f"Layer '{layer_name}' is called with a constant argument ({value!r}); tfcompress cannot translate it.")
+    layer, node_index, tensor_index = value["config"]["keras_history"]
+    return [layer, node_index + (layer in shifted), tensor_index]
 
 
 def _flatten(values):

@@ -29,6 +29,7 @@ class LowRankReport:
     accuracy: dict             # {"original", "factored", "fine_tuned"}: fraction or None
     metrics: dict              # the fine-tune's last epoch (empty without --train)
     options: dict
+    output_format: Optional[str] = None     # which Keras wrote the output, and why (see keras_io.save_model)
     keras_model: object = dataclasses.field(default=None, repr=False, compare=False)
 
     @property
@@ -39,7 +40,8 @@ class LowRankReport:
         return {"model": self.model, "output": self.output, "step": "lowrank",
                 "layers": [layer.to_dict() for layer in self.layers], "skipped": self.skipped,
                 "params": {**self.params, "ratio": self.params_ratio}, "accuracy": self.accuracy,
-                "metrics": self.metrics, "options": self.options, "versions": library_versions()}
+                "metrics": self.metrics, "options": self.options, "output_format": self.output_format,
+                "versions": library_versions()}
 
 
 def lowrank(model, *, options: LowRankOptions, output=None, train=None, eval_data=None, epochs: int = 1,
@@ -59,6 +61,8 @@ def lowrank(model, *, options: LowRankOptions, output=None, train=None, eval_dat
     model, model_path = keras_io.model_and_path(model, trust_model_code=trust_model_code,
                                                 custom_objects=custom_objects)
     model = flatten_nested(model)
+    input_was_keras3 = keras_io.saved_by_keras3(model_path)
+    keras_io.check_output_format(model, output, input_was_keras3=input_was_keras3)
     data = {role: labelled_data(value, model, preprocessing, reshape_data, role)
             for role, value in (("training", train), ("eval", eval_data)) if value is not None}
 
@@ -75,12 +79,12 @@ def lowrank(model, *, options: LowRankOptions, output=None, train=None, eval_dat
             metrics = fine_tune(factored, data["training"], training, from_logits=not outputs_probabilities(model),
                                 callbacks=callbacks, verbose=verbose)
         accuracy["fine_tuned"] = measured(factored)
-    if output is not None:
-        keras_io.save_model(factored, output)
+    output_format = None if output is None else \
+        keras_io.save_model(factored, output, input_was_keras3=input_was_keras3)
     result = LowRankReport(str(model_path or model.name), str(output) if output is not None else None, layers,
                            skipped, {"original": int(model.count_params()), "factored": int(factored.count_params())},
                            accuracy, metrics, {**dataclasses.asdict(options), **dataclasses.asdict(training)},
-                           factored)
+                           output_format=output_format, keras_model=factored)
     if report_path is not None:
         write_json(result, report_path)
     return result
@@ -97,4 +101,6 @@ def format_lowrank_report(report: LowRankReport) -> str:
     stages = [f"{stage} {value * 100:.2f}%" for stage, value in report.accuracy.items() if value is not None]
     if stages:
         lines.append("accuracy: " + ", ".join(stages))
+    if report.output_format:
+        lines.append(f"written as {report.output_format}")
     return "\n".join(lines)

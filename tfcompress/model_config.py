@@ -21,7 +21,8 @@ from typing import Optional
 from tfcompress import _keras, limits
 from tfcompress.errors import ModelLoadError, UnsafeModelError
 
-__all__ = ["read_model_config", "check_model_is_safe", "declared_input_shape", "layer_class_names", "MODEL_CLASSES", "QAT_CLASSES"]
+__all__ = ["read_model_config", "check_model_is_safe", "check_node_references", "has_own_node",
+           "declared_input_shape", "layer_class_names", "MODEL_CLASSES", "QAT_CLASSES"]
 
 MODEL_CLASSES = {"Functional", "Sequential", "Model"}
 # Quantization-aware models (what `tfcompress qat` writes) load inside tfmot's quantize_scope.
@@ -115,6 +116,82 @@ def declared_input_shape(path) -> Optional[tuple]:
     if len(shapes) != 1 or not isinstance(shapes[0], list):
         return None
     return tuple(shapes[0])
+
+
+def has_own_node(layer: dict) -> bool:
+    """Whether a nested model in a config was built on its own Input: tf_keras then gives it node 0,
+    and the calls of the outer model are its nodes 1, 2, ..."""
+    if layer.get("class_name") not in MODEL_CLASSES:
+        return False
+    inner = layer.get("config")
+    if layer["class_name"] != "Sequential":
+        return True
+    layers = inner.get("layers") if isinstance(inner, dict) else inner
+    first = layers[0] if isinstance(layers, list) and layers and isinstance(layers[0], dict) else {}
+    return first.get("class_name") == "InputLayer" or "batch_input_shape" in (first.get("config") or {})
+
+
+def check_node_references(config: dict, path) -> None:
+    """tf_keras rebuilds a functional model by retrying its nodes until every input exists, so a node
+    that names a missing layer or node, or nodes that wait on each other, make it loop forever.
+    Such a graph (Keras 2 node format) is refused here instead."""
+    for node, _ in _walk(config, path):
+        if isinstance(node, dict) and node.get("class_name") in ("Functional", "Model") \
+                and isinstance(node.get("config"), dict):
+            _check_graph(node["config"], path)
+
+
+def _check_graph(graph: dict, path) -> None:
+    layers = [layer for layer in graph.get("layers") or [] if isinstance(layer, dict)]
+    depends = {}      # (layer, node index) → the (layer, node index) pairs it reads
+    for layer in layers:
+        name = _object_name(layer) if layer.get("name") is None else str(layer["name"])
+        offset = 1 if has_own_node(layer) else 0
+        if layer.get("class_name") == "InputLayer" or offset:
+            depends[(name, 0)] = []
+        for index, node in enumerate(layer.get("inbound_nodes") or []):
+            if not isinstance(node, list):
+                return        # Keras 3's node format: read by Keras 3's own loader
+            depends[(name, index + offset)] = list(_references(node))
+    for source, needed in depends.items():
+        for target in needed:
+            if target not in depends:
+                raise ModelLoadError(f"{path}: layer '{source[0]}' reads node {target[1]} of '{target[0]}', which "
+                                     "the model does not have; the model config is damaged.")
+    outputs = [tuple(ref[:2]) for ref in graph.get("output_layers") or [] if isinstance(ref, list) and len(ref) >= 2]
+    if any(tuple(ref) not in depends for ref in outputs):
+        raise ModelLoadError(f"{path}: the model's outputs name a node that does not exist; the model config is damaged.")
+    _refuse_cycles(depends, path)
+
+
+def _references(node):
+    """(layer, node index) of every tensor a Keras 2 node reads, positional or keyword."""
+    for ref in node:
+        if isinstance(ref, list) and len(ref) >= 3 and isinstance(ref[0], str) and isinstance(ref[1], int):
+            yield ref[0], ref[1]
+            for value in (ref[3].values() if len(ref) > 3 and isinstance(ref[3], dict) else ()):
+                if isinstance(value, list) and len(value) == 3 and isinstance(value[0], str) \
+                        and isinstance(value[1], int):
+                    yield value[0], value[1]
+
+
+def _refuse_cycles(depends: dict, path) -> None:
+    state = {}        # node → "open" while its inputs are being followed, "done" after
+    for start in depends:
+        stack = [(start, iter(depends[start]))]
+        state.setdefault(start, "open")
+        while stack:
+            current, pending = stack[-1]
+            following = next(pending, None)
+            if following is None:
+                state[current] = "done"
+                stack.pop()
+            elif state.get(following) == "open":
+                raise ModelLoadError(f"{path}: layer '{following[0]}' depends on its own output; "
+                                     "the model config is damaged.")
+            elif following not in state:
+                state[following] = "open"
+                stack.append((following, iter(depends[following])))
 
 
 def layer_class_names(config: dict) -> set:

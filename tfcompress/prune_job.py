@@ -29,11 +29,13 @@ class PruneReport:
     metrics: dict           # the last epoch's loss/accuracy (and val_ ones)
     options: dict
     weights: dict = dataclasses.field(default_factory=dict)   # raw, gzip and Huffman bytes of the stripped weights
+    output_format: Optional[str] = None     # which Keras wrote the output, and why (see keras_io.save_model)
     keras_model: object = dataclasses.field(default=None, repr=False, compare=False)
 
     def to_dict(self) -> dict:
         return {"model": self.model, "output": self.output, "step": "prune", "layers": self.layers,
-                "metrics": self.metrics, "options": self.options, "weights": self.weights, "versions": library_versions()}
+                "metrics": self.metrics, "options": self.options, "weights": self.weights,
+                "output_format": self.output_format, "versions": library_versions()}
 
 
 def prune(model, train, *, output=None, val=None, options: Optional[pruning.PruneOptions] = None, epochs: int = 2,
@@ -54,6 +56,8 @@ def prune(model, train, *, output=None, val=None, options: Optional[pruning.Prun
     model, model_path = keras_io.model_and_path(model, trust_model_code=trust_model_code,
                                                 custom_objects=custom_objects)
     model = flatten_nested(model)
+    input_was_keras3 = keras_io.saved_by_keras3(model_path)
+    keras_io.check_output_format(model, output, input_was_keras3=input_was_keras3)
     train_data, val_data = training_data(train, val, model, preprocessing, reshape_data)
     total_steps = epochs * math.ceil(len(train_data) / batch_size)
     with strategy_scope(strategy):
@@ -62,14 +66,15 @@ def prune(model, train, *, output=None, val=None, options: Optional[pruning.Prun
                             val=val_data, callbacks=pruning.pruning_callbacks(logdir) + list(callbacks),
                             verbose=verbose)
     stripped = pruning.strip_pruning(wrapped)
-    if output is not None:
-        keras_io.save_model(stripped, output)
+    output_format = None if output is None else \
+        keras_io.save_model(stripped, output, input_was_keras3=input_was_keras3)
     reached = pruning.layer_sparsity(stripped)
     layers = {name: {"target": 0.5 if options.structured else options.target_for(name), "sparsity": reached[name]}
               for name in pruning.prunable_layer_names(model, options)}
     result = PruneReport(str(model_path or model.name), str(output) if output is not None else None, layers,
                          metrics, {**dataclasses.asdict(options), **dataclasses.asdict(training)},
-                         weights=code_arrays(stripped.get_weights()), keras_model=stripped)
+                         weights=code_arrays(stripped.get_weights()), output_format=output_format,
+                         keras_model=stripped)
     if report_path is not None:
         write_json(result, report_path)
     return result
@@ -80,4 +85,6 @@ def format_prune_report(report: PruneReport) -> str:
     lines += [f"{name}  {values['target']:.2f}  {values['sparsity']:.3f}" for name, values in report.layers.items()]
     lines.append("last epoch: " + ", ".join(f"{name} {value:.4f}" for name, value in report.metrics.items()))
     lines.append(format_weight_sizes(report.weights))
+    if report.output_format:
+        lines.append(f"written as {report.output_format}")
     return "\n".join(lines)

@@ -4,12 +4,10 @@ The check runs before anything trains, so a model QAT cannot handle fails in sec
 layers tfmot cannot quantize train in float and are listed in the report.
 """
 
-import contextlib
 import dataclasses
-import logging
 from typing import Optional
 
-from tfcompress import keras_io
+from tfcompress import _keras, keras_io
 from tfcompress.check_job import check_model
 from tfcompress.data import Preprocessing
 from tfcompress.files import check_writable
@@ -29,12 +27,14 @@ class QatReport:
     metrics: dict           # the last epoch's loss/accuracy (and val_ ones)
     check_verdict: Optional[str]
     options: dict
+    output_format: Optional[str] = None     # which Keras wrote the output, and why (see keras_io.save_model)
     keras_model: object = dataclasses.field(default=None, repr=False, compare=False)
 
     def to_dict(self) -> dict:
         return {"model": self.model, "output": self.output, "step": "qat",
                 "float_layers": [plan.to_dict() for plan in self.float_layers], "metrics": self.metrics,
-                "check_verdict": self.check_verdict, "options": self.options, "versions": library_versions()}
+                "check_verdict": self.check_verdict, "options": self.options, "output_format": self.output_format,
+                "versions": library_versions()}
 
 
 def quantize_aware(model, train, *, output=None, val=None, preserve: Optional[str] = None, epochs: int = 1,
@@ -56,6 +56,7 @@ def quantize_aware(model, train, *, output=None, val=None, preserve: Optional[st
         check_writable(path)
     model, model_path = keras_io.model_and_path(model, trust_model_code=trust_model_code,
                                                 custom_objects=custom_objects)
+    keras_io.check_output_format(model, output, input_was_keras3=False, quantize_aware=True)
     train_data, val_data = training_data(train, val, model, preprocessing, reshape_data)
 
     verdict = None
@@ -64,7 +65,9 @@ def quantize_aware(model, train, *, output=None, val=None, preserve: Optional[st
         report.raise_if_blocked()
         verdict = report.verdict
     from_logits = not outputs_probabilities(model)
-    with strategy_scope(strategy), _quiet_about_frozen_kernels():
+    # CQAT trains the centroids and leaves the kernels without gradients on purpose; Keras would
+    # warn about that on every retrace.
+    with strategy_scope(strategy), _keras.quiet_tensorflow_logger("Gradients do not exist for variables"):
         qat_model, plans = qat.apply_qat(model, preserve)
         metrics = fine_tune(qat_model, train_data, options, from_logits=from_logits, val=val_data,
                             callbacks=callbacks, verbose=verbose)
@@ -72,33 +75,20 @@ def quantize_aware(model, train, *, output=None, val=None, preserve: Optional[st
         qat_model = qat.as_default_scheme(qat_model, model)
     if preserve in ("clusters", "both"):
         qat.check_clusters_kept(model, qat_model)
-    if output is not None:
-        keras_io.save_model(qat_model, output)
+    output_format = None if output is None else keras_io.save_model(qat_model, output)
     result = QatReport(str(model_path or model.name), str(output) if output is not None else None,
                        tuple(plan for plan in plans if plan.action == qat.KEEP_FLOAT), metrics, verdict,
-                       {**dataclasses.asdict(options), "preserve": preserve}, qat_model)
+                       {**dataclasses.asdict(options), "preserve": preserve}, output_format=output_format,
+                       keras_model=qat_model)
     if report_path is not None:
         write_json(result, report_path)
     return result
-
-
-@contextlib.contextmanager
-def _quiet_about_frozen_kernels():
-    """CQAT trains the centroids and leaves the kernels without gradients on purpose;
-    Keras would warn about that on every retrace."""
-    def not_frozen_kernels(record):
-        return "Gradients do not exist for variables" not in record.getMessage()
-
-    logger = logging.getLogger("tensorflow")
-    logger.addFilter(not_frozen_kernels)
-    try:
-        yield
-    finally:
-        logger.removeFilter(not_frozen_kernels)
 
 
 def format_qat_report(report: QatReport) -> str:
     lines = [f"qat: {report.model} → {report.output or '(not saved)'}",
              "last epoch: " + ", ".join(f"{name} {value:.4f}" for name, value in report.metrics.items())]
     lines += [f"trained in float: {plan.name} ({plan.layer_type}): {plan.reason}" for plan in report.float_layers]
+    if report.output_format:
+        lines.append(f"written as {report.output_format}")
     return "\n".join(lines)
