@@ -708,7 +708,8 @@ def _check_inputs(name, positional, values) -> None:
     shapes = {flag: data.sample_shape(values[flag]) for flag in _DATA_FLAGS
               if values.get(flag) and values[flag] != "random"}
     model = values.get("model") or values.get("teacher") or (positional[0] if positional else None)
-    input_shape = model_config.declared_input_shape(model) if model and shapes and name != "benchmark" else None
+    input_shape = model_config.declared_input_shape(model, trust_model_code=values.get("trust_model_code", False)) \
+        if model and shapes and name != "benchmark" else None
     for flag, have in shapes.items():
         if input_shape is not None and have is not None:
             data.check_sample_shape(have, input_shape, values[flag], reshape=values.get("reshape_data", False))

@@ -21,7 +21,7 @@ from typing import Optional
 from tfcompress import _keras, limits
 from tfcompress.errors import ModelLoadError, UnsafeModelError
 
-__all__ = ["read_model_config", "check_model_is_safe", "check_node_references", "has_own_node",
+__all__ = ["read_model_config", "check_model_is_safe", "check_code_free", "check_node_references", "has_own_node",
            "declared_input_shape", "layer_class_names", "MODEL_CLASSES", "QAT_CLASSES"]
 
 MODEL_CLASSES = {"Functional", "Sequential", "Model"}
@@ -60,11 +60,22 @@ def read_model_config(path):
 
 def check_model_is_safe(config: dict, path, *, trust_model_code: bool, custom_objects: dict,
                         saved_by_keras3: bool = False) -> None:
-    """Refuses code-carrying objects (unless trusted), classes with no known code, oversized inputs.
+    """Refuses code-carrying objects (unless trusted), oversized inputs, and classes with no known code."""
+    classes = check_code_free(config, path, trust_model_code=trust_model_code)
+    known = _known_class_names(saved_by_keras3, bool(set(classes) & QAT_CLASSES))
+    allowed = known | set(custom_objects) | _CODE_CARRYING_CLASSES | {"function"}   # code: judged above
+    for class_name, name in classes.items():
+        if class_name not in allowed:
+            raise ModelLoadError(
+                f"{path} uses the custom layer class {class_name} ('{name}'), which tfcompress has no code for. "
+                "Pass --custom_objects path/to/module.py that defines it (with --trust_model_code: the "
+                "module runs).")
 
-    Code and sizes are judged first, without importing TensorFlow, so a hostile file is
-    refused in a fraction of a second; the class allow-list needs Keras' own names.
-    """
+
+def check_code_free(config: dict, path, *, trust_model_code: bool) -> dict:
+    """The part of the trust decision that needs no TensorFlow: no stored code (unless trusted), no
+    oversized declared input. Returns class name → an object's name, for the allow-list. A hostile
+    file is refused by this in a fraction of a second."""
     classes = {}
     for node, _ in _walk(config, path):
         if isinstance(node, str):
@@ -76,19 +87,12 @@ def check_model_is_safe(config: dict, path, *, trust_model_code: bool, custom_ob
         elif isinstance(node, dict):
             _check_declared_shapes(node, path)
             if isinstance(node.get("class_name"), str):
-                _check_code_free(node, path, trust_model_code)
+                _refuse_code_object(node, path, trust_model_code)
                 classes.setdefault(node["class_name"], _object_name(node))
-    known = _known_class_names(saved_by_keras3, bool(set(classes) & QAT_CLASSES))
-    allowed = known | set(custom_objects) | _CODE_CARRYING_CLASSES | {"function"}   # code: judged above
-    for class_name, name in classes.items():
-        if class_name not in allowed:
-            raise ModelLoadError(
-                f"{path} uses the custom layer class {class_name} ('{name}'), which tfcompress has no code for. "
-                "Pass --custom_objects path/to/module.py that defines it (with --trust_model_code: the "
-                "module runs).")
+    return classes
 
 
-def _check_code_free(node: dict, path, trust_model_code: bool) -> None:
+def _refuse_code_object(node: dict, path, trust_model_code: bool) -> None:
     class_name = node["class_name"]
     if trust_model_code or not (class_name in _CODE_CARRYING_CLASSES or _names_foreign_function(node)):
         return
@@ -97,13 +101,15 @@ def _check_code_free(node: dict, path, trust_model_code: bool) -> None:
         "stored in the file. Pass --trust_model_code only if you trust where this model came from.")
 
 
-def declared_input_shape(path) -> Optional[tuple]:
-    """The model's input shape (batch first) as its config declares it, read without TensorFlow;
-    None when the file is not an .h5/.keras, or declares no single input."""
+def declared_input_shape(path, *, trust_model_code: bool = False) -> Optional[tuple]:
+    """The model's input shape (batch first) as its config declares it, read without TensorFlow, once
+    the config is judged free of code; None when the file is not an .h5/.keras, or declares no
+    single input."""
     path = Path(path)
     if path.suffix not in (".h5", ".hdf5", ".keras") or not path.is_file():
         return None
     config, _ = read_model_config(path)
+    check_code_free(config, path, trust_model_code=trust_model_code)
     inner = config.get("config")
     layers = inner.get("layers") if isinstance(inner, dict) else inner
     if not isinstance(layers, list) or not layers or not all(isinstance(layer, dict) for layer in layers):
