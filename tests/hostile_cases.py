@@ -379,6 +379,24 @@ def _rewire(edit):
     return make
 
 
+def _tf_call(folder, function: str):
+    """A functional .h5 whose stored `tf.math.add` call is rewritten to call `tf.FUNCTION`."""
+    import tensorflow as tf
+
+    keras = tf_keras()
+    inputs = keras.Input((8,))
+    model = keras.Model(inputs, keras.layers.Dense(4, activation="softmax")(tf.math.add(inputs, 1.0)))
+    model.save(folder / "ops.h5")
+
+    def edit(config):
+        for layer in config["config"]["layers"]:
+            if layer["class_name"] == "TFOpLambda":
+                layer["config"]["function"] = function
+        return config
+
+    return _convert(edit_h5_config(folder / "ops.h5", edit), folder)
+
+
 def _keras3_nested(folder):
     keras = keras3()
     block = keras.Sequential([keras.Input((8,)), keras.layers.Dense(6, activation="relu")], name="block")
@@ -520,6 +538,8 @@ def cases() -> list:
     add(Case("keras3_function_from_os_module", "trust", lambda f: _convert(_keras3_file(f, lambda c: _set_activation(
         c, {"module": "os", "class_name": "function", "config": "system", "registered_name": "function"})), f),
         "function"))
+    add(Case("tf_call_io_write_file", "trust", lambda f: _tf_call(f, "io.write_file"), "tf.io.write_file"))
+    add(Case("tf_call_raw_ops", "trust", lambda f: _tf_call(f, "raw_ops.WriteFile"), "raw_ops"))
     add(Case("unknown_custom_class", "trust", lambda f: _convert(edit_h5_config(tiny_model(f), lambda c: (
         c["config"]["layers"][1].update(class_name="EvilLayer"), c)[1]), f), "EvilLayer"))
     add(Case("custom_objects_without_trust", "trust", _custom_objects_module, "--trust_model_code"))

@@ -30,6 +30,10 @@ QAT_CLASSES = {"QuantizeLayer", "QuantizeWrapper", "QuantizeWrapperV2", "Quantiz
 _CODE_CARRYING_CLASSES = {"Lambda", "__lambda__"}
 # tf.* calls in a functional model: stored as an API name, resolved from TensorFlow.
 _TF_OP_CLASSES = {"TFOpLambda", "SlicingOpLambda"}
+# Parts of a tf.* name that reach outside the model: files, Python callbacks, printing, raw kernels.
+_SIDE_EFFECT_TF_NAMES = {"io", "gfile", "write_file", "read_file", "py_function", "numpy_function", "py_func",
+                         "print", "Print", "summary", "debugging", "saved_model", "data", "raw_ops",
+                         "load_library", "load_op_library", "distribute", "config"}
 # Markers for values that are not objects (tensors, shapes, tuples, dtype policies).
 _KERAS3_VALUE_CLASSES = {"TensorShape", "__keras_tensor__", "__tuple__", "__numpy__", "__bytes__", "__ellipsis__", "__slice__",
                          "DTypePolicy", "FloatDTypePolicy", "QuantizedDTypePolicy", "QuantizedFloat8DTypePolicy"}
@@ -94,6 +98,8 @@ def check_code_free(config: dict, path, *, trust_model_code: bool) -> dict:
 
 def _refuse_code_object(node: dict, path, trust_model_code: bool) -> None:
     class_name = node["class_name"]
+    if class_name in _TF_OP_CLASSES and not trust_model_code:
+        _refuse_side_effect_op(node, path)
     if trust_model_code or not (class_name in _CODE_CARRYING_CLASSES or _names_foreign_function(node)):
         return
     raise UnsafeModelError(
@@ -230,6 +236,17 @@ def _is_bytecode(text: str) -> bool:
     except (binascii.Error, ValueError):
         return False
     return head[:1] in (b"c", b"\xe3")
+
+
+def _refuse_side_effect_op(node: dict, path) -> None:
+    """A `tf.*` call stored by name runs whatever TensorFlow function the file names when the graph
+    runs: one that reaches files, Python or the process is code from the file."""
+    config = node.get("config") if isinstance(node.get("config"), dict) else {}
+    function = str(config.get("function", ""))
+    if set(function.replace("tf.", "", 1).split(".")) & _SIDE_EFFECT_TF_NAMES:
+        raise UnsafeModelError(
+            f"{path} calls tf.{function} ('{_object_name(node)}'), which acts outside the model (files, Python "
+            "or the process) when it runs. Pass --trust_model_code only if you trust where this model came from.")
 
 
 def _names_foreign_function(node: dict) -> bool:
