@@ -701,17 +701,17 @@ def _check_outputs(name, positional, values) -> None:
 
 
 def _check_inputs(name, positional, values) -> None:
-    """Data files, from their headers, and their fit to the model's declared input: refused in a
-    fraction of a second, before TensorFlow loads (the jobs check again, on what they load)."""
+    """Data files, read in full (numpy only), and their fit to the model's declared input: a bad file
+    is refused in about a second, before TensorFlow loads (the jobs check again, on what they load)."""
     from tfcompress import data, model_config
 
-    shapes = {flag: data.sample_shape(values[flag]) for flag in _DATA_FLAGS
+    shapes = {flag: tuple(data.load_data(values[flag]).x.shape[1:]) for flag in _DATA_FLAGS
               if values.get(flag) and values[flag] != "random"}
     model = values.get("model") or values.get("teacher") or (positional[0] if positional else None)
     input_shape = model_config.declared_input_shape(model, trust_model_code=values.get("trust_model_code", False)) \
         if model and shapes and name != "benchmark" else None
     for flag, have in shapes.items():
-        if input_shape is not None and have is not None:
+        if input_shape is not None:
             data.check_sample_shape(have, input_shape, values[flag], reshape=values.get("reshape_data", False))
 
 

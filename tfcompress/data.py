@@ -19,7 +19,7 @@ from tfcompress import limits
 from tfcompress.errors import DataError
 
 __all__ = ["Dataset", "Preprocessing", "load_data", "as_dataset", "input_data", "load_raw", "fit_to_input",
-           "sample_shape", "check_sample_shape"]
+           "check_sample_shape"]
 
 _IDX_FILES = {
     "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
@@ -127,33 +127,6 @@ def load_raw(spec):
     return x, y
 
 
-def sample_shape(spec) -> Optional[tuple]:
-    """The stored shape of one sample, read from the file's headers only (None for folders, whose
-    images must be opened to tell): lets the CLI refuse a missing, damaged or misshapen data file
-    in a fraction of a second, before TensorFlow loads."""
-    path_text, _, _ = str(spec).partition("@")
-    path = Path(path_text)
-    if not path.exists():
-        raise DataError(f"Data file not found: {path}. Pass a .npz, .npy, image folder or IDX folder.")
-    limits.check_input_file(path, "Data file", DataError, folder_ok=True)
-    try:
-        if path.is_dir():
-            return None
-        if path.suffix == ".npz":
-            shapes = _check_npz_headers(path)
-            if "x" not in shapes:
-                raise DataError(f"{path} has arrays {sorted(shapes)} but no 'x'. "
-                                "Save inputs as x (and labels as y): np.savez(path, x=..., y=...).")
-            return shapes["x"][1:]
-        if path.suffix == ".npy":
-            with open(path, "rb") as handle:
-                return _check_array_header(handle, path.stat().st_size, path)[1:]
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
-        raise DataError(f"Cannot read {path} as {path.suffix}: {_one_line(error)}") from None
-    raise DataError(f"Unsupported data file {path}: expected .npz (arrays x, y), .npy, an image folder "
-                    "or a folder of IDX files.")
-
-
 def fit_to_input(data: Dataset, input_shape, *, reshape: bool = False) -> Dataset:
     """Checks `data` against a model input shape (batch first, None for any size).
 
@@ -206,10 +179,8 @@ def _load_npy(path: Path):
         raise DataError(f"Cannot read {path} as .npy: {_one_line(error)}") from None
 
 
-def _check_npz_headers(path: Path) -> dict:
-    """Array name → declared shape. Each member's declared array must fit in what the member
-    holds, and the member in the limits."""
-    shapes = {}
+def _check_npz_headers(path: Path) -> None:
+    """Each member's declared array must fit in what the member holds, and the member in the limits."""
     with zipfile.ZipFile(path) as archive:
         for member in archive.infolist():
             where = f"{path} ({member.filename})"
@@ -219,11 +190,10 @@ def _check_npz_headers(path: Path) -> dict:
                                                DataError, unit=": 1")
             if member.filename.endswith(".npy"):
                 with archive.open(member) as handle:
-                    shapes[member.filename[:-len(".npy")]] = _check_array_header(handle, member.file_size, where)
-    return shapes
+                    _check_array_header(handle, member.file_size, where)
 
 
-def _check_array_header(handle, stored_bytes: int, where) -> tuple:
+def _check_array_header(handle, stored_bytes: int, where) -> None:
     """Reads only the .npy header: an array that declares more bytes than the file stores is
     refused before numpy allocates it."""
     version = np.lib.format.read_magic(handle)
@@ -237,7 +207,6 @@ def _check_array_header(handle, stored_bytes: int, where) -> tuple:
         raise DataError(f"{where} declares an array of shape {shape} ({declared:,} bytes) but stores only "
                         f"{stored_bytes:,} bytes; the file is truncated or forged.")
     limits.DATA_BYTES.check(declared, where, DataError)
-    return tuple(shape)
 
 
 def _one_line(error: Exception) -> str:

@@ -35,8 +35,9 @@ _SIDE_EFFECT_TF_NAMES = {"io", "gfile", "write_file", "read_file", "py_function"
                          "print", "Print", "summary", "debugging", "saved_model", "data", "raw_ops",
                          "load_library", "load_op_library", "distribute", "config"}
 # Markers for values that are not objects (tensors, shapes, tuples, dtype policies).
-_KERAS3_VALUE_CLASSES = {"TensorShape", "__keras_tensor__", "__tuple__", "__numpy__", "__bytes__", "__ellipsis__", "__slice__",
-                         "DTypePolicy", "FloatDTypePolicy", "QuantizedDTypePolicy", "QuantizedFloat8DTypePolicy"}
+_KERAS3_VALUE_CLASSES = {"TensorShape", "__keras_tensor__", "__tuple__", "__numpy__", "__bytes__", "__ellipsis__",
+                         "__slice__", "DTypePolicy", "FloatDTypePolicy", "QuantizedDTypePolicy",
+                         "QuantizedFloat8DTypePolicy"}
 _SHAPE_KEYS = ("batch_input_shape", "batch_shape")
 # Where Keras' own serializable classes live (a compiled model's config names optimizers and losses too).
 _NAMESPACES = ("layers", "initializers", "regularizers", "constraints", "optimizers", "losses", "metrics")
