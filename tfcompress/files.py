@@ -6,6 +6,7 @@ paths are checked before the slow work: never an input, never a device or FIFO.
 """
 
 import contextlib
+import glob
 import json
 import math
 import os
@@ -111,7 +112,7 @@ def remove_stale(folder: Path, name: str = "") -> None:
     """Deletes temporary files and folders (`.NAME*.tmp-PID*`) of processes that are gone."""
     if not Path(folder).is_dir():
         return
-    for path in Path(folder).glob(f".{name}*{_TMP_MARK}*"):
+    for path in Path(folder).glob(f".{glob.escape(name)}*{_TMP_MARK}*"):   # a name may hold [ or *
         pid = path.name.rsplit(_TMP_MARK, 1)[-1].split(".", 1)[0]
         if pid.isdigit() and not _alive(int(pid)):
             _remove(path)
