@@ -14,7 +14,7 @@ from pathlib import Path
 
 from absl import app, flags
 
-from tfcompress.check_job import TARGETS, check
+from tfcompress.jobs.check import TARGETS, check
 from tfcompress.report import library_versions, machine_info
 
 import render

@@ -21,7 +21,8 @@ from pathlib import Path
 from absl import app, flags
 
 import tfcompress
-from tfcompress import _keras, zoo
+from tfcompress import _keras
+from tfcompress.testing import zoo
 from tfcompress.plots import require_matplotlib
 from tfcompress.report import library_versions, machine_info
 from tfcompress.transforms.training import TrainOptions, fine_tune, keras_accuracy, outputs_probabilities
@@ -31,7 +32,7 @@ import render
 ROOT = Path(__file__).resolve().parents[1]
 _DATA_DIR = flags.DEFINE_string("data_dir", "/usr/share/datasets/fashion-mnist",
                                 "Fashion-MNIST IDX folder (apt-get install dataset-fashion-mnist).")
-_TEACHERS = flags.DEFINE_list("teachers", ["lenet5", "resnet8"], "Teacher architectures (tfcompress.zoo).")
+_TEACHERS = flags.DEFINE_list("teachers", ["lenet5", "resnet8"], "Teacher architectures (tfcompress.testing.zoo).")
 _TRAIN_SAMPLES = flags.DEFINE_integer("train_samples", None, "Use only this many training images (a smoke run).")
 _PARTS = flags.DEFINE_list("parts", ["main"], "main: (a) and (b); sweep: (c); long: (d).")
 

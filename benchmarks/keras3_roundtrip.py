@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import render  # noqa: E402
-from tfcompress import _keras  # noqa: E402
+from tfcompress import _keras# noqa: E402
 
 SAMPLES = 64
 

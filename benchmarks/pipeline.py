@@ -25,9 +25,10 @@ from pathlib import Path
 import numpy as np
 from absl import app, flags
 
-from tfcompress import _keras, zoo
+from tfcompress import _keras
+from tfcompress.testing import zoo
 from tfcompress.data import load_data
-from tfcompress.folder_cache import FolderCache
+from tfcompress.pipeline.cache import FolderCache
 from tfcompress.report import library_versions, machine_info
 
 import render

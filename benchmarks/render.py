@@ -8,7 +8,7 @@ import json
 import re
 from pathlib import Path
 
-from tfcompress.files import write_atomic
+from tfcompress._io.files import write_atomic
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"

@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from tfcompress import analyze_job, convert_job
+from tfcompress.jobs import analyze as analyze_job
+from tfcompress.jobs import convert as convert_job
 from tfcompress.errors import OptionError
 from tfcompress.export.tflite import ConvertOptions
 from tfcompress.runtime.inspect import constant_tensors, inspect_tflite

@@ -2,7 +2,8 @@
 
 import json
 
-from tfcompress import auto_job, run_job
+from tfcompress.jobs import auto as auto_job
+from tfcompress.pipeline import run as run_job
 from tfcompress.data import load_data
 from tfcompress.runtime import metrics
 from tfcompress.runtime.interpreter import predict

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from tfcompress import batch
+from tfcompress.pipeline import batch
 from tfcompress.errors import OptionError
 
 from conftest import ROOT, SAMPLE_MODELS

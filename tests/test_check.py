@@ -73,7 +73,7 @@ PROBLEM_MODELS = [
 @pytest.mark.parametrize("build, target, verdict, layer, fix_word", PROBLEM_MODELS,
                          ids=[f"{case[0].__name__}-{case[1]}" for case in PROBLEM_MODELS])
 def test_problem_models_get_the_right_verdict_and_a_fix(tf_keras, build, target, verdict, layer, fix_word):
-    from tfcompress.check_job import check_model
+    from tfcompress.jobs.check import check_model
 
     report = check_model(build(tf_keras), target=target)
     assert report.verdict == verdict, report.summary()
@@ -86,7 +86,7 @@ def test_problem_models_get_the_right_verdict_and_a_fix(tf_keras, build, target,
 
 
 def test_nested_model_is_flattened_for_qat(tf_keras):
-    from tfcompress.check_job import check_model
+    from tfcompress.jobs.check import check_model
 
     report = check_model(nested_sequential(tf_keras), target="mobile")
     actions = {layer.name: layer.qat.action for layer in report.layers}
@@ -97,7 +97,7 @@ def test_nested_model_is_flattened_for_qat(tf_keras):
 
 
 def test_layer_rows_name_their_ops_and_bytes(tf_keras):
-    from tfcompress.check_job import check_model
+    from tfcompress.jobs.check import check_model
 
     report = check_model(conv_relu_then_bn(tf_keras), target="micro")
     rows = {layer.layer_type: layer for layer in report.layers}
@@ -119,7 +119,7 @@ def test_micro_op_list_comes_from_the_interpreter():
 @pytest.mark.parametrize("sample", ["lenet_300_100.h5", "lenet5.h5", "dscnn.h5", "resnet8.h5",
                                     "lenet5_keras3.keras"])
 def test_every_sample_model_is_ready_for_mobile_and_micro(sample):
-    from tfcompress.check_job import check
+    from tfcompress.jobs.check import check
 
     for target in ("mobile", "micro"):
         report = check(SAMPLE_MODELS / sample, target=target, calibration=CALIBRATION)

@@ -4,7 +4,8 @@ import zipfile
 import numpy as np
 import pytest
 
-from tfcompress import convert_job, keras_io, load_data
+from tfcompress import keras_io, load_data
+from tfcompress.jobs import convert as convert_job
 from tfcompress.errors import ModelLoadError, UnsafeModelError, UntranslatableModelError
 from tfcompress.runtime.interpreter import predict
 

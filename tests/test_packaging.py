@@ -26,7 +26,7 @@ def wheel(tmp_path_factory):
 
 
 def test_wheel_holds_every_module_and_recipe(wheel):
-    source = {str(path.relative_to(ROOT)) for pattern in ("tfcompress/**/*.py", "tfcompress/recipes/*.yaml")
+    source = {str(path.relative_to(ROOT)) for pattern in ("tfcompress/**/*.py", "tfcompress/pipeline/recipes/*.yaml")
               for path in ROOT.glob(pattern) if "__pycache__" not in path.parts}
     with zipfile.ZipFile(wheel) as archive:
         packaged = {name for name in archive.namelist() if name.startswith("tfcompress/")}

@@ -60,7 +60,7 @@ def test_qat_model_converts_to_int8_without_calibration(tf_keras, tmp_path):
 
 
 def test_qat_refuses_a_subclassed_model_before_any_training(tf_keras, monkeypatch):
-    from tfcompress import qat_job
+    from tfcompress.jobs import qat as qat_job
     from tfcompress.data import load_data
     from tfcompress.errors import PreflightError
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from tfcompress import recipe as recipes
+from tfcompress.pipeline import recipe as recipes
 from tfcompress.errors import RecipeError
 
 from conftest import SAMPLE_MODELS

@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from tfcompress import run_job
+from tfcompress.pipeline import run as run_job
 from tfcompress.data import load_data
 from tfcompress.errors import DataError
 from tfcompress.runtime import metrics
@@ -74,7 +74,7 @@ def test_a_broken_budget_exits_1_and_says_which(run_cli, tmp_path):
 
 
 def test_missing_data_fails_before_any_step_trains(tmp_path, monkeypatch):
-    from tfcompress import prune_job
+    from tfcompress.jobs import prune as prune_job
 
     monkeypatch.setattr(prune_job, "prune", lambda *a, **k: pytest.fail("prune ran"))
     isolated = tmp_path / "models"

@@ -14,7 +14,7 @@ import re
 import sys
 import warnings
 
-from tfcompress import native_output
+from tfcompress._io import native as native_output
 from tfcompress.errors import UnsupportedVersionError
 
 __all__ = ["tensorflow", "tf_keras", "keras3", "tfmot", "bounded_weights", "show_native_logs",

@@ -334,7 +334,7 @@ def _inspect_flags(flag_values):
 
 
 def _run_convert(args, values):
-    from tfcompress import convert_job
+    from tfcompress.jobs import convert as convert_job
     from tfcompress.report import print_report
 
     (model_path,) = _positional(args, "convert", "MODEL")
@@ -363,7 +363,7 @@ def _input_range(items):
 
 
 def _run_micro(args, values):
-    from tfcompress import micro_job
+    from tfcompress.jobs import micro as micro_job
 
     (model_path,) = _positional(args, "micro", "MODEL")
     if values["output"] is None:
@@ -378,7 +378,7 @@ def _run_micro(args, values):
 
 
 def _run_benchmark(args, values):
-    from tfcompress import benchmark_job
+    from tfcompress.jobs import benchmark as benchmark_job
     from tfcompress.report import format_benchmark
 
     if not args:
@@ -393,21 +393,21 @@ def _run_benchmark(args, values):
 
 
 def _run_inspect(args, values):
-    from tfcompress import inspection
+    from tfcompress.jobs import inspect as inspection
 
     (model_path,) = _positional(args, "inspect", "MODEL")
     details = inspection.inspect_model(model_path, trust_model_code=values["trust_model_code"],
                                        custom_objects=_custom_objects(values))
     print(inspection.format_details(details))
     if values["json"]:
-        from tfcompress.files import write_json_atomic
+        from tfcompress._io.files import write_json_atomic
 
         write_json_atomic(values["json"], details)
     return 0
 
 
 def _run_check(args, values):
-    from tfcompress import check_job
+    from tfcompress.jobs import check as check_job
 
     (model_path,) = _positional(args, "check", "MODEL")
     report = check_job.check(model_path, target=values["target"], calibration=values["calibration"],
@@ -421,7 +421,7 @@ def _run_check(args, values):
 
 
 def _run_qat(args, values):
-    from tfcompress import qat_job
+    from tfcompress.jobs import qat as qat_job
 
     model_path, training = _training_arguments(args, values, "qat")
     report = qat_job.quantize_aware(model_path, preserve=values["preserve"], skip_check=values["skip_check"],
@@ -431,7 +431,7 @@ def _run_qat(args, values):
 
 
 def _run_prune(args, values):
-    from tfcompress import prune_job
+    from tfcompress.jobs import prune as prune_job
     from tfcompress.transforms.prune import PruneOptions
 
     model_path, training = _training_arguments(args, values, "prune")
@@ -447,7 +447,7 @@ def _run_prune(args, values):
 
 
 def _run_cluster(args, values):
-    from tfcompress import cluster_job
+    from tfcompress.jobs import cluster as cluster_job
     from tfcompress.transforms.cluster import ClusterOptions
 
     model_path, training = _training_arguments(args, values, "cluster")
@@ -461,7 +461,7 @@ def _run_cluster(args, values):
 
 
 def _run_distill(args, values):
-    from tfcompress import distill_job
+    from tfcompress.jobs import distill as distill_job
     from tfcompress.transforms.distill import DistillOptions
 
     _positional(args, "distill")
@@ -478,7 +478,7 @@ def _run_distill(args, values):
 
 
 def _run_lowrank(args, values):
-    from tfcompress import lowrank_job
+    from tfcompress.jobs import lowrank as lowrank_job
     from tfcompress.transforms.lowrank import LowRankOptions
 
     (model_path,) = _positional(args, "lowrank", "MODEL")
@@ -494,7 +494,7 @@ def _run_lowrank(args, values):
 
 
 def _run_analyze(args, values):
-    from tfcompress import analyze_job
+    from tfcompress.jobs import analyze as analyze_job
 
     (model_path,) = _positional(args, "analyze", "MODEL")
     if values["calibration"] is None:
@@ -507,7 +507,7 @@ def _run_analyze(args, values):
 
 
 def _run_auto(args, values):
-    from tfcompress import auto_job
+    from tfcompress.jobs import auto as auto_job
 
     (model_path,) = _positional(args, "auto", "MODEL")
     if values["output"] is None or values["calibration"] is None or values["eval"] is None:
@@ -521,7 +521,7 @@ def _run_auto(args, values):
 
 
 def _run_recipe(args, values):
-    from tfcompress import run_job
+    from tfcompress.pipeline import run as run_job
 
     (recipe,) = _positional(args, "run", "RECIPE")
     if values["model"] is None or values["output"] is None:
@@ -687,7 +687,7 @@ def main(argv) -> int:
 
 def _check_outputs(name, positional, values) -> None:
     """Refuses, before any work, an output path that is an input or not a file tfcompress may replace."""
-    from tfcompress.files import check_not_inputs, check_writable
+    from tfcompress._io.files import check_not_inputs, check_writable
 
     inputs = [*positional, *(values.get(flag) for flag in _INPUT_FLAGS)]
     for flag in _OUTPUT_FLAGS:
@@ -703,7 +703,8 @@ def _check_outputs(name, positional, values) -> None:
 def _check_inputs(name, positional, values) -> None:
     """Data files, read in full (numpy only), and their fit to the model's declared input: a bad file
     is refused in about a second, before TensorFlow loads (the jobs check again, on what they load)."""
-    from tfcompress import data, model_config
+    from tfcompress import data
+    from tfcompress.keras_io import config as model_config
 
     shapes = {flag: tuple(data.load_data(values[flag]).x.shape[1:]) for flag in _DATA_FLAGS
               if values.get(flag) and values[flag] != "random"}
@@ -755,7 +756,7 @@ def run_main():
 
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)   # `tfcompress inspect m.tflite | head` ends quietly
     if os.environ.get("TFCOMPRESS_PARENT_PID"):   # started by the batch tool: die with it
-        from tfcompress.batch import die_with_parent
+        from tfcompress.pipeline.batch import die_with_parent
 
         die_with_parent()
     sys.exit(main(sys.argv))

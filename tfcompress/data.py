@@ -15,7 +15,7 @@ from typing import Optional
 
 import numpy as np
 
-from tfcompress import limits
+from tfcompress._io import limits
 from tfcompress.errors import DataError
 
 __all__ = ["Dataset", "Preprocessing", "load_data", "as_dataset", "input_data", "load_raw", "fit_to_input",

@@ -4,7 +4,7 @@ matplotlib is optional (`pip install 'tfcompress[plot]'`) and imported only here
 """
 
 from tfcompress.errors import TfcompressError
-from tfcompress.files import save_atomic
+from tfcompress._io.files import save_atomic
 
 __all__ = ["require_matplotlib", "matplotlib_installed", "plot_benchmark", "plot_sensitivity", "plot_candidates"]
 
@@ -56,7 +56,7 @@ def plot_benchmark(report, path) -> None:
 
 def plot_sensitivity(report, path) -> None:
     """Each int8 op's error in graph order: RMSE per quantization step, and SQNR."""
-    from tfcompress.analyze_job import ROUNDING_ONLY
+    from tfcompress.jobs.analyze import ROUNDING_ONLY
 
     plt = require_matplotlib()
     labels = [f"{layer.layer} ({layer.kind})" if layer.kind else layer.layer[:40] for layer in report.layers]

@@ -9,7 +9,7 @@ import os
 from pathlib import Path
 from typing import Optional
 
-from tfcompress.files import write_json_atomic
+from tfcompress._io.files import write_json_atomic
 from tfcompress.report_schema import schema_version
 from tfcompress.runtime.latency import Latency
 from tfcompress.runtime.metrics import Fidelity

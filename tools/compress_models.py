@@ -15,7 +15,7 @@ import sys
 
 from absl import app, flags
 
-from tfcompress import batch
+from tfcompress.pipeline import batch
 from tfcompress.cli import run_tool
 from tfcompress.errors import TfcompressError
 

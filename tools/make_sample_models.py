@@ -5,7 +5,7 @@ import json
 
 from absl import app, flags
 
-from tfcompress import sample_models
+from tfcompress.testing import sample_models
 from tfcompress.cli import run_tool
 
 _DATA_DIR = flags.DEFINE_string(

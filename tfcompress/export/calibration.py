@@ -10,7 +10,7 @@ import numpy as np
 
 from tfcompress import _keras
 from tfcompress.errors import OptionError
-from tfcompress.native_output import captured_output
+from tfcompress._io.native import captured_output
 
 __all__ = ["quantize_with_adjusted_calibration", "calibrate_only", "layer_of_tensor", "op_output_names"]
 

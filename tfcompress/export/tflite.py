@@ -16,7 +16,7 @@ from tfcompress import _keras
 from tfcompress.data import Dataset
 from tfcompress.errors import ConversionError, OptionError
 from tfcompress.export.calibration import quantize_with_adjusted_calibration
-from tfcompress.native_output import captured_output
+from tfcompress._io.native import captured_output
 
 __all__ = ["ConvertOptions", "PRECISIONS", "IO_TYPES", "CALIBRATION_METHODS", "to_tflite", "input_shapes",
            "layer_kinds"]

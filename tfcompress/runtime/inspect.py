@@ -12,7 +12,7 @@ from typing import Optional
 
 import numpy as np
 
-from tfcompress import limits
+from tfcompress._io import limits
 from tfcompress.errors import ModelLoadError
 
 __all__ = ["TensorInfo", "OperatorInfo", "TfliteSummary", "read_tflite", "inspect_tflite", "constant_values",

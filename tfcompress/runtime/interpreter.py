@@ -8,7 +8,7 @@ and an int8 model are compared on the same numbers.
 import numpy as np
 
 from tfcompress.errors import DataError, ModelLoadError
-from tfcompress.native_output import captured_output
+from tfcompress._io.native import captured_output
 
 __all__ = ["make_interpreter", "predict", "raw_outputs", "quantize", "dequantize"]
 

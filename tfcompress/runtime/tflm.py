@@ -14,7 +14,7 @@ from typing import Optional
 import numpy as np
 
 from tfcompress.errors import ConversionError
-from tfcompress.native_output import captured_output
+from tfcompress._io.native import captured_output
 from tfcompress.runtime.latency import Latency
 from tfcompress.runtime.interpreter import raw_outputs
 from tfcompress.runtime.isolated import run_isolated

@@ -10,9 +10,10 @@ from pathlib import Path
 
 import numpy as np
 
-from tfcompress import _keras, zoo
+from tfcompress import _keras
+from tfcompress.testing import zoo
 from tfcompress.data import load_data, load_raw
-from tfcompress.files import save_atomic, write_atomic
+from tfcompress._io.files import save_atomic, write_atomic
 
 __all__ = ["make_sample_models", "EPOCHS", "BATCHNORM_HEAVY"]
 

@@ -25,11 +25,11 @@ import time
 from pathlib import Path
 from typing import Callable, Optional
 
-from tfcompress import recipe as recipes
-from tfcompress.cache import file_digest
+from tfcompress.pipeline import recipe as recipes
+from tfcompress._io.cache import file_digest
 from tfcompress.errors import DataError, OptionError, OutputError, TfcompressError
-from tfcompress.files import place_folder, remove_stale, temporary_name, write_atomic
-from tfcompress.folder_cache import FolderCache
+from tfcompress._io.files import place_folder, remove_stale, temporary_name, write_atomic
+from tfcompress.pipeline.cache import FolderCache
 
 __all__ = ["die_with_parent", "BatchOptions", "BatchResult", "find_models", "shard", "output_names", "run_batch",
            "markdown_summary", "PASSED", "FAILED", "ERROR"]

@@ -12,13 +12,14 @@ from typing import Optional
 
 import numpy as np
 
-from tfcompress import convert_job, progress
+from tfcompress import progress
+from tfcompress.jobs import convert as convert_job
 from tfcompress.data import Preprocessing, input_data
 from tfcompress.errors import ConversionError, DataError, ModelLoadError, OptionError
 from tfcompress.export.ethosu import compile_for_ethos_u
 from tfcompress.export.micro import arena_with_margin, check_identifier, micro_sources
-from tfcompress.files import atomic_folder, check_not_inputs, write_atomic, write_json_atomic
-from tfcompress.micro_lut import LutResult, format_lut_section, lut_compress_verified
+from tfcompress._io.files import atomic_folder, check_not_inputs, write_atomic, write_json_atomic
+from tfcompress.jobs.micro_lut import LutResult, format_lut_section, lut_compress_verified
 from tfcompress.report import library_versions
 from tfcompress.report_schema import schema_version
 from tfcompress.runtime import metrics

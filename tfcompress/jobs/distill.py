@@ -10,7 +10,7 @@ from typing import Optional
 from tfcompress import keras_io
 from tfcompress.data import Preprocessing
 from tfcompress.errors import ModelMismatchError, OptionError
-from tfcompress.files import check_writable
+from tfcompress._io.files import check_writable
 from tfcompress.report import library_versions, write_json
 from tfcompress.transforms import distill as kd
 from tfcompress.transforms.graph import copy_model, flatten_nested

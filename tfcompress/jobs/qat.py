@@ -8,9 +8,9 @@ import dataclasses
 from typing import Optional
 
 from tfcompress import _keras, keras_io
-from tfcompress.check_job import check_model
+from tfcompress.jobs.check import check_model
 from tfcompress.data import Preprocessing
-from tfcompress.files import check_writable
+from tfcompress._io.files import check_writable
 from tfcompress.report import library_versions, write_json
 from tfcompress.transforms import qat
 from tfcompress.transforms.training import (TrainOptions, fine_tune, outputs_probabilities, strategy_scope,

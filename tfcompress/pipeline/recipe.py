@@ -20,7 +20,7 @@ from typing import Optional
 
 import yaml
 
-from tfcompress import limits
+from tfcompress._io import limits
 from tfcompress.errors import RecipeError
 from tfcompress.export.tflite import CALIBRATION_METHODS, IO_TYPES, PRECISIONS
 
@@ -91,7 +91,7 @@ class Recipe:
 
 def builtin_recipes() -> dict:
     """Name → YAML text of the recipes shipped with tfcompress."""
-    folder = resources.files("tfcompress") / "recipes"
+    folder = resources.files("tfcompress.pipeline") / "recipes"
     return {entry.name[:-len(".yaml")]: entry.read_text() for entry in folder.iterdir()
             if entry.name.endswith(".yaml")}
 

@@ -14,7 +14,8 @@ from typing import Optional
 
 import numpy as np
 
-from tfcompress import cache, keras_io, progress
+from tfcompress import keras_io, progress
+from tfcompress._io import cache
 from tfcompress.data import Dataset, Preprocessing, fit_to_input, load_data
 from tfcompress.errors import ConversionError, OptionError, PreflightError
 from tfcompress.export.tflite import ConvertOptions, input_shapes, to_tflite

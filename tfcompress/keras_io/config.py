@@ -18,7 +18,8 @@ import zipfile
 from pathlib import Path
 from typing import Optional
 
-from tfcompress import _keras, limits
+from tfcompress import _keras
+from tfcompress._io import limits
 from tfcompress.errors import ModelLoadError, UnsafeModelError
 
 __all__ = ["read_model_config", "check_model_is_safe", "check_code_free", "check_node_references", "has_own_node",

@@ -9,7 +9,7 @@ from typing import Optional
 
 from tfcompress import keras_io
 from tfcompress.data import Preprocessing
-from tfcompress.files import check_writable
+from tfcompress._io.files import check_writable
 from tfcompress.report import library_versions, write_json
 from tfcompress.transforms.graph import flatten_nested
 from tfcompress.transforms.lowrank import LowRankOptions, factorize

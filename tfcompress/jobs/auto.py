@@ -14,12 +14,13 @@ from typing import Optional
 
 import yaml
 
-from tfcompress import convert_job, keras_io, progress
-from tfcompress.analyze_job import analyze
+from tfcompress import keras_io, progress
+from tfcompress.jobs import convert as convert_job
+from tfcompress.jobs.analyze import analyze
 from tfcompress.data import Preprocessing, input_data
 from tfcompress.errors import OptionError, TfcompressError
 from tfcompress.export.tflite import layer_kinds
-from tfcompress.files import check_writable, write_atomic
+from tfcompress._io.files import check_writable, write_atomic
 from tfcompress.report import library_versions, write_json
 from tfcompress.runtime import metrics
 from tfcompress.transforms.training import labelled_data
@@ -160,7 +161,7 @@ def _measured(candidate, keras_model, calibration, evaluation, objective, refere
 
 
 def _qat_candidate(model, train, epochs, preprocessing, reshape_data, measure) -> Candidate:
-    from tfcompress import qat_job
+    from tfcompress.jobs import qat as qat_job
 
     candidate = Candidate(f"QAT int8 ({epochs} epoch{'s' if epochs > 1 else ''})", "int8", {})
     try:

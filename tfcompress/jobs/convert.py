@@ -11,11 +11,11 @@ import numpy as np
 from absl import logging
 
 from tfcompress import keras_io, progress
-from tfcompress.check_job import cached_conversion, check_model, model_cache_key
+from tfcompress.jobs.check import cached_conversion, check_model, model_cache_key
 from tfcompress.data import Dataset, Preprocessing, input_data
 from tfcompress.errors import ConversionError, DataError
 from tfcompress.export.tflite import ConvertOptions, to_tflite
-from tfcompress.files import check_writable, write_atomic
+from tfcompress._io.files import check_writable, write_atomic
 from tfcompress.report import ConversionReport, Reference, write_json
 from tfcompress.runtime import metrics
 from tfcompress.runtime.latency import measure_latency

@@ -13,10 +13,10 @@ from pathlib import Path
 from typing import Optional
 
 from tfcompress import progress
-from tfcompress import recipe as recipes
+from tfcompress.pipeline import recipe as recipes
 from tfcompress.data import Preprocessing
 from tfcompress.errors import DataError, ModelLoadError, TfcompressError
-from tfcompress.files import atomic_folder, check_not_inputs, write_atomic, write_json_atomic
+from tfcompress._io.files import atomic_folder, check_not_inputs, write_atomic, write_json_atomic
 from tfcompress.report import library_versions
 from tfcompress.runtime.weight_coding import code_weights
 from tfcompress.report_schema import schema_version
@@ -132,7 +132,11 @@ def _check_data(recipe, defaults) -> None:
 
 
 def _run_transform(step, index, current, last_tflite, output_dir, data, common):
-    from tfcompress import cluster_job, distill_job, lowrank_job, prune_job, qat_job
+    from tfcompress.jobs import cluster as cluster_job
+    from tfcompress.jobs import distill as distill_job
+    from tfcompress.jobs import lowrank as lowrank_job
+    from tfcompress.jobs import prune as prune_job
+    from tfcompress.jobs import qat as qat_job
     from tfcompress.transforms.cluster import ClusterOptions
     from tfcompress.transforms.distill import DistillOptions
     from tfcompress.transforms.lowrank import LowRankOptions
@@ -159,7 +163,7 @@ def _run_transform(step, index, current, last_tflite, output_dir, data, common):
 
 
 def _run_convert(step, index, current, last_tflite, output_dir, data, common):
-    from tfcompress import convert_job
+    from tfcompress.jobs import convert as convert_job
 
     output = output_dir / "model.tflite"
     report = convert_job.convert(current, output=output, calibration=data["calibration"], eval_data=data["eval"],
@@ -168,7 +172,7 @@ def _run_convert(step, index, current, last_tflite, output_dir, data, common):
 
 
 def _run_micro(step, index, current, last_tflite, output_dir, data, common):
-    from tfcompress import micro_job
+    from tfcompress.jobs import micro as micro_job
 
     output = output_dir / "micro"
     report = micro_job.to_micro(current, output, calibration=data["calibration"], eval_data=data["eval"],
@@ -177,7 +181,7 @@ def _run_micro(step, index, current, last_tflite, output_dir, data, common):
 
 
 def _run_benchmark(step, index, current, last_tflite, output_dir, data, common):
-    from tfcompress import benchmark_job
+    from tfcompress.jobs import benchmark as benchmark_job
 
     output = output_dir / "benchmark.json"
     report = benchmark_job.benchmark([last_tflite], eval_data=data["eval"], json_path=output,

@@ -10,7 +10,7 @@ from typing import Optional
 
 from tfcompress import keras_io
 from tfcompress.data import Preprocessing
-from tfcompress.files import check_writable
+from tfcompress._io.files import check_writable
 from tfcompress.runtime.weight_coding import code_arrays
 from tfcompress.report import format_weight_sizes, library_versions, write_json
 from tfcompress.transforms import prune as pruning

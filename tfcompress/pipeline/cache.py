@@ -17,7 +17,7 @@ import shutil
 from pathlib import Path
 
 from tfcompress.errors import OutputError
-from tfcompress.files import remove_stale, temporary_name
+from tfcompress._io.files import remove_stale, temporary_name
 
 __all__ = ["FolderCache"]
 

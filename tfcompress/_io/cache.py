@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from tfcompress.errors import OutputError
-from tfcompress.files import write_atomic
+from tfcompress._io.files import write_atomic
 
 __all__ = ["cache_dir", "cached_bytes", "file_digest"]
 

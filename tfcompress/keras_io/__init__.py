@@ -18,10 +18,11 @@ from typing import Optional
 
 import numpy as np
 
-from tfcompress import _keras, limits
+from tfcompress import _keras
+from tfcompress._io import limits
 from tfcompress.errors import ModelLoadError, OptionError, UntranslatableModelError
-from tfcompress.files import save_atomic
-from tfcompress.model_config import MODEL_CLASSES, QAT_CLASSES, check_model_is_safe, check_node_references, \
+from tfcompress._io.files import save_atomic
+from tfcompress.keras_io.config import MODEL_CLASSES, QAT_CLASSES, check_model_is_safe, check_node_references, \
     has_own_node, layer_class_names, read_model_config
 
 __all__ = ["load_model", "model_and_path", "save_model", "check_output_format", "to_keras3", "load_custom_objects", "saved_by_keras3",

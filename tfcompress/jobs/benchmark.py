@@ -10,7 +10,7 @@ from typing import Optional
 
 from tfcompress.data import Preprocessing, input_data
 from tfcompress.errors import ModelLoadError
-from tfcompress.files import check_writable, write_atomic
+from tfcompress._io.files import check_writable, write_atomic
 from tfcompress.report import BenchmarkReport, Reference, machine_info, markdown_benchmark, write_json
 from tfcompress.runtime import metrics
 from tfcompress.runtime.benchmark import BenchmarkOptions, benchmark_models, comparison_inputs

@@ -19,8 +19,8 @@ from tfcompress import _keras, keras_io
 from tfcompress.data import Preprocessing, input_data
 from tfcompress.export.calibration import calibrate_only, layer_of_tensor
 from tfcompress.export.tflite import ConvertOptions, layer_kinds, to_tflite
-from tfcompress.files import check_writable
-from tfcompress.native_output import captured_output
+from tfcompress._io.files import check_writable
+from tfcompress._io.native import captured_output
 from tfcompress.report import library_versions, write_json
 from tfcompress.runtime import metrics
 from tfcompress.runtime.interpreter import predict

@@ -1,0 +1,1 @@
+"""Model builders for tests, benchmarks and the bundled sample models (seeded, no downloads)."""
