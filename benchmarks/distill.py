@@ -25,7 +25,8 @@ from tfcompress import _keras
 from tfcompress.testing import zoo
 from tfcompress.plots import require_matplotlib
 from tfcompress.report import library_versions, machine_info
-from tfcompress.transforms.training import TrainOptions, fine_tune, keras_accuracy, outputs_probabilities
+from tfcompress.options import TrainOptions
+from tfcompress.transforms.training import fine_tune, keras_accuracy, outputs_probabilities
 
 import render
 

@@ -76,7 +76,7 @@ def test_cached_second_run_is_a_copy_without_tensorflow(models, tmp_path):
     assert (tmp_path / "out1" / "logs" / "lenet5.log").read_text().count("Traceback") == 0
 
     # In-process, so we can see what got imported: a hit must not need TensorFlow.
-    check = ("import sys; from pathlib import Path; from tfcompress import batch; "
+    check = ("import sys; from pathlib import Path; from tfcompress.pipeline import batch; "
              f"models = batch.find_models({str(models)!r}); "
              f"result = batch.run_batch(models, batch.BatchOptions({_RECIPE!r}, Path({str(tmp_path / 'out2')!r}), "
              f"Path({str(cache)!r}), jobs=2), progress=lambda line: None); "

@@ -13,11 +13,12 @@ import os
 import shutil
 import stat
 from pathlib import Path
+from typing import Optional
 
 from tfcompress.errors import OutputError
 
 __all__ = ["write_atomic", "write_json_atomic", "save_atomic", "atomic_folder", "check_writable",
-           "check_not_inputs", "place_folder", "remove_stale", "temporary_name", "strict_json"]
+           "check_not_inputs", "json_bytes", "path_size", "place_folder", "remove_stale", "temporary_name", "strict_json"]
 
 _TMP_MARK = ".tmp-"
 _DEFAULT_MESSAGE = "Choose an output path in a folder that exists and is writable."
@@ -41,8 +42,12 @@ def write_atomic(path, data: bytes) -> Path:
 
 
 def write_json_atomic(path, value) -> Path:
+    return write_atomic(path, json_bytes(value))
+
+
+def json_bytes(value) -> bytes:
     """A JSON report, strict: NaN and infinities are written as null, never as invalid JSON."""
-    return write_atomic(path, (json.dumps(strict_json(value), indent=2, allow_nan=False) + "\n").encode())
+    return (json.dumps(strict_json(value), indent=2, allow_nan=False) + "\n").encode()
 
 
 def strict_json(value):
@@ -179,6 +184,16 @@ def _check_replaceable_folder(final: Path) -> None:
         raise OutputError(
             f"Output folder {final} holds files tfcompress did not write ({', '.join(sorted(entries - written)[:3])}"
             "); give a new or empty folder, so that nothing of yours is replaced.")
+
+
+def path_size(path) -> Optional[int]:
+    """Bytes of a file, or of every file in a folder (a SavedModel); None without a path."""
+    if path is None:
+        return None
+    path = Path(path)
+    if path.is_dir():
+        return sum(item.stat().st_size for item in path.rglob("*") if item.is_file())
+    return path.stat().st_size
 
 
 def temporary_name(path: Path) -> Path:

@@ -16,6 +16,7 @@ from tfcompress import _keras
 from tfcompress.data import Dataset
 from tfcompress.errors import ConversionError, OptionError
 from tfcompress.export.calibration import quantize_with_adjusted_calibration
+from tfcompress.options import option
 from tfcompress._io.native import captured_output
 
 __all__ = ["ConvertOptions", "PRECISIONS", "IO_TYPES", "CALIBRATION_METHODS", "to_tflite", "input_shapes",
@@ -39,17 +40,20 @@ class ConvertOptions:
     failing the conversion (the pre-flight check uses it to find them all at once).
     """
 
-    precision: str = "int8"
-    io_type: str = "float32"
-    per_tensor_dense: bool = False
-    calibration_samples: int = 500
+    precision: str = option("int8", "Weights/activations precision. int8 and int16x8 need --calibration.",
+                            choices=PRECISIONS)
+    io_type: str = option("float32", "Input/output type (integer I/O needs --precision int8).", choices=IO_TYPES)
+    per_tensor_dense: bool = option(False, "One scale per Dense weight tensor (smaller TFLite Micro arena).")
+    calibration_samples: int = option(500, "Calibration inputs the converter sees.", lower_bound=1)
+    keep_float: tuple[str, ...] = option((), "int8: leave these layers in float (names from analyze or check).")
+    calibration_method: str = option(
+        "minmax", "int8 activation ranges: the observed min-max, or clipped to --percentile.",
+        choices=CALIBRATION_METHODS)
+    percentile: float = option(99.99, "With --calibration_method percentile.")
+    input_range: Optional[tuple[float, float]] = option(None, "int8: MIN,MAX the input is quantized over.")
     batch_size: Optional[int] = None
     float_fallback: bool = False
     quantize_aware: bool = False  # a QAT model: int8 ranges come from its learned fake-quant nodes
-    keep_float: tuple = ()        # layer names left in float (selective quantization)
-    calibration_method: str = "minmax"
-    percentile: float = 99.99     # with calibration_method="percentile": ranges clipped to these percentiles
-    input_range: Optional[tuple] = None   # (low, high) the model input is quantized over
 
     def __post_init__(self):
         if self.precision not in PRECISIONS:

@@ -15,13 +15,14 @@ from typing import Optional
 
 import numpy as np
 
-from tfcompress import _keras, keras_io
-from tfcompress.data import Preprocessing, input_data
+from tfcompress import _keras
+from tfcompress.data import input_data
 from tfcompress.export.calibration import calibrate_only, layer_of_tensor
 from tfcompress.export.tflite import ConvertOptions, layer_kinds, to_tflite
-from tfcompress._io.files import check_writable
 from tfcompress._io.native import captured_output
-from tfcompress.report import library_versions, write_json
+from tfcompress.jobs._common import job_outputs, load_model
+from tfcompress.options import AnalyzeOptions, LoadOptions, gather
+from tfcompress.report import library_versions
 from tfcompress.runtime import metrics
 from tfcompress.runtime.interpreter import predict
 from tfcompress.transforms.training import labelled_data
@@ -60,25 +61,33 @@ class SensitivityReport:
                 "ranking": [layer.layer for layer in self.ranked()], "versions": library_versions()}
 
 
-def analyze(model, calibration, *, eval_data=None, samples: int = 100, calibration_samples: int = 500,
-            try_float: int = 3, preprocessing: Preprocessing = Preprocessing(), reshape_data: bool = False,
-            trust_model_code: bool = False, custom_objects: Optional[dict] = None, json_path=None,
-            plot_path=None) -> SensitivityReport:
-    """Measures each layer's int8 error on `samples` calibration inputs.
+def analyze(model, calibration, *, options: Optional[AnalyzeOptions] = None, load: Optional[LoadOptions] = None,
+            eval_data=None, calibration_samples: int = 500, json_path=None, plot_path=None,
+            **settings) -> SensitivityReport:
+    """Measures each layer's int8 error on `options.samples` calibration inputs.
 
-    With labelled `eval_data`: float and int8 accuracy, and for the `try_float` most
-    sensitive layers the int8 accuracy with that layer kept float.
+    With labelled `eval_data`: float and int8 accuracy, and for the `options.try_float` most
+    sensitive layers the int8 accuracy with that layer kept float. `options` and `load` may
+    also be given field by field as keywords.
     """
-    for path in (json_path, plot_path):
-        check_writable(path)
-    if plot_path is not None:
-        from tfcompress import plots
+    options, load = gather(settings, (AnalyzeOptions, options), (LoadOptions, load))
+    with job_outputs(json_path, plot_path, inputs=(model, calibration, eval_data)) as outputs:
+        if plot_path is not None:
+            from tfcompress import plots
 
-        plots.require_matplotlib()
-    model, model_path = keras_io.model_and_path(model, trust_model_code=trust_model_code,
-                                                custom_objects=custom_objects)
-    calibration = input_data(calibration, tuple(model.inputs[0].shape), preprocessing, reshape=reshape_data)
-    statistics = _layer_errors(model, calibration.take(calibration_samples), calibration.take(samples))
+            plots.require_matplotlib()
+        model, model_path = load_model(model, load)
+        report = _analyze(model, model_path, calibration, eval_data, options, load, calibration_samples)
+        outputs.report(json_path, report)
+        outputs.file(plot_path, lambda path: plots.plot_sensitivity(report, path))
+    return report
+
+
+def _analyze(model, model_path, calibration, eval_data, options: AnalyzeOptions, load: LoadOptions,
+             calibration_samples: int) -> SensitivityReport:
+    calibration = input_data(calibration, tuple(model.inputs[0].shape), load.preprocessing,
+                             reshape=load.reshape_data)
+    statistics = _layer_errors(model, calibration.take(calibration_samples), calibration.take(options.samples))
     kinds = layer_kinds(model)
     owners = {tensor: layer_of_tensor(tensor, kinds) for tensor in statistics}
     layers = [LayerSensitivity(owners[tensor], kinds.get(owners[tensor], ""), tensor,
@@ -86,21 +95,16 @@ def analyze(model, calibration, *, eval_data=None, samples: int = 100, calibrati
               for tensor, values in statistics.items()]
     float_accuracy = int8_accuracy = None
     if eval_data is not None:
-        evaluation = labelled_data(eval_data, model, preprocessing, reshape_data, "eval")
+        evaluation = labelled_data(eval_data, model, load.preprocessing, load.reshape_data, "eval")
         float_accuracy = metrics.accuracy(model.predict(evaluation.x, batch_size=250, verbose=0), evaluation.y)
         int8_accuracy = _int8_accuracy(model, calibration.take(calibration_samples), evaluation, ())
         most_sensitive = list(dict.fromkeys(layer.layer for layer in sorted(layers, key=lambda l: -l.rmse_over_scale)
                                             if layer.layer in kinds))
         gains = {name: _int8_accuracy(model, calibration.take(calibration_samples), evaluation, (name,))
-                 for name in most_sensitive[:try_float]}
+                 for name in most_sensitive[:options.try_float]}
         layers = [dataclasses.replace(layer, accuracy_kept_float=gains.get(layer.layer)) for layer in layers]
-    report = SensitivityReport(str(model_path or model.name), tuple(layers), len(calibration.take(samples)),
-                               float_accuracy, int8_accuracy)
-    if json_path is not None:
-        write_json(report, json_path)
-    if plot_path is not None:
-        plots.plot_sensitivity(report, plot_path)
-    return report
+    return SensitivityReport(str(model_path or model.name), tuple(layers), len(calibration.take(options.samples)),
+                             float_accuracy, int8_accuracy)
 
 
 def _layer_errors(model, calibration, samples) -> dict:

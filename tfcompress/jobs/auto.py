@@ -14,20 +14,19 @@ from typing import Optional
 
 import yaml
 
-from tfcompress import keras_io, progress
-from tfcompress.jobs import convert as convert_job
-from tfcompress.jobs.analyze import analyze
-from tfcompress.data import Preprocessing, input_data
-from tfcompress.errors import OptionError, TfcompressError
+from tfcompress import progress
+from tfcompress.data import input_data
+from tfcompress.errors import TfcompressError
 from tfcompress.export.tflite import layer_kinds
-from tfcompress._io.files import check_writable, write_atomic
-from tfcompress.report import library_versions, write_json
+from tfcompress.jobs._common import job_outputs, load_model
+from tfcompress.jobs.analyze import analyze
+from tfcompress.jobs.convert import convert
+from tfcompress.options import AutoOptions, LoadOptions, gather
+from tfcompress.report import library_versions
 from tfcompress.runtime import metrics
 from tfcompress.transforms.training import labelled_data
 
-__all__ = ["Candidate", "AutoReport", "auto", "format_auto_report", "OBJECTIVES"]
-
-OBJECTIVES = ("size", "latency", "arena")
+__all__ = ["Candidate", "AutoReport", "auto", "format_auto_report"]
 _PERCENTILES = (99.99, 99.9)
 _FLOAT_LAYER_COUNTS = (1, 2, 4)
 _SAME = 1e-9        # a drop of exactly the budget (10 of 2,000 images for 0.5 pt) is within it
@@ -71,17 +70,16 @@ class AutoReport:
                 "plot": self.plot, "versions": library_versions()}
 
 
-def auto(model, *, calibration, eval_data, max_accuracy_drop: float, objective: str = "size", train=None,
-         output=None, report_path=None, plot_path=None, recipe_path=None, qat_epochs: int = 1,
-         preprocessing: Preprocessing = Preprocessing(), reshape_data: bool = False,
-         trust_model_code: bool = False, custom_objects: Optional[dict] = None) -> AutoReport:
+def auto(model, *, calibration, eval_data, options: Optional[AutoOptions] = None, load: Optional[LoadOptions] = None,
+         train=None, output=None, report_path=None, plot_path=None, recipe_path=None, qat_epochs: int = 1,
+         **settings) -> AutoReport:
     """Measures every candidate and writes the best one within `max_accuracy_drop` (points) to `output`.
 
+    `options` and `load` may also be given field by field as keywords (`max_accuracy_drop=0.5`).
     Next to `output` (unless given elsewhere): `NAME.recipe.yaml` (a recipe that makes the
     chosen model again) and, where matplotlib is installed, `NAME.png` (accuracy drop vs size).
     """
-    if objective not in OBJECTIVES:
-        raise OptionError(f"objective must be one of {', '.join(OBJECTIVES)}. Received: objective={objective!r}")
+    options, load = gather(settings, (AutoOptions, options), (LoadOptions, load))
     from tfcompress import plots
 
     if output is not None:
@@ -89,41 +87,44 @@ def auto(model, *, calibration, eval_data, max_accuracy_drop: float, objective: 
         if plot_path is None and plots.matplotlib_installed():   # asked for explicitly, it is required
             plot_path = output.with_suffix(".png")
         recipe_path = recipe_path or output.with_name(output.stem + ".recipe.yaml")
-    for path in (output, report_path, plot_path, recipe_path):
-        check_writable(path)
-    if plot_path is not None:
-        plots.require_matplotlib()
-    model, model_path = keras_io.model_and_path(model, trust_model_code=trust_model_code,
-                                                custom_objects=custom_objects)
-    calibration = input_data(calibration, tuple(model.inputs[0].shape), preprocessing, reshape=reshape_data)
-    evaluation = labelled_data(eval_data, model, preprocessing, reshape_data, "eval")
+    with job_outputs(output, report_path, plot_path, recipe_path, inputs=(model, calibration, eval_data, train)) \
+            as outputs:
+        if plot_path is not None:
+            plots.require_matplotlib()
+        model, model_path = load_model(model, load)
+        float32, measured, chosen = _search(model, calibration, eval_data, train, options, load, qat_epochs)
+        written = output is not None and chosen is not None
+        report = AutoReport(str(model_path or model.name), options.max_accuracy_drop, options.objective, float32,
+                            tuple(measured), chosen, str(output) if written else None,
+                            str(recipe_path) if written else None, str(plot_path) if plot_path is not None else None)
+        if written:
+            outputs.bytes(output, chosen.tflite)
+            outputs.bytes(recipe_path, _recipe_yaml(chosen, options.max_accuracy_drop).encode())
+        outputs.file(plot_path, lambda path: plots.plot_candidates(
+            [float32, *measured], chosen, path,
+            f"{Path(report.model).name}: candidates, budget {options.max_accuracy_drop} pt"))
+        outputs.report(report_path, report)
+    return report
 
+
+def _search(model, calibration, eval_data, train, options: AutoOptions, load: LoadOptions, qat_epochs) -> tuple:
+    """(float32, every other candidate measured, the chosen one or None)."""
+    calibration = input_data(calibration, tuple(model.inputs[0].shape), load.preprocessing,
+                             reshape=load.reshape_data)
+    evaluation = labelled_data(eval_data, model, load.preprocessing, load.reshape_data, "eval")
     reference_accuracy = metrics.accuracy(model.predict(evaluation.x, batch_size=250, verbose=0), evaluation.y)
 
     def measure(candidate: Candidate, keras_model=model) -> Candidate:
         progress.stage(f"measuring the candidate {candidate.name}")
-        return _measured(candidate, keras_model, calibration, evaluation, objective, reference_accuracy,
-                         max_accuracy_drop)
+        return _measured(candidate, keras_model, calibration, evaluation, options.objective, reference_accuracy,
+                         options.max_accuracy_drop)
 
     float32 = measure(Candidate("float32", "float32", {}))
     measured = [measure(candidate) for candidate in _candidates(model, calibration)]
     if train is not None:
-        measured.append(_qat_candidate(model, train, qat_epochs, preprocessing, reshape_data, measure))
-    measured = _mark_pareto(measured, objective)
-    chosen = _choose(measured, objective, float32)
-    if output is not None and chosen is not None:
-        write_atomic(output, chosen.tflite)
-        write_atomic(recipe_path, _recipe_yaml(chosen, max_accuracy_drop).encode())
-    report = AutoReport(str(model_path or model.name), max_accuracy_drop, objective, float32, tuple(measured), chosen,
-                        str(output) if output is not None and chosen else None,
-                        str(recipe_path) if recipe_path is not None and chosen else None,
-                        str(plot_path) if plot_path is not None else None)
-    if plot_path is not None:
-        plots.plot_candidates([float32, *measured], chosen, plot_path,
-                              f"{Path(report.model).name}: candidates, budget {max_accuracy_drop} pt")
-    if report_path is not None:
-        write_json(report, report_path)
-    return report
+        measured.append(_qat_candidate(model, train, qat_epochs, load, measure))
+    measured = _mark_pareto(measured, options.objective)
+    return float32, measured, _choose(measured, options.objective, float32)
 
 
 def _candidates(model, calibration) -> list:
@@ -145,8 +146,8 @@ def _measured(candidate, keras_model, calibration, evaluation, objective, refere
               max_accuracy_drop) -> Candidate:
     """The candidate converted and measured; its drop is against the original model (not a QAT one)."""
     try:
-        report = convert_job.convert(keras_model, precision=candidate.precision, calibration=calibration,
-                                     eval_data=evaluation, skip_check=True, **candidate.options)
+        report = convert(keras_model, precision=candidate.precision, calibration=calibration,
+                         eval_data=evaluation, skip_check=True, **candidate.options)
     except TfcompressError as error:
         return dataclasses.replace(candidate, error=str(error))
     arena = None
@@ -160,13 +161,12 @@ def _measured(candidate, keras_model, calibration, evaluation, objective, refere
                                within_budget=drop <= max_accuracy_drop + _SAME, tflite=report.tflite)
 
 
-def _qat_candidate(model, train, epochs, preprocessing, reshape_data, measure) -> Candidate:
-    from tfcompress.jobs import qat as qat_job
+def _qat_candidate(model, train, epochs, load: LoadOptions, measure) -> Candidate:
+    from tfcompress.jobs.qat import quantize_aware
 
     candidate = Candidate(f"QAT int8 ({epochs} epoch{'s' if epochs > 1 else ''})", "int8", {})
     try:
-        trained = qat_job.quantize_aware(model, train, epochs=epochs, preprocessing=preprocessing,
-                                         reshape_data=reshape_data, skip_check=True, verbose=2)
+        trained = quantize_aware(model, train, epochs=epochs, load=load, skip_check=True, verbose=2)
     except TfcompressError as error:
         return dataclasses.replace(candidate, error=str(error))
     return dataclasses.replace(measure(candidate, trained.keras_model), options={"qat_epochs": epochs})

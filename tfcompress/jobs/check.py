@@ -14,10 +14,12 @@ from typing import Optional
 
 import numpy as np
 
-from tfcompress import keras_io, progress
+from tfcompress import progress
 from tfcompress._io import cache
-from tfcompress.data import Dataset, Preprocessing, fit_to_input, load_data
-from tfcompress.errors import ConversionError, OptionError, PreflightError
+from tfcompress.data import Dataset, fit_to_input, load_data
+from tfcompress.errors import ConversionError, PreflightError
+from tfcompress.jobs._common import job_outputs, load_model
+from tfcompress.options import CheckOptions, LoadOptions, gather
 from tfcompress.export.tflite import ConvertOptions, input_shapes, to_tflite
 from tfcompress.report import library_versions
 from tfcompress.report_schema import schema_version
@@ -27,10 +29,9 @@ from tfcompress.runtime.tflm import micro_run_error
 from tfcompress.transforms import qat
 from tfcompress.transforms.graph import flatten_nested
 
-__all__ = ["CheckReport", "LayerCheck", "Problem", "check", "check_model", "format_check", "TARGETS", "READY", "FALLBACKS",
+__all__ = ["CheckReport", "LayerCheck", "Problem", "check", "check_model", "format_check", "READY", "FALLBACKS",
            "NOT_DEPLOYABLE", "BLOCKS", "FALLBACK", "NOTE"]
 
-TARGETS = ("mobile", "micro", "mobile-fp16")
 READY = "ready"
 FALLBACKS = "ready with float fallbacks"
 NOT_DEPLOYABLE = "not deployable"
@@ -120,30 +121,30 @@ class CheckReport:
                 "or pass --skip_check.")
 
 
-def check(model, *, target: str = "mobile", calibration=None, preprocessing: Preprocessing = Preprocessing(),
-          reshape_data: bool = False, trust_model_code: bool = False,
-          custom_objects: Optional[dict] = None) -> CheckReport:
-    """Checks a Keras model (or model file) against a deployment target.
+def check(model, *, options: Optional[CheckOptions] = None, load: Optional[LoadOptions] = None, calibration=None,
+          json_path=None, **settings) -> CheckReport:
+    """Checks a Keras model (or model file) against a deployment target (`target="micro"`, ...).
 
     `calibration` (a data file or Dataset) is optional: only a few inputs are used, to
     find which ops have integer kernels; without it, uniform noise in [0, 1) is used,
     which is enough for that question (not for accuracy).
     """
-    _validate_target(target)
-    progress.stage("loading the model")
-    model, model_path = keras_io.model_and_path(model, trust_model_code=trust_model_code,
-                                                custom_objects=custom_objects)
-    progress.stage(f"converting for {target} and reading the result layer by layer")
-    if calibration is not None and not isinstance(calibration, Dataset):
-        calibration = load_data(calibration, preprocessing)
-    return check_model(model, target=target, calibration=calibration, source=model_path,
-                       reshape_data=reshape_data)
+    options, load = gather(settings, (CheckOptions, options), (LoadOptions, load))
+    with job_outputs(json_path, inputs=(model, calibration)) as outputs:
+        model, model_path = load_model(model, load)
+        progress.stage(f"converting for {options.target} and reading the result layer by layer")
+        if calibration is not None and not isinstance(calibration, Dataset):
+            calibration = load_data(calibration, load.preprocessing)
+        report = check_model(model, target=options.target, calibration=calibration, source=model_path,
+                             reshape_data=load.reshape_data)
+        outputs.report(json_path, report)
+    return report
 
 
 def check_model(model, *, target: str, calibration: Optional[Dataset] = None, source=None,
                 reshape_data: bool = False) -> CheckReport:
     """`check` for a loaded tf_keras model; conversions are cached when `source` names its file."""
-    _validate_target(target)
+    CheckOptions(target=target)   # validates it
     plans = qat.plan_qat(model)
     flat = model if any(plan.action == qat.REFUSE for plan in plans) else flatten_nested(model)
     return _Check(flat, str(source or model.name), target, plans, model_cache_key(source),
@@ -169,11 +170,6 @@ def cached_conversion(model, cache_key: Optional[dict], options: ConvertOptions,
 def model_cache_key(source) -> Optional[dict]:
     """What identifies a model file in the conversions cache (None for an in-memory model)."""
     return {"model": cache.file_digest(source)} if source is not None else None
-
-
-def _validate_target(target: str) -> None:
-    if target not in TARGETS:
-        raise OptionError(f"target must be one of {', '.join(TARGETS)}. Received: target={target!r}")
 
 
 class _Check:

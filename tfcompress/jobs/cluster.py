@@ -8,16 +8,13 @@ stripped kernel holds and its sparsity, so a pipeline can see that clustering (a
 import dataclasses
 from typing import Optional
 
-from tfcompress import keras_io
-from tfcompress.data import Preprocessing
-from tfcompress._io.files import check_writable
+from tfcompress.jobs._common import training_run
+from tfcompress.options import LoadOptions, TrainOptions, gather
+from tfcompress.report import format_weight_sizes, library_versions
 from tfcompress.runtime.weight_coding import code_arrays
-from tfcompress.report import format_weight_sizes, library_versions, write_json
 from tfcompress.transforms import cluster as clustering
-from tfcompress.transforms.graph import flatten_nested
 from tfcompress.transforms.prune import layer_sparsity
-from tfcompress.transforms.training import (TrainOptions, fine_tune, outputs_probabilities, strategy_scope,
-                                            training_data)
+from tfcompress.transforms.training import fine_tune, outputs_probabilities, strategy_scope
 
 __all__ = ["ClusterReport", "cluster", "format_cluster_report"]
 
@@ -40,46 +37,40 @@ class ClusterReport:
                 "versions": library_versions()}
 
 
-def cluster(model, train, *, output=None, val=None, options: Optional[clustering.ClusterOptions] = None,
-            epochs: int = 2, batch_size: int = 32, learning_rate: float = 1e-5, strategy=None, report_path=None,
-            preprocessing: Preprocessing = Preprocessing(), reshape_data: bool = False,
-            trust_model_code: bool = False, custom_objects: Optional[dict] = None,
-            callbacks=(), verbose="auto") -> ClusterReport:
+TRAINING = TrainOptions(epochs=2, learning_rate=1e-5)
+
+
+def cluster(model, train, *, options: Optional[clustering.ClusterOptions] = None,
+            training: Optional[TrainOptions] = None, load: Optional[LoadOptions] = None, output=None, val=None,
+            strategy=None, report_path=None, callbacks=(), verbose="auto", **settings) -> ClusterReport:
     """Clusters the weights of a Keras model (or model file), fine-tuning the shared values.
 
-    `train`/`val`: a data file, a `Dataset`, arrays `(x, y)` or a tf.data dataset. The
-    learning rate defaults lower than pruning's: the centroids start from a trained
-    model and large steps would undo it. The saved model is stripped (plain layers).
+    `options`, `training` and `load` may also be given field by field as keywords
+    (`clusters=8`, `epochs=3`). `train`/`val`: a data file, a `Dataset`, arrays `(x, y)` or a
+    tf.data dataset. The learning rate defaults lower than pruning's: the centroids start from a
+    trained model and large steps would undo it. The saved model is stripped (plain layers).
     """
-    options = options or clustering.ClusterOptions()
-    training = TrainOptions(epochs=epochs, batch_size=batch_size, learning_rate=learning_rate)
-    for path in (output, report_path):
-        check_writable(path)
-    model, model_path = keras_io.model_and_path(model, trust_model_code=trust_model_code,
-                                                custom_objects=custom_objects)
-    model = flatten_nested(model)
-    input_was_keras3 = keras_io.saved_by_keras3(model_path)
-    keras_io.check_output_format(model, output, input_was_keras3=input_was_keras3)
-    train_data, val_data = training_data(train, val, model, preprocessing, reshape_data)
-    chosen, skipped = clustering.clusterable_layer_names(model, options)
-    with strategy_scope(strategy):
-        wrapped = clustering.apply_clustering(model, options)
-        metrics = fine_tune(wrapped, train_data, training, from_logits=not outputs_probabilities(model),
-                            val=val_data, callbacks=callbacks, verbose=verbose)
-    stripped = clustering.strip_clustering(wrapped)
-    output_format = None if output is None else \
-        keras_io.save_model(stripped, output, input_was_keras3=input_was_keras3)
-    per_channel = [name for name in chosen if clustering.clusters_per_channel(stripped.get_layer(name), options)]
-    unique = clustering.cluster_counts(stripped, per_channel)
-    sparsity = layer_sparsity(stripped)
-    layers = {name: {"clusters": options.clusters_for(name), "unique_values": unique[name],
-                     "per_channel": name in per_channel, "sparsity": sparsity[name]} for name in chosen}
-    result = ClusterReport(str(model_path or model.name), str(output) if output is not None else None, layers,
-                           skipped, metrics, {**dataclasses.asdict(options), **dataclasses.asdict(training)},
-                           weights=code_arrays(stripped.get_weights()), output_format=output_format,
-                           keras_model=stripped)
-    if report_path is not None:
-        write_json(result, report_path)
+    options, training, load = gather(settings, (clustering.ClusterOptions, options),
+                                      (TrainOptions, training or TRAINING), (LoadOptions, load))
+    with training_run(model, train, val, output=output, report_path=report_path, load=load) as run:
+        chosen, skipped = clustering.clusterable_layer_names(run.model, options)
+        with strategy_scope(strategy):
+            wrapped = clustering.apply_clustering(run.model, options)
+            metrics = fine_tune(wrapped, run.train, training, from_logits=not outputs_probabilities(run.model),
+                                val=run.held_out, callbacks=callbacks, verbose=verbose)
+        stripped = clustering.strip_clustering(wrapped)
+        output_format = run.outputs.keras(stripped, output, input_was_keras3=run.input_was_keras3)
+        per_channel = [name for name in chosen
+                       if clustering.clusters_per_channel(stripped.get_layer(name), options)]
+        unique = clustering.cluster_counts(stripped, per_channel)
+        sparsity = layer_sparsity(stripped)
+        layers = {name: {"clusters": options.clusters_for(name), "unique_values": unique[name],
+                         "per_channel": name in per_channel, "sparsity": sparsity[name]} for name in chosen}
+        result = ClusterReport(str(run.model_path or run.model.name), str(output) if output is not None else None,
+                               layers, skipped, metrics, {**dataclasses.asdict(options), **dataclasses.asdict(training)},
+                               weights=code_arrays(stripped.get_weights()), output_format=output_format,
+                               keras_model=stripped)
+        run.outputs.report(report_path, result)
     return result
 
 

@@ -4,19 +4,21 @@
 returns a model it has not measured against the Keras original.
 """
 
-from pathlib import Path
+import dataclasses
 from typing import Optional
 
 import numpy as np
 from absl import logging
 
-from tfcompress import keras_io, progress
+from tfcompress import progress
 from tfcompress.jobs.check import cached_conversion, check_model, model_cache_key
-from tfcompress.data import Dataset, Preprocessing, input_data
+from tfcompress._io.files import path_size
+from tfcompress.data import Dataset, input_data
 from tfcompress.errors import ConversionError, DataError
 from tfcompress.export.tflite import ConvertOptions, to_tflite
-from tfcompress._io.files import check_writable, write_atomic
-from tfcompress.report import ConversionReport, Reference, write_json
+from tfcompress.jobs._common import job_outputs, load_model
+from tfcompress.options import GuardOptions, LoadOptions, gather
+from tfcompress.report import ConversionReport, Reference
 from tfcompress.runtime import metrics
 from tfcompress.runtime.latency import measure_latency
 from tfcompress.runtime.inspect import gzip_size, inspect_tflite
@@ -29,49 +31,48 @@ RANDOM_CALIBRATION = "random"
 _RANDOM_CALIBRATION_SAMPLES = 100
 
 
-def convert(model, *, precision: str = "int8", calibration=None, eval_data=None,
-            output=None, report_path=None, io_type: str = "float32", per_tensor_dense: bool = False,
-            calibration_samples: int = 500, preprocessing: Preprocessing = Preprocessing(),
-            reshape_data: bool = False, trust_model_code: bool = False,
-            custom_objects: Optional[dict] = None, latency_runs: int = 100,
-            batch_size: Optional[int] = None, allow_float_ops: bool = False,
-            check_target: str = "mobile", skip_check: bool = False, keep_float=(),
-            calibration_method: str = "minmax", percentile: float = 99.99, input_range=None) -> ConversionReport:
+def convert(model, *, options: Optional[ConvertOptions] = None, load: Optional[LoadOptions] = None,
+            guard: Optional[GuardOptions] = None, calibration=None, eval_data=None, output=None, report_path=None,
+            latency_runs: int = 100, check_target: str = "mobile", **settings) -> ConversionReport:
     """Converts a Keras model (or model file) to TFLite and measures the result.
 
-    int8 and int16x8 need `calibration` (a data file or `Dataset`), except for a QAT model,
-    whose learned ranges are used (calibration then only covers layers QAT kept in float); "random" calibrates
-    on uniform noise, is logged as a warning and marked in the report. With `eval_data`
-    the report has accuracy and accuracy drop against the Keras model; fidelity is
-    measured on the eval data, or else the calibration data. An int8 model in which the
-    converter left ops computing in float is an error unless `allow_float_ops`. Before
-    calibrating, the pre-flight check for `check_target` runs (unless `skip_check`), so a
-    model the target cannot run fails in seconds with the check's fixes. int8 only:
-    `keep_float` layers (names) stay float; `calibration_method="percentile"` clips activation
-    ranges to the `percentile`; `input_range` (low, high) fixes the input's range.
+    `options`, `load` and `guard` may also be given field by field as keywords
+    (`precision="int8"`, `trust_model_code=True`, `skip_check=True`). int8 and int16x8 need
+    `calibration` (a data file or `Dataset`), except for a QAT model, whose learned ranges are
+    used (calibration then only covers layers QAT kept in float); "random" calibrates on
+    uniform noise, is logged as a warning and marked in the report. With `eval_data` the report
+    has accuracy and accuracy drop against the Keras model; fidelity is measured on the eval
+    data, or else the calibration data. An int8 model in which the converter left ops computing
+    in float is an error unless `allow_float_ops`. Before calibrating, the pre-flight check for
+    `check_target` runs (unless `skip_check`), so a model the target cannot run fails in seconds
+    with the check's fixes.
     """
-    for path in (output, report_path):
-        check_writable(path, inputs=(model, calibration, eval_data))
-    progress.stage("loading the model")
-    model, model_path = keras_io.model_and_path(model, trust_model_code=trust_model_code,
-                                                custom_objects=custom_objects)
-    options = ConvertOptions(precision=precision, io_type=io_type,
-                             per_tensor_dense=per_tensor_dense,
-                             calibration_samples=calibration_samples, batch_size=batch_size,
-                             quantize_aware=is_quantize_aware(model), keep_float=tuple(keep_float),
-                             calibration_method=calibration_method, percentile=percentile,
-                             input_range=tuple(input_range) if input_range is not None else None)
+    options, load, guard = gather(settings, (ConvertOptions, options), (LoadOptions, load), (GuardOptions, guard))
+    with job_outputs(output, report_path, inputs=(model, calibration, eval_data)) as outputs:
+        model, model_path = load_model(model, load)
+        options = dataclasses.replace(options, quantize_aware=is_quantize_aware(model))
+        report = _convert(model, model_path, options, load, guard, calibration, eval_data, latency_runs,
+                          check_target)
+        report = dataclasses.replace(report, output=str(output) if output is not None else None)
+        outputs.bytes(output, report.tflite)
+        outputs.report(report_path, report)
+    return report
+
+
+def _convert(model, model_path, options: ConvertOptions, load: LoadOptions, guard: GuardOptions, calibration,
+             eval_data, latency_runs, check_target) -> ConversionReport:
     model_name = str(model_path) if model_path is not None else model.name
     input_shape = tuple(model.inputs[0].shape)
     warnings = []
+    preprocessing, reshape_data = load.preprocessing, load.reshape_data
     calibration_data = _calibration(calibration, options, input_shape, preprocessing, reshape_data, warnings)
     evaluation = input_data(eval_data, input_shape, preprocessing, reshape=reshape_data)
-    if options.precision in ("int8", "int16x8") and not skip_check:
+    if options.precision in ("int8", "int16x8") and not guard.skip_check:
         progress.stage(f"pre-flight check for {check_target}")
         real_calibration = None if calibration_data is None or calibration_data.source == RANDOM_CALIBRATION \
             else calibration_data
         check_model(model, target=check_target, calibration=real_calibration,
-                    source=model_path).raise_if_blocked(allow_float_ops=allow_float_ops)
+                    source=model_path).raise_if_blocked(allow_float_ops=guard.allow_float_ops)
 
     progress.stage(f"converting to {options.precision}" + (" (calibrating)" if options.needs_calibration else ""))
     tflite_bytes = to_tflite(model, options, calibration_data)
@@ -81,7 +82,7 @@ def convert(model, *, precision: str = "int8", calibration=None, eval_data=None,
     elif options.precision == "int8" and summary.float_ops:
         message = (f"the converter left these ops computing in float in the int8 model: "
                    f"{', '.join(summary.float_ops)}")
-        if not allow_float_ops:
+        if not guard.allow_float_ops:
             raise ConversionError(f"{message}. Replace those layers, or pass --allow_float_ops to accept them.")
         warnings.append(message)
 
@@ -98,29 +99,22 @@ def convert(model, *, precision: str = "int8", calibration=None, eval_data=None,
     if latency_runs:
         progress.stage("measuring latency")
     latency = measure_latency(tflite_bytes, runs=latency_runs, warmup=10) if latency_runs else None
-
-    if output is not None:
-        write_atomic(output, tflite_bytes)
-    report = ConversionReport(
+    return ConversionReport(
         float32_bytes=_float32_bytes(model, model_path, options, tflite_bytes),
-        model=model_name,
-        output=str(output) if output is not None else None,
+        model=model_name, output=None,
         precision=options.precision, size_bytes=len(tflite_bytes), gzip_bytes=gzip_size(tflite_bytes),
-        reference=Reference(model_name, _file_size(model_path) or _keras_float32_bytes(model), reference_accuracy),
+        reference=Reference(model_name, path_size(model_path) or _keras_float32_bytes(model), reference_accuracy),
         accuracy=accuracy, fidelity=fidelity, latency=latency,
         ops=summary.ops, float_ops=summary.float_ops,
         io=io_report(summary),
         calibration=_calibration_note(calibration_data, options),
-        options={"io_type": io_type, "per_tensor_dense": per_tensor_dense,
-                 "calibration_samples": calibration_samples, "batch_size": batch_size,
-                 "allow_float_ops": allow_float_ops, "skip_check": skip_check,
+        options={"io_type": options.io_type, "per_tensor_dense": options.per_tensor_dense,
+                 "calibration_samples": options.calibration_samples, "batch_size": options.batch_size,
+                 "allow_float_ops": guard.allow_float_ops, "skip_check": guard.skip_check,
                  "quantize_aware": options.quantize_aware, "keep_float": list(options.keep_float),
                  "calibration_method": options.calibration_method, "percentile": options.percentile,
                  "input_range": list(options.input_range) if options.input_range else None},
         warnings=tuple(warnings), tflite=tflite_bytes)
-    if report_path is not None:
-        write_json(report, report_path)
-    return report
 
 
 def _calibration(calibration, options: ConvertOptions, input_shape, preprocessing,
@@ -151,15 +145,6 @@ def _calibration_note(data: Optional[Dataset], options: ConvertOptions) -> dict:
         return {"source": None if data is None else data.source, "samples": 0, "random": False}
     return {"source": data.source, "samples": min(len(data), options.calibration_samples),
             "random": data.source == RANDOM_CALIBRATION}
-
-
-def _file_size(path) -> Optional[int]:
-    if path is None:
-        return None
-    path = Path(path)
-    if path.is_dir():
-        return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
-    return path.stat().st_size
 
 
 def _keras_float32_bytes(model) -> int:

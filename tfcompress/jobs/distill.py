@@ -8,13 +8,13 @@ import dataclasses
 from typing import Optional
 
 from tfcompress import keras_io
-from tfcompress.data import Preprocessing
 from tfcompress.errors import ModelMismatchError, OptionError
-from tfcompress._io.files import check_writable
-from tfcompress.report import library_versions, write_json
+from tfcompress.jobs._common import job_outputs, load_model
+from tfcompress.options import LoadOptions, TrainOptions, gather
+from tfcompress.report import library_versions
 from tfcompress.transforms import distill as kd
 from tfcompress.transforms.graph import copy_model, flatten_nested
-from tfcompress.transforms.training import TrainOptions, keras_accuracy, strategy_scope, training_data
+from tfcompress.transforms.training import keras_accuracy, strategy_scope, training_data
 
 __all__ = ["DistillReport", "distill", "format_distill_report"]
 
@@ -41,56 +41,53 @@ class DistillReport:
                 "versions": library_versions()}
 
 
-def distill(teacher, train, *, student=None, width_multiplier: Optional[float] = None, output=None, val=None,
-            options: Optional[kd.DistillOptions] = None, epochs: int = 10, batch_size: int = 32,
-            learning_rate: float = 1e-3, seed: int = 0, strategy=None, report_path=None,
-            preprocessing: Preprocessing = Preprocessing(), reshape_data: bool = False,
-            trust_model_code: bool = False, custom_objects: Optional[dict] = None,
-            callbacks=(), verbose="auto") -> DistillReport:
+TRAINING = TrainOptions(epochs=10, learning_rate=1e-3)
+
+
+def distill(teacher, train, *, student=None, options: Optional[kd.DistillOptions] = None,
+            training: Optional[TrainOptions] = None, load: Optional[LoadOptions] = None, output=None, val=None,
+            strategy=None, report_path=None, callbacks=(), verbose="auto", **settings) -> DistillReport:
     """Trains a student to match a teacher's softened outputs (and the labels).
 
     Give the student as a model (or file) or as `width_multiplier`: the teacher's own
-    architecture with fewer units/filters, freshly initialised. `train`/`val`: labelled
-    data (a file, a `Dataset`, `(x, y)` arrays or a tf.data dataset). Teachers ending in
-    softmax are fine: the logits before it are used.
+    architecture with fewer units/filters, freshly initialised. `options`, `training` and `load`
+    may also be given field by field as keywords. `train`/`val`: labelled data (a file, a
+    `Dataset`, `(x, y)` arrays or a tf.data dataset). Teachers ending in softmax are fine: the
+    logits before it are used.
     """
-    if (student is None) == (width_multiplier is None):
+    options, training, load = gather(settings, (kd.DistillOptions, options), (TrainOptions, training or TRAINING),
+                                      (LoadOptions, load))
+    if (student is None) == (options.width_multiplier is None):
         raise OptionError("Give exactly one of student and width_multiplier. "
-                          f"Received: student={student!r}, width_multiplier={width_multiplier}")
-    options = options or kd.DistillOptions()
-    training = TrainOptions(epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, seed=seed)
-    for path in (output, report_path):
-        check_writable(path)
-    loaded = {"trust_model_code": trust_model_code, "custom_objects": custom_objects}
-    teacher, teacher_path = keras_io.model_and_path(teacher, **loaded)
-    teacher = flatten_nested(teacher)
-    if student is not None:
-        student = flatten_nested(keras_io.model_and_path(student, **loaded)[0])
-        _check_fits(teacher, student)
-    train_data, val_data = training_data(train, val, teacher, preprocessing, reshape_data)
-    with kd.exposed_logits(teacher) as teacher_logits:
-        train_targets = kd.packed_targets(train_data.y, teacher_logits.predict(train_data.x, batch_size=256,
-                                                                               verbose=0))
-        val_pair = None if val_data is None else (val_data.x, kd.packed_targets(
-            val_data.y, teacher_logits.predict(val_data.x, batch_size=256, verbose=0)))
-    input_was_keras3 = keras_io.saved_by_keras3(teacher_path)
-    with strategy_scope(strategy):
-        student = kd.scale_width(teacher, width_multiplier, seed) if student is None else copy_model(student)
-        keras_io.check_output_format(student, output, input_was_keras3=input_was_keras3)
-        with kd.exposed_logits(student) as student_logits:
-            metrics = kd.train_student(student_logits, train_data.x, train_targets, options, training,
-                                       val=val_pair, callbacks=callbacks, verbose=verbose)
-    output_format = None if output is None else \
-        keras_io.save_model(student, output, input_was_keras3=input_was_keras3)
-    accuracy = {"teacher": None, "student": None} if val_data is None else {
-        "teacher": keras_accuracy(teacher, val_data), "student": keras_accuracy(student, val_data)}
-    result = DistillReport(str(teacher_path or teacher.name), str(output) if output is not None else None,
-                           {"teacher": int(teacher.count_params()), "student": int(student.count_params())},
-                           accuracy, metrics, {**dataclasses.asdict(options), **dataclasses.asdict(training),
-                                               "width_multiplier": width_multiplier},
-                           output_format=output_format, keras_model=student)
-    if report_path is not None:
-        write_json(result, report_path)
+                          f"Received: student={student!r}, width_multiplier={options.width_multiplier}")
+    with job_outputs(output, report_path, inputs=(teacher, student, train, val)) as outputs:
+        teacher, teacher_path = load_model(teacher, load)
+        teacher = flatten_nested(teacher)
+        if student is not None:
+            student = flatten_nested(load_model(student, load)[0])
+            _check_fits(teacher, student)
+        train_data, val_data = training_data(train, val, teacher, load.preprocessing, load.reshape_data)
+        with kd.exposed_logits(teacher) as teacher_logits:
+            train_targets = kd.packed_targets(train_data.y, teacher_logits.predict(train_data.x, batch_size=256,
+                                                                                   verbose=0))
+            val_pair = None if val_data is None else (val_data.x, kd.packed_targets(
+                val_data.y, teacher_logits.predict(val_data.x, batch_size=256, verbose=0)))
+        input_was_keras3 = keras_io.saved_by_keras3(teacher_path)
+        with strategy_scope(strategy):
+            student = kd.scale_width(teacher, options.width_multiplier, training.seed) if student is None \
+                else copy_model(student)
+            keras_io.check_output_format(student, output, input_was_keras3=input_was_keras3)
+            with kd.exposed_logits(student) as student_logits:
+                metrics = kd.train_student(student_logits, train_data.x, train_targets, options, training,
+                                           val=val_pair, callbacks=callbacks, verbose=verbose)
+        output_format = outputs.keras(student, output, input_was_keras3=input_was_keras3)
+        accuracy = {"teacher": None, "student": None} if val_data is None else {
+            "teacher": keras_accuracy(teacher, val_data), "student": keras_accuracy(student, val_data)}
+        result = DistillReport(str(teacher_path or teacher.name), str(output) if output is not None else None,
+                               {"teacher": int(teacher.count_params()), "student": int(student.count_params())},
+                               accuracy, metrics, {**dataclasses.asdict(options), **dataclasses.asdict(training)},
+                               output_format=output_format, keras_model=student)
+        outputs.report(report_path, result)
     return result
 
 

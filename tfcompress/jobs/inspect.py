@@ -7,19 +7,26 @@ command.
 """
 
 from pathlib import Path
+from typing import Optional
 
+from tfcompress._io.files import json_bytes
 from tfcompress.errors import ModelLoadError
+from tfcompress.jobs._common import job_outputs, load_model
+from tfcompress.options import LoadOptions, gather
 
 __all__ = ["inspect_model", "format_details"]
 
 
-def inspect_model(path, *, trust_model_code: bool = False, custom_objects=None) -> dict:
+def inspect_model(path, *, load: Optional[LoadOptions] = None, json_path=None, **settings) -> dict:
+    """What the model file holds, as the dict `--json` writes."""
+    (load,) = gather(settings, (LoadOptions, load))
     path = Path(path)
-    if not path.exists():
-        raise ModelLoadError(f"Model file not found: {path}")
-    if path.suffix == ".tflite":
-        return _tflite_details(path)
-    return _keras_details(path, trust_model_code, custom_objects)
+    with job_outputs(json_path, inputs=(path,)) as outputs:
+        if not path.exists():
+            raise ModelLoadError(f"Model file not found: {path}")
+        details = _tflite_details(path) if path.suffix == ".tflite" else _keras_details(path, load)
+        outputs.bytes(json_path, json_bytes(details))
+    return details
 
 
 def _tflite_details(path: Path) -> dict:
@@ -38,10 +45,8 @@ def _tflite_details(path: Path) -> dict:
             "weights": [t.to_dict() for t in coding.tensors]}
 
 
-def _keras_details(path: Path, trust_model_code: bool, custom_objects) -> dict:
-    from tfcompress.keras_io import load_model
-
-    model = load_model(path, trust_model_code=trust_model_code, custom_objects=custom_objects)
+def _keras_details(path: Path, load: LoadOptions) -> dict:
+    model, _ = load_model(path, load)
     layers = [{"name": layer.name, "class": type(layer).__name__,
                "output_shape": _shape_text(layer), "params": int(layer.count_params()),
                "dtypes": sorted({w.dtype.name for w in layer.weights}), **_kernel_details(layer)}

@@ -7,14 +7,11 @@ so the cost of the factorization and what fine-tuning won back are both visible.
 import dataclasses
 from typing import Optional
 
-from tfcompress import keras_io
-from tfcompress.data import Preprocessing
-from tfcompress._io.files import check_writable
-from tfcompress.report import library_versions, write_json
-from tfcompress.transforms.graph import flatten_nested
+from tfcompress.jobs._common import training_run
+from tfcompress.options import LoadOptions, TrainOptions, gather
+from tfcompress.report import library_versions
 from tfcompress.transforms.lowrank import LowRankOptions, factorize
-from tfcompress.transforms.training import (TrainOptions, fine_tune, keras_accuracy, labelled_data,
-                                            outputs_probabilities, strategy_scope)
+from tfcompress.transforms.training import fine_tune, keras_accuracy, outputs_probabilities, strategy_scope
 
 __all__ = ["LowRankReport", "lowrank", "format_lowrank_report"]
 
@@ -44,49 +41,44 @@ class LowRankReport:
                 "versions": library_versions()}
 
 
-def lowrank(model, *, options: LowRankOptions, output=None, train=None, eval_data=None, epochs: int = 1,
-            batch_size: int = 32, learning_rate: float = 1e-4, strategy=None, report_path=None,
-            preprocessing: Preprocessing = Preprocessing(), reshape_data: bool = False,
-            trust_model_code: bool = False, custom_objects: Optional[dict] = None,
-            callbacks=(), verbose="auto") -> LowRankReport:
+TRAINING = TrainOptions(epochs=1)
+
+
+def lowrank(model, *, options: Optional[LowRankOptions] = None, training: Optional[TrainOptions] = None,
+            load: Optional[LoadOptions] = None, output=None, train=None, eval_data=None, strategy=None,
+            report_path=None, callbacks=(), verbose="auto", **settings) -> LowRankReport:
     """Factors the Dense and Conv2D layers of a Keras model (or model file) where that saves params.
 
-    With `train` (labelled data) the factored model is fine-tuned for `epochs`; with
-    `eval_data` the report has the accuracy of the original, the factored and the
+    `options` (`energy` or `rank_ratio`), `training` and `load` may also be given field by
+    field as keywords. With `train` (labelled data) the factored model is fine-tuned for
+    `epochs`; with `eval_data` the report has the accuracy of the original, the factored and the
     fine-tuned model. Data: a data file, a `Dataset`, arrays `(x, y)` or a tf.data dataset.
     """
-    training = TrainOptions(epochs=epochs, batch_size=batch_size, learning_rate=learning_rate)
-    for path in (output, report_path):
-        check_writable(path)
-    model, model_path = keras_io.model_and_path(model, trust_model_code=trust_model_code,
-                                                custom_objects=custom_objects)
-    model = flatten_nested(model)
-    input_was_keras3 = keras_io.saved_by_keras3(model_path)
-    keras_io.check_output_format(model, output, input_was_keras3=input_was_keras3)
-    data = {role: labelled_data(value, model, preprocessing, reshape_data, role)
-            for role, value in (("training", train), ("eval", eval_data)) if value is not None}
+    options, training, load = gather(settings, (LowRankOptions, options), (TrainOptions, training or TRAINING),
+                                      (LoadOptions, load))
+    with training_run(model, train, eval_data, output=output, report_path=report_path, load=load,
+                      held_out_role="eval") as run:
+        def measured(keras_model):
+            return keras_accuracy(keras_model, run.held_out) if run.held_out is not None else None
 
-    def measured(keras_model):
-        return keras_accuracy(keras_model, data["eval"]) if "eval" in data else None
-
-    accuracy = {"original": measured(model)}
-    with strategy_scope(strategy):
-        factored, layers, skipped = factorize(model, options)
-    accuracy["factored"] = measured(factored)
-    metrics = {}
-    if "training" in data and layers:
+        accuracy = {"original": measured(run.model)}
         with strategy_scope(strategy):
-            metrics = fine_tune(factored, data["training"], training, from_logits=not outputs_probabilities(model),
-                                callbacks=callbacks, verbose=verbose)
-        accuracy["fine_tuned"] = measured(factored)
-    output_format = None if output is None else \
-        keras_io.save_model(factored, output, input_was_keras3=input_was_keras3)
-    result = LowRankReport(str(model_path or model.name), str(output) if output is not None else None, layers,
-                           skipped, {"original": int(model.count_params()), "factored": int(factored.count_params())},
-                           accuracy, metrics, {**dataclasses.asdict(options), **dataclasses.asdict(training)},
-                           output_format=output_format, keras_model=factored)
-    if report_path is not None:
-        write_json(result, report_path)
+            factored, layers, skipped = factorize(run.model, options)
+        accuracy["factored"] = measured(factored)
+        metrics = {}
+        if run.train is not None and layers:
+            with strategy_scope(strategy):
+                metrics = fine_tune(factored, run.train, training,
+                                    from_logits=not outputs_probabilities(run.model), callbacks=callbacks,
+                                    verbose=verbose)
+            accuracy["fine_tuned"] = measured(factored)
+        output_format = run.outputs.keras(factored, output, input_was_keras3=run.input_was_keras3)
+        result = LowRankReport(str(run.model_path or run.model.name), str(output) if output is not None else None,
+                               layers, skipped, {"original": int(run.model.count_params()),
+                                                 "factored": int(factored.count_params())},
+                               accuracy, metrics, {**dataclasses.asdict(options), **dataclasses.asdict(training)},
+                               output_format=output_format, keras_model=factored)
+        run.outputs.report(report_path, result)
     return result
 
 

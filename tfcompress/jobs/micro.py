@@ -13,9 +13,10 @@ from typing import Optional
 import numpy as np
 
 from tfcompress import progress
-from tfcompress.jobs import convert as convert_job
-from tfcompress.data import Preprocessing, input_data
-from tfcompress.errors import ConversionError, DataError, ModelLoadError, OptionError
+from tfcompress.data import input_data
+from tfcompress.errors import ConversionError, DataError, ModelLoadError
+from tfcompress.jobs.convert import convert, io_report
+from tfcompress.options import GuardOptions, LoadOptions, MicroOptions, gather
 from tfcompress.export.ethosu import compile_for_ethos_u
 from tfcompress.export.micro import arena_with_margin, check_identifier, micro_sources
 from tfcompress._io.files import atomic_folder, check_not_inputs, write_atomic, write_json_atomic
@@ -87,33 +88,27 @@ class MicroReport:
                 "lut": self.lut.to_dict() if self.lut else None, "versions": library_versions()}
 
 
-def to_micro(model, output_dir, *, calibration=None, eval_data=None, name: str = "model",
-             arena_margin: float = 1.1, per_channel_dense: bool = False, target: Optional[str] = None,
-             preprocessing: Preprocessing = Preprocessing(), reshape_data: bool = False,
-             trust_model_code: bool = False, custom_objects: Optional[dict] = None,
-             skip_check: bool = False, compress: Optional[str] = None) -> MicroReport:
+def to_micro(model, output_dir, *, options: Optional[MicroOptions] = None, load: Optional[LoadOptions] = None,
+             guard: Optional[GuardOptions] = None, calibration=None, eval_data=None, **settings) -> MicroReport:
     """Builds and verifies the TFLite Micro deployment files for a Keras model or `.tflite`.
 
-    With `target` (e.g. "ethos-u55-128") the verified model is also compiled by Arm's vela
+    `options`, `load` and `guard` may also be given field by field as keywords. With
+    `target` (e.g. "ethos-u55-128") the verified model is also compiled by Arm's vela
     into `model_vela.tflite`, and vela's SRAM/flash/cycle summary joins the report. With
     `compress="lut"`, weight tensors of few distinct values (clustered layers) are stored
     as bit-packed indices that TFLite Micro's DECODE op expands; the files describe that model.
     """
-    if compress not in (None, "lut"):
-        raise OptionError(f"compress must be 'lut' or None. Received: compress={compress!r}")
+    options, load, guard = gather(settings, (MicroOptions, options), (LoadOptions, load), (GuardOptions, guard))
     output_dir = Path(output_dir)
     check_not_inputs(output_dir, (model, calibration, eval_data), folder=True)
     with atomic_folder(output_dir) as staging:   # checks the folder can be written before the slow work
-        return _build_micro(model, output_dir, staging, calibration, eval_data, name, arena_margin,
-                            per_channel_dense, target, preprocessing, reshape_data, trust_model_code,
-                            custom_objects, skip_check, compress)
+        return _build_micro(model, output_dir, staging, calibration, eval_data, options, load, guard)
 
 
-def _build_micro(model, output_dir, staging, calibration, eval_data, name, arena_margin, per_channel_dense,
-                 target, preprocessing, reshape_data, trust_model_code, custom_objects, skip_check,
-                 compress) -> MicroReport:
-    check_identifier(name)
-    arena_with_margin(1, arena_margin)  # validates the margin before the slow work
+def _build_micro(model, output_dir, staging, calibration, eval_data, options: MicroOptions, load: LoadOptions,
+                 guard: GuardOptions) -> MicroReport:
+    check_identifier(options.name)
+    arena_with_margin(1, options.arena_margin)  # validates the margin before the slow work
     model_path = Path(model) if not hasattr(model, "inputs") else None
     if model_path is not None and model_path.suffix == ".tflite":
         tflite_bytes, conversion = _checked_tflite(model_path), None
@@ -121,16 +116,13 @@ def _build_micro(model, output_dir, staging, calibration, eval_data, name, arena
         if calibration is None:
             raise DataError("micro needs --calibration DATA: int8 conversion calibrates activation "
                             "ranges on a few hundred real inputs.")
-        conversion = convert_job.convert(
-            model, precision="int8", io_type="int8", per_tensor_dense=not per_channel_dense,
-            calibration=calibration, eval_data=eval_data, preprocessing=preprocessing,
-            reshape_data=reshape_data, trust_model_code=trust_model_code,
-            custom_objects=custom_objects, latency_runs=0, batch_size=1,
-            check_target="micro", skip_check=skip_check)
+        conversion = convert(
+            model, precision="int8", io_type="int8", per_tensor_dense=not options.per_channel_dense,
+            calibration=calibration, eval_data=eval_data, load=load, latency_runs=0, batch_size=1,
+            check_target="micro", skip_check=guard.skip_check)
         tflite_bytes = conversion.tflite
     summary = inspect_tflite(tflite_bytes)
-    check_data = _check_data(eval_data if eval_data is not None else calibration, summary,
-                             preprocessing, reshape_data)
+    check_data = _check_data(eval_data if eval_data is not None else calibration, summary, load)
     inputs = _micro_inputs(check_data, summary)
     progress.stage("running in TFLite Micro: arena and agreement with LiteRT")
     micro = run_micro(tflite_bytes, inputs)
@@ -144,16 +136,16 @@ def _build_micro(model, output_dir, staging, calibration, eval_data, name, arena
     elif eval_data is not None and check_data.y is not None:
         accuracy = metrics.accuracy(predict(tflite_bytes, check_data.x), check_data.y)
     lut = None
-    if compress == "lut":
+    if options.compress == "lut":
         lut_inputs = quantize(check_data.x[:_LUT_CHECK_SAMPLES], summary.inputs[0].interpreter_detail()) \
             if check_data is not None else inputs
         lut = lut_compress_verified(tflite_bytes, lut_inputs, micro.arena_bytes)
         tflite_bytes, summary = lut.model, inspect_tflite(lut.model)
     arena_bytes = lut.arena_bytes if lut else micro.arena_bytes
-    vela = compile_for_ethos_u(tflite_bytes, target) if target else None
+    vela = compile_for_ethos_u(tflite_bytes, options.target) if options.target else None
     progress.stage("writing the C++ sources and reports")
-    declared_arena = arena_with_margin(arena_bytes, arena_margin)
-    sources = micro_sources(tflite_bytes, name=name, arena_bytes=declared_arena, ops=summary.ops)
+    declared_arena = arena_with_margin(arena_bytes, options.arena_margin)
+    sources = micro_sources(tflite_bytes, name=options.name, arena_bytes=declared_arena, ops=summary.ops)
     files = ("model.tflite", sources.source_name, sources.header_name, "report.json", "report.md")
     files += ("model_vela.tflite",) if vela else ()
     report = MicroReport(
@@ -166,7 +158,7 @@ def _build_micro(model, output_dir, staging, calibration, eval_data, name, arena
         ops=summary.ops, accuracy=accuracy,
         reference=dataclasses.asdict(conversion.reference) if conversion else None,
         fidelity=conversion.fidelity.to_dict() if conversion and conversion.fidelity else None,
-        per_tensor_dense=not per_channel_dense if conversion else None, files=files, io=convert_job.io_report(summary),
+        per_tensor_dense=not options.per_channel_dense if conversion else None, files=files, io=io_report(summary),
         calibration=conversion.calibration if conversion else None,
         warnings=conversion.warnings if conversion else (),
         float32_bytes=conversion.float32_bytes if conversion else None,
@@ -226,8 +218,8 @@ def _checked_tflite(path: Path) -> bytes:
     return data
 
 
-def _check_data(data, summary, preprocessing, reshape_data):
-    return input_data(data, (None,) + summary.inputs[0].shape[1:], preprocessing, reshape=reshape_data)
+def _check_data(data, summary, load: LoadOptions):
+    return input_data(data, (None,) + summary.inputs[0].shape[1:], load.preprocessing, reshape=load.reshape_data)
 
 
 def _micro_inputs(check_data, summary) -> np.ndarray:

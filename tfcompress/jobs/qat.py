@@ -7,14 +7,13 @@ layers tfmot cannot quantize train in float and are listed in the report.
 import dataclasses
 from typing import Optional
 
-from tfcompress import _keras, keras_io
+from tfcompress import _keras
+from tfcompress.jobs._common import training_run
 from tfcompress.jobs.check import check_model
-from tfcompress.data import Preprocessing
-from tfcompress._io.files import check_writable
-from tfcompress.report import library_versions, write_json
+from tfcompress.options import GuardOptions, LoadOptions, TrainOptions, gather
+from tfcompress.report import library_versions
 from tfcompress.transforms import qat
-from tfcompress.transforms.training import (TrainOptions, fine_tune, outputs_probabilities, strategy_scope,
-                                            training_data)
+from tfcompress.transforms.training import fine_tune, outputs_probabilities, strategy_scope
 
 __all__ = ["QatReport", "quantize_aware", "format_qat_report"]
 
@@ -37,51 +36,48 @@ class QatReport:
                 "versions": library_versions()}
 
 
-def quantize_aware(model, train, *, output=None, val=None, preserve: Optional[str] = None, epochs: int = 1,
-                   batch_size: int = 32, learning_rate: float = 1e-4, strategy=None, report_path=None, skip_check: bool = False,
-                   preprocessing: Preprocessing = Preprocessing(), reshape_data: bool = False,
-                   trust_model_code: bool = False, custom_objects: Optional[dict] = None,
-                   callbacks=(), verbose="auto") -> QatReport:
+TRAINING = TrainOptions(epochs=1)
+
+
+def quantize_aware(model, train, *, options: Optional[qat.QatOptions] = None, training: Optional[TrainOptions] = None,
+                   load: Optional[LoadOptions] = None, guard: Optional[GuardOptions] = None, output=None, val=None,
+                   strategy=None, report_path=None, callbacks=(), verbose="auto", **settings) -> QatReport:
     """Quantization-aware fine-tuning of a Keras model (or model file) with tfmot.
 
-    `train`/`val`: a data file, a `Dataset`, arrays `(x, y)` or a tf.data dataset.
-    `preserve` "sparsity" (PQAT), "clusters" (CQAT) or "both" (PCQAT) keeps what `prune`
-    and `cluster` made. Under a `tf.distribute.Strategy` the QAT model is built and
-    trained in its scope. Write `output` as `.h5`; `tfcompress convert` reads the learned
-    ranges from it. `callbacks` are Keras callbacks for `fit`.
+    `options`, `training`, `load` and `guard` may also be given field by field as keywords
+    (`preserve="sparsity"`, `epochs=2`, `skip_check=True`). `train`/`val`: a data file, a
+    `Dataset`, arrays `(x, y)` or a tf.data dataset. `preserve` "sparsity" (PQAT), "clusters"
+    (CQAT) or "both" (PCQAT) keeps what `prune` and `cluster` made. Under a
+    `tf.distribute.Strategy` the QAT model is built and trained in its scope. Write `output` as
+    `.h5`; `tfcompress convert` reads the learned ranges from it. `callbacks` are Keras callbacks
+    for `fit`.
     """
-    options = TrainOptions(epochs=epochs, batch_size=batch_size, learning_rate=learning_rate)
-    qat.validate_preserve(preserve)
-    for path in (output, report_path):
-        check_writable(path)
-    model, model_path = keras_io.model_and_path(model, trust_model_code=trust_model_code,
-                                                custom_objects=custom_objects)
-    keras_io.check_output_format(model, output, input_was_keras3=False, quantize_aware=True)
-    train_data, val_data = training_data(train, val, model, preprocessing, reshape_data)
-
-    verdict = None
-    if not skip_check:
-        report = check_model(model, target="mobile", calibration=train_data, source=model_path)
-        report.raise_if_blocked()
-        verdict = report.verdict
-    from_logits = not outputs_probabilities(model)
-    # CQAT trains the centroids and leaves the kernels without gradients on purpose; Keras would
-    # warn about that on every retrace.
-    with strategy_scope(strategy), _keras.quiet_tensorflow_logger("Gradients do not exist for variables"):
-        qat_model, plans = qat.apply_qat(model, preserve)
-        metrics = fine_tune(qat_model, train_data, options, from_logits=from_logits, val=val_data,
-                            callbacks=callbacks, verbose=verbose)
-    if preserve is not None:
-        qat_model = qat.as_default_scheme(qat_model, model)
-    if preserve in ("clusters", "both"):
-        qat.check_clusters_kept(model, qat_model)
-    output_format = None if output is None else keras_io.save_model(qat_model, output)
-    result = QatReport(str(model_path or model.name), str(output) if output is not None else None,
-                       tuple(plan for plan in plans if plan.action == qat.KEEP_FLOAT), metrics, verdict,
-                       {**dataclasses.asdict(options), "preserve": preserve}, output_format=output_format,
-                       keras_model=qat_model)
-    if report_path is not None:
-        write_json(result, report_path)
+    options, training, load, guard = gather(settings, (qat.QatOptions, options), (TrainOptions, training or TRAINING),
+                                            (LoadOptions, load), (GuardOptions, guard))
+    with training_run(model, train, val, output=output, report_path=report_path, load=load,
+                      quantize_aware=True) as run:
+        verdict = None
+        if not guard.skip_check:
+            report = check_model(run.model, target="mobile", calibration=run.train, source=run.model_path)
+            report.raise_if_blocked()
+            verdict = report.verdict
+        from_logits = not outputs_probabilities(run.model)
+        # CQAT trains the centroids and leaves the kernels without gradients on purpose; Keras would
+        # warn about that on every retrace.
+        with strategy_scope(strategy), _keras.quiet_tensorflow_logger("Gradients do not exist for variables"):
+            qat_model, plans = qat.apply_qat(run.model, options.preserve)
+            metrics = fine_tune(qat_model, run.train, training, from_logits=from_logits, val=run.held_out,
+                                callbacks=callbacks, verbose=verbose)
+        if options.preserve is not None:
+            qat_model = qat.as_default_scheme(qat_model, run.model)
+        if options.preserve in ("clusters", "both"):
+            qat.check_clusters_kept(run.model, qat_model)
+        output_format = run.outputs.keras(qat_model, output)
+        result = QatReport(str(run.model_path or run.model.name), str(output) if output is not None else None,
+                           tuple(plan for plan in plans if plan.action == qat.KEEP_FLOAT), metrics, verdict,
+                           {**dataclasses.asdict(training), "preserve": options.preserve},
+                           output_format=output_format, keras_model=qat_model)
+        run.outputs.report(report_path, result)
     return result
 
 

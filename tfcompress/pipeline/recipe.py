@@ -22,34 +22,31 @@ import yaml
 
 from tfcompress._io import limits
 from tfcompress.errors import RecipeError
-from tfcompress.export.tflite import CALIBRATION_METHODS, IO_TYPES, PRECISIONS
+from tfcompress.export.tflite import ConvertOptions
+from tfcompress.options import GuardOptions, MicroOptions, TrainOptions, recipe_schema
+from tfcompress.runtime.benchmark import BenchmarkOptions
+from tfcompress.transforms.cluster import ClusterOptions
+from tfcompress.transforms.distill import DistillOptions
+from tfcompress.transforms.lowrank import LowRankOptions
+from tfcompress.transforms.prune import PruneOptions
+from tfcompress.transforms.qat import QatOptions
 
 __all__ = ["Recipe", "Step", "load_recipe", "parse_recipe", "builtin_recipes", "folder_data", "STEP_KINDS",
            "BUDGETS", "DATA_ROLES", "TRANSFORMS", "EXPORTS", "DATA_DEFAULTS_FILE"]
 
 DATA_ROLES = ("train", "val", "calibration", "eval")
-_TRAINING = {"epochs": int, "batch_size": int, "learning_rate": float}
-# step → (options and their types, allowed values or [item type], data roles it reads)
+_TRAINING_ROLES = ("train", "val")
+_GATE = ("skip_check",)
+# step → (options and what a recipe may write there, data roles it reads): from the options' declarations
 _STEPS = {
-    "prune": ({**_TRAINING, "target_sparsity": float, "initial_sparsity": float,
-               "schedule": ("polynomial", "constant"), "begin_step": int, "end_step": int, "frequency": int,
-               "structured": str, "layers": str, "skip_first": bool, "skip_last": bool, "layer_sparsity": dict},
-              ("train", "val")),
-    "cluster": ({**_TRAINING, "clusters": int, "init": ("kmeans++", "linear", "density", "random"),
-                 "per_channel": bool, "preserve_sparsity": bool, "layers": str, "layer_clusters": dict},
-                ("train", "val")),
-    "qat": ({**_TRAINING, "preserve": ("sparsity", "clusters", "both"), "skip_check": bool}, ("train", "val")),
-    "distill": ({**_TRAINING, "student": str, "width_multiplier": float, "temperature": float, "alpha": float,
-                 "seed": int}, ("train", "val")),
-    "lowrank": ({**_TRAINING, "energy": float, "rank_ratio": float, "layers": str}, ("train", "eval")),
-    "convert": ({"precision": PRECISIONS, "io_type": IO_TYPES,
-                 "per_tensor_dense": bool, "calibration_samples": int, "allow_float_ops": bool,
-                 "skip_check": bool, "keep_float": [str], "calibration_method": CALIBRATION_METHODS,
-                 "percentile": float, "input_range": [float]}, ("calibration", "eval")),
-    "micro": ({"name": str, "arena_margin": float, "per_channel_dense": bool, "target": str,
-               "compress": ("lut",), "skip_check": bool}, ("calibration", "eval")),
-    "benchmark": ({"threads": int, "warmup": int, "runs": int, "repeat": int, "xnnpack": bool, "micro": bool},
-                  ("eval",)),
+    "prune": (recipe_schema(TrainOptions, PruneOptions), _TRAINING_ROLES),
+    "cluster": (recipe_schema(TrainOptions, ClusterOptions), _TRAINING_ROLES),
+    "qat": ({**recipe_schema(TrainOptions, QatOptions), **recipe_schema(GuardOptions, only=_GATE)}, _TRAINING_ROLES),
+    "distill": ({**recipe_schema(TrainOptions, DistillOptions), "student": str}, _TRAINING_ROLES),
+    "lowrank": (recipe_schema(TrainOptions, LowRankOptions), ("train", "eval")),
+    "convert": (recipe_schema(ConvertOptions, GuardOptions), ("calibration", "eval")),
+    "micro": ({**recipe_schema(MicroOptions), **recipe_schema(GuardOptions, only=_GATE)}, ("calibration", "eval")),
+    "benchmark": (recipe_schema(BenchmarkOptions), ("eval",)),
 }
 STEP_KINDS = tuple(_STEPS)
 TRANSFORMS = ("prune", "cluster", "qat", "distill", "lowrank")

@@ -14,9 +14,9 @@ from typing import Optional
 
 from tfcompress import progress
 from tfcompress.pipeline import recipe as recipes
-from tfcompress.data import Preprocessing
 from tfcompress.errors import DataError, ModelLoadError, TfcompressError
-from tfcompress._io.files import atomic_folder, check_not_inputs, write_atomic, write_json_atomic
+from tfcompress._io.files import atomic_folder, check_not_inputs, path_size, write_atomic, write_json_atomic
+from tfcompress.options import LoadOptions, gather
 from tfcompress.report import library_versions
 from tfcompress.runtime.weight_coding import code_weights
 from tfcompress.report_schema import schema_version
@@ -57,15 +57,17 @@ class RunReport:
                 "versions": library_versions()}
 
 
-def run_recipe(recipe, model, output_dir, *, train=None, val=None, calibration=None, eval_data=None,
-               preprocessing: Preprocessing = Preprocessing(), reshape_data: bool = False,
-               trust_model_code: bool = False, custom_objects: Optional[dict] = None) -> RunReport:
+def run_recipe(recipe, model, output_dir, *, load: Optional[LoadOptions] = None, train=None, val=None,
+               calibration=None, eval_data=None, **settings) -> RunReport:
     """Runs `recipe` (a `Recipe`, a YAML path or a built-in name) on the model file `model`.
+
+    `load` may also be given field by field as keywords (`trust_model_code=True`).
 
     Data for each step: the step's own entry, else the argument here, else the recipe's
     `data:`, else `tfcompress-data.yaml` beside the model. Writes `report.json` and
     `report.md` into `output_dir`; `RunReport.passed` says whether every budget held.
     """
+    (load,) = gather(settings, (LoadOptions, load))
     recipe = recipe if isinstance(recipe, recipes.Recipe) else recipes.load_recipe(recipe)
     model = Path(model)
     if not model.exists():
@@ -74,16 +76,14 @@ def run_recipe(recipe, model, output_dir, *, train=None, val=None, calibration=N
     defaults = {**recipes.folder_data(model), **recipe.data, **{k: v for k, v in given.items() if v is not None}}
     _check_data(recipe, defaults)
     check_not_inputs(output_dir, (model, *defaults.values()), folder=True)
-    common = {"preprocessing": preprocessing, "reshape_data": reshape_data,
-              "trust_model_code": trust_model_code, "custom_objects": custom_objects}
     with atomic_folder(output_dir) as staging:
-        report = _run_steps(recipe, model, staging, defaults, common)
+        report = _run_steps(recipe, model, staging, defaults, load)
         write_json_atomic(staging / "report.json", report.to_dict())
         write_atomic(staging / "report.md", (format_run_report(report) + "\n").encode())
     return report
 
 
-def _run_steps(recipe, model, output_dir, defaults, common) -> RunReport:
+def _run_steps(recipe, model, output_dir, defaults, load: LoadOptions) -> RunReport:
     """Every step into `output_dir` (the staging folder), then the budgets judged."""
     current, last_tflite, exported, measured, steps = model, None, None, {}, []
     for index, step in enumerate(recipe.steps):
@@ -91,7 +91,7 @@ def _run_steps(recipe, model, output_dir, defaults, common) -> RunReport:
         progress.stage(step.label(index))
         started = time.perf_counter()
         try:
-            output, report = _STEP_RUNNERS[step.kind](step, index, current, last_tflite, output_dir, data, common)
+            output, report = _STEP_RUNNERS[step.kind](step, index, current, last_tflite, output_dir, data, load)
         except TfcompressError as error:
             raise type(error)(f"{step.label(index)}: {error}") from error
         if step.kind in recipes.TRANSFORMS:
@@ -103,7 +103,7 @@ def _run_steps(recipe, model, output_dir, defaults, common) -> RunReport:
                       "seconds": round(time.perf_counter() - started, 3),
                       "report": _relative_paths(report.to_dict(), output_dir)})
 
-    original_accuracy = _original_accuracy(model, current, exported, defaults.get("eval"), common)
+    original_accuracy = _original_accuracy(model, current, exported, defaults.get("eval"), load)
     result = _final_result(model, exported, last_tflite, output_dir, original_accuracy, measured)
     budgets = tuple(BudgetResult(name, float(limit), _budget_value(name, result, measured))
                     for name, limit in recipe.budgets.items())
@@ -131,63 +131,42 @@ def _check_data(recipe, defaults) -> None:
                         "eval: in the recipe's data.")
 
 
-def _run_transform(step, index, current, last_tflite, output_dir, data, common):
-    from tfcompress.jobs import cluster as cluster_job
-    from tfcompress.jobs import distill as distill_job
-    from tfcompress.jobs import lowrank as lowrank_job
-    from tfcompress.jobs import prune as prune_job
-    from tfcompress.jobs import qat as qat_job
-    from tfcompress.transforms.cluster import ClusterOptions
-    from tfcompress.transforms.distill import DistillOptions
-    from tfcompress.transforms.lowrank import LowRankOptions
-    from tfcompress.transforms.prune import PruneOptions
+def _run_transform(step, index, current, last_tflite, output_dir, data, load):
+    from tfcompress.jobs.cluster import cluster
+    from tfcompress.jobs.distill import distill
+    from tfcompress.jobs.lowrank import lowrank
+    from tfcompress.jobs.prune import prune
+    from tfcompress.jobs.qat import quantize_aware
 
     output = output_dir / f"{index + 1:02d}-{step.kind}.h5"
-    options = dict(step.options)
-    training = {key: options.pop(key) for key in ("epochs", "batch_size", "learning_rate") if key in options}
-    shared = {"output": output, **training, **common}
-    if step.kind == "prune":
-        report = prune_job.prune(current, data["train"], val=data["val"], options=PruneOptions(**options), **shared)
-    elif step.kind == "cluster":
-        report = cluster_job.cluster(current, data["train"], val=data["val"], options=ClusterOptions(**options),
-                                     **shared)
-    elif step.kind == "qat":
-        report = qat_job.quantize_aware(current, data["train"], val=data["val"], **options, **shared)
-    elif step.kind == "distill":
-        kd = DistillOptions(**{k: options.pop(k) for k in ("temperature", "alpha") if k in options})
-        report = distill_job.distill(current, data["train"], val=data["val"], options=kd, **options, **shared)
-    else:
-        report = lowrank_job.lowrank(current, options=LowRankOptions(**options), train=data["train"],
-                                     eval_data=data["eval"], **shared)
-    return output, report
+    shared = {"output": output, "load": load, **step.options}
+    if step.kind == "lowrank":
+        return output, lowrank(current, train=data["train"], eval_data=data["eval"], **shared)
+    train = {"prune": prune, "cluster": cluster, "qat": quantize_aware, "distill": distill}[step.kind]
+    return output, train(current, data["train"], val=data["val"], **shared)
 
 
-def _run_convert(step, index, current, last_tflite, output_dir, data, common):
-    from tfcompress.jobs import convert as convert_job
+def _run_convert(step, index, current, last_tflite, output_dir, data, load):
+    from tfcompress.jobs.convert import convert
 
     output = output_dir / "model.tflite"
-    report = convert_job.convert(current, output=output, calibration=data["calibration"], eval_data=data["eval"],
-                                 **step.options, **common)
-    return output, report
+    return output, convert(current, output=output, calibration=data["calibration"], eval_data=data["eval"],
+                           load=load, **step.options)
 
 
-def _run_micro(step, index, current, last_tflite, output_dir, data, common):
-    from tfcompress.jobs import micro as micro_job
+def _run_micro(step, index, current, last_tflite, output_dir, data, load):
+    from tfcompress.jobs.micro import to_micro
 
     output = output_dir / "micro"
-    report = micro_job.to_micro(current, output, calibration=data["calibration"], eval_data=data["eval"],
-                                **step.options, **common)
-    return output, report
+    return output, to_micro(current, output, calibration=data["calibration"], eval_data=data["eval"], load=load,
+                            **step.options)
 
 
-def _run_benchmark(step, index, current, last_tflite, output_dir, data, common):
-    from tfcompress.jobs import benchmark as benchmark_job
+def _run_benchmark(step, index, current, last_tflite, output_dir, data, load):
+    from tfcompress.jobs.benchmark import benchmark
 
     output = output_dir / "benchmark.json"
-    report = benchmark_job.benchmark([last_tflite], eval_data=data["eval"], json_path=output,
-                                     preprocessing=common["preprocessing"], reshape_data=common["reshape_data"],
-                                     **step.options)
-    return output, report
+    return output, benchmark([last_tflite], eval_data=data["eval"], json_path=output, load=load, **step.options)
 
 
 _STEP_RUNNERS = {**{kind: _run_transform for kind in recipes.TRANSFORMS},
@@ -209,25 +188,24 @@ def _measurements(kind, report) -> dict:
     return {}
 
 
-def _original_accuracy(model, current, exported, eval_data, common) -> Optional[float]:
+def _original_accuracy(model, current, exported, eval_data, load: LoadOptions) -> Optional[float]:
     """The input model's accuracy: the export measured it when no transform came first."""
     if exported is None or eval_data is None:
         return None
     if current == model:
         return (exported.to_dict()["reference"] or {}).get("accuracy")
-    from tfcompress import keras_io
+    from tfcompress.jobs._common import load_model
     from tfcompress.transforms.training import keras_accuracy, labelled_data
 
-    original = keras_io.load_model(model, trust_model_code=common["trust_model_code"],
-                                   custom_objects=common["custom_objects"])
-    labelled = labelled_data(eval_data, original, common["preprocessing"], common["reshape_data"], "eval")
+    original, _ = load_model(model, load)
+    labelled = labelled_data(eval_data, original, load.preprocessing, load.reshape_data, "eval")
     return keras_accuracy(original, labelled)
 
 
 def _final_result(model, exported, last_tflite, output_dir, original_accuracy, measured) -> dict:
     """The report contract's keys, for the last exported model against the input model."""
     result = {"model": str(model), "output": None, "precision": None, "size_bytes": None, "gzip_bytes": None,
-              "reference": {"path": str(model), "size_bytes": _size(model), "accuracy": original_accuracy},
+              "reference": {"path": str(model), "size_bytes": path_size(model), "accuracy": original_accuracy},
               "accuracy": None, "accuracy_drop": None, "fidelity": None,
               "latency_us": None, "ops": {}, "float_ops": [], "arena_bytes": measured.get("arena_bytes"),
               "warnings": []}
@@ -250,10 +228,6 @@ def _final_result(model, exported, last_tflite, output_dir, original_accuracy, m
 def _budget_value(name, result, measured) -> Optional[float]:
     return {"max_accuracy_drop": result["accuracy_drop"], "max_size_bytes": result["size_bytes"],
             "max_arena_bytes": measured.get("arena_bytes"), "max_latency_us": (measured.get("latency_us") or {}).get("p50")}[name]
-
-
-def _size(path: Path) -> int:
-    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path.is_dir() else path.stat().st_size
 
 
 def _relative(path, root: Path) -> Optional[str]:

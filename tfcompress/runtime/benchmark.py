@@ -13,6 +13,7 @@ from typing import Optional
 import numpy as np
 
 from tfcompress.errors import OptionError, TfcompressError
+from tfcompress.options import option
 from tfcompress.runtime import metrics
 from tfcompress.runtime.inspect import gzip_size, inspect_tflite, is_full_integer, precision_of
 from tfcompress.runtime.interpreter import make_interpreter, predict, quantize
@@ -25,12 +26,14 @@ _MICRO_SAMPLES = 50
 
 @dataclasses.dataclass(frozen=True)
 class BenchmarkOptions:
-    threads: int = 1
-    warmup: int = 20
-    runs: int = 200
-    repeat: int = 1
-    xnnpack: bool = True
-    micro: bool = False
+    """How latency is measured: LiteRT threads, warm-up, timed runs and repeats, TFLite Micro too."""
+
+    threads: int = option(1, "Interpreter threads.", lower_bound=1)
+    warmup: int = option(20, "Untimed invokes first.", lower_bound=0)
+    runs: int = option(200, "Timed invokes.", lower_bound=1)
+    repeat: int = option(1, "Repeat the whole measurement; report medians.", lower_bound=1)
+    xnnpack: bool = option(True, "Use LiteRT's default XNNPACK delegate.")
+    micro: bool = option(False, "Also run integer models in TFLite Micro: arena, agreement, latency.")
 
     def __post_init__(self):
         for name, minimum in (("threads", 1), ("warmup", 0), ("runs", 1), ("repeat", 1)):

@@ -15,6 +15,7 @@ import numpy as np
 
 from tfcompress import _keras
 from tfcompress.errors import OptionError
+from tfcompress.options import option
 from tfcompress.transforms.graph import check_layer_pattern
 
 __all__ = ["ClusterOptions", "clusterable_layer_names", "apply_clustering", "strip_clustering", "cluster_counts",
@@ -32,12 +33,12 @@ class ClusterOptions:
     keeps pruned zeros at zero; `layer_clusters` maps layer names to their own count.
     """
 
-    clusters: int = 16
-    init: str = "kmeans++"
-    per_channel: bool = False
-    preserve_sparsity: bool = False
-    layers: Optional[str] = None
-    layer_clusters: dict = dataclasses.field(default_factory=dict)
+    clusters: int = option(16, "Shared values per kernel (per channel with --per_channel).")
+    init: str = option("kmeans++", "How the centroids start.", choices=INITS)
+    per_channel: bool = option(False, "Cluster each Conv2D output channel separately (matches int8).")
+    preserve_sparsity: bool = option(False, "Keep pruned zeros at zero (after tfcompress prune).")
+    layers: Optional[str] = option(None, "Cluster only layers whose name matches this regex.")
+    layer_clusters: dict[str, float] = option({}, "Per-layer counts, over --clusters.")
 
     def __post_init__(self):
         for name, value in {"clusters": self.clusters,

@@ -8,11 +8,13 @@ with its usual progress bar and no teacher forward pass per step.
 
 import contextlib
 import dataclasses
+from typing import Optional
 
 import numpy as np
 
 from tfcompress import _keras
 from tfcompress.errors import ModelMismatchError, OptionError
+from tfcompress.options import option
 from tfcompress.transforms.graph import final_layer, output_units_layer
 
 __all__ = ["DistillOptions", "exposed_logits", "packed_targets", "distillation_loss", "label_accuracy",
@@ -21,8 +23,12 @@ __all__ = ["DistillOptions", "exposed_logits", "packed_targets", "distillation_l
 
 @dataclasses.dataclass(frozen=True)
 class DistillOptions:
-    temperature: float = 4.0
-    alpha: float = 0.9          # weight of the soft (teacher) term; 0 trains on labels only
+    """The student and the loss: the teacher's softened outputs weighted against the labels."""
+
+    temperature: float = option(4.0, "Softens both models' outputs.")
+    alpha: float = option(0.9, "Weight of the teacher term (1 - alpha: the labels).")
+    width_multiplier: Optional[float] = option(
+        None, "Or: the teacher's architecture with this fraction of its units/filters, trained from scratch.")
 
     def __post_init__(self):
         if not self.temperature > 0:

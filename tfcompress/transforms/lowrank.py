@@ -17,6 +17,7 @@ import numpy as np
 
 from tfcompress import _keras
 from tfcompress.errors import OptionError
+from tfcompress.options import option
 from tfcompress.transforms.graph import check_layer_pattern, copy_model, output_units_layer, rebuild
 
 __all__ = ["LowRankOptions", "Factorization", "factorize"]
@@ -26,9 +27,11 @@ __all__ = ["LowRankOptions", "Factorization", "factorize"]
 class LowRankOptions:
     """Keep the fewest singular values holding `energy` of the squared sum, or a fixed `rank_ratio`."""
 
-    energy: Optional[float] = None
-    rank_ratio: Optional[float] = None
-    layers: Optional[str] = None       # regex over layer names; None: every Dense and Conv2D
+    energy: Optional[float] = option(
+        None, "Keep the fewest singular values holding this fraction of the squared sum.")
+    rank_ratio: Optional[float] = option(None, "Or: keep this fraction of each layer's rank.")
+    layers: Optional[str] = option(None, "Factor only layers whose name matches this regex (default: every "
+                                   "Dense and Conv2D).")
 
     def __post_init__(self):
         if (self.energy is None) == (self.rank_ratio is None):

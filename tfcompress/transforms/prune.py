@@ -14,6 +14,7 @@ import numpy as np
 
 from tfcompress import _keras
 from tfcompress.errors import OptionError
+from tfcompress.options import option
 from tfcompress.transforms.graph import check_layer_pattern
 
 __all__ = ["PruneOptions", "prunable_layer_names", "apply_pruning", "strip_pruning", "layer_sparsity",
@@ -31,17 +32,17 @@ class PruneOptions:
     `layer_sparsity` maps layer names to their own target.
     """
 
-    target_sparsity: float = 0.8
-    initial_sparsity: float = 0.0
-    schedule: str = "polynomial"
-    begin_step: int = 0
-    end_step: Optional[int] = None
-    frequency: int = 100
-    structured: Optional[str] = None
-    layers: Optional[str] = None
-    skip_first: bool = False
-    skip_last: bool = False
-    layer_sparsity: dict = dataclasses.field(default_factory=dict)
+    target_sparsity: float = option(0.8, "Fraction of weights set to zero.")
+    initial_sparsity: float = option(0.0, "Where the polynomial schedule starts.")
+    schedule: str = option("polynomial", "Sparsity schedule.", choices=SCHEDULES)
+    begin_step: int = option(0, "First pruning step.")
+    end_step: Optional[int] = option(None, "Last pruning step (default: end of training).")
+    frequency: int = option(100, "Steps between pruning updates.")
+    structured: Optional[str] = option(None, "N:M structured sparsity, e.g. 2:4.")
+    layers: Optional[str] = option(None, "Prune only layers whose name matches this regex.")
+    skip_first: bool = option(False, "Leave the first prunable layer dense.")
+    skip_last: bool = option(False, "Leave the last prunable layer dense.")
+    layer_sparsity: dict[str, float] = option({}, "Per-layer targets, over --target_sparsity.")
 
     def __post_init__(self):
         for name, value in {"target_sparsity": self.target_sparsity, "initial_sparsity": self.initial_sparsity,

@@ -10,15 +10,17 @@ step made: pruned zeros (PQAT), shared cluster values (CQAT), or both (PCQAT).
 """
 
 import dataclasses
+from typing import Optional
 
 import numpy as np
 
 from tfcompress import _keras
 from tfcompress.errors import OptionError, PreflightError
+from tfcompress.options import option
 from tfcompress.transforms.cluster import kernel_of
 from tfcompress.transforms.graph import flatten_nested, is_graph_model
 
-__all__ = ["LayerPlan", "plan_qat", "apply_qat", "as_default_scheme", "check_clusters_kept", "validate_preserve",
+__all__ = ["LayerPlan", "plan_qat", "apply_qat", "as_default_scheme", "check_clusters_kept", "QatOptions",
            "is_quantize_aware", "PRESERVE", "QUANTIZE", "FOLD", "KEEP_FLOAT", "FLATTEN", "REFUSE"]
 
 QUANTIZE = "quantize"
@@ -81,7 +83,7 @@ def apply_qat(model, preserve=None):
     `preserve` "sparsity", "clusters" or "both" picks tfmot's collaborative scheme, so
     fine-tuning keeps the zeros of a pruned model and the shared values of a clustered one.
     """
-    validate_preserve(preserve)
+    QatOptions(preserve=preserve)   # validates it
     plans = plan_qat(model)
     if is_quantize_aware(model):
         raise OptionError(f"Model '{model.name}' is already quantization-aware; fine-tune it as it is, "
@@ -180,9 +182,16 @@ def _distinct_kernel_values(model) -> dict:
     return counts
 
 
-def validate_preserve(preserve) -> None:
-    if preserve not in PRESERVE:
-        raise OptionError(f"preserve must be one of sparsity, clusters, both (or None). Received: preserve={preserve!r}")
+@dataclasses.dataclass(frozen=True)
+class QatOptions:
+    preserve: Optional[str] = option(
+        None, "Keep what prune/cluster made: sparsity (PQAT), clusters (CQAT), both (PCQAT).",
+        choices=PRESERVE[1:])
+
+    def __post_init__(self):
+        if self.preserve not in PRESERVE:
+            raise OptionError("preserve must be one of sparsity, clusters, both (or None). "
+                              f"Received: preserve={self.preserve!r}")
 
 
 def is_quantize_aware(model) -> bool:

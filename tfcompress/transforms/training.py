@@ -5,34 +5,18 @@ is a one-line error instead of a shape error deep inside `fit`.
 """
 
 import contextlib
-import dataclasses
 from typing import Optional
 
 import numpy as np
 
 from tfcompress import _keras
 from tfcompress.data import Dataset, as_dataset, fit_to_input
-from tfcompress.errors import DataError, OptionError
+from tfcompress.errors import DataError
+from tfcompress.options import TrainOptions
 from tfcompress.runtime.metrics import accuracy
 
-__all__ = ["TrainOptions", "check_labels", "fine_tune", "outputs_probabilities", "training_data", "labelled_data",
+__all__ = ["check_labels", "fine_tune", "outputs_probabilities", "training_data", "labelled_data",
            "keras_accuracy", "strategy_scope"]
-
-
-@dataclasses.dataclass(frozen=True)
-class TrainOptions:
-    epochs: int = 1
-    batch_size: int = 32
-    learning_rate: float = 1e-4
-    seed: int = 0
-
-    def __post_init__(self):
-        if self.epochs < 1:
-            raise OptionError(f"epochs must be at least 1. Received: epochs={self.epochs}")
-        if self.batch_size < 1:
-            raise OptionError(f"batch_size must be at least 1. Received: batch_size={self.batch_size}")
-        if not self.learning_rate > 0:
-            raise OptionError(f"learning_rate must be positive. Received: learning_rate={self.learning_rate}")
 
 
 def check_labels(model, data: Dataset, role: str = "training") -> None:

@@ -1,0 +1,112 @@
+"""What every job does around its own work, written once.
+
+    with job_outputs(output, report_path, inputs=(model, data)) as outputs:
+        model, model_path = load_model(model, load)
+        ...                                  # the slow work; nothing written yet
+        outputs.keras(result_model, output)  # or .bytes(path, data), .file(path, write)
+        outputs.report(report_path, result)  # the JSON report, last
+
+The outputs are checked before the work starts (writable, not an input); each is written
+atomically once the work is done; and if the job fails after some of them were written, the
+ones that did not exist before are removed again, so a failed job leaves nothing behind.
+"""
+
+import contextlib
+import dataclasses
+from pathlib import Path
+from typing import Optional
+
+from tfcompress import keras_io, progress
+from tfcompress._io.files import check_writable, json_bytes, write_atomic
+from tfcompress.options import LoadOptions
+
+__all__ = ["job_outputs", "load_model", "Outputs", "TrainingRun", "training_run"]
+
+
+class Outputs:
+    """The files a running job writes; see the module docstring."""
+
+    def __init__(self):
+        self.created = []
+
+    def bytes(self, path, data: bytes) -> None:
+        if path is not None:
+            self._note(path)
+            write_atomic(path, data)
+
+    def keras(self, model, path, *, input_was_keras3: bool = False) -> Optional[str]:
+        """Saves a Keras model (see keras_io.save_model); returns the format written, None without a path."""
+        if path is None:
+            return None
+        self._note(path)
+        return keras_io.save_model(model, path, input_was_keras3=input_was_keras3)
+
+    def file(self, path, write) -> None:
+        """A file another module writes atomically: `write(path)` (a plot, a Markdown table)."""
+        if path is not None:
+            self._note(path)
+            write(path)
+
+    def report(self, path, result) -> None:
+        if path is not None:
+            self._note(path)
+            write_atomic(path, json_bytes(result.to_dict()))
+
+    def _note(self, path) -> None:
+        if not Path(path).exists():
+            self.created.append(Path(path))
+
+
+@contextlib.contextmanager
+def job_outputs(*paths, inputs=()):
+    """Checks `paths` (None: not asked for) before the work; yields the `Outputs` the job writes with."""
+    for path in paths:
+        check_writable(path, inputs=inputs)
+    outputs = Outputs()
+    try:
+        yield outputs
+    except BaseException:
+        for path in outputs.created:
+            with contextlib.suppress(OSError):
+                path.unlink()
+        raise
+
+
+def load_model(model, load: LoadOptions) -> tuple:
+    """(tf_keras model, its file or None): a job takes a model or a model file."""
+    progress.stage("loading the model")
+    return keras_io.model_and_path(model, trust_model_code=load.trust_model_code,
+                                   custom_objects=load.custom_object_classes())
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainingRun:
+    """What a training-time job starts from: the loaded model and its data, fitted and checked."""
+
+    model: object
+    model_path: Optional[Path]
+    input_was_keras3: bool
+    train: object               # labelled Dataset, or None when the step trains only optionally
+    held_out: object            # labelled Dataset or None
+    outputs: Outputs
+
+
+@contextlib.contextmanager
+def training_run(model, train, held_out, *, output, report_path, load: LoadOptions,
+                 held_out_role: str = "validation", quantize_aware: bool = False):
+    """The prelude every training job shares: outputs checked, model loaded (nested models flattened,
+    except for QAT, which plans them itself), the output format proven able to hold the result, the
+    data fitted to the model's input with its labels checked."""
+    from tfcompress.transforms.graph import flatten_nested
+    from tfcompress.transforms.training import labelled_data
+
+    with job_outputs(output, report_path, inputs=(model, train, held_out)) as outputs:
+        loaded, model_path = load_model(model, load)
+        loaded = loaded if quantize_aware else flatten_nested(loaded)
+        input_was_keras3 = not quantize_aware and keras_io.saved_by_keras3(model_path)
+        keras_io.check_output_format(loaded, output, input_was_keras3=input_was_keras3,
+                                     quantize_aware=quantize_aware)
+        data = {role: labelled_data(value, loaded, load.preprocessing, load.reshape_data, role)
+                for role, value in (("training", train), (held_out_role, held_out)) if value is not None}
+        yield TrainingRun(loaded, model_path, input_was_keras3, data.get("training"), data.get(held_out_role),
+                          outputs)

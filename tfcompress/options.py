@@ -1,0 +1,263 @@
+"""Every option a user sets, declared once, and what is generated from that declaration.
+
+A field's name, type and default come from its frozen dataclass; `option()` adds its help
+(and choices or a lower bound). From that one declaration come the CLI flags
+(`define_flags`, `from_flags`), the recipe schema (`recipe_schema`) and the API's keyword
+convenience (`gather`). The options of one stage live beside it (`ConvertOptions` in
+export/tflite.py, `PruneOptions` in transforms/prune.py, ...); the ones no stage owns live here.
+"""
+
+import dataclasses
+import typing
+from typing import Optional
+
+from tfcompress.errors import OptionError
+
+__all__ = ["option", "settable_fields", "define_flags", "from_flags", "recipe_schema", "gather", "parse_name_values",
+           "LoadOptions", "TrainOptions", "GuardOptions", "MicroOptions", "CheckOptions",
+           "AnalyzeOptions", "AutoOptions", "CHECK_TARGETS", "OBJECTIVES"]
+
+
+def option(default, help, *, choices=None, lower_bound=None):
+    """A dataclass field a user may set: on the command line, in a recipe and in the API."""
+    metadata = {"help": help, "choices": tuple(choices) if choices else None, "lower_bound": lower_bound}
+    if isinstance(default, dict):
+        return dataclasses.field(default_factory=dict, metadata=metadata)
+    return dataclasses.field(default=default, metadata=metadata)
+
+
+def settable_fields(cls, only=None) -> list:
+    """(field, kind, item type) of the fields declared with `option()`, in declaration order.
+
+    kind is "scalar", "list" (a tuple: comma-separated on the command line) or "mapping" (NAME=VALUE pairs).
+    """
+    hints = typing.get_type_hints(cls)
+    chosen = []
+    for field in dataclasses.fields(cls):
+        if "help" not in field.metadata or (only is not None and field.name not in only):
+            continue
+        chosen.append((field, *_kind(hints[field.name])))
+    return chosen
+
+
+def _kind(annotation) -> tuple:
+    if typing.get_origin(annotation) is typing.Union:   # Optional[X]
+        (annotation,) = [arg for arg in typing.get_args(annotation) if arg is not type(None)]
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin is tuple:
+        return "list", args[0]
+    if origin is dict:
+        return "mapping", args[1]
+    return "scalar", annotation
+
+
+def define_flags(flag_values, cls, *, defaults=None, only=None, module_name=None) -> dict:
+    """absl flags for `cls`'s options (defaults from `defaults`, an instance, when a command has its own);
+    `module_name` is the heading `--help` lists them under."""
+    from absl import flags
+
+    holders = {}
+    for field, kind, item in settable_fields(cls, only):
+        default = getattr(defaults, field.name) if defaults is not None else _default(field)
+        help_text, choices = field.metadata["help"], field.metadata["choices"]
+        common = {"flag_values": flag_values, "module_name": module_name}
+        if kind == "list":
+            holders[field.name] = flags.DEFINE_list(
+                field.name, list(map(str, default)) if default is not None else None, help_text, **common)
+        elif kind == "mapping":
+            holders[field.name] = flags.DEFINE_string(
+                field.name, _name_values_text(default), help_text + " (NAME=VALUE,NAME=VALUE)", **common)
+        elif choices:
+            holders[field.name] = flags.DEFINE_enum(field.name, default, choices, help_text, **common)
+        elif item is bool:
+            holders[field.name] = flags.DEFINE_boolean(field.name, default, help_text, **common)
+        else:
+            define = {int: flags.DEFINE_integer, float: flags.DEFINE_float, str: flags.DEFINE_string}[item]
+            bound = {} if field.metadata["lower_bound"] is None else {"lower_bound": field.metadata["lower_bound"]}
+            holders[field.name] = define(field.name, default, help_text, **bound, **common)
+    return holders
+
+
+def from_flags(cls, values: dict, *, only=None, **extra):
+    """The options object the parsed flag values describe (with `extra` fields set by the command)."""
+    from absl import flags
+
+    settings = {}
+    for field, kind, item in settable_fields(cls, only):
+        value = values[field.name]
+        try:
+            if kind == "list" and value is not None:
+                value = tuple(item(text) for text in value)
+            elif kind == "mapping":
+                value = parse_name_values(value or "", field.name)
+        except ValueError as error:
+            raise flags.Error(f"--{field.name}: {error}") from None
+        settings[field.name] = value
+    return cls(**settings, **extra)
+
+
+def recipe_schema(*classes, only=None) -> dict:
+    """option name → what a recipe may write there: a type, a tuple of choices, [item type] or dict."""
+    schema = {}
+    for cls in classes:
+        for field, kind, item in settable_fields(cls, only):
+            if kind == "list":
+                schema[field.name] = [item]
+            elif kind == "mapping":
+                schema[field.name] = dict
+            else:
+                schema[field.name] = field.metadata["choices"] or item
+    return schema
+
+
+def gather(settings: dict, *given) -> list:
+    """The options objects of an API call: each (class, instance or None) in `given`, updated with the
+    keyword arguments that name its fields. A keyword no class declares is an error."""
+    remaining = dict(settings)
+    result = []
+    for cls, instance in given:
+        names = {field.name for field in dataclasses.fields(cls)}
+        mine = {name: _as_declared(cls, name, remaining.pop(name)) for name in list(remaining) if name in names}
+        if instance is None:
+            result.append(cls(**mine))
+        else:
+            result.append(dataclasses.replace(instance, **mine) if mine else instance)
+    if remaining:
+        raise TypeError(f"unexpected keyword argument(s): {', '.join(sorted(remaining))}")
+    return result
+
+
+def _as_declared(cls, name, value):
+    """A list given where the option is a tuple becomes the tuple (options are frozen, hashable values)."""
+    kind = _kind(typing.get_type_hints(cls)[name])[0]
+    return tuple(value) if kind == "list" and value is not None else value
+
+
+def _default(field):
+    return field.default_factory() if field.default is dataclasses.MISSING else field.default
+
+
+def parse_name_values(text: str, name: str = "option") -> dict:
+    """"dense=0.96,dense_1=0.9" → {"dense": 0.96, "dense_1": 0.9}."""
+    result = {}
+    for item in filter(None, text.split(",")):
+        key, equals, value = item.partition("=")
+        try:
+            result[key.strip()] = float(value)
+        except ValueError:
+            equals = ""
+        if not equals or not key.strip():
+            raise ValueError(f"{name} wants NAME=VALUE pairs separated by commas; received {item!r}")
+    return result
+
+
+def _name_values_text(mapping) -> Optional[str]:
+    return ",".join(f"{key}={value}" for key, value in mapping.items()) or None
+
+
+@dataclasses.dataclass(frozen=True)
+class LoadOptions:
+    """How a model and its data are read: the same for every command that reads them."""
+
+    trust_model_code: bool = option(False, "Allow Lambda layers, whose stored code runs when loading.")
+    custom_objects: Optional[str] = option(
+        None, "Python file defining the model's custom layers (from Python: also a dict name → class). "
+        "It is imported, so its code runs: needs --trust_model_code.")
+    input_scale: Optional[float] = option(None, "Multiply stored data by this (default 1/255 for uint8, else 1).")
+    input_offset: float = option(0.0, "Then add this.")
+    reshape_data: bool = option(False, "Reshape samples to the model input when only the layout differs.")
+
+    def __post_init__(self):
+        if isinstance(self.custom_objects, str) and not self.trust_model_code:
+            raise OptionError(f"--custom_objects imports and runs {self.custom_objects}; pass "
+                              "--trust_model_code as well if you trust that code.")
+
+    @property
+    def preprocessing(self):
+        from tfcompress.data import Preprocessing
+
+        return Preprocessing(self.input_scale, self.input_offset)
+
+    def custom_object_classes(self) -> Optional[dict]:
+        """The custom layer classes: imported from the file, or the dict given from Python."""
+        if not isinstance(self.custom_objects, str):
+            return self.custom_objects
+        from tfcompress.keras_io import load_custom_objects
+
+        return load_custom_objects(self.custom_objects)
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainOptions:
+    """How the training-time steps fine-tune (each step has its own defaults, see jobs/)."""
+
+    epochs: int = option(1, "Fine-tuning epochs.", lower_bound=1)
+    batch_size: int = option(32, "Batch size.", lower_bound=1)
+    learning_rate: float = option(1e-4, "Adam learning rate.")
+    seed: int = option(0, "Seed for the initial weights (a new student) and the shuffling.")
+
+    def __post_init__(self):
+        if self.epochs < 1:
+            raise OptionError(f"epochs must be at least 1. Received: epochs={self.epochs}")
+        if self.batch_size < 1:
+            raise OptionError(f"batch_size must be at least 1. Received: batch_size={self.batch_size}")
+        if not self.learning_rate > 0:
+            raise OptionError(f"learning_rate must be positive. Received: learning_rate={self.learning_rate}")
+
+
+@dataclasses.dataclass(frozen=True)
+class GuardOptions:
+    """What the pre-flight check (`tfcompress check`) may let through before the slow work."""
+
+    skip_check: bool = option(False, "Skip the pre-flight check (tfcompress check) that runs first.")
+    allow_float_ops: bool = option(False, "Accept ops the converter leaves in float in an int8 model.")
+
+
+CHECK_TARGETS = ("mobile", "micro", "mobile-fp16")
+
+
+@dataclasses.dataclass(frozen=True)
+class CheckOptions:
+    target: str = option("mobile", "Where the model will run: LiteRT int8, TFLite Micro int8, LiteRT float16.",
+                         choices=CHECK_TARGETS)
+
+    def __post_init__(self):
+        if self.target not in CHECK_TARGETS:
+            raise OptionError(f"target must be one of {', '.join(CHECK_TARGETS)}. Received: target={self.target!r}")
+
+
+@dataclasses.dataclass(frozen=True)
+class MicroOptions:
+    """The TFLite Micro package: names, arena, Dense quantization, NPU and weight compression."""
+
+    name: str = option("model", "C identifier for the array and functions.")
+    arena_margin: float = option(1.1, "Declared arena = measured x margin.", lower_bound=1.0)
+    per_channel_dense: bool = option(False, "Per-channel Dense weights (larger arena on TFLite Micro).")
+    target: Optional[str] = option(
+        None, "Also compile for an Arm Ethos-U NPU, e.g. ethos-u55-128 (needs tfcompress[ethos-u]).")
+    compress: Optional[str] = option(
+        None, "lut: store clustered weights as bit-packed indices into value tables (TFLite Micro DECODE); "
+        "smaller flash, the largest expanded tensor in RAM.", choices=("lut",))
+
+    def __post_init__(self):
+        if self.compress not in (None, "lut"):
+            raise OptionError(f"compress must be 'lut' or None. Received: compress={self.compress!r}")
+
+
+@dataclasses.dataclass(frozen=True)
+class AnalyzeOptions:
+    samples: int = option(100, "Calibration inputs the errors are averaged over.", lower_bound=1)
+    try_float: int = option(3, "With --eval: layers to try in float, most sensitive first.", lower_bound=0)
+
+
+OBJECTIVES = ("size", "latency", "arena")
+
+
+@dataclasses.dataclass(frozen=True)
+class AutoOptions:
+    max_accuracy_drop: float = option(1.0, "Budget: points below the float model.")
+    objective: str = option("size", "What to minimise within the budget.", choices=OBJECTIVES)
+
+    def __post_init__(self):
+        if self.objective not in OBJECTIVES:
+            raise OptionError(f"objective must be one of {', '.join(OBJECTIVES)}. Received: objective={self.objective!r}")
