@@ -178,14 +178,6 @@ class LoadOptions:
 
         return Preprocessing(self.input_scale, self.input_offset)
 
-    def custom_object_classes(self) -> Optional[dict]:
-        """The custom layer classes: imported from the file, or the dict given from Python."""
-        if not isinstance(self.custom_objects, str):
-            return self.custom_objects
-        from tfcompress.keras_io import load_custom_objects
-
-        return load_custom_objects(self.custom_objects)
-
 
 @dataclasses.dataclass(frozen=True)
 class TrainOptions:

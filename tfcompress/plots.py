@@ -56,15 +56,13 @@ def plot_benchmark(report, path) -> None:
 
 def plot_sensitivity(report, path) -> None:
     """Each int8 op's error in graph order: RMSE per quantization step, and SQNR."""
-    from tfcompress.jobs.analyze import ROUNDING_ONLY
-
     plt = require_matplotlib()
     labels = [f"{layer.layer} ({layer.kind})" if layer.kind else layer.layer[:40] for layer in report.layers]
     positions = range(len(labels))
     figure, (rmse_axis, sqnr_axis) = plt.subplots(1, 2, figsize=(11, 0.32 * len(labels) + 1.6), sharey=True)
     rmse = [layer.rmse_over_scale for layer in report.layers]
-    rmse_axis.barh(positions, rmse, color=["tab:red" if value > 2 * ROUNDING_ONLY else "tab:blue" for value in rmse])
-    rmse_axis.axvline(ROUNDING_ONLY, color="gray", linestyle="--", linewidth=1)
+    rmse_axis.barh(positions, rmse, color=["tab:red" if value > 2 * report.rounding_only else "tab:blue" for value in rmse])
+    rmse_axis.axvline(report.rounding_only, color="gray", linestyle="--", linewidth=1)
     rmse_axis.set_yticks(list(positions), labels, fontsize=8)
     rmse_axis.invert_yaxis()
     rmse_axis.set_xlabel("RMSE / quantization step (dashed: rounding alone; red: over twice that)")

@@ -6,6 +6,7 @@ tools and the tests read the same numbers.
 
 import dataclasses
 import os
+import re
 from pathlib import Path
 from typing import Optional
 
@@ -15,7 +16,7 @@ from tfcompress.runtime.latency import Latency
 from tfcompress.runtime.metrics import Fidelity
 
 __all__ = ["Reference", "ConversionReport", "BenchmarkReport", "library_versions", "machine_info",
-           "format_report", "format_weight_sizes", "print_report", "format_benchmark", "markdown_benchmark", "write_json"]
+           "format_report", "format_weight_sizes", "format_metrics", "table", "markdown_table", "print_report", "format_benchmark", "markdown_benchmark", "write_json"]
 
 _VERSIONED_PACKAGES = {"tfcompress": "tfcompress", "tensorflow": "tensorflow",
                        "tf_keras": "tf-keras", "ai_edge_litert": "ai-edge-litert", "tflite_micro": "tflite-micro"}
@@ -137,11 +138,37 @@ def machine_info(threads: int) -> dict:
     return {"cpu": cpu, "cores": os.cpu_count(), "threads": threads}
 
 
-def _benchmark_rows(report: BenchmarkReport) -> list:
+_NUMBER = re.compile(r"[-+]?[\d,]*\.?\d+(%| pt| B|x)?|n/a|-|–")
+
+
+def table(header, rows) -> str:
+    """The one style of printed table: columns two spaces apart, numbers right-aligned, text left-aligned."""
+    cells = [[str(cell) for cell in header]] + [[str(cell) for cell in row] for row in rows]
+    widths = [max(len(row[index]) for row in cells) for index in range(len(header))]
+    numeric = _numeric_columns(cells[1:], len(header))
+    return "\n".join("  ".join(cell.rjust(width) if right else cell.ljust(width)
+                               for cell, width, right in zip(row, widths, numeric)).rstrip() for row in cells)
+
+
+def markdown_table(header, rows) -> str:
+    """The same table in Markdown (report.md files, --markdown)."""
+    numeric = _numeric_columns([[str(cell) for cell in row] for row in rows], len(header))
+    lines = ["| " + " | ".join(map(str, header)) + " |", "|" + "|".join("---:" if right else "---" for right in numeric)
+             + "|"]
+    return "\n".join(lines + ["| " + " | ".join(map(str, row)) + " |" for row in rows])
+
+
+def _numeric_columns(rows, count) -> list:
+    """A column is numeric when every body cell is a number (or n/a, -)."""
+    return [bool(rows) and all(_NUMBER.fullmatch(row[index]) for row in rows) and
+            any(row[index] not in ("n/a", "-", "–", "") for row in rows) for index in range(count)]
+
+
+def _benchmark_rows(report: BenchmarkReport) -> tuple:
     first = report.models[0]
     header = ["model", "precision", "size (B)", "size x", "gzip (B)", "init (ms)", "p50 (us)", "p50 x",
               "p90 (us)", "p99 (us)", "accuracy", "drop (pt)", "agreement", "arena (B)"]
-    rows = [header]
+    rows = []
     for model in report.models:
         drop = report.accuracy_drop(model)
         rows.append([
@@ -152,14 +179,11 @@ def _benchmark_rows(report: BenchmarkReport) -> list:
             "n/a" if drop is None else f"{drop:+.2f}",
             _percent(model.fidelity.top1_agreement) if model.fidelity else "n/a",
             f"{model.arena_bytes:,}" if model.arena_bytes else "n/a"])
-    return rows
+    return header, rows
 
 
 def format_benchmark(report: BenchmarkReport) -> str:
-    rows = _benchmark_rows(report)
-    width = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    lines = ["  ".join(cell.rjust(width[i]) if i > 1 else cell.ljust(width[i])
-                       for i, cell in enumerate(row)) for row in rows]
+    lines = [table(*_benchmark_rows(report))]
     machine = report.machine
     lines.append(f"{machine['cpu']}, {machine['threads']} thread(s); x = ratio to the first model; "
                  "x86 latency does not predict ARM or microcontroller latency.")
@@ -174,9 +198,7 @@ def format_benchmark(report: BenchmarkReport) -> str:
 
 
 def markdown_benchmark(report: BenchmarkReport) -> str:
-    rows = _benchmark_rows(report)
-    lines = ["| " + " | ".join(rows[0]) + " |", "|" + "---|" * 2 + "---:|" * (len(rows[0]) - 2)]
-    lines += ["| " + " | ".join(row) + " |" for row in rows[1:]]
+    lines = [markdown_table(*_benchmark_rows(report))]
     machine = report.machine
     lines += ["", f"{machine['cpu']}, {machine['threads']} thread(s). Ratios (x) are to the first model."]
     return "\n".join(lines) + "\n"
@@ -185,8 +207,7 @@ def markdown_benchmark(report: BenchmarkReport) -> str:
 def format_report(report: ConversionReport) -> str:
     """A short table for people; the JSON report has everything."""
     reference, percent = report.reference, _percent
-    rows = [("", "Keras (reference)", f"TFLite {report.precision}")]
-    rows.append(("size", f"{reference.size_bytes:,} B", f"{report.size_bytes:,} B" + _ratio(report.size_bytes, report)))
+    rows = [("size", f"{reference.size_bytes:,} B", f"{report.size_bytes:,} B" + _ratio(report.size_bytes, report))]
     rows.append(("gzip size", "", f"{report.gzip_bytes:,} B" + _ratio(report.gzip_bytes, report)))
     if report.accuracy is not None:
         rows.append(("accuracy", percent(reference.accuracy),
@@ -200,9 +221,8 @@ def format_report(report: ConversionReport) -> str:
         rows.append(("max abs error", "", f"{report.fidelity.max_abs_error:.4g}"))
     if report.latency:
         rows.append(("latency p50", "", f"{report.latency.p50:,.0f} us (1 thread, this machine)"))
-    width = [max(len(row[i]) for row in rows) for i in range(3)]
-    lines = [f"{report.model} -> {report.output or '(not written)'}"]
-    lines += ["  ".join(cell.ljust(width[i]) for i, cell in enumerate(row)).rstrip() for row in rows]
+    lines = [f"{report.model} -> {report.output or '(not written)'}",
+             table(("", "Keras (reference)", f"TFLite {report.precision}"), rows)]
     lines.append("ops: " + ", ".join(f"{name} x{count}" for name, count in report.ops.items()))
     lines.append("float ops: " + (", ".join(report.float_ops) or "none"))
     lines += [f"WARNING: {warning}" for warning in report.warnings]
@@ -214,6 +234,11 @@ def _ratio(size: int, report: ConversionReport) -> str:
     if not report.float32_bytes or report.precision == "float32" and size == report.size_bytes:
         return ""
     return f" ({report.float32_bytes / size:.1f}x smaller than the float32 .tflite, {report.float32_bytes:,} B)"
+
+
+def format_metrics(metrics: dict) -> str:
+    """The line a training job ends with: the last epoch's loss and accuracy."""
+    return "last epoch: " + ", ".join(f"{name} {value:.4f}" for name, value in metrics.items())
 
 
 def format_weight_sizes(weights: dict) -> str:

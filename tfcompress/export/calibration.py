@@ -12,7 +12,7 @@ from tfcompress import _keras
 from tfcompress.errors import OptionError
 from tfcompress._io.native import captured_output
 
-__all__ = ["quantize_with_adjusted_calibration", "calibrate_only", "layer_of_tensor", "op_output_names"]
+__all__ = ["quantize_with_adjusted_calibration", "calibrate_only", "layers_of_tensor", "attribute_ops"]
 
 _PERCENTILE_SAMPLES = 100           # calibration inputs whose activations give the percentiles
 _VALUES_PER_SAMPLE = 10_000         # activation values kept per tensor and input (a seeded subsample)
@@ -36,7 +36,7 @@ def quantize_with_adjusted_calibration(converter, options, calibration, layer_na
     quantized = convert.mlir_quantize(
         bytes(flatbuffer_utils.convert_object_to_bytearray(model)), input_data_type=io_type,
         output_data_type=io_type, disable_per_channel_for_dense_layers=options.per_tensor_dense,
-        denylisted_nodes=_float_nodes(model, options.keep_float, layer_names))
+        denylisted_nodes=_float_nodes(calibrated, options.keep_float, layer_names))
     return bytes(convert.deduplicate_readonly_buffers(quantized))
 
 
@@ -46,40 +46,55 @@ def calibrate_only(converter) -> bytes:
     return bytes(converter.convert())
 
 
-def op_output_names(model) -> list:
-    """Names of the tensors the main subgraph's ops write (what the quantizer's denylist names)."""
-    subgraph = model.subgraphs[0]
-    return [subgraph.tensors[index].name.decode() for op in subgraph.operators for index in op.outputs]
+def layers_of_tensor(tensor_name: str, layer_names) -> tuple:
+    """The Keras layers a converted tensor's name mentions, first in the graph first.
+
+    A fused op names its parts last-first: "model/re_lu/Relu;model/batch_normalization/...;
+    model/conv2d/Conv2D" → ("conv2d", "batch_normalization", "re_lu").
+    """
+    found = []
+    for part in reversed(tensor_name.split(";")):
+        layer = next((component for component in part.split("/")[1:] if component in layer_names), None)
+        if layer is not None and layer not in found:
+            found.append(layer)
+    return tuple(found)
 
 
-def _op_output_layers(model, layer_names) -> list:
-    """(op output name, Keras layer) in graph order. An op whose output names no layer belongs
-    to the op before it: a Dense layer's softmax is written under the model's output name."""
-    owners, current = [], None
-    for name in op_output_names(model):
-        layer = layer_of_tensor(name, layer_names)
-        current = layer if layer in layer_names else current
-        owners.append((name, current))
-    return owners
+def attribute_ops(operators, layer_names) -> list:
+    """(layer, every layer fused into it) of each op, in graph order: what `check`, `analyze` and
+    `keep_float` all name ops by. `operators`: runtime.inspect's OperatorInfos.
+
+    An op's layer is the first, in the graph, of the layers its outputs name (the conv of a fused
+    conv+BN+ReLU). An op whose outputs name no layer belongs to the op before it (a Dense layer's
+    softmax is written under the model's output name). An unnamed QUANTIZE or DEQUANTIZE (at the
+    model's edges) belongs to no layer: (None, ()).
+    """
+    attributed, current = [], (None, ())
+    for operator in operators:
+        fused = tuple(dict.fromkeys(layer for name in operator.output_names
+                                    for layer in layers_of_tensor(name, layer_names)))
+        if fused:
+            current = (fused[0], fused)
+        attributed.append((None, ()) if not fused and operator.name in _EDGE_OPS else current)
+    return attributed
 
 
-def layer_of_tensor(tensor_name: str, layer_names) -> str:
-    """The Keras layer a converted tensor comes from ("model/conv2d_1/Relu;..." → "conv2d_1")."""
-    for part in tensor_name.split(";"):
-        for component in part.split("/")[1:]:
-            if component in layer_names:
-                return component
-    return tensor_name
+_EDGE_OPS = {"QUANTIZE", "DEQUANTIZE"}
 
 
-def _float_nodes(model, keep_float, layer_names) -> list:
+def _float_nodes(calibrated: bytes, keep_float, layer_names) -> list:
+    """The op outputs the quantizer must leave float: every op of a `keep_float` layer, fused or not."""
+    from tfcompress.runtime.inspect import inspect_tflite
+
     if not keep_float:
         return []
     unknown = sorted(set(keep_float) - set(layer_names))
     if unknown:
         raise OptionError(f"keep_float names layers the model does not have: {', '.join(unknown)}. "
                           f"Its layers: {', '.join(layer_names)}.")
-    nodes = [name for name, layer in _op_output_layers(model, layer_names) if layer in keep_float]
+    operators = inspect_tflite(calibrated).operators
+    nodes = [name for operator, (_, fused) in zip(operators, attribute_ops(operators, layer_names))
+             if set(fused) & set(keep_float) for name in operator.output_names]
     if not nodes:
         raise OptionError(f"keep_float: the layers {', '.join(keep_float)} produced no op in the converted model "
                           "(folded into a neighbour); name the layer the op is written under (tfcompress analyze).")

@@ -14,13 +14,13 @@ ones that did not exist before are removed again, so a failed job leaves nothing
 import contextlib
 import dataclasses
 from pathlib import Path
-from typing import Optional
+from typing import ClassVar, Optional
 
 from tfcompress import keras_io, progress
 from tfcompress._io.files import check_writable, json_bytes, write_atomic
 from tfcompress.options import LoadOptions
 
-__all__ = ["job_outputs", "load_model", "Outputs", "TrainingRun", "training_run"]
+__all__ = ["job_outputs", "load_model", "Outputs", "TrainingRun", "training_run", "TrainingResult"]
 
 
 class Outputs:
@@ -75,8 +75,10 @@ def job_outputs(*paths, inputs=()):
 def load_model(model, load: LoadOptions) -> tuple:
     """(tf_keras model, its file or None): a job takes a model or a model file."""
     progress.stage("loading the model")
-    return keras_io.model_and_path(model, trust_model_code=load.trust_model_code,
-                                   custom_objects=load.custom_object_classes())
+    custom_objects = load.custom_objects   # a file to import, or the dict given from Python
+    if isinstance(custom_objects, str):
+        custom_objects = keras_io.load_custom_objects(custom_objects)
+    return keras_io.model_and_path(model, trust_model_code=load.trust_model_code, custom_objects=custom_objects)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -89,6 +91,17 @@ class TrainingRun:
     train: object               # labelled Dataset, or None when the step trains only optionally
     held_out: object            # labelled Dataset or None
     outputs: Outputs
+
+    def result_fields(self, output, metrics, options, training, output_format, keras_model) -> dict:
+        """The `TrainingResult` fields of this run's result."""
+        return {"model": str(self.model_path or self.model.name), "output": None if output is None else str(output),
+                "metrics": metrics, "options": options_dict(options, training), "output_format": output_format,
+                "keras_model": keras_model}
+
+
+def options_dict(*options) -> dict:
+    """The options a training report records: every field of each options object, in order."""
+    return {key: value for each in options for key, value in dataclasses.asdict(each).items()}
 
 
 @contextlib.contextmanager
@@ -110,3 +123,28 @@ def training_run(model, train, held_out, *, output, report_path, load: LoadOptio
                 for role, value in (("training", train), (held_out_role, held_out)) if value is not None}
         yield TrainingRun(loaded, model_path, input_was_keras3, data.get("training"), data.get(held_out_role),
                           outputs)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class TrainingResult:
+    """What every training job reports; each job's result adds its own fields, reported after these."""
+
+    STEP: ClassVar[str] = ""
+    model: str
+    output: Optional[str]
+    metrics: dict           # the last epoch's loss/accuracy (and val_ ones); {} when nothing trained
+    options: dict
+    output_format: Optional[str] = None     # which Keras wrote the output, and why (see keras_io.save_model)
+    keras_model: object = dataclasses.field(default=None, repr=False, compare=False)
+
+    def to_dict(self) -> dict:
+        from tfcompress.report import library_versions
+
+        return {"model": self.model, "output": self.output, "step": self.STEP, **self.own_dict(),
+                "metrics": self.metrics, "options": self.options, "output_format": self.output_format,
+                "versions": library_versions()}
+
+    def own_dict(self) -> dict:
+        """The job's own fields, as JSON values."""
+        common = {field.name for field in dataclasses.fields(TrainingResult)}
+        return {field.name: getattr(self, field.name) for field in dataclasses.fields(self) if field.name not in common}

@@ -17,13 +17,14 @@ import numpy as np
 
 from tfcompress import _keras
 from tfcompress.data import input_data
-from tfcompress.export.calibration import calibrate_only, layer_of_tensor
+from tfcompress.export.calibration import attribute_ops, calibrate_only
 from tfcompress.export.tflite import ConvertOptions, layer_kinds, to_tflite
 from tfcompress._io.native import captured_output
 from tfcompress.jobs._common import job_outputs, load_model
 from tfcompress.options import AnalyzeOptions, LoadOptions, gather
-from tfcompress.report import library_versions
+from tfcompress.report import library_versions, table
 from tfcompress.runtime import metrics
+from tfcompress.runtime.inspect import inspect_tflite
 from tfcompress.runtime.interpreter import predict
 from tfcompress.transforms.training import labelled_data
 
@@ -49,6 +50,7 @@ class SensitivityReport:
     samples: int                # calibration inputs the errors are averaged over
     float_accuracy: Optional[float]
     int8_accuracy: Optional[float]
+    rounding_only: float = ROUNDING_ONLY    # the RMSE/step a perfect int8 layer has: plots draw it
 
     def ranked(self) -> list:
         """Most sensitive first."""
@@ -87,9 +89,9 @@ def _analyze(model, model_path, calibration, eval_data, options: AnalyzeOptions,
              calibration_samples: int) -> SensitivityReport:
     calibration = input_data(calibration, tuple(model.inputs[0].shape), load.preprocessing,
                              reshape=load.reshape_data)
-    statistics = _layer_errors(model, calibration.take(calibration_samples), calibration.take(options.samples))
     kinds = layer_kinds(model)
-    owners = {tensor: layer_of_tensor(tensor, kinds) for tensor in statistics}
+    statistics, owners = _layer_errors(model, calibration.take(calibration_samples),
+                                       calibration.take(options.samples), kinds)
     layers = [LayerSensitivity(owners[tensor], kinds.get(owners[tensor], ""), tensor,
                                float(values["rmse_over_scale"]), float(values["sqnr_db"]))
               for tensor, values in statistics.items()]
@@ -107,8 +109,9 @@ def _analyze(model, model_path, calibration, eval_data, options: AnalyzeOptions,
                              float_accuracy, int8_accuracy)
 
 
-def _layer_errors(model, calibration, samples) -> dict:
-    """int8 op output tensor name → {"rmse_over_scale", "sqnr_db"}, in op order.
+def _layer_errors(model, calibration, samples, kinds) -> tuple:
+    """(int8 op output tensor name → {"rmse_over_scale", "sqnr_db"}, in op order; that tensor name →
+    its layer, as `check` and `--keep_float` name it).
 
     The quantizer's debug mode (what TFLite's QuantizationDebugger runs) adds a NumericVerify
     op after each int8 op, fed by the op's output and its float twin's on the same quantized
@@ -124,6 +127,9 @@ def _layer_errors(model, calibration, samples) -> dict:
     converter.representative_dataset = _samples(calibration)
     with captured_output():
         debug_model = bytes(convert.mlir_quantize(calibrate_only(converter), enable_numeric_verify=True))
+    operators = inspect_tflite(debug_model).operators
+    layer_of = {name: layer for operator, (layer, _) in zip(operators, attribute_ops(operators, kinds))
+                for name in operator.output_names}
     graph = flatbuffer_utils.convert_bytearray_to_object(debug_model)
     verified = [tuple(op.inputs[:2]) for op in graph.subgraphs[0].operators
                 if graph.operatorCodes[op.opcodeIndex].customCode == b"NumericVerify"]
@@ -143,10 +149,11 @@ def _layer_errors(model, calibration, samples) -> dict:
             noise[quantized] += float(np.sum(np.square(error)))
             signal[quantized] += float(np.sum(np.square(float_values)))
             count[quantized] += error.size
-    return {details[quantized]["name"]: {
+    statistics = {details[quantized]["name"]: {
         "rmse_over_scale": math.sqrt(noise[quantized] / count[quantized]) / details[quantized]["quantization"][0],
         "sqnr_db": 10.0 * math.log10(max(signal[quantized], 1e-30) / max(noise[quantized], 1e-30))}
         for quantized, _ in verified}
+    return statistics, {name: layer_of.get(name) or name for name in statistics}
 
 
 def _samples(data):
@@ -166,9 +173,8 @@ def format_sensitivity(report: SensitivityReport) -> str:
              f"RMSE/step {ROUNDING_ONLY:.2f} is rounding alone)"]
     if report.int8_accuracy is not None:
         lines.append(f"accuracy: float {report.float_accuracy * 100:.2f}%, int8 {report.int8_accuracy * 100:.2f}%")
-    lines.append(f"{'rank':>4}  {'layer':<28} {'kind':<22} {'RMSE/step':>9} {'SQNR dB':>8}  int8 with it float")
-    for rank, layer in enumerate(report.ranked(), start=1):
-        kept = f"{layer.accuracy_kept_float * 100:.2f}%" if layer.accuracy_kept_float is not None else ""
-        lines.append(f"{rank:>4}  {layer.layer[:28]:<28} {layer.kind[:22]:<22} {layer.rmse_over_scale:>9.3f} "
-                     f"{layer.sqnr_db:>8.1f}  {kept}")
+    rows = [(rank, layer.layer, layer.kind, f"{layer.rmse_over_scale:.3f}", f"{layer.sqnr_db:.1f}",
+             f"{layer.accuracy_kept_float * 100:.2f}%" if layer.accuracy_kept_float is not None else "-")
+            for rank, layer in enumerate(report.ranked(), start=1)]
+    lines.append(table(("rank", "layer", "kind", "RMSE/step", "SQNR dB", "int8 with it float"), rows))
     return "\n".join(lines)

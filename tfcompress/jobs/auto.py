@@ -22,7 +22,7 @@ from tfcompress.jobs._common import job_outputs, load_model
 from tfcompress.jobs.analyze import analyze
 from tfcompress.jobs.convert import convert
 from tfcompress.options import AutoOptions, LoadOptions, gather
-from tfcompress.report import library_versions
+from tfcompress.report import library_versions, table
 from tfcompress.runtime import metrics
 from tfcompress.transforms.training import labelled_data
 
@@ -208,17 +208,18 @@ def _recipe_yaml(chosen: Candidate, max_accuracy_drop: float) -> str:
 
 
 def format_auto_report(report: AutoReport) -> str:
-    lines = [f"auto: {report.model}, budget {report.max_accuracy_drop} pt, objective {report.objective}",
-             f"{'candidate':<44} {'size (B)':>10} {'accuracy':>9} {'drop':>7} {'p50 (us)':>9} {'arena':>8}  "]
+    rows, failed = [], []
     for candidate in (report.float32, *report.candidates):
         if candidate.error:
-            lines.append(f"{candidate.name[:44]:<44} failed: {candidate.error[:80]}")
+            failed.append(f"{candidate.name}: failed: {candidate.error[:80]}")
             continue
         mark = "← chosen" if candidate is report.chosen else ("pareto" if candidate.pareto else "")
         over = "" if candidate.within_budget or candidate.name == "float32" else " over budget"
-        arena = f"{candidate.arena_bytes:,}" if candidate.arena_bytes else "–"
-        lines.append(f"{candidate.name[:44]:<44} {candidate.size_bytes:>10,} {candidate.accuracy * 100:>8.2f}% "
-                     f"{candidate.accuracy_drop:>+7.2f} {candidate.latency_us:>9.1f} {arena:>8}  {mark}{over}")
+        rows.append((candidate.name, f"{candidate.size_bytes:,}", f"{candidate.accuracy * 100:.2f}%",
+                     f"{candidate.accuracy_drop:+.2f}", f"{candidate.latency_us:.1f}",
+                     f"{candidate.arena_bytes:,}" if candidate.arena_bytes else "–", mark + over))
+    lines = [f"auto: {report.model}, budget {report.max_accuracy_drop} pt, objective {report.objective}",
+             table(("candidate", "size (B)", "accuracy", "drop", "p50 (us)", "arena", ""), rows), *failed]
     if report.chosen is None:
         closest = sorted((c for c in report.candidates if c.accuracy_drop is not None), key=lambda c: c.accuracy_drop)
         lines.append("no candidate within the budget; closest: " +

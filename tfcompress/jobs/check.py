@@ -20,8 +20,9 @@ from tfcompress.data import Dataset, fit_to_input, load_data
 from tfcompress.errors import ConversionError, PreflightError
 from tfcompress.jobs._common import job_outputs, load_model
 from tfcompress.options import CheckOptions, LoadOptions, gather
+from tfcompress.export.calibration import attribute_ops
 from tfcompress.export.tflite import ConvertOptions, input_shapes, to_tflite
-from tfcompress.report import library_versions
+from tfcompress.report import library_versions, table
 from tfcompress.report_schema import schema_version
 from tfcompress.runtime.inspect import inspect_tflite
 from tfcompress.runtime.micro_ops import micro_op_names
@@ -38,7 +39,6 @@ NOT_DEPLOYABLE = "not deployable"
 
 _CHECK_SAMPLES = 16
 _MODEL_ROW = "(model)"
-_EDGE_OPS = {"QUANTIZE", "DEQUANTIZE"}
 _MICRO_FIXES = {
     "GELU": "use activation='relu' or 'hard_swish' instead of gelu",
     "TILE": "avoid tf.tile / RepeatVector; broadcast with a multiply instead",
@@ -272,16 +272,10 @@ def _ops_by_layer(model_bytes: Optional[bytes], layer_names) -> dict:
     """
     if model_bytes is None:
         return {}
-    known = set(layer_names)
-    by_layer, current = {}, _MODEL_ROW
-    for operator in inspect_tflite(model_bytes).operators:
-        # A fused op names its parts last-first ("relu;bias_add;conv2d"): the last is its main layer.
-        parts = [part for name in operator.output_names for part in reversed(name.split(";"))]
-        owner = next((segment for part in parts for segment in part.split("/")[1:] if segment in known), None)
-        if owner is None and operator.name in _EDGE_OPS:
-            owner = _MODEL_ROW
-        current = owner or current
-        by_layer.setdefault(current, []).append(operator)
+    operators = inspect_tflite(model_bytes).operators
+    by_layer = {}
+    for operator, (layer, _) in zip(operators, attribute_ops(operators, set(layer_names))):
+        by_layer.setdefault(layer or _MODEL_ROW, []).append(operator)
     return by_layer
 
 
@@ -313,9 +307,7 @@ def format_check(report: CheckReport) -> str:
                                                       for row, layer in zip(rows, report.layers)]
     elif report.target == "mobile":
         header, rows = header[:5] + header[6:], [row[:5] + row[6:] for row in rows]
-    widths = [max(len(str(cell)) for cell in column) for column in zip(header, *rows)]
-    lines = ["  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)).rstrip()
-             for row in (header, *rows)]
+    lines = [table(header, rows)]
     for problem in report.problems:
         lines.append(f"{problem.severity}: {problem.layer}: {problem.problem}. "
                      f"Fix: {problem.fix}.")

@@ -8,9 +8,9 @@ stripped kernel holds and its sparsity, so a pipeline can see that clustering (a
 import dataclasses
 from typing import Optional
 
-from tfcompress.jobs._common import training_run
+from tfcompress.jobs._common import TrainingResult, training_run
 from tfcompress.options import LoadOptions, TrainOptions, gather
-from tfcompress.report import format_weight_sizes, library_versions
+from tfcompress.report import format_metrics, format_weight_sizes, table
 from tfcompress.runtime.weight_coding import code_arrays
 from tfcompress.transforms import cluster as clustering
 from tfcompress.transforms.prune import layer_sparsity
@@ -19,22 +19,12 @@ from tfcompress.transforms.training import fine_tune, outputs_probabilities, str
 __all__ = ["ClusterReport", "cluster", "format_cluster_report"]
 
 
-@dataclasses.dataclass(frozen=True)
-class ClusterReport:
-    model: str
-    output: Optional[str]
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ClusterReport(TrainingResult):
+    STEP = "cluster"
     layers: dict            # clustered layer → {"clusters": asked, "unique_values": held, "sparsity": zeros}
     skipped: dict           # layer → why it was left alone
-    metrics: dict           # the last epoch's loss/accuracy (and val_ ones)
-    options: dict
-    weights: dict = dataclasses.field(default_factory=dict)   # raw, gzip and Huffman bytes of the stripped weights
-    output_format: Optional[str] = None     # which Keras wrote the output, and why (see keras_io.save_model)
-    keras_model: object = dataclasses.field(default=None, repr=False, compare=False)
-
-    def to_dict(self) -> dict:
-        return {"model": self.model, "output": self.output, "step": "cluster", "layers": self.layers,
-                "skipped": self.skipped, "metrics": self.metrics, "options": self.options, "weights": self.weights, "output_format": self.output_format,
-                "versions": library_versions()}
+    weights: dict           # raw, gzip and Huffman bytes of the stripped weights
 
 
 TRAINING = TrainOptions(epochs=2, learning_rate=1e-5)
@@ -66,21 +56,19 @@ def cluster(model, train, *, options: Optional[clustering.ClusterOptions] = None
         sparsity = layer_sparsity(stripped)
         layers = {name: {"clusters": options.clusters_for(name), "unique_values": unique[name],
                          "per_channel": name in per_channel, "sparsity": sparsity[name]} for name in chosen}
-        result = ClusterReport(str(run.model_path or run.model.name), str(output) if output is not None else None,
-                               layers, skipped, metrics, {**dataclasses.asdict(options), **dataclasses.asdict(training)},
-                               weights=code_arrays(stripped.get_weights()), output_format=output_format,
-                               keras_model=stripped)
+        result = ClusterReport(**run.result_fields(output, metrics, options, training, output_format, stripped),
+                               layers=layers, skipped=skipped, weights=code_arrays(stripped.get_weights()))
         run.outputs.report(report_path, result)
     return result
 
 
 def format_cluster_report(report: ClusterReport) -> str:
+    rows = [(name, f"{values['clusters']:g}", "yes" if values["per_channel"] else "no", values["unique_values"],
+             f"{values['sparsity']:.3f}") for name, values in report.layers.items()]
     lines = [f"cluster: {report.model} → {report.output or '(not saved)'}",
-             "layer  clusters  distinct values  sparsity"]
-    lines += [f"{name}  {values['clusters']}{' per channel' if values['per_channel'] else ''}  "
-              f"{values['unique_values']}  {values['sparsity']:.3f}" for name, values in report.layers.items()]
+             table(("layer", "clusters", "per channel", "distinct values", "sparsity"), rows)]
     lines += [f"left alone: {name} ({why})" for name, why in report.skipped.items()]
-    lines.append("last epoch: " + ", ".join(f"{name} {value:.4f}" for name, value in report.metrics.items()))
+    lines.append(format_metrics(report.metrics))
     lines.append(format_weight_sizes(report.weights))
     if report.output_format:
         lines.append(f"written as {report.output_format}")

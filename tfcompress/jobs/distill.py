@@ -9,9 +9,9 @@ from typing import Optional
 
 from tfcompress import keras_io
 from tfcompress.errors import ModelMismatchError, OptionError
-from tfcompress.jobs._common import job_outputs, load_model
+from tfcompress.jobs._common import TrainingResult, job_outputs, load_model, options_dict
 from tfcompress.options import LoadOptions, TrainOptions, gather
-from tfcompress.report import library_versions
+from tfcompress.report import format_metrics
 from tfcompress.transforms import distill as kd
 from tfcompress.transforms.graph import copy_model, flatten_nested
 from tfcompress.transforms.training import keras_accuracy, strategy_scope, training_data
@@ -19,26 +19,28 @@ from tfcompress.transforms.training import keras_accuracy, strategy_scope, train
 __all__ = ["DistillReport", "distill", "format_distill_report"]
 
 
-@dataclasses.dataclass(frozen=True)
-class DistillReport:
-    teacher: str
-    output: Optional[str]
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class DistillReport(TrainingResult):
+    """`model` is the teacher; the report names it so."""
+
+    STEP = "distill"
     params: dict               # {"teacher": n, "student": n}
     accuracy: dict             # validation accuracy {"teacher", "student"}: fraction or None
-    metrics: dict              # the last epoch's loss/accuracy (and val_ ones)
-    options: dict
-    output_format: Optional[str] = None     # which Keras wrote the output, and why (see keras_io.save_model)
-    keras_model: object = dataclasses.field(default=None, repr=False, compare=False)
+
+    @property
+    def teacher(self) -> str:
+        return self.model
 
     @property
     def params_ratio(self) -> float:
         return self.params["student"] / self.params["teacher"]
 
     def to_dict(self) -> dict:
-        return {"teacher": self.teacher, "output": self.output, "step": "distill",
-                "params": {**self.params, "ratio": self.params_ratio}, "accuracy": self.accuracy,
-                "metrics": self.metrics, "options": self.options, "output_format": self.output_format,
-                "versions": library_versions()}
+        report = super().to_dict()
+        return {"teacher": report.pop("model"), **report}
+
+    def own_dict(self) -> dict:
+        return {"params": {**self.params, "ratio": self.params_ratio}, "accuracy": self.accuracy}
 
 
 TRAINING = TrainOptions(epochs=10, learning_rate=1e-3)
@@ -83,10 +85,10 @@ def distill(teacher, train, *, student=None, options: Optional[kd.DistillOptions
         output_format = outputs.keras(student, output, input_was_keras3=input_was_keras3)
         accuracy = {"teacher": None, "student": None} if val_data is None else {
             "teacher": keras_accuracy(teacher, val_data), "student": keras_accuracy(student, val_data)}
-        result = DistillReport(str(teacher_path or teacher.name), str(output) if output is not None else None,
-                               {"teacher": int(teacher.count_params()), "student": int(student.count_params())},
-                               accuracy, metrics, {**dataclasses.asdict(options), **dataclasses.asdict(training)},
-                               output_format=output_format, keras_model=student)
+        result = DistillReport(model=str(teacher_path or teacher.name), output=None if output is None else str(output),
+                               metrics=metrics, options=options_dict(options, training), output_format=output_format,
+                               keras_model=student, accuracy=accuracy,
+                               params={"teacher": int(teacher.count_params()), "student": int(student.count_params())})
         outputs.report(report_path, result)
     return result
 
@@ -107,7 +109,7 @@ def format_distill_report(report: DistillReport) -> str:
     if report.accuracy["teacher"] is not None:
         lines.append(f"validation accuracy: teacher {report.accuracy['teacher'] * 100:.2f}%, "
                      f"student {report.accuracy['student'] * 100:.2f}%")
-    lines.append("last epoch: " + ", ".join(f"{name} {value:.4f}" for name, value in report.metrics.items()))
+    lines.append(format_metrics(report.metrics))
     if report.output_format:
         lines.append(f"written as {report.output_format}")
     return "\n".join(lines)

@@ -13,6 +13,7 @@ from tfcompress._io.files import json_bytes
 from tfcompress.errors import ModelLoadError
 from tfcompress.jobs._common import job_outputs, load_model
 from tfcompress.options import LoadOptions, gather
+from tfcompress.report import table
 
 __all__ = ["inspect_model", "format_details"]
 
@@ -80,26 +81,22 @@ def format_details(details: dict) -> str:
                  f"{details['huffman_bytes']:,} Huffman-coded (entropy bound {details['entropy_bound_bytes']:,})",
                  "ops: " + ", ".join(f"{name} x{count}" for name, count in details["ops"].items()),
                  "float ops: " + (", ".join(details["float_ops"]) or "none"),
-                 f"{'tensor':40} {'dtype':8} {'shape':18} {'bytes':>9}  quantization"]
-        for tensor in details["tensors"]:
-            lines.append(f"{tensor['name'][:40]:40} {tensor['dtype']:8} {str(tuple(tensor['shape'])):18} "
-                         f"{tensor['size_bytes']:>9,}  {_quantization_text(tensor['quantization'])}")
-        lines.append(f"{'weight tensor':40} {'sparsity':>8} {'distinct':>8} {'bits/w':>6} {'bytes':>9} "
-                     f"{'Huffman':>9}  coding")
-        for weight in details["weights"]:
-            per_channel = f" ({weight['unique_per_channel']}/ch)" if weight["unique_per_channel"] else ""
-            lines.append(f"{weight['name'][:40]:40} {weight['sparsity']:>8.3f} {weight['unique_values']:>8}"
-                         f" {weight['entropy_bits']:>6.2f} {weight['raw_bytes']:>9,} {weight['huffman_bytes']:>9,}"
-                         f"  {weight['coding']}{per_channel}")
+                 table(("tensor", "dtype", "shape", "bytes", "quantization"),
+                       [(tensor["name"][:40], tensor["dtype"], str(tuple(tensor["shape"])), f"{tensor['size_bytes']:,}",
+                         _quantization_text(tensor["quantization"])) for tensor in details["tensors"]]),
+                 table(("weight tensor", "sparsity", "distinct", "bits/w", "bytes", "Huffman", "coding"),
+                       [(weight["name"][:40], f"{weight['sparsity']:.3f}", weight["unique_values"],
+                         f"{weight['entropy_bits']:.2f}", f"{weight['raw_bytes']:,}", f"{weight['huffman_bytes']:,}",
+                         weight["coding"] + (f" ({weight['unique_per_channel']}/ch)"
+                                             if weight["unique_per_channel"] else ""))
+                        for weight in details["weights"]])]
         return "\n".join(lines)
-    lines = [f"{details['model']}: {details['params']:,} params ({details['float32_bytes']:,} bytes as float32)",
-             f"{'layer':32} {'class':22} {'output shape':22} {'params':>9} {'sparsity':>8} {'distinct':>8}"]
-    for layer in details["layers"]:
-        sparsity = "" if layer["sparsity"] is None else f"{layer['sparsity']:.3f}"
-        distinct = "" if layer["distinct_values"] is None else f"{layer['distinct_values']:,}"
-        lines.append(f"{layer['name'][:32]:32} {layer['class'][:22]:22} {layer['output_shape'][:22]:22} "
-                     f"{layer['params']:>9,} {sparsity:>8} {distinct:>8}".rstrip())
-    return "\n".join(lines)
+    rows = [(layer["name"][:32], layer["class"], layer["output_shape"], f"{layer['params']:,}",
+             "-" if layer["sparsity"] is None else f"{layer['sparsity']:.3f}",
+             "-" if layer["distinct_values"] is None else f"{layer['distinct_values']:,}")
+            for layer in details["layers"]]
+    return "\n".join([f"{details['model']}: {details['params']:,} params ({details['float32_bytes']:,} bytes as float32)",
+                      table(("layer", "class", "output shape", "params", "sparsity", "distinct"), rows)])
 
 
 def _quantization_text(quantization) -> str:

@@ -7,38 +7,30 @@ so the cost of the factorization and what fine-tuning won back are both visible.
 import dataclasses
 from typing import Optional
 
-from tfcompress.jobs._common import training_run
+from tfcompress.jobs._common import TrainingResult, training_run
 from tfcompress.options import LoadOptions, TrainOptions, gather
-from tfcompress.report import library_versions
+from tfcompress.report import table
 from tfcompress.transforms.lowrank import LowRankOptions, factorize
 from tfcompress.transforms.training import fine_tune, keras_accuracy, outputs_probabilities, strategy_scope
 
 __all__ = ["LowRankReport", "lowrank", "format_lowrank_report"]
 
 
-@dataclasses.dataclass(frozen=True)
-class LowRankReport:
-    model: str
-    output: Optional[str]
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class LowRankReport(TrainingResult):
+    STEP = "lowrank"
     layers: list               # [Factorization]
     skipped: dict              # layer → why it was left alone
     params: dict               # {"original": n, "factored": n}
     accuracy: dict             # {"original", "factored", "fine_tuned"}: fraction or None
-    metrics: dict              # the fine-tune's last epoch (empty without --train)
-    options: dict
-    output_format: Optional[str] = None     # which Keras wrote the output, and why (see keras_io.save_model)
-    keras_model: object = dataclasses.field(default=None, repr=False, compare=False)
 
     @property
     def params_ratio(self) -> float:
         return self.params["factored"] / self.params["original"]
 
-    def to_dict(self) -> dict:
-        return {"model": self.model, "output": self.output, "step": "lowrank",
-                "layers": [layer.to_dict() for layer in self.layers], "skipped": self.skipped,
-                "params": {**self.params, "ratio": self.params_ratio}, "accuracy": self.accuracy,
-                "metrics": self.metrics, "options": self.options, "output_format": self.output_format,
-                "versions": library_versions()}
+    def own_dict(self) -> dict:
+        return {"layers": [layer.to_dict() for layer in self.layers], "skipped": self.skipped,
+                "params": {**self.params, "ratio": self.params_ratio}, "accuracy": self.accuracy}
 
 
 TRAINING = TrainOptions(epochs=1)
@@ -73,20 +65,19 @@ def lowrank(model, *, options: Optional[LowRankOptions] = None, training: Option
                                     verbose=verbose)
             accuracy["fine_tuned"] = measured(factored)
         output_format = run.outputs.keras(factored, output, input_was_keras3=run.input_was_keras3)
-        result = LowRankReport(str(run.model_path or run.model.name), str(output) if output is not None else None,
-                               layers, skipped, {"original": int(run.model.count_params()),
-                                                 "factored": int(factored.count_params())},
-                               accuracy, metrics, {**dataclasses.asdict(options), **dataclasses.asdict(training)},
-                               output_format=output_format, keras_model=factored)
+        result = LowRankReport(**run.result_fields(output, metrics, options, training, output_format, factored),
+                               layers=layers, skipped=skipped, accuracy=accuracy,
+                               params={"original": int(run.model.count_params()),
+                                       "factored": int(factored.count_params())})
         run.outputs.report(report_path, result)
     return result
 
 
 def format_lowrank_report(report: LowRankReport) -> str:
+    rows = [(layer.layer, f"{layer.rank}/{layer.full_rank}", f"{layer.energy:.3f}", f"{layer.params_before:,}",
+             f"{layer.params_after:,}") for layer in report.layers]
     lines = [f"lowrank: {report.model} → {report.output or '(not saved)'}",
-             "layer  rank  energy kept  params before → after"]
-    lines += [f"{layer.layer}  {layer.rank}/{layer.full_rank}  {layer.energy:.3f}  "
-              f"{layer.params_before:,} → {layer.params_after:,}" for layer in report.layers]
+             table(("layer", "rank", "energy kept", "params before", "params after"), rows)]
     lines += [f"left alone: {name} ({why})" for name, why in report.skipped.items()]
     lines.append(f"params: {report.params['original']:,} → {report.params['factored']:,} "
                  f"({report.params_ratio:.2f}x)")

@@ -11,6 +11,7 @@ import dataclasses
 import numpy as np
 
 from tfcompress.errors import ConversionError
+from tfcompress.report import markdown_table
 from tfcompress.export.lut import compress_lut, plan_lut
 from tfcompress.runtime.tflm import ARENA_ALIGNMENT, measure_arena, micro_outputs, time_micro
 
@@ -76,17 +77,19 @@ def _largest_decoded_bytes(plan) -> int:
     return -(-largest // ARENA_ALIGNMENT) * ARENA_ALIGNMENT
 
 
+def _lut_table(tensor) -> str:
+    return "per tensor" if tensor.per_channel_axis is None else f"per channel (axis {tensor.per_channel_axis})"
+
+
 def format_lut_section(result: LutResult) -> str:
     """The micro report's LUT section: per tensor what was done, and what it costs in RAM."""
     lines = ["## LUT compression", "",
              f"Flash {result.bytes_before:,} → {result.bytes_after:,} B. TFLite Micro outputs identical to the "
              f"uncompressed model's on {result.identical_samples} inputs.", "",
-             "| tensor | distinct values | table | index bits | bytes before → after |", "|---|---:|---|---|---:|"]
-    for tensor in result.tensors:
-        table = "per tensor" if tensor.per_channel_axis is None else f"per channel (axis {tensor.per_channel_axis})"
-        lines.append(f"| `{tensor.name}` | {tensor.unique_values} | {table if tensor.compressed else ''} | "
-                     f"{tensor.bits if tensor.compressed else 'kept: ' + tensor.reason} | "
-                     f"{tensor.bytes_before:,} → {tensor.bytes_after:,} |")
+             markdown_table(("tensor", "distinct values", "table", "index bits", "bytes before", "bytes after"),
+                            [(f"`{tensor.name}`", tensor.unique_values, _lut_table(tensor) if tensor.compressed else "",
+                              tensor.bits if tensor.compressed else "kept: " + tensor.reason,
+                              f"{tensor.bytes_before:,}", f"{tensor.bytes_after:,}") for tensor in result.tensors])]
     if result.compressed:
         lines += ["", f"RAM: DECODE expands each compressed tensor before the op that reads it, so the arena "
                   f"is {result.arena_bytes:,} B. With a separate decompression memory of "

@@ -8,9 +8,9 @@ import dataclasses
 import math
 from typing import Optional
 
-from tfcompress.jobs._common import training_run
+from tfcompress.jobs._common import TrainingResult, training_run
 from tfcompress.options import LoadOptions, TrainOptions, gather
-from tfcompress.report import format_weight_sizes, library_versions
+from tfcompress.report import format_metrics, format_weight_sizes, table
 from tfcompress.runtime.weight_coding import code_arrays
 from tfcompress.transforms import prune as pruning
 from tfcompress.transforms.training import fine_tune, outputs_probabilities, strategy_scope
@@ -18,21 +18,11 @@ from tfcompress.transforms.training import fine_tune, outputs_probabilities, str
 __all__ = ["PruneReport", "prune", "format_prune_report"]
 
 
-@dataclasses.dataclass(frozen=True)
-class PruneReport:
-    model: str
-    output: Optional[str]
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class PruneReport(TrainingResult):
+    STEP = "prune"
     layers: dict            # pruned layer name → {"target": float, "sparsity": float}
-    metrics: dict           # the last epoch's loss/accuracy (and val_ ones)
-    options: dict
-    weights: dict = dataclasses.field(default_factory=dict)   # raw, gzip and Huffman bytes of the stripped weights
-    output_format: Optional[str] = None     # which Keras wrote the output, and why (see keras_io.save_model)
-    keras_model: object = dataclasses.field(default=None, repr=False, compare=False)
-
-    def to_dict(self) -> dict:
-        return {"model": self.model, "output": self.output, "step": "prune", "layers": self.layers,
-                "metrics": self.metrics, "options": self.options, "weights": self.weights,
-                "output_format": self.output_format, "versions": library_versions()}
+    weights: dict           # raw, gzip and Huffman bytes of the stripped weights
 
 
 TRAINING = TrainOptions(epochs=2)
@@ -63,18 +53,17 @@ def prune(model, train, *, options: Optional[pruning.PruneOptions] = None, train
         layers = {name: {"target": 0.5 if options.structured else options.target_for(name),
                          "sparsity": reached[name]}
                   for name in pruning.prunable_layer_names(run.model, options)}
-        result = PruneReport(str(run.model_path or run.model.name), str(output) if output is not None else None,
-                             layers, metrics, {**dataclasses.asdict(options), **dataclasses.asdict(training)},
-                             weights=code_arrays(stripped.get_weights()), output_format=output_format,
-                             keras_model=stripped)
+        result = PruneReport(**run.result_fields(output, metrics, options, training, output_format, stripped),
+                             layers=layers, weights=code_arrays(stripped.get_weights()))
         run.outputs.report(report_path, result)
     return result
 
 
 def format_prune_report(report: PruneReport) -> str:
-    lines = [f"prune: {report.model} → {report.output or '(not saved)'}", "layer  target  reached"]
-    lines += [f"{name}  {values['target']:.2f}  {values['sparsity']:.3f}" for name, values in report.layers.items()]
-    lines.append("last epoch: " + ", ".join(f"{name} {value:.4f}" for name, value in report.metrics.items()))
+    lines = [f"prune: {report.model} → {report.output or '(not saved)'}",
+             table(("layer", "target", "reached"), [(name, f"{values['target']:.2f}", f"{values['sparsity']:.3f}")
+                                                    for name, values in report.layers.items()]),
+             format_metrics(report.metrics)]
     lines.append(format_weight_sizes(report.weights))
     if report.output_format:
         lines.append(f"written as {report.output_format}")

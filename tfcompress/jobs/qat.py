@@ -8,32 +8,24 @@ import dataclasses
 from typing import Optional
 
 from tfcompress import _keras
-from tfcompress.jobs._common import training_run
+from tfcompress.jobs._common import TrainingResult, training_run
 from tfcompress.jobs.check import check_model
 from tfcompress.options import GuardOptions, LoadOptions, TrainOptions, gather
-from tfcompress.report import library_versions
+from tfcompress.report import format_metrics
 from tfcompress.transforms import qat
 from tfcompress.transforms.training import fine_tune, outputs_probabilities, strategy_scope
 
 __all__ = ["QatReport", "quantize_aware", "format_qat_report"]
 
 
-@dataclasses.dataclass(frozen=True)
-class QatReport:
-    model: str
-    output: Optional[str]
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class QatReport(TrainingResult):
+    STEP = "qat"
     float_layers: tuple     # LayerPlans of the layers that trained in float
-    metrics: dict           # the last epoch's loss/accuracy (and val_ ones)
     check_verdict: Optional[str]
-    options: dict
-    output_format: Optional[str] = None     # which Keras wrote the output, and why (see keras_io.save_model)
-    keras_model: object = dataclasses.field(default=None, repr=False, compare=False)
 
-    def to_dict(self) -> dict:
-        return {"model": self.model, "output": self.output, "step": "qat",
-                "float_layers": [plan.to_dict() for plan in self.float_layers], "metrics": self.metrics,
-                "check_verdict": self.check_verdict, "options": self.options, "output_format": self.output_format,
-                "versions": library_versions()}
+    def own_dict(self) -> dict:
+        return {"float_layers": [plan.to_dict() for plan in self.float_layers], "check_verdict": self.check_verdict}
 
 
 TRAINING = TrainOptions(epochs=1)
@@ -73,17 +65,16 @@ def quantize_aware(model, train, *, options: Optional[qat.QatOptions] = None, tr
         if options.preserve in ("clusters", "both"):
             qat.check_clusters_kept(run.model, qat_model)
         output_format = run.outputs.keras(qat_model, output)
-        result = QatReport(str(run.model_path or run.model.name), str(output) if output is not None else None,
-                           tuple(plan for plan in plans if plan.action == qat.KEEP_FLOAT), metrics, verdict,
-                           {**dataclasses.asdict(training), "preserve": options.preserve},
-                           output_format=output_format, keras_model=qat_model)
+        result = QatReport(**run.result_fields(output, metrics, options, training, output_format, qat_model),
+                           float_layers=tuple(plan for plan in plans if plan.action == qat.KEEP_FLOAT),
+                           check_verdict=verdict)
         run.outputs.report(report_path, result)
     return result
 
 
 def format_qat_report(report: QatReport) -> str:
     lines = [f"qat: {report.model} → {report.output or '(not saved)'}",
-             "last epoch: " + ", ".join(f"{name} {value:.4f}" for name, value in report.metrics.items())]
+             format_metrics(report.metrics)]
     lines += [f"trained in float: {plan.name} ({plan.layer_type}): {plan.reason}" for plan in report.float_layers]
     if report.output_format:
         lines.append(f"written as {report.output_format}")
