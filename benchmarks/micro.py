@@ -34,7 +34,7 @@ def main(argv):
                 output = Path(folder) / f"{Path(name).stem}_{dense}"
                 packages[dense] = (output, tfcompress.to_micro(
                     ROOT / "sample_models" / name, output, calibration=CALIBRATION, eval_data=EVAL,
-                    per_channel_dense=dense == "per-channel"))
+                    per_tensor_dense=dense == "per-tensor"))
             measured = tfcompress.benchmark([output / "model.tflite" for output, _ in packages.values()],
                                             eval_data=EVAL, runs=50, micro=True)
             for (dense, (_, package)), benchmarked in zip(packages.items(), measured.models):

@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -136,3 +137,10 @@ def test_a_killed_batch_resumes_and_ends_as_a_clean_run_would(models, tmp_path):
     assert "resumed" in {row["cache"] for row in rows} and all(row["status"] == "passed" for row in rows)
     assert _outputs(out) == _outputs(tmp_path / "clean")
     assert not [p for p in (out / ".work").iterdir()] and not list((cache / "entries").glob(".*"))
+
+
+def test_the_cache_key_covers_the_whole_package_source():
+    """A changed module anywhere in tfcompress (jobs/, export/, ...) must never reuse a cached result."""
+    import tfcompress
+
+    assert batch._versions()["tfcompress"] == batch._source_digest(Path(tfcompress.__file__).parent)

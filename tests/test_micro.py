@@ -90,7 +90,7 @@ def test_sources_compile_and_hold_the_model(lenet5_package, tmp_path):
 
 def test_per_channel_dense_on_request(tmp_path):
     report = tfcompress.to_micro(SAMPLE_MODELS / "lenet_300_100.h5", tmp_path / "pc", calibration=CALIBRATION,
-                                 per_channel_dense=True)
+                                 per_tensor_dense=False)
     per_tensor = tfcompress.to_micro(SAMPLE_MODELS / "lenet_300_100.h5", tmp_path / "pt",
                                      calibration=CALIBRATION)
     summary = inspect_tflite((tmp_path / "pc" / "model.tflite").read_bytes())
@@ -159,7 +159,7 @@ def test_int8_conversion_refuses_float_ops_unless_allowed(tf_keras, tmp_path, ca
 def test_ethos_u_target_compiles_with_vela(lenet5_package, tmp_path):
     pytest.importorskip("ethosu.vela")
     folder, _ = lenet5_package
-    report = tfcompress.to_micro(folder / "model.tflite", tmp_path / "npu", target="ethos-u55-128")
+    report = tfcompress.to_micro(folder / "model.tflite", tmp_path / "npu", npu="ethos-u55-128")
     summary = inspect_tflite((tmp_path / "npu" / "model_vela.tflite").read_bytes())
     assert "ethos-u" in summary.ops                    # the NPU custom op
     assert report.ethos_u["npu_operators"] > 0 and report.ethos_u["sram_bytes"] > 0

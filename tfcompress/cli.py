@@ -11,11 +11,12 @@ import os
 import re
 import sys
 import traceback
+import warnings
 from typing import Callable, Optional
 
 from absl import flags
 
-from tfcompress.errors import TfcompressError
+from tfcompress.errors import TfcompressError, one_line
 
 __all__ = ["main", "run_main", "run_tool"]
 
@@ -113,7 +114,9 @@ _COMMANDS = {
     "micro": _Command(
         "tfcompress.jobs.micro:to_micro", "tfcompress.jobs.micro:format_micro_report", (("MODEL", "model"),),
         "MODEL -o DIR [flags]", "tfcompress micro model.h5 --calibration calib.npz --eval test.npz -o build/",
-        options=(("options", "tfcompress.options:MicroOptions", {}), _GATE, _LOAD),
+        options=(("options", "tfcompress.options:MicroOptions", {}),
+                 ("conversion", "tfcompress.export.tflite:ConvertOptions",
+                  {"only": ("per_tensor_dense",), "defaults": "tfcompress.jobs.micro:CONVERSION"}), _GATE, _LOAD),
         files=("calibration", "eval"), output=("Folder for model.tflite, the C++ sources and reports.", "output_dir"),
         required=("output",)),
     "benchmark": _Command(
@@ -281,6 +284,7 @@ def main(argv) -> int:
         print(f"usage: tfcompress {name} {command.synopsis}\n\nexample:\n  {command.example}\n\n"
               f"flags:\n{flag_values.get_help()}")
         return 0
+    warnings.showwarning = lambda message, *_: print(f"tfcompress {name}: warning: {message}", file=sys.stderr)
     try:
         positional = flag_values([f"tfcompress {name}"] + args)[1:]
         values = {key: holder.value for key, holder in holders.items()}
@@ -345,8 +349,7 @@ def _one_line(error: BaseException) -> str:
         return "ran out of memory reading the inputs; check their sizes (limits: docs/safety.md)."
     if isinstance(error, RecursionError):
         return "an input is nested too deeply to read."
-    text = str(error).strip() or type(error).__name__
-    return " ".join(text.split())
+    return one_line(error)
 
 
 def _underscore_flag_name(arg: str) -> str:

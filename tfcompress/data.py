@@ -16,9 +16,9 @@ from typing import Optional
 import numpy as np
 
 from tfcompress._io import limits
-from tfcompress.errors import DataError
+from tfcompress.errors import DataError, one_line
 
-__all__ = ["Dataset", "Preprocessing", "load_data", "as_dataset", "input_data", "load_raw", "fit_to_input",
+__all__ = ["Dataset", "Preprocessing", "noise", "load_data", "as_dataset", "input_data", "load_raw", "fit_to_input",
            "check_sample_shape"]
 
 _IDX_FILES = {
@@ -59,6 +59,11 @@ class Preprocessing:
         if scale is None:
             scale = 1.0 / 255.0 if x.dtype == np.uint8 else 1.0
         return (x.astype(np.float32) * np.float32(scale) + np.float32(self.offset)).astype(np.float32)
+
+
+def noise(shape, seed: int = 0) -> np.ndarray:
+    """Seeded uniform noise in [0, 1), float32: the inputs used where no data is given (and said so)."""
+    return np.random.default_rng(seed).uniform(0.0, 1.0, tuple(shape)).astype(np.float32)
 
 
 def load_data(spec, preprocessing: Preprocessing = Preprocessing()) -> Dataset:
@@ -167,7 +172,7 @@ def _load_npz(path: Path):
                     "Save inputs as x (and labels as y): np.savez(path, x=..., y=...).")
             return archive["x"], archive["y"] if "y" in archive.files else None
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
-        raise DataError(f"Cannot read {path} as .npz: {_one_line(error)}") from None
+        raise DataError(f"Cannot read {path} as .npz: {one_line(error)}") from None
 
 
 def _load_npy(path: Path):
@@ -176,7 +181,7 @@ def _load_npy(path: Path):
             _check_array_header(handle, path.stat().st_size, path)
         return np.load(path, allow_pickle=False)
     except (OSError, ValueError, EOFError) as error:
-        raise DataError(f"Cannot read {path} as .npy: {_one_line(error)}") from None
+        raise DataError(f"Cannot read {path} as .npy: {one_line(error)}") from None
 
 
 def _check_npz_headers(path: Path) -> None:
@@ -209,10 +214,6 @@ def _check_array_header(handle, stored_bytes: int, where) -> None:
     limits.DATA_BYTES.check(declared, where, DataError)
 
 
-def _one_line(error: Exception) -> str:
-    return " ".join(str(error).split()) or type(error).__name__
-
-
 def _load_folder(path: Path, split: str):
     if any((path / name).exists() for names in _IDX_FILES.values() for name in names):
         if split not in _IDX_FILES:
@@ -233,7 +234,7 @@ def _read_idx(path: Path) -> np.ndarray:
         with opener(path, "rb") as handle:
             raw = handle.read(limit + 1)   # a gzip bomb stops here
     except (OSError, EOFError) as error:
-        raise DataError(f"Cannot read IDX file {path}: {_one_line(error)}") from None
+        raise DataError(f"Cannot read IDX file {path}: {one_line(error)}") from None
     limits.DATA_BYTES.check(len(raw), path, DataError)
     if len(raw) < 4 or raw[0:2] != b"\x00\x00" or raw[2] != 0x08:
         raise DataError(f"{path} is not an unsigned-byte IDX file (bad magic number).")
@@ -282,9 +283,9 @@ def _read_image(file: Path, Image) -> np.ndarray:
                                           DataError, unit="pixels")
                 return np.asarray(image)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
-        raise DataError(f"{file}: {_one_line(error)}") from None
+        raise DataError(f"{file}: {one_line(error)}") from None
     except (OSError, ValueError, SyntaxError) as error:
-        raise DataError(f"{file} is not a readable image ({_one_line(error)}); remove it from the folder.") from None
+        raise DataError(f"{file} is not a readable image ({one_line(error)}); remove it from the folder.") from None
 
 
 def _check_arrays(x: np.ndarray, y, path: Path) -> None:

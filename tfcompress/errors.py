@@ -17,7 +17,17 @@ __all__ = [
     "PreflightError",
     "ModelMismatchError",
     "RecipeError",
+    "one_line",
 ]
+
+
+def one_line(error: BaseException, *, first_line_only: bool = False) -> str:
+    """An exception's message on one line (its type when it has none). Library errors quoted in
+    ours keep only their first line (`first_line_only`): Keras appends pages of detail."""
+    text = str(error).strip() or type(error).__name__
+    if first_line_only:
+        text = text.splitlines()[0]
+    return " ".join(text.split())
 
 
 class TfcompressError(Exception):

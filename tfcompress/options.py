@@ -9,6 +9,7 @@ export/tflite.py, `PruneOptions` in transforms/prune.py, ...); the ones no stage
 
 import dataclasses
 import typing
+import warnings
 from typing import Optional
 
 from tfcompress.errors import OptionError
@@ -18,9 +19,15 @@ __all__ = ["option", "settable_fields", "define_flags", "from_flags", "recipe_sc
            "AnalyzeOptions", "AutoOptions", "CHECK_TARGETS", "OBJECTIVES"]
 
 
-def option(default, help, *, choices=None, lower_bound=None):
-    """A dataclass field a user may set: on the command line, in a recipe and in the API."""
-    metadata = {"help": help, "choices": tuple(choices) if choices else None, "lower_bound": lower_bound}
+def option(default, help, *, choices=None, lower_bound=None, was=None, was_inverse=None):
+    """A dataclass field a user may set: on the command line, in a recipe and in the API.
+
+    `was` names an older name of the same option, `was_inverse` an older boolean that meant its
+    opposite; both are still accepted, with a warning, until the next release.
+    """
+    renamed = (was, False) if was else (was_inverse, True) if was_inverse else None
+    metadata = {"help": help, "choices": tuple(choices) if choices else None, "lower_bound": lower_bound,
+                "was": renamed}
     if isinstance(default, dict):
         return dataclasses.field(default_factory=dict, metadata=metadata)
     return dataclasses.field(default=default, metadata=metadata)
@@ -75,6 +82,11 @@ def define_flags(flag_values, cls, *, defaults=None, only=None, module_name=None
             define = {int: flags.DEFINE_integer, float: flags.DEFINE_float, str: flags.DEFINE_string}[item]
             bound = {} if field.metadata["lower_bound"] is None else {"lower_bound": field.metadata["lower_bound"]}
             holders[field.name] = define(field.name, default, help_text, **bound, **common)
+        if field.metadata["was"]:
+            old, inverse = field.metadata["was"]
+            define = flags.DEFINE_boolean if item is bool else {int: flags.DEFINE_integer, float: flags.DEFINE_float,
+                                                                 str: flags.DEFINE_string}[item]
+            holders[old] = define(old, None, f"Deprecated: use --{'no' if inverse else ''}{field.name}.", **common)
     return holders
 
 
@@ -93,6 +105,8 @@ def from_flags(cls, values: dict, *, only=None, **extra):
         except ValueError as error:
             raise flags.Error(f"--{field.name}: {error}") from None
         settings[field.name] = value
+        if field.metadata["was"] and values.get(field.metadata["was"][0]) is not None:
+            settings[field.name] = _renamed(field, values[field.metadata["was"][0]], flag=True)
     return cls(**settings, **extra)
 
 
@@ -107,6 +121,8 @@ def recipe_schema(*classes, only=None) -> dict:
                 schema[field.name] = dict
             else:
                 schema[field.name] = field.metadata["choices"] or item
+            if field.metadata["was"]:
+                schema[field.metadata["was"][0]] = schema[field.name]
     return schema
 
 
@@ -116,6 +132,9 @@ def gather(settings: dict, *given) -> list:
     remaining = dict(settings)
     result = []
     for cls, instance in given:
+        for field, _, _ in settable_fields(cls):
+            if field.metadata["was"] and field.metadata["was"][0] in remaining:
+                remaining[field.name] = _renamed(field, remaining.pop(field.metadata["was"][0]), flag=False)
         names = {field.name for field in dataclasses.fields(cls)}
         mine = {name: _as_declared(cls, name, remaining.pop(name)) for name in list(remaining) if name in names}
         if instance is None:
@@ -125,6 +144,17 @@ def gather(settings: dict, *given) -> list:
     if remaining:
         raise TypeError(f"unexpected keyword argument(s): {', '.join(sorted(remaining))}")
     return result
+
+
+def _renamed(field, value, *, flag: bool):
+    """The value an old option name gives the new one, with a warning that the old name goes."""
+    old, inverse = field.metadata["was"]
+    if flag:
+        old, new = f"--{old}", f"--{'no' if inverse else ''}{field.name}"
+    else:
+        new = f"{field.name}=False" if inverse else field.name
+    warnings.warn(f"{old} is deprecated and goes in the next release; use {new}.", FutureWarning, stacklevel=4)
+    return (not value) if inverse else value
 
 
 def _as_declared(cls, name, value):
@@ -224,9 +254,8 @@ class MicroOptions:
 
     name: str = option("model", "C identifier for the array and functions.")
     arena_margin: float = option(1.1, "Declared arena = measured x margin.", lower_bound=1.0)
-    per_channel_dense: bool = option(False, "Per-channel Dense weights (larger arena on TFLite Micro).")
-    target: Optional[str] = option(
-        None, "Also compile for an Arm Ethos-U NPU, e.g. ethos-u55-128 (needs tfcompress[ethos-u]).")
+    npu: Optional[str] = option(
+        None, "Also compile for an Arm Ethos-U NPU, e.g. ethos-u55-128 (needs tfcompress[ethos-u]).", was="target")
     compress: Optional[str] = option(
         None, "lut: store clustered weights as bit-packed indices into value tables (TFLite Micro DECODE); "
         "smaller flash, the largest expanded tensor in RAM.", choices=("lut",))

@@ -13,9 +13,9 @@ from typing import Optional
 from tfcompress._io.files import write_json_atomic
 from tfcompress.report_schema import schema_version
 from tfcompress.runtime.latency import Latency
-from tfcompress.runtime.metrics import Fidelity
+from tfcompress.runtime.metrics import Fidelity, accuracy_drop
 
-__all__ = ["Reference", "ConversionReport", "BenchmarkReport", "library_versions", "machine_info",
+__all__ = ["Reference", "ConversionReport", "BenchmarkReport", "library_versions", "package_versions", "machine_info",
            "format_report", "format_weight_sizes", "format_metrics", "table", "markdown_table", "print_report", "format_benchmark", "markdown_benchmark", "write_json"]
 
 _VERSIONED_PACKAGES = {"tfcompress": "tfcompress", "tensorflow": "tensorflow",
@@ -55,9 +55,7 @@ class ConversionReport:
     @property
     def accuracy_drop(self) -> Optional[float]:
         """Reference accuracy minus ours, in percentage points."""
-        if self.accuracy is None or self.reference.accuracy is None:
-            return None
-        return (self.reference.accuracy - self.accuracy) * 100.0
+        return accuracy_drop(self.reference.accuracy, self.accuracy)
 
     def to_dict(self) -> dict:
         return {
@@ -77,11 +75,17 @@ class ConversionReport:
 
 
 def library_versions() -> dict:
-    """Installed versions, read from package metadata so nothing heavy is imported."""
+    """The versions a report records (what its numbers were measured with)."""
+    return package_versions(_VERSIONED_PACKAGES)
+
+
+def package_versions(distributions: dict) -> dict:
+    """key → installed version of each distribution (None if absent), read from package metadata so
+    nothing heavy is imported."""
     import importlib.metadata
 
     versions = {}
-    for key, distribution in _VERSIONED_PACKAGES.items():
+    for key, distribution in distributions.items():
         try:
             versions[key] = importlib.metadata.version(distribution)
         except importlib.metadata.PackageNotFoundError:
@@ -107,9 +111,7 @@ class BenchmarkReport:
                 "versions": library_versions()}
 
     def accuracy_drop(self, model) -> Optional[float]:
-        if model.accuracy is None or self.reference is None or self.reference.accuracy is None:
-            return None
-        return (self.reference.accuracy - model.accuracy) * 100.0
+        return accuracy_drop(self.reference.accuracy if self.reference else None, model.accuracy)
 
     def _model_dict(self, model) -> dict:
         latency = {**model.latency.to_dict(), "p50_spread": list(model.p50_spread_us)}

@@ -13,6 +13,7 @@ import re
 
 from tfcompress.errors import OptionError
 from tfcompress.export.lut import DECODE_OP
+from tfcompress.runtime.tflm import aligned
 
 __all__ = ["MicroSources", "micro_sources", "resolver_method", "arena_with_margin"]
 
@@ -44,7 +45,7 @@ def arena_with_margin(arena_bytes: int, margin: float) -> int:
     """Measured arena × margin, rounded up to 16 bytes (the arena's alignment)."""
     if margin < 1.0:
         raise OptionError(f"arena_margin must be at least 1.0. Received: arena_margin={margin}")
-    return -(-int(arena_bytes * margin + 0.999999) // 16) * 16
+    return aligned(arena_bytes * margin + 0.999999)
 
 
 def resolver_method(op_name: str) -> str:

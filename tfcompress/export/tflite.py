@@ -43,7 +43,9 @@ class ConvertOptions:
     precision: str = option("int8", "Weights/activations precision. int8 and int16x8 need --calibration.",
                             choices=PRECISIONS)
     io_type: str = option("float32", "Input/output type (integer I/O needs --precision int8).", choices=IO_TYPES)
-    per_tensor_dense: bool = option(False, "One scale per Dense weight tensor (smaller TFLite Micro arena).")
+    per_tensor_dense: bool = option(False, "One scale per Dense weight tensor: a smaller TFLite Micro arena "
+                                    "(micro's default; --noper_tensor_dense there for per-channel).",
+                                    was_inverse="per_channel_dense")
     calibration_samples: int = option(500, "Calibration inputs the converter sees.", lower_bound=1)
     keep_float: tuple[str, ...] = option((), "int8: leave these layers in float (names from analyze or check).")
     calibration_method: str = option(

@@ -155,7 +155,7 @@ def _measured(candidate, keras_model, calibration, evaluation, objective, refere
         from tfcompress.runtime.tflm import measure_arena
 
         arena = measure_arena(report.tflite)[0]
-    drop = (reference_accuracy - report.accuracy) * 100.0
+    drop = metrics.accuracy_drop(reference_accuracy, report.accuracy)
     return dataclasses.replace(candidate, size_bytes=report.size_bytes, accuracy=report.accuracy, accuracy_drop=drop,
                                latency_us=report.latency.p50, arena_bytes=arena,
                                within_budget=drop <= max_accuracy_drop + _SAME, tflite=report.tflite)

@@ -16,7 +16,7 @@ import numpy as np
 
 from tfcompress import progress
 from tfcompress._io import cache
-from tfcompress.data import Dataset, fit_to_input, load_data
+from tfcompress.data import Dataset, fit_to_input, load_data, noise
 from tfcompress.errors import ConversionError, PreflightError
 from tfcompress.jobs._common import job_outputs, load_model
 from tfcompress.options import CheckOptions, LoadOptions, gather
@@ -259,8 +259,7 @@ class _Check:
 def _check_inputs(model, calibration: Optional[Dataset], reshape_data: bool) -> np.ndarray:
     shape = input_shapes(model)[0]
     if calibration is None:
-        rng = np.random.default_rng(0)
-        return rng.uniform(0.0, 1.0, (_CHECK_SAMPLES,) + tuple(shape[1:])).astype(np.float32)
+        return noise((_CHECK_SAMPLES,) + tuple(shape[1:]))
     return fit_to_input(calibration.take(_CHECK_SAMPLES), shape, reshape=reshape_data).x
 
 

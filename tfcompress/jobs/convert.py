@@ -13,7 +13,7 @@ from absl import logging
 from tfcompress import progress
 from tfcompress.jobs.check import cached_conversion, check_model, model_cache_key
 from tfcompress._io.files import path_size
-from tfcompress.data import Dataset, input_data
+from tfcompress.data import Dataset, input_data, noise
 from tfcompress.errors import ConversionError, DataError
 from tfcompress.export.tflite import ConvertOptions, to_tflite
 from tfcompress.jobs._common import job_outputs, load_model
@@ -124,9 +124,7 @@ def _calibration(calibration, options: ConvertOptions, input_shape, preprocessin
                    "and accuracy may collapse; pass real calibration data")
         logging.warning(message)
         warnings.append(message)
-        rng = np.random.default_rng(0)
-        shape = (_RANDOM_CALIBRATION_SAMPLES,) + tuple(input_shape[1:])
-        return Dataset(rng.uniform(0.0, 1.0, shape).astype(np.float32), None, RANDOM_CALIBRATION)
+        return Dataset(noise((_RANDOM_CALIBRATION_SAMPLES,) + tuple(input_shape[1:])), None, RANDOM_CALIBRATION)
     if calibration is None and options.needs_calibration:
         raise DataError(
             f"precision={options.precision} needs calibration data: pass --calibration DATA "

@@ -16,6 +16,7 @@ from tfcompress import progress
 from tfcompress.data import input_data
 from tfcompress.errors import ConversionError, DataError, ModelLoadError
 from tfcompress.jobs.convert import convert, io_report
+from tfcompress.export.tflite import ConvertOptions
 from tfcompress.options import GuardOptions, LoadOptions, MicroOptions, gather
 from tfcompress.export.ethosu import compile_for_ethos_u
 from tfcompress.export.micro import arena_with_margin, check_identifier, micro_sources
@@ -67,9 +68,7 @@ class MicroReport:
 
     @property
     def accuracy_drop(self) -> Optional[float]:
-        if self.accuracy is None or not self.reference or self.reference.get("accuracy") is None:
-            return None
-        return (self.reference["accuracy"] - self.accuracy) * 100.0
+        return metrics.accuracy_drop((self.reference or {}).get("accuracy"), self.accuracy)
 
     def to_dict(self) -> dict:
         return {"schema_version": schema_version("micro"),
@@ -88,39 +87,44 @@ class MicroReport:
                 "lut": self.lut.to_dict() if self.lut else None, "versions": library_versions()}
 
 
-def to_micro(model, output_dir, *, options: Optional[MicroOptions] = None, load: Optional[LoadOptions] = None,
-             guard: Optional[GuardOptions] = None, calibration=None, eval_data=None, **settings) -> MicroReport:
+CONVERSION = ConvertOptions(precision="int8", io_type="int8", per_tensor_dense=True, batch_size=1)
+
+
+def to_micro(model, output_dir, *, options: Optional[MicroOptions] = None, conversion: Optional[ConvertOptions] = None,
+             load: Optional[LoadOptions] = None, guard: Optional[GuardOptions] = None, calibration=None,
+             eval_data=None, **settings) -> MicroReport:
     """Builds and verifies the TFLite Micro deployment files for a Keras model or `.tflite`.
 
-    `options`, `load` and `guard` may also be given field by field as keywords. With
-    `target` (e.g. "ethos-u55-128") the verified model is also compiled by Arm's vela
+    `options`, `conversion` (full integer at batch 1 always; per-tensor Dense weights unless
+    `per_tensor_dense=False`), `load` and `guard` may also be given field by field as keywords. With
+    `npu` (e.g. "ethos-u55-128") the verified model is also compiled by Arm's vela
     into `model_vela.tflite`, and vela's SRAM/flash/cycle summary joins the report. With
     `compress="lut"`, weight tensors of few distinct values (clustered layers) are stored
     as bit-packed indices that TFLite Micro's DECODE op expands; the files describe that model.
     """
-    options, load, guard = gather(settings, (MicroOptions, options), (LoadOptions, load), (GuardOptions, guard))
+    options, conversion, load, guard = gather(settings, (MicroOptions, options), (ConvertOptions, conversion or CONVERSION),
+                                              (LoadOptions, load), (GuardOptions, guard))
+    conversion = dataclasses.replace(conversion, precision="int8", io_type="int8", batch_size=1)
     output_dir = Path(output_dir)
     check_not_inputs(output_dir, (model, calibration, eval_data), folder=True)
     with atomic_folder(output_dir) as staging:   # checks the folder can be written before the slow work
-        return _build_micro(model, output_dir, staging, calibration, eval_data, options, load, guard)
+        return _build_micro(model, output_dir, staging, calibration, eval_data, options, conversion, load, guard)
 
 
-def _build_micro(model, output_dir, staging, calibration, eval_data, options: MicroOptions, load: LoadOptions,
-                 guard: GuardOptions) -> MicroReport:
+def _build_micro(model, output_dir, staging, calibration, eval_data, options: MicroOptions,
+                 conversion: ConvertOptions, load: LoadOptions, guard: GuardOptions) -> MicroReport:
     check_identifier(options.name)
     arena_with_margin(1, options.arena_margin)  # validates the margin before the slow work
     model_path = Path(model) if not hasattr(model, "inputs") else None
     if model_path is not None and model_path.suffix == ".tflite":
-        tflite_bytes, conversion = _checked_tflite(model_path), None
+        tflite_bytes, converted = _checked_tflite(model_path), None
     else:
         if calibration is None:
             raise DataError("micro needs --calibration DATA: int8 conversion calibrates activation "
                             "ranges on a few hundred real inputs.")
-        conversion = convert(
-            model, precision="int8", io_type="int8", per_tensor_dense=not options.per_channel_dense,
-            calibration=calibration, eval_data=eval_data, load=load, latency_runs=0, batch_size=1,
-            check_target="micro", skip_check=guard.skip_check)
-        tflite_bytes = conversion.tflite
+        converted = convert(model, options=conversion, calibration=calibration, eval_data=eval_data, load=load,
+                            latency_runs=0, check_target="micro", skip_check=guard.skip_check)
+        tflite_bytes = converted.tflite
     summary = inspect_tflite(tflite_bytes)
     check_data = _check_data(eval_data if eval_data is not None else calibration, summary, load)
     inputs = _micro_inputs(check_data, summary)
@@ -131,8 +135,8 @@ def _build_micro(model, output_dir, staging, calibration, eval_data, options: Mi
             f"TFLite Micro outputs differ from LiteRT's by {micro.diff_steps_by_kernels} quantized steps "
             f"(allowed {MAX_DIFF_STEPS}); the model would not behave on the device as measured here.")
     accuracy = None
-    if conversion is not None:
-        accuracy = conversion.accuracy
+    if converted is not None:
+        accuracy = converted.accuracy
     elif eval_data is not None and check_data.y is not None:
         accuracy = metrics.accuracy(predict(tflite_bytes, check_data.x), check_data.y)
     lut = None
@@ -142,7 +146,7 @@ def _build_micro(model, output_dir, staging, calibration, eval_data, options: Mi
         lut = lut_compress_verified(tflite_bytes, lut_inputs, micro.arena_bytes)
         tflite_bytes, summary = lut.model, inspect_tflite(lut.model)
     arena_bytes = lut.arena_bytes if lut else micro.arena_bytes
-    vela = compile_for_ethos_u(tflite_bytes, options.target) if options.target else None
+    vela = compile_for_ethos_u(tflite_bytes, options.npu) if options.npu else None
     progress.stage("writing the C++ sources and reports")
     declared_arena = arena_with_margin(arena_bytes, options.arena_margin)
     sources = micro_sources(tflite_bytes, name=options.name, arena_bytes=declared_arena, ops=summary.ops)
@@ -156,12 +160,12 @@ def _build_micro(model, output_dir, staging, calibration, eval_data, options: Mi
         agreement_samples=len(inputs),
         micro_latency=(lut.latency["compressed"] if lut and lut.compressed else micro.latency).to_dict(),
         ops=summary.ops, accuracy=accuracy,
-        reference=dataclasses.asdict(conversion.reference) if conversion else None,
-        fidelity=conversion.fidelity.to_dict() if conversion and conversion.fidelity else None,
-        per_tensor_dense=not options.per_channel_dense if conversion else None, files=files, io=io_report(summary),
-        calibration=conversion.calibration if conversion else None,
-        warnings=conversion.warnings if conversion else (),
-        float32_bytes=conversion.float32_bytes if conversion else None,
+        reference=dataclasses.asdict(converted.reference) if converted else None,
+        fidelity=converted.fidelity.to_dict() if converted and converted.fidelity else None,
+        per_tensor_dense=conversion.per_tensor_dense if converted else None, files=files, io=io_report(summary),
+        calibration=converted.calibration if converted else None,
+        warnings=converted.warnings if converted else (),
+        float32_bytes=converted.float32_bytes if converted else None,
         ethos_u=vela.to_dict() if vela else None, lut=lut)
     write_atomic(staging / "model.tflite", tflite_bytes)
     write_atomic(staging / sources.source_name, sources.source.encode())

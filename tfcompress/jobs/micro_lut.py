@@ -13,7 +13,7 @@ import numpy as np
 from tfcompress.errors import ConversionError
 from tfcompress.report import markdown_table
 from tfcompress.export.lut import compress_lut, plan_lut
-from tfcompress.runtime.tflm import ARENA_ALIGNMENT, measure_arena, micro_outputs, time_micro
+from tfcompress.runtime.tflm import aligned, measure_arena, micro_outputs, time_micro
 
 __all__ = ["LutResult", "lut_compress_verified", "format_lut_section"]
 
@@ -74,7 +74,7 @@ def lut_compress_verified(model_bytes: bytes, inputs: np.ndarray, arena_bytes: i
 def _largest_decoded_bytes(plan) -> int:
     """DECODE outputs are planned like activations: the largest one must fit."""
     largest = max(tensor.bytes_before for tensor in plan if tensor.compressed)
-    return -(-largest // ARENA_ALIGNMENT) * ARENA_ALIGNMENT
+    return aligned(largest)
 
 
 def _lut_table(tensor) -> str:

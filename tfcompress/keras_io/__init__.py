@@ -20,8 +20,9 @@ import numpy as np
 
 from tfcompress import _keras
 from tfcompress._io import limits
-from tfcompress.errors import ModelLoadError, OptionError, UntranslatableModelError
+from tfcompress.errors import ModelLoadError, OptionError, UntranslatableModelError, one_line
 from tfcompress._io.files import save_atomic
+from tfcompress.data import noise
 from tfcompress.keras_io.config import MODEL_CLASSES, QAT_CLASSES, check_model_is_safe, check_node_references, \
     has_own_node, layer_class_names, read_model_config
 
@@ -64,7 +65,7 @@ def load_model(path, *, trust_model_code: bool = False, custom_objects: Optional
                 _keras.bounded_weights(limits.WEIGHT_BYTES.value, path, ModelLoadError), contextlib.ExitStack() as stack:
             return tf_keras.models.load_model(_h5_or_path(path, stack), compile=False, custom_objects=custom_objects)
     except (ValueError, TypeError, KeyError, OSError, ImportError, AttributeError, IndexError) as error:
-        raise ModelLoadError(f"Cannot load {path} with tf_keras: {_first_line(error)}") from None
+        raise ModelLoadError(f"Cannot load {path} with tf_keras: {one_line(error, first_line_only=True)}") from None
 
 
 def _h5_or_path(path: Path, stack: contextlib.ExitStack):
@@ -143,7 +144,7 @@ def to_keras3(model, path="model"):
             translated = keras.saving.load_model(h5_path, compile=False)
         except (ValueError, TypeError, KeyError, AttributeError, NotImplementedError) as error:
             raise UntranslatableModelError(
-                f"{path}: the model has no Keras 3 form ({_first_line(error)[:300]}); write it as .h5 (tf_keras), "
+                f"{path}: the model has no Keras 3 form ({one_line(error, first_line_only=True)[:300]}); write it as .h5 (tf_keras), "
                 "which `tfcompress convert` reads.") from None
     _check_parity(model, translated, path, direction="Keras 3 translation of the tf_keras model")
     return translated
@@ -221,11 +222,6 @@ def load_custom_objects(module_path) -> dict:
             and value.__module__ == module.__name__ and not name.startswith("_")}
 
 
-def _first_line(error: Exception) -> str:
-    text = str(error).strip() or type(error).__name__
-    return text.splitlines()[0]
-
-
 # ---------------------------------------------------------------- Keras 3 → tf_keras
 
 def _load_keras3(path: Path, config: dict, trust_model_code: bool, custom_objects: dict):
@@ -236,7 +232,7 @@ def _load_keras3(path: Path, config: dict, trust_model_code: bool, custom_object
             original = keras.saving.load_model(
                 str(path), compile=False, safe_mode=not trust_model_code, custom_objects=custom_objects)
     except (ValueError, TypeError, KeyError, OSError, AttributeError, IndexError) as error:
-        raise ModelLoadError(f"Cannot load {path} with Keras 3: {_first_line(error)}") from None
+        raise ModelLoadError(f"Cannot load {path} with Keras 3: {one_line(error, first_line_only=True)}") from None
     translated = _translate_model(config, tf_keras)
     check_node_references(translated, path)
     try:
@@ -244,7 +240,7 @@ def _load_keras3(path: Path, config: dict, trust_model_code: bool, custom_object
     except (ValueError, TypeError, KeyError) as error:
         raise UntranslatableModelError(
             f"{path}: the Keras 3 config could not be rebuilt in tf_keras{_failing_layer(translated, tf_keras)}: "
-            f"{_first_line(error)!r}. Save the model with Keras 2 (tf_keras) or replace that layer.") from None
+            f"{one_line(error, first_line_only=True)!r}. Save the model with Keras 2 (tf_keras) or replace that layer.") from None
     for layer in original.layers:
         model.get_layer(layer.name).set_weights(layer.get_weights())
     _check_parity(original, model, path)
@@ -269,7 +265,7 @@ def _check_parity(original, translated, path, samples: int = 4,
     if None in shape:
         raise UntranslatableModelError(
             f"{path}: input shape {shape} has unknown dimensions; tfcompress needs a fixed input size.")
-    x = np.random.default_rng(0).uniform(0.0, 1.0, (samples,) + shape).astype(np.float32)
+    x = noise((samples,) + shape)
     expected = np.asarray(original(x, training=False))
     received = np.asarray(translated(x, training=False))
     error = float(np.max(np.abs(expected - received)))

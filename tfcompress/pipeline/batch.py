@@ -30,6 +30,7 @@ from tfcompress._io.cache import file_digest
 from tfcompress.errors import DataError, OptionError, OutputError, TfcompressError
 from tfcompress._io.files import place_folder, remove_stale, temporary_name, write_atomic
 from tfcompress.pipeline.cache import FolderCache
+from tfcompress.report import package_versions
 
 __all__ = ["die_with_parent", "BatchOptions", "BatchResult", "find_models", "shard", "output_names", "run_batch",
            "markdown_summary", "PASSED", "FAILED", "ERROR"]
@@ -249,14 +250,8 @@ class _Keys:
 
 
 def _versions() -> dict:
-    versions = {}
-    for package in _VERSIONED:
-        try:
-            versions[package] = importlib.metadata.version(package)
-        except importlib.metadata.PackageNotFoundError:
-            versions[package] = None
-    versions["tfcompress"] = _source_digest(Path(__file__).parent)
-    return versions
+    return {**package_versions({package: package for package in _VERSIONED}),
+            "tfcompress": _source_digest(Path(__file__).resolve().parents[1])}
 
 
 def _source_digest(package: Path) -> str:

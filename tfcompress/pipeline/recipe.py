@@ -45,7 +45,8 @@ _STEPS = {
     "distill": ({**recipe_schema(TrainOptions, DistillOptions), "student": str}, _TRAINING_ROLES),
     "lowrank": (recipe_schema(TrainOptions, LowRankOptions), ("train", "eval")),
     "convert": (recipe_schema(ConvertOptions, GuardOptions), ("calibration", "eval")),
-    "micro": ({**recipe_schema(MicroOptions), **recipe_schema(GuardOptions, only=_GATE)}, ("calibration", "eval")),
+    "micro": ({**recipe_schema(MicroOptions), **recipe_schema(ConvertOptions, only=("per_tensor_dense",)),
+               **recipe_schema(GuardOptions, only=_GATE)}, ("calibration", "eval")),
     "benchmark": (recipe_schema(BenchmarkOptions), ("eval",)),
 }
 STEP_KINDS = tuple(_STEPS)

@@ -18,6 +18,7 @@ from tfcompress.errors import DataError, ModelLoadError, TfcompressError
 from tfcompress._io.files import atomic_folder, check_not_inputs, path_size, write_atomic, write_json_atomic
 from tfcompress.options import LoadOptions, gather
 from tfcompress.report import library_versions
+from tfcompress.runtime.metrics import accuracy_drop
 from tfcompress.runtime.weight_coding import code_weights
 from tfcompress.report_schema import schema_version
 
@@ -220,8 +221,7 @@ def _final_result(model, exported, last_tflite, output_dir, original_accuracy, m
                    "float32_bytes": contract.get("float32_bytes"),
                    "huffman_bytes": code_weights(last_tflite.read_bytes()).huffman_bytes,
                    "latency_us": measured.get("latency_us")})
-    if accuracy is not None and original_accuracy is not None:
-        result["accuracy_drop"] = (original_accuracy - accuracy) * 100.0
+    result["accuracy_drop"] = accuracy_drop(original_accuracy, accuracy)
     return result
 
 

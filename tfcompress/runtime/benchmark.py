@@ -13,6 +13,7 @@ from typing import Optional
 import numpy as np
 
 from tfcompress.errors import OptionError, TfcompressError
+from tfcompress.data import noise
 from tfcompress.options import option
 from tfcompress.runtime import metrics
 from tfcompress.runtime.inspect import gzip_size, inspect_tflite, is_full_integer, precision_of
@@ -70,7 +71,7 @@ def comparison_inputs(model_bytes: bytes, eval_x: Optional[np.ndarray], count: i
         return eval_x
     summary = inspect_tflite(model_bytes)
     shape = (count,) + tuple(summary.inputs[0].shape[1:])
-    return np.random.default_rng(0).uniform(0.0, 1.0, shape).astype(np.float32)
+    return noise(shape)
 
 
 def benchmark_models(named_models, options: BenchmarkOptions, *, inputs: np.ndarray,

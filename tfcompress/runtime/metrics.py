@@ -7,7 +7,7 @@ import numpy as np
 
 from tfcompress.errors import DataError
 
-__all__ = ["Fidelity", "accuracy", "fidelity"]
+__all__ = ["Fidelity", "accuracy", "accuracy_drop", "fidelity"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,6 +43,13 @@ def accuracy(outputs: np.ndarray, labels: Optional[np.ndarray]) -> Optional[floa
         raise DataError(f"The labels run from {int(labels.min())} to {int(labels.max())}, but the model has "
                         f"{classes} classes (0 to {classes - 1}); check the labels belong to this model.")
     return float(np.mean(np.argmax(outputs, axis=-1) == labels))
+
+
+def accuracy_drop(reference: Optional[float], accuracy: Optional[float]) -> Optional[float]:
+    """Percentage points the accuracy fell below the reference's (negative: it rose); None without either."""
+    if reference is None or accuracy is None:
+        return None
+    return (reference - accuracy) * 100.0
 
 
 def fidelity(outputs: np.ndarray, reference: np.ndarray) -> Fidelity:

@@ -20,7 +20,7 @@ from tfcompress.runtime.interpreter import raw_outputs
 from tfcompress.runtime.isolated import run_isolated
 
 __all__ = ["MicroRun", "measure_arena", "run_micro", "micro_outputs", "time_micro", "micro_run_error",
-           "ARENA_ALIGNMENT"]
+           "ARENA_ALIGNMENT", "aligned"]
 
 ARENA_ALIGNMENT = 16
 _MISSING_OP = re.compile(r"Didn't find op for builtin opcode '([A-Z0-9_]+)'")
@@ -55,13 +55,13 @@ def measure_arena(model_bytes: bytes, alt_decompression_bytes: int = 0) -> tuple
     instead of the arena.
     """
     recorded = _recorded_arena(model_bytes, alt_decompression_bytes)
-    low, high = 0, _round_up(recorded)
+    low, high = 0, aligned(recorded)
     while (error := micro_run_error(model_bytes, high, alt_decompression_bytes)) is not None:
         if high > _LARGEST_ARENA_BYTES:
             raise ConversionError(f"TFLite Micro did not run the model even with a {high:,}-byte arena: {error}")
         low, high = high, high * 2
     while high - low > ARENA_ALIGNMENT:
-        middle = _round_up((low + high) // 2)
+        middle = aligned((low + high) // 2)
         if middle >= high:
             break
         runs = micro_run_error(model_bytes, middle, alt_decompression_bytes) is None
@@ -154,5 +154,6 @@ def micro_run_error(model_bytes: bytes, arena_size: int, alt_decompression_bytes
     return "; ".join(lines[:2]) or "TFLite Micro could not allocate or invoke the model"
 
 
-def _round_up(size: int) -> int:
-    return -(-max(size, 1) // ARENA_ALIGNMENT) * ARENA_ALIGNMENT
+def aligned(size: int) -> int:
+    """`size` bytes rounded up to the arena's alignment (at least one step)."""
+    return -(-max(int(size), 1) // ARENA_ALIGNMENT) * ARENA_ALIGNMENT
