@@ -20,11 +20,17 @@ from tfcompress.report import library_versions, machine_info
 import render
 
 ROOT = Path(__file__).resolve().parents[1]
-SAMPLES = ["lenet_300_100.h5", "lenet5.h5", "dscnn.h5", "resnet8.h5", "mobilenetv2_035.h5",
-           "lenet5_keras3.keras", "lenet5_keras3.h5"]
+SAMPLES = [
+    "lenet_300_100.h5",
+    "lenet5.h5",
+    "dscnn.h5",
+    "resnet8.h5",
+    "mobilenetv2_035.h5",
+    "lenet5_keras3.keras",
+    "lenet5_keras3.h5",
+]
 CALIBRATION = ROOT / "sample_models/data/fashion_mnist_calib.npz"
-_REPEATS = flags.DEFINE_integer("repeats", 1, "Cold/warm runs per model and target; medians reported.",
-                                lower_bound=1)
+_REPEATS = flags.DEFINE_integer("repeats", 1, "Cold/warm runs per model and target; medians reported.", lower_bound=1)
 
 
 def _timed_check(path, target):
@@ -46,14 +52,33 @@ def main(argv):
                     cold.append(seconds)
                     warm.append(_timed_check(ROOT / "sample_models" / sample, target)[1])
             actions = collections.Counter(layer.qat.action for layer in report.layers)
-            rows.append({"model": sample, "target": target, "verdict": report.verdict,
-                         "problems": [p.to_dict() for p in report.problems], "qat_actions": dict(actions),
-                         "ops": report.ops, "cold_s": statistics.median(cold), "warm_s": statistics.median(warm)})
-            print(f"{sample:22s} {target:12s} {report.verdict:28s} cold {rows[-1]['cold_s']:6.1f} s  "
-                  f"warm {rows[-1]['warm_s']:5.1f} s  {dict(actions)}")
-    render.write_result("check", {"benchmark": "check", "repeats": _REPEATS.value, "rows": rows,
-                                  "calibration": str(CALIBRATION.relative_to(ROOT)),
-                                  "machine": machine_info(threads=1), "versions": library_versions()})
+            rows.append(
+                {
+                    "model": sample,
+                    "target": target,
+                    "verdict": report.verdict,
+                    "problems": [p.to_dict() for p in report.problems],
+                    "qat_actions": dict(actions),
+                    "ops": report.ops,
+                    "cold_s": statistics.median(cold),
+                    "warm_s": statistics.median(warm),
+                }
+            )
+            print(
+                f"{sample:22s} {target:12s} {report.verdict:28s} cold {rows[-1]['cold_s']:6.1f} s  "
+                f"warm {rows[-1]['warm_s']:5.1f} s  {dict(actions)}"
+            )
+    render.write_result(
+        "check",
+        {
+            "benchmark": "check",
+            "repeats": _REPEATS.value,
+            "rows": rows,
+            "calibration": str(CALIBRATION.relative_to(ROOT)),
+            "machine": machine_info(threads=1),
+            "versions": library_versions(),
+        },
+    )
     render.render_all()
 
 

@@ -22,17 +22,18 @@ from absl import app, flags
 
 import tfcompress
 from tfcompress import _keras
-from tfcompress.testing import zoo
+from tfcompress.options import TrainOptions
 from tfcompress.plots import require_matplotlib
 from tfcompress.report import library_versions, machine_info
-from tfcompress.options import TrainOptions
+from tfcompress.testing import zoo
 from tfcompress.transforms.training import fine_tune, keras_accuracy, outputs_probabilities
 
 import render
 
 ROOT = Path(__file__).resolve().parents[1]
-_DATA_DIR = flags.DEFINE_string("data_dir", "/usr/share/datasets/fashion-mnist",
-                                "Fashion-MNIST IDX folder (apt-get install dataset-fashion-mnist).")
+_DATA_DIR = flags.DEFINE_string(
+    "data_dir", "/usr/share/datasets/fashion-mnist", "Fashion-MNIST IDX folder (apt-get install dataset-fashion-mnist)."
+)
 _TEACHERS = flags.DEFINE_list("teachers", ["lenet5", "resnet8"], "Teacher architectures (tfcompress.testing.zoo).")
 _TRAIN_SAMPLES = flags.DEFINE_integer("train_samples", None, "Use only this many training images (a smoke run).")
 _PARTS = flags.DEFINE_list("parts", ["main"], "main: (a) and (b); sweep: (c); long: (d).")
@@ -53,16 +54,33 @@ def main(argv):
     calibration = tfcompress.load_data(ROOT / "sample_models/data/fashion_mnist_calib.npz")
     result = render.stored_result("distill", {})
     if "main" in _PARTS.value:
-        result.update({"distillation": [row for name in _TEACHERS.value
-                                        for row in distillation(name, EPOCHS[name], train, test, calibration)],
-                       "lowrank": lowrank(train, test)})
+        result.update(
+            {
+                "distillation": [
+                    row
+                    for name in _TEACHERS.value
+                    for row in distillation(name, EPOCHS[name], train, test, calibration)
+                ],
+                "lowrank": lowrank(train, test),
+            }
+        )
     if "sweep" in _PARTS.value:
         result["sweep"] = sweep(train, test)
     if "long" in _PARTS.value:
         result["long"] = teacher_and_students(LONG_TEACHER, LONG_EPOCHS, train, test)[1]
-    result.update({"benchmark": "distill", "train_samples": len(train), "test_samples": len(test),
-                   "batch_size": BATCH, "width_multiplier": WIDTH, "temperature": KD.temperature, "alpha": KD.alpha,
-                   "machine": machine_info(threads=1), "versions": library_versions()})
+    result.update(
+        {
+            "benchmark": "distill",
+            "train_samples": len(train),
+            "test_samples": len(test),
+            "batch_size": BATCH,
+            "width_multiplier": WIDTH,
+            "temperature": KD.temperature,
+            "alpha": KD.alpha,
+            "machine": machine_info(threads=1),
+            "versions": library_versions(),
+        }
+    )
     render.write_result("distill", result)
     plot(result, render.RESULTS / "distill.png")
     render.render_all()
@@ -72,8 +90,13 @@ def distillation(name, epochs, train, test, calibration) -> list:
     (teacher, student), (teacher_row, kd_row, labels_row) = teacher_and_students(name, epochs, train, test)
     int8 = tfcompress.convert(student, precision="int8", calibration=calibration, eval_data=test, latency_runs=0)
     float32 = tfcompress.convert(teacher, precision="float32", latency_runs=0)
-    int8_row = {**kd_row, "model": "student, KD, int8", "accuracy": int8.accuracy, "size_bytes": int8.size_bytes,
-                "drop_vs_teacher_pt": round((teacher_row["accuracy"] - int8.accuracy) * 100, 2)}
+    int8_row = {
+        **kd_row,
+        "model": "student, KD, int8",
+        "accuracy": int8.accuracy,
+        "size_bytes": int8.size_bytes,
+        "drop_vs_teacher_pt": round((teacher_row["accuracy"] - int8.accuracy) * 100, 2),
+    }
     teacher_row["size_bytes"] = float32.size_bytes
     return [teacher_row, kd_row, labels_row, int8_row]
 
@@ -107,15 +130,33 @@ def sweep(train, test) -> list:
 
 def _trainer(name, epochs, train, test):
     """Trains one model through `tfcompress.distill` with this benchmark's settings; (model, row)."""
+
     def trained(role, teacher, options, **student):
         started = time.perf_counter()
-        report = tfcompress.distill(teacher, train, val=test, options=options, epochs=epochs, batch_size=BATCH,
-                                    learning_rate=LEARNING_RATE, seed=SEED, callbacks=[_cosine_decay(epochs)],
-                                    verbose=2, **student)
-        row = {"teacher": name, "model": role, "epochs": epochs, "params": report.params["student"],
-               "accuracy": report.accuracy["student"], "seconds": round(time.perf_counter() - started, 1)}
+        report = tfcompress.distill(
+            teacher,
+            train,
+            val=test,
+            options=options,
+            epochs=epochs,
+            batch_size=BATCH,
+            learning_rate=LEARNING_RATE,
+            seed=SEED,
+            callbacks=[_cosine_decay(epochs)],
+            verbose=2,
+            **student,
+        )
+        row = {
+            "teacher": name,
+            "model": role,
+            "epochs": epochs,
+            "params": report.params["student"],
+            "accuracy": report.accuracy["student"],
+            "seconds": round(time.perf_counter() - started, 1),
+        }
         print(f"{name} {role}: {row['params']:,} params, {row['accuracy'] * 100:.2f}%", flush=True)
         return report.keras_model, row
+
     return trained
 
 
@@ -131,7 +172,8 @@ def _trained_teacher(name, trained):
 def _cosine_decay(epochs):
     keras = _keras.tf_keras()
     return keras.callbacks.LearningRateScheduler(
-        lambda epoch: LEARNING_RATE * 0.5 * (1 + math.cos(math.pi * epoch / epochs)))
+        lambda epoch: LEARNING_RATE * 0.5 * (1 + math.cos(math.pi * epoch / epochs))
+    )
 
 
 def lowrank(train, test) -> list:
@@ -139,18 +181,37 @@ def lowrank(train, test) -> list:
     rows = []
     for energy in LOWRANK_ENERGIES:
         started = time.perf_counter()
-        report = tfcompress.lowrank(path, options=tfcompress.LowRankOptions(energy=energy), train=train,
-                                    eval_data=test, epochs=LOWRANK_EPOCHS, batch_size=BATCH,
-                                    learning_rate=LOWRANK_LR, verbose=2)
-        rows.append({"model": "lenet_300_100", "energy": energy, "params": report.params,
-                     "params_ratio": report.params_ratio, "accuracy": report.accuracy,
-                     "ranks": {layer.layer: f"{layer.rank}/{layer.full_rank}" for layer in report.layers},
-                     "drop_pt": round((report.accuracy["original"] - report.accuracy["fine_tuned"]) * 100, 2),
-                     "seconds": round(time.perf_counter() - started, 1)})
+        report = tfcompress.lowrank(
+            path,
+            options=tfcompress.LowRankOptions(energy=energy),
+            train=train,
+            eval_data=test,
+            epochs=LOWRANK_EPOCHS,
+            batch_size=BATCH,
+            learning_rate=LOWRANK_LR,
+            verbose=2,
+        )
+        rows.append(
+            {
+                "model": "lenet_300_100",
+                "energy": energy,
+                "params": report.params,
+                "params_ratio": report.params_ratio,
+                "accuracy": report.accuracy,
+                "ranks": {layer.layer: f"{layer.rank}/{layer.full_rank}" for layer in report.layers},
+                "drop_pt": round((report.accuracy["original"] - report.accuracy["fine_tuned"]) * 100, 2),
+                "seconds": round(time.perf_counter() - started, 1),
+            }
+        )
         print(f"lowrank energy {energy}: {report.params_ratio:.2f}x params, {report.accuracy}", flush=True)
     control = tfcompress.load_model(path)
-    fine_tune(control, train, TrainOptions(epochs=LOWRANK_EPOCHS, batch_size=BATCH, learning_rate=LOWRANK_LR),
-              from_logits=not outputs_probabilities(control), verbose=2)
+    fine_tune(
+        control,
+        train,
+        TrainOptions(epochs=LOWRANK_EPOCHS, batch_size=BATCH, learning_rate=LOWRANK_LR),
+        from_logits=not outputs_probabilities(control),
+        verbose=2,
+    )
     for row in rows:
         row["unfactored_fine_tuned_accuracy"] = keras_accuracy(control, test)
     return rows

@@ -38,8 +38,7 @@ def run_process(argv, *, timeout=TIME_LIMIT_S, env=None, interrupt_after=None):
     memory, which Linux carries into a child across fork and exec."""
     with tempfile.TemporaryFile() as stderr:
         started = time.perf_counter()
-        process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr,
-                                   env=env)
+        process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr, env=env)
         status, peak_kb = None, 0
         while status is None:
             peak_kb = max(peak_kb, _high_water_kb(process.pid))
@@ -84,17 +83,27 @@ def corpus_rows(work: Path) -> list:
         except AssertionError as error:
             failure = str(error).splitlines()[0]
         rows.append(_row(case.name, case.group, code, stderr, seconds, peak_mb, failure))
-        print(f"{case.group:8} {case.name:42} exit {code} {seconds:6.1f} s {peak_mb:6.0f} MB "
-              f"{'ok' if not failure else 'FAILED: ' + failure}", flush=True)
+        print(
+            f"{case.group:8} {case.name:42} exit {code} {seconds:6.1f} s {peak_mb:6.0f} MB "
+            f"{'ok' if not failure else 'FAILED: ' + failure}",
+            flush=True,
+        )
         shutil.rmtree(folder, ignore_errors=True)
     return rows
 
 
 def _row(name, group, code, stderr, seconds, peak_mb, failure) -> dict:
     lines = [line for line in stderr.strip().splitlines() if line.strip()]
-    return {"case": name, "group": group, "exit": code, "seconds": round(seconds, 2),
-            "peak_mb": None if peak_mb is None else round(peak_mb), "passed": not failure, "failure": failure,
-            "message": re.sub(r"/tmp/\S+/", ".../", lines[-1])[:160] if lines else ""}
+    return {
+        "case": name,
+        "group": group,
+        "exit": code,
+        "seconds": round(seconds, 2),
+        "peak_mb": None if peak_mb is None else round(peak_mb),
+        "passed": not failure,
+        "failure": failure,
+        "message": re.sub(r"/tmp/\S+/", ".../", lines[-1])[:160] if lines else "",
+    }
 
 
 def _leftovers(folder: Path) -> list:
@@ -105,10 +114,24 @@ def kill_rows(work: Path, rng: random.Random) -> list:
     """kill -9 of convert and micro at random moments, then the same command again."""
     rows = []
     commands = {
-        "kill9_convert_then_rerun": lambda out: ["convert", str(SAMPLES / "lenet5.h5"), "--precision", "int8",
-                                                 "--calibration", str(CALIBRATION), "-o", str(out / "m.tflite")],
-        "kill9_micro_then_rerun": lambda out: ["micro", str(SAMPLES / "lenet5.h5"), "--calibration",
-                                               str(CALIBRATION), "-o", str(out / "mcu")],
+        "kill9_convert_then_rerun": lambda out: [
+            "convert",
+            str(SAMPLES / "lenet5.h5"),
+            "--precision",
+            "int8",
+            "--calibration",
+            str(CALIBRATION),
+            "-o",
+            str(out / "m.tflite"),
+        ],
+        "kill9_micro_then_rerun": lambda out: [
+            "micro",
+            str(SAMPLES / "lenet5.h5"),
+            "--calibration",
+            str(CALIBRATION),
+            "-o",
+            str(out / "mcu"),
+        ],
     }
     for name, command in commands.items():
         clean = work / f"{name}-clean"
@@ -119,8 +142,9 @@ def kill_rows(work: Path, rng: random.Random) -> list:
             out = work / f"{name}-{trial}"
             out.mkdir()
             argv = [*hostile_cases.python_command(), *command(out)]
-            process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                       stderr=subprocess.DEVNULL)
+            process = subprocess.Popen(
+                argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            )
             time.sleep(rng.uniform(2.0, 12.0))
             process.kill()
             process.wait()
@@ -154,8 +178,17 @@ def interrupt_row(work: Path) -> dict:
     """Ctrl-C during a conversion: exit 130, one line, nothing written."""
     out = work / "sigint"
     out.mkdir()
-    argv = [*hostile_cases.python_command(), "convert", str(SAMPLES / "lenet5.h5"), "--precision", "int8",
-            "--calibration", str(CALIBRATION), "-o", str(out / "m.tflite")]
+    argv = [
+        *hostile_cases.python_command(),
+        "convert",
+        str(SAMPLES / "lenet5.h5"),
+        "--precision",
+        "int8",
+        "--calibration",
+        str(CALIBRATION),
+        "-o",
+        str(out / "m.tflite"),
+    ]
     code, stderr, seconds, peak_mb = run_process(argv, interrupt_after=5.0)
     lines = [line for line in stderr.strip().splitlines() if line.strip()]
     failure = ""
@@ -173,22 +206,39 @@ def batch_rows(work: Path) -> list:
     for name in ("a.h5", "b.h5"):
         hostile_cases.tiny_model(models, name)
     eval_data = hostile_cases.tiny_data(work, "batch-eval.npz")
-    tool = [sys.executable, str(ROOT / "tools" / "compress_models.py"), "--input_dir", str(models),
-            "--recipe", "mobile_float16", "--eval", str(eval_data), "--jobs", "2"]
+    tool = [
+        sys.executable,
+        str(ROOT / "tools" / "compress_models.py"),
+        "--input_dir",
+        str(models),
+        "--recipe",
+        "mobile_float16",
+        "--eval",
+        str(eval_data),
+        "--jobs",
+        "2",
+    ]
     out = work / "batch-out"
     code, stderr, seconds, peak_mb = run_process([*tool, "--output_dir", str(out)], timeout=300)
-    failure = "" if code == 2 and not (models / hostile_cases.MARKER).exists() and "Lambda" in (
-        out / "summary.md").read_text() else f"exit {code}, marker {(models / hostile_cases.MARKER).exists()}"
+    failure = (
+        ""
+        if code == 2 and not (models / hostile_cases.MARKER).exists() and "Lambda" in (out / "summary.md").read_text()
+        else f"exit {code}, marker {(models / hostile_cases.MARKER).exists()}"
+    )
     rows.append(_row("lambda_through_batch_tool", "trust", code, "", seconds, peak_mb, failure))
 
     killed_out = work / "batch-killed"
-    process = subprocess.Popen([*tool, "--output_dir", str(killed_out)], stdin=subprocess.DEVNULL,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        [*tool, "--output_dir", str(killed_out)],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.monotonic() + 60
     while not _processes_mentioning(killed_out) and time.monotonic() < deadline:
         time.sleep(0.1)
     children = _processes_mentioning(killed_out)
-    process.kill()          # the tool alone, as a crashed CI runner would leave it
+    process.kill()  # the tool alone, as a crashed CI runner would leave it
     process.wait()
     time.sleep(3)
     orphans = _processes_mentioning(killed_out)
@@ -219,8 +269,10 @@ def main() -> None:
         rows += batch_rows(work)
         rows.append(interrupt_row(work))
         rows += kill_rows(work, rng)
-    render.write_result("hostile", {"rows": rows, "time_limit_s": TIME_LIMIT_S, "memory_limit_mb": MEMORY_LIMIT_MB,
-                                    "kill_trials": KILL_TRIALS})
+    render.write_result(
+        "hostile",
+        {"rows": rows, "time_limit_s": TIME_LIMIT_S, "memory_limit_mb": MEMORY_LIMIT_MB, "kill_trials": KILL_TRIALS},
+    )
     render.render_all()
     failed = [row["case"] for row in rows if not row["passed"]]
     print(f"{len(rows) - len(failed)} passed, {len(failed)} failed" + (f": {failed}" if failed else ""))

@@ -22,22 +22,37 @@ from tfcompress.runtime.interpreter import predict
 import render
 
 ROOT = Path(__file__).resolve().parents[1]
-_DATA_DIR = flags.DEFINE_string("data_dir", "/usr/share/datasets/fashion-mnist",
-                                "Fashion-MNIST IDX folder (apt-get install dataset-fashion-mnist).")
-_MODELS = flags.DEFINE_list("models", ["lenet_300_100.h5", "lenet5.h5", "dscnn.h5", "resnet8.h5",
-                                       "mobilenetv2_035.h5", "lenet5_keras3.keras", "lenet5_keras3.h5"],
-                            "Sample model files to measure.")
+_DATA_DIR = flags.DEFINE_string(
+    "data_dir", "/usr/share/datasets/fashion-mnist", "Fashion-MNIST IDX folder (apt-get install dataset-fashion-mnist)."
+)
+_MODELS = flags.DEFINE_list(
+    "models",
+    [
+        "lenet_300_100.h5",
+        "lenet5.h5",
+        "dscnn.h5",
+        "resnet8.h5",
+        "mobilenetv2_035.h5",
+        "lenet5_keras3.keras",
+        "lenet5_keras3.h5",
+    ],
+    "Sample model files to measure.",
+)
 _RUNS = flags.DEFINE_integer("runs", 300, "Timed invokes per model for latency.", lower_bound=200)
 
-KERAS3_FILES = ("lenet5_keras3.keras", "lenet5_keras3.h5")    # written by Keras 3 (tools/make_sample_models.py)
+KERAS3_FILES = ("lenet5_keras3.keras", "lenet5_keras3.h5")  # written by Keras 3 (tools/make_sample_models.py)
 
 
 def variants(model) -> list:
-    head = model.layers[-1].name        # the classifier Dense, whose softmax stays float with it
-    return [("float32", {"precision": "float32"}), ("float16", {"precision": "float16"}),
-            ("dynamic", {"precision": "dynamic"}), ("int8", {"precision": "int8"}),
-            ("int8 per-tensor Dense", {"precision": "int8", "per_tensor_dense": True}),
-            ("int8 float head", {"precision": "int8", "keep_float": [head]})]
+    head = model.layers[-1].name  # the classifier Dense, whose softmax stays float with it
+    return [
+        ("float32", {"precision": "float32"}),
+        ("float16", {"precision": "float16"}),
+        ("dynamic", {"precision": "dynamic"}),
+        ("int8", {"precision": "int8"}),
+        ("int8 per-tensor Dense", {"precision": "int8", "per_tensor_dense": True}),
+        ("int8 float head", {"precision": "int8", "keep_float": [head]}),
+    ]
 
 
 def main(argv):
@@ -50,23 +65,42 @@ def main(argv):
         keras3_top1 = _keras3_top1(ROOT / "sample_models" / name, test) if name in KERAS3_FILES else None
         for variant, options in variants(model):
             started = time.perf_counter()
-            report = tfcompress.convert(model, calibration=calibration, eval_data=test,
-                                        latency_runs=_RUNS.value, **options)
-            rows.append({"model": name, "variant": variant, "size_bytes": report.size_bytes,
-                         "gzip_bytes": report.gzip_bytes, "keras_accuracy": report.reference.accuracy,
-                         "accuracy": report.accuracy, "accuracy_drop": report.accuracy_drop,
-                         "top1_agreement": report.fidelity.top1_agreement,
-                         "top1_ties": report.fidelity.top1_ties,
-                         "top1_agreement_keras3": None if keras3_top1 is None else float(np.mean(
-                             np.argmax(predict(report.tflite, test.x), axis=1) == keras3_top1)),
-                         "latency_us": report.latency.to_dict(), "float_ops": list(report.float_ops),
-                         "seconds": round(time.perf_counter() - started, 1)})
-            print(f"{name:22} {variant:22} {report.size_bytes:>9,} B  acc {report.accuracy:.4f}  "
-                  f"drop {report.accuracy_drop:+.2f} pt  p50 {report.latency.p50:8.1f} us", flush=True)
-    result = {"benchmark": "ptq", "test_samples": len(test), "calibration_samples": 500,
-              "threads": 1, "machine": machine_info(threads=1),
-              "versions": library_versions(),
-              "rows": rows}
+            report = tfcompress.convert(
+                model, calibration=calibration, eval_data=test, latency_runs=_RUNS.value, **options
+            )
+            rows.append(
+                {
+                    "model": name,
+                    "variant": variant,
+                    "size_bytes": report.size_bytes,
+                    "gzip_bytes": report.gzip_bytes,
+                    "keras_accuracy": report.reference.accuracy,
+                    "accuracy": report.accuracy,
+                    "accuracy_drop": report.accuracy_drop,
+                    "top1_agreement": report.fidelity.top1_agreement,
+                    "top1_ties": report.fidelity.top1_ties,
+                    "top1_agreement_keras3": None
+                    if keras3_top1 is None
+                    else float(np.mean(np.argmax(predict(report.tflite, test.x), axis=1) == keras3_top1)),
+                    "latency_us": report.latency.to_dict(),
+                    "float_ops": list(report.float_ops),
+                    "seconds": round(time.perf_counter() - started, 1),
+                }
+            )
+            print(
+                f"{name:22} {variant:22} {report.size_bytes:>9,} B  acc {report.accuracy:.4f}  "
+                f"drop {report.accuracy_drop:+.2f} pt  p50 {report.latency.p50:8.1f} us",
+                flush=True,
+            )
+    result = {
+        "benchmark": "ptq",
+        "test_samples": len(test),
+        "calibration_samples": 500,
+        "threads": 1,
+        "machine": machine_info(threads=1),
+        "versions": library_versions(),
+        "rows": rows,
+    }
     render.write_result("ptq", result)
     render.render_all()
 

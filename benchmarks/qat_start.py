@@ -34,21 +34,30 @@ def main(argv):
         print(json.dumps({"seconds": _first_step() if _CHILD.value == "first_step" else _refusal()}))
         return
     environment = {**os.environ, "TFCOMPRESS_CACHE_DIR": "off", "TF_CPP_MIN_LOG_LEVEL": "3"}
-    seconds = {kind: [_child_seconds(kind, environment) for _ in range(_PROCESSES.value)]
-               for kind in ("first_step", "refusal")}
-    result = {"benchmark": "qat_start", "processes": _PROCESSES.value,
-              "first_step_median_s": statistics.median(seconds["first_step"]),
-              "refusal_median_s": statistics.median(seconds["refusal"]), "seconds": seconds,
-              "machine": machine_info(threads=1), "versions": library_versions()}
-    print(f"first QAT step {result['first_step_median_s']:.1f} s, refusal {result['refusal_median_s']:.1f} s "
-          f"(medians of {_PROCESSES.value} processes)")
+    seconds = {
+        kind: [_child_seconds(kind, environment) for _ in range(_PROCESSES.value)] for kind in ("first_step", "refusal")
+    }
+    result = {
+        "benchmark": "qat_start",
+        "processes": _PROCESSES.value,
+        "first_step_median_s": statistics.median(seconds["first_step"]),
+        "refusal_median_s": statistics.median(seconds["refusal"]),
+        "seconds": seconds,
+        "machine": machine_info(threads=1),
+        "versions": library_versions(),
+    }
+    print(
+        f"first QAT step {result['first_step_median_s']:.1f} s, refusal {result['refusal_median_s']:.1f} s "
+        f"(medians of {_PROCESSES.value} processes)"
+    )
     render.write_result("qat_start", result)
     render.render_all()
 
 
 def _child_seconds(kind, environment) -> float:
-    done = subprocess.run([sys.executable, __file__, f"--child={kind}"], check=True, capture_output=True,
-                          text=True, env=environment)
+    done = subprocess.run(
+        [sys.executable, __file__, f"--child={kind}"], check=True, capture_output=True, text=True, env=environment
+    )
     return json.loads(done.stdout.strip().splitlines()[-1])["seconds"]
 
 
@@ -82,10 +91,10 @@ def _first_step() -> float:
 
 
 def _refusal() -> float:
+    import numpy as np
+
     from tfcompress import _keras, quantize_aware
     from tfcompress.errors import PreflightError
-
-    import numpy as np
 
     keras = _keras.tf_keras()
 

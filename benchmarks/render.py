@@ -55,7 +55,8 @@ def _ptq(result: dict) -> str:
         f"LiteRT latency p50 of single-image invokes, {result['threads']} thread, CPU: {result['machine']['cpu']}. "
         "Accuracy drop is in percentage points against the Keras model.",
         "",
-        "| model | variant | size (B) | gzip (B) | accuracy | drop (pt) | top-1 agreement | p50 (us) | p50 vs float32 |",
+        "| model | variant | size (B) | gzip (B) | accuracy | drop (pt) | top-1 agreement | p50 (us) "
+        "| p50 vs float32 |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     float_latency = {row["model"]: row["latency_us"]["p50"] for row in result["rows"] if row["variant"] == "float32"}
@@ -64,48 +65,69 @@ def _ptq(result: dict) -> str:
         lines.append(
             f"| `{row['model']}` | {row['variant']} | {row['size_bytes']:,} | {row['gzip_bytes']:,} | "
             f"{row['accuracy'] * 100:.2f}% | {row['accuracy_drop']:+.2f} | {row['top1_agreement'] * 100:.2f}% | "
-            f"{row['latency_us']['p50']:.1f} | {ratio:.2f}x |")
+            f"{row['latency_us']['p50']:.1f} | {ratio:.2f}x |"
+        )
     lines += ["", _keras3_agreement(result), "", f"Versions: {_versions(result)}"]
     return "\n".join(lines)
 
 
 def _keras3_agreement(result: dict) -> str:
     """The files Keras 3 wrote: top-1 agreement against Keras 3's own outputs, int8 with and without a float head."""
-    lines = ["Files written by Keras 3, top-1 agreement of the `.tflite` against Keras 3's own outputs "
-             "(ties: test images whose two largest `.tflite` outputs are equal):", "",
-             "| model | variant | top-1 vs Keras 3 | ties | float ops |", "|---|---|---:|---:|---|"]
+    lines = [
+        "Files written by Keras 3, top-1 agreement of the `.tflite` against Keras 3's own outputs "
+        "(ties: test images whose two largest `.tflite` outputs are equal):",
+        "",
+        "| model | variant | top-1 vs Keras 3 | ties | float ops |",
+        "|---|---|---:|---:|---|",
+    ]
     for row in result["rows"]:
         if row.get("top1_agreement_keras3") is not None and row["variant"].startswith("int8"):
-            lines.append(f"| `{row['model']}` | {row['variant']} | {row['top1_agreement_keras3'] * 100:.2f}% | "
-                         f"{row['top1_ties']} | {', '.join(row['float_ops']) or 'none'} |")
+            lines.append(
+                f"| `{row['model']}` | {row['variant']} | {row['top1_agreement_keras3'] * 100:.2f}% | "
+                f"{row['top1_ties']} | {', '.join(row['float_ops']) or 'none'} |"
+            )
     return "\n".join(lines)
 
 
 def _ptq_summary(result: dict) -> str:
     rows = {(row["model"], row["variant"]): row for row in result["rows"]}
-    lines = ["int8 post-training quantization of the sample models, full Fashion-MNIST test set "
-             "(from `benchmarks/results/ptq.json`; all precisions in `benchmarks/README.md`):", "",
-             "| model | float32 accuracy | int8 accuracy | drop (pt) | size float32 → int8 | p50 float32 → int8 (us) |",
-             "|---|---:|---:|---:|---:|---:|"]
+    lines = [
+        "int8 post-training quantization of the sample models, full Fashion-MNIST test set "
+        "(from `benchmarks/results/ptq.json`; all precisions in `benchmarks/README.md`):",
+        "",
+        "| model | float32 accuracy | int8 accuracy | drop (pt) | size float32 → int8 | p50 float32 → int8 (us) |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
     for model in dict.fromkeys(row["model"] for row in result["rows"]):
         base, int8 = rows[(model, "float32")], rows[(model, "int8")]
         lines.append(
             f"| `{model}` | {base['accuracy'] * 100:.2f}% | {int8['accuracy'] * 100:.2f}% | "
             f"{int8['accuracy_drop']:+.2f} | {base['size_bytes']:,} → {int8['size_bytes']:,} B "
             f"({base['size_bytes'] / int8['size_bytes']:.1f}x) | "
-            f"{base['latency_us']['p50']:.0f} → {int8['latency_us']['p50']:.0f} |")
+            f"{base['latency_us']['p50']:.0f} → {int8['latency_us']['p50']:.0f} |"
+        )
     keras3 = [row for row in result["rows"] if row.get("top1_agreement_keras3") is not None]
     if keras3:
-        agreement = {variant: ", ".join(f"{row['top1_agreement_keras3'] * 100:.2f}%" for row in keras3
-                                        if row["variant"] == variant) for variant in ("int8", "int8 float head")}
-        lines += ["", f"Files written by Keras 3 (`{'`, `'.join(dict.fromkeys(row['model'] for row in keras3))}`), "
-                  f"top-1 agreement with Keras 3's own outputs: int8 {agreement['int8']}; int8 with the classifier "
-                  f"head (last Dense and its softmax) kept float, `--keep_float LAYER`, {agreement['int8 float head']}. "
-                  "Plain int8 loses to ties: its softmax output moves in steps of 1/256, and arg-max takes the "
-                  "lower class when the top two round to the same step."]
-    lines += ["", "Latency: LiteRT with XNNPACK, 1 thread, on this x86 machine, where int8 is often slower "
-              "than float32 for models this small; it does not predict ARM or microcontroller latency, so "
-              "run `tfcompress benchmark` on the target."]
+        agreement = {
+            variant: ", ".join(
+                f"{row['top1_agreement_keras3'] * 100:.2f}%" for row in keras3 if row["variant"] == variant
+            )
+            for variant in ("int8", "int8 float head")
+        }
+        lines += [
+            "",
+            f"Files written by Keras 3 (`{'`, `'.join(dict.fromkeys(row['model'] for row in keras3))}`), "
+            f"top-1 agreement with Keras 3's own outputs: int8 {agreement['int8']}; int8 with the classifier "
+            f"head (last Dense and its softmax) kept float, `--keep_float LAYER`, {agreement['int8 float head']}. "
+            "Plain int8 loses to ties: its softmax output moves in steps of 1/256, and arg-max takes the "
+            "lower class when the top two round to the same step.",
+        ]
+    lines += [
+        "",
+        "Latency: LiteRT with XNNPACK, 1 thread, on this x86 machine, where int8 is often slower "
+        "than float32 for models this small; it does not predict ARM or microcontroller latency, so "
+        "run `tfcompress benchmark` on the target.",
+    ]
     return "\n".join(lines)
 
 
@@ -122,14 +144,18 @@ def _replace_readme_section(text: str) -> None:
 
 
 def _cold_start(result: dict) -> str:
-    return "\n".join([
-        "## Cold start of `tfcompress benchmark` (`benchmarks/cold_start.py`)",
-        "",
-        f"`{result['command']}` in {result['processes']} fresh processes on {result['machine']['cpu']}: "
-        f"median **{result['median_s']:.3f} s** (min {result['min_s']:.3f}, max {result['max_s']:.3f}); "
-        f"`python -c 'import tensorflow'` alone takes {result['import_tensorflow_median_s']:.2f} s. "
-        "The benchmark path imports no TensorFlow.",
-        "", f"Versions: {_versions(result)}"])
+    return "\n".join(
+        [
+            "## Cold start of `tfcompress benchmark` (`benchmarks/cold_start.py`)",
+            "",
+            f"`{result['command']}` in {result['processes']} fresh processes on {result['machine']['cpu']}: "
+            f"median **{result['median_s']:.3f} s** (min {result['min_s']:.3f}, max {result['max_s']:.3f}); "
+            f"`python -c 'import tensorflow'` alone takes {result['import_tensorflow_median_s']:.2f} s. "
+            "The benchmark path imports no TensorFlow.",
+            "",
+            f"Versions: {_versions(result)}",
+        ]
+    )
 
 
 def _check(result: dict) -> str:
@@ -147,8 +173,10 @@ def _check(result: dict) -> str:
     for row in result["rows"]:
         notes = "; ".join(f"{p['layer']}: {p['problem']}" for p in row["problems"]) or "-"
         actions = ", ".join(f"{count} {action}" for action, count in sorted(row["qat_actions"].items()))
-        lines.append(f"| `{row['model']}` | {row['target']} | {row['verdict']} | {notes} | {actions} | "
-                     f"{row['cold_s']:.1f} | {row['warm_s']:.1f} |")
+        lines.append(
+            f"| `{row['model']}` | {row['target']} | {row['verdict']} | {notes} | {actions} | "
+            f"{row['cold_s']:.1f} | {row['warm_s']:.1f} |"
+        )
     lines += ["", f"Versions: {_versions(result)}"]
     return "\n".join(lines)
 
@@ -160,11 +188,13 @@ def _micro(result: dict) -> str:
         "Every sample model through `tfcompress micro` (full integer, int8 I/O, batch 1), Dense weights per "
         "channel vs per tensor. Arena: the smallest 16-byte multiple TFLite Micro allocated and ran the model in; "
         "`benchmark --micro` measured it again on its own path; the recording allocator's own total is beside "
-        "it (it can under-count, tflite-micro#2738). Max diff: largest output difference from the closer of LiteRT's optimized and reference "
-        f"kernel sets (both per kernel set in results/micro.json) in quantized steps on the first 50 images of `{result['eval']}`; accuracy on all of it, drop "
+        "it (it can under-count, tflite-micro#2738). Max diff: largest output difference from the closer of "
+        "LiteRT's optimized and reference kernel sets (both per kernel set in results/micro.json) in quantized "
+        f"steps on the first 50 images of `{result['eval']}`; accuracy on all of it, drop "
         "vs the Keras model.",
         "",
-        "| model | Dense weights | flash (B) | arena (B) | per-channel / per-tensor arena | benchmark --micro arena (B) "
+        "| model | Dense weights | flash (B) | arena (B) | per-channel / per-tensor arena "
+        "| benchmark --micro arena (B) "
         "| recorded (B) | max diff (steps) | accuracy | drop (pt) | TFLM p50 (us) | LiteRT p50 (us) |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
@@ -175,7 +205,8 @@ def _micro(result: dict) -> str:
             f"| `{row['model']}` | {row['dense']} | {row['flash_bytes']:,} | {row['arena_bytes']:,} | {ratio:.2f}x | "
             f"{row['benchmark_arena_bytes']:,} | {row['recorded_arena_bytes']:,} | {row['max_diff_steps']} | "
             f"{row['accuracy'] * 100:.2f}% | {row['accuracy_drop']:+.2f} | {row['micro_p50_us']:,.0f} | "
-            f"{row['litert_p50_us']:,.1f} |")
+            f"{row['litert_p50_us']:,.1f} |"
+        )
     lines += ["", f"Versions: {_versions(result)}"]
     return "\n".join(lines)
 
@@ -189,41 +220,57 @@ def _compress(result: dict) -> str:
         "with sparsity preserved, then int8 by calibration (PTQ, Dense per tensor) or by PCQAT. Ratios are the "
         "float32 `.tflite` bytes over: gzip -9 bytes of the int8 file; its Huffman-coded size (non-zero values "
         "and relative indices, Deep Compression style, tables included); the entropy bound of its weights. "
-        "The rest of the file (graph, biases) counts as stored. \"tfmot by hand\" is the same recipe written "
+        'The rest of the file (graph, biases) counts as stored. "tfmot by hand" is the same recipe written '
         "with tfmot's documented calls and TFLiteConverter, same epochs, learning rates and seed.",
         "",
         "| setting | how | int8 by | int8 (B) | gzip (B) | gzip x | Huffman x | entropy x | accuracy | drop (pt) |",
         "|---|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for row in result["pipelines"]:
-        lines.append(f"| {row['setting']} | {row['how']} | {row['quantization']} | {row['size_bytes']:,} | "
-                     f"{row['gzip_bytes']:,} | {row['gzip_ratio']:.1f} | {row['huffman_ratio']:.1f} | "
-                     f"{row['entropy_ratio']:.1f} | {row['accuracy'] * 100:.2f}% | {row['accuracy_drop']:+.2f} |")
+        lines.append(
+            f"| {row['setting']} | {row['how']} | {row['quantization']} | {row['size_bytes']:,} | "
+            f"{row['gzip_bytes']:,} | {row['gzip_ratio']:.1f} | {row['huffman_ratio']:.1f} | "
+            f"{row['entropy_ratio']:.1f} | {row['accuracy'] * 100:.2f}% | {row['accuracy_drop']:+.2f} |"
+        )
     if result["pipelines"]:
         float_row = result["pipelines"][0]
-        lines += ["", f"float32 `.tflite`: {float_row['float32_bytes']:,} B, accuracy "
-                  f"{float_row['float_accuracy'] * 100:.2f}%. ![compression vs accuracy](results/compress.png)"]
-    lines += ["", "QAT vs PTQ (int8, full integer, float I/O); drop against the float32 `.tflite`:", "",
-              "| model | how | int8 by | accuracy | drop (pt) |", "|---|---|---|---:|---:|"]
+        lines += [
+            "",
+            f"float32 `.tflite`: {float_row['float32_bytes']:,} B, accuracy "
+            f"{float_row['float_accuracy'] * 100:.2f}%. ![compression vs accuracy](results/compress.png)",
+        ]
+    lines += [
+        "",
+        "QAT vs PTQ (int8, full integer, float I/O); drop against the float32 `.tflite`:",
+        "",
+        "| model | how | int8 by | accuracy | drop (pt) |",
+        "|---|---|---|---:|---:|",
+    ]
     for row in result["qat"]:
         if "error" in row:
             lines.append(f"| `{row['model']}` | {row['how']} | {row['variant']} | failed: {row['error'][:80]} | |")
         else:
-            lines.append(f"| `{row['model']}` | {row['how']} | {row['variant']} | {row['accuracy'] * 100:.2f}% | "
-                         f"{row['accuracy_drop']:+.2f} |")
+            lines.append(
+                f"| `{row['model']}` | {row['how']} | {row['variant']} | {row['accuracy'] * 100:.2f}% | "
+                f"{row['accuracy_drop']:+.2f} |"
+            )
     lines += ["", f"Versions: {_versions(result)}"]
     return "\n".join(lines)
 
 
 def _qat_start(result: dict) -> str:
-    return "\n".join([
-        "## How soon `qat` trains or refuses (`benchmarks/qat_start.py`)",
-        "",
-        f"Fresh processes, conversion cache off, median of {result['processes']}: from the `quantize_aware` call "
-        f"to the first training batch of a small CNN with a LayerNormalization (pre-flight check included, the "
-        f"layer trained in float): **{result['first_step_median_s']:.1f} s**; to the refusal of a subclassed "
-        f"model: **{result['refusal_median_s']:.1f} s**.",
-        "", f"Versions: {_versions(result)}"])
+    return "\n".join(
+        [
+            "## How soon `qat` trains or refuses (`benchmarks/qat_start.py`)",
+            "",
+            f"Fresh processes, conversion cache off, median of {result['processes']}: from the `quantize_aware` call "
+            f"to the first training batch of a small CNN with a LayerNormalization (pre-flight check included, the "
+            f"layer trained in float): **{result['first_step_median_s']:.1f} s**; to the refusal of a subclassed "
+            f"model: **{result['refusal_median_s']:.1f} s**.",
+            "",
+            f"Versions: {_versions(result)}",
+        ]
+    )
 
 
 def _distill(result: dict) -> str:
@@ -242,30 +289,53 @@ def _distill(result: dict) -> str:
     ]
     for row in result["distillation"]:
         size = f"{row['size_bytes']:,}" if "size_bytes" in row else ""
-        lines.append(f"| {row['teacher']} | {row['model']} | {row['epochs']} | {row['params']:,} | "
-                     f"{row['params_ratio']:.2f} | {row['accuracy'] * 100:.2f}% | {row['drop_vs_teacher_pt']:+.2f} | "
-                     f"{size} |")
-    lines += ["", "Low-rank (`tfcompress lowrank --energy E`, output layer left whole) of the bundled LeNet-300-100, "
-              "fine-tuned on the training set; the control is the unfactored model fine-tuned as long:", "",
-              "| energy | ranks | params | params x | original | factored | fine-tuned | drop (pt) | "
-              "control fine-tuned |", "|---:|---|---:|---:|---:|---:|---:|---:|---:|"]
+        lines.append(
+            f"| {row['teacher']} | {row['model']} | {row['epochs']} | {row['params']:,} | "
+            f"{row['params_ratio']:.2f} | {row['accuracy'] * 100:.2f}% | {row['drop_vs_teacher_pt']:+.2f} | "
+            f"{size} |"
+        )
+    lines += [
+        "",
+        "Low-rank (`tfcompress lowrank --energy E`, output layer left whole) of the bundled LeNet-300-100, "
+        "fine-tuned on the training set; the control is the unfactored model fine-tuned as long:",
+        "",
+        "| energy | ranks | params | params x | original | factored | fine-tuned | drop (pt) | control fine-tuned |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     for row in result["lowrank"]:
         accuracy = row["accuracy"]
         ranks = ", ".join(f"{name} {rank}" for name, rank in row["ranks"].items())
-        lines.append(f"| {row['energy']} | {ranks} | {row['params']['original']:,} → {row['params']['factored']:,} | "
-                     f"{row['params_ratio']:.2f} | {accuracy['original'] * 100:.2f}% | "
-                     f"{accuracy['factored'] * 100:.2f}% | {accuracy['fine_tuned'] * 100:.2f}% | "
-                     f"{row['drop_pt']:+.2f} | {row['unfactored_fine_tuned_accuracy'] * 100:.2f}% |")
+        lines.append(
+            f"| {row['energy']} | {ranks} | {row['params']['original']:,} → {row['params']['factored']:,} | "
+            f"{row['params_ratio']:.2f} | {accuracy['original'] * 100:.2f}% | "
+            f"{accuracy['factored'] * 100:.2f}% | {accuracy['fine_tuned'] * 100:.2f}% | "
+            f"{row['drop_pt']:+.2f} | {row['unfactored_fine_tuned_accuracy'] * 100:.2f}% |"
+        )
     if result.get("sweep"):
-        lines += ["", "KD settings for the lenet5 student at width 0.5 (a separate run: its own teacher and "
-                  "labels-only student):", "", "| model | accuracy | drop vs teacher (pt) |", "|---|---:|---:|"]
-        lines += [f"| {row['model']} | {row['accuracy'] * 100:.2f}% | {row['drop_vs_teacher_pt']:+.2f} |"
-                  for row in result["sweep"]]
+        lines += [
+            "",
+            "KD settings for the lenet5 student at width 0.5 (a separate run: its own teacher and "
+            "labels-only student):",
+            "",
+            "| model | accuracy | drop vs teacher (pt) |",
+            "|---|---:|---:|",
+        ]
+        lines += [
+            f"| {row['model']} | {row['accuracy'] * 100:.2f}% | {row['drop_vs_teacher_pt']:+.2f} |"
+            for row in result["sweep"]
+        ]
     if result.get("long"):
-        lines += ["", f"The lenet5 rows again with every model trained {result['long'][0]['epochs']} epochs "
-                  "(a separate run):", "", "| model | params | accuracy | drop vs teacher (pt) |", "|---|---:|---:|---:|"]
-        lines += [f"| {row['model']} | {row['params']:,} | {row['accuracy'] * 100:.2f}% | "
-                  f"{row['drop_vs_teacher_pt']:+.2f} |" for row in result["long"]]
+        lines += [
+            "",
+            f"The lenet5 rows again with every model trained {result['long'][0]['epochs']} epochs (a separate run):",
+            "",
+            "| model | params | accuracy | drop vs teacher (pt) |",
+            "|---|---:|---:|---:|",
+        ]
+        lines += [
+            f"| {row['model']} | {row['params']:,} | {row['accuracy'] * 100:.2f}% | {row['drop_vs_teacher_pt']:+.2f} |"
+            for row in result["long"]
+        ]
     lines += ["", "![params vs accuracy](results/distill.png)", "", f"Versions: {_versions(result)}"]
     return "\n".join(lines)
 
@@ -276,8 +346,8 @@ def _lut(result: dict) -> str:
         "",
         f"Bundled models clustered (`tfcompress cluster`, {result['epochs']} epochs at {result['learning_rate']} on "
         f"{result['train_samples']:,} training images), then `tfcompress micro --compress lut` (int8, per-tensor "
-        "Dense). Flash ratios are against the float32 `.tflite`. Arena: DECODE expands into it; \"with alt "
-        "memory\": DECODE expands into a separate memory of the size given. Accuracy: int8 on the "
+        'Dense). Flash ratios are against the float32 `.tflite`. Arena: DECODE expands into it; "with alt '
+        'memory": DECODE expands into a separate memory of the size given. Accuracy: int8 on the '
         f"{result['test_samples']:,} test images (LiteRT; TFLite Micro's outputs of the compressed model equal "
         "the uncompressed model's on the inputs counted), drop against the float model. TFLM p50 on this host "
         "(Python build), uncompressed → compressed.",
@@ -295,26 +365,37 @@ def _lut(result: dict) -> str:
             f"{row['lut_bytes']:,} | {row['int8_ratio']:.1f} | **{row['lut_ratio']:.1f}** | {bits} | "
             f"{row['uncompressed_arena_bytes']:,} → {row['arena_bytes']:,} | "
             f"{row['alt_decompression_bytes']:,} + {row['arena_with_alt_memory_bytes']:,} | "
-            f"{row['identical_samples']} | {row['accuracy'] * 100:.2f}% | {row['drop_pt']:+.2f} | {latency} |")
-    lines += ["", "Index bits: per weight tensor in graph order (8: kept uncompressed, reason in results/lut.json).",
-              "", "The bundled sample models as they are (not clustered) through `micro --compress lut`:", "",
-              "| model | passed | weight tensors | LUT-compressed | kept: need 8 bits | kept: not smaller |",
-              "|---|---|---:|---:|---:|---:|"]
+            f"{row['identical_samples']} | {row['accuracy'] * 100:.2f}% | {row['drop_pt']:+.2f} | {latency} |"
+        )
+    lines += [
+        "",
+        "Index bits: per weight tensor in graph order (8: kept uncompressed, reason in results/lut.json).",
+        "",
+        "The bundled sample models as they are (not clustered) through `micro --compress lut`:",
+        "",
+        "| model | passed | weight tensors | LUT-compressed | kept: need 8 bits | kept: not smaller |",
+        "|---|---|---:|---:|---:|---:|",
+    ]
     for row in result.get("samples", []):
         if not row["passed"]:
             lines.append(f"| `{row['model']}` | **no**: {row['error'][:100]} | | | | |")
             continue
-        lines.append(f"| `{row['model']}` | yes | {row['weight_tensors']} | {row['compressed']} | "
-                     f"{row['kept_need_8_bits']} | {row['kept_not_smaller']} |")
+        lines.append(
+            f"| `{row['model']}` | yes | {row['weight_tensors']} | {row['compressed']} | "
+            f"{row['kept_need_8_bits']} | {row['kept_not_smaller']} |"
+        )
     recipe = result.get("recipe")
     if recipe:
-        lines += ["", f"The built-in `{recipe['recipe']}` recipe (`tfcompress run`: prune 80% → cluster 16 keeping "
-                  f"zeros → micro --compress lut) on `{recipe['model']}`, trained on {result['train_samples']:,} "
-                  f"images: flash {recipe['float32_bytes']:,} → {recipe['flash_bytes']:,} B "
-                  f"(**{recipe['flash_ratio']:.1f}x** smaller than float32), arena {recipe['arena_bytes']:,} B, "
-                  f"accuracy {recipe['original_accuracy'] * 100:.2f}% → {recipe['accuracy'] * 100:.2f}% "
-                  f"(drop {recipe['drop_pt']:+.2f} pt; budget 2 pt: {'passed' if recipe['passed'] else 'FAILED'}), "
-                  f"{recipe['seconds']:.0f} s."]
+        lines += [
+            "",
+            f"The built-in `{recipe['recipe']}` recipe (`tfcompress run`: prune 80% → cluster 16 keeping "
+            f"zeros → micro --compress lut) on `{recipe['model']}`, trained on {result['train_samples']:,} "
+            f"images: flash {recipe['float32_bytes']:,} → {recipe['flash_bytes']:,} B "
+            f"(**{recipe['flash_ratio']:.1f}x** smaller than float32), arena {recipe['arena_bytes']:,} B, "
+            f"accuracy {recipe['original_accuracy'] * 100:.2f}% → {recipe['accuracy'] * 100:.2f}% "
+            f"(drop {recipe['drop_pt']:+.2f} pt; budget 2 pt: {'passed' if recipe['passed'] else 'FAILED'}), "
+            f"{recipe['seconds']:.0f} s.",
+        ]
     lines += ["", f"Versions: {_versions(result)}"]
     return "\n".join(lines)
 
@@ -335,12 +416,16 @@ def _pipeline(result: dict) -> str:
     for kind, jobs in (("cold", 1), ("cold", 2), ("warm", 2)):
         runs = [run for run in result["runs"] if run["kind"] == kind and run["jobs"] == jobs]
         counts, seconds = runs[0]["counts"], ", ".join(f"{run['seconds']:.1f}" for run in runs)
-        lines.append(f"| {kind} | {jobs} | {'/'.join(runs[0]['cache'])} | {seconds} | "
-                     f"{medians[kind + '_jobs' + str(jobs)]:.1f} | "
-                     f"{counts['passed']} / {counts['failed']} / {counts['error']} |")
+        lines.append(
+            f"| {kind} | {jobs} | {'/'.join(runs[0]['cache'])} | {seconds} | "
+            f"{medians[kind + '_jobs' + str(jobs)]:.1f} | "
+            f"{counts['passed']} / {counts['failed']} / {counts['error']} |"
+        )
     kills = result["kills"]
-    sound = sum(k["identical_to_clean"] and k["exit_code"] == 0 and not k["damaged_cache_entries"]
-                and not k["leftovers"] for k in kills)
+    sound = sum(
+        k["identical_to_clean"] and k["exit_code"] == 0 and not k["damaged_cache_entries"] and not k["leftovers"]
+        for k in kills
+    )
     lines += [
         "",
         f"- `--jobs 2` vs `--jobs 1` (medians): **{result['jobs_speedup']:.2f}x** faster. Every run's `.tflite` "
@@ -354,8 +439,11 @@ def _pipeline(result: dict) -> str:
         "| trial | killed at (s) | models finished before | resumed (kept) | identical | damaged entries |",
         "|---:|---:|---:|---:|---|---:|",
     ]
-    lines += [f"| {k['trial']} | {k['kill_at_s']} | {k['finished_before_kill']} | {k['resumed']} | "
-              f"{'yes' if k['identical_to_clean'] else '**no**'} | {k['damaged_cache_entries']} |" for k in kills]
+    lines += [
+        f"| {k['trial']} | {k['kill_at_s']} | {k['finished_before_kill']} | {k['resumed']} | "
+        f"{'yes' if k['identical_to_clean'] else '**no**'} | {k['damaged_cache_entries']} |"
+        for k in kills
+    ]
     lines += ["", f"Versions: {_versions(result)}"]
     return "\n".join(lines)
 
@@ -377,42 +465,62 @@ def _auto(result: dict) -> str:
         by_name = {c["name"]: c for c in row["candidates"]}
         float32, chosen = by_name["float32"], by_name.get(row["chosen"])
         if chosen is None:
-            lines.append(f"| `{row['model']}` | {row['float_accuracy_full_test'] * 100:.2f}% | none within budget "
-                         "| | | | | |")
+            lines.append(
+                f"| `{row['model']}` | {row['float_accuracy_full_test'] * 100:.2f}% | none within budget | | | | | |"
+            )
             continue
-        lines.append(f"| `{row['model']}` | {row['float_accuracy_full_test'] * 100:.2f}% | {chosen['name']} | "
-                     f"{chosen['size_bytes']:,} | {float32['size_bytes']:,} | {chosen['drop_eval_pt']:+.2f} | "
-                     f"**{chosen['drop_full_test_pt']:+.2f}** | {chosen['latency_p50_us']:.0f} / "
-                     f"{float32['latency_p50_us']:.0f} |")
+        lines.append(
+            f"| `{row['model']}` | {row['float_accuracy_full_test'] * 100:.2f}% | {chosen['name']} | "
+            f"{chosen['size_bytes']:,} | {float32['size_bytes']:,} | {chosen['drop_eval_pt']:+.2f} | "
+            f"**{chosen['drop_full_test_pt']:+.2f}** | {chosen['latency_p50_us']:.0f} / "
+            f"{float32['latency_p50_us']:.0f} |"
+        )
     for row in result["rows"]:
         if not row["model"].startswith("mobilenetv2"):
             continue
-        lines += ["", f"Every candidate for `{row['model']}` (plain int8 against the selective and percentile "
-                  "configurations):", "",
-                  "| candidate | size (B) | drop, 2k (pt) | drop, 10k (pt) | within budget (2k) | Pareto | p50 (us) |",
-                  "|---|---:|---:|---:|---|---|---:|"]
+        lines += [
+            "",
+            f"Every candidate for `{row['model']}` (plain int8 against the selective and percentile configurations):",
+            "",
+            "| candidate | size (B) | drop, 2k (pt) | drop, 10k (pt) | within budget (2k) | Pareto | p50 (us) |",
+            "|---|---:|---:|---:|---|---|---:|",
+        ]
         for c in row["candidates"]:
             if "error" in c:
                 lines.append(f"| {c['name']} | failed: {c['error'][:80]} | | | | | |")
                 continue
-            lines.append(f"| {c['name']} | {c['size_bytes']:,} | {c['drop_eval_pt']:+.2f} | "
-                         f"{c['drop_full_test_pt']:+.2f} | {'yes' if c['within_budget'] else 'no'} | "
-                         f"{'yes' if c['pareto'] else ''} | {c['latency_p50_us']:.0f} |")
-    lines += ["", "### Per-layer int8 sensitivity", "",
-              "RMSE of each int8 op's output against its float twin on the same input, per quantization step "
-              "(0.29 is rounding alone), and SQNR; 100 calibration images. \"int8 with it float\": full-test "
-              "accuracy of the int8 model with only that layer left in float (the 3 most sensitive layers)."]
+            lines.append(
+                f"| {c['name']} | {c['size_bytes']:,} | {c['drop_eval_pt']:+.2f} | "
+                f"{c['drop_full_test_pt']:+.2f} | {'yes' if c['within_budget'] else 'no'} | "
+                f"{'yes' if c['pareto'] else ''} | {c['latency_p50_us']:.0f} |"
+            )
+    lines += [
+        "",
+        "### Per-layer int8 sensitivity",
+        "",
+        "RMSE of each int8 op's output against its float twin on the same input, per quantization step "
+        '(0.29 is rounding alone), and SQNR; 100 calibration images. "int8 with it float": full-test '
+        "accuracy of the int8 model with only that layer left in float (the 3 most sensitive layers).",
+    ]
     for row in result["rows"]:
         sensitivity = row["sensitivity"]
         ranked = sorted(sensitivity["layers"], key=lambda layer: -layer["rmse_over_scale"])
-        lines += ["", f"**`{row['model']}`**: float {sensitivity['float_accuracy'] * 100:.2f}%, int8 "
-                  f"{sensitivity['int8_accuracy'] * 100:.2f}% (10k test)", "",
-                  f"![int8 sensitivity of {row['model']}]({row['plot']})", "",
-                  "| rank | layer | kind | RMSE/step | SQNR (dB) | int8 with it float |", "|---:|---|---|---:|---:|---:|"]
+        lines += [
+            "",
+            f"**`{row['model']}`**: float {sensitivity['float_accuracy'] * 100:.2f}%, int8 "
+            f"{sensitivity['int8_accuracy'] * 100:.2f}% (10k test)",
+            "",
+            f"![int8 sensitivity of {row['model']}]({row['plot']})",
+            "",
+            "| rank | layer | kind | RMSE/step | SQNR (dB) | int8 with it float |",
+            "|---:|---|---|---:|---:|---:|",
+        ]
         for rank, layer in enumerate(ranked[:5], start=1):
             kept = f"{layer['accuracy_kept_float'] * 100:.2f}%" if layer["accuracy_kept_float"] is not None else ""
-            lines.append(f"| {rank} | `{layer['layer'][:40]}` | {layer['kind']} | {layer['rmse_over_scale']:.3f} | "
-                         f"{layer['sqnr_db']:.1f} | {kept} |")
+            lines.append(
+                f"| {rank} | `{layer['layer'][:40]}` | {layer['kind']} | {layer['rmse_over_scale']:.3f} | "
+                f"{layer['sqnr_db']:.1f} | {kept} |"
+            )
     lines += ["", f"Versions: {_versions(result)}"]
     return "\n".join(lines)
 
@@ -425,7 +533,8 @@ def _keras3_roundtrip(result: dict) -> str:
         "",
         f"Models built and saved by Keras 3 (seeded random weights), pruned for one epoch on "
         f"{result['samples']} random samples with `tfcompress prune MODEL.keras -o OUT.keras`, then loaded by Keras 3: "
-        f"**{carried} of {len(rows)} round-trip**; a model that cannot must be refused in one line naming what blocks it.",
+        f"**{carried} of {len(rows)} round-trip**; a model that cannot must be refused in one line naming what "
+        "blocks it.",
         "",
         "| architecture | layers | exit | pruned kernels (>30% zeros) | mean sparsity | result |",
         "|---|---|---:|---:|---:|---|",
@@ -433,20 +542,36 @@ def _keras3_roundtrip(result: dict) -> str:
     for row in rows:
         sparsity = "" if row["sparsity"] is None else f"{row['sparsity']:.2f}"
         message = re.sub(r"/tmp/\S+/", "", row["message"]).replace("|", "\\|")
-        verdict = ("loads in Keras 3" if row["exit"] == 0 else message) \
-            if row["passed"] else f"**failed**: {row['message']}"
-        lines.append(f"| {row['architecture']} | {', '.join(row['layers'])} | {row['exit']} | "
-                     f"{row['pruned_kernels']} | {sparsity} | {verdict} |")
+        verdict = (
+            ("loads in Keras 3" if row["exit"] == 0 else message) if row["passed"] else f"**failed**: {row['message']}"
+        )
+        lines.append(
+            f"| {row['architecture']} | {', '.join(row['layers'])} | {row['exit']} | "
+            f"{row['pruned_kernels']} | {sparsity} | {verdict} |"
+        )
     return "\n".join(lines)
+
+
+def _same_bytes(result: dict) -> str:
+    differing = "".join(f"\n- differs: {key}" for key in result["differing"])
+    return (
+        f"## Same bytes: {result['label'] or 'a change'}\n\n"
+        f"`benchmarks/same_bytes.py` ran `tfcompress convert` ({', '.join(result['precisions'])}) and "
+        f"`tfcompress micro` on {len(result['models'])} sample models before and after, and hashed the "
+        f"`.tflite` files and C sources: **{result['identical']} of {result['files']} identical**.{differing}"
+    )
 
 
 def _hostile_summary(result: dict) -> str:
     rows = result["rows"]
     measured = [row for row in rows if row["peak_mb"] is not None]
-    return (f"Hostile and broken inputs (`benchmarks/hostile.py`): {sum(row['passed'] for row in rows)} of {len(rows)} "
-            "cases (Lambda code at any nesting, decompression bombs, 1 TB array headers, FIFOs, outputs onto inputs, "
-            "kill -9 mid-write, ...) refused in one line with nothing written and no input changed; slowest "
-            f"{max(row['seconds'] for row in rows):.1f} s, largest peak memory {max(row['peak_mb'] for row in measured):,} MB.")
+    return (
+        f"Hostile and broken inputs (`benchmarks/hostile.py`): {sum(row['passed'] for row in rows)} of {len(rows)} "
+        "cases (Lambda code at any nesting, decompression bombs, 1 TB array headers, FIFOs, outputs onto inputs, "
+        "kill -9 mid-write, ...) refused in one line with nothing written and no input changed; slowest "
+        f"{max(row['seconds'] for row in rows):.1f} s, "
+        f"largest peak memory {max(row['peak_mb'] for row in measured):,} MB."
+    )
 
 
 def _hostile(result: dict) -> str:
@@ -470,15 +595,28 @@ def _hostile(result: dict) -> str:
         peak = "" if row["peak_mb"] is None else f"{row['peak_mb']:,}"
         verdict = "yes" if row["passed"] else f"**no**: {row['failure']}"
         message = row["message"].replace("|", "\\|")
-        lines.append(f"| {row['group']} | `{row['case']}` | {row['exit']} | {row['seconds']:.1f} | {peak} | "
-                     f"{verdict} | {message} |")
+        lines.append(
+            f"| {row['group']} | `{row['case']}` | {row['exit']} | {row['seconds']:.1f} | {peak} | "
+            f"{verdict} | {message} |"
+        )
     return "\n".join(lines)
 
 
-RENDERERS = {"ptq": _ptq, "cold_start": _cold_start, "micro": _micro, "check": _check, "compress": _compress,
-             "qat_start": _qat_start, "distill": _distill,
-             "lut": _lut, "pipeline": _pipeline, "auto": _auto, "hostile": _hostile,
-             "keras3_roundtrip": _keras3_roundtrip}
+RENDERERS = {
+    "ptq": _ptq,
+    "cold_start": _cold_start,
+    "micro": _micro,
+    "check": _check,
+    "compress": _compress,
+    "qat_start": _qat_start,
+    "distill": _distill,
+    "lut": _lut,
+    "pipeline": _pipeline,
+    "auto": _auto,
+    "hostile": _hostile,
+    "keras3_roundtrip": _keras3_roundtrip,
+    "same_bytes": _same_bytes,
+}
 
 if __name__ == "__main__":
     render_all()

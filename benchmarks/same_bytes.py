@@ -5,7 +5,10 @@ A refactoring that claims "no behaviour change" shows it here: run this before a
 then compare the two files.
 
     python benchmarks/same_bytes.py --out /tmp/before.json          # on the old commit
-    python benchmarks/same_bytes.py --out /tmp/after.json --compare /tmp/before.json
+    python benchmarks/same_bytes.py --out /tmp/after.json --compare /tmp/before.json --label "the #24 restructuring"
+
+With --compare the outcome is also stored in results/same_bytes.json and rendered into
+benchmarks/README.md.
 """
 
 import hashlib
@@ -17,18 +20,23 @@ from pathlib import Path
 
 from absl import app, flags
 
+import render
+
 ROOT = Path(__file__).resolve().parents[1]
 CALIBRATION = ROOT / "sample_models/data/fashion_mnist_calib.npz"
 PRECISIONS = ("float32", "float16", "dynamic", "int8", "int16x8")
 _OUT = flags.DEFINE_string("out", None, "Write the hashes here (JSON).", required=True)
 _COMPARE = flags.DEFINE_string("compare", None, "Hashes from an earlier run: exit 1 if any differs.")
-_MODELS = flags.DEFINE_list("models", sorted(json.loads((ROOT / "sample_models/models.json").read_text())),
-                            "Sample models.")
+_LABEL = flags.DEFINE_string("label", None, "What changed between the two runs (for the rendered table).")
+_MODELS = flags.DEFINE_list(
+    "models", sorted(json.loads((ROOT / "sample_models/models.json").read_text())), "Sample models."
+)
 
 
 def _tfcompress(*args) -> None:
-    subprocess.run([sys.executable, "-m", "tfcompress", *map(str, args), "--quiet"], check=True,
-                   stdout=subprocess.DEVNULL)
+    subprocess.run(
+        [sys.executable, "-m", "tfcompress", *map(str, args), "--quiet"], check=True, stdout=subprocess.DEVNULL
+    )
 
 
 def _digest(path: Path) -> str:
@@ -63,7 +71,20 @@ def main(argv):
         differing = sorted(key for key in before.keys() | hashes.keys() if before.get(key) != hashes.get(key))
         for key in differing:
             print(f"differs: {key}")
-        print(f"{len(hashes) - len(differing)} of {len(before.keys() | hashes.keys())} identical")
+        total = len(before.keys() | hashes.keys())
+        print(f"{total - len(differing)} of {total} identical")
+        render.write_result(
+            "same_bytes",
+            {
+                "label": _LABEL.value,
+                "models": _MODELS.value,
+                "precisions": PRECISIONS,
+                "files": total,
+                "identical": total - len(differing),
+                "differing": differing,
+            },
+        )
+        render.render_all()
         return 1 if differing else 0
     return 0
 

@@ -30,25 +30,30 @@ def tiny_model(tf_keras):
     """A small CNN with BatchNorm and Dense, deterministic weights: converts in seconds."""
     tf_keras.utils.set_random_seed(1)
     layers = tf_keras.layers
-    model = tf_keras.Sequential([
-        tf_keras.Input((28, 28, 1)),
-        layers.Conv2D(4, 3, strides=2),
-        layers.BatchNormalization(),
-        layers.ReLU(),
-        layers.DepthwiseConv2D(3),
-        layers.Flatten(),
-        layers.Dense(16, activation="relu"),
-        layers.Dense(10, activation="softmax"),
-    ], name="tiny")
+    model = tf_keras.Sequential(
+        [
+            tf_keras.Input((28, 28, 1)),
+            layers.Conv2D(4, 3, strides=2),
+            layers.BatchNormalization(),
+            layers.ReLU(),
+            layers.DepthwiseConv2D(3),
+            layers.Flatten(),
+            layers.Dense(16, activation="relu"),
+            layers.Dense(10, activation="softmax"),
+        ],
+        name="tiny",
+    )
     # Non-trivial BatchNorm statistics, so folding it is really exercised.
     batch_norm = model.layers[1]
-    batch_norm.set_weights([np.linspace(0.5, 1.5, 4), np.linspace(-0.2, 0.2, 4),
-                            np.linspace(-0.1, 0.1, 4), np.linspace(0.5, 2.0, 4)])
+    batch_norm.set_weights(
+        [np.linspace(0.5, 1.5, 4), np.linspace(-0.2, 0.2, 4), np.linspace(-0.1, 0.1, 4), np.linspace(0.5, 2.0, 4)]
+    )
     return model
 
 
 def subclassed_classifier(tf_keras):
     """A subclassed model (no config, no graph): what tfmot QAT refuses outright."""
+
     class Classifier(tf_keras.Model):
         def __init__(self):
             super().__init__(name="classifier")

@@ -33,14 +33,14 @@ _DEAD_PID = 999_999_999
 class Case:
     name: str
     group: str
-    make: Callable            # folder → argv (after `tfcompress`)
-    message: str = ""         # a fragment the one stderr line must contain
+    make: Callable  # folder → argv (after `tfcompress`)
+    message: str = ""  # a fragment the one stderr line must contain
     expect: int = 2
-    fast: bool = True         # also in the test suite (in-process)
-    writes: tuple = ()        # files a successful case may create (relative to the folder)
-    removes: tuple = ()       # stale files a successful case must remove
+    fast: bool = True  # also in the test suite (in-process)
+    writes: tuple = ()  # files a successful case may create (relative to the folder)
+    removes: tuple = ()  # stale files a successful case must remove
     marker_expected: bool = False
-    check: Optional[Callable] = None    # extra assertions on the folder afterwards
+    check: Optional[Callable] = None  # extra assertions on the folder afterwards
 
 
 def snapshot(folder: Path) -> dict:
@@ -68,17 +68,22 @@ def check_case(case: Case, folder: Path, before: dict, code: int, stderr: str) -
     assert (MARKER in after) == case.marker_expected, f"{case.name}: the Lambda's code ran"
     expected = {key: value for key, value in before.items() if key not in case.removes}
     changed = {key for key in set(before) | set(after) if before.get(key) != after.get(key)}
-    unexpected = {key for key in changed if key not in case.writes and key != MARKER
-                  and not (key in case.removes and key not in after)}
+    unexpected = {
+        key
+        for key in changed
+        if key not in case.writes and key != MARKER and not (key in case.removes and key not in after)
+    }
     assert not unexpected, f"{case.name}: files created, changed or removed: {sorted(unexpected)}"
     assert all(key not in after for key in case.removes), f"{case.name}: stale files left"
-    assert {k: v for k, v in after.items() if k in expected and k not in case.writes} == \
-        {k: v for k, v in expected.items() if k not in case.writes}
+    assert {k: v for k, v in after.items() if k in expected and k not in case.writes} == {
+        k: v for k, v in expected.items() if k not in case.writes
+    }
     if case.check:
         case.check(folder)
 
 
 # ------------------------------------------------------------------ builders
+
 
 def tf_keras():
     from tfcompress import _keras
@@ -105,8 +110,9 @@ def marker_lambda(folder: Path):
 def tiny_model(folder: Path, name: str = "model.h5") -> Path:
     keras = tf_keras()
     keras.utils.set_random_seed(0)
-    model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(6, activation="relu"),
-                              keras.layers.Dense(4, activation="softmax")])
+    model = keras.Sequential(
+        [keras.Input((8,)), keras.layers.Dense(6, activation="relu"), keras.layers.Dense(4, activation="softmax")]
+    )
     path = folder / name
     model.save(path, include_optimizer=False)
     return path
@@ -127,10 +133,15 @@ def tiny_tflite(folder: Path, name: str = "model.tflite") -> Path:
     model = tf_keras().models.load_model(tiny_model(folder, ".m.h5"), compile=False)
     (folder / ".m.h5").unlink()
     rng = np.random.default_rng(0)
-    report = tfcompress.convert(model, precision="int8", io_type="int8", per_tensor_dense=True,
-                                calibration=tfcompress.Dataset(rng.uniform(0, 1, (32, 8)).astype(np.float32),
-                                                               None, "uniform"),
-                                latency_runs=0, skip_check=True)
+    report = tfcompress.convert(
+        model,
+        precision="int8",
+        io_type="int8",
+        per_tensor_dense=True,
+        calibration=tfcompress.Dataset(rng.uniform(0, 1, (32, 8)).astype(np.float32), None, "uniform"),
+        latency_runs=0,
+        skip_check=True,
+    )
     path = folder / name
     path.write_bytes(report.tflite)
     return path
@@ -198,13 +209,15 @@ def patched_tflite(folder: Path, shape) -> Path:
 
 def png_header(path: Path, width: int, height: int) -> Path:
     """A PNG whose header declares width x height, with a tiny (invalid) image body."""
+
     def chunk(kind, data):
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
     header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64))
-                     + chunk(b"IEND", b""))
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+    )
     return path
 
 
@@ -249,13 +262,23 @@ def fifo(path: Path) -> Path:
 
 # ------------------------------------------------------------------ the cases
 
+
 def _convert(model, folder, *extra, precision="float32"):
     return ["convert", str(model), "--precision", precision, "-o", str(folder / "out.tflite"), *extra]
 
 
 def _convert_int8(folder, calibration, *extra):
-    return ["convert", str(tiny_model(folder)), "--precision", "int8", "--calibration", str(calibration),
-            "-o", str(folder / "out.tflite"), *extra]
+    return [
+        "convert",
+        str(tiny_model(folder)),
+        "--precision",
+        "int8",
+        "--calibration",
+        str(calibration),
+        "-o",
+        str(folder / "out.tflite"),
+        *extra,
+    ]
 
 
 def _eval_labels(folder, **arrays):
@@ -304,9 +327,21 @@ def _list_config(folder, with_lambda):
     def edit(config):
         layers = config["config"]["layers"]
         if with_lambda:
-            layers.insert(1, {"class_name": "Lambda", "config": {
-                "name": "lambda", "function": bytecode_of(folder), "function_type": "lambda",
-                "module": "__main__", "output_shape": None, "output_shape_type": "raw", "arguments": {}}})
+            layers.insert(
+                1,
+                {
+                    "class_name": "Lambda",
+                    "config": {
+                        "name": "lambda",
+                        "function": bytecode_of(folder),
+                        "function_type": "lambda",
+                        "module": "__main__",
+                        "output_shape": None,
+                        "output_shape_type": "raw",
+                        "arguments": {},
+                    },
+                },
+            )
         config["config"] = layers
         return config
 
@@ -318,10 +353,20 @@ def _bidirectional_lambda(folder):
     path = tiny_model(folder)
 
     def edit(config):
-        config["config"]["layers"].insert(1, {"class_name": "Bidirectional", "config": {
-            "name": "bidirectional", "layer": {"class_name": "LSTM", "config": {"name": "lstm", "units": 2}},
-            "forward_layer": {"class_name": "Lambda", "config": {
-                "name": "hidden", "function": bytecode_of(folder), "function_type": "lambda"}}}})
+        config["config"]["layers"].insert(
+            1,
+            {
+                "class_name": "Bidirectional",
+                "config": {
+                    "name": "bidirectional",
+                    "layer": {"class_name": "LSTM", "config": {"name": "lstm", "units": 2}},
+                    "forward_layer": {
+                        "class_name": "Lambda",
+                        "config": {"name": "hidden", "function": bytecode_of(folder), "function_type": "lambda"},
+                    },
+                },
+            },
+        )
         return config
 
     return edit_h5_config(path, edit)
@@ -370,12 +415,14 @@ def _functional_model(folder: Path) -> Path:
 
 def _rewire(edit):
     """A functional .h5 whose node references `edit` rewrites (config layers by name)."""
+
     def make(folder):
         def change(config):
             edit({layer["name"]: layer for layer in config["config"]["layers"]})
             return config
 
         return _convert(edit_h5_config(_functional_model(folder), change), folder)
+
     return make
 
 
@@ -412,6 +459,7 @@ def _input_shape(shape):
             return config
 
         return _convert(edit_h5_config(tiny_model(folder), edit), folder)
+
     return make
 
 
@@ -425,13 +473,14 @@ def _weights_only(folder):
 def _keras_bomb(size_mib):
     def make(folder):
         return _convert(zip_with(folder / "bomb.keras", {"config.json": (b" ", size_mib << 20)}), folder)
+
     return make
 
 
 def _truncated(folder, source: Path, name: str):
     data = source.read_bytes()
     source.unlink()
-    (folder / name).write_bytes(data[:len(data) // 2])
+    (folder / name).write_bytes(data[: len(data) // 2])
     return folder / name
 
 
@@ -460,8 +509,9 @@ def _idx_folder(folder, header: bytes):
     idx = folder / "idx"
     idx.mkdir()
     (idx / "train-images-idx3-ubyte.gz").write_bytes(gzip.compress(header + b"\0" * 64, mtime=0))
-    (idx / "train-labels-idx1-ubyte.gz").write_bytes(gzip.compress(b"\0\0\x08\x01" + struct.pack(">I", 1) + b"\0",
-                                                                   mtime=0))
+    (idx / "train-labels-idx1-ubyte.gz").write_bytes(
+        gzip.compress(b"\0\0\x08\x01" + struct.pack(">I", 1) + b"\0", mtime=0)
+    )
     return _convert_int8(folder, f"{idx}@train")
 
 
@@ -472,8 +522,15 @@ def _symlink_to_model(folder):
 
 
 def _micro(folder, *extra, output=None):
-    return ["micro", str(tiny_model(folder)), "--calibration", str(tiny_data(folder)),
-            "-o", str(output or folder / "mcu"), *extra]
+    return [
+        "micro",
+        str(tiny_model(folder)),
+        "--calibration",
+        str(tiny_data(folder)),
+        "-o",
+        str(output or folder / "mcu"),
+        *extra,
+    ]
 
 
 def _micro_user_files(folder):
@@ -527,21 +584,56 @@ def cases() -> list:
     for kinds in (["td", "td"], ["td", "seq"], ["func"], ["seq", "func", "td"], ["func", "td"]):
         add(Case(f"keras2_h5_{'_'.join(kinds)}_lambda", "trust", _nested(kinds, "keras2", ".h5"), "Lambda"))
     for kinds, suffix in ((["seq"], ".keras"), (["td"], ".keras"), (["td"], ".h5"), (["func", "seq"], ".h5")):
-        add(Case(f"keras3{suffix.replace('.', '_')}_{'_'.join(kinds)}_lambda", "trust",
-                 _nested(kinds, "keras3", suffix), "code"))
+        add(
+            Case(
+                f"keras3{suffix.replace('.', '_')}_{'_'.join(kinds)}_lambda",
+                "trust",
+                _nested(kinds, "keras3", suffix),
+                "code",
+            )
+        )
     for suffix in (".keras", ".h5"):
-        add(Case(f"keras3{suffix.replace('.', '_')}_activation_bytecode", "trust",
-                 lambda folder, s=suffix: _keras3_activation_lambda(folder, s), "bytecode"))
+        add(
+            Case(
+                f"keras3{suffix.replace('.', '_')}_activation_bytecode",
+                "trust",
+                lambda folder, s=suffix: _keras3_activation_lambda(folder, s),
+                "bytecode",
+            )
+        )
     add(Case("keras2_list_config_lambda", "trust", lambda f: _convert(_list_config(f, True), f), "Lambda"))
-    add(Case("bidirectional_forward_layer_lambda", "trust", lambda f: _convert(_bidirectional_lambda(f), f),
-             "Lambda"))
-    add(Case("keras3_function_from_os_module", "trust", lambda f: _convert(_keras3_file(f, lambda c: _set_activation(
-        c, {"module": "os", "class_name": "function", "config": "system", "registered_name": "function"})), f),
-        "function"))
+    add(Case("bidirectional_forward_layer_lambda", "trust", lambda f: _convert(_bidirectional_lambda(f), f), "Lambda"))
+    add(
+        Case(
+            "keras3_function_from_os_module",
+            "trust",
+            lambda f: _convert(
+                _keras3_file(
+                    f,
+                    lambda c: _set_activation(
+                        c, {"module": "os", "class_name": "function", "config": "system", "registered_name": "function"}
+                    ),
+                ),
+                f,
+            ),
+            "function",
+        )
+    )
     add(Case("tf_call_io_write_file", "trust", lambda f: _tf_call(f, "io.write_file"), "tf.io.write_file"))
     add(Case("tf_call_raw_ops", "trust", lambda f: _tf_call(f, "raw_ops.WriteFile"), "raw_ops"))
-    add(Case("unknown_custom_class", "trust", lambda f: _convert(edit_h5_config(tiny_model(f), lambda c: (
-        c["config"]["layers"][1].update(class_name="EvilLayer"), c)[1]), f), "EvilLayer"))
+    add(
+        Case(
+            "unknown_custom_class",
+            "trust",
+            lambda f: _convert(
+                edit_h5_config(
+                    tiny_model(f), lambda c: (c["config"]["layers"][1].update(class_name="EvilLayer"), c)[1]
+                ),
+                f,
+            ),
+            "EvilLayer",
+        )
+    )
     add(Case("custom_objects_without_trust", "trust", _custom_objects_module, "--trust_model_code"))
     add(Case("saved_model_lambda", "trust", _saved_model_lambda, "Lambda", fast=False))
     # Valid files that must be accepted.
@@ -552,147 +644,426 @@ def cases() -> list:
     # Damaged and oversized model files.
     add(Case("keras_config_bomb_100mib", "models", _keras_bomb(100), "config"))
     add(Case("keras_config_bomb_1_5gib", "models", _keras_bomb(1536), "config", fast=False))
-    add(Case("keras_member_compression_bomb", "models", lambda f: _convert(zip_with(
-        f / "bomb.keras", {"config.json": "{}", "model.weights.h5": (b"\0", 200 << 20)}), f), "compression"))
-    add(Case("keras_not_a_zip", "models", lambda f: (f.joinpath("m.keras").write_text("hello"),
-                                                     _convert(f / "m.keras", f))[1], "not a readable"))
-    add(Case("keras_truncated", "models", lambda f: _convert(_truncated(
-        f, _keras3_file(f, lambda c: c), "cut.keras"), f), "not a readable"))
-    add(Case("h5_truncated", "models", lambda f: _convert(_truncated(f, tiny_model(f, "full.h5"), "cut.h5"), f),
-             "HDF5"))
-    add(Case("h5_random_bytes", "models", lambda f: (f.joinpath("r.h5").write_bytes(
-        np.random.default_rng(0).bytes(4096)), _convert(f / "r.h5", f))[1], "HDF5"))
+    add(
+        Case(
+            "keras_member_compression_bomb",
+            "models",
+            lambda f: _convert(
+                zip_with(f / "bomb.keras", {"config.json": "{}", "model.weights.h5": (b"\0", 200 << 20)}), f
+            ),
+            "compression",
+        )
+    )
+    add(
+        Case(
+            "keras_not_a_zip",
+            "models",
+            lambda f: (f.joinpath("m.keras").write_text("hello"), _convert(f / "m.keras", f))[1],
+            "not a readable",
+        )
+    )
+    add(
+        Case(
+            "keras_truncated",
+            "models",
+            lambda f: _convert(_truncated(f, _keras3_file(f, lambda c: c), "cut.keras"), f),
+            "not a readable",
+        )
+    )
+    add(
+        Case("h5_truncated", "models", lambda f: _convert(_truncated(f, tiny_model(f, "full.h5"), "cut.h5"), f), "HDF5")
+    )
+    add(
+        Case(
+            "h5_random_bytes",
+            "models",
+            lambda f: (f.joinpath("r.h5").write_bytes(np.random.default_rng(0).bytes(4096)), _convert(f / "r.h5", f))[
+                1
+            ],
+            "HDF5",
+        )
+    )
     add(Case("h5_weights_only", "models", _weights_only, "no model config"))
-    add(Case("h5_config_not_json", "models", lambda f: _convert(_h5_attr(tiny_model(f), "{not json"), f),
-             "not JSON"))
-    add(Case("h5_config_nested_100000", "models", lambda f: _convert(_h5_attr(tiny_model(f), deep_json(100_000)), f),
-             "nested"))
+    add(Case("h5_config_not_json", "models", lambda f: _convert(_h5_attr(tiny_model(f), "{not json"), f), "not JSON"))
+    add(
+        Case(
+            "h5_config_nested_100000",
+            "models",
+            lambda f: _convert(_h5_attr(tiny_model(f), deep_json(100_000)), f),
+            "nested",
+        )
+    )
     add(Case("h5_input_100000x100000", "models", _input_shape([None, 100_000, 100_000]), "limit"))
     add(Case("h5_dense_100000x100000", "models", _huge_dense, "weights"))
     add(Case("h5_dataset_100000x100000", "models", _h5_huge_dataset, "weights"))
     add(Case("h5_negative_input_dimension", "models", _input_shape([None, -8]), "non-negative"))
-    add(Case("h5_node_reads_missing_node", "models", _rewire(
-        lambda layers: layers["head"]["inbound_nodes"][0][0].__setitem__(1, 5)), "does not have"))
-    add(Case("h5_nodes_in_a_cycle", "models", _rewire(
-        lambda layers: layers["hidden"]["inbound_nodes"][0][0].__setitem__(0, "head")), "own output"))
+    add(
+        Case(
+            "h5_node_reads_missing_node",
+            "models",
+            _rewire(lambda layers: layers["head"]["inbound_nodes"][0][0].__setitem__(1, 5)),
+            "does not have",
+        )
+    )
+    add(
+        Case(
+            "h5_nodes_in_a_cycle",
+            "models",
+            _rewire(lambda layers: layers["hidden"]["inbound_nodes"][0][0].__setitem__(0, "head")),
+            "own output",
+        )
+    )
     add(Case("model_is_fifo", "models", lambda f: _convert(fifo(f / "m.h5"), f), "FIFO"))
     add(Case("model_is_device", "models", lambda f: _convert("/dev/zero", f), "not a regular file"))
-    add(Case("model_is_plain_folder", "models", lambda f: (f.joinpath("d").mkdir(), _convert(f / "d", f))[1],
-             "folder"))
+    add(Case("model_is_plain_folder", "models", lambda f: (f.joinpath("d").mkdir(), _convert(f / "d", f))[1], "folder"))
     add(Case("model_missing", "models", lambda f: _convert(f / "missing.h5", f), "not found"))
     add(Case("model_name_300_chars", "models", lambda f: _convert(f / ("m" * 300 + ".h5"), f), "too long"))
-    add(Case("model_path_5000_chars", "models", lambda f: _convert(f / "/".join(["d" * 200] * 25) / "m.h5", f),
-             "too long"))
+    add(
+        Case(
+            "model_path_5000_chars",
+            "models",
+            lambda f: _convert(f / "/".join(["d" * 200] * 25) / "m.h5", f),
+            "too long",
+        )
+    )
     add(Case("tflite_given_to_convert", "models", lambda f: _convert(tiny_tflite(f), f), "already a TFLite"))
-    add(Case("unsupported_suffix", "models", lambda f: (f.joinpath("m.pt").write_bytes(b"x"),
-                                                        _convert(f / "m.pt", f))[1], "Unsupported"))
+    add(
+        Case(
+            "unsupported_suffix",
+            "models",
+            lambda f: (f.joinpath("m.pt").write_bytes(b"x"), _convert(f / "m.pt", f))[1],
+            "Unsupported",
+        )
+    )
     # .tflite files.
-    add(Case("tflite_random_bytes", "tflite", lambda f: (f.joinpath("r.tflite").write_bytes(
-        np.random.default_rng(0).bytes(4096)), ["benchmark", str(f / "r.tflite")])[1], "not a TFLite"))
-    add(Case("tflite_truncated", "tflite", lambda f: ["benchmark", str(_truncated(f, tiny_tflite(f), "cut.tflite"))],
-             "tflite"))
-    add(Case("tflite_flipped_bytes_micro", "tflite", lambda f: ["micro", str(_flipped_tflite(f)), "-o",
-                                                                str(f / "mcu")], "tflite"))
+    add(
+        Case(
+            "tflite_random_bytes",
+            "tflite",
+            lambda f: (
+                f.joinpath("r.tflite").write_bytes(np.random.default_rng(0).bytes(4096)),
+                ["benchmark", str(f / "r.tflite")],
+            )[1],
+            "not a TFLite",
+        )
+    )
+    add(
+        Case(
+            "tflite_truncated",
+            "tflite",
+            lambda f: ["benchmark", str(_truncated(f, tiny_tflite(f), "cut.tflite"))],
+            "tflite",
+        )
+    )
+    add(
+        Case(
+            "tflite_flipped_bytes_micro",
+            "tflite",
+            lambda f: ["micro", str(_flipped_tflite(f)), "-o", str(f / "mcu")],
+            "tflite",
+        )
+    )
     add(Case("tflite_flipped_bytes_inspect", "tflite", lambda f: ["inspect", str(_flipped_tflite(f))], "tflite"))
     add(Case("tflite_flipped_bytes_benchmark", "tflite", lambda f: ["benchmark", str(_flipped_tflite(f))], "tflite"))
-    add(Case("tflite_input_100000x100000", "tflite", lambda f: ["benchmark", str(patched_tflite(
-        f, [1, 100_000, 100_000]))], "limit"))
-    add(Case("tflite_negative_dimension", "tflite", lambda f: ["benchmark", str(patched_tflite(f, [1, -8]))],
-             "negative"))
+    add(
+        Case(
+            "tflite_input_100000x100000",
+            "tflite",
+            lambda f: ["benchmark", str(patched_tflite(f, [1, 100_000, 100_000]))],
+            "limit",
+        )
+    )
+    add(
+        Case(
+            "tflite_negative_dimension", "tflite", lambda f: ["benchmark", str(patched_tflite(f, [1, -8]))], "negative"
+        )
+    )
     add(Case("tflite_is_fifo", "tflite", lambda f: ["benchmark", str(fifo(f / "m.tflite"))], "FIFO"))
-    add(Case("tflite_empty", "tflite", lambda f: (f.joinpath("e.tflite").write_bytes(b""),
-                                                  ["benchmark", str(f / "e.tflite")])[1], "not a TFLite"))
+    add(
+        Case(
+            "tflite_empty",
+            "tflite",
+            lambda f: (f.joinpath("e.tflite").write_bytes(b""), ["benchmark", str(f / "e.tflite")])[1],
+            "not a TFLite",
+        )
+    )
     add(Case("keras_file_given_to_benchmark", "tflite", lambda f: ["benchmark", str(tiny_model(f))], "not a .tflite"))
     # Data files.
     add(Case("calibration_is_fifo", "data", lambda f: _convert_int8(f, fifo(f / "c.npz")), "FIFO"))
     add(Case("calibration_is_device", "data", lambda f: _convert_int8(f, "/dev/zero"), "not a regular file"))
-    add(Case("npy_declares_1tb", "data", lambda f: (f.joinpath("c.npy").write_bytes(npy_header((1 << 38, 8))),
-                                                    _convert_int8(f, f / "c.npy"))[1], "declares"))
-    add(Case("npz_member_declares_1tb", "data", lambda f: _convert_int8(f, zip_with(
-        f / "c.npz", {"x.npy": npy_header((1 << 38, 8))})), "declares"))
-    add(Case("npz_compression_bomb", "data", lambda f: _convert_int8(f, zip_with(
-        f / "c.npz", {"x.npy": (b"\0", 300 << 20)})), "compression"))
-    add(Case("npz_without_x", "data", lambda f: _convert_int8(f, (np.savez(f / "c.npz", inputs=np.zeros(3)), f / "c.npz")[1]), "no 'x'"))
-    add(Case("npz_object_array", "data", lambda f: (np.savez(f / "c.npz", x=np.array([{}, 1], dtype=object)),
-                                                    _convert_int8(f, f / "c.npz"))[1], "pickle"))
+    add(
+        Case(
+            "npy_declares_1tb",
+            "data",
+            lambda f: (f.joinpath("c.npy").write_bytes(npy_header((1 << 38, 8))), _convert_int8(f, f / "c.npy"))[1],
+            "declares",
+        )
+    )
+    add(
+        Case(
+            "npz_member_declares_1tb",
+            "data",
+            lambda f: _convert_int8(f, zip_with(f / "c.npz", {"x.npy": npy_header((1 << 38, 8))})),
+            "declares",
+        )
+    )
+    add(
+        Case(
+            "npz_compression_bomb",
+            "data",
+            lambda f: _convert_int8(f, zip_with(f / "c.npz", {"x.npy": (b"\0", 300 << 20)})),
+            "compression",
+        )
+    )
+    add(
+        Case(
+            "npz_without_x",
+            "data",
+            lambda f: _convert_int8(f, (np.savez(f / "c.npz", inputs=np.zeros(3)), f / "c.npz")[1]),
+            "no 'x'",
+        )
+    )
+    add(
+        Case(
+            "npz_object_array",
+            "data",
+            lambda f: (np.savez(f / "c.npz", x=np.array([{}, 1], dtype=object)), _convert_int8(f, f / "c.npz"))[1],
+            "pickle",
+        )
+    )
     add(Case("npy_truncated", "data", lambda f: _convert_int8(f, _truncated(f, _saved_npy(f), "cut.npy")), "declares"))
-    add(Case("data_with_nan", "data", lambda f: _convert_int8(f, tiny_data(f, "c.npz", x=np.full((4, 8), np.nan,
-                                                                                             np.float32), y=np.zeros(4))),
-             "NaN"))
-    add(Case("data_wrong_shape", "data", lambda f: _convert_int8(f, tiny_data(f, "c.npz", x=np.zeros((4, 5)),
-                                                                              y=np.zeros(4))), "expects"))
+    add(
+        Case(
+            "data_with_nan",
+            "data",
+            lambda f: _convert_int8(f, tiny_data(f, "c.npz", x=np.full((4, 8), np.nan, np.float32), y=np.zeros(4))),
+            "NaN",
+        )
+    )
+    add(
+        Case(
+            "data_wrong_shape",
+            "data",
+            lambda f: _convert_int8(f, tiny_data(f, "c.npz", x=np.zeros((4, 5)), y=np.zeros(4))),
+            "expects",
+        )
+    )
     add(Case("image_20000x20000", "data", lambda f: _image_folder(f, 20_000, 20_000), "pixels"))
     add(Case("image_10000x10000", "data", lambda f: _image_folder(f, 10_000, 10_000), "pixels"))
     add(Case("image_is_text", "data", _text_as_png, "not a readable image"))
-    add(Case("image_folder_without_classes", "data", lambda f: (f.joinpath("images").mkdir(),
-                                                                _convert_int8(f, f / "images"))[1], "sub-folder"))
+    add(
+        Case(
+            "image_folder_without_classes",
+            "data",
+            lambda f: (f.joinpath("images").mkdir(), _convert_int8(f, f / "images"))[1],
+            "sub-folder",
+        )
+    )
     add(Case("eval_label_past_last_class", "data", lambda f: _eval_labels(f, y=np.full(32, 7)), "classes"))
     add(Case("eval_label_negative", "data", lambda f: _eval_labels(f, y=np.full(32, -1)), "negative"))
     add(Case("eval_label_fractional", "data", lambda f: _eval_labels(f, y=np.full(32, 0.5)), "integer"))
     add(Case("eval_label_count", "data", lambda f: _eval_labels(f, y=np.zeros(5, np.int64)), "labels"))
-    add(Case("idx_declares_huge", "data", lambda f: _idx_folder(f, b"\0\0\x08\x03" + struct.pack(">III", 1 << 20,
-                                                                                                 28, 28)), "truncated"))
+    add(
+        Case(
+            "idx_declares_huge",
+            "data",
+            lambda f: _idx_folder(f, b"\0\0\x08\x03" + struct.pack(">III", 1 << 20, 28, 28)),
+            "truncated",
+        )
+    )
     add(Case("idx_bad_magic", "data", lambda f: _idx_folder(f, b"PK\x03\x04" + b"\0" * 12), "magic"))
-    add(Case("npy_no_samples", "data", lambda f: (np.save(f / "c.npy", np.zeros((0, 8), np.float32)),
-                                                  _convert_int8(f, f / "c.npy"))[1], "no samples"))
-    add(Case("data_csv", "data", lambda f: (f.joinpath("c.csv").write_text("1,2\n"),
-                                            _convert_int8(f, f / "c.csv"))[1], "Unsupported"))
+    add(
+        Case(
+            "npy_no_samples",
+            "data",
+            lambda f: (np.save(f / "c.npy", np.zeros((0, 8), np.float32)), _convert_int8(f, f / "c.npy"))[1],
+            "no samples",
+        )
+    )
+    add(
+        Case(
+            "data_csv",
+            "data",
+            lambda f: (f.joinpath("c.csv").write_text("1,2\n"), _convert_int8(f, f / "c.csv"))[1],
+            "Unsupported",
+        )
+    )
     # Recipes.
     add(Case("recipe_billion_laughs", "recipes", lambda f: _recipe(f, billion_laughs()), "aliases"))
     add(Case("data_defaults_billion_laughs", "recipes", _data_defaults_laughs, "aliases"))
     add(Case("recipe_recursive_alias", "recipes", lambda f: _recipe(f, "steps: &a [*a]\n"), "aliases"))
     add(Case("recipe_list_5000_deep", "recipes", lambda f: _recipe(f, "steps: " + deep_json(5000) + "\n"), "nested"))
-    add(Case("recipe_budget_inf", "recipes", lambda f: _recipe(
-        f, "steps:\n  - convert: {precision: float32}\nbudgets: {max_size_bytes: .inf}\n"), "finite"))
-    add(Case("recipe_budget_1e308", "recipes", lambda f: _recipe(
-        f, "steps:\n  - convert: {precision: float32}\nbudgets: {max_size_bytes: 1e308}\n"), "finite"))
+    add(
+        Case(
+            "recipe_budget_inf",
+            "recipes",
+            lambda f: _recipe(f, "steps:\n  - convert: {precision: float32}\nbudgets: {max_size_bytes: .inf}\n"),
+            "finite",
+        )
+    )
+    add(
+        Case(
+            "recipe_budget_1e308",
+            "recipes",
+            lambda f: _recipe(f, "steps:\n  - convert: {precision: float32}\nbudgets: {max_size_bytes: 1e308}\n"),
+            "finite",
+        )
+    )
     add(Case("recipe_unknown_step", "recipes", lambda f: _recipe(f, "steps:\n  - shrink: {}\n"), "unknown step"))
     add(Case("recipe_not_a_mapping", "recipes", lambda f: _recipe(f, "- convert\n"), "mapping"))
-    add(Case("recipe_is_fifo", "recipes", lambda f: ["run", str(fifo(f / "r.yaml")), "--model", str(tiny_model(f)),
-                                                      "-o", str(f / "out")], "FIFO"))
+    add(
+        Case(
+            "recipe_is_fifo",
+            "recipes",
+            lambda f: ["run", str(fifo(f / "r.yaml")), "--model", str(tiny_model(f)), "-o", str(f / "out")],
+            "FIFO",
+        )
+    )
     add(Case("recipe_2_mib", "recipes", lambda f: _recipe(f, "# " + "x" * (2 << 20) + "\nsteps: []\n"), "limit"))
     add(Case("recipe_wrong_type", "recipes", lambda f: _recipe(f, "steps:\n  - prune: {epochs: ten}\n"), "epochs"))
-    add(Case("prune_structured_5_4", "recipes", lambda f: ["prune", str(tiny_model(f)), "--train", str(tiny_data(f)),
-                                                           "-o", str(f / "p.h5"), "--structured", "5:4"], "structured"))
+    add(
+        Case(
+            "prune_structured_5_4",
+            "recipes",
+            lambda f: [
+                "prune",
+                str(tiny_model(f)),
+                "--train",
+                str(tiny_data(f)),
+                "-o",
+                str(f / "p.h5"),
+                "--structured",
+                "5:4",
+            ],
+            "structured",
+        )
+    )
     # Output paths.
-    add(Case("output_is_model", "outputs", lambda f: ["convert", str(tiny_model(f)), "--precision", "float32",
-                                                      "-o", str(f / "model.h5")], "overwrite the input"))
-    add(Case("report_is_model", "outputs", lambda f: _convert(tiny_model(f), f, "--report", str(f / "model.h5")),
-             "overwrite the input"))
-    add(Case("output_is_calibration", "outputs", lambda f: ["convert", str(tiny_model(f)), "--calibration",
-                                                            str(tiny_data(f)), "-o", str(f / "data.npz")],
-             "overwrite the input"))
+    add(
+        Case(
+            "output_is_model",
+            "outputs",
+            lambda f: ["convert", str(tiny_model(f)), "--precision", "float32", "-o", str(f / "model.h5")],
+            "overwrite the input",
+        )
+    )
+    add(
+        Case(
+            "report_is_model",
+            "outputs",
+            lambda f: _convert(tiny_model(f), f, "--report", str(f / "model.h5")),
+            "overwrite the input",
+        )
+    )
+    add(
+        Case(
+            "output_is_calibration",
+            "outputs",
+            lambda f: ["convert", str(tiny_model(f)), "--calibration", str(tiny_data(f)), "-o", str(f / "data.npz")],
+            "overwrite the input",
+        )
+    )
     add(Case("output_symlink_to_model", "outputs", _symlink_to_model, "overwrite the input"))
-    add(Case("report_is_dev_null", "outputs", lambda f: _convert(tiny_model(f), f, "--report", "/dev/null"),
-             "not a regular file", check=_dev_null_intact))
-    add(Case("output_is_fifo", "outputs", lambda f: ["convert", str(tiny_model(f)), "--precision", "float32",
-                                                     "-o", str(fifo(f / "o.tflite"))], "not a regular file"))
-    add(Case("output_folder_missing", "outputs", lambda f: ["convert", str(tiny_model(f)), "--precision", "float32",
-                                                            "-o", str(f / "missing" / "o.tflite")], "does not exist"))
-    add(Case("micro_output_is_file", "outputs", lambda f: (f.joinpath("mcu").write_text("x"), _micro(f))[1],
-             "is a file"))
+    add(
+        Case(
+            "report_is_dev_null",
+            "outputs",
+            lambda f: _convert(tiny_model(f), f, "--report", "/dev/null"),
+            "not a regular file",
+            check=_dev_null_intact,
+        )
+    )
+    add(
+        Case(
+            "output_is_fifo",
+            "outputs",
+            lambda f: ["convert", str(tiny_model(f)), "--precision", "float32", "-o", str(fifo(f / "o.tflite"))],
+            "not a regular file",
+        )
+    )
+    add(
+        Case(
+            "output_folder_missing",
+            "outputs",
+            lambda f: ["convert", str(tiny_model(f)), "--precision", "float32", "-o", str(f / "missing" / "o.tflite")],
+            "does not exist",
+        )
+    )
+    add(
+        Case(
+            "micro_output_is_file", "outputs", lambda f: (f.joinpath("mcu").write_text("x"), _micro(f))[1], "is a file"
+        )
+    )
     add(Case("micro_output_holds_model", "outputs", _micro_into_model_folder, "overwrite the input"))
     add(Case("micro_bad_name", "outputs", lambda f: _micro(f, "--name", "bad-name"), "C identifier"))
     add(Case("micro_output_holds_user_files", "outputs", _micro_user_files, "did not write"))
     add(Case("run_output_holds_model", "outputs", _run_into_model_folder, "overwrite the input"))
-    add(Case("inspect_json_is_model", "outputs", lambda f: ["inspect", str(tiny_model(f)), "--json",
-                                                            str(f / "model.h5")], "overwrite the input"))
-    add(Case("output_is_custom_objects_module", "outputs", lambda f: (
-        f.joinpath("layers.py").write_text("x = 1\n"), _convert(tiny_model(f), f, "--trust_model_code",
-                                                                "--custom_objects", str(f / "layers.py"),
-                                                                "--report", str(f / "layers.py")))[1],
-        "overwrite the input"))
-    add(Case("output_name_300_chars", "outputs", lambda f: ["convert", str(tiny_model(f)), "--precision", "float32",
-                                                            "-o", str(f / ("o" * 300 + ".tflite"))], "too long"))
-    add(Case("benchmark_json_is_tflite", "outputs", lambda f: ["benchmark", str(tiny_tflite(f)), "--json",
-                                                               str(f / "model.tflite")], "overwrite the input"))
+    add(
+        Case(
+            "inspect_json_is_model",
+            "outputs",
+            lambda f: ["inspect", str(tiny_model(f)), "--json", str(f / "model.h5")],
+            "overwrite the input",
+        )
+    )
+    add(
+        Case(
+            "output_is_custom_objects_module",
+            "outputs",
+            lambda f: (
+                f.joinpath("layers.py").write_text("x = 1\n"),
+                _convert(
+                    tiny_model(f),
+                    f,
+                    "--trust_model_code",
+                    "--custom_objects",
+                    str(f / "layers.py"),
+                    "--report",
+                    str(f / "layers.py"),
+                ),
+            )[1],
+            "overwrite the input",
+        )
+    )
+    add(
+        Case(
+            "output_name_300_chars",
+            "outputs",
+            lambda f: ["convert", str(tiny_model(f)), "--precision", "float32", "-o", str(f / ("o" * 300 + ".tflite"))],
+            "too long",
+        )
+    )
+    add(
+        Case(
+            "benchmark_json_is_tflite",
+            "outputs",
+            lambda f: ["benchmark", str(tiny_tflite(f)), "--json", str(f / "model.tflite")],
+            "overwrite the input",
+        )
+    )
     # Leftovers of killed runs are removed by the next run.
-    add(Case("stale_temporary_file_removed", "signals", _stale_temporary, expect=0, writes=("out.tflite",),
-             removes=(f".out.tflite.tmp-{_DEAD_PID}.tflite",)))
-    add(Case("stale_temporary_folder_removed", "signals", _stale_folder, expect=0,
-             writes=tuple(f"mcu/{name}" for name in ("model.tflite", "model_data.cc", "model_data.h", "report.json",
-                                                     "report.md")),
-             removes=(f".mcu.tmp-{_DEAD_PID}", f".mcu.tmp-{_DEAD_PID}/model.tflite")))
+    add(
+        Case(
+            "stale_temporary_file_removed",
+            "signals",
+            _stale_temporary,
+            expect=0,
+            writes=("out.tflite",),
+            removes=(f".out.tflite.tmp-{_DEAD_PID}.tflite",),
+        )
+    )
+    add(
+        Case(
+            "stale_temporary_folder_removed",
+            "signals",
+            _stale_folder,
+            expect=0,
+            writes=tuple(
+                f"mcu/{name}" for name in ("model.tflite", "model_data.cc", "model_data.h", "report.json", "report.md")
+            ),
+            removes=(f".mcu.tmp-{_DEAD_PID}", f".mcu.tmp-{_DEAD_PID}/model.tflite"),
+        )
+    )
     return c
 
 

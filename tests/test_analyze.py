@@ -3,10 +3,10 @@
 import numpy as np
 import pytest
 
-from tfcompress.jobs import analyze as analyze_job
-from tfcompress.jobs import convert as convert_job
 from tfcompress.errors import OptionError
 from tfcompress.export.tflite import ConvertOptions
+from tfcompress.jobs import analyze as analyze_job
+from tfcompress.jobs import convert as convert_job
 from tfcompress.runtime.inspect import constant_tensors, inspect_tflite
 from tfcompress.runtime.interpreter import make_interpreter
 
@@ -16,14 +16,22 @@ LENET5 = SAMPLE_MODELS / "lenet5.h5"
 
 
 def test_analyze_ranks_the_keras_layers_and_measures_keeping_one_float(tmp_path, tf_keras):
-    report = analyze_job.analyze(LENET5, CALIBRATION, eval_data=EVAL, samples=30, try_float=1,
-                             json_path=tmp_path / "s.json", plot_path=tmp_path / "s.png")
+    report = analyze_job.analyze(
+        LENET5,
+        CALIBRATION,
+        eval_data=EVAL,
+        samples=30,
+        try_float=1,
+        json_path=tmp_path / "s.json",
+        plot_path=tmp_path / "s.png",
+    )
     model = tf_keras.models.load_model(LENET5, compile=False)
     weighted = {layer.name for layer in model.layers if layer.weights}
-    assert weighted <= {layer.layer for layer in report.layers}      # every conv/dense op found, by Keras name
+    assert weighted <= {layer.layer for layer in report.layers}  # every conv/dense op found, by Keras name
     assert all(layer.rmse_over_scale > 0 and np.isfinite(layer.sqnr_db) for layer in report.layers)
     ranked = report.ranked()
-    assert [l.rmse_over_scale for l in ranked] == sorted((l.rmse_over_scale for l in ranked), reverse=True)
+    errors = [layer.rmse_over_scale for layer in ranked]
+    assert errors == sorted(errors, reverse=True)
     # The int8 accuracy is what convert measures on the same data.
     int8 = convert_job.convert(LENET5, calibration=CALIBRATION, eval_data=EVAL, latency_runs=0)
     assert report.int8_accuracy == pytest.approx(int8.accuracy)
@@ -38,17 +46,16 @@ def test_analyze_ranks_the_keras_layers_and_measures_keeping_one_float(tmp_path,
 def test_keep_float_leaves_exactly_that_layer_in_float(tf_keras):
     model = tf_keras.models.load_model(LENET5, compile=False)
     dense = next(layer.name for layer in model.layers if isinstance(layer, tf_keras.layers.Dense))
-    report = convert_job.convert(LENET5, calibration=CALIBRATION, eval_data=EVAL, keep_float=[dense],
-                                 latency_runs=0)
+    report = convert_job.convert(LENET5, calibration=CALIBRATION, eval_data=EVAL, keep_float=[dense], latency_runs=0)
     ops = inspect_tflite(report.tflite)
     assert report.float_ops and set(report.float_ops) <= {"FULLY_CONNECTED"}
     assert ops.ops.get("CONV_2D") and "CONV_2D" not in report.float_ops
     assert any(dense in warning for warning in report.warnings)
     weights = [array for _, _, array in constant_tensors(report.tflite) if array.ndim >= 2]
-    assert [array.dtype for array in weights].count(np.float32) == 1      # that Dense kernel, and only it
+    assert [array.dtype for array in weights].count(np.float32) == 1  # that Dense kernel, and only it
     assert [array.dtype for array in weights].count(np.int8) == len(weights) - 1
     plain = convert_job.convert(LENET5, calibration=CALIBRATION, eval_data=EVAL, latency_runs=0)
-    assert report.size_bytes > plain.size_bytes            # float weights for that layer
+    assert report.size_bytes > plain.size_bytes  # float weights for that layer
     assert abs(report.accuracy - plain.accuracy) < 0.02
     with pytest.raises(OptionError, match="keep_float names layers the model does not have: nope"):
         convert_job.convert(LENET5, calibration=CALIBRATION, keep_float=["nope"], latency_runs=0)
@@ -56,22 +63,30 @@ def test_keep_float_leaves_exactly_that_layer_in_float(tf_keras):
 
 def _activation_scales(model_bytes) -> list:
     interpreter = make_interpreter(model_bytes, xnnpack=False)
-    return [detail["quantization"][0] for detail in interpreter.get_tensor_details()
-            if detail["dtype"] == np.int8 and detail["quantization"][0] > 0]
+    return [
+        detail["quantization"][0]
+        for detail in interpreter.get_tensor_details()
+        if detail["dtype"] == np.int8 and detail["quantization"][0] > 0
+    ]
 
 
 def test_percentile_clips_ranges_and_input_range_sets_the_input_scale():
     minmax = convert_job.convert(LENET5, calibration=CALIBRATION, latency_runs=0)
-    clipped = convert_job.convert(LENET5, calibration=CALIBRATION, eval_data=EVAL, calibration_method="percentile",
-                                  percentile=99.0, latency_runs=0)
+    clipped = convert_job.convert(
+        LENET5,
+        calibration=CALIBRATION,
+        eval_data=EVAL,
+        calibration_method="percentile",
+        percentile=99.0,
+        latency_runs=0,
+    )
     pairs = list(zip(_activation_scales(minmax.tflite), _activation_scales(clipped.tflite)))
     assert len(pairs) > 5 and all(after <= before * 1.0001 for before, after in pairs)
-    assert sum(after < before * 0.95 for before, after in pairs) >= 3      # real clipping happened
+    assert sum(after < before * 0.95 for before, after in pairs) >= 3  # real clipping happened
     assert clipped.accuracy > 0.8
     ranged = convert_job.convert(LENET5, calibration=CALIBRATION, input_range=(0.0, 2.0), latency_runs=0)
     details = make_interpreter(ranged.tflite, xnnpack=False).get_tensor_details()
     scales = [d["quantization"][0] for d in details if d["dtype"] == np.int8]
-    assert any(scale == pytest.approx(2.0 / 255, rel=1e-3) for scale in scales), scales[:5]   # the quantized input
+    assert any(scale == pytest.approx(2.0 / 255, rel=1e-3) for scale in scales), scales[:5]  # the quantized input
     with pytest.raises(OptionError, match="need precision int8"):
         ConvertOptions(precision="float16", calibration_method="percentile")
-

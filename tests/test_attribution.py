@@ -15,14 +15,22 @@ LAYERS = {"conv2d", "batch_normalization", "re_lu", "flatten", "dense"}
 
 def test_a_fused_op_belongs_to_its_first_layer_and_names_all_of_them():
     assert layers_of_tensor(FUSED, LAYERS) == ("conv2d", "batch_normalization", "re_lu")
-    operators = [OperatorInfo("QUANTIZE", ("serving_default_input:0_int8",), False),
-                 OperatorInfo("CONV_2D", (FUSED,), False),
-                 OperatorInfo("RESHAPE", ("model/flatten/Reshape",), False),
-                 OperatorInfo("FULLY_CONNECTED", ("model/dense/MatMul;model/dense/BiasAdd",), False),
-                 OperatorInfo("SOFTMAX", ("StatefulPartitionedCall:0",), False),
-                 OperatorInfo("DEQUANTIZE", ("StatefulPartitionedCall:01",), False)]
-    assert [layer for layer, _ in attribute_ops(operators, LAYERS)] == \
-        [None, "conv2d", "flatten", "dense", "dense", None]
+    operators = [
+        OperatorInfo("QUANTIZE", ("serving_default_input:0_int8",), False),
+        OperatorInfo("CONV_2D", (FUSED,), False),
+        OperatorInfo("RESHAPE", ("model/flatten/Reshape",), False),
+        OperatorInfo("FULLY_CONNECTED", ("model/dense/MatMul;model/dense/BiasAdd",), False),
+        OperatorInfo("SOFTMAX", ("StatefulPartitionedCall:0",), False),
+        OperatorInfo("DEQUANTIZE", ("StatefulPartitionedCall:01",), False),
+    ]
+    assert [layer for layer, _ in attribute_ops(operators, LAYERS)] == [
+        None,
+        "conv2d",
+        "flatten",
+        "dense",
+        "dense",
+        None,
+    ]
     assert attribute_ops(operators, LAYERS)[1][1] == ("conv2d", "batch_normalization", "re_lu")
 
 
@@ -37,9 +45,10 @@ def fused_model(tf_keras):
     x = layers.Flatten(name="flatten")(x)
     outputs = layers.Dense(4, activation="softmax", name="dense")(x)
     model = tf_keras.Model(inputs, outputs)
-    bn = model.get_layer("batch_normalization")   # a BN that is not the identity, so folding shows
-    bn.set_weights([np.linspace(0.5, 1.5, 6), np.linspace(-0.2, 0.2, 6), np.linspace(-0.1, 0.1, 6),
-                    np.linspace(0.5, 2.0, 6)])
+    bn = model.get_layer("batch_normalization")  # a BN that is not the identity, so folding shows
+    bn.set_weights(
+        [np.linspace(0.5, 1.5, 6), np.linspace(-0.2, 0.2, 6), np.linspace(-0.1, 0.1, 6), np.linspace(0.5, 2.0, 6)]
+    )
     return model
 
 
@@ -59,13 +68,20 @@ def test_check_and_analyze_name_the_fused_conv_and_the_softmax_alike(fused_model
     assert [layer.layer for layer in analyzed.layers] == ["conv2d", "flatten", "dense", "dense"]
 
 
-@pytest.mark.parametrize("name, float_ops", [
-    ("conv2d", {"CONV_2D"}), ("batch_normalization", {"CONV_2D"}), ("re_lu", {"CONV_2D"}),
-    ("dense", {"FULLY_CONNECTED", "SOFTMAX"})])
+@pytest.mark.parametrize(
+    "name, float_ops",
+    [
+        ("conv2d", {"CONV_2D"}),
+        ("batch_normalization", {"CONV_2D"}),
+        ("re_lu", {"CONV_2D"}),
+        ("dense", {"FULLY_CONNECTED", "SOFTMAX"}),
+    ],
+)
 def test_keep_float_takes_any_name_check_or_analyze_gives(fused_model, inputs, name, float_ops):
     from tfcompress.data import Dataset
 
-    report = convert(fused_model, calibration=Dataset(inputs, None, "seeded"), keep_float=[name], latency_runs=0,
-                     skip_check=True)
+    report = convert(
+        fused_model, calibration=Dataset(inputs, None, "seeded"), keep_float=[name], latency_runs=0, skip_check=True
+    )
     assert set(report.float_ops) == float_ops
-    assert report.fidelity.samples == 64 and report.fidelity.max_abs_error < 0.05   # against the Keras model
+    assert report.fidelity.samples == 64 and report.fidelity.max_abs_error < 0.05  # against the Keras model

@@ -2,9 +2,9 @@
 
 import json
 
+from tfcompress.data import load_data
 from tfcompress.jobs import auto as auto_job
 from tfcompress.pipeline import run as run_job
-from tfcompress.data import load_data
 from tfcompress.runtime import metrics
 from tfcompress.runtime.interpreter import predict
 
@@ -14,8 +14,14 @@ MODEL = SAMPLE_MODELS / "lenet_300_100.h5"
 
 
 def test_auto_writes_the_smallest_model_within_budget_and_a_recipe_that_remakes_it(tmp_path, tf_keras):
-    report = auto_job.auto(MODEL, calibration=CALIBRATION, eval_data=EVAL, max_accuracy_drop=1.0,
-                           output=tmp_path / "best.tflite", report_path=tmp_path / "auto.json")
+    report = auto_job.auto(
+        MODEL,
+        calibration=CALIBRATION,
+        eval_data=EVAL,
+        max_accuracy_drop=1.0,
+        output=tmp_path / "best.tflite",
+        report_path=tmp_path / "auto.json",
+    )
     names = [candidate.name for candidate in report.candidates]
     assert names[0] == "int8" and "float16" in names and "int16x8" in names
     assert any(name.startswith("int8, float: ") for name in names) and any("percentile" in name for name in names)
@@ -25,29 +31,42 @@ def test_auto_writes_the_smallest_model_within_budget_and_a_recipe_that_remakes_
     assert chosen.size_bytes < report.float32.size_bytes
     # Measured again, independently: the written model is within the budget on the eval data.
     evaluation = load_data(EVAL)
-    keras_accuracy = metrics.accuracy(tf_keras.models.load_model(MODEL, compile=False).predict(evaluation.x, verbose=0),
-                                      evaluation.y)
+    keras_accuracy = metrics.accuracy(
+        tf_keras.models.load_model(MODEL, compile=False).predict(evaluation.x, verbose=0), evaluation.y
+    )
     written = (tmp_path / "best.tflite").read_bytes()
     assert (keras_accuracy - metrics.accuracy(predict(written, evaluation.x), evaluation.y)) * 100 <= 1.0
     assert (tmp_path / "best.png").read_bytes()[:4] == b"\x89PNG"
     assert json.loads((tmp_path / "auto.json").read_text())["chosen"] == chosen.name
     assert any(c.pareto for c in report.candidates) and chosen.pareto
-    remade = run_job.run_recipe(tmp_path / "best.recipe.yaml", MODEL, tmp_path / "remade",
-                                calibration=CALIBRATION, eval_data=EVAL)
+    remade = run_job.run_recipe(
+        tmp_path / "best.recipe.yaml", MODEL, tmp_path / "remade", calibration=CALIBRATION, eval_data=EVAL
+    )
     assert (tmp_path / "remade" / "model.tflite").read_bytes() == written and remade.passed
 
 
 def test_no_candidate_within_budget_exits_1_naming_the_closest(run_cli, tmp_path):
-    code, out, err = run_cli("auto", MODEL, "--calibration", CALIBRATION, "--eval", EVAL, "--max-accuracy-drop", "-5",
-                             "-o", tmp_path / "x.tflite")
+    code, out, err = run_cli(
+        "auto",
+        MODEL,
+        "--calibration",
+        CALIBRATION,
+        "--eval",
+        EVAL,
+        "--max-accuracy-drop",
+        "-5",
+        "-o",
+        tmp_path / "x.tflite",
+    )
     assert code == 1, err
     assert "no candidate within the budget; closest: " in out
     assert not (tmp_path / "x.tflite").exists()
 
 
 def test_arena_objective_with_a_qat_candidate(tmp_path):
-    report = auto_job.auto(MODEL, calibration=CALIBRATION, eval_data=EVAL, max_accuracy_drop=1.0, objective="arena",
-                           train=CALIBRATION)
+    report = auto_job.auto(
+        MODEL, calibration=CALIBRATION, eval_data=EVAL, max_accuracy_drop=1.0, objective="arena", train=CALIBRATION
+    )
     qat = report.candidates[-1]
     assert qat.name.startswith("QAT int8") and qat.error is None and abs(qat.accuracy_drop) < 3
     assert qat.arena_bytes is not None

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from tfcompress.pipeline import batch
 from tfcompress.errors import OptionError
+from tfcompress.pipeline import batch
 
 from conftest import ROOT, SAMPLE_MODELS
 
@@ -35,8 +35,9 @@ def models(tmp_path):
 
 
 def _tool(*args, **kwargs):
-    return subprocess.run([sys.executable, str(TOOL), *map(str, args)], capture_output=True, text=True,
-                          timeout=600, **kwargs)
+    return subprocess.run(
+        [sys.executable, str(TOOL), *map(str, args)], capture_output=True, text=True, timeout=600, **kwargs
+    )
 
 
 def _outputs(folder) -> dict:
@@ -66,8 +67,9 @@ def test_models_found_and_named_without_collisions(tmp_path):
 
 def test_cached_second_run_is_a_copy_without_tensorflow(models, tmp_path):
     cache = tmp_path / "cache"
-    first = _tool("--input_dir", models, "--recipe", _RECIPE, "--output_dir", tmp_path / "out1",
-                  "--cache_dir", cache, "--jobs", 2)
+    first = _tool(
+        "--input_dir", models, "--recipe", _RECIPE, "--output_dir", tmp_path / "out1", "--cache_dir", cache, "--jobs", 2
+    )
     assert first.returncode == 0, first.stdout + first.stderr
     summary = json.loads((tmp_path / "out1" / "summary.json").read_text())
     assert [row["status"] for row in summary["models"]] == ["passed"] * 3
@@ -77,22 +79,26 @@ def test_cached_second_run_is_a_copy_without_tensorflow(models, tmp_path):
     assert (tmp_path / "out1" / "logs" / "lenet5.log").read_text().count("Traceback") == 0
 
     # In-process, so we can see what got imported: a hit must not need TensorFlow.
-    check = ("import sys; from pathlib import Path; from tfcompress.pipeline import batch; "
-             f"models = batch.find_models({str(models)!r}); "
-             f"result = batch.run_batch(models, batch.BatchOptions({_RECIPE!r}, Path({str(tmp_path / 'out2')!r}), "
-             f"Path({str(cache)!r}), jobs=2), progress=lambda line: None); "
-             "assert [r['cache'] for r in result.rows] == ['hit'] * 3, result.rows; "
-             "assert 'tensorflow' not in sys.modules")
+    check = (
+        "import sys; from pathlib import Path; from tfcompress.pipeline import batch; "
+        f"models = batch.find_models({str(models)!r}); "
+        f"result = batch.run_batch(models, batch.BatchOptions({_RECIPE!r}, Path({str(tmp_path / 'out2')!r}), "
+        f"Path({str(cache)!r}), jobs=2), progress=lambda line: None); "
+        "assert [r['cache'] for r in result.rows] == ['hit'] * 3, result.rows; "
+        "assert 'tensorflow' not in sys.modules"
+    )
     second = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, timeout=120)
     assert second.returncode == 0, second.stderr
     assert _outputs(tmp_path / "out1") == _outputs(tmp_path / "out2") and len(_outputs(tmp_path / "out1")) == 3
 
     # A damaged entry is not served: it is noticed, set aside and made again.
-    entry = next(p for p in (cache / "entries").iterdir() if (p / "model.tflite").is_file()
-                 and json.loads((p / "run.json").read_text())["size_bytes"] < 200_000)
+    entry = next(
+        p
+        for p in (cache / "entries").iterdir()
+        if (p / "model.tflite").is_file() and json.loads((p / "run.json").read_text())["size_bytes"] < 200_000
+    )
     (entry / "model.tflite").write_bytes(b"damaged")
-    third = _tool("--input_dir", models, "--recipe", _RECIPE, "--output_dir", tmp_path / "out3",
-                  "--cache_dir", cache)
+    third = _tool("--input_dir", models, "--recipe", _RECIPE, "--output_dir", tmp_path / "out3", "--cache_dir", cache)
     assert third.returncode == 0, third.stderr
     rows = json.loads((tmp_path / "out3" / "summary.json").read_text())["models"]
     assert sorted(row["cache"] for row in rows) == ["hit", "hit", "miss"]
@@ -121,13 +127,23 @@ def test_a_killed_batch_resumes_and_ends_as_a_clean_run_would(models, tmp_path):
     clean = _tool("--input_dir", models, "--recipe", _RECIPE, "--output_dir", tmp_path / "clean")
     assert clean.returncode == 0, clean.stderr
     out, cache = tmp_path / "out", tmp_path / "cache"
-    args = [sys.executable, str(TOOL), "--input_dir", str(models), "--recipe", _RECIPE, "--output_dir", str(out),
-            "--cache_dir", str(cache)]
+    args = [
+        sys.executable,
+        str(TOOL),
+        "--input_dir",
+        str(models),
+        "--recipe",
+        _RECIPE,
+        "--output_dir",
+        str(out),
+        "--cache_dir",
+        str(cache),
+    ]
     killed = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.monotonic() + 300
     while not list(out.glob("*/run.json")) and time.monotonic() < deadline:
         time.sleep(0.2)
-    os.killpg(killed.pid, signal.SIGKILL)      # the whole job, as a cancelled CI step is
+    os.killpg(killed.pid, signal.SIGKILL)  # the whole job, as a cancelled CI step is
     killed.wait()
     assert len(list(out.glob("*/run.json"))) < 3, "the batch finished before the kill"
 

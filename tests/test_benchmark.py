@@ -23,19 +23,42 @@ def lenet5_models(tmp_path_factory):
     """lenet5 at four precisions, plus int8 with int8 I/O for TFLite Micro."""
     folder = tmp_path_factory.mktemp("lenet5")
     paths = {}
-    for name, options in [*((p, {"precision": p}) for p in PRECISIONS),
-                          ("int8_io", {"precision": "int8", "io_type": "int8"})]:
+    for name, options in [
+        *((p, {"precision": p}) for p in PRECISIONS),
+        ("int8_io", {"precision": "int8", "io_type": "int8"}),
+    ]:
         paths[name] = folder / f"lenet5_{name}.tflite"
-        tfcompress.convert(SAMPLE_MODELS / "lenet5.h5", calibration=CALIBRATION, output=paths[name],
-                           latency_runs=0, calibration_samples=200, **options)
+        tfcompress.convert(
+            SAMPLE_MODELS / "lenet5.h5",
+            calibration=CALIBRATION,
+            output=paths[name],
+            latency_runs=0,
+            calibration_samples=200,
+            **options,
+        )
     return paths
 
 
 def test_one_call_compares_precisions(lenet5_models, tmp_path, run_cli):
     models = [lenet5_models[p] for p in PRECISIONS]
-    code, out, _ = run_cli("benchmark", *models, "--eval", EVAL, "--reference", lenet5_models["float32"],
-                           "--runs", "20", "--warmup", "2", "--repeat", "2",
-                           "--json", tmp_path / "b.json", "--markdown", tmp_path / "b.md")
+    code, out, _ = run_cli(
+        "benchmark",
+        *models,
+        "--eval",
+        EVAL,
+        "--reference",
+        lenet5_models["float32"],
+        "--runs",
+        "20",
+        "--warmup",
+        "2",
+        "--repeat",
+        "2",
+        "--json",
+        tmp_path / "b.json",
+        "--markdown",
+        tmp_path / "b.md",
+    )
     assert code == 0
     report = json.loads((tmp_path / "b.json").read_text())
     rows = report["models"]
@@ -55,12 +78,13 @@ def test_one_call_compares_precisions(lenet5_models, tmp_path, run_cli):
     assert report["machine"]["threads"] == 1 and report["versions"]["ai_edge_litert"]
     markdown = (tmp_path / "b.md").read_text()
     assert markdown.count("\n| ") == 4 and "lenet5_int8.tflite" in markdown
-    assert "size x" in out and "0.50" not in out.splitlines()[1]   # first model's ratios are 1.00
+    assert "size x" in out and "0.50" not in out.splitlines()[1]  # first model's ratios are 1.00
 
 
 def test_micro_measures_the_arena_and_agrees_with_litert(lenet5_models, tmp_path):
-    report = tfcompress.benchmark([lenet5_models["int8_io"], lenet5_models["float32"]], eval_data=EVAL,
-                                  runs=5, warmup=1, micro=True)
+    report = tfcompress.benchmark(
+        [lenet5_models["int8_io"], lenet5_models["float32"]], eval_data=EVAL, runs=5, warmup=1, micro=True
+    )
     micro = report.models[0].micro
     assert micro["max_diff_steps"] <= 1
     assert 1000 < micro["arena_bytes"] < 100_000 and micro["arena_bytes"] % 16 == 0
@@ -78,8 +102,17 @@ def test_micro_measures_the_arena_and_agrees_with_litert(lenet5_models, tmp_path
 
 def test_plot_is_a_png(lenet5_models, tmp_path, run_cli):
     pytest.importorskip("matplotlib")
-    code, _, _ = run_cli("benchmark", lenet5_models["float32"], lenet5_models["int8"], "--eval", EVAL,
-                         "--runs", "10", "--plot", tmp_path / "b.png")
+    code, _, _ = run_cli(
+        "benchmark",
+        lenet5_models["float32"],
+        lenet5_models["int8"],
+        "--eval",
+        EVAL,
+        "--runs",
+        "10",
+        "--plot",
+        tmp_path / "b.png",
+    )
     assert code == 0
     assert (tmp_path / "b.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -100,9 +133,24 @@ BLOCK_TENSORFLOW = textwrap.dedent("""
 
 def test_benchmark_runs_without_tensorflow(lenet5_models):
     result = subprocess.run(
-        [sys.executable, "-c", BLOCK_TENSORFLOW, str(lenet5_models["int8_io"]), str(lenet5_models["float32"]),
-         "--eval", str(EVAL), "--reference", str(lenet5_models["float32"]), "--micro", "--runs", "5"],
-        capture_output=True, text=True, timeout=300)
+        [
+            sys.executable,
+            "-c",
+            BLOCK_TENSORFLOW,
+            str(lenet5_models["int8_io"]),
+            str(lenet5_models["float32"]),
+            "--eval",
+            str(EVAL),
+            "--reference",
+            str(lenet5_models["float32"]),
+            "--micro",
+            "--runs",
+            "5",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr
     assert "lenet5_int8_io.tflite: arena" in result.stdout
 
@@ -117,7 +165,9 @@ BAD_INPUTS = {
     "keras file": (lambda d, m: [SAMPLE_MODELS / "lenet5.h5"], "not a .tflite model"),
     "truncated tflite": (_truncated, "TFLite"),
     "eval of the wrong shape": (
-        lambda d, m: [m["int8"], "--eval", _npz(d / "e.npz", np.zeros((4, 32, 32, 3), np.uint8))], "(32, 32, 3)"),
+        lambda d, m: [m["int8"], "--eval", _npz(d / "e.npz", np.zeros((4, 32, 32, 3), np.uint8))],
+        "(32, 32, 3)",
+    ),
     "zero runs": (lambda d, m: [m["int8"], "--runs", "0"], "--runs"),
     "missing file": (lambda d, m: [d / "none.tflite"], "not found"),
 }

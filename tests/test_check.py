@@ -14,18 +14,30 @@ def _functional(tf_keras, build):
 
 
 def bn_after_activation(tf_keras):
-    return _functional(tf_keras, lambda x, layers: layers.Dense(10, activation="softmax")(layers.Flatten()(
-        layers.BatchNormalization()(layers.ReLU()(layers.Conv2D(4, 3)(x))))))
+    return _functional(
+        tf_keras,
+        lambda x, layers: layers.Dense(10, activation="softmax")(
+            layers.Flatten()(layers.BatchNormalization()(layers.ReLU()(layers.Conv2D(4, 3)(x))))
+        ),
+    )
 
 
 def conv_relu_then_bn(tf_keras):
-    return _functional(tf_keras, lambda x, layers: layers.Dense(10, activation="softmax")(layers.Flatten()(
-        layers.BatchNormalization()(layers.Conv2D(4, 3, activation="relu")(x)))))
+    return _functional(
+        tf_keras,
+        lambda x, layers: layers.Dense(10, activation="softmax")(
+            layers.Flatten()(layers.BatchNormalization()(layers.Conv2D(4, 3, activation="relu")(x)))
+        ),
+    )
 
 
 def bn_after_dense_relu(tf_keras):
-    return _functional(tf_keras, lambda x, layers: layers.Dense(10, activation="softmax")(
-        layers.BatchNormalization()(layers.Dense(16, activation="relu")(layers.Flatten()(x)))))
+    return _functional(
+        tf_keras,
+        lambda x, layers: layers.Dense(10, activation="softmax")(
+            layers.BatchNormalization()(layers.Dense(16, activation="relu")(layers.Flatten()(x)))
+        ),
+    )
 
 
 def nested_sequential(tf_keras):
@@ -37,13 +49,21 @@ def nested_sequential(tf_keras):
 def tf_op_lambda(tf_keras):
     import tensorflow as tf
 
-    return _functional(tf_keras, lambda x, layers: layers.Dense(10, activation="softmax")(layers.Flatten()(
-        tf.nn.relu6(layers.Conv2D(4, 3)(x)[:, :, :, :2]))))
+    return _functional(
+        tf_keras,
+        lambda x, layers: layers.Dense(10, activation="softmax")(
+            layers.Flatten()(tf.nn.relu6(layers.Conv2D(4, 3)(x)[:, :, :, :2]))
+        ),
+    )
 
 
 def layer_norm(tf_keras):
-    return _functional(tf_keras, lambda x, layers: layers.Dense(10, activation="softmax")(
-        layers.LayerNormalization()(layers.Dense(16)(layers.Flatten()(x)))))
+    return _functional(
+        tf_keras,
+        lambda x, layers: layers.Dense(10, activation="softmax")(
+            layers.LayerNormalization()(layers.Dense(16)(layers.Flatten()(x)))
+        ),
+    )
 
 
 def subclassed(tf_keras):
@@ -51,8 +71,12 @@ def subclassed(tf_keras):
 
 
 def gelu_dense(tf_keras):
-    return _functional(tf_keras, lambda x, layers: layers.Dense(10, activation="softmax")(
-        layers.Dense(16, activation="gelu")(layers.Flatten()(x))))
+    return _functional(
+        tf_keras,
+        lambda x, layers: layers.Dense(10, activation="softmax")(
+            layers.Dense(16, activation="gelu")(layers.Flatten()(x))
+        ),
+    )
 
 
 # model, target, verdict, the layer the problem is on (or None), a word the fix must contain
@@ -70,8 +94,11 @@ PROBLEM_MODELS = [
 ]
 
 
-@pytest.mark.parametrize("build, target, verdict, layer, fix_word", PROBLEM_MODELS,
-                         ids=[f"{case[0].__name__}-{case[1]}" for case in PROBLEM_MODELS])
+@pytest.mark.parametrize(
+    "build, target, verdict, layer, fix_word",
+    PROBLEM_MODELS,
+    ids=[f"{case[0].__name__}-{case[1]}" for case in PROBLEM_MODELS],
+)
 def test_problem_models_get_the_right_verdict_and_a_fix(tf_keras, build, target, verdict, layer, fix_word):
     from tfcompress.jobs.check import check_model
 
@@ -102,8 +129,11 @@ def test_layer_rows_name_their_ops_and_bytes(tf_keras):
     report = check_model(conv_relu_then_bn(tf_keras), target="micro")
     rows = {layer.layer_type: layer for layer in report.layers}
     assert "CONV_2D" in rows["Conv2D"].ops
-    assert rows["Dense"].param_bytes == {"float32": (2704 * 10 + 10) * 4, "float16": (2704 * 10 + 10) * 2,
-                                         "int8": 2704 * 10 + 10 * 4}
+    assert rows["Dense"].param_bytes == {
+        "float32": (2704 * 10 + 10) * 4,
+        "float16": (2704 * 10 + 10) * 2,
+        "int8": 2704 * 10 + 10 * 4,
+    }
     assert report.to_dict()["param_bytes"]["int8"] == sum(layer.param_bytes["int8"] for layer in report.layers)
 
 
@@ -116,8 +146,7 @@ def test_micro_op_list_comes_from_the_interpreter():
 
 
 # mobilenetv2_035 takes about 100 s here; benchmarks/check.py checks it with the others.
-@pytest.mark.parametrize("sample", ["lenet_300_100.h5", "lenet5.h5", "dscnn.h5", "resnet8.h5",
-                                    "lenet5_keras3.keras"])
+@pytest.mark.parametrize("sample", ["lenet_300_100.h5", "lenet5.h5", "dscnn.h5", "resnet8.h5", "lenet5_keras3.keras"])
 def test_every_sample_model_is_ready_for_mobile_and_micro(sample):
     from tfcompress.jobs.check import check
 

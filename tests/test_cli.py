@@ -12,9 +12,8 @@ from tfcompress.data import load_data
 from tfcompress.runtime import metrics
 from tfcompress.runtime.interpreter import predict
 
-from conftest import CALIBRATION, EVAL, SAMPLE_MODELS
-
 import custom_layers
+from conftest import CALIBRATION, EVAL, SAMPLE_MODELS
 
 
 def _one_clear_line(code, err, *expected):
@@ -28,20 +27,45 @@ def _one_clear_line(code, err, *expected):
 
 def test_convert_int8_report_matches_litert(run_cli, tmp_path):
     output, report_path = tmp_path / "lenet5.tflite", tmp_path / "lenet5.json"
-    code, out, _ = run_cli("convert", SAMPLE_MODELS / "lenet5.h5", "--precision", "int8",
-                           "--calibration", CALIBRATION, "--eval", EVAL, "-o", output,
-                           "--report", report_path)
+    code, out, _ = run_cli(
+        "convert",
+        SAMPLE_MODELS / "lenet5.h5",
+        "--precision",
+        "int8",
+        "--calibration",
+        CALIBRATION,
+        "--eval",
+        EVAL,
+        "-o",
+        output,
+        "--report",
+        report_path,
+    )
     assert code == 0
     assert "accuracy" in out and "float ops: none" in out
     report = json.loads(report_path.read_text())
-    for key in ("model", "output", "precision", "size_bytes", "gzip_bytes", "reference", "accuracy",
-                "accuracy_drop", "fidelity", "latency_us", "ops", "float_ops", "arena_bytes", "versions"):
+    for key in (
+        "model",
+        "output",
+        "precision",
+        "size_bytes",
+        "gzip_bytes",
+        "reference",
+        "accuracy",
+        "accuracy_drop",
+        "fidelity",
+        "latency_us",
+        "ops",
+        "float_ops",
+        "arena_bytes",
+        "versions",
+    ):
         assert key in report
     assert report["size_bytes"] == output.stat().st_size
     assert report["gzip_bytes"] < report["size_bytes"]
     assert report["accuracy_drop"] <= 0.5
     assert report["fidelity"]["top1_agreement"] >= 0.98
-    assert ("--keep_float" in out) == (report["fidelity"]["top1_ties"] > 0)     # how to remove int8 softmax ties
+    assert ("--keep_float" in out) == (report["fidelity"]["top1_ties"] > 0)  # how to remove int8 softmax ties
     # The report's accuracy is what LiteRT measures on the written file.
     evaluation = load_data(EVAL)
     measured = metrics.accuracy(predict(output.read_bytes(), evaluation.x), evaluation.y)
@@ -51,24 +75,32 @@ def test_convert_int8_report_matches_litert(run_cli, tmp_path):
 @pytest.mark.parametrize("precision", ["float32", "float16", "dynamic"])
 def test_float_precisions_need_no_calibration(run_cli, tmp_path, tiny_h5, precision):
     output = tmp_path / "m.tflite"
-    code, out, _ = run_cli("convert", tiny_h5, "--precision", precision, "-o", output,
-                           "--report", tmp_path / "r.json")
+    code, out, _ = run_cli("convert", tiny_h5, "--precision", precision, "-o", output, "--report", tmp_path / "r.json")
     assert code == 0 and output.exists()
     report = json.loads((tmp_path / "r.json").read_text())
     assert report["precision"] == precision and report["accuracy"] is None
 
 
 def test_random_calibration_is_marked(run_cli, tmp_path, tiny_h5):
-    code, out, _ = run_cli("convert", tiny_h5, "--calibration", "random", "-o", tmp_path / "m.tflite",
-                           "--report", tmp_path / "r.json")
+    code, out, _ = run_cli(
+        "convert", tiny_h5, "--calibration", "random", "-o", tmp_path / "m.tflite", "--report", tmp_path / "r.json"
+    )
     assert code == 0 and "WARNING: calibrating on random noise" in out
     report = json.loads((tmp_path / "r.json").read_text())
     assert report["calibration"]["random"] is True and report["warnings"]
 
 
 def test_dashed_flag_spelling_is_accepted(run_cli, tmp_path, tiny_h5):
-    code, _, _ = run_cli("convert", tiny_h5, "--calibration", CALIBRATION, "--calibration-samples=20",
-                         "--per-tensor-dense", "-o", tmp_path / "m.tflite")
+    code, _, _ = run_cli(
+        "convert",
+        tiny_h5,
+        "--calibration",
+        CALIBRATION,
+        "--calibration-samples=20",
+        "--per-tensor-dense",
+        "-o",
+        tmp_path / "m.tflite",
+    )
     assert code == 0
 
 
@@ -82,16 +114,22 @@ BAD_INPUTS = {
     "directory": (lambda d, m: ["convert", d], "is a folder"),
     "truncated h5": (lambda d, m: ["convert", _truncated(m, d)], "truncated"),
     "random bytes h5": (lambda d, m: ["convert", _noise(d)], "cannot be read as HDF5"),
-    "wrong data shape": (lambda d, m: ["convert", m, "--calibration",
-                                       _save_npz(d / "s.npz", x=np.zeros((5, 32, 32, 3), np.uint8))],
-                         "(32, 32, 3)"),
-    "wrong dtype": (lambda d, m: ["convert", m, "--calibration",
-                                  _save_npz(d / "t.npz", x=np.full((5, 28, 28, 1), "a"))], "dtype"),
-    "NaN in calibration": (lambda d, m: ["convert", m, "--calibration",
-                                         _save_npz(d / "n.npz", x=np.full((5, 28, 28, 1), np.nan))], "NaN"),
-    "empty data file": (lambda d, m: ["convert", m, "--calibration",
-                                      _save_npz(d / "e.npz", x=np.zeros((0, 28, 28, 1), np.uint8))],
-                        "no samples"),
+    "wrong data shape": (
+        lambda d, m: ["convert", m, "--calibration", _save_npz(d / "s.npz", x=np.zeros((5, 32, 32, 3), np.uint8))],
+        "(32, 32, 3)",
+    ),
+    "wrong dtype": (
+        lambda d, m: ["convert", m, "--calibration", _save_npz(d / "t.npz", x=np.full((5, 28, 28, 1), "a"))],
+        "dtype",
+    ),
+    "NaN in calibration": (
+        lambda d, m: ["convert", m, "--calibration", _save_npz(d / "n.npz", x=np.full((5, 28, 28, 1), np.nan))],
+        "NaN",
+    ),
+    "empty data file": (
+        lambda d, m: ["convert", m, "--calibration", _save_npz(d / "e.npz", x=np.zeros((0, 28, 28, 1), np.uint8))],
+        "no samples",
+    ),
     "no calibration for int8": (lambda d, m: ["convert", m], "needs calibration data"),
     "unwritable output": (lambda d, m: ["convert", m, "--calibration", CALIBRATION], "does not exist"),
     "custom layer": (lambda d, m: ["convert", _custom_layer_model(d)], "--custom_objects"),
@@ -133,14 +171,24 @@ def test_bad_input_gives_one_clear_line_and_no_output(run_cli, tmp_path, tiny_h5
 
 def test_lambda_model_runs_no_code_and_writes_nothing(run_cli, tf_keras, tmp_path):
     marker = tmp_path / "marker"
-    model = tf_keras.Sequential([
-        tf_keras.Input((28, 28, 1)),
-        tf_keras.layers.Lambda(lambda x, path=str(marker): (open(path, "w").write("ran"), x)[1]),
-    ])
+    model = tf_keras.Sequential(
+        [
+            tf_keras.Input((28, 28, 1)),
+            tf_keras.layers.Lambda(lambda x, path=str(marker): (open(path, "w").write("ran"), x)[1]),
+        ]
+    )
     model.save(tmp_path / "lambda.h5")
     marker.unlink()
-    code, _, err = run_cli("convert", tmp_path / "lambda.h5", "--calibration", CALIBRATION,
-                           "-o", tmp_path / "out.tflite", "--report", tmp_path / "out.json")
+    code, _, err = run_cli(
+        "convert",
+        tmp_path / "lambda.h5",
+        "--calibration",
+        CALIBRATION,
+        "-o",
+        tmp_path / "out.tflite",
+        "--report",
+        tmp_path / "out.json",
+    )
     _one_clear_line(code, err, "Lambda layer", "--trust_model_code")
     assert not marker.exists()
     assert not (tmp_path / "out.tflite").exists() and not (tmp_path / "out.json").exists()
@@ -153,8 +201,11 @@ def test_verbose_shows_the_traceback(run_cli, tmp_path):
 
 def test_console_script_runs_in_a_fresh_process(tmp_path):
     """The installed entry point, as a user runs it: exit code and one error line."""
-    result = subprocess.run([sys.executable, "-m", "tfcompress", "convert", str(tmp_path / "x.h5"),
-                             "-o", str(tmp_path / "x.tflite")], capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "tfcompress", "convert", str(tmp_path / "x.h5"), "-o", str(tmp_path / "x.tflite")],
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1].startswith("tfcompress convert: error:")
     assert "Traceback" not in result.stderr

@@ -22,11 +22,24 @@ def pruned_then_clustered(tmp_path_factory):
 
     folder = tmp_path_factory.mktemp("clustered")
     # 1,000 images, 32 steps per epoch: sparsity ramps up over 3 epochs, 3 more to recover.
-    pruned = prune(LENET, CALIBRATION, options=PruneOptions(target_sparsity=0.8, end_step=96), epochs=6,
-                   learning_rate=5e-4, verbose=0)
+    pruned = prune(
+        LENET,
+        CALIBRATION,
+        options=PruneOptions(target_sparsity=0.8, end_step=96),
+        epochs=6,
+        learning_rate=5e-4,
+        verbose=0,
+    )
     options = ClusterOptions(clusters=8, preserve_sparsity=True, layer_clusters={"dense_2": 4})
-    report = cluster(pruned.keras_model, CALIBRATION, output=folder / "clustered.h5", options=options, epochs=2,
-                     learning_rate=1e-4, verbose=0)
+    report = cluster(
+        pruned.keras_model,
+        CALIBRATION,
+        output=folder / "clustered.h5",
+        options=options,
+        epochs=2,
+        learning_rate=1e-4,
+        verbose=0,
+    )
     return folder / "clustered.h5", report
 
 
@@ -35,11 +48,14 @@ def test_clusters_and_zeros_survive_stripping(pruned_then_clustered):
     from tfcompress.transforms.cluster import cluster_counts
 
     path, report = pruned_then_clustered
-    assert {name: values["clusters"] for name, values in report.layers.items()} == \
-        {"dense": 8, "dense_1": 8, "dense_2": 4}
+    assert {name: values["clusters"] for name, values in report.layers.items()} == {
+        "dense": 8,
+        "dense_1": 8,
+        "dense_2": 4,
+    }
     for values in report.layers.values():
         assert values["unique_values"] <= values["clusters"]
-        assert values["sparsity"] > 0.78, report.layers      # zeros were kept, not clustered away
+        assert values["sparsity"] > 0.78, report.layers  # zeros were kept, not clustered away
     assert cluster_counts(load_model(path)) == {name: v["unique_values"] for name, v in report.layers.items()}
 
 
@@ -48,31 +64,40 @@ def test_clustered_int8_model_holds_at_most_k_values_and_codes_small(pruned_then
 
     path, _ = pruned_then_clustered
     dense = convert(LENET, precision="int8", calibration=CALIBRATION, eval_data=EVAL, latency_runs=0)
-    clustered = convert(path, precision="int8", calibration=CALIBRATION, eval_data=EVAL, per_tensor_dense=True,
-                        latency_runs=0)
+    clustered = convert(
+        path, precision="int8", calibration=CALIBRATION, eval_data=EVAL, per_tensor_dense=True, latency_runs=0
+    )
     # Fine-tuned on 1,000 images only: the benchmark measures what the full training set keeps.
     assert clustered.reference.accuracy > dense.accuracy - 0.06, (clustered.reference.accuracy, dense.accuracy)
-    assert abs(clustered.accuracy - clustered.reference.accuracy) < 0.01   # int8 of k values is faithful
+    assert abs(clustered.accuracy - clustered.reference.accuracy) < 0.01  # int8 of k values is faithful
     coding = code_weights(clustered.tflite)
     limits = {"dense/": 8, "dense_1/": 8, "dense_2/": 4}
     for tensor in coding.tensors:
         limit = next(k for prefix, k in limits.items() if f"/{prefix}" in tensor.name + "/")
         assert tensor.unique_values <= limit, tensor
         assert tensor.entropy_bits <= math.log2(tensor.unique_values) + 1e-9
-    first = max(coding.tensors, key=lambda t: t.raw_bytes)      # the 784×300 kernel
+    first = max(coding.tensors, key=lambda t: t.raw_bytes)  # the 784×300 kernel
     assert first.sparsity > 0.78 and first.coding.startswith("sparse")
     assert first.huffman_bytes < 0.35 * first.raw_bytes
     # Sparse coding can beat the i.i.d. entropy bound: pruned zeros come in runs.
     assert max(coding.entropy_bound_bytes, coding.huffman_bytes) < coding.gzip_bytes < 0.5 * dense.gzip_bytes
-    assert code_weights(dense.tflite).huffman_bytes > 0.9 * dense.size_bytes   # dense int8 hardly codes
+    assert code_weights(dense.tflite).huffman_bytes > 0.9 * dense.size_bytes  # dense int8 hardly codes
 
 
 def test_pcqat_keeps_zeros_and_clusters_and_its_file_converts_without_calibration(pruned_then_clustered, tmp_path):
     from tfcompress import code_weights, convert, quantize_aware
 
     path, before = pruned_then_clustered
-    report = quantize_aware(path, CALIBRATION, output=tmp_path / "pcqat.h5", preserve="both", epochs=1,
-                            learning_rate=1e-5, skip_check=True, verbose=0)
+    report = quantize_aware(
+        path,
+        CALIBRATION,
+        output=tmp_path / "pcqat.h5",
+        preserve="both",
+        epochs=1,
+        learning_rate=1e-5,
+        skip_check=True,
+        verbose=0,
+    )
     assert report.options["preserve"] == "both"
     converted = convert(tmp_path / "pcqat.h5", precision="int8", eval_data=EVAL, latency_runs=0)
     assert converted.calibration["samples"] == 0
@@ -86,10 +111,10 @@ def test_huffman_code_lengths_are_optimal_and_prefix_free():
     from tfcompress.runtime.weight_coding import huffman_code_lengths
 
     lengths = huffman_code_lengths([5, 2, 1, 1])
-    assert sum(c * n for c, n in zip([5, 2, 1, 1], lengths)) == 15          # 5·1 + 2·2 + 1·3 + 1·3
+    assert sum(c * n for c, n in zip([5, 2, 1, 1], lengths)) == 15  # 5·1 + 2·2 + 1·3 + 1·3
     for counts in ([1] * 8, [100, 1], list(range(1, 40))):
         lengths = huffman_code_lengths(counts)
-        assert sum(2.0 ** -n for n in lengths) == pytest.approx(1.0)        # Kraft: a complete prefix code
+        assert sum(2.0**-n for n in lengths) == pytest.approx(1.0)  # Kraft: a complete prefix code
     assert huffman_code_lengths([7]) == [1]
 
 
@@ -116,8 +141,9 @@ def test_cluster_api_takes_arrays_and_a_tf_data_dataset(tf_keras):
     x, y = x[:64], y[:64]
     options = ClusterOptions(clusters=4, layers="dense_1")
     from_arrays = cluster(LENET, (x, y), options=options, epochs=1, verbose=0)
-    from_tf_data = cluster(LENET, tf.data.Dataset.from_tensor_slices((x, y)).batch(16), options=options,
-                           epochs=1, verbose=0)
+    from_tf_data = cluster(
+        LENET, tf.data.Dataset.from_tensor_slices((x, y)).batch(16), options=options, epochs=1, verbose=0
+    )
     assert list(from_arrays.layers) == list(from_tf_data.layers) == ["dense_1"]
     assert from_arrays.layers["dense_1"]["unique_values"] <= 4
     np.testing.assert_allclose(from_arrays.keras_model.get_weights()[2], from_tf_data.keras_model.get_weights()[2])
@@ -127,11 +153,16 @@ def test_per_channel_clustering_of_conv2d(tf_keras):
     from tfcompress import cluster
     from tfcompress.transforms.cluster import ClusterOptions
 
-    report = cluster(SAMPLE_MODELS / "lenet5.h5", CALIBRATION, options=ClusterOptions(clusters=4, per_channel=True,
-                     layers="conv2d"), epochs=1, verbose=0)
+    report = cluster(
+        SAMPLE_MODELS / "lenet5.h5",
+        CALIBRATION,
+        options=ClusterOptions(clusters=4, per_channel=True, layers="conv2d"),
+        epochs=1,
+        verbose=0,
+    )
     assert report.layers["conv2d_1"]["per_channel"] and report.layers["conv2d_1"]["unique_values"] <= 4
     kernel = report.keras_model.get_layer("conv2d_1").get_weights()[0]
-    assert len(np.unique(kernel)) > 4                         # more than 4 overall, at most 4 per channel
+    assert len(np.unique(kernel)) > 4  # more than 4 overall, at most 4 per channel
 
 
 def test_cluster_does_not_damage_the_callers_model(tf_keras):
@@ -143,15 +174,18 @@ def test_cluster_does_not_damage_the_callers_model(tf_keras):
     cluster(model, CALIBRATION, options=ClusterOptions(clusters=4, layers="dense_2"), epochs=1, verbose=0)
     for before, after in zip(weights, model.get_weights()):
         np.testing.assert_array_equal(before, after)
-    prune(model, CALIBRATION, epochs=1, verbose=0)           # tfmot alone fails here: kernels turned to tensors
+    prune(model, CALIBRATION, epochs=1, verbose=0)  # tfmot alone fails here: kernels turned to tensors
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--clusters", "1"], "clusters must be a whole number ≥ 2"),
-    (["--layer_clusters", "nope=4"], "layer_clusters names layers the model does not have: nope"),
-    (["--layers", "^conv"], "has no layer to cluster"),
-    (["--init", "spiral"], "init"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--clusters", "1"], "clusters must be a whole number ≥ 2"),
+        (["--layer_clusters", "nope=4"], "layer_clusters names layers the model does not have: nope"),
+        (["--layers", "^conv"], "has no layer to cluster"),
+        (["--init", "spiral"], "init"),
+    ],
+)
 def test_cluster_cli_bad_options_are_one_line(run_cli, tmp_path, args, message):
     code, _, err = run_cli("cluster", LENET, "-o", tmp_path / "out.h5", "--train", CALIBRATION, *args)
     assert code == 2
@@ -160,7 +194,8 @@ def test_cluster_cli_bad_options_are_one_line(run_cli, tmp_path, args, message):
 
 
 def test_preserving_what_an_earlier_step_did_not_make_is_refused(run_cli, tmp_path):
-    code, _, err = run_cli("qat", LENET, "-o", tmp_path / "out.h5", "--train", CALIBRATION, "--preserve", "clusters",
-                           "--skip_check")
+    code, _, err = run_cli(
+        "qat", LENET, "-o", tmp_path / "out.h5", "--train", CALIBRATION, "--preserve", "clusters", "--skip_check"
+    )
     assert code == 2
     assert "run `tfcompress cluster` first" in err

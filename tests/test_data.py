@@ -72,13 +72,16 @@ def test_truncated_idx_file_is_an_error(tmp_path):
         load_data(f"{tmp_path}@test")
 
 
-@pytest.mark.parametrize("arrays, message", [
-    ({"x": np.zeros((0, 28, 28, 1), np.uint8)}, "no samples"),
-    ({"x": np.array([[np.nan, 1.0]], np.float32)}, "NaN"),
-    ({"x": np.array([["a", "b"]])}, "dtype"),
-    ({"x": np.zeros((3, 2)), "y": np.zeros(2)}, "3 samples but y has 2"),
-    ({"images": np.zeros((3, 2))}, "no 'x'"),
-])
+@pytest.mark.parametrize(
+    "arrays, message",
+    [
+        ({"x": np.zeros((0, 28, 28, 1), np.uint8)}, "no samples"),
+        ({"x": np.array([[np.nan, 1.0]], np.float32)}, "NaN"),
+        ({"x": np.array([["a", "b"]])}, "dtype"),
+        ({"x": np.zeros((3, 2)), "y": np.zeros(2)}, "3 samples but y has 2"),
+        ({"images": np.zeros((3, 2))}, "no 'x'"),
+    ],
+)
 def test_bad_data_files_name_the_problem(tmp_path, arrays, message):
     np.savez(tmp_path / "bad.npz", **arrays)
     with pytest.raises(DataError, match=message):

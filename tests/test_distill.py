@@ -25,7 +25,7 @@ def test_loss_is_temperature_scaled_kl_plus_label_cross_entropy():
     soft_teacher, soft_student = _softmax(teacher, temperature), _softmax(student, temperature)
     kl = np.sum(soft_teacher * (np.log(soft_teacher) - np.log(soft_student)), axis=-1)
     cross_entropy = -np.log(_softmax(student)[np.arange(5), labels])
-    expected = alpha * temperature ** 2 * kl + (1 - alpha) * cross_entropy
+    expected = alpha * temperature**2 * kl + (1 - alpha) * cross_entropy
 
     loss = distillation_loss(DistillOptions(temperature, alpha))
     received = loss(packed_targets(labels, teacher), student.astype(np.float32)).numpy()
@@ -70,9 +70,18 @@ def test_a_student_identical_to_the_teacher_has_nothing_to_learn(tmp_path):
     rounding-noise gradients up to full-size steps."""
     from tfcompress import DistillOptions, distill, load_model
 
-    report = distill(LENET5, CALIBRATION, student=LENET5, output=tmp_path / "student.h5", val=EVAL,
-                     options=DistillOptions(temperature=4.0, alpha=1.0), epochs=1, batch_size=100,
-                     learning_rate=1e-9, verbose=0)
+    report = distill(
+        LENET5,
+        CALIBRATION,
+        student=LENET5,
+        output=tmp_path / "student.h5",
+        val=EVAL,
+        options=DistillOptions(temperature=4.0, alpha=1.0),
+        epochs=1,
+        batch_size=100,
+        learning_rate=1e-9,
+        verbose=0,
+    )
     assert abs(report.metrics["loss"]) < 1e-5, report.metrics
     x = np.load(EVAL)["x"][:50].astype(np.float32) / 255
     teacher_outputs = load_model(LENET5).predict(x, verbose=0)
@@ -84,25 +93,44 @@ def test_distill_trains_a_half_width_student_that_saves_as_a_classifier(tmp_path
     from tfcompress import load_model
 
     output, report_path = tmp_path / "student.h5", tmp_path / "distill.json"
-    code, out, err = run_cli("distill", "--teacher", LENET5, "--width-multiplier", "0.5", "-o", output,
-                             "--train", CALIBRATION, "--val", EVAL, "--epochs", "4", "--report", report_path)
+    code, out, err = run_cli(
+        "distill",
+        "--teacher",
+        LENET5,
+        "--width-multiplier",
+        "0.5",
+        "-o",
+        output,
+        "--train",
+        CALIBRATION,
+        "--val",
+        EVAL,
+        "--epochs",
+        "4",
+        "--report",
+        report_path,
+    )
     assert code == 0, err
     assert "student 15,738 (0.26x)" in out
     import json
+
     report = json.loads(report_path.read_text())
     # 1,000 training images and 4 epochs: far from the benchmark's numbers, far above chance (10%).
     assert report["accuracy"]["student"] > 0.6, report
     student = load_model(output)
     outputs = student.predict(np.load(EVAL)["x"][:20].astype(np.float32) / 255, verbose=0)
-    np.testing.assert_allclose(outputs.sum(axis=-1), 1.0, atol=1e-5)        # the softmax is back on
+    np.testing.assert_allclose(outputs.sum(axis=-1), 1.0, atol=1e-5)  # the softmax is back on
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--width_multiplier", "0.5", "--student", str(SAMPLE_MODELS / "lenet5.h5")], "exactly one of student"),
-    ([], "exactly one of student"),
-    (["--width_multiplier", "1.5"], "width_multiplier must be in (0, 1]"),
-    (["--width_multiplier", "0.5", "--alpha", "2"], "alpha must be in [0, 1]"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--width_multiplier", "0.5", "--student", str(SAMPLE_MODELS / "lenet5.h5")], "exactly one of student"),
+        ([], "exactly one of student"),
+        (["--width_multiplier", "1.5"], "width_multiplier must be in (0, 1]"),
+        (["--width_multiplier", "0.5", "--alpha", "2"], "alpha must be in [0, 1]"),
+    ],
+)
 def test_bad_distill_options_are_one_line(run_cli, tmp_path, args, message):
     code, _, err = run_cli("distill", "--teacher", LENET5, "-o", tmp_path / "s.h5", "--train", CALIBRATION, *args)
     assert code == 2
@@ -111,10 +139,20 @@ def test_bad_distill_options_are_one_line(run_cli, tmp_path, args, message):
 
 
 def test_a_student_with_other_classes_is_refused(run_cli, tmp_path, tf_keras):
-    student = tf_keras.Sequential([tf_keras.Input((28, 28, 1)), tf_keras.layers.Flatten(),
-                                   tf_keras.layers.Dense(5, activation="softmax")])
+    student = tf_keras.Sequential(
+        [tf_keras.Input((28, 28, 1)), tf_keras.layers.Flatten(), tf_keras.layers.Dense(5, activation="softmax")]
+    )
     student.save(tmp_path / "five.h5")
-    code, _, err = run_cli("distill", "--teacher", LENET5, "--student", tmp_path / "five.h5", "-o",
-                           tmp_path / "s.h5", "--train", CALIBRATION)
+    code, _, err = run_cli(
+        "distill",
+        "--teacher",
+        LENET5,
+        "--student",
+        tmp_path / "five.h5",
+        "-o",
+        tmp_path / "s.h5",
+        "--train",
+        CALIBRATION,
+    )
     assert code == 2
     assert "outputs have shape (5,) but the teacher's have (10,)" in err, err

@@ -51,8 +51,7 @@ def test_dense_weights_per_channel_by_default_and_per_tensor_on_request(lenet5, 
     assert all(scales > 1 for scales in _dense_weight_scales(int8_lenet5))
     per_tensor = to_tflite(lenet5, ConvertOptions("int8", per_tensor_dense=True), calibration)
     assert _dense_weight_scales(per_tensor) == [1, 1, 1]
-    conv_scales = [len(t.scales) for t in inspect_tflite(per_tensor).tensors
-                   if t.is_constant and len(t.shape) == 4]
+    conv_scales = [len(t.scales) for t in inspect_tflite(per_tensor).tensors if t.is_constant and len(t.shape) == 4]
     assert all(scales > 1 for scales in conv_scales)
 
 
@@ -74,11 +73,14 @@ def test_int8_without_calibration_is_refused(lenet5):
         to_tflite(lenet5, ConvertOptions("int8"), None)
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    ({"precision": "int4"}, "precision must be one of"),
-    ({"precision": "float16", "io_type": "int8"}, "Integer I/O needs precision int8"),
-    ({"calibration_samples": 0}, "at least 1"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"precision": "int4"}, "precision must be one of"),
+        ({"precision": "float16", "io_type": "int8"}, "Integer I/O needs precision int8"),
+        ({"calibration_samples": 0}, "at least 1"),
+    ],
+)
 def test_bad_options_say_what_is_accepted(kwargs, message):
     with pytest.raises(OptionError, match=message):
         ConvertOptions(**kwargs)
@@ -90,5 +92,5 @@ def test_fidelity_counts_ties_of_the_top_two_outputs():
     outputs = np.array([[0.5, 0.5, 0.0], [0.1, 0.7, 0.2], [0.3, 0.3, 0.4]])
     reference = np.array([[0.4, 0.6, 0.0], [0.1, 0.8, 0.1], [0.2, 0.3, 0.5]])
     result = fidelity(outputs, reference)
-    assert result.top1_ties == 1                  # only the first row: its top two are equal
+    assert result.top1_ties == 1  # only the first row: its top two are equal
     assert result.top1_agreement == pytest.approx(2 / 3)

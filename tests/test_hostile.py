@@ -7,8 +7,9 @@ benchmarks/hostile.py runs every case as a real process, with time and peak memo
 
 import pytest
 
-import hostile_cases
 from tfcompress import cli
+
+import hostile_cases
 
 _FAST = [case for case in hostile_cases.cases() if case.fast]
 

@@ -13,8 +13,7 @@ def float_tflite(tiny_h5):
 
 def test_float_model_ops_and_io(float_tflite):
     summary = inspect_tflite(float_tflite)
-    assert summary.ops == {"CONV_2D": 1, "DEPTHWISE_CONV_2D": 1, "RESHAPE": 1,
-                           "FULLY_CONNECTED": 2, "SOFTMAX": 1}
+    assert summary.ops == {"CONV_2D": 1, "DEPTHWISE_CONV_2D": 1, "RESHAPE": 1, "FULLY_CONNECTED": 2, "SOFTMAX": 1}
     assert summary.inputs[0].dtype == "FLOAT32" and summary.inputs[0].shape == (1, 28, 28, 1)
     assert summary.outputs[0].shape == (1, 10)
     # BatchNorm is folded into the conv: 4×3×3×1 kernel + 4 bias values, in float32.

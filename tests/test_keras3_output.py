@@ -31,11 +31,18 @@ def _step(kind, folder, train_arrays, source=KERAS3_MODEL):
 
     output = folder / f"{kind}.keras"
     if kind == "prune":
-        report = tfcompress.prune(source, train_arrays, output=output, epochs=1, verbose=0,
-                                  options=PruneOptions(target_sparsity=0.6, end_step=4))
+        report = tfcompress.prune(
+            source,
+            train_arrays,
+            output=output,
+            epochs=1,
+            verbose=0,
+            options=PruneOptions(target_sparsity=0.6, end_step=4),
+        )
     elif kind == "cluster":
-        report = tfcompress.cluster(source, train_arrays, output=output, epochs=1, verbose=0,
-                                    options=ClusterOptions(clusters=8))
+        report = tfcompress.cluster(
+            source, train_arrays, output=output, epochs=1, verbose=0, options=ClusterOptions(clusters=8)
+        )
     elif kind == "distill":
         report = tfcompress.distill(source, train_arrays, width_multiplier=0.5, output=output, epochs=1, verbose=0)
     else:
@@ -44,8 +51,11 @@ def _step(kind, folder, train_arrays, source=KERAS3_MODEL):
 
 
 def _kernels(model) -> dict:
-    return {layer.name: layer.get_weights()[0] for layer in model.layers
-            if layer.get_weights() and layer.get_weights()[0].ndim >= 2}
+    return {
+        layer.name: layer.get_weights()[0]
+        for layer in model.layers
+        if layer.get_weights() and layer.get_weights()[0].ndim >= 2
+    }
 
 
 @pytest.mark.parametrize("kind", ["prune", "cluster", "distill", "lowrank"])

@@ -5,13 +5,12 @@ import numpy as np
 import pytest
 
 from tfcompress import keras_io, load_data
-from tfcompress.jobs import convert as convert_job
 from tfcompress.errors import ModelLoadError, UnsafeModelError, UntranslatableModelError
+from tfcompress.jobs import convert as convert_job
 from tfcompress.runtime.interpreter import predict
 
-from conftest import CALIBRATION, EVAL, KERAS3_SAMPLES, SAMPLE_MODELS
-
 import custom_layers
+from conftest import CALIBRATION, EVAL, KERAS3_SAMPLES, SAMPLE_MODELS
 
 
 @pytest.fixture(scope="module")
@@ -71,16 +70,14 @@ def test_keras3_sequential_translates(keras3, tmp_path):
     model = keras3.Sequential([keras3.Input((6,)), keras3.layers.Dense(3, activation="tanh")])
     model.save(tmp_path / "seq.keras")
     x = _inputs((6,))
-    np.testing.assert_allclose(keras_io.load_model(tmp_path / "seq.keras")(x).numpy(),
-                               np.asarray(model(x)), atol=1e-5)
+    np.testing.assert_allclose(keras_io.load_model(tmp_path / "seq.keras")(x).numpy(), np.asarray(model(x)), atol=1e-5)
 
 
 @pytest.mark.parametrize("name", KERAS3_SAMPLES)
 def test_keras3_sample_models_match_keras3(keras3, name):
     original = keras3.saving.load_model(SAMPLE_MODELS / name, compile=False)
     x = _inputs((28, 28, 1), 16)
-    np.testing.assert_allclose(keras_io.load_model(SAMPLE_MODELS / name)(x).numpy(),
-                               np.asarray(original(x)), atol=1e-5)
+    np.testing.assert_allclose(keras_io.load_model(SAMPLE_MODELS / name)(x).numpy(), np.asarray(original(x)), atol=1e-5)
 
 
 @pytest.mark.parametrize("name", KERAS3_SAMPLES)
@@ -91,8 +88,9 @@ def test_keras3_samples_convert_to_int8_that_agrees_with_keras3(keras3, name):
     evaluation = load_data(EVAL)
     keras3_top1 = np.argmax(original.predict(evaluation.x, verbose=0), axis=1)
     head = original.layers[-1].name
-    report = convert_job.convert(SAMPLE_MODELS / name, precision="int8", calibration=CALIBRATION,
-                                 keep_float=[head], latency_runs=0)
+    report = convert_job.convert(
+        SAMPLE_MODELS / name, precision="int8", calibration=CALIBRATION, keep_float=[head], latency_runs=0
+    )
     assert report.float_ops == ("FULLY_CONNECTED", "SOFTMAX")
     assert np.mean(np.argmax(predict(report.tflite, evaluation.x), axis=1) == keras3_top1) >= 0.995
 
@@ -114,11 +112,13 @@ def test_untranslatable_keras3_option_names_the_layer(keras3, tmp_path):
 
 def _lambda_model(tf_keras, marker):
     layers = tf_keras.layers
-    return tf_keras.Sequential([
-        tf_keras.Input((4,)),
-        layers.Lambda(lambda x, path=str(marker): (open(path, "w").write("ran"), x)[1], name="sneaky"),
-        layers.Dense(2),
-    ])
+    return tf_keras.Sequential(
+        [
+            tf_keras.Input((4,)),
+            layers.Lambda(lambda x, path=str(marker): (open(path, "w").write("ran"), x)[1], name="sneaky"),
+            layers.Dense(2),
+        ]
+    )
 
 
 def test_lambda_is_refused_before_any_stored_code_runs(tf_keras, tmp_path):
@@ -143,14 +143,19 @@ def test_custom_layer_needs_its_module(tf_keras, tmp_path):
     np.testing.assert_allclose(loaded(np.ones((1, 3), np.float32)).numpy(), [[3.0, 3.0, 3.0]])
 
 
-@pytest.mark.parametrize("make, message", [
-    (lambda p: p / "missing.h5", "not found"),
-    (lambda p: p, "is a folder"),
-    (lambda p: (p / "noise.h5").write_bytes(np.random.default_rng(0).bytes(5000)) and p / "noise.h5",
-     "cannot be read as HDF5"),
-    (lambda p: (p / "model.onnx").write_bytes(b"x") and p / "model.onnx", "Unsupported model file"),
-    (lambda p: (p / "m.keras").write_bytes(b"PK\x03\x04junk") and p / "m.keras", "not a readable .keras"),
-])
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda p: p / "missing.h5", "not found"),
+        (lambda p: p, "is a folder"),
+        (
+            lambda p: (p / "noise.h5").write_bytes(np.random.default_rng(0).bytes(5000)) and p / "noise.h5",
+            "cannot be read as HDF5",
+        ),
+        (lambda p: (p / "model.onnx").write_bytes(b"x") and p / "model.onnx", "Unsupported model file"),
+        (lambda p: (p / "m.keras").write_bytes(b"PK\x03\x04junk") and p / "m.keras", "not a readable .keras"),
+    ],
+)
 def test_bad_model_files_name_the_problem(tmp_path, make, message):
     with pytest.raises(ModelLoadError, match=message):
         keras_io.load_model(make(tmp_path))
@@ -177,7 +182,7 @@ def test_keras3_sample_models_convert_to_int8_agreeing_with_keras3(keras3, name)
     expected = np.asarray(original.predict(evaluation.x, verbose=0)).argmax(1)
     outputs = predict(tflite, evaluation.x)
     top_two = np.sort(outputs, axis=1)[:, -2:]
-    decided = top_two[:, 1] > top_two[:, 0]       # int8 softmax steps are 1/256: near-ties tie
+    decided = top_two[:, 1] > top_two[:, 0]  # int8 softmax steps are 1/256: near-ties tie
     assert np.mean(outputs.argmax(1) == expected) >= 0.99
     assert np.mean(outputs[decided].argmax(1) == expected[decided]) >= 0.995
 

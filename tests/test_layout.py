@@ -33,7 +33,7 @@ def _imports(module: str, tree, known, module_level_only: bool) -> set:
         elif isinstance(node, ast.ImportFrom):
             base = node.module or ""
             if node.level:
-                base = ".".join(module.split(".")[:-node.level] + ([base] if base else []))
+                base = ".".join(module.split(".")[: -node.level] + ([base] if base else []))
             found |= {f"{base}.{alias.name}" if f"{base}.{alias.name}" in known else base for alias in node.names}
     return {name if name in known or name.startswith("tfcompress") else name.split(".")[0] for name in found}
 
@@ -66,8 +66,14 @@ def test_the_top_level_is_small_and_has_no_job_suffix():
 
 def test_module_level_imports_have_no_cycle():
     modules = _modules()
-    graph = {name: {imported for imported in _imports(name, tree, modules, module_level_only=True)
-                    if imported in modules and imported != name} for name, tree in modules.items()}
+    graph = {
+        name: {
+            imported
+            for imported in _imports(name, tree, modules, module_level_only=True)
+            if imported in modules and imported != name
+        }
+        for name, tree in modules.items()
+    }
     visiting, done = set(), set()
 
     def visit(name, path):

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 import tfcompress
+
 from conftest import CALIBRATION, EVAL, SAMPLE_MODELS
 
 
@@ -70,8 +71,7 @@ def test_per_channel_quantized_convs_get_a_table_per_channel_and_stay_exact(tmp_
         if layer.get_weights():
             kernel, bias = layer.get_weights()
             layer.set_weights([_snapped(kernel, 8), bias])
-    report = tfcompress.to_micro(model, tmp_path / "lenet5", calibration=CALIBRATION, eval_data=EVAL,
-                                 compress="lut")
+    report = tfcompress.to_micro(model, tmp_path / "lenet5", calibration=CALIBRATION, eval_data=EVAL, compress="lut")
     axes = {tensor.name.split("/")[1]: tensor.per_channel_axis for tensor in report.lut.tensors}
     assert axes == {"dense_5": None, "dense_4": None, "dense_3": None, "conv2d_1": 0, "conv2d": 0}
     assert all(tensor.bits == 3 for tensor in report.lut.tensors if tensor.compressed)
@@ -79,14 +79,22 @@ def test_per_channel_quantized_convs_get_a_table_per_channel_and_stay_exact(tmp_
 
 
 def test_an_unclustered_model_passes_with_every_tensor_kept_and_why(tmp_path, run_cli):
-    code, out, err = run_cli("micro", SAMPLE_MODELS / "lenet5.h5", "-o", tmp_path / "lenet5",
-                             "--calibration", CALIBRATION, "--compress", "lut")
+    code, out, err = run_cli(
+        "micro",
+        SAMPLE_MODELS / "lenet5.h5",
+        "-o",
+        tmp_path / "lenet5",
+        "--calibration",
+        CALIBRATION,
+        "--compress",
+        "lut",
+    )
     assert code == 0, err
     report = json.loads((tmp_path / "lenet5" / "report.json").read_text())
     assert report["lut"]["bytes_after"] == report["lut"]["bytes_before"] == report["size_bytes"]
     reasons = [tensor["reason"] for tensor in report["lut"]["tensors"] if tensor["bits"] is None]
     assert len(reasons) == len(report["lut"]["tensors"]) == 5
-    assert sum("need 8 index bits" in reason for reason in reasons) == 3          # Dense: 135 to 183 values
+    assert sum("need 8 index bits" in reason for reason in reasons) == 3  # Dense: 135 to 183 values
     # The convs: per-channel tables of 2^7 and 2^5 entries outweigh 2,400 and 150 bytes of kernel.
     assert sum("would not be smaller" in reason for reason in reasons) == 2
     assert "TFLM_DECODE" not in report["ops"]
@@ -130,8 +138,19 @@ def test_generated_header_registers_the_decode_kernel(lut_package, tmp_path):
     stub.mkdir(parents=True)
     (stub / "micro_mutable_op_resolver.h").write_text(STUB_RESOLVER_H)
     (tmp_path / "main.cc").write_text(MAIN_CC)
-    subprocess.run(["g++", "-std=c++17", f"-I{folder}", f"-I{tmp_path}", str(tmp_path / "main.cc"),
-                    str(folder / "model_data.cc"), "-o", str(tmp_path / "check")], check=True)
+    subprocess.run(
+        [
+            "g++",
+            "-std=c++17",
+            f"-I{folder}",
+            f"-I{tmp_path}",
+            str(tmp_path / "main.cc"),
+            str(folder / "model_data.cc"),
+            "-o",
+            str(tmp_path / "check"),
+        ],
+        check=True,
+    )
     assert subprocess.run([str(tmp_path / "check")]).returncode == 0
 
 
@@ -146,6 +165,6 @@ def test_cluster_preserving_qat_that_adds_values_is_refused(tf_keras):
 
     kernel = np.random.default_rng(0).normal(size=(6, 5)).astype(np.float32)
     clustered = dense_model(_snapped(kernel, 4))
-    check_clusters_kept(clustered, dense_model(_snapped(kernel, 4)))      # the same values: fine
+    check_clusters_kept(clustered, dense_model(_snapped(kernel, 4)))  # the same values: fine
     with pytest.raises(PreflightError, match=r"dense 4 → 30 distinct values"):
         check_clusters_kept(clustered, dense_model(kernel))

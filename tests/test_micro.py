@@ -25,12 +25,13 @@ def lenet5_package(tmp_path_factory):
 def test_package_is_full_integer_with_measured_arena(lenet5_package):
     folder, report = lenet5_package
     assert sorted(p.name for p in folder.iterdir()) == sorted(
-        ["model.tflite", "model_data.cc", "model_data.h", "report.json", "report.md"])
+        ["model.tflite", "model_data.cc", "model_data.h", "report.json", "report.md"]
+    )
     summary = inspect_tflite((folder / "model.tflite").read_bytes())
     assert summary.inputs[0].dtype == "INT8" and summary.outputs[0].dtype == "INT8"
     assert summary.float_ops == () and summary.inputs[0].shape[0] == 1
     dense_scales = [len(t.scales) for t in summary.tensors if t.is_constant and len(t.shape) == 2]
-    assert dense_scales and set(dense_scales) == {1}            # per-tensor Dense by default
+    assert dense_scales and set(dense_scales) == {1}  # per-tensor Dense by default
     saved = json.loads((folder / "report.json").read_text())
     assert saved["arena_bytes"] == report.arena_bytes and saved["size_bytes"] == summary.size_bytes
     assert saved["micro"]["max_diff_steps"] <= 1
@@ -78,21 +79,32 @@ int main() {
 @pytest.mark.skipif(shutil.which("g++") is None, reason="needs g++")
 def test_sources_compile_and_hold_the_model(lenet5_package, tmp_path):
     folder, _ = lenet5_package
-    subprocess.run(["g++", "-std=c++17", "-c", str(folder / "model_data.cc"), "-o", str(tmp_path / "data.o")],
-                   check=True)
+    subprocess.run(
+        ["g++", "-std=c++17", "-c", str(folder / "model_data.cc"), "-o", str(tmp_path / "data.o")], check=True
+    )
     (tmp_path / "main.cc").write_text(MAIN_CC)
-    subprocess.run(["g++", "-std=c++17", f"-I{folder}", str(tmp_path / "main.cc"), str(tmp_path / "data.o"),
-                    "-o", str(tmp_path / "check")], check=True)
+    subprocess.run(
+        [
+            "g++",
+            "-std=c++17",
+            f"-I{folder}",
+            str(tmp_path / "main.cc"),
+            str(tmp_path / "data.o"),
+            "-o",
+            str(tmp_path / "check"),
+        ],
+        check=True,
+    )
     result = subprocess.run([str(tmp_path / "check")], capture_output=True)
     assert result.returncode == 0
     assert result.stdout == (folder / "model.tflite").read_bytes()
 
 
 def test_per_channel_dense_on_request(tmp_path):
-    report = tfcompress.to_micro(SAMPLE_MODELS / "lenet_300_100.h5", tmp_path / "pc", calibration=CALIBRATION,
-                                 per_tensor_dense=False)
-    per_tensor = tfcompress.to_micro(SAMPLE_MODELS / "lenet_300_100.h5", tmp_path / "pt",
-                                     calibration=CALIBRATION)
+    report = tfcompress.to_micro(
+        SAMPLE_MODELS / "lenet_300_100.h5", tmp_path / "pc", calibration=CALIBRATION, per_tensor_dense=False
+    )
+    per_tensor = tfcompress.to_micro(SAMPLE_MODELS / "lenet_300_100.h5", tmp_path / "pt", calibration=CALIBRATION)
     summary = inspect_tflite((tmp_path / "pc" / "model.tflite").read_bytes())
     assert all(len(t.scales) > 1 for t in summary.tensors if t.is_constant and len(t.shape) == 2)
     assert report.arena_bytes >= per_tensor.arena_bytes
@@ -105,16 +117,25 @@ def test_int8_tflite_is_packaged_as_it_is(lenet5_package, tmp_path):
     assert report.accuracy is not None and report.accuracy > 0.8
 
 
-@pytest.mark.parametrize("op, method", [("CONV_2D", "AddConv2D"), ("DEPTHWISE_CONV_2D", "AddDepthwiseConv2D"),
-                                        ("MAX_POOL_2D", "AddMaxPool2D"), ("L2_NORMALIZATION", "AddL2Normalization"),
-                                        ("PADV2", "AddPadV2"), ("BATCH_TO_SPACE_ND", "AddBatchToSpaceNd")])
+@pytest.mark.parametrize(
+    "op, method",
+    [
+        ("CONV_2D", "AddConv2D"),
+        ("DEPTHWISE_CONV_2D", "AddDepthwiseConv2D"),
+        ("MAX_POOL_2D", "AddMaxPool2D"),
+        ("L2_NORMALIZATION", "AddL2Normalization"),
+        ("PADV2", "AddPadV2"),
+        ("BATCH_TO_SPACE_ND", "AddBatchToSpaceNd"),
+    ],
+)
 def test_resolver_method_names(op, method):
     assert resolver_method(op) == method
 
 
 def _gelu_model(tf_keras, path):
-    model = tf_keras.Sequential([tf_keras.Input((28, 28, 1)), tf_keras.layers.Flatten(),
-                                 tf_keras.layers.Dense(8, activation="gelu")])
+    model = tf_keras.Sequential(
+        [tf_keras.Input((28, 28, 1)), tf_keras.layers.Flatten(), tf_keras.layers.Dense(8, activation="gelu")]
+    )
     model.save(path)
     return path
 
@@ -125,15 +146,23 @@ def _float_tflite(folder, models):
     return path
 
 
-@pytest.mark.parametrize("case, make_args, expected", [
-    ("float-only tflite", lambda d, k: [_float_tflite(d, None), "--eval", EVAL], "not a full-integer int8 model"),
-    ("op TFLite Micro lacks", lambda d, k: [_gelu_model(k, d / "gelu.h5"), "--calibration", CALIBRATION],
-     "pre-flight check: "),
-    ("op TFLite Micro lacks, check skipped",
-     lambda d, k: [_gelu_model(k, d / "gelu.h5"), "--calibration", CALIBRATION, "--skip_check"],
-     "TFLite Micro has no kernel for: GELU"),
-    ("no calibration", lambda d, k: [SAMPLE_MODELS / "lenet5.h5"], "needs --calibration"),
-])
+@pytest.mark.parametrize(
+    "case, make_args, expected",
+    [
+        ("float-only tflite", lambda d, k: [_float_tflite(d, None), "--eval", EVAL], "not a full-integer int8 model"),
+        (
+            "op TFLite Micro lacks",
+            lambda d, k: [_gelu_model(k, d / "gelu.h5"), "--calibration", CALIBRATION],
+            "pre-flight check: ",
+        ),
+        (
+            "op TFLite Micro lacks, check skipped",
+            lambda d, k: [_gelu_model(k, d / "gelu.h5"), "--calibration", CALIBRATION, "--skip_check"],
+            "TFLite Micro has no kernel for: GELU",
+        ),
+        ("no calibration", lambda d, k: [SAMPLE_MODELS / "lenet5.h5"], "needs --calibration"),
+    ],
+)
 def test_bad_input_is_refused_and_nothing_is_written(run_cli, tf_keras, tmp_path, case, make_args, expected):
     args = make_args(tmp_path, tf_keras)
     code, _, err = run_cli("micro", *args, "-o", tmp_path / "out")
@@ -161,7 +190,7 @@ def test_ethos_u_target_compiles_with_vela(lenet5_package, tmp_path):
     folder, _ = lenet5_package
     report = tfcompress.to_micro(folder / "model.tflite", tmp_path / "npu", npu="ethos-u55-128")
     summary = inspect_tflite((tmp_path / "npu" / "model_vela.tflite").read_bytes())
-    assert "ethos-u" in summary.ops                    # the NPU custom op
+    assert "ethos-u" in summary.ops  # the NPU custom op
     assert report.ethos_u["npu_operators"] > 0 and report.ethos_u["sram_bytes"] > 0
     assert json.loads((tmp_path / "npu" / "report.json").read_text())["ethos_u"]["target"] == "ethos-u55-128"
 

@@ -27,8 +27,7 @@ def test_qat_keeps_layer_norm_float(tf_keras, tmp_path):
 
     path = tmp_path / "layer_norm.h5"
     _small_cnn(tf_keras, lambda layers: layers.LayerNormalization()).save(path)
-    report = quantize_aware(path, CALIBRATION, output=tmp_path / "qat.h5", epochs=2, learning_rate=1e-3,
-                            verbose=0)
+    report = quantize_aware(path, CALIBRATION, output=tmp_path / "qat.h5", epochs=2, learning_rate=1e-3, verbose=0)
     assert [plan.layer_type for plan in report.float_layers] == ["LayerNormalization"]
     assert report.check_verdict == "ready with float fallbacks"
     assert report.metrics["accuracy"] > 0.5, report.metrics
@@ -36,8 +35,7 @@ def test_qat_keeps_layer_norm_float(tf_keras, tmp_path):
     reloaded = load_model(tmp_path / "qat.h5")
     assert is_quantize_aware(reloaded)
     # Calibration only covers the float LayerNormalization; everything else uses learned ranges.
-    converted = convert(tmp_path / "qat.h5", precision="int8", calibration=CALIBRATION, eval_data=EVAL,
-                        latency_runs=0)
+    converted = convert(tmp_path / "qat.h5", precision="int8", calibration=CALIBRATION, eval_data=EVAL, latency_runs=0)
     assert converted.float_ops == ()
     assert converted.accuracy_drop is not None and abs(converted.accuracy_drop) <= 2.0
     assert converted.fidelity.top1_agreement >= 0.95
@@ -60,9 +58,9 @@ def test_qat_model_converts_to_int8_without_calibration(tf_keras, tmp_path):
 
 
 def test_qat_refuses_a_subclassed_model_before_any_training(tf_keras, monkeypatch):
-    from tfcompress.jobs import qat as qat_job
     from tfcompress.data import load_data
     from tfcompress.errors import PreflightError
+    from tfcompress.jobs import qat as qat_job
 
     model = subclassed_classifier(tf_keras)
     monkeypatch.setattr(qat_job, "fine_tune", lambda *a, **k: pytest.fail("training started"))
@@ -72,8 +70,9 @@ def test_qat_refuses_a_subclassed_model_before_any_training(tf_keras, monkeypatc
 
 def test_qat_cli_rejects_labels_the_model_cannot_output(run_cli, tmp_path, tf_keras):
     tf_keras.utils.set_random_seed(0)
-    model = tf_keras.Sequential([tf_keras.Input((28, 28, 1)), tf_keras.layers.Flatten(),
-                                 tf_keras.layers.Dense(4, activation="softmax")])
+    model = tf_keras.Sequential(
+        [tf_keras.Input((28, 28, 1)), tf_keras.layers.Flatten(), tf_keras.layers.Dense(4, activation="softmax")]
+    )
     model.save(tmp_path / "four.h5")
     code, _, err = run_cli("qat", tmp_path / "four.h5", "-o", tmp_path / "out.h5", "--train", CALIBRATION)
     assert code == 2

@@ -5,9 +5,9 @@ import json
 import numpy as np
 import pytest
 
-from tfcompress.pipeline import run as run_job
 from tfcompress.data import load_data
 from tfcompress.errors import DataError
+from tfcompress.pipeline import run as run_job
 from tfcompress.runtime import metrics
 from tfcompress.runtime.inspect import constant_tensors
 from tfcompress.runtime.interpreter import predict
@@ -15,8 +15,22 @@ from tfcompress.runtime.interpreter import predict
 from conftest import CALIBRATION, EVAL, SAMPLE_MODELS
 
 MODEL = SAMPLE_MODELS / "lenet_300_100.h5"
-_CONTRACT = {"model", "output", "precision", "size_bytes", "gzip_bytes", "reference", "accuracy", "accuracy_drop",
-             "fidelity", "latency_us", "ops", "float_ops", "arena_bytes", "versions"}
+_CONTRACT = {
+    "model",
+    "output",
+    "precision",
+    "size_bytes",
+    "gzip_bytes",
+    "reference",
+    "accuracy",
+    "accuracy_drop",
+    "fidelity",
+    "latency_us",
+    "ops",
+    "float_ops",
+    "arena_bytes",
+    "versions",
+}
 
 
 def test_builtin_mobile_int8_meets_its_budget_and_matches_keras(run_cli, tmp_path, tf_keras):
@@ -26,8 +40,9 @@ def test_builtin_mobile_int8_meets_its_budget_and_matches_keras(run_cli, tmp_pat
     report = json.loads((tmp_path / "report.json").read_text())
     assert _CONTRACT <= set(report)
     assert report["output"] == "model.tflite" and report["passed"] is True
-    assert report["budgets"] == [{"name": "max_accuracy_drop", "limit": 1.0, "value": report["accuracy_drop"],
-                                  "passed": True}]
+    assert report["budgets"] == [
+        {"name": "max_accuracy_drop", "limit": 1.0, "value": report["accuracy_drop"], "passed": True}
+    ]
     # Data came from sample_models/tfcompress-data.yaml; the numbers are the model's real ones.
     evaluation = load_data(EVAL)
     keras_outputs = tf_keras.models.load_model(MODEL, compile=False).predict(evaluation.x, verbose=0)
@@ -40,16 +55,20 @@ def test_builtin_mobile_int8_meets_its_budget_and_matches_keras(run_cli, tmp_pat
 
 def test_a_chain_is_deterministic_and_its_drop_is_against_the_original(tmp_path, tf_keras):
     recipe = tmp_path / "chain.yaml"
-    recipe.write_text("steps:\n  - prune: {target_sparsity: 0.5, epochs: 1, batch_size: 64}\n"
-                      "  - convert: {precision: int8, per_tensor_dense: true}\n"
-                      "budgets: {max_accuracy_drop: 5, max_size_bytes: 400000, max_latency_us: 1000000}\n")
-    first = run_job.run_recipe(recipe, MODEL, tmp_path / "a", train=CALIBRATION, calibration=CALIBRATION,
-                               eval_data=EVAL)
-    second = run_job.run_recipe(recipe, MODEL, tmp_path / "b", train=CALIBRATION, calibration=CALIBRATION,
-                                eval_data=EVAL)
+    recipe.write_text(
+        "steps:\n  - prune: {target_sparsity: 0.5, epochs: 1, batch_size: 64}\n"
+        "  - convert: {precision: int8, per_tensor_dense: true}\n"
+        "budgets: {max_accuracy_drop: 5, max_size_bytes: 400000, max_latency_us: 1000000}\n"
+    )
+    first = run_job.run_recipe(
+        recipe, MODEL, tmp_path / "a", train=CALIBRATION, calibration=CALIBRATION, eval_data=EVAL
+    )
+    second = run_job.run_recipe(
+        recipe, MODEL, tmp_path / "b", train=CALIBRATION, calibration=CALIBRATION, eval_data=EVAL
+    )
     assert (tmp_path / "a" / "model.tflite").read_bytes() == (tmp_path / "b" / "model.tflite").read_bytes()
     assert [step["output"] for step in first.steps] == ["01-prune.h5", "model.tflite"]
-    assert first.steps[1]["report"]["model"] == "01-prune.h5"   # paths inside the folder are relative
+    assert first.steps[1]["report"]["model"] == "01-prune.h5"  # paths inside the folder are relative
     evaluation = load_data(EVAL)
     original = tf_keras.models.load_model(MODEL, compile=False)
     original_accuracy = metrics.accuracy(original.predict(evaluation.x, verbose=0), evaluation.y)
@@ -57,8 +76,9 @@ def test_a_chain_is_deterministic_and_its_drop_is_against_the_original(tmp_path,
     assert first.result["accuracy_drop"] == pytest.approx((original_accuracy - first.result["accuracy"]) * 100)
     assert first.passed and second.passed
     # The pruned kernels reached the .tflite: about half of the big Dense weights are zero.
-    kernel = max((array for _, _, array in constant_tensors((tmp_path / "a" / "model.tflite").read_bytes())),
-                 key=np.size)
+    kernel = max(
+        (array for _, _, array in constant_tensors((tmp_path / "a" / "model.tflite").read_bytes())), key=np.size
+    )
     assert 0.45 <= float(np.mean(kernel == 0)) <= 0.6
 
 
@@ -81,8 +101,9 @@ def test_missing_data_fails_before_any_step_trains(tmp_path, monkeypatch):
     isolated.mkdir()
     (isolated / "m.h5").write_bytes(MODEL.read_bytes())
     with pytest.raises(DataError, match=r"step 1 \(prune, line 7\) trains, so it needs labelled data: pass --train"):
-        run_job.run_recipe("deep_compression", isolated / "m.h5", tmp_path / "out", calibration=CALIBRATION,
-                           eval_data=EVAL)
+        run_job.run_recipe(
+            "deep_compression", isolated / "m.h5", tmp_path / "out", calibration=CALIBRATION, eval_data=EVAL
+        )
     with pytest.raises(DataError, match="max_accuracy_drop needs labelled eval data"):
         run_job.run_recipe("mobile_int8", isolated / "m.h5", tmp_path / "out", calibration=CALIBRATION)
 
@@ -96,14 +117,15 @@ def test_run_errors_are_one_line(run_cli, tmp_path):
 
 
 def test_deep_compression_mcu_shrinks_flash_with_lut(tmp_path):
-    report = run_job.run_recipe("deep_compression_mcu", MODEL, tmp_path, train=CALIBRATION, calibration=CALIBRATION,
-                                eval_data=EVAL)
+    report = run_job.run_recipe(
+        "deep_compression_mcu", MODEL, tmp_path, train=CALIBRATION, calibration=CALIBRATION, eval_data=EVAL
+    )
     assert [step["step"] for step in report.steps] == ["prune", "cluster", "micro"]
     micro = report.steps[2]["report"]
     compressed = [tensor for tensor in micro["lut"]["tensors"] if tensor["bits"] is not None]
-    assert len(compressed) == 3 and all(tensor["bits"] <= 4 for tensor in compressed)   # 16 clusters: 4 bits
+    assert len(compressed) == 3 and all(tensor["bits"] <= 4 for tensor in compressed)  # 16 clusters: 4 bits
     flash = (tmp_path / "micro" / "model.tflite").stat().st_size
     assert report.result["size_bytes"] == flash and report.result["output"] == "micro/model.tflite"
-    assert flash < 0.6 * micro["lut"]["bytes_before"]                  # int8 → int8 + LUT
+    assert flash < 0.6 * micro["lut"]["bytes_before"]  # int8 → int8 + LUT
     assert report.result["arena_bytes"] == micro["arena_bytes"] > 0
     assert report.passed == (report.result["accuracy_drop"] <= 2.0)

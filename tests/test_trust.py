@@ -10,13 +10,14 @@ import random
 
 import pytest
 
-import hostile_cases
 from tfcompress import keras_io
 from tfcompress.errors import TfcompressError, UnsafeModelError
 
+import hostile_cases
+
 _FORMATS = (("keras2", ".h5"), ("keras3", ".keras"), ("keras3", ".h5"))
 _NESTINGS = 210
-_TRUSTED_EVERY = 30     # also load every 30th with the trust flag: its Lambda must run
+_TRUSTED_EVERY = 30  # also load every 30th with the trust flag: its Lambda must run
 
 
 def _random_kinds(rng: random.Random) -> list:
@@ -37,6 +38,6 @@ def test_random_nestings_never_run_lambda_code(flavour, suffix, tmp_path):
         if index % _TRUSTED_EVERY == 0:
             try:
                 keras_io.load_model(path, trust_model_code=True)
-            except TfcompressError:     # a trusted Keras 3 Lambda loads, then has no tf_keras translation
+            except TfcompressError:  # a trusted Keras 3 Lambda loads, then has no tf_keras translation
                 pass
             assert (folder / hostile_cases.MARKER).exists(), f"{kinds} {flavour}{suffix}: trusted, yet no marker"

@@ -17,8 +17,17 @@ import warnings
 from tfcompress._io import native as native_output
 from tfcompress.errors import UnsupportedVersionError
 
-__all__ = ["tensorflow", "tf_keras", "keras3", "tfmot", "bounded_weights", "show_native_logs",
-           "quiet_tensorflow_logger", "training_verbosity", "TESTED_TENSORFLOW"]
+__all__ = [
+    "tensorflow",
+    "tf_keras",
+    "keras3",
+    "tfmot",
+    "bounded_weights",
+    "show_native_logs",
+    "quiet_tensorflow_logger",
+    "training_verbosity",
+    "TESTED_TENSORFLOW",
+]
 
 _SHOW_NATIVE_LOGS = False
 # TensorFlow's C++ log level: errors too are hidden by default (CUDA probes on a CPU machine log
@@ -26,8 +35,10 @@ _SHOW_NATIVE_LOGS = False
 _QUIET_LOG_LEVEL = "3"
 _USER_LOG_LEVEL = os.environ.get("TF_CPP_MIN_LOG_LEVEL")
 # absl/glog lines ("I0000 00:00:... file.cc:31] ...") and the notices around them.
-_NATIVE_NOISE = re.compile(r"[IWEF]\d{4} |WARNING: All log messages before absl|To enable the following instructions"
-                           r"|.*rebuild TensorFlow with the appropriate compiler flags")
+_NATIVE_NOISE = re.compile(
+    r"[IWEF]\d{4} |WARNING: All log messages before absl|To enable the following instructions"
+    r"|.*rebuild TensorFlow with the appropriate compiler flags"
+)
 # Warnings these libraries raise about their own internals; a user can do nothing about them.
 _NOISY_MODULES = r"(tensorflow|tf_keras|keras|tensorflow_model_optimization|h5py)(\.|$)"
 
@@ -47,6 +58,7 @@ def show_native_logs(show: bool) -> None:
 def quiet_tensorflow_logger(*fragments: str):
     """Drops the `tensorflow` logger's records that contain one of `fragments`: notices about
     tf_keras internals that a user can do nothing about."""
+
     def wanted(record):
         return not any(fragment in record.getMessage() for fragment in fragments)
 
@@ -101,7 +113,8 @@ def tensorflow():
         raise UnsupportedVersionError(
             f"tfcompress is tested with TensorFlow {', '.join(TESTED_TENSORFLOW)}. "
             f"Received: tensorflow=={tf.__version__}. Install a tested version, or set "
-            f"{_SKIP_CHECK_VARIABLE}=1 to try anyway.")
+            f"{_SKIP_CHECK_VARIABLE}=1 to try anyway."
+        )
     return tf
 
 
@@ -123,7 +136,8 @@ def keras3():
     if not keras.__version__.startswith("3."):
         raise UnsupportedVersionError(
             f"This model was saved by Keras 3, but the installed keras is {keras.__version__}. "
-            "Install keras>=3 beside tf_keras.")
+            "Install keras>=3 beside tf_keras."
+        )
     return keras
 
 
@@ -165,14 +179,16 @@ def bounded_weights(limit_bytes: int, source, error_type, *, keras3_too: bool = 
             if shape is None:
                 shape = next((arg for arg in args if isinstance(arg, (tuple, list)) or hasattr(arg, "as_list")), ())
             count = 1
-            for dim in (shape.as_list() if hasattr(shape, "as_list") else shape):
+            for dim in shape.as_list() if hasattr(shape, "as_list") else shape:
                 count *= int(dim or 1)
             total[0] += count * 4
             if total[0] > limit_bytes:
                 raise error_type(
                     f"{source} declares weights of over {limit_bytes:,} bytes (layer '{self.name}', "
-                    f"shape {tuple(shape)}). If the file is genuine, raise TFCOMPRESS_MAX_WEIGHT_BYTES.")
+                    f"shape {tuple(shape)}). If the file is genuine, raise TFCOMPRESS_MAX_WEIGHT_BYTES."
+                )
             return original(self, *args, **kwargs)
+
         return add_weight
 
     originals = [(layer_class, layer_class.add_weight) for layer_class in layer_classes]
@@ -183,4 +199,3 @@ def bounded_weights(limit_bytes: int, source, error_type, *, keras3_too: bool = 
     finally:
         for layer_class, original in originals:
             layer_class.add_weight = original
-

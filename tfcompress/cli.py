@@ -43,9 +43,11 @@ commands:
 `tfcompress --version` prints the version."""
 
 
-_COMMON_FLAGS = {"verbose": (False, "Show tracebacks for errors, and TensorFlow's own log lines."),
-                 "progress": (None, "A line per stage on stderr (default: when stderr is a terminal)."),
-                 "quiet": (False, "No stage lines.")}
+_COMMON_FLAGS = {
+    "verbose": (False, "Show tracebacks for errors, and TensorFlow's own log lines."),
+    "progress": (None, "A line per stage on stderr (default: when stderr is a terminal)."),
+    "quiet": (False, "No stage lines."),
+}
 
 # The flags that name files, each declared once: its help, and the API argument it becomes.
 _FILE_FLAGS = {
@@ -53,8 +55,11 @@ _FILE_FLAGS = {
     "teacher": ("The trained model to learn from.", "teacher"),
     "student": ("The model to train (its weights are the start).", "student"),
     "reference": ("Model whose outputs give fidelity: .tflite, or .h5/.keras (needs TensorFlow).", "reference"),
-    "calibration": ("Calibration data: a few hundred real inputs (.npz, .npy, image folder, IDX FOLDER@split; "
-                    "convert also takes 'random', marked in the report).", "calibration"),
+    "calibration": (
+        "Calibration data: a few hundred real inputs (.npz, .npy, image folder, IDX FOLDER@split; "
+        "convert also takes 'random', marked in the report).",
+        "calibration",
+    ),
     "eval": ("Labelled data for accuracy and fidelity (benchmark: labels optional).", "eval_data"),
     "train": ("Labelled training data.", "train"),
     "val": ("Labelled validation data (optional).", "val"),
@@ -73,16 +78,16 @@ _INPUT_FLAGS = ("model", "calibration", "eval", "train", "val", "teacher", "stud
 class _Command:
     """One subcommand: the job it calls, the flags it takes and how its result is printed."""
 
-    job: str                    # "module:function" of the public API
-    formatter: str              # "module:function" turning the result into text
-    positional: tuple           # (METAVAR, API argument); "MODEL..." takes one or more
+    job: str  # "module:function" of the public API
+    formatter: str  # "module:function" turning the result into text
+    positional: tuple  # (METAVAR, API argument); "MODEL..." takes one or more
     synopsis: str
     example: str
-    options: tuple = ()         # (API argument, "module:Class", {"only": ..., "defaults": "module:NAME"})
-    files: tuple = ()           # flags from _FILE_FLAGS
-    output: Optional[tuple] = None   # (help, API argument) of -o
-    required: tuple = ()        # flags that must be given
-    failed: Optional[Callable] = None   # result → True when the exit code is 1
+    options: tuple = ()  # (API argument, "module:Class", {"only": ..., "defaults": "module:NAME"})
+    files: tuple = ()  # flags from _FILE_FLAGS
+    output: Optional[tuple] = None  # (help, API argument) of -o
+    required: tuple = ()  # flags that must be given
+    failed: Optional[Callable] = None  # result → True when the exit code is 1
 
     def option_groups(self):
         for argument, where, settings in self.options:
@@ -96,101 +101,176 @@ _GATE = ("guard", "tfcompress.options:GuardOptions", {"only": ("skip_check",)})
 
 def _training(command: str, options_class: str, data=("train", "val")) -> dict:
     job = f"tfcompress.jobs.{command}"
-    return {"options": (("options", options_class, {}),
-                        ("training", "tfcompress.options:TrainOptions", {"defaults": f"{job}:TRAINING"}), _LOAD),
-            "files": (*data, "report"), "output": ("Where to write the model (.h5 or .keras).", "output")}
+    return {
+        "options": (
+            ("options", options_class, {}),
+            ("training", "tfcompress.options:TrainOptions", {"defaults": f"{job}:TRAINING"}),
+            _LOAD,
+        ),
+        "files": (*data, "report"),
+        "output": ("Where to write the model (.h5 or .keras).", "output"),
+    }
 
 
 _COMMANDS = {
     "convert": _Command(
-        "tfcompress.jobs.convert:convert", "tfcompress.report:format_report", (("MODEL", "model"),),
+        "tfcompress.jobs.convert:convert",
+        "tfcompress.report:format_report",
+        (("MODEL", "model"),),
         "MODEL -o OUT.tflite [flags]",
         "tfcompress convert model.h5 --precision int8 --calibration calib.npz --eval test.npz -o model.tflite "
         "--report model.json",
-        options=(("options", "tfcompress.export.tflite:ConvertOptions", {}),
-                 ("guard", "tfcompress.options:GuardOptions", {}), _LOAD),
-        files=("calibration", "eval", "report"), output=("Where to write the .tflite.", "output"),
-        required=("output",)),
+        options=(
+            ("options", "tfcompress.export.tflite:ConvertOptions", {}),
+            ("guard", "tfcompress.options:GuardOptions", {}),
+            _LOAD,
+        ),
+        files=("calibration", "eval", "report"),
+        output=("Where to write the .tflite.", "output"),
+        required=("output",),
+    ),
     "micro": _Command(
-        "tfcompress.jobs.micro:to_micro", "tfcompress.jobs.micro:format_micro_report", (("MODEL", "model"),),
-        "MODEL -o DIR [flags]", "tfcompress micro model.h5 --calibration calib.npz --eval test.npz -o build/",
-        options=(("options", "tfcompress.options:MicroOptions", {}),
-                 ("conversion", "tfcompress.export.tflite:ConvertOptions",
-                  {"only": ("per_tensor_dense",), "defaults": "tfcompress.jobs.micro:CONVERSION"}), _GATE, _LOAD),
-        files=("calibration", "eval"), output=("Folder for model.tflite, the C++ sources and reports.", "output_dir"),
-        required=("output",)),
+        "tfcompress.jobs.micro:to_micro",
+        "tfcompress.jobs.micro:format_micro_report",
+        (("MODEL", "model"),),
+        "MODEL -o DIR [flags]",
+        "tfcompress micro model.h5 --calibration calib.npz --eval test.npz -o build/",
+        options=(
+            ("options", "tfcompress.options:MicroOptions", {}),
+            (
+                "conversion",
+                "tfcompress.export.tflite:ConvertOptions",
+                {"only": ("per_tensor_dense",), "defaults": "tfcompress.jobs.micro:CONVERSION"},
+            ),
+            _GATE,
+            _LOAD,
+        ),
+        files=("calibration", "eval"),
+        output=("Folder for model.tflite, the C++ sources and reports.", "output_dir"),
+        required=("output",),
+    ),
     "benchmark": _Command(
-        "tfcompress.jobs.benchmark:benchmark", "tfcompress.report:format_benchmark", (("MODEL...", "models"),),
+        "tfcompress.jobs.benchmark:benchmark",
+        "tfcompress.report:format_benchmark",
+        (("MODEL...", "models"),),
         "MODEL.tflite [MORE.tflite ...] [flags]",
         "tfcompress benchmark float32.tflite int8.tflite --eval test.npz --repeat 3 --json bench.json",
         options=(("options", "tfcompress.runtime.benchmark:BenchmarkOptions", {}), _LOAD),
-        files=("eval", "reference", "json", "markdown", "plot")),
+        files=("eval", "reference", "json", "markdown", "plot"),
+    ),
     "inspect": _Command(
-        "tfcompress.jobs.inspect:inspect_model", "tfcompress.jobs.inspect:format_details", (("MODEL", "path"),),
-        "MODEL [flags]", "tfcompress inspect model.tflite --json details.json",
+        "tfcompress.jobs.inspect:inspect_model",
+        "tfcompress.jobs.inspect:format_details",
+        (("MODEL", "path"),),
+        "MODEL [flags]",
+        "tfcompress inspect model.tflite --json details.json",
         options=(("load", "tfcompress.options:LoadOptions", {"only": ("trust_model_code", "custom_objects")}),),
-        files=("json",)),
+        files=("json",),
+    ),
     "check": _Command(
-        "tfcompress.jobs.check:check", "tfcompress.jobs.check:format_check", (("MODEL", "model"),),
-        "MODEL [flags]", "tfcompress check model.h5 --target micro --calibration calib.npz",
-        options=(("options", "tfcompress.options:CheckOptions", {}), _LOAD), files=("calibration", "json"),
-        failed=lambda report: report.verdict == "not deployable"),
+        "tfcompress.jobs.check:check",
+        "tfcompress.jobs.check:format_check",
+        (("MODEL", "model"),),
+        "MODEL [flags]",
+        "tfcompress check model.h5 --target micro --calibration calib.npz",
+        options=(("options", "tfcompress.options:CheckOptions", {}), _LOAD),
+        files=("calibration", "json"),
+        failed=lambda report: report.verdict == "not deployable",
+    ),
     "qat": _Command(
-        "tfcompress.jobs.qat:quantize_aware", "tfcompress.jobs.qat:format_qat_report", (("MODEL", "model"),),
-        "MODEL -o OUT.h5 --train DATA [flags]", "tfcompress qat model.h5 --train train.npz -o qat.h5",
+        "tfcompress.jobs.qat:quantize_aware",
+        "tfcompress.jobs.qat:format_qat_report",
+        (("MODEL", "model"),),
+        "MODEL -o OUT.h5 --train DATA [flags]",
+        "tfcompress qat model.h5 --train train.npz -o qat.h5",
         required=("output", "train"),
-        **{**_training("qat", "tfcompress.transforms.qat:QatOptions"),
-           "options": (*_training("qat", "tfcompress.transforms.qat:QatOptions")["options"], _GATE)}),
+        **{
+            **_training("qat", "tfcompress.transforms.qat:QatOptions"),
+            "options": (*_training("qat", "tfcompress.transforms.qat:QatOptions")["options"], _GATE),
+        },
+    ),
     "prune": _Command(
-        "tfcompress.jobs.prune:prune", "tfcompress.jobs.prune:format_prune_report", (("MODEL", "model"),),
+        "tfcompress.jobs.prune:prune",
+        "tfcompress.jobs.prune:format_prune_report",
+        (("MODEL", "model"),),
         "MODEL -o OUT.h5 --train DATA [flags]",
         "tfcompress prune model.h5 --train train.npz --target_sparsity 0.8 -o pruned.h5",
         required=("output", "train"),
-        **{**_training("prune", "tfcompress.transforms.prune:PruneOptions"),
-           "files": ("train", "val", "report", "logdir")}),
+        **{
+            **_training("prune", "tfcompress.transforms.prune:PruneOptions"),
+            "files": ("train", "val", "report", "logdir"),
+        },
+    ),
     "cluster": _Command(
-        "tfcompress.jobs.cluster:cluster", "tfcompress.jobs.cluster:format_cluster_report", (("MODEL", "model"),),
+        "tfcompress.jobs.cluster:cluster",
+        "tfcompress.jobs.cluster:format_cluster_report",
+        (("MODEL", "model"),),
         "MODEL -o OUT.h5 --train DATA [flags]",
         "tfcompress cluster pruned.h5 --train train.npz --clusters 16 --preserve_sparsity -o clustered.h5",
-        required=("output", "train"), **_training("cluster", "tfcompress.transforms.cluster:ClusterOptions")),
+        required=("output", "train"),
+        **_training("cluster", "tfcompress.transforms.cluster:ClusterOptions"),
+    ),
     "distill": _Command(
-        "tfcompress.jobs.distill:distill", "tfcompress.jobs.distill:format_distill_report", (),
+        "tfcompress.jobs.distill:distill",
+        "tfcompress.jobs.distill:format_distill_report",
+        (),
         "--teacher T.h5 -o OUT.h5 --train DATA [flags]",
         "tfcompress distill --teacher model.h5 --width_multiplier 0.5 --train train.npz -o student.h5",
         required=("teacher", "output", "train"),
-        **{**_training("distill", "tfcompress.transforms.distill:DistillOptions"),
-           "files": ("teacher", "student", "train", "val", "report")}),
+        **{
+            **_training("distill", "tfcompress.transforms.distill:DistillOptions"),
+            "files": ("teacher", "student", "train", "val", "report"),
+        },
+    ),
     "lowrank": _Command(
-        "tfcompress.jobs.lowrank:lowrank", "tfcompress.jobs.lowrank:format_lowrank_report", (("MODEL", "model"),),
+        "tfcompress.jobs.lowrank:lowrank",
+        "tfcompress.jobs.lowrank:format_lowrank_report",
+        (("MODEL", "model"),),
         "MODEL -o OUT.h5 (--energy E | --rank_ratio R) [flags]",
-        "tfcompress lowrank model.h5 --energy 0.9 --eval test.npz -o lowrank.h5", required=("output",),
-        **_training("lowrank", "tfcompress.transforms.lowrank:LowRankOptions", data=("train", "eval"))),
+        "tfcompress lowrank model.h5 --energy 0.9 --eval test.npz -o lowrank.h5",
+        required=("output",),
+        **_training("lowrank", "tfcompress.transforms.lowrank:LowRankOptions", data=("train", "eval")),
+    ),
     "analyze": _Command(
-        "tfcompress.jobs.analyze:analyze", "tfcompress.jobs.analyze:format_sensitivity", (("MODEL", "model"),),
+        "tfcompress.jobs.analyze:analyze",
+        "tfcompress.jobs.analyze:format_sensitivity",
+        (("MODEL", "model"),),
         "MODEL --calibration DATA [flags]",
         "tfcompress analyze model.h5 --calibration calib.npz --eval test.npz --plot layers.png",
         options=(("options", "tfcompress.options:AnalyzeOptions", {}), _LOAD),
-        files=("calibration", "eval", "json", "plot"), required=("calibration",)),
+        files=("calibration", "eval", "json", "plot"),
+        required=("calibration",),
+    ),
     "auto": _Command(
-        "tfcompress.jobs.auto:auto", "tfcompress.jobs.auto:format_auto_report", (("MODEL", "model"),),
+        "tfcompress.jobs.auto:auto",
+        "tfcompress.jobs.auto:format_auto_report",
+        (("MODEL", "model"),),
         "MODEL -o OUT.tflite --calibration DATA --eval DATA [flags]",
         "tfcompress auto model.h5 --calibration calib.npz --eval test.npz --max_accuracy_drop 0.5 -o best.tflite",
         options=(("options", "tfcompress.options:AutoOptions", {}), _LOAD),
         files=("calibration", "eval", "train", "report"),
         output=("Where to write the chosen .tflite (and NAME.png, NAME.recipe.yaml beside it).", "output"),
-        required=("output", "calibration", "eval"), failed=lambda report: report.chosen is None),
+        required=("output", "calibration", "eval"),
+        failed=lambda report: report.chosen is None,
+    ),
     "run": _Command(
-        "tfcompress.pipeline.run:run_recipe", "tfcompress.pipeline.run:format_run_report", (("RECIPE", "recipe"),),
-        "RECIPE --model MODEL -o DIR [flags]", "tfcompress run mobile_int8 --model model.h5 -o out/",
-        options=(_LOAD,), files=("model", "train", "val", "calibration", "eval"),
-        output=("Folder for every step's output and report.json.", "output_dir"), required=("model", "output"),
-        failed=lambda report: not report.passed),
+        "tfcompress.pipeline.run:run_recipe",
+        "tfcompress.pipeline.run:format_run_report",
+        (("RECIPE", "recipe"),),
+        "RECIPE --model MODEL -o DIR [flags]",
+        "tfcompress run mobile_int8 --model model.h5 -o out/",
+        options=(_LOAD,),
+        files=("model", "train", "val", "calibration", "eval"),
+        output=("Folder for every step's output and report.json.", "output_dir"),
+        required=("model", "output"),
+        failed=lambda report: not report.passed,
+    ),
 }
 _FOLDER_OUTPUTS = {name for name, command in _COMMANDS.items() if command.output and command.output[1] == "output_dir"}
 
 
 def _resolve(where: str):
-    """"package.module:name" → the object, imported only when a command needs it."""
+    """ "package.module:name" → the object, imported only when a command needs it."""
     import importlib
 
     module, _, name = where.partition(":")
@@ -201,15 +281,18 @@ def _define_flags(name: str, command: _Command, flag_values) -> dict:
     from tfcompress.options import define_flags
 
     define = {"flag_values": flag_values, "module_name": f"tfcompress {name}"}
-    holders = {flag: flags.DEFINE_boolean(flag, default, help_text, **define)
-               for flag, (default, help_text) in _COMMON_FLAGS.items()}
+    holders = {
+        flag: flags.DEFINE_boolean(flag, default, help_text, **define)
+        for flag, (default, help_text) in _COMMON_FLAGS.items()
+    }
     if command.output:
         holders["output"] = flags.DEFINE_string("output", None, command.output[0], short_name="o", **define)
     for flag in command.files:
         holders[flag] = flags.DEFINE_string(flag, None, _FILE_FLAGS[flag][0], **define)
     for _, options_class, only, defaults in command.option_groups():
-        holders.update(define_flags(flag_values, options_class, defaults=defaults, only=only,
-                                    module_name=define["module_name"]))
+        holders.update(
+            define_flags(flag_values, options_class, defaults=defaults, only=only, module_name=define["module_name"])
+        )
     return holders
 
 
@@ -229,11 +312,13 @@ def _run(name: str, command: _Command, positional: list, values: dict) -> int:
 
 
 def _check_required(name: str, command: _Command, values: dict) -> None:
-    """"auto needs -o OUT.tflite, --calibration DATA and --eval DATA": the required flags, spelled as the
+    """ "auto needs -o OUT.tflite, --calibration DATA and --eval DATA": the required flags, spelled as the
     synopsis spells them, when one is missing."""
     if any(values.get(flag) is None for flag in command.required):
-        spelled = [re.search("-o \\S+" if flag == "output" else rf"--{flag} \S+", command.synopsis)
-                   for flag in command.required]
+        spelled = [
+            re.search("-o \\S+" if flag == "output" else rf"--{flag} \S+", command.synopsis)
+            for flag in command.required
+        ]
         raise flags.Error(f"{name} needs " + _and(match.group(0) for match in spelled))
 
 
@@ -244,8 +329,9 @@ def _positional_arguments(name: str, command: _Command, positional: list) -> dic
             raise flags.Error(f"{name} takes one or more MODEL.tflite files")
         return {command.positional[0][1]: positional}
     if len(positional) != len(metavars):
-        raise flags.Error(f"{name} takes {' '.join(metavars) or 'no positional arguments'}; "
-                          f"received {positional or 'nothing'}")
+        raise flags.Error(
+            f"{name} takes {' '.join(metavars) or 'no positional arguments'}; received {positional or 'nothing'}"
+        )
     return {argument: value for (_, argument), value in zip(command.positional, positional)}
 
 
@@ -259,7 +345,7 @@ _INTERRUPTED = 130
 
 def main(argv) -> int:
     """Runs one subcommand; returns the exit code (tests call this directly)."""
-    for stream in (sys.stdout, sys.stderr):   # file names that are not UTF-8 print, escaped
+    for stream in (sys.stdout, sys.stderr):  # file names that are not UTF-8 print, escaped
         if hasattr(stream, "reconfigure"):
             stream.reconfigure(errors="backslashreplace")
     if len(argv) >= 2 and argv[1] == "--version":
@@ -281,8 +367,10 @@ def main(argv) -> int:
     holders = _define_flags(name, command, flag_values)
     args = [_underscore_flag_name(arg) for arg in argv[2:]]
     if "--help" in args or "-h" in args:
-        print(f"usage: tfcompress {name} {command.synopsis}\n\nexample:\n  {command.example}\n\n"
-              f"flags:\n{flag_values.get_help()}")
+        print(
+            f"usage: tfcompress {name} {command.synopsis}\n\nexample:\n  {command.example}\n\n"
+            f"flags:\n{flag_values.get_help()}"
+        )
         return 0
     warnings.showwarning = lambda message, *_: print(f"tfcompress {name}: warning: {message}", file=sys.stderr)
     try:
@@ -331,11 +419,17 @@ def _check_inputs(name, positional, values) -> None:
     from tfcompress import data
     from tfcompress.keras_io import config as model_config
 
-    shapes = {flag: tuple(data.load_data(values[flag]).x.shape[1:]) for flag in _DATA_FLAGS
-              if values.get(flag) and values[flag] != "random"}
+    shapes = {
+        flag: tuple(data.load_data(values[flag]).x.shape[1:])
+        for flag in _DATA_FLAGS
+        if values.get(flag) and values[flag] != "random"
+    }
     model = values.get("model") or values.get("teacher") or (positional[0] if positional else None)
-    input_shape = model_config.declared_input_shape(model, trust_model_code=values.get("trust_model_code", False)) \
-        if model and shapes and name != "benchmark" else None
+    input_shape = (
+        model_config.declared_input_shape(model, trust_model_code=values.get("trust_model_code", False))
+        if model and shapes and name != "benchmark"
+        else None
+    )
     for flag, have in shapes.items():
         if input_shape is not None:
             data.check_sample_shape(have, input_shape, values[flag], reshape=values.get("reshape_data", False))
@@ -378,10 +472,9 @@ def run_tool(main) -> None:
 def run_main():
     import signal
 
-    signal.signal(signal.SIGPIPE, signal.SIG_DFL)   # `tfcompress inspect m.tflite | head` ends quietly
-    if os.environ.get("TFCOMPRESS_PARENT_PID"):   # started by the batch tool: die with it
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `tfcompress inspect m.tflite | head` ends quietly
+    if os.environ.get("TFCOMPRESS_PARENT_PID"):  # started by the batch tool: die with it
         from tfcompress.pipeline.batch import die_with_parent
 
         die_with_parent()
     sys.exit(main(sys.argv))
-

@@ -18,8 +18,17 @@ import numpy as np
 from tfcompress._io import limits
 from tfcompress.errors import DataError, one_line
 
-__all__ = ["Dataset", "Preprocessing", "noise", "load_data", "as_dataset", "input_data", "load_raw", "fit_to_input",
-           "check_sample_shape"]
+__all__ = [
+    "Dataset",
+    "Preprocessing",
+    "noise",
+    "load_data",
+    "as_dataset",
+    "input_data",
+    "load_raw",
+    "fit_to_input",
+    "check_sample_shape",
+]
 
 _IDX_FILES = {
     "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
@@ -94,8 +103,9 @@ def as_dataset(data, preprocessing: Preprocessing = Preprocessing()) -> Dataset:
     return load_data(data, preprocessing)
 
 
-def input_data(data, input_shape, preprocessing: Preprocessing = Preprocessing(), *,
-               reshape: bool = False) -> Optional[Dataset]:
+def input_data(
+    data, input_shape, preprocessing: Preprocessing = Preprocessing(), *, reshape: bool = False
+) -> Optional[Dataset]:
     """Data as the API accepts it (`as_dataset`), checked against a model input shape; None stays None."""
     if data is None:
         return None
@@ -127,7 +137,8 @@ def load_raw(spec):
     else:
         raise DataError(
             f"Unsupported data file {path}: expected .npz (arrays x, y), .npy, an image folder "
-            "or a folder of IDX files.")
+            "or a folder of IDX files."
+        )
     _check_arrays(x, y, path)
     return x, y
 
@@ -155,7 +166,8 @@ def check_sample_shape(have: tuple, input_shape, source, *, reshape: bool = Fals
         return
     raise DataError(
         f"Data {source} has samples of shape {have}, but the model expects {wanted}. "
-        "Pass data of the model's input shape (or --reshape_data when only the layout differs).")
+        "Pass data of the model's input shape (or --reshape_data when only the layout differs)."
+    )
 
 
 def _shape_matches(have, wanted) -> bool:
@@ -169,7 +181,8 @@ def _load_npz(path: Path):
             if "x" not in archive.files:
                 raise DataError(
                     f"{path} has arrays {sorted(archive.files)} but no 'x'. "
-                    "Save inputs as x (and labels as y): np.savez(path, x=..., y=...).")
+                    "Save inputs as x (and labels as y): np.savez(path, x=..., y=...)."
+                )
             return archive["x"], archive["y"] if "y" in archive.files else None
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
         raise DataError(f"Cannot read {path} as .npz: {one_line(error)}") from None
@@ -191,8 +204,9 @@ def _check_npz_headers(path: Path) -> None:
             where = f"{path} ({member.filename})"
             limits.DATA_BYTES.check(member.file_size, where, DataError)
             if member.file_size > (1 << 20):
-                limits.COMPRESSION_RATIO.check(member.file_size // max(member.compress_size, 1), where,
-                                               DataError, unit=": 1")
+                limits.COMPRESSION_RATIO.check(
+                    member.file_size // max(member.compress_size, 1), where, DataError, unit=": 1"
+                )
             if member.filename.endswith(".npy"):
                 with archive.open(member) as handle:
                     _check_array_header(handle, member.file_size, where)
@@ -205,12 +219,15 @@ def _check_array_header(handle, stored_bytes: int, where) -> None:
     reader = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
     shape, _, dtype = reader(handle, max_header_size=10_000)
     if dtype.hasobject:
-        raise DataError(f"{where} stores Python objects (a pickle), which tfcompress does not load; "
-                        "save numeric arrays.")
+        raise DataError(
+            f"{where} stores Python objects (a pickle), which tfcompress does not load; save numeric arrays."
+        )
     declared = int(np.prod(shape, dtype=np.float64)) * dtype.itemsize
     if declared > stored_bytes:
-        raise DataError(f"{where} declares an array of shape {shape} ({declared:,} bytes) but stores only "
-                        f"{stored_bytes:,} bytes; the file is truncated or forged.")
+        raise DataError(
+            f"{where} declares an array of shape {shape} ({declared:,} bytes) but stores only "
+            f"{stored_bytes:,} bytes; the file is truncated or forged."
+        )
     limits.DATA_BYTES.check(declared, where, DataError)
 
 
@@ -219,7 +236,8 @@ def _load_folder(path: Path, split: str):
         if split not in _IDX_FILES:
             raise DataError(
                 f"{path} holds IDX files of several splits. Received: split={split!r}; "
-                f"name one as {path}@train or {path}@test.")
+                f"name one as {path}@train or {path}@test."
+            )
         images, labels = (path / name for name in _IDX_FILES[split])
         return _read_idx(images), _read_idx(labels)
     return _load_image_folder(path)
@@ -232,14 +250,14 @@ def _read_idx(path: Path) -> np.ndarray:
         limits.check_input_file(path, "IDX file", DataError)
         opener = gzip.open if path.suffix == ".gz" else open
         with opener(path, "rb") as handle:
-            raw = handle.read(limit + 1)   # a gzip bomb stops here
+            raw = handle.read(limit + 1)  # a gzip bomb stops here
     except (OSError, EOFError) as error:
         raise DataError(f"Cannot read IDX file {path}: {one_line(error)}") from None
     limits.DATA_BYTES.check(len(raw), path, DataError)
     if len(raw) < 4 or raw[0:2] != b"\x00\x00" or raw[2] != 0x08:
         raise DataError(f"{path} is not an unsigned-byte IDX file (bad magic number).")
     ndim = raw[3]
-    dims = tuple(int.from_bytes(raw[4 + 4 * i:8 + 4 * i], "big") for i in range(ndim))
+    dims = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
     data = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim)
     if data.size != int(np.prod(dims)):
         raise DataError(f"{path} is truncated: header says {dims}, found {data.size} values.")
@@ -279,8 +297,9 @@ def _read_image(file: Path, Image) -> np.ndarray:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(file) as image:
-                limits.IMAGE_PIXELS.check(image.width * image.height, f"{file} ({image.width}x{image.height})",
-                                          DataError, unit="pixels")
+                limits.IMAGE_PIXELS.check(
+                    image.width * image.height, f"{file} ({image.width}x{image.height})", DataError, unit="pixels"
+                )
                 return np.asarray(image)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
         raise DataError(f"{file}: {one_line(error)}") from None
@@ -292,8 +311,7 @@ def _check_arrays(x: np.ndarray, y, path: Path) -> None:
     if x.size == 0 or len(x) == 0:
         raise DataError(f"{path} holds no samples (x has shape {x.shape}).")
     if not (np.issubdtype(x.dtype, np.integer) or np.issubdtype(x.dtype, np.floating)):
-        raise DataError(
-            f"{path}: x has dtype {x.dtype}; expected numbers (uint8 images or float32 values).")
+        raise DataError(f"{path}: x has dtype {x.dtype}; expected numbers (uint8 images or float32 values).")
     if np.issubdtype(x.dtype, np.floating):
         bad = int(np.count_nonzero(~np.isfinite(x)))
         if bad:

@@ -14,9 +14,24 @@ from typing import Optional
 
 from tfcompress.errors import OptionError
 
-__all__ = ["option", "settable_fields", "define_flags", "from_flags", "recipe_schema", "gather", "parse_name_values",
-           "LoadOptions", "TrainOptions", "GuardOptions", "MicroOptions", "CheckOptions",
-           "AnalyzeOptions", "AutoOptions", "CHECK_TARGETS", "OBJECTIVES"]
+__all__ = [
+    "option",
+    "settable_fields",
+    "define_flags",
+    "from_flags",
+    "recipe_schema",
+    "gather",
+    "parse_name_values",
+    "LoadOptions",
+    "TrainOptions",
+    "GuardOptions",
+    "MicroOptions",
+    "CheckOptions",
+    "AnalyzeOptions",
+    "AutoOptions",
+    "CHECK_TARGETS",
+    "OBJECTIVES",
+]
 
 
 def option(default, help, *, choices=None, lower_bound=None, was=None, was_inverse=None):
@@ -26,8 +41,12 @@ def option(default, help, *, choices=None, lower_bound=None, was=None, was_inver
     opposite; both are still accepted, with a warning, until the next release.
     """
     renamed = (was, False) if was else (was_inverse, True) if was_inverse else None
-    metadata = {"help": help, "choices": tuple(choices) if choices else None, "lower_bound": lower_bound,
-                "was": renamed}
+    metadata = {
+        "help": help,
+        "choices": tuple(choices) if choices else None,
+        "lower_bound": lower_bound,
+        "was": renamed,
+    }
     if isinstance(default, dict):
         return dataclasses.field(default_factory=dict, metadata=metadata)
     return dataclasses.field(default=default, metadata=metadata)
@@ -48,7 +67,7 @@ def settable_fields(cls, only=None) -> list:
 
 
 def _kind(annotation) -> tuple:
-    if typing.get_origin(annotation) is typing.Union:   # Optional[X]
+    if typing.get_origin(annotation) is typing.Union:  # Optional[X]
         (annotation,) = [arg for arg in typing.get_args(annotation) if arg is not type(None)]
     origin, args = typing.get_origin(annotation), typing.get_args(annotation)
     if origin is tuple:
@@ -70,10 +89,12 @@ def define_flags(flag_values, cls, *, defaults=None, only=None, module_name=None
         common = {"flag_values": flag_values, "module_name": module_name}
         if kind == "list":
             holders[field.name] = flags.DEFINE_list(
-                field.name, list(map(str, default)) if default is not None else None, help_text, **common)
+                field.name, list(map(str, default)) if default is not None else None, help_text, **common
+            )
         elif kind == "mapping":
             holders[field.name] = flags.DEFINE_string(
-                field.name, _name_values_text(default), help_text + " (NAME=VALUE,NAME=VALUE)", **common)
+                field.name, _name_values_text(default), help_text + " (NAME=VALUE,NAME=VALUE)", **common
+            )
         elif choices:
             holders[field.name] = flags.DEFINE_enum(field.name, default, choices, help_text, **common)
         elif item is bool:
@@ -84,8 +105,11 @@ def define_flags(flag_values, cls, *, defaults=None, only=None, module_name=None
             holders[field.name] = define(field.name, default, help_text, **bound, **common)
         if field.metadata["was"]:
             old, inverse = field.metadata["was"]
-            define = flags.DEFINE_boolean if item is bool else {int: flags.DEFINE_integer, float: flags.DEFINE_float,
-                                                                 str: flags.DEFINE_string}[item]
+            define = (
+                flags.DEFINE_boolean
+                if item is bool
+                else {int: flags.DEFINE_integer, float: flags.DEFINE_float, str: flags.DEFINE_string}[item]
+            )
             holders[old] = define(old, None, f"Deprecated: use --{'no' if inverse else ''}{field.name}.", **common)
     return holders
 
@@ -168,7 +192,7 @@ def _default(field):
 
 
 def parse_name_values(text: str, name: str = "option") -> dict:
-    """"dense=0.96,dense_1=0.9" → {"dense": 0.96, "dense_1": 0.9}."""
+    """ "dense=0.96,dense_1=0.9" → {"dense": 0.96, "dense_1": 0.9}."""
     result = {}
     for item in filter(None, text.split(",")):
         key, equals, value = item.partition("=")
@@ -191,16 +215,20 @@ class LoadOptions:
 
     trust_model_code: bool = option(False, "Allow Lambda layers, whose stored code runs when loading.")
     custom_objects: Optional[str] = option(
-        None, "Python file defining the model's custom layers (from Python: also a dict name → class). "
-        "It is imported, so its code runs: needs --trust_model_code.")
+        None,
+        "Python file defining the model's custom layers (from Python: also a dict name → class). "
+        "It is imported, so its code runs: needs --trust_model_code.",
+    )
     input_scale: Optional[float] = option(None, "Multiply stored data by this (default 1/255 for uint8, else 1).")
     input_offset: float = option(0.0, "Then add this.")
     reshape_data: bool = option(False, "Reshape samples to the model input when only the layout differs.")
 
     def __post_init__(self):
         if isinstance(self.custom_objects, str) and not self.trust_model_code:
-            raise OptionError(f"--custom_objects imports and runs {self.custom_objects}; pass "
-                              "--trust_model_code as well if you trust that code.")
+            raise OptionError(
+                f"--custom_objects imports and runs {self.custom_objects}; pass "
+                "--trust_model_code as well if you trust that code."
+            )
 
     @property
     def preprocessing(self):
@@ -240,8 +268,9 @@ CHECK_TARGETS = ("mobile", "micro", "mobile-fp16")
 
 @dataclasses.dataclass(frozen=True)
 class CheckOptions:
-    target: str = option("mobile", "Where the model will run: LiteRT int8, TFLite Micro int8, LiteRT float16.",
-                         choices=CHECK_TARGETS)
+    target: str = option(
+        "mobile", "Where the model will run: LiteRT int8, TFLite Micro int8, LiteRT float16.", choices=CHECK_TARGETS
+    )
 
     def __post_init__(self):
         if self.target not in CHECK_TARGETS:
@@ -255,10 +284,14 @@ class MicroOptions:
     name: str = option("model", "C identifier for the array and functions.")
     arena_margin: float = option(1.1, "Declared arena = measured x margin.", lower_bound=1.0)
     npu: Optional[str] = option(
-        None, "Also compile for an Arm Ethos-U NPU, e.g. ethos-u55-128 (needs tfcompress[ethos-u]).", was="target")
+        None, "Also compile for an Arm Ethos-U NPU, e.g. ethos-u55-128 (needs tfcompress[ethos-u]).", was="target"
+    )
     compress: Optional[str] = option(
-        None, "lut: store clustered weights as bit-packed indices into value tables (TFLite Micro DECODE); "
-        "smaller flash, the largest expanded tensor in RAM.", choices=("lut",))
+        None,
+        "lut: store clustered weights as bit-packed indices into value tables (TFLite Micro DECODE); "
+        "smaller flash, the largest expanded tensor in RAM.",
+        choices=("lut",),
+    )
 
     def __post_init__(self):
         if self.compress not in (None, "lut"):
@@ -281,4 +314,6 @@ class AutoOptions:
 
     def __post_init__(self):
         if self.objective not in OBJECTIVES:
-            raise OptionError(f"objective must be one of {', '.join(OBJECTIVES)}. Received: objective={self.objective!r}")
+            raise OptionError(
+                f"objective must be one of {', '.join(OBJECTIVES)}. Received: objective={self.objective!r}"
+            )

@@ -3,8 +3,8 @@
 matplotlib is optional (`pip install 'tfcompress[plot]'`) and imported only here.
 """
 
-from tfcompress.errors import TfcompressError
 from tfcompress._io.files import save_atomic
+from tfcompress.errors import TfcompressError
 
 __all__ = ["require_matplotlib", "matplotlib_installed", "plot_benchmark", "plot_sensitivity", "plot_candidates"]
 
@@ -20,7 +20,8 @@ def require_matplotlib():
         import matplotlib
     except ImportError:
         raise TfcompressError(
-            "--plot needs matplotlib: pip install 'tfcompress[plot]' (or pip install matplotlib).") from None
+            "--plot needs matplotlib: pip install 'tfcompress[plot]' (or pip install matplotlib)."
+        ) from None
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -31,15 +32,13 @@ def plot_benchmark(report, path) -> None:
     """Latency distributions side by side; accuracy vs size when accuracies exist."""
     plt = require_matplotlib()
     with_accuracy = any(model.accuracy is not None for model in report.models)
-    figure, axes = plt.subplots(1, 2 if with_accuracy else 1, figsize=(12 if with_accuracy else 7, 4.5),
-                                squeeze=False)
+    figure, axes = plt.subplots(1, 2 if with_accuracy else 1, figsize=(12 if with_accuracy else 7, 4.5), squeeze=False)
     names = [_short(model.model) for model in report.models]
     latency_axis = axes[0][0]
     latency_axis.boxplot([model.latency_samples_us for model in report.models], showfliers=False)
     latency_axis.set_xticks(range(1, len(names) + 1), names, rotation=20, ha="right")
     latency_axis.set_ylabel("invoke latency (us)")
-    latency_axis.set_title(f"Latency, {report.machine['threads']} thread(s), {report.machine['cpu'][:40]}",
-                           fontsize=9)
+    latency_axis.set_title(f"Latency, {report.machine['threads']} thread(s), {report.machine['cpu'][:40]}", fontsize=9)
     if with_accuracy:
         size_axis = axes[0][1]
         for name, model in zip(names, report.models):
@@ -61,7 +60,9 @@ def plot_sensitivity(report, path) -> None:
     positions = range(len(labels))
     figure, (rmse_axis, sqnr_axis) = plt.subplots(1, 2, figsize=(11, 0.32 * len(labels) + 1.6), sharey=True)
     rmse = [layer.rmse_over_scale for layer in report.layers]
-    rmse_axis.barh(positions, rmse, color=["tab:red" if value > 2 * report.rounding_only else "tab:blue" for value in rmse])
+    rmse_axis.barh(
+        positions, rmse, color=["tab:red" if value > 2 * report.rounding_only else "tab:blue" for value in rmse]
+    )
     rmse_axis.axvline(report.rounding_only, color="gray", linestyle="--", linewidth=1)
     rmse_axis.set_yticks(list(positions), labels, fontsize=8)
     rmse_axis.invert_yaxis()
@@ -81,10 +82,20 @@ def plot_candidates(candidates, chosen, path, title: str) -> None:
     measured = [c for c in candidates if c.accuracy_drop is not None]
     for candidate in measured:
         marker = "*" if candidate is chosen else "o"
-        axis.scatter(candidate.size_bytes / 1024, candidate.accuracy_drop, marker=marker,
-                     s=160 if candidate is chosen else 40, color="tab:red" if candidate is chosen else "tab:blue")
-        axis.annotate(candidate.name, (candidate.size_bytes / 1024, candidate.accuracy_drop), fontsize=7,
-                      xytext=(4, 2), textcoords="offset points")
+        axis.scatter(
+            candidate.size_bytes / 1024,
+            candidate.accuracy_drop,
+            marker=marker,
+            s=160 if candidate is chosen else 40,
+            color="tab:red" if candidate is chosen else "tab:blue",
+        )
+        axis.annotate(
+            candidate.name,
+            (candidate.size_bytes / 1024, candidate.accuracy_drop),
+            fontsize=7,
+            xytext=(4, 2),
+            textcoords="offset points",
+        )
     front = sorted((c for c in measured if c.pareto), key=lambda c: c.size_bytes)
     axis.plot([c.size_bytes / 1024 for c in front], [c.accuracy_drop for c in front], color="gray", linewidth=1)
     axis.set_xlabel("size (KiB)")

@@ -12,7 +12,7 @@ from typing import Optional
 
 __all__ = ["configure", "stage", "command"]
 
-_enabled: Optional[bool] = None     # None: when stderr is a terminal
+_enabled: Optional[bool] = None  # None: when stderr is a terminal
 _command = "tfcompress"
 _started = time.perf_counter()
 

@@ -15,11 +15,31 @@ from tfcompress.report_schema import schema_version
 from tfcompress.runtime.latency import Latency
 from tfcompress.runtime.metrics import Fidelity, accuracy_drop
 
-__all__ = ["Reference", "ConversionReport", "BenchmarkReport", "library_versions", "package_versions", "machine_info",
-           "format_report", "format_weight_sizes", "format_metrics", "table", "markdown_table", "print_report", "format_benchmark", "markdown_benchmark", "write_json"]
+__all__ = [
+    "Reference",
+    "ConversionReport",
+    "BenchmarkReport",
+    "library_versions",
+    "package_versions",
+    "machine_info",
+    "format_report",
+    "format_weight_sizes",
+    "format_metrics",
+    "table",
+    "markdown_table",
+    "print_report",
+    "format_benchmark",
+    "markdown_benchmark",
+    "write_json",
+]
 
-_VERSIONED_PACKAGES = {"tfcompress": "tfcompress", "tensorflow": "tensorflow",
-                       "tf_keras": "tf-keras", "ai_edge_litert": "ai-edge-litert", "tflite_micro": "tflite-micro"}
+_VERSIONED_PACKAGES = {
+    "tfcompress": "tfcompress",
+    "tensorflow": "tensorflow",
+    "tf_keras": "tf-keras",
+    "ai_edge_litert": "ai-edge-litert",
+    "tflite_micro": "tflite-micro",
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,12 +64,12 @@ class ConversionReport:
     latency: Optional[Latency]
     ops: dict
     float_ops: tuple
-    io: dict                    # {"inputs": [...], "outputs": [...]} tensor dicts
-    calibration: dict           # source, samples, random
+    io: dict  # {"inputs": [...], "outputs": [...]} tensor dicts
+    calibration: dict  # source, samples, random
     options: dict
     warnings: tuple = ()
     arena_bytes: Optional[int] = None
-    float32_bytes: Optional[int] = None     # the same model's float32 .tflite: what size ratios are against
+    float32_bytes: Optional[int] = None  # the same model's float32 .tflite: what size ratios are against
     tflite: bytes = dataclasses.field(default=b"", repr=False, compare=False)  # the model itself
 
     @property
@@ -60,15 +80,23 @@ class ConversionReport:
     def to_dict(self) -> dict:
         return {
             "schema_version": schema_version("convert"),
-            "model": self.model, "output": self.output, "precision": self.precision,
-            "size_bytes": self.size_bytes, "gzip_bytes": self.gzip_bytes, "float32_bytes": self.float32_bytes,
+            "model": self.model,
+            "output": self.output,
+            "precision": self.precision,
+            "size_bytes": self.size_bytes,
+            "gzip_bytes": self.gzip_bytes,
+            "float32_bytes": self.float32_bytes,
             "reference": dataclasses.asdict(self.reference),
-            "accuracy": self.accuracy, "accuracy_drop": self.accuracy_drop,
+            "accuracy": self.accuracy,
+            "accuracy_drop": self.accuracy_drop,
             "fidelity": self.fidelity.to_dict() if self.fidelity else None,
             "latency_us": self.latency.to_dict() if self.latency else None,
-            "ops": self.ops, "float_ops": list(self.float_ops),
+            "ops": self.ops,
+            "float_ops": list(self.float_ops),
             "arena_bytes": self.arena_bytes,
-            "io": self.io, "calibration": self.calibration, "options": self.options,
+            "io": self.io,
+            "calibration": self.calibration,
+            "options": self.options,
             "warnings": list(self.warnings),
             "versions": library_versions(),
         }
@@ -97,34 +125,48 @@ def package_versions(distributions: dict) -> dict:
 class BenchmarkReport:
     """Several `.tflite` models measured in one run (see runtime/benchmark.py)."""
 
-    models: tuple               # ModelBenchmark, in the order given; ratios are to the first
+    models: tuple  # ModelBenchmark, in the order given; ratios are to the first
     reference: Optional[Reference]
     eval_source: Optional[str]
     options: dict
     machine: dict
 
     def to_dict(self) -> dict:
-        return {"schema_version": schema_version("benchmark"),
-                "models": [self._model_dict(model) for model in self.models],
-                "reference": dataclasses.asdict(self.reference) if self.reference else None,
-                "eval": self.eval_source, "options": self.options, "machine": self.machine,
-                "versions": library_versions()}
+        return {
+            "schema_version": schema_version("benchmark"),
+            "models": [self._model_dict(model) for model in self.models],
+            "reference": dataclasses.asdict(self.reference) if self.reference else None,
+            "eval": self.eval_source,
+            "options": self.options,
+            "machine": self.machine,
+            "versions": library_versions(),
+        }
 
     def accuracy_drop(self, model) -> Optional[float]:
         return accuracy_drop(self.reference.accuracy if self.reference else None, model.accuracy)
 
     def _model_dict(self, model) -> dict:
         latency = {**model.latency.to_dict(), "p50_spread": list(model.p50_spread_us)}
-        return {"model": model.model, "output": None, "precision": model.precision,
-                "size_bytes": model.size_bytes, "gzip_bytes": model.gzip_bytes,
-                "reference": dataclasses.asdict(self.reference) if self.reference else None,
-                "accuracy": model.accuracy, "accuracy_drop": self.accuracy_drop(model),
-                "fidelity": model.fidelity.to_dict() if model.fidelity else None,
-                "latency_us": latency, "init_ms": model.init_ms,
-                "rss_growth_bytes": model.rss_growth_bytes,
-                "ops": model.ops, "float_ops": list(model.float_ops),
-                "arena_bytes": model.arena_bytes, "micro": model.micro, "warnings": [],
-                "versions": library_versions()}
+        return {
+            "model": model.model,
+            "output": None,
+            "precision": model.precision,
+            "size_bytes": model.size_bytes,
+            "gzip_bytes": model.gzip_bytes,
+            "reference": dataclasses.asdict(self.reference) if self.reference else None,
+            "accuracy": model.accuracy,
+            "accuracy_drop": self.accuracy_drop(model),
+            "fidelity": model.fidelity.to_dict() if model.fidelity else None,
+            "latency_us": latency,
+            "init_ms": model.init_ms,
+            "rss_growth_bytes": model.rss_growth_bytes,
+            "ops": model.ops,
+            "float_ops": list(model.float_ops),
+            "arena_bytes": model.arena_bytes,
+            "micro": model.micro,
+            "warnings": [],
+            "versions": library_versions(),
+        }
 
 
 def machine_info(threads: int) -> dict:
@@ -148,54 +190,92 @@ def table(header, rows) -> str:
     cells = [[str(cell) for cell in header]] + [[str(cell) for cell in row] for row in rows]
     widths = [max(len(row[index]) for row in cells) for index in range(len(header))]
     numeric = _numeric_columns(cells[1:], len(header))
-    return "\n".join("  ".join(cell.rjust(width) if right else cell.ljust(width)
-                               for cell, width, right in zip(row, widths, numeric)).rstrip() for row in cells)
+    return "\n".join(
+        "  ".join(
+            cell.rjust(width) if right else cell.ljust(width) for cell, width, right in zip(row, widths, numeric)
+        ).rstrip()
+        for row in cells
+    )
 
 
 def markdown_table(header, rows) -> str:
     """The same table in Markdown (report.md files, --markdown)."""
     numeric = _numeric_columns([[str(cell) for cell in row] for row in rows], len(header))
-    lines = ["| " + " | ".join(map(str, header)) + " |", "|" + "|".join("---:" if right else "---" for right in numeric)
-             + "|"]
+    lines = [
+        "| " + " | ".join(map(str, header)) + " |",
+        "|" + "|".join("---:" if right else "---" for right in numeric) + "|",
+    ]
     return "\n".join(lines + ["| " + " | ".join(map(str, row)) + " |" for row in rows])
 
 
 def _numeric_columns(rows, count) -> list:
     """A column is numeric when every body cell is a number (or n/a, -)."""
-    return [bool(rows) and all(_NUMBER.fullmatch(row[index]) for row in rows) and
-            any(row[index] not in ("n/a", "-", "–", "") for row in rows) for index in range(count)]
+    return [
+        bool(rows)
+        and all(_NUMBER.fullmatch(row[index]) for row in rows)
+        and any(row[index] not in ("n/a", "-", "–", "") for row in rows)
+        for index in range(count)
+    ]
 
 
 def _benchmark_rows(report: BenchmarkReport) -> tuple:
     first = report.models[0]
-    header = ["model", "precision", "size (B)", "size x", "gzip (B)", "init (ms)", "p50 (us)", "p50 x",
-              "p90 (us)", "p99 (us)", "accuracy", "drop (pt)", "agreement", "arena (B)"]
+    header = [
+        "model",
+        "precision",
+        "size (B)",
+        "size x",
+        "gzip (B)",
+        "init (ms)",
+        "p50 (us)",
+        "p50 x",
+        "p90 (us)",
+        "p99 (us)",
+        "accuracy",
+        "drop (pt)",
+        "agreement",
+        "arena (B)",
+    ]
     rows = []
     for model in report.models:
         drop = report.accuracy_drop(model)
-        rows.append([
-            model.model, model.precision, f"{model.size_bytes:,}", f"{model.size_bytes / first.size_bytes:.2f}",
-            f"{model.gzip_bytes:,}", f"{model.init_ms:.1f}", f"{model.latency.p50:,.1f}",
-            f"{model.latency.p50 / first.latency.p50:.2f}", f"{model.latency.p90:,.1f}",
-            f"{model.latency.p99:,.1f}", _percent(model.accuracy),
-            "n/a" if drop is None else f"{drop:+.2f}",
-            _percent(model.fidelity.top1_agreement) if model.fidelity else "n/a",
-            f"{model.arena_bytes:,}" if model.arena_bytes else "n/a"])
+        rows.append(
+            [
+                model.model,
+                model.precision,
+                f"{model.size_bytes:,}",
+                f"{model.size_bytes / first.size_bytes:.2f}",
+                f"{model.gzip_bytes:,}",
+                f"{model.init_ms:.1f}",
+                f"{model.latency.p50:,.1f}",
+                f"{model.latency.p50 / first.latency.p50:.2f}",
+                f"{model.latency.p90:,.1f}",
+                f"{model.latency.p99:,.1f}",
+                _percent(model.accuracy),
+                "n/a" if drop is None else f"{drop:+.2f}",
+                _percent(model.fidelity.top1_agreement) if model.fidelity else "n/a",
+                f"{model.arena_bytes:,}" if model.arena_bytes else "n/a",
+            ]
+        )
     return header, rows
 
 
 def format_benchmark(report: BenchmarkReport) -> str:
     lines = [table(*_benchmark_rows(report))]
     machine = report.machine
-    lines.append(f"{machine['cpu']}, {machine['threads']} thread(s); x = ratio to the first model; "
-                 "x86 latency does not predict ARM or microcontroller latency.")
+    lines.append(
+        f"{machine['cpu']}, {machine['threads']} thread(s); x = ratio to the first model; "
+        "x86 latency does not predict ARM or microcontroller latency."
+    )
     for model in report.models:
         if model.micro and "error" in model.micro:
             lines.append(f"TFLite Micro, {model.model}: {model.micro['error']}")
         elif model.micro:
-            lines.append(f"TFLite Micro, {model.model}: arena {model.micro['arena_bytes']:,} B, "
-                         f"max difference from LiteRT {model.micro['max_diff_steps']} step(s), "
-                         f"p50 {model.micro['latency_us']['p50']:,.0f} us")
+            lines.append(
+                f"TFLite Micro, {model.model}: arena {model.micro['arena_bytes']:,} B, "
+                f"max difference from LiteRT {model.micro['max_diff_steps']} step(s), "
+                f"p50 {model.micro['latency_us']['p50']:,.0f} us"
+            )
     return "\n".join(lines)
 
 
@@ -212,19 +292,32 @@ def format_report(report: ConversionReport) -> str:
     rows = [("size", f"{reference.size_bytes:,} B", f"{report.size_bytes:,} B" + _ratio(report.size_bytes, report))]
     rows.append(("gzip size", "", f"{report.gzip_bytes:,} B" + _ratio(report.gzip_bytes, report)))
     if report.accuracy is not None:
-        rows.append(("accuracy", percent(reference.accuracy),
-                     f"{percent(report.accuracy)} (drop {report.accuracy_drop:+.2f} pt)"))
+        rows.append(
+            (
+                "accuracy",
+                percent(reference.accuracy),
+                f"{percent(report.accuracy)} (drop {report.accuracy_drop:+.2f} pt)",
+            )
+        )
     if report.fidelity:
         ties = report.fidelity.top1_ties
-        rows.append(("top-1 agreement", "", percent(report.fidelity.top1_agreement)
-                     + (f" ({ties} tied top-2 outputs of {report.fidelity.samples})" if ties else "")))
+        rows.append(
+            (
+                "top-1 agreement",
+                "",
+                percent(report.fidelity.top1_agreement)
+                + (f" ({ties} tied top-2 outputs of {report.fidelity.samples})" if ties else ""),
+            )
+        )
         if ties and "SOFTMAX" in report.ops and "SOFTMAX" not in report.float_ops:
             rows.append(("", "", "(int8 softmax steps are 1/256; --keep_float LAST_LAYER keeps the head float)"))
         rows.append(("max abs error", "", f"{report.fidelity.max_abs_error:.4g}"))
     if report.latency:
         rows.append(("latency p50", "", f"{report.latency.p50:,.0f} us (1 thread, this machine)"))
-    lines = [f"{report.model} -> {report.output or '(not written)'}",
-             table(("", "Keras (reference)", f"TFLite {report.precision}"), rows)]
+    lines = [
+        f"{report.model} -> {report.output or '(not written)'}",
+        table(("", "Keras (reference)", f"TFLite {report.precision}"), rows),
+    ]
     lines.append("ops: " + ", ".join(f"{name} x{count}" for name, count in report.ops.items()))
     lines.append("float ops: " + (", ".join(report.float_ops) or "none"))
     lines += [f"WARNING: {warning}" for warning in report.warnings]
@@ -245,9 +338,11 @@ def format_metrics(metrics: dict) -> str:
 
 def format_weight_sizes(weights: dict) -> str:
     """The line prune and cluster end with: zeros and shared values show in gzip and Huffman sizes."""
-    return (f"weights: {weights['raw_bytes']:,} B raw, {weights['gzip_bytes']:,} B gzipped, "
-            f"{weights['huffman_bytes']:,} B Huffman-coded (zeros and shared values cost the same raw bytes; "
-            "`tfcompress convert` then `inspect` gives the .tflite's sizes)")
+    return (
+        f"weights: {weights['raw_bytes']:,} B raw, {weights['gzip_bytes']:,} B gzipped, "
+        f"{weights['huffman_bytes']:,} B Huffman-coded (zeros and shared values cost the same raw bytes; "
+        "`tfcompress convert` then `inspect` gives the .tflite's sizes)"
+    )
 
 
 def print_report(report: ConversionReport, print_fn=print) -> None:

@@ -20,49 +20,108 @@ _COUNT = {"type": "integer", "minimum": 0}
 _STRINGS = {"type": "array", "items": {"type": "string"}}
 _DEFS = {
     "fraction": {"type": ["number", "null"], "minimum": 0, "maximum": 1},
-    "reference": {"type": ["object", "null"], "required": ["path", "size_bytes", "accuracy"],
-                  "properties": {"path": {"type": "string"}, "size_bytes": {"type": ["integer", "null"]},
-                                 "accuracy": {"$ref": "#/$defs/fraction"}}},
-    "fidelity": {"type": ["object", "null"], "required": ["top1_agreement", "max_abs_error", "mean_abs_error"],
-                 "properties": {"top1_agreement": {"$ref": "#/$defs/fraction"}, "max_abs_error": _NUMBER_OR_NULL,
-                                "mean_abs_error": _NUMBER_OR_NULL, "samples": _COUNT, "top1_ties": _COUNT}},
-    "latency": {"type": ["object", "null"], "required": ["p50", "p90", "p99", "mean"],
-                "properties": {key: {"type": "number", "minimum": 0} for key in ("p50", "p90", "p99", "mean")}},
-    "versions": {"type": "object", "required": ["tfcompress"],
-                 "additionalProperties": {"type": ["string", "null"]}},
+    "reference": {
+        "type": ["object", "null"],
+        "required": ["path", "size_bytes", "accuracy"],
+        "properties": {
+            "path": {"type": "string"},
+            "size_bytes": {"type": ["integer", "null"]},
+            "accuracy": {"$ref": "#/$defs/fraction"},
+        },
+    },
+    "fidelity": {
+        "type": ["object", "null"],
+        "required": ["top1_agreement", "max_abs_error", "mean_abs_error"],
+        "properties": {
+            "top1_agreement": {"$ref": "#/$defs/fraction"},
+            "max_abs_error": _NUMBER_OR_NULL,
+            "mean_abs_error": _NUMBER_OR_NULL,
+            "samples": _COUNT,
+            "top1_ties": _COUNT,
+        },
+    },
+    "latency": {
+        "type": ["object", "null"],
+        "required": ["p50", "p90", "p99", "mean"],
+        "properties": {key: {"type": "number", "minimum": 0} for key in ("p50", "p90", "p99", "mean")},
+    },
+    "versions": {"type": "object", "required": ["tfcompress"], "additionalProperties": {"type": ["string", "null"]}},
     "ops": {"type": "object", "additionalProperties": _COUNT},
-    "tensor": {"type": "object", "required": ["name", "dtype", "shape", "size_bytes"],
-               "properties": {"name": {"type": "string"}, "dtype": {"type": "string"},
-                              "shape": {"type": "array", "items": _COUNT}, "size_bytes": _COUNT}},
-    "io": {"type": ["object", "null"], "required": ["inputs", "outputs"],
-           "properties": {"inputs": {"type": "array", "items": {"$ref": "#/$defs/tensor"}},
-                          "outputs": {"type": "array", "items": {"$ref": "#/$defs/tensor"}}}},
-    "calibration": {"type": ["object", "null"], "required": ["source", "samples", "random"],
-                    "properties": {"source": {"type": ["string", "null"]}, "samples": _COUNT,
-                                   "random": {"type": "boolean"}}},
+    "tensor": {
+        "type": "object",
+        "required": ["name", "dtype", "shape", "size_bytes"],
+        "properties": {
+            "name": {"type": "string"},
+            "dtype": {"type": "string"},
+            "shape": {"type": "array", "items": _COUNT},
+            "size_bytes": _COUNT,
+        },
+    },
+    "io": {
+        "type": ["object", "null"],
+        "required": ["inputs", "outputs"],
+        "properties": {
+            "inputs": {"type": "array", "items": {"$ref": "#/$defs/tensor"}},
+            "outputs": {"type": "array", "items": {"$ref": "#/$defs/tensor"}},
+        },
+    },
+    "calibration": {
+        "type": ["object", "null"],
+        "required": ["source", "samples", "random"],
+        "properties": {"source": {"type": ["string", "null"]}, "samples": _COUNT, "random": {"type": "boolean"}},
+    },
 }
 # The report contract of DESIGN.md: every exported model's report has these keys.
 _CONTRACT = {
-    "model": {"type": "string"}, "output": {"type": ["string", "null"]},
+    "model": {"type": "string"},
+    "output": {"type": ["string", "null"]},
     "precision": {"enum": ["float32", "float16", "dynamic", "int8", "int16x8", None]},
-    "size_bytes": {"type": ["integer", "null"], "minimum": 0}, "gzip_bytes": {"type": ["integer", "null"], "minimum": 0},
-    "reference": {"$ref": "#/$defs/reference"}, "accuracy": {"$ref": "#/$defs/fraction"},
-    "accuracy_drop": _NUMBER_OR_NULL, "fidelity": {"$ref": "#/$defs/fidelity"},
-    "latency_us": {"$ref": "#/$defs/latency"}, "ops": {"$ref": "#/$defs/ops"}, "float_ops": _STRINGS,
-    "arena_bytes": {"type": ["integer", "null"], "minimum": 0}, "warnings": _STRINGS,
+    "size_bytes": {"type": ["integer", "null"], "minimum": 0},
+    "gzip_bytes": {"type": ["integer", "null"], "minimum": 0},
+    "reference": {"$ref": "#/$defs/reference"},
+    "accuracy": {"$ref": "#/$defs/fraction"},
+    "accuracy_drop": _NUMBER_OR_NULL,
+    "fidelity": {"$ref": "#/$defs/fidelity"},
+    "latency_us": {"$ref": "#/$defs/latency"},
+    "ops": {"$ref": "#/$defs/ops"},
+    "float_ops": _STRINGS,
+    "arena_bytes": {"type": ["integer", "null"], "minimum": 0},
+    "warnings": _STRINGS,
     "versions": {"$ref": "#/$defs/versions"},
 }
 _EXTRA = {
-    "convert": {"io": {"$ref": "#/$defs/io"}, "calibration": {"$ref": "#/$defs/calibration"},
-                "options": {"type": "object"}},
-    "micro": {"io": {"$ref": "#/$defs/io"}, "calibration": {"$ref": "#/$defs/calibration"},
-              "arena_with_margin_bytes": _COUNT, "recorded_arena_bytes": _COUNT, "micro": {"type": "object"},
-              "files": _STRINGS},
-    "run": {"passed": {"type": "boolean"}, "budgets": {"type": "array", "items": {
-        "type": "object", "required": ["name", "limit", "value", "passed"],
-        "properties": {"name": {"type": "string"}, "limit": {"type": "number"}, "value": _NUMBER_OR_NULL,
-                       "passed": {"type": "boolean"}}}},
-        "recipe": {"type": "object"}, "steps": {"type": "array"}, "files": _STRINGS},
+    "convert": {
+        "io": {"$ref": "#/$defs/io"},
+        "calibration": {"$ref": "#/$defs/calibration"},
+        "options": {"type": "object"},
+    },
+    "micro": {
+        "io": {"$ref": "#/$defs/io"},
+        "calibration": {"$ref": "#/$defs/calibration"},
+        "arena_with_margin_bytes": _COUNT,
+        "recorded_arena_bytes": _COUNT,
+        "micro": {"type": "object"},
+        "files": _STRINGS,
+    },
+    "run": {
+        "passed": {"type": "boolean"},
+        "budgets": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["name", "limit", "value", "passed"],
+                "properties": {
+                    "name": {"type": "string"},
+                    "limit": {"type": "number"},
+                    "value": _NUMBER_OR_NULL,
+                    "passed": {"type": "boolean"},
+                },
+            },
+        },
+        "recipe": {"type": "object"},
+        "steps": {"type": "array"},
+        "files": _STRINGS,
+    },
 }
 
 
@@ -75,23 +134,40 @@ def schema(kind: str) -> dict:
     """The JSON Schema (draft 2020-12) a report of `kind` validates against."""
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {', '.join(KINDS)}. Received: kind={kind!r}")
-    header = {"$schema": "https://json-schema.org/draft/2020-12/schema",
-              "$id": f"tfcompress/{schema_version(kind)}", "title": f"tfcompress {kind} report",
-              "type": "object", "$defs": _DEFS}
+    header = {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "$id": f"tfcompress/{schema_version(kind)}",
+        "title": f"tfcompress {kind} report",
+        "type": "object",
+        "$defs": _DEFS,
+    }
     version = {"schema_version": {"const": schema_version(kind)}}
     if kind == "benchmark":
         model = {"type": "object", "required": sorted(_CONTRACT), "properties": _CONTRACT}
-        return {**header, "required": ["schema_version", "models", "versions"],
-                "properties": {**version, "models": {"type": "array", "minItems": 1, "items": model},
-                               "versions": {"$ref": "#/$defs/versions"}}}
+        return {
+            **header,
+            "required": ["schema_version", "models", "versions"],
+            "properties": {
+                **version,
+                "models": {"type": "array", "minItems": 1, "items": model},
+                "versions": {"$ref": "#/$defs/versions"},
+            },
+        }
     if kind == "check":
-        return {**header, "required": ["schema_version", "model", "target", "verdict", "problems", "layers",
-                                       "versions"],
-                "properties": {**version, "model": {"type": "string"},
-                               "target": {"enum": ["mobile", "micro", "mobile-fp16"]},
-                               "verdict": {"type": "string"}, "problems": {"type": "array"},
-                               "layers": {"type": "array"}, "ops": {"$ref": "#/$defs/ops"},
-                               "versions": {"$ref": "#/$defs/versions"}}}
+        return {
+            **header,
+            "required": ["schema_version", "model", "target", "verdict", "problems", "layers", "versions"],
+            "properties": {
+                **version,
+                "model": {"type": "string"},
+                "target": {"enum": ["mobile", "micro", "mobile-fp16"]},
+                "verdict": {"type": "string"},
+                "problems": {"type": "array"},
+                "layers": {"type": "array"},
+                "ops": {"$ref": "#/$defs/ops"},
+                "versions": {"$ref": "#/$defs/versions"},
+            },
+        }
     properties = {**version, **_CONTRACT, **_EXTRA.get(kind, {})}
     return {**header, "required": sorted(properties), "properties": properties}
 

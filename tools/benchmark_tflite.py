@@ -1,6 +1,6 @@
 """Measures .tflite models side by side with tfcompress.benchmark (no TensorFlow needed).
 
-    python tools/benchmark_tflite.py model_float.tflite model_int8.tflite --eval test.npz --runs 500
+python tools/benchmark_tflite.py model_float.tflite model_int8.tflite --eval test.npz --runs 500
 """
 
 import sys
@@ -23,8 +23,14 @@ def main(argv):
     if len(argv) < 2:
         raise app.UsageError("usage: benchmark_tflite.py MODEL.tflite [MODEL.tflite ...] [flags]", exitcode=2)
     try:
-        report = tfcompress.benchmark(argv[1:], eval_data=_EVAL.value, runs=_RUNS.value, repeat=_REPEAT.value,
-                                      threads=_THREADS.value, json_path=_JSON.value)
+        report = tfcompress.benchmark(
+            argv[1:],
+            eval_data=_EVAL.value,
+            runs=_RUNS.value,
+            repeat=_REPEAT.value,
+            threads=_THREADS.value,
+            json_path=_JSON.value,
+        )
     except TfcompressError as error:
         print(f"benchmark_tflite: error: {error}", file=sys.stderr)
         return 2

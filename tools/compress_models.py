@@ -15,22 +15,27 @@ import sys
 
 from absl import app, flags
 
-from tfcompress.pipeline import batch
 from tfcompress.cli import run_tool
 from tfcompress.errors import TfcompressError
+from tfcompress.pipeline import batch
 
 _INPUT_DIR = flags.DEFINE_string("input_dir", None, "Folder of models (.h5, .keras, SavedModel folders).")
 _INPUTS = flags.DEFINE_string("inputs", None, "Or: a glob of models, e.g. 'models/**/*.h5' (quote it).")
-_RECIPE = flags.DEFINE_string("recipe", "mobile_int8", "A built-in recipe name (mobile_int8, mobile_float16, "
-                              "mcu_int8, deep_compression, deep_compression_mcu) or a recipe YAML file.")
+_RECIPE = flags.DEFINE_string(
+    "recipe",
+    "mobile_int8",
+    "A built-in recipe name (mobile_int8, mobile_float16, "
+    "mcu_int8, deep_compression, deep_compression_mcu) or a recipe YAML file.",
+)
 _OUTPUT_DIR = flags.DEFINE_string("output_dir", None, "Where outputs, logs and the summaries go.")
 _CACHE_DIR = flags.DEFINE_string("cache_dir", None, "Content-addressed cache shared between runs (optional).")
 _JOBS = flags.DEFINE_integer("jobs", 1, "Models processed at once (one process each).", lower_bound=1)
-_SHARD_INDEX = flags.DEFINE_integer("shard_index", 0, "This job's shard (0-based), for CI matrix jobs.",
-                                    lower_bound=0)
+_SHARD_INDEX = flags.DEFINE_integer("shard_index", 0, "This job's shard (0-based), for CI matrix jobs.", lower_bound=0)
 _NUM_SHARDS = flags.DEFINE_integer("num_shards", 1, "How many shards the models are split into.", lower_bound=1)
-_DATA = {role: flags.DEFINE_string(role, None, f"{role.capitalize()} data for every model (over the recipe's).")
-         for role in ("train", "val", "calibration", "eval")}
+_DATA = {
+    role: flags.DEFINE_string(role, None, f"{role.capitalize()} data for every model (over the recipe's).")
+    for role in ("train", "val", "calibration", "eval")
+}
 _TRUST = flags.DEFINE_boolean("trust_model_code", False, "Allow Lambda layers (their stored code runs).")
 _CUSTOM_OBJECTS = flags.DEFINE_string("custom_objects", None, "Python file defining the models' custom layers.")
 
@@ -41,26 +46,32 @@ def main(argv):
     if _OUTPUT_DIR.value is None:
         raise app.UsageError("--output_dir is required.", exitcode=2)
     try:
-        models = batch.shard(batch.find_models(_INPUT_DIR.value, _INPUTS.value), _SHARD_INDEX.value,
-                             _NUM_SHARDS.value)
+        models = batch.shard(batch.find_models(_INPUT_DIR.value, _INPUTS.value), _SHARD_INDEX.value, _NUM_SHARDS.value)
         options = batch.BatchOptions(
-            recipe=_RECIPE.value, output_dir=_OUTPUT_DIR.value, cache_dir=_CACHE_DIR.value, jobs=_JOBS.value,
+            recipe=_RECIPE.value,
+            output_dir=_OUTPUT_DIR.value,
+            cache_dir=_CACHE_DIR.value,
+            jobs=_JOBS.value,
             data={role: holder.value for role, holder in _DATA.items() if holder.value is not None},
-            run_flags=_run_flags())
+            run_flags=_run_flags(),
+        )
         print(f"{len(models)} models, recipe {_RECIPE.value}, {_JOBS.value} at a time", flush=True)
         result = batch.run_batch(models, options, progress=lambda line: print(line, flush=True))
     except TfcompressError as error:
         print(f"compress_models: error: {error}", file=sys.stderr)
         return 2
     counts = result.to_dict()["counts"]
-    print(f"{counts['passed']} passed, {counts['failed']} failed a budget, {counts['error']} errors in "
-          f"{result.seconds:.1f} s; summary: {_OUTPUT_DIR.value}/summary.md")
+    print(
+        f"{counts['passed']} passed, {counts['failed']} failed a budget, {counts['error']} errors in "
+        f"{result.seconds:.1f} s; summary: {_OUTPUT_DIR.value}/summary.md"
+    )
     return result.exit_code
 
 
 def _run_flags() -> tuple:
-    return (("--trust_model_code",) if _TRUST.value else ()) + \
-        ((f"--custom_objects={_CUSTOM_OBJECTS.value}",) if _CUSTOM_OBJECTS.value else ())
+    return (("--trust_model_code",) if _TRUST.value else ()) + (
+        (f"--custom_objects={_CUSTOM_OBJECTS.value}",) if _CUSTOM_OBJECTS.value else ()
+    )
 
 
 if __name__ == "__main__":

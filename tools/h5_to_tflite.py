@@ -1,6 +1,6 @@
 """Converts one Keras model to a verified .tflite (int8 by default) with tfcompress.convert.
 
-    python tools/h5_to_tflite.py model.h5 model.tflite --calibration data.npz --eval test.npz
+python tools/h5_to_tflite.py model.h5 model.tflite --calibration data.npz --eval test.npz
 """
 
 import sys
@@ -11,8 +11,12 @@ import tfcompress
 from tfcompress.cli import run_tool
 from tfcompress.errors import TfcompressError
 
-_PRECISION = flags.DEFINE_enum("precision", "int8", ["float32", "float16", "dynamic", "int8", "int16x8"],
-                               "Weights/activations precision; int8 and int16x8 need --calibration.")
+_PRECISION = flags.DEFINE_enum(
+    "precision",
+    "int8",
+    ["float32", "float16", "dynamic", "int8", "int16x8"],
+    "Weights/activations precision; int8 and int16x8 need --calibration.",
+)
 _CALIBRATION = flags.DEFINE_string("calibration", None, "Calibration data (.npz/.npy/image folder/IDX@split).")
 _EVAL = flags.DEFINE_string("eval", None, "Labelled data: accuracy of the Keras model and of the .tflite.")
 _REPORT = flags.DEFINE_string("report", None, "Also write the JSON report here.")
@@ -22,8 +26,14 @@ def main(argv):
     if len(argv) != 3:
         raise app.UsageError("usage: h5_to_tflite.py MODEL OUT.tflite [flags]", exitcode=2)
     try:
-        report = tfcompress.convert(argv[1], output=argv[2], precision=_PRECISION.value,
-                                    calibration=_CALIBRATION.value, eval_data=_EVAL.value, report_path=_REPORT.value)
+        report = tfcompress.convert(
+            argv[1],
+            output=argv[2],
+            precision=_PRECISION.value,
+            calibration=_CALIBRATION.value,
+            eval_data=_EVAL.value,
+            report_path=_REPORT.value,
+        )
     except TfcompressError as error:
         print(f"h5_to_tflite: error: {error}", file=sys.stderr)
         return 2

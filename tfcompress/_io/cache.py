@@ -13,8 +13,8 @@ import os
 from pathlib import Path
 from typing import Callable, Optional
 
-from tfcompress.errors import OutputError
 from tfcompress._io.files import write_atomic
+from tfcompress.errors import OutputError
 
 __all__ = ["cache_dir", "cached_bytes", "file_digest"]
 

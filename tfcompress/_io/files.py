@@ -17,8 +17,20 @@ from typing import Optional
 
 from tfcompress.errors import OutputError
 
-__all__ = ["write_atomic", "write_json_atomic", "save_atomic", "atomic_folder", "check_writable",
-           "check_not_inputs", "json_bytes", "path_size", "place_folder", "remove_stale", "temporary_name", "strict_json"]
+__all__ = [
+    "write_atomic",
+    "write_json_atomic",
+    "save_atomic",
+    "atomic_folder",
+    "check_writable",
+    "check_not_inputs",
+    "json_bytes",
+    "path_size",
+    "place_folder",
+    "remove_stale",
+    "temporary_name",
+    "strict_json",
+]
 
 _TMP_MARK = ".tmp-"
 _DEFAULT_MESSAGE = "Choose an output path in a folder that exists and is writable."
@@ -117,7 +129,7 @@ def remove_stale(folder: Path, name: str = "") -> None:
     """Deletes temporary files and folders (`.NAME*.tmp-PID*`) of processes that are gone."""
     if not Path(folder).is_dir():
         return
-    for path in Path(folder).glob(f".{glob.escape(name)}*{_TMP_MARK}*"):   # a name may hold [ or *
+    for path in Path(folder).glob(f".{glob.escape(name)}*{_TMP_MARK}*"):  # a name may hold [ or *
         pid = path.name.rsplit(_TMP_MARK, 1)[-1].split(".", 1)[0]
         if pid.isdigit() and not _alive(int(pid)):
             _remove(path)
@@ -133,8 +145,7 @@ def check_writable(path, *, inputs=()) -> None:
     _check_regular_or_new(path)
     check_not_inputs(path, inputs)
     if not path.parent.is_dir() or not os.access(path.parent, os.W_OK):
-        raise OutputError(
-            f"Cannot write {path}: the folder {path.parent} does not exist or is not writable.")
+        raise OutputError(f"Cannot write {path}: the folder {path.parent} does not exist or is not writable.")
 
 
 def check_not_inputs(output, inputs, *, folder: bool = False) -> None:
@@ -146,8 +157,7 @@ def check_not_inputs(output, inputs, *, folder: bool = False) -> None:
             continue
         source = Path(os.path.realpath(str(spec).partition("@")[0]))
         if source == target or (folder and target in source.parents) or _same_file(source, output):
-            raise OutputError(
-                f"Output {output} would overwrite the input {spec}; choose another output path.")
+            raise OutputError(f"Output {output} would overwrite the input {spec}; choose another output path.")
 
 
 def _check_regular_or_new(path: Path) -> None:
@@ -158,8 +168,7 @@ def _check_regular_or_new(path: Path) -> None:
     except OSError as error:
         raise OutputError(f"Cannot write {path}: {error.strerror or error}. {_DEFAULT_MESSAGE}") from None
     if not stat.S_ISREG(mode):
-        raise OutputError(f"Output {path} is not a regular file (a device, FIFO or socket); "
-                          "give a file path to write.")
+        raise OutputError(f"Output {path} is not a regular file (a device, FIFO or socket); give a file path to write.")
 
 
 def _check_replaceable_folder(final: Path) -> None:
@@ -183,7 +192,8 @@ def _check_replaceable_folder(final: Path) -> None:
     if not entries <= written:
         raise OutputError(
             f"Output folder {final} holds files tfcompress did not write ({', '.join(sorted(entries - written)[:3])}"
-            "); give a new or empty folder, so that nothing of yours is replaced.")
+            "); give a new or empty folder, so that nothing of yours is replaced."
+        )
 
 
 def path_size(path) -> Optional[int]:

@@ -14,8 +14,18 @@ from pathlib import Path
 
 from tfcompress.errors import TfcompressError
 
-__all__ = ["Limit", "CONFIG_BYTES", "WEIGHT_BYTES", "INPUT_ELEMENTS", "DATA_BYTES", "IMAGE_PIXELS",
-           "TEXT_BYTES", "COMPRESSION_RATIO", "NESTING_DEPTH", "check_input_file"]
+__all__ = [
+    "Limit",
+    "CONFIG_BYTES",
+    "WEIGHT_BYTES",
+    "INPUT_ELEMENTS",
+    "DATA_BYTES",
+    "IMAGE_PIXELS",
+    "TEXT_BYTES",
+    "COMPRESSION_RATIO",
+    "NESTING_DEPTH",
+    "check_input_file",
+]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -24,7 +34,7 @@ class Limit:
 
     variable: str
     default: int
-    what: str           # "a model config", in the sentence "... declares {what} of N"
+    what: str  # "a model config", in the sentence "... declares {what} of N"
 
     @property
     def value(self) -> int:
@@ -41,7 +51,8 @@ class Limit:
         if amount > self.value:
             raise error_type(
                 f"{source} declares {self.what} of {amount:,} {unit}, over the limit of {self.value:,}. "
-                f"If the file is genuine, raise the limit with {self.variable}={amount}.")
+                f"If the file is genuine, raise the limit with {self.variable}={amount}."
+            )
 
 
 CONFIG_BYTES = Limit("TFCOMPRESS_MAX_CONFIG_BYTES", 64 << 20, "a model config")

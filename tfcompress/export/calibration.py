@@ -9,13 +9,13 @@ quantization (the quantizer's denylist). The min-max default never comes here.
 import numpy as np
 
 from tfcompress import _keras
-from tfcompress.errors import OptionError
 from tfcompress._io.native import captured_output
+from tfcompress.errors import OptionError
 
 __all__ = ["quantize_with_adjusted_calibration", "calibrate_only", "layers_of_tensor", "attribute_ops"]
 
-_PERCENTILE_SAMPLES = 100           # calibration inputs whose activations give the percentiles
-_VALUES_PER_SAMPLE = 10_000         # activation values kept per tensor and input (a seeded subsample)
+_PERCENTILE_SAMPLES = 100  # calibration inputs whose activations give the percentiles
+_VALUES_PER_SAMPLE = 10_000  # activation values kept per tensor and input (a seeded subsample)
 
 
 def quantize_with_adjusted_calibration(converter, options, calibration, layer_names) -> bytes:
@@ -34,15 +34,18 @@ def quantize_with_adjusted_calibration(converter, options, calibration, layer_na
     _set_ranges(model, ranges)
     io_type = {"float32": tf.float32, "int8": tf.int8, "uint8": tf.uint8}[options.io_type]
     quantized = convert.mlir_quantize(
-        bytes(flatbuffer_utils.convert_object_to_bytearray(model)), input_data_type=io_type,
-        output_data_type=io_type, disable_per_channel_for_dense_layers=options.per_tensor_dense,
-        denylisted_nodes=_float_nodes(calibrated, options.keep_float, layer_names))
+        bytes(flatbuffer_utils.convert_object_to_bytearray(model)),
+        input_data_type=io_type,
+        output_data_type=io_type,
+        disable_per_channel_for_dense_layers=options.per_tensor_dense,
+        denylisted_nodes=_float_nodes(calibrated, options.keep_float, layer_names),
+    )
     return bytes(convert.deduplicate_readonly_buffers(quantized))
 
 
 def calibrate_only(converter) -> bytes:
     """The float model with the activation ranges the converter recorded on its representative data."""
-    converter._experimental_calibrate_only = True   # no public switch in TF 2.21; the QuantizationDebugger uses it
+    converter._experimental_calibrate_only = True  # no public switch in TF 2.21; the QuantizationDebugger uses it
     return bytes(converter.convert())
 
 
@@ -71,8 +74,9 @@ def attribute_ops(operators, layer_names) -> list:
     """
     attributed, current = [], (None, ())
     for operator in operators:
-        fused = tuple(dict.fromkeys(layer for name in operator.output_names
-                                    for layer in layers_of_tensor(name, layer_names)))
+        fused = tuple(
+            dict.fromkeys(layer for name in operator.output_names for layer in layers_of_tensor(name, layer_names))
+        )
         if fused:
             current = (fused[0], fused)
         attributed.append((None, ()) if not fused and operator.name in _EDGE_OPS else current)
@@ -90,14 +94,22 @@ def _float_nodes(calibrated: bytes, keep_float, layer_names) -> list:
         return []
     unknown = sorted(set(keep_float) - set(layer_names))
     if unknown:
-        raise OptionError(f"keep_float names layers the model does not have: {', '.join(unknown)}. "
-                          f"Its layers: {', '.join(layer_names)}.")
+        raise OptionError(
+            f"keep_float names layers the model does not have: {', '.join(unknown)}. "
+            f"Its layers: {', '.join(layer_names)}."
+        )
     operators = inspect_tflite(calibrated).operators
-    nodes = [name for operator, (_, fused) in zip(operators, attribute_ops(operators, layer_names))
-             if set(fused) & set(keep_float) for name in operator.output_names]
+    nodes = [
+        name
+        for operator, (_, fused) in zip(operators, attribute_ops(operators, layer_names))
+        if set(fused) & set(keep_float)
+        for name in operator.output_names
+    ]
     if not nodes:
-        raise OptionError(f"keep_float: the layers {', '.join(keep_float)} produced no op in the converted model "
-                          "(folded into a neighbour); name the layer the op is written under (tfcompress analyze).")
+        raise OptionError(
+            f"keep_float: the layers {', '.join(keep_float)} produced no op in the converted model "
+            "(folded into a neighbour); name the layer the op is written under (tfcompress analyze)."
+        )
     return nodes
 
 
@@ -109,7 +121,7 @@ def _percentile_ranges(calibrated: bytes, model, calibration, percentile: float)
 
     subgraph = model.subgraphs[0]
     recorded = [index for index in _activation_tensors(model) if index not in subgraph.inputs]
-    with captured_output():   # LiteRT announces its XNNPACK delegate from C++
+    with captured_output():  # LiteRT announces its XNNPACK delegate from C++
         interpreter = Interpreter(model_content=calibrated, experimental_preserve_all_tensors=True)
         interpreter.allocate_tensors()
     input_index = interpreter.get_input_details()[0]["index"]
@@ -134,9 +146,14 @@ def _percentile_ranges(calibrated: bytes, model, calibration, percentile: float)
 def _activation_tensors(model) -> list:
     """Tensors the calibrator recorded a range for (activations, not weights)."""
     subgraph = model.subgraphs[0]
-    return [index for index, tensor in enumerate(subgraph.tensors)
-            if tensor.quantization is not None and tensor.quantization.min is not None
-            and len(tensor.quantization.min) == 1 and _holds_no_data(model.buffers[tensor.buffer])]
+    return [
+        index
+        for index, tensor in enumerate(subgraph.tensors)
+        if tensor.quantization is not None
+        and tensor.quantization.min is not None
+        and len(tensor.quantization.min) == 1
+        and _holds_no_data(model.buffers[tensor.buffer])
+    ]
 
 
 def _holds_no_data(buffer) -> bool:
@@ -148,5 +165,5 @@ def _set_ranges(model, ranges: dict) -> None:
     for index, (low, high) in ranges.items():
         if tensors[index].quantization is None or tensors[index].quantization.min is None:
             continue
-        tensors[index].quantization.min = [min(float(low), 0.0)]   # a range must hold zero
+        tensors[index].quantization.min = [min(float(low), 0.0)]  # a range must hold zero
         tensors[index].quantization.max = [max(float(high), 0.0)]

@@ -21,8 +21,8 @@ from tfcompress.runtime.weight_coding import unique_per_channel
 __all__ = ["LutTensor", "plan_lut", "compress_lut", "DECODE_OP", "MAX_INDEX_BITS"]
 
 DECODE_OP = "TFLM_DECODE"
-MAX_INDEX_BITS = 7                 # the DECODE metadata holds 1-7 index bits
-_DECODE_HEADER_BYTES = 16          # DECODE Common Metadata before each value table
+MAX_INDEX_BITS = 7  # the DECODE metadata holds 1-7 index bits
+_DECODE_HEADER_BYTES = 16  # DECODE Common Metadata before each value table
 
 
 @dataclasses.dataclass(frozen=True)
@@ -31,12 +31,12 @@ class LutTensor:
 
     name: str
     index: int
-    unique_values: int             # in the table's scope: the whole tensor or its busiest channel
+    unique_values: int  # in the table's scope: the whole tensor or its busiest channel
     per_channel_axis: Optional[int]
-    bits: Optional[int]            # None: kept as it is
+    bits: Optional[int]  # None: kept as it is
     bytes_before: int
-    bytes_after: int               # packed indices + value tables + header (= bytes_before if kept)
-    reason: str = ""               # why it was kept, when it was
+    bytes_after: int  # packed indices + value tables + header (= bytes_before if kept)
+    reason: str = ""  # why it was kept, when it was
 
     @property
     def compressed(self) -> bool:
@@ -52,8 +52,11 @@ def plan_lut(model_bytes: bytes) -> tuple:
     A per-tensor quantized tensor gets one table; a per-channel quantized one a table
     per channel along its quantized axis.
     """
-    return tuple(_plan_tensor(index, info, values) for index, info, values in constant_tensors(model_bytes)
-                 if values.ndim >= 2 and values.dtype.kind in "iu")
+    return tuple(
+        _plan_tensor(index, info, values)
+        for index, info, values in constant_tensors(model_bytes)
+        if values.ndim >= 2 and values.dtype.kind in "iu"
+    )
 
 
 def _plan_tensor(index, info, values: np.ndarray) -> LutTensor:
@@ -62,18 +65,42 @@ def _plan_tensor(index, info, values: np.ndarray) -> LutTensor:
         # One table for a per-channel quantized tensor gave wrong outputs in TFLite Micro
         # (lenet5 convs, seen here); one table per channel along the quantized axis is exact.
         axis = info.quantized_dimension
-        if axis not in (0, values.ndim - 1):                     # the DECODE kernels take these axes
-            return LutTensor(info.name, index, len(np.unique(values)), None, None, values.nbytes, values.nbytes,
-                             f"per-channel tables along axis {axis} are not supported by DECODE")
+        if axis not in (0, values.ndim - 1):  # the DECODE kernels take these axes
+            return LutTensor(
+                info.name,
+                index,
+                len(np.unique(values)),
+                None,
+                None,
+                values.nbytes,
+                values.nbytes,
+                f"per-channel tables along axis {axis} are not supported by DECODE",
+            )
     unique = unique_per_channel(info, values) if axis is not None else len(np.unique(values))
     bits, size = _lut_size(unique, axis, values)
     if bits > MAX_INDEX_BITS:
-        return LutTensor(info.name, index, unique, None, None, values.nbytes, values.nbytes,
-                         f"{unique} distinct values need {bits} index bits; LUT holds at most "
-                         f"{2 ** MAX_INDEX_BITS} (cluster the layer first)")
+        return LutTensor(
+            info.name,
+            index,
+            unique,
+            None,
+            None,
+            values.nbytes,
+            values.nbytes,
+            f"{unique} distinct values need {bits} index bits; LUT holds at most "
+            f"{2**MAX_INDEX_BITS} (cluster the layer first)",
+        )
     if size >= values.nbytes:
-        return LutTensor(info.name, index, unique, None, None, values.nbytes, values.nbytes,
-                         f"{bits}-bit indices and tables ({size:,} B) would not be smaller")
+        return LutTensor(
+            info.name,
+            index,
+            unique,
+            None,
+            None,
+            values.nbytes,
+            values.nbytes,
+            f"{bits}-bit indices and tables ({size:,} B) would not be smaller",
+        )
     return LutTensor(info.name, index, unique, axis, bits, values.nbytes, size)
 
 
@@ -81,7 +108,7 @@ def _lut_size(unique: int, axis: Optional[int], values: np.ndarray) -> tuple:
     """(index bits, compressed bytes) with one table, or one per channel along `axis`."""
     bits = max(1, math.ceil(math.log2(unique))) if unique > 1 else 1
     tables = 1 if axis is None else values.shape[axis]
-    size = math.ceil(values.size * bits / 8) + tables * (2 ** bits) * values.itemsize + _DECODE_HEADER_BYTES
+    size = math.ceil(values.size * bits / 8) + tables * (2**bits) * values.itemsize + _DECODE_HEADER_BYTES
     return bits, size
 
 

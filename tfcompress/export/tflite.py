@@ -13,14 +13,21 @@ from typing import Optional
 import numpy as np
 
 from tfcompress import _keras
+from tfcompress._io.native import captured_output
 from tfcompress.data import Dataset
 from tfcompress.errors import ConversionError, OptionError
 from tfcompress.export.calibration import quantize_with_adjusted_calibration
 from tfcompress.options import option
-from tfcompress._io.native import captured_output
 
-__all__ = ["ConvertOptions", "PRECISIONS", "IO_TYPES", "CALIBRATION_METHODS", "to_tflite", "input_shapes",
-           "layer_kinds"]
+__all__ = [
+    "ConvertOptions",
+    "PRECISIONS",
+    "IO_TYPES",
+    "CALIBRATION_METHODS",
+    "to_tflite",
+    "input_shapes",
+    "layer_kinds",
+]
 
 PRECISIONS = ("float32", "float16", "dynamic", "int8", "int16x8")
 IO_TYPES = ("float32", "int8", "uint8")
@@ -40,17 +47,23 @@ class ConvertOptions:
     failing the conversion (the pre-flight check uses it to find them all at once).
     """
 
-    precision: str = option("int8", "Weights/activations precision. int8 and int16x8 need --calibration.",
-                            choices=PRECISIONS)
+    precision: str = option(
+        "int8", "Weights/activations precision. int8 and int16x8 need --calibration.", choices=PRECISIONS
+    )
     io_type: str = option("float32", "Input/output type (integer I/O needs --precision int8).", choices=IO_TYPES)
-    per_tensor_dense: bool = option(False, "One scale per Dense weight tensor: a smaller TFLite Micro arena "
-                                    "(micro's default; --noper_tensor_dense there for per-channel).",
-                                    was_inverse="per_channel_dense")
+    per_tensor_dense: bool = option(
+        False,
+        "One scale per Dense weight tensor: a smaller TFLite Micro arena "
+        "(micro's default; --noper_tensor_dense there for per-channel).",
+        was_inverse="per_channel_dense",
+    )
     calibration_samples: int = option(500, "Calibration inputs the converter sees.", lower_bound=1)
     keep_float: tuple[str, ...] = option((), "int8: leave these layers in float (names from analyze or check).")
     calibration_method: str = option(
-        "minmax", "int8 activation ranges: the observed min-max, or clipped to --percentile.",
-        choices=CALIBRATION_METHODS)
+        "minmax",
+        "int8 activation ranges: the observed min-max, or clipped to --percentile.",
+        choices=CALIBRATION_METHODS,
+    )
     percentile: float = option(99.99, "With --calibration_method percentile.")
     input_range: Optional[tuple[float, float]] = option(None, "int8: MIN,MAX the input is quantized over.")
     batch_size: Optional[int] = None
@@ -60,28 +73,34 @@ class ConvertOptions:
     def __post_init__(self):
         if self.precision not in PRECISIONS:
             raise OptionError(
-                f"precision must be one of {', '.join(PRECISIONS)}. Received: precision={self.precision!r}")
+                f"precision must be one of {', '.join(PRECISIONS)}. Received: precision={self.precision!r}"
+            )
         if self.io_type not in IO_TYPES:
-            raise OptionError(
-                f"io_type must be one of {', '.join(IO_TYPES)}. Received: io_type={self.io_type!r}")
+            raise OptionError(f"io_type must be one of {', '.join(IO_TYPES)}. Received: io_type={self.io_type!r}")
         if self.io_type != "float32" and self.precision != "int8":
             raise OptionError(
-                f"Integer I/O needs precision int8. Received: io_type={self.io_type!r}, "
-                f"precision={self.precision!r}")
+                f"Integer I/O needs precision int8. Received: io_type={self.io_type!r}, precision={self.precision!r}"
+            )
         if self.batch_size is not None and self.batch_size < 1:
             raise OptionError(f"batch_size must be at least 1. Received: batch_size={self.batch_size}")
         if self.calibration_method not in CALIBRATION_METHODS:
-            raise OptionError(f"calibration_method must be one of {', '.join(CALIBRATION_METHODS)}. "
-                              f"Received: calibration_method={self.calibration_method!r}")
+            raise OptionError(
+                f"calibration_method must be one of {', '.join(CALIBRATION_METHODS)}. "
+                f"Received: calibration_method={self.calibration_method!r}"
+            )
         if self.adjusts_calibration and self.precision != "int8":
-            raise OptionError("keep_float, calibration_method=percentile and input_range need precision int8. "
-                              f"Received: precision={self.precision!r}")
-        if self.input_range is not None and not (len(self.input_range) == 2
-                                                 and self.input_range[0] < self.input_range[1]):
+            raise OptionError(
+                "keep_float, calibration_method=percentile and input_range need precision int8. "
+                f"Received: precision={self.precision!r}"
+            )
+        if self.input_range is not None and not (
+            len(self.input_range) == 2 and self.input_range[0] < self.input_range[1]
+        ):
             raise OptionError(f"input_range must be (low, high) with low < high. Received: {self.input_range}")
         if self.calibration_samples < 1:
             raise OptionError(
-                f"calibration_samples must be at least 1. Received: calibration_samples={self.calibration_samples}")
+                f"calibration_samples must be at least 1. Received: calibration_samples={self.calibration_samples}"
+            )
 
     @property
     def adjusts_calibration(self) -> bool:
@@ -99,10 +118,12 @@ def to_tflite(model, options: ConvertOptions, calibration: Optional[Dataset] = N
     if options.needs_calibration and calibration is None:
         raise ConversionError(
             f"precision={options.precision} needs calibration data: pass --calibration DATA "
-            "(a few hundred inputs like the ones the model will see).")
+            "(a few hundred inputs like the ones the model will see)."
+        )
     if options.adjusts_calibration and calibration is None:
-        raise OptionError("keep_float, calibration_method=percentile and input_range adjust calibration: "
-                          "pass --calibration DATA.")
+        raise OptionError(
+            "keep_float, calibration_method=percentile and input_range adjust calibration: pass --calibration DATA."
+        )
     converter = _converter(model, options.batch_size, tf)
     _configure(converter, options, calibration, tf)
     from tensorflow.lite.python.convert import ConverterError
@@ -142,21 +163,20 @@ def _configure(converter, options: ConvertOptions, calibration, tf) -> None:
     if options.precision == "dynamic":
         return
     if calibration is not None:
-        converter.representative_dataset = _representative_dataset(
-            calibration.take(options.calibration_samples))
+        converter.representative_dataset = _representative_dataset(calibration.take(options.calibration_samples))
     if options.precision == "int8":
         if calibration is None:  # a QAT model: without calibration only the default op set converts
             converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
         elif options.float_fallback:
-            converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8,
-                                                   tf.lite.OpsSet.TFLITE_BUILTINS]
+            converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8, tf.lite.OpsSet.TFLITE_BUILTINS]
         else:
             converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
         converter.inference_input_type = _IO_DTYPES[options.io_type](tf)
         converter.inference_output_type = _IO_DTYPES[options.io_type](tf)
     else:
         converter.target_spec.supported_ops = [
-            tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8]
+            tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8
+        ]
     # The converter's own switch; there is no public name for it in TF 2.21.
     converter._experimental_disable_per_channel_quantization_for_dense_layers = options.per_tensor_dense
 
@@ -188,7 +208,8 @@ _IO_DTYPES = {"float32": lambda tf: tf.float32, "int8": lambda tf: tf.int8, "uin
 def _representative_dataset(calibration: Dataset):
     def samples():
         for index in range(len(calibration)):
-            yield [calibration.x[index:index + 1].astype(np.float32)]
+            yield [calibration.x[index : index + 1].astype(np.float32)]
+
     return samples
 
 

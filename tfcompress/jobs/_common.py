@@ -75,7 +75,7 @@ def job_outputs(*paths, inputs=()):
 def load_model(model, load: LoadOptions) -> tuple:
     """(tf_keras model, its file or None): a job takes a model or a model file."""
     progress.stage("loading the model")
-    custom_objects = load.custom_objects   # a file to import, or the dict given from Python
+    custom_objects = load.custom_objects  # a file to import, or the dict given from Python
     if isinstance(custom_objects, str):
         custom_objects = keras_io.load_custom_objects(custom_objects)
     return keras_io.model_and_path(model, trust_model_code=load.trust_model_code, custom_objects=custom_objects)
@@ -88,15 +88,20 @@ class TrainingRun:
     model: object
     model_path: Optional[Path]
     input_was_keras3: bool
-    train: object               # labelled Dataset, or None when the step trains only optionally
-    held_out: object            # labelled Dataset or None
+    train: object  # labelled Dataset, or None when the step trains only optionally
+    held_out: object  # labelled Dataset or None
     outputs: Outputs
 
     def result_fields(self, output, metrics, options, training, output_format, keras_model) -> dict:
         """The `TrainingResult` fields of this run's result."""
-        return {"model": str(self.model_path or self.model.name), "output": None if output is None else str(output),
-                "metrics": metrics, "options": options_dict(options, training), "output_format": output_format,
-                "keras_model": keras_model}
+        return {
+            "model": str(self.model_path or self.model.name),
+            "output": None if output is None else str(output),
+            "metrics": metrics,
+            "options": options_dict(options, training),
+            "output_format": output_format,
+            "keras_model": keras_model,
+        }
 
 
 def options_dict(*options) -> dict:
@@ -105,8 +110,17 @@ def options_dict(*options) -> dict:
 
 
 @contextlib.contextmanager
-def training_run(model, train, held_out, *, output, report_path, load: LoadOptions,
-                 held_out_role: str = "validation", quantize_aware: bool = False):
+def training_run(
+    model,
+    train,
+    held_out,
+    *,
+    output,
+    report_path,
+    load: LoadOptions,
+    held_out_role: str = "validation",
+    quantize_aware: bool = False,
+):
     """The prelude every training job shares: outputs checked, model loaded (nested models flattened,
     except for QAT, which plans them itself), the output format proven able to hold the result, the
     data fitted to the model's input with its labels checked."""
@@ -117,12 +131,13 @@ def training_run(model, train, held_out, *, output, report_path, load: LoadOptio
         loaded, model_path = load_model(model, load)
         loaded = loaded if quantize_aware else flatten_nested(loaded)
         input_was_keras3 = not quantize_aware and keras_io.saved_by_keras3(model_path)
-        keras_io.check_output_format(loaded, output, input_was_keras3=input_was_keras3,
-                                     quantize_aware=quantize_aware)
-        data = {role: labelled_data(value, loaded, load.preprocessing, load.reshape_data, role)
-                for role, value in (("training", train), (held_out_role, held_out)) if value is not None}
-        yield TrainingRun(loaded, model_path, input_was_keras3, data.get("training"), data.get(held_out_role),
-                          outputs)
+        keras_io.check_output_format(loaded, output, input_was_keras3=input_was_keras3, quantize_aware=quantize_aware)
+        data = {
+            role: labelled_data(value, loaded, load.preprocessing, load.reshape_data, role)
+            for role, value in (("training", train), (held_out_role, held_out))
+            if value is not None
+        }
+        yield TrainingRun(loaded, model_path, input_was_keras3, data.get("training"), data.get(held_out_role), outputs)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -132,17 +147,24 @@ class TrainingResult:
     STEP: ClassVar[str] = ""
     model: str
     output: Optional[str]
-    metrics: dict           # the last epoch's loss/accuracy (and val_ ones); {} when nothing trained
+    metrics: dict  # the last epoch's loss/accuracy (and val_ ones); {} when nothing trained
     options: dict
-    output_format: Optional[str] = None     # which Keras wrote the output, and why (see keras_io.save_model)
+    output_format: Optional[str] = None  # which Keras wrote the output, and why (see keras_io.save_model)
     keras_model: object = dataclasses.field(default=None, repr=False, compare=False)
 
     def to_dict(self) -> dict:
         from tfcompress.report import library_versions
 
-        return {"model": self.model, "output": self.output, "step": self.STEP, **self.own_dict(),
-                "metrics": self.metrics, "options": self.options, "output_format": self.output_format,
-                "versions": library_versions()}
+        return {
+            "model": self.model,
+            "output": self.output,
+            "step": self.STEP,
+            **self.own_dict(),
+            "metrics": self.metrics,
+            "options": self.options,
+            "output_format": self.output_format,
+            "versions": library_versions(),
+        }
 
     def own_dict(self) -> dict:
         """The job's own fields, as JSON values."""

@@ -16,10 +16,10 @@ from typing import Optional
 import numpy as np
 
 from tfcompress import _keras
+from tfcompress._io.native import captured_output
 from tfcompress.data import input_data
 from tfcompress.export.calibration import attribute_ops, calibrate_only
 from tfcompress.export.tflite import ConvertOptions, layer_kinds, to_tflite
-from tfcompress._io.native import captured_output
 from tfcompress.jobs._common import job_outputs, load_model
 from tfcompress.options import AnalyzeOptions, LoadOptions, gather
 from tfcompress.report import library_versions, table
@@ -30,42 +30,57 @@ from tfcompress.transforms.training import labelled_data
 
 __all__ = ["LayerSensitivity", "SensitivityReport", "analyze", "format_sensitivity", "ROUNDING_ONLY"]
 
-ROUNDING_ONLY = 1 / math.sqrt(12)   # RMSE / step of uniform rounding error
+ROUNDING_ONLY = 1 / math.sqrt(12)  # RMSE / step of uniform rounding error
 
 
 @dataclasses.dataclass(frozen=True)
 class LayerSensitivity:
-    layer: str                  # the Keras layer the op comes from
-    kind: str                   # its class, e.g. DepthwiseConv2D
-    tensor: str                 # the op's output tensor in the TFLite model
+    layer: str  # the Keras layer the op comes from
+    kind: str  # its class, e.g. DepthwiseConv2D
+    tensor: str  # the op's output tensor in the TFLite model
     rmse_over_scale: float
     sqnr_db: float
-    accuracy_kept_float: Optional[float] = None   # int8 accuracy with only this layer in float
+    accuracy_kept_float: Optional[float] = None  # int8 accuracy with only this layer in float
 
 
 @dataclasses.dataclass(frozen=True)
 class SensitivityReport:
     model: str
-    layers: tuple               # LayerSensitivity, in graph order
-    samples: int                # calibration inputs the errors are averaged over
+    layers: tuple  # LayerSensitivity, in graph order
+    samples: int  # calibration inputs the errors are averaged over
     float_accuracy: Optional[float]
     int8_accuracy: Optional[float]
-    rounding_only: float = ROUNDING_ONLY    # the RMSE/step a perfect int8 layer has: plots draw it
+    rounding_only: float = ROUNDING_ONLY  # the RMSE/step a perfect int8 layer has: plots draw it
 
     def ranked(self) -> list:
         """Most sensitive first."""
         return sorted(self.layers, key=lambda layer: -layer.rmse_over_scale)
 
     def to_dict(self) -> dict:
-        return {"model": self.model, "samples": self.samples, "float_accuracy": self.float_accuracy,
-                "int8_accuracy": self.int8_accuracy, "rounding_only_rmse_over_scale": ROUNDING_ONLY,
-                "layers": [dataclasses.asdict(layer) for layer in self.layers],
-                "ranking": [layer.layer for layer in self.ranked()], "versions": library_versions()}
+        return {
+            "model": self.model,
+            "samples": self.samples,
+            "float_accuracy": self.float_accuracy,
+            "int8_accuracy": self.int8_accuracy,
+            "rounding_only_rmse_over_scale": ROUNDING_ONLY,
+            "layers": [dataclasses.asdict(layer) for layer in self.layers],
+            "ranking": [layer.layer for layer in self.ranked()],
+            "versions": library_versions(),
+        }
 
 
-def analyze(model, calibration, *, options: Optional[AnalyzeOptions] = None, load: Optional[LoadOptions] = None,
-            eval_data=None, calibration_samples: int = 500, json_path=None, plot_path=None,
-            **settings) -> SensitivityReport:
+def analyze(
+    model,
+    calibration,
+    *,
+    options: Optional[AnalyzeOptions] = None,
+    load: Optional[LoadOptions] = None,
+    eval_data=None,
+    calibration_samples: int = 500,
+    json_path=None,
+    plot_path=None,
+    **settings,
+) -> SensitivityReport:
     """Measures each layer's int8 error on `options.samples` calibration inputs.
 
     With labelled `eval_data`: float and int8 accuracy, and for the `options.try_float` most
@@ -85,28 +100,46 @@ def analyze(model, calibration, *, options: Optional[AnalyzeOptions] = None, loa
     return report
 
 
-def _analyze(model, model_path, calibration, eval_data, options: AnalyzeOptions, load: LoadOptions,
-             calibration_samples: int) -> SensitivityReport:
-    calibration = input_data(calibration, tuple(model.inputs[0].shape), load.preprocessing,
-                             reshape=load.reshape_data)
+def _analyze(
+    model, model_path, calibration, eval_data, options: AnalyzeOptions, load: LoadOptions, calibration_samples: int
+) -> SensitivityReport:
+    calibration = input_data(calibration, tuple(model.inputs[0].shape), load.preprocessing, reshape=load.reshape_data)
     kinds = layer_kinds(model)
-    statistics, owners = _layer_errors(model, calibration.take(calibration_samples),
-                                       calibration.take(options.samples), kinds)
-    layers = [LayerSensitivity(owners[tensor], kinds.get(owners[tensor], ""), tensor,
-                               float(values["rmse_over_scale"]), float(values["sqnr_db"]))
-              for tensor, values in statistics.items()]
+    statistics, owners = _layer_errors(
+        model, calibration.take(calibration_samples), calibration.take(options.samples), kinds
+    )
+    layers = [
+        LayerSensitivity(
+            owners[tensor],
+            kinds.get(owners[tensor], ""),
+            tensor,
+            float(values["rmse_over_scale"]),
+            float(values["sqnr_db"]),
+        )
+        for tensor, values in statistics.items()
+    ]
     float_accuracy = int8_accuracy = None
     if eval_data is not None:
         evaluation = labelled_data(eval_data, model, load.preprocessing, load.reshape_data, "eval")
         float_accuracy = metrics.accuracy(model.predict(evaluation.x, batch_size=250, verbose=0), evaluation.y)
         int8_accuracy = _int8_accuracy(model, calibration.take(calibration_samples), evaluation, ())
-        most_sensitive = list(dict.fromkeys(layer.layer for layer in sorted(layers, key=lambda l: -l.rmse_over_scale)
-                                            if layer.layer in kinds))
-        gains = {name: _int8_accuracy(model, calibration.take(calibration_samples), evaluation, (name,))
-                 for name in most_sensitive[:options.try_float]}
+        most_sensitive = list(
+            dict.fromkeys(
+                layer.layer for layer in sorted(layers, key=lambda each: -each.rmse_over_scale) if layer.layer in kinds
+            )
+        )
+        gains = {
+            name: _int8_accuracy(model, calibration.take(calibration_samples), evaluation, (name,))
+            for name in most_sensitive[: options.try_float]
+        }
         layers = [dataclasses.replace(layer, accuracy_kept_float=gains.get(layer.layer)) for layer in layers]
-    return SensitivityReport(str(model_path or model.name), tuple(layers), len(calibration.take(options.samples)),
-                             float_accuracy, int8_accuracy)
+    return SensitivityReport(
+        str(model_path or model.name),
+        tuple(layers),
+        len(calibration.take(options.samples)),
+        float_accuracy,
+        int8_accuracy,
+    )
 
 
 def _layer_errors(model, calibration, samples, kinds) -> tuple:
@@ -128,19 +161,25 @@ def _layer_errors(model, calibration, samples, kinds) -> tuple:
     with captured_output():
         debug_model = bytes(convert.mlir_quantize(calibrate_only(converter), enable_numeric_verify=True))
     operators = inspect_tflite(debug_model).operators
-    layer_of = {name: layer for operator, (layer, _) in zip(operators, attribute_ops(operators, kinds))
-                for name in operator.output_names}
+    layer_of = {
+        name: layer
+        for operator, (layer, _) in zip(operators, attribute_ops(operators, kinds))
+        for name in operator.output_names
+    }
     graph = flatbuffer_utils.convert_bytearray_to_object(debug_model)
-    verified = [tuple(op.inputs[:2]) for op in graph.subgraphs[0].operators
-                if graph.operatorCodes[op.opcodeIndex].customCode == b"NumericVerify"]
-    with captured_output():   # LiteRT announces its XNNPACK delegate from C++
+    verified = [
+        tuple(op.inputs[:2])
+        for op in graph.subgraphs[0].operators
+        if graph.operatorCodes[op.opcodeIndex].customCode == b"NumericVerify"
+    ]
+    with captured_output():  # LiteRT announces its XNNPACK delegate from C++
         interpreter = tf.lite.Interpreter(model_content=debug_model, experimental_preserve_all_tensors=True)
         interpreter.allocate_tensors()
     input_index = interpreter.get_input_details()[0]["index"]
     details = {detail["index"]: detail for detail in interpreter.get_tensor_details()}
     noise, signal, count = (collections.defaultdict(float) for _ in range(3))
     for index in range(len(samples)):
-        interpreter.set_tensor(input_index, samples.x[index:index + 1].astype(np.float32))
+        interpreter.set_tensor(input_index, samples.x[index : index + 1].astype(np.float32))
         interpreter.invoke()
         for quantized, reference in verified:
             scale, zero_point = details[quantized]["quantization"]
@@ -149,17 +188,21 @@ def _layer_errors(model, calibration, samples, kinds) -> tuple:
             noise[quantized] += float(np.sum(np.square(error)))
             signal[quantized] += float(np.sum(np.square(float_values)))
             count[quantized] += error.size
-    statistics = {details[quantized]["name"]: {
-        "rmse_over_scale": math.sqrt(noise[quantized] / count[quantized]) / details[quantized]["quantization"][0],
-        "sqnr_db": 10.0 * math.log10(max(signal[quantized], 1e-30) / max(noise[quantized], 1e-30))}
-        for quantized, _ in verified}
+    statistics = {
+        details[quantized]["name"]: {
+            "rmse_over_scale": math.sqrt(noise[quantized] / count[quantized]) / details[quantized]["quantization"][0],
+            "sqnr_db": 10.0 * math.log10(max(signal[quantized], 1e-30) / max(noise[quantized], 1e-30)),
+        }
+        for quantized, _ in verified
+    }
     return statistics, {name: layer_of.get(name) or name for name in statistics}
 
 
 def _samples(data):
     def generate():
         for index in range(len(data)):
-            yield [data.x[index:index + 1].astype(np.float32)]
+            yield [data.x[index : index + 1].astype(np.float32)]
+
     return generate
 
 
@@ -169,12 +212,22 @@ def _int8_accuracy(model, calibration, evaluation, keep_float) -> float:
 
 
 def format_sensitivity(report: SensitivityReport) -> str:
-    lines = [f"int8 sensitivity of {report.model} ({report.samples} calibration inputs; "
-             f"RMSE/step {ROUNDING_ONLY:.2f} is rounding alone)"]
+    lines = [
+        f"int8 sensitivity of {report.model} ({report.samples} calibration inputs; "
+        f"RMSE/step {ROUNDING_ONLY:.2f} is rounding alone)"
+    ]
     if report.int8_accuracy is not None:
         lines.append(f"accuracy: float {report.float_accuracy * 100:.2f}%, int8 {report.int8_accuracy * 100:.2f}%")
-    rows = [(rank, layer.layer, layer.kind, f"{layer.rmse_over_scale:.3f}", f"{layer.sqnr_db:.1f}",
-             f"{layer.accuracy_kept_float * 100:.2f}%" if layer.accuracy_kept_float is not None else "-")
-            for rank, layer in enumerate(report.ranked(), start=1)]
+    rows = [
+        (
+            rank,
+            layer.layer,
+            layer.kind,
+            f"{layer.rmse_over_scale:.3f}",
+            f"{layer.sqnr_db:.1f}",
+            f"{layer.accuracy_kept_float * 100:.2f}%" if layer.accuracy_kept_float is not None else "-",
+        )
+        for rank, layer in enumerate(report.ranked(), start=1)
+    ]
     lines.append(table(("rank", "layer", "kind", "RMSE/step", "SQNR dB", "int8 with it float"), rows))
     return "\n".join(lines)

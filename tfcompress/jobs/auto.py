@@ -29,19 +29,19 @@ from tfcompress.transforms.training import labelled_data
 __all__ = ["Candidate", "AutoReport", "auto", "format_auto_report"]
 _PERCENTILES = (99.99, 99.9)
 _FLOAT_LAYER_COUNTS = (1, 2, 4)
-_SAME = 1e-9        # a drop of exactly the budget (10 of 2,000 images for 0.5 pt) is within it
+_SAME = 1e-9  # a drop of exactly the budget (10 of 2,000 images for 0.5 pt) is within it
 
 
 @dataclasses.dataclass(frozen=True)
 class Candidate:
     name: str
     precision: str
-    options: dict               # the convert options that make it (a recipe's convert step)
+    options: dict  # the convert options that make it (a recipe's convert step)
     size_bytes: Optional[int] = None
     accuracy: Optional[float] = None
     accuracy_drop: Optional[float] = None
-    latency_us: Optional[float] = None      # p50, LiteRT on this machine
-    arena_bytes: Optional[int] = None       # TFLite Micro, full-integer candidates, objective arena only
+    latency_us: Optional[float] = None  # p50, LiteRT on this machine
+    arena_bytes: Optional[int] = None  # TFLite Micro, full-integer candidates, objective arena only
     error: Optional[str] = None
     within_budget: bool = False
     pareto: bool = False
@@ -64,15 +64,35 @@ class AutoReport:
     plot: Optional[str]
 
     def to_dict(self) -> dict:
-        return {"model": self.model, "max_accuracy_drop": self.max_accuracy_drop, "objective": self.objective,
-                "float32": self.float32.to_dict(), "candidates": [c.to_dict() for c in self.candidates],
-                "chosen": self.chosen.name if self.chosen else None, "output": self.output, "recipe": self.recipe,
-                "plot": self.plot, "versions": library_versions()}
+        return {
+            "model": self.model,
+            "max_accuracy_drop": self.max_accuracy_drop,
+            "objective": self.objective,
+            "float32": self.float32.to_dict(),
+            "candidates": [c.to_dict() for c in self.candidates],
+            "chosen": self.chosen.name if self.chosen else None,
+            "output": self.output,
+            "recipe": self.recipe,
+            "plot": self.plot,
+            "versions": library_versions(),
+        }
 
 
-def auto(model, *, calibration, eval_data, options: Optional[AutoOptions] = None, load: Optional[LoadOptions] = None,
-         train=None, output=None, report_path=None, plot_path=None, recipe_path=None, qat_epochs: int = 1,
-         **settings) -> AutoReport:
+def auto(
+    model,
+    *,
+    calibration,
+    eval_data,
+    options: Optional[AutoOptions] = None,
+    load: Optional[LoadOptions] = None,
+    train=None,
+    output=None,
+    report_path=None,
+    plot_path=None,
+    recipe_path=None,
+    qat_epochs: int = 1,
+    **settings,
+) -> AutoReport:
     """Measures every candidate and writes the best one within `max_accuracy_drop` (points) to `output`.
 
     `options` and `load` may also be given field by field as keywords (`max_accuracy_drop=0.5`).
@@ -84,40 +104,61 @@ def auto(model, *, calibration, eval_data, options: Optional[AutoOptions] = None
 
     if output is not None:
         output = Path(output)
-        if plot_path is None and plots.matplotlib_installed():   # asked for explicitly, it is required
+        if plot_path is None and plots.matplotlib_installed():  # asked for explicitly, it is required
             plot_path = output.with_suffix(".png")
         recipe_path = recipe_path or output.with_name(output.stem + ".recipe.yaml")
-    with job_outputs(output, report_path, plot_path, recipe_path, inputs=(model, calibration, eval_data, train)) \
-            as outputs:
+    with job_outputs(
+        output, report_path, plot_path, recipe_path, inputs=(model, calibration, eval_data, train)
+    ) as outputs:
         if plot_path is not None:
             plots.require_matplotlib()
         model, model_path = load_model(model, load)
         float32, measured, chosen = _search(model, calibration, eval_data, train, options, load, qat_epochs)
         written = output is not None and chosen is not None
-        report = AutoReport(str(model_path or model.name), options.max_accuracy_drop, options.objective, float32,
-                            tuple(measured), chosen, str(output) if written else None,
-                            str(recipe_path) if written else None, str(plot_path) if plot_path is not None else None)
+        report = AutoReport(
+            str(model_path or model.name),
+            options.max_accuracy_drop,
+            options.objective,
+            float32,
+            tuple(measured),
+            chosen,
+            str(output) if written else None,
+            str(recipe_path) if written else None,
+            str(plot_path) if plot_path is not None else None,
+        )
         if written:
             outputs.bytes(output, chosen.tflite)
             outputs.bytes(recipe_path, _recipe_yaml(chosen, options.max_accuracy_drop).encode())
-        outputs.file(plot_path, lambda path: plots.plot_candidates(
-            [float32, *measured], chosen, path,
-            f"{Path(report.model).name}: candidates, budget {options.max_accuracy_drop} pt"))
+        outputs.file(
+            plot_path,
+            lambda path: plots.plot_candidates(
+                [float32, *measured],
+                chosen,
+                path,
+                f"{Path(report.model).name}: candidates, budget {options.max_accuracy_drop} pt",
+            ),
+        )
         outputs.report(report_path, report)
     return report
 
 
 def _search(model, calibration, eval_data, train, options: AutoOptions, load: LoadOptions, qat_epochs) -> tuple:
     """(float32, every other candidate measured, the chosen one or None)."""
-    calibration = input_data(calibration, tuple(model.inputs[0].shape), load.preprocessing,
-                             reshape=load.reshape_data)
+    calibration = input_data(calibration, tuple(model.inputs[0].shape), load.preprocessing, reshape=load.reshape_data)
     evaluation = labelled_data(eval_data, model, load.preprocessing, load.reshape_data, "eval")
     reference_accuracy = metrics.accuracy(model.predict(evaluation.x, batch_size=250, verbose=0), evaluation.y)
 
     def measure(candidate: Candidate, keras_model=model) -> Candidate:
         progress.stage(f"measuring the candidate {candidate.name}")
-        return _measured(candidate, keras_model, calibration, evaluation, options.objective, reference_accuracy,
-                         options.max_accuracy_drop)
+        return _measured(
+            candidate,
+            keras_model,
+            calibration,
+            evaluation,
+            options.objective,
+            reference_accuracy,
+            options.max_accuracy_drop,
+        )
 
     float32 = measure(Candidate("float32", "float32", {}))
     measured = [measure(candidate) for candidate in _candidates(model, calibration)]
@@ -130,24 +171,38 @@ def _search(model, calibration, eval_data, train, options: AutoOptions, load: Lo
 def _candidates(model, calibration) -> list:
     """The conversions to try, cheapest first; the sensitive layers come from a quick analyze."""
     kinds = layer_kinds(model)
-    sensitive = [name for name in dict.fromkeys(layer.layer for layer in analyze(model, calibration, samples=50).ranked())
-                 if name in kinds]
+    sensitive = [
+        name
+        for name in dict.fromkeys(layer.layer for layer in analyze(model, calibration, samples=50).ranked())
+        if name in kinds
+    ]
     candidates = [Candidate("int8", "int8", {})]
-    candidates += [Candidate(f"int8, ranges at percentile {p}", "int8",
-                             {"calibration_method": "percentile", "percentile": p}) for p in _PERCENTILES]
-    candidates += [Candidate(f"int8, float: {', '.join(sensitive[:count])}", "int8",
-                             {"keep_float": sensitive[:count]})
-                   for count in _FLOAT_LAYER_COUNTS if count < len(sensitive)]
+    candidates += [
+        Candidate(f"int8, ranges at percentile {p}", "int8", {"calibration_method": "percentile", "percentile": p})
+        for p in _PERCENTILES
+    ]
+    candidates += [
+        Candidate(f"int8, float: {', '.join(sensitive[:count])}", "int8", {"keep_float": sensitive[:count]})
+        for count in _FLOAT_LAYER_COUNTS
+        if count < len(sensitive)
+    ]
     candidates += [Candidate(precision, precision, {}) for precision in ("int16x8", "float16", "dynamic")]
     return candidates
 
 
-def _measured(candidate, keras_model, calibration, evaluation, objective, reference_accuracy,
-              max_accuracy_drop) -> Candidate:
+def _measured(
+    candidate, keras_model, calibration, evaluation, objective, reference_accuracy, max_accuracy_drop
+) -> Candidate:
     """The candidate converted and measured; its drop is against the original model (not a QAT one)."""
     try:
-        report = convert(keras_model, precision=candidate.precision, calibration=calibration,
-                         eval_data=evaluation, skip_check=True, **candidate.options)
+        report = convert(
+            keras_model,
+            precision=candidate.precision,
+            calibration=calibration,
+            eval_data=evaluation,
+            skip_check=True,
+            **candidate.options,
+        )
     except TfcompressError as error:
         return dataclasses.replace(candidate, error=str(error))
     arena = None
@@ -156,9 +211,16 @@ def _measured(candidate, keras_model, calibration, evaluation, objective, refere
 
         arena = measure_arena(report.tflite)[0]
     drop = metrics.accuracy_drop(reference_accuracy, report.accuracy)
-    return dataclasses.replace(candidate, size_bytes=report.size_bytes, accuracy=report.accuracy, accuracy_drop=drop,
-                               latency_us=report.latency.p50, arena_bytes=arena,
-                               within_budget=drop <= max_accuracy_drop + _SAME, tflite=report.tflite)
+    return dataclasses.replace(
+        candidate,
+        size_bytes=report.size_bytes,
+        accuracy=report.accuracy,
+        accuracy_drop=drop,
+        latency_us=report.latency.p50,
+        arena_bytes=arena,
+        within_budget=drop <= max_accuracy_drop + _SAME,
+        tflite=report.tflite,
+    )
 
 
 def _qat_candidate(model, train, epochs, load: LoadOptions, measure) -> Candidate:
@@ -178,13 +240,17 @@ def _objective(candidate: Candidate, objective: str) -> Optional[float]:
 
 def _mark_pareto(candidates: list, objective: str) -> list:
     """On the front: no other candidate is as good in both accuracy drop and objective, and better in one."""
-    points = {id(c): (c.accuracy_drop, _objective(c, objective)) for c in candidates
-              if c.accuracy_drop is not None and _objective(c, objective) is not None}
+    points = {
+        id(c): (c.accuracy_drop, _objective(c, objective))
+        for c in candidates
+        if c.accuracy_drop is not None and _objective(c, objective) is not None
+    }
 
     def on_front(candidate) -> bool:
         mine = points.get(id(candidate))
         return mine is not None and not any(
-            other[0] <= mine[0] and other[1] <= mine[1] and other != mine for other in points.values())
+            other[0] <= mine[0] and other[1] <= mine[1] and other != mine for other in points.values()
+        )
 
     return [dataclasses.replace(c, pareto=on_front(c)) for c in candidates]
 
@@ -202,8 +268,12 @@ def _recipe_yaml(chosen: Candidate, max_accuracy_drop: float) -> str:
     if "qat_epochs" in chosen.options:
         steps.append({"qat": {"epochs": chosen.options["qat_epochs"]}})
     steps.append({"convert": {"precision": chosen.precision, **options}})
-    recipe = {"name": "auto", "description": f"chosen by tfcompress auto: {chosen.name}", "steps": steps,
-              "budgets": {"max_accuracy_drop": max_accuracy_drop}}
+    recipe = {
+        "name": "auto",
+        "description": f"chosen by tfcompress auto: {chosen.name}",
+        "steps": steps,
+        "budgets": {"max_accuracy_drop": max_accuracy_drop},
+    }
     return yaml.safe_dump(recipe, sort_keys=False)
 
 
@@ -215,15 +285,28 @@ def format_auto_report(report: AutoReport) -> str:
             continue
         mark = "← chosen" if candidate is report.chosen else ("pareto" if candidate.pareto else "")
         over = "" if candidate.within_budget or candidate.name == "float32" else " over budget"
-        rows.append((candidate.name, f"{candidate.size_bytes:,}", f"{candidate.accuracy * 100:.2f}%",
-                     f"{candidate.accuracy_drop:+.2f}", f"{candidate.latency_us:.1f}",
-                     f"{candidate.arena_bytes:,}" if candidate.arena_bytes else "–", mark + over))
-    lines = [f"auto: {report.model}, budget {report.max_accuracy_drop} pt, objective {report.objective}",
-             table(("candidate", "size (B)", "accuracy", "drop", "p50 (us)", "arena", ""), rows), *failed]
+        rows.append(
+            (
+                candidate.name,
+                f"{candidate.size_bytes:,}",
+                f"{candidate.accuracy * 100:.2f}%",
+                f"{candidate.accuracy_drop:+.2f}",
+                f"{candidate.latency_us:.1f}",
+                f"{candidate.arena_bytes:,}" if candidate.arena_bytes else "–",
+                mark + over,
+            )
+        )
+    lines = [
+        f"auto: {report.model}, budget {report.max_accuracy_drop} pt, objective {report.objective}",
+        table(("candidate", "size (B)", "accuracy", "drop", "p50 (us)", "arena", ""), rows),
+        *failed,
+    ]
     if report.chosen is None:
         closest = sorted((c for c in report.candidates if c.accuracy_drop is not None), key=lambda c: c.accuracy_drop)
-        lines.append("no candidate within the budget; closest: " +
-                     ", ".join(f"{c.name} ({c.accuracy_drop:+.2f} pt)" for c in closest[:3]))
+        lines.append(
+            "no candidate within the budget; closest: "
+            + ", ".join(f"{c.name} ({c.accuracy_drop:+.2f} pt)" for c in closest[:3])
+        )
     else:
         lines.append(f"chosen: {report.chosen.name} → {report.output}; recipe {report.recipe}; plot {report.plot}")
     return "\n".join(lines)

@@ -22,9 +22,18 @@ from tfcompress.runtime.interpreter import predict
 __all__ = ["benchmark"]
 
 
-def benchmark(models, *, options: Optional[BenchmarkOptions] = None, load: Optional[LoadOptions] = None,
-              eval_data=None, reference=None, json_path=None, markdown_path=None, plot_path=None,
-              **settings) -> BenchmarkReport:
+def benchmark(
+    models,
+    *,
+    options: Optional[BenchmarkOptions] = None,
+    load: Optional[LoadOptions] = None,
+    eval_data=None,
+    reference=None,
+    json_path=None,
+    markdown_path=None,
+    plot_path=None,
+    **settings,
+) -> BenchmarkReport:
     """Measures each `.tflite` in `models` and compares them with the first (and `reference`).
 
     `options` and `load` may also be given field by field as keywords (`runs=50`, `micro=True`).
@@ -41,16 +50,23 @@ def benchmark(models, *, options: Optional[BenchmarkOptions] = None, load: Optio
         if not named_models:
             raise ModelLoadError("benchmark needs at least one .tflite model.")
         first_input = inspect_tflite(named_models[0][1], named_models[0][0]).inputs[0]
-        evaluation = input_data(eval_data, (None,) + first_input.shape[1:], load.preprocessing,
-                                reshape=load.reshape_data)
+        evaluation = input_data(
+            eval_data, (None,) + first_input.shape[1:], load.preprocessing, reshape=load.reshape_data
+        )
         eval_x = evaluation.x if evaluation is not None else None
         labels = evaluation.y if evaluation is not None else None
         inputs = comparison_inputs(named_models[0][1], eval_x)
         reference_info, reference_outputs = _reference(reference, inputs, labels, load)
-        results = benchmark_models(named_models, options, inputs=inputs, labels=labels,
-                                   reference_outputs=reference_outputs, eval_x=eval_x)
-        report = BenchmarkReport(results, reference_info, evaluation.source if evaluation else None,
-                                 dataclasses.asdict(options), machine_info(options.threads))
+        results = benchmark_models(
+            named_models, options, inputs=inputs, labels=labels, reference_outputs=reference_outputs, eval_x=eval_x
+        )
+        report = BenchmarkReport(
+            results,
+            reference_info,
+            evaluation.source if evaluation else None,
+            dataclasses.asdict(options),
+            machine_info(options.threads),
+        )
         outputs.report(json_path, report)
         outputs.bytes(markdown_path, markdown_benchmark(report).encode())
         outputs.file(plot_path, lambda path: plots.plot_benchmark(report, path))

@@ -18,10 +18,10 @@ from tfcompress import progress
 from tfcompress._io import cache
 from tfcompress.data import Dataset, fit_to_input, load_data, noise
 from tfcompress.errors import ConversionError, PreflightError
-from tfcompress.jobs._common import job_outputs, load_model
-from tfcompress.options import CheckOptions, LoadOptions, gather
 from tfcompress.export.calibration import attribute_ops
 from tfcompress.export.tflite import ConvertOptions, input_shapes, to_tflite
+from tfcompress.jobs._common import job_outputs, load_model
+from tfcompress.options import CheckOptions, LoadOptions, gather
 from tfcompress.report import library_versions, table
 from tfcompress.report_schema import schema_version
 from tfcompress.runtime.inspect import inspect_tflite
@@ -30,8 +30,20 @@ from tfcompress.runtime.tflm import micro_run_error
 from tfcompress.transforms import qat
 from tfcompress.transforms.graph import flatten_nested
 
-__all__ = ["CheckReport", "LayerCheck", "Problem", "check", "check_model", "format_check", "READY", "FALLBACKS",
-           "NOT_DEPLOYABLE", "BLOCKS", "FALLBACK", "NOTE"]
+__all__ = [
+    "CheckReport",
+    "LayerCheck",
+    "Problem",
+    "check",
+    "check_model",
+    "format_check",
+    "READY",
+    "FALLBACKS",
+    "NOT_DEPLOYABLE",
+    "BLOCKS",
+    "FALLBACK",
+    "NOTE",
+]
 
 READY = "ready"
 FALLBACKS = "ready with float fallbacks"
@@ -48,9 +60,9 @@ _MICRO_FIXES = {
 }
 
 
-BLOCKS = "blocks"          # the target cannot run the model
-FALLBACK = "fallback"      # runs, with something left in float
-NOTE = "note"              # worth knowing; the deployed model is not affected
+BLOCKS = "blocks"  # the target cannot run the model
+FALLBACK = "fallback"  # runs, with something left in float
+NOTE = "note"  # worth knowing; the deployed model is not affected
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,15 +86,21 @@ class LayerCheck:
     name: str
     layer_type: str
     qat: qat.LayerPlan
-    ops: tuple              # TFLite ops the layer lowers to
-    float_ops: tuple        # of those, the ones left computing in float in the int8 model
-    micro_missing: tuple    # ops the installed TFLite Micro has no kernel for
-    param_bytes: dict       # estimated weight bytes per precision ({} for a flattened container)
+    ops: tuple  # TFLite ops the layer lowers to
+    float_ops: tuple  # of those, the ones left computing in float in the int8 model
+    micro_missing: tuple  # ops the installed TFLite Micro has no kernel for
+    param_bytes: dict  # estimated weight bytes per precision ({} for a flattened container)
 
     def to_dict(self) -> dict:
-        return {"name": self.name, "layer_type": self.layer_type, "qat": self.qat.to_dict(),
-                "ops": list(self.ops), "float_ops": list(self.float_ops),
-                "micro_missing": list(self.micro_missing), "param_bytes": self.param_bytes}
+        return {
+            "name": self.name,
+            "layer_type": self.layer_type,
+            "qat": self.qat.to_dict(),
+            "ops": list(self.ops),
+            "float_ops": list(self.float_ops),
+            "micro_missing": list(self.micro_missing),
+            "param_bytes": self.param_bytes,
+        }
 
 
 @dataclasses.dataclass(frozen=True)
@@ -91,8 +109,8 @@ class CheckReport:
     target: str
     layers: tuple
     problems: tuple
-    ops: dict               # op counts of the model converted for the target
-    micro_run: Optional[str] = None   # what TFLite Micro said, None when it ran (micro only)
+    ops: dict  # op counts of the model converted for the target
+    micro_run: Optional[str] = None  # what TFLite Micro said, None when it ran (micro only)
 
     @property
     def verdict(self) -> str:
@@ -100,12 +118,18 @@ class CheckReport:
         return NOT_DEPLOYABLE if BLOCKS in severities else FALLBACKS if FALLBACK in severities else READY
 
     def to_dict(self) -> dict:
-        return {"schema_version": schema_version("check"),
-                "model": self.model, "target": self.target, "verdict": self.verdict,
-                "problems": [problem.to_dict() for problem in self.problems],
-                "layers": [layer.to_dict() for layer in self.layers], "ops": self.ops,
-                "param_bytes": _total_param_bytes(self.layers), "micro_run": self.micro_run,
-                "versions": library_versions()}
+        return {
+            "schema_version": schema_version("check"),
+            "model": self.model,
+            "target": self.target,
+            "verdict": self.verdict,
+            "problems": [problem.to_dict() for problem in self.problems],
+            "layers": [layer.to_dict() for layer in self.layers],
+            "ops": self.ops,
+            "param_bytes": _total_param_bytes(self.layers),
+            "micro_run": self.micro_run,
+            "versions": library_versions(),
+        }
 
     def summary(self) -> str:
         """The verdict and the problems on one line, for errors raised by other commands."""
@@ -118,11 +142,19 @@ class CheckReport:
         if self.verdict == NOT_DEPLOYABLE or (float_op_problems and not allow_float_ops):
             raise PreflightError(
                 f"pre-flight check: {self.summary()}. Run `tfcompress check` for the per-layer table, "
-                "or pass --skip_check.")
+                "or pass --skip_check."
+            )
 
 
-def check(model, *, options: Optional[CheckOptions] = None, load: Optional[LoadOptions] = None, calibration=None,
-          json_path=None, **settings) -> CheckReport:
+def check(
+    model,
+    *,
+    options: Optional[CheckOptions] = None,
+    load: Optional[LoadOptions] = None,
+    calibration=None,
+    json_path=None,
+    **settings,
+) -> CheckReport:
     """Checks a Keras model (or model file) against a deployment target (`target="micro"`, ...).
 
     `calibration` (a data file or Dataset) is optional: only a few inputs are used, to
@@ -135,20 +167,28 @@ def check(model, *, options: Optional[CheckOptions] = None, load: Optional[LoadO
         progress.stage(f"converting for {options.target} and reading the result layer by layer")
         if calibration is not None and not isinstance(calibration, Dataset):
             calibration = load_data(calibration, load.preprocessing)
-        report = check_model(model, target=options.target, calibration=calibration, source=model_path,
-                             reshape_data=load.reshape_data)
+        report = check_model(
+            model, target=options.target, calibration=calibration, source=model_path, reshape_data=load.reshape_data
+        )
         outputs.report(json_path, report)
     return report
 
 
-def check_model(model, *, target: str, calibration: Optional[Dataset] = None, source=None,
-                reshape_data: bool = False) -> CheckReport:
+def check_model(
+    model, *, target: str, calibration: Optional[Dataset] = None, source=None, reshape_data: bool = False
+) -> CheckReport:
     """`check` for a loaded tf_keras model; conversions are cached when `source` names its file."""
-    CheckOptions(target=target)   # validates it
+    CheckOptions(target=target)  # validates it
     plans = qat.plan_qat(model)
     flat = model if any(plan.action == qat.REFUSE for plan in plans) else flatten_nested(model)
-    return _Check(flat, str(source or model.name), target, plans, model_cache_key(source),
-                  _check_inputs(flat, calibration, reshape_data)).run()
+    return _Check(
+        flat,
+        str(source or model.name),
+        target,
+        plans,
+        model_cache_key(source),
+        _check_inputs(flat, calibration, reshape_data),
+    ).run()
 
 
 def cached_conversion(model, cache_key: Optional[dict], options: ConvertOptions, inputs=None) -> bytes:
@@ -156,14 +196,19 @@ def cached_conversion(model, cache_key: Optional[dict], options: ConvertOptions,
 
     `inputs` calibrate integer precisions. `convert` reads the float32 conversion the check
     made from here, for its size ratio, without converting again."""
+
     def convert() -> bytes:
         calibration = Dataset(inputs, None, "check") if options.needs_calibration else None
         return to_tflite(model, options, calibration)
 
     if cache_key is None:
         return convert()
-    key = {**cache_key, "options": dataclasses.asdict(options), "versions": library_versions(),
-           "inputs": _array_digest(inputs) if options.needs_calibration else None}
+    key = {
+        **cache_key,
+        "options": dataclasses.asdict(options),
+        "versions": library_versions(),
+        "inputs": _array_digest(inputs) if options.needs_calibration else None,
+    }
     return cache.cached_bytes("conversions", key, convert)
 
 
@@ -187,40 +232,70 @@ class _Check:
         if self.target == "mobile-fp16":
             deployed = self._convert(ConvertOptions(precision="float16"))
         else:
-            deployed = self._convert(ConvertOptions(
-                precision="int8", io_type="int8" if micro else "float32", per_tensor_dense=micro,
-                calibration_samples=_CHECK_SAMPLES, batch_size=batch_size, float_fallback=True))
+            deployed = self._convert(
+                ConvertOptions(
+                    precision="int8",
+                    io_type="int8" if micro else "float32",
+                    per_tensor_dense=micro,
+                    calibration_samples=_CHECK_SAMPLES,
+                    batch_size=batch_size,
+                    float_fallback=True,
+                )
+            )
         layer_names = [layer.name for layer in self.model.layers]
         lowered_ops = _ops_by_layer(lowered, layer_names)
         deployed_ops = _ops_by_layer(deployed, layer_names)
         available = micro_op_names() if micro else None
         for plan in self.plans:
             if plan.action == qat.REFUSE and self.target != "mobile-fp16":
-                self.problems.append(Problem(plan.name, f"QAT cannot train it ({plan.reason}); "
-                                             "post-training int8 still works", plan.fix, FALLBACK))
-        flattened = tuple(LayerCheck(plan.name, plan.layer_type, plan, (), (), (), {})
-                          for plan in self.plans if plan.action == qat.FLATTEN)
-        layers = flattened + tuple(self._layer_check(layer, lowered_ops, deployed_ops, available)
-                                   for layer in self.model.layers if type(layer).__name__ != "InputLayer")
+                self.problems.append(
+                    Problem(
+                        plan.name,
+                        f"QAT cannot train it ({plan.reason}); post-training int8 still works",
+                        plan.fix,
+                        FALLBACK,
+                    )
+                )
+        flattened = tuple(
+            LayerCheck(plan.name, plan.layer_type, plan, (), (), (), {})
+            for plan in self.plans
+            if plan.action == qat.FLATTEN
+        )
+        layers = flattened + tuple(
+            self._layer_check(layer, lowered_ops, deployed_ops, available)
+            for layer in self.model.layers
+            if type(layer).__name__ != "InputLayer"
+        )
         self._model_row_problems(deployed_ops, available)
-        micro_run = self._micro_run(deployed) if micro and deployed is not None and not any(
-            p.blocks for p in self.problems) else None
+        micro_run = (
+            self._micro_run(deployed)
+            if micro and deployed is not None and not any(p.blocks for p in self.problems)
+            else None
+        )
         summary = inspect_tflite(deployed) if deployed is not None else None
-        return CheckReport(self.name, self.target, layers, tuple(self.problems),
-                           summary.ops if summary else {}, micro_run)
+        return CheckReport(
+            self.name, self.target, layers, tuple(self.problems), summary.ops if summary else {}, micro_run
+        )
 
     def _convert(self, options: ConvertOptions) -> Optional[bytes]:
         try:
             return cached_conversion(self.model, self.cache_key, options, self.inputs)
         except ConversionError as error:
-            self.problems.append(Problem(
-                _MODEL_ROW, f"{options.precision} conversion failed: {error}",
-                "replace the layer whose op the message names with standard Keras layers", BLOCKS))
+            self.problems.append(
+                Problem(
+                    _MODEL_ROW,
+                    f"{options.precision} conversion failed: {error}",
+                    "replace the layer whose op the message names with standard Keras layers",
+                    BLOCKS,
+                )
+            )
             return None
 
     def _layer_check(self, layer, lowered_ops, deployed_ops, available) -> LayerCheck:
-        plan = next((p for p in self.plans if p.name == layer.name),
-                    qat.LayerPlan(layer.name, type(layer).__name__, qat.REFUSE, "inside a subclassed model"))
+        plan = next(
+            (p for p in self.plans if p.name == layer.name),
+            qat.LayerPlan(layer.name, type(layer).__name__, qat.REFUSE, "inside a subclassed model"),
+        )
         ops = tuple(op.name for op in lowered_ops.get(layer.name, ()))
         deployed = deployed_ops.get(layer.name, ())
         integer_target = self.target != "mobile-fp16"
@@ -232,27 +307,53 @@ class _Check:
                 severity = FALLBACK if layer.weights or float_ops else NOTE
                 self.problems.append(Problem(plan.name, f"stays float during QAT: {plan.reason}", plan.fix, severity))
             for op in float_ops:
-                self.problems.append(Problem(
-                    layer.name, f"{op} computes in float: LiteRT has no int8 kernel for it here",
-                    "replace the layer, or accept float ops with --allow_float_ops", FALLBACK, float_op=True))
+                self.problems.append(
+                    Problem(
+                        layer.name,
+                        f"{op} computes in float: LiteRT has no int8 kernel for it here",
+                        "replace the layer, or accept float ops with --allow_float_ops",
+                        FALLBACK,
+                        float_op=True,
+                    )
+                )
         for op in missing:
-            self.problems.append(Problem(layer.name, f"TFLite Micro has no {op} kernel",
-                                         _MICRO_FIXES.get(op, f"replace {layer.name} with layers TFLite "
-                                                          "Micro supports, or deploy with LiteRT (--target mobile)"),
-                                         BLOCKS))
+            self.problems.append(
+                Problem(
+                    layer.name,
+                    f"TFLite Micro has no {op} kernel",
+                    _MICRO_FIXES.get(
+                        op,
+                        f"replace {layer.name} with layers TFLite "
+                        "Micro supports, or deploy with LiteRT (--target mobile)",
+                    ),
+                    BLOCKS,
+                )
+            )
         return LayerCheck(layer.name, type(layer).__name__, plan, ops, float_ops, missing, _param_bytes(layer))
 
     def _model_row_problems(self, deployed_ops, available) -> None:
         for op in dict.fromkeys(op.name for op in deployed_ops.get(_MODEL_ROW, ())):
             if available is not None and op not in available:
-                self.problems.append(Problem(_MODEL_ROW, f"TFLite Micro has no {op} kernel",
-                                             _MICRO_FIXES.get(op, "deploy with LiteRT (--target mobile)"), BLOCKS))
+                self.problems.append(
+                    Problem(
+                        _MODEL_ROW,
+                        f"TFLite Micro has no {op} kernel",
+                        _MICRO_FIXES.get(op, "deploy with LiteRT (--target mobile)"),
+                        BLOCKS,
+                    )
+                )
 
     def _micro_run(self, model_bytes: bytes) -> Optional[str]:
         error = micro_run_error(model_bytes, max(16 * len(model_bytes), 1 << 22))
         if error is not None:
-            self.problems.append(Problem(_MODEL_ROW, f"TFLite Micro cannot run the int8 model: {error}",
-                                         "replace the op it names, or deploy with LiteRT (--target mobile)", BLOCKS))
+            self.problems.append(
+                Problem(
+                    _MODEL_ROW,
+                    f"TFLite Micro cannot run the int8 model: {error}",
+                    "replace the op it names, or deploy with LiteRT (--target mobile)",
+                    BLOCKS,
+                )
+            )
         return error
 
 
@@ -282,13 +383,14 @@ def _param_bytes(layer) -> dict:
     """Weight bytes per precision: kernels at 4/2/1 bytes, biases and vectors stay 32-bit in int8."""
     kernels = sum(int(np.prod(w.shape)) for w in layer.weights if len(w.shape) >= 2)
     vectors = sum(int(np.prod(w.shape)) for w in layer.weights if len(w.shape) < 2)
-    return {"float32": 4 * (kernels + vectors), "float16": 2 * (kernels + vectors),
-            "int8": kernels + 4 * vectors}
+    return {"float32": 4 * (kernels + vectors), "float16": 2 * (kernels + vectors), "int8": kernels + 4 * vectors}
 
 
 def _total_param_bytes(layers) -> dict:
-    return {precision: sum(layer.param_bytes.get(precision, 0) for layer in layers)
-            for precision in ("float32", "float16", "int8")}
+    return {
+        precision: sum(layer.param_bytes.get(precision, 0) for layer in layers)
+        for precision in ("float32", "float16", "int8")
+    }
 
 
 def _array_digest(array: np.ndarray) -> str:
@@ -298,18 +400,28 @@ def _array_digest(array: np.ndarray) -> str:
 def format_check(report: CheckReport) -> str:
     """The per-layer table, the problems with their fixes, and the verdict."""
     header = ("layer", "type", "QAT", "TFLite ops", "float in int8", "missing in TFLM", "int8 bytes")
-    rows = [(layer.name, layer.layer_type, layer.qat.action, " ".join(dict.fromkeys(layer.ops)) or "-",
-             " ".join(layer.float_ops) or "-", " ".join(layer.micro_missing) or "-",
-             _bytes(layer, "int8")) for layer in report.layers]
+    rows = [
+        (
+            layer.name,
+            layer.layer_type,
+            layer.qat.action,
+            " ".join(dict.fromkeys(layer.ops)) or "-",
+            " ".join(layer.float_ops) or "-",
+            " ".join(layer.micro_missing) or "-",
+            _bytes(layer, "int8"),
+        )
+        for layer in report.layers
+    ]
     if report.target == "mobile-fp16":
-        header, rows = header[:4] + ("fp16 bytes",), [row[:4] + (_bytes(layer, "float16"),)
-                                                      for row, layer in zip(rows, report.layers)]
+        header, rows = (
+            header[:4] + ("fp16 bytes",),
+            [row[:4] + (_bytes(layer, "float16"),) for row, layer in zip(rows, report.layers)],
+        )
     elif report.target == "mobile":
         header, rows = header[:5] + header[6:], [row[:5] + row[6:] for row in rows]
     lines = [table(header, rows)]
     for problem in report.problems:
-        lines.append(f"{problem.severity}: {problem.layer}: {problem.problem}. "
-                     f"Fix: {problem.fix}.")
+        lines.append(f"{problem.severity}: {problem.layer}: {problem.problem}. Fix: {problem.fix}.")
     lines.append(f"verdict ({report.target}): {report.verdict}")
     return "\n".join(lines)
 

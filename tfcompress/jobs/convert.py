@@ -11,18 +11,18 @@ import numpy as np
 from absl import logging
 
 from tfcompress import progress
-from tfcompress.jobs.check import cached_conversion, check_model, model_cache_key
 from tfcompress._io.files import path_size
 from tfcompress.data import Dataset, input_data, noise
 from tfcompress.errors import ConversionError, DataError
 from tfcompress.export.tflite import ConvertOptions, to_tflite
 from tfcompress.jobs._common import job_outputs, load_model
+from tfcompress.jobs.check import cached_conversion, check_model, model_cache_key
 from tfcompress.options import GuardOptions, LoadOptions, gather
 from tfcompress.report import ConversionReport, Reference
 from tfcompress.runtime import metrics
-from tfcompress.runtime.latency import measure_latency
 from tfcompress.runtime.inspect import gzip_size, inspect_tflite
 from tfcompress.runtime.interpreter import predict
+from tfcompress.runtime.latency import measure_latency
 from tfcompress.transforms.qat import is_quantize_aware
 
 __all__ = ["convert", "io_report", "RANDOM_CALIBRATION"]
@@ -31,9 +31,20 @@ RANDOM_CALIBRATION = "random"
 _RANDOM_CALIBRATION_SAMPLES = 100
 
 
-def convert(model, *, options: Optional[ConvertOptions] = None, load: Optional[LoadOptions] = None,
-            guard: Optional[GuardOptions] = None, calibration=None, eval_data=None, output=None, report_path=None,
-            latency_runs: int = 100, check_target: str = "mobile", **settings) -> ConversionReport:
+def convert(
+    model,
+    *,
+    options: Optional[ConvertOptions] = None,
+    load: Optional[LoadOptions] = None,
+    guard: Optional[GuardOptions] = None,
+    calibration=None,
+    eval_data=None,
+    output=None,
+    report_path=None,
+    latency_runs: int = 100,
+    check_target: str = "mobile",
+    **settings,
+) -> ConversionReport:
     """Converts a Keras model (or model file) to TFLite and measures the result.
 
     `options`, `load` and `guard` may also be given field by field as keywords
@@ -51,16 +62,24 @@ def convert(model, *, options: Optional[ConvertOptions] = None, load: Optional[L
     with job_outputs(output, report_path, inputs=(model, calibration, eval_data)) as outputs:
         model, model_path = load_model(model, load)
         options = dataclasses.replace(options, quantize_aware=is_quantize_aware(model))
-        report = _convert(model, model_path, options, load, guard, calibration, eval_data, latency_runs,
-                          check_target)
+        report = _convert(model, model_path, options, load, guard, calibration, eval_data, latency_runs, check_target)
         report = dataclasses.replace(report, output=str(output) if output is not None else None)
         outputs.bytes(output, report.tflite)
         outputs.report(report_path, report)
     return report
 
 
-def _convert(model, model_path, options: ConvertOptions, load: LoadOptions, guard: GuardOptions, calibration,
-             eval_data, latency_runs, check_target) -> ConversionReport:
+def _convert(
+    model,
+    model_path,
+    options: ConvertOptions,
+    load: LoadOptions,
+    guard: GuardOptions,
+    calibration,
+    eval_data,
+    latency_runs,
+    check_target,
+) -> ConversionReport:
     model_name = str(model_path) if model_path is not None else model.name
     input_shape = tuple(model.inputs[0].shape)
     warnings = []
@@ -69,10 +88,12 @@ def _convert(model, model_path, options: ConvertOptions, load: LoadOptions, guar
     evaluation = input_data(eval_data, input_shape, preprocessing, reshape=reshape_data)
     if options.precision in ("int8", "int16x8") and not guard.skip_check:
         progress.stage(f"pre-flight check for {check_target}")
-        real_calibration = None if calibration_data is None or calibration_data.source == RANDOM_CALIBRATION \
-            else calibration_data
-        check_model(model, target=check_target, calibration=real_calibration,
-                    source=model_path).raise_if_blocked(allow_float_ops=guard.allow_float_ops)
+        real_calibration = (
+            None if calibration_data is None or calibration_data.source == RANDOM_CALIBRATION else calibration_data
+        )
+        check_model(model, target=check_target, calibration=real_calibration, source=model_path).raise_if_blocked(
+            allow_float_ops=guard.allow_float_ops
+        )
 
     progress.stage(f"converting to {options.precision}" + (" (calibrating)" if options.needs_calibration else ""))
     tflite_bytes = to_tflite(model, options, calibration_data)
@@ -80,8 +101,7 @@ def _convert(model, model_path, options: ConvertOptions, load: LoadOptions, guar
     if options.precision == "int8" and summary.float_ops and options.keep_float:
         warnings.append(f"kept in float as asked ({', '.join(options.keep_float)}): {', '.join(summary.float_ops)}")
     elif options.precision == "int8" and summary.float_ops:
-        message = (f"the converter left these ops computing in float in the int8 model: "
-                   f"{', '.join(summary.float_ops)}")
+        message = f"the converter left these ops computing in float in the int8 model: {', '.join(summary.float_ops)}"
         if not guard.allow_float_ops:
             raise ConversionError(f"{message}. Replace those layers, or pass --allow_float_ops to accept them.")
         warnings.append(message)
@@ -101,34 +121,53 @@ def _convert(model, model_path, options: ConvertOptions, load: LoadOptions, guar
     latency = measure_latency(tflite_bytes, runs=latency_runs, warmup=10) if latency_runs else None
     return ConversionReport(
         float32_bytes=_float32_bytes(model, model_path, options, tflite_bytes),
-        model=model_name, output=None,
-        precision=options.precision, size_bytes=len(tflite_bytes), gzip_bytes=gzip_size(tflite_bytes),
+        model=model_name,
+        output=None,
+        precision=options.precision,
+        size_bytes=len(tflite_bytes),
+        gzip_bytes=gzip_size(tflite_bytes),
         reference=Reference(model_name, path_size(model_path) or _keras_float32_bytes(model), reference_accuracy),
-        accuracy=accuracy, fidelity=fidelity, latency=latency,
-        ops=summary.ops, float_ops=summary.float_ops,
+        accuracy=accuracy,
+        fidelity=fidelity,
+        latency=latency,
+        ops=summary.ops,
+        float_ops=summary.float_ops,
         io=io_report(summary),
         calibration=_calibration_note(calibration_data, options),
-        options={"io_type": options.io_type, "per_tensor_dense": options.per_tensor_dense,
-                 "calibration_samples": options.calibration_samples, "batch_size": options.batch_size,
-                 "allow_float_ops": guard.allow_float_ops, "skip_check": guard.skip_check,
-                 "quantize_aware": options.quantize_aware, "keep_float": list(options.keep_float),
-                 "calibration_method": options.calibration_method, "percentile": options.percentile,
-                 "input_range": list(options.input_range) if options.input_range else None},
-        warnings=tuple(warnings), tflite=tflite_bytes)
+        options={
+            "io_type": options.io_type,
+            "per_tensor_dense": options.per_tensor_dense,
+            "calibration_samples": options.calibration_samples,
+            "batch_size": options.batch_size,
+            "allow_float_ops": guard.allow_float_ops,
+            "skip_check": guard.skip_check,
+            "quantize_aware": options.quantize_aware,
+            "keep_float": list(options.keep_float),
+            "calibration_method": options.calibration_method,
+            "percentile": options.percentile,
+            "input_range": list(options.input_range) if options.input_range else None,
+        },
+        warnings=tuple(warnings),
+        tflite=tflite_bytes,
+    )
 
 
-def _calibration(calibration, options: ConvertOptions, input_shape, preprocessing,
-                 reshape_data, warnings) -> Optional[Dataset]:
+def _calibration(
+    calibration, options: ConvertOptions, input_shape, preprocessing, reshape_data, warnings
+) -> Optional[Dataset]:
     if isinstance(calibration, str) and calibration == RANDOM_CALIBRATION:
-        message = ("calibrating on random noise: activation ranges will not match real data "
-                   "and accuracy may collapse; pass real calibration data")
+        message = (
+            "calibrating on random noise: activation ranges will not match real data "
+            "and accuracy may collapse; pass real calibration data"
+        )
         logging.warning(message)
         warnings.append(message)
         return Dataset(noise((_RANDOM_CALIBRATION_SAMPLES,) + tuple(input_shape[1:])), None, RANDOM_CALIBRATION)
     if calibration is None and options.needs_calibration:
         raise DataError(
             f"precision={options.precision} needs calibration data: pass --calibration DATA "
-            "(a few hundred real inputs), or --calibration random to accept random ranges.")
+            "(a few hundred real inputs), or --calibration random to accept random ranges."
+        )
     return input_data(calibration, input_shape, preprocessing, reshape=reshape_data)
 
 
@@ -141,8 +180,11 @@ def _calibration_note(data: Optional[Dataset], options: ConvertOptions) -> dict:
     """What the converter calibrated on: it reads at most `calibration_samples` inputs."""
     if data is None or not options.needs_calibration:
         return {"source": None if data is None else data.source, "samples": 0, "random": False}
-    return {"source": data.source, "samples": min(len(data), options.calibration_samples),
-            "random": data.source == RANDOM_CALIBRATION}
+    return {
+        "source": data.source,
+        "samples": min(len(data), options.calibration_samples),
+        "random": data.source == RANDOM_CALIBRATION,
+    }
 
 
 def _keras_float32_bytes(model) -> int:

@@ -37,24 +37,44 @@ def _tflite_details(path: Path) -> dict:
     data = read_tflite(path)
     summary = inspect_tflite(data, str(path))
     coding = code_weights(data)
-    return {"model": str(path), "format": "tflite", "size_bytes": summary.size_bytes,
-            "gzip_bytes": coding.gzip_bytes, "entropy_bound_bytes": coding.entropy_bound_bytes,
-            "huffman_bytes": coding.huffman_bytes, "ops": summary.ops, "float_ops": list(summary.float_ops),
-            "inputs": [t.to_dict() for t in summary.inputs],
-            "outputs": [t.to_dict() for t in summary.outputs],
-            "tensors": [t.to_dict() for t in summary.tensors],
-            "weights": [t.to_dict() for t in coding.tensors]}
+    return {
+        "model": str(path),
+        "format": "tflite",
+        "size_bytes": summary.size_bytes,
+        "gzip_bytes": coding.gzip_bytes,
+        "entropy_bound_bytes": coding.entropy_bound_bytes,
+        "huffman_bytes": coding.huffman_bytes,
+        "ops": summary.ops,
+        "float_ops": list(summary.float_ops),
+        "inputs": [t.to_dict() for t in summary.inputs],
+        "outputs": [t.to_dict() for t in summary.outputs],
+        "tensors": [t.to_dict() for t in summary.tensors],
+        "weights": [t.to_dict() for t in coding.tensors],
+    }
 
 
 def _keras_details(path: Path, load: LoadOptions) -> dict:
     model, _ = load_model(path, load)
-    layers = [{"name": layer.name, "class": type(layer).__name__,
-               "output_shape": _shape_text(layer), "params": int(layer.count_params()),
-               "dtypes": sorted({w.dtype.name for w in layer.weights}), **_kernel_details(layer)}
-              for layer in model.layers]
-    return {"model": str(path), "format": "keras", "size_bytes": path.stat().st_size if path.is_file() else None,
-            "params": int(model.count_params()), "float32_bytes": int(model.count_params()) * 4,
-            "inputs": [list(t.shape) for t in model.inputs], "layers": layers}
+    layers = [
+        {
+            "name": layer.name,
+            "class": type(layer).__name__,
+            "output_shape": _shape_text(layer),
+            "params": int(layer.count_params()),
+            "dtypes": sorted({w.dtype.name for w in layer.weights}),
+            **_kernel_details(layer),
+        }
+        for layer in model.layers
+    ]
+    return {
+        "model": str(path),
+        "format": "keras",
+        "size_bytes": path.stat().st_size if path.is_file() else None,
+        "params": int(model.count_params()),
+        "float32_bytes": int(model.count_params()) * 4,
+        "inputs": [list(t.shape) for t in model.inputs],
+        "layers": layers,
+    }
 
 
 def _kernel_details(layer) -> dict:
@@ -77,26 +97,59 @@ def _shape_text(layer) -> str:
 
 def format_details(details: dict) -> str:
     if details["format"] == "tflite":
-        lines = [f"{details['model']}: {details['size_bytes']:,} bytes, {details['gzip_bytes']:,} gzipped, "
-                 f"{details['huffman_bytes']:,} Huffman-coded (entropy bound {details['entropy_bound_bytes']:,})",
-                 "ops: " + ", ".join(f"{name} x{count}" for name, count in details["ops"].items()),
-                 "float ops: " + (", ".join(details["float_ops"]) or "none"),
-                 table(("tensor", "dtype", "shape", "bytes", "quantization"),
-                       [(tensor["name"][:40], tensor["dtype"], str(tuple(tensor["shape"])), f"{tensor['size_bytes']:,}",
-                         _quantization_text(tensor["quantization"])) for tensor in details["tensors"]]),
-                 table(("weight tensor", "sparsity", "distinct", "bits/w", "bytes", "Huffman", "coding"),
-                       [(weight["name"][:40], f"{weight['sparsity']:.3f}", weight["unique_values"],
-                         f"{weight['entropy_bits']:.2f}", f"{weight['raw_bytes']:,}", f"{weight['huffman_bytes']:,}",
-                         weight["coding"] + (f" ({weight['unique_per_channel']}/ch)"
-                                             if weight["unique_per_channel"] else ""))
-                        for weight in details["weights"]])]
+        lines = [
+            f"{details['model']}: {details['size_bytes']:,} bytes, {details['gzip_bytes']:,} gzipped, "
+            f"{details['huffman_bytes']:,} Huffman-coded (entropy bound {details['entropy_bound_bytes']:,})",
+            "ops: " + ", ".join(f"{name} x{count}" for name, count in details["ops"].items()),
+            "float ops: " + (", ".join(details["float_ops"]) or "none"),
+            table(
+                ("tensor", "dtype", "shape", "bytes", "quantization"),
+                [
+                    (
+                        tensor["name"][:40],
+                        tensor["dtype"],
+                        str(tuple(tensor["shape"])),
+                        f"{tensor['size_bytes']:,}",
+                        _quantization_text(tensor["quantization"]),
+                    )
+                    for tensor in details["tensors"]
+                ],
+            ),
+            table(
+                ("weight tensor", "sparsity", "distinct", "bits/w", "bytes", "Huffman", "coding"),
+                [
+                    (
+                        weight["name"][:40],
+                        f"{weight['sparsity']:.3f}",
+                        weight["unique_values"],
+                        f"{weight['entropy_bits']:.2f}",
+                        f"{weight['raw_bytes']:,}",
+                        f"{weight['huffman_bytes']:,}",
+                        weight["coding"]
+                        + (f" ({weight['unique_per_channel']}/ch)" if weight["unique_per_channel"] else ""),
+                    )
+                    for weight in details["weights"]
+                ],
+            ),
+        ]
         return "\n".join(lines)
-    rows = [(layer["name"][:32], layer["class"], layer["output_shape"], f"{layer['params']:,}",
-             "-" if layer["sparsity"] is None else f"{layer['sparsity']:.3f}",
-             "-" if layer["distinct_values"] is None else f"{layer['distinct_values']:,}")
-            for layer in details["layers"]]
-    return "\n".join([f"{details['model']}: {details['params']:,} params ({details['float32_bytes']:,} bytes as float32)",
-                      table(("layer", "class", "output shape", "params", "sparsity", "distinct"), rows)])
+    rows = [
+        (
+            layer["name"][:32],
+            layer["class"],
+            layer["output_shape"],
+            f"{layer['params']:,}",
+            "-" if layer["sparsity"] is None else f"{layer['sparsity']:.3f}",
+            "-" if layer["distinct_values"] is None else f"{layer['distinct_values']:,}",
+        )
+        for layer in details["layers"]
+    ]
+    return "\n".join(
+        [
+            f"{details['model']}: {details['params']:,} params ({details['float32_bytes']:,} bytes as float32)",
+            table(("layer", "class", "output shape", "params", "sparsity", "distinct"), rows),
+        ]
+    )
 
 
 def _quantization_text(quantization) -> str:

@@ -19,26 +19,42 @@ __all__ = ["LowRankReport", "lowrank", "format_lowrank_report"]
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class LowRankReport(TrainingResult):
     STEP = "lowrank"
-    layers: list               # [Factorization]
-    skipped: dict              # layer → why it was left alone
-    params: dict               # {"original": n, "factored": n}
-    accuracy: dict             # {"original", "factored", "fine_tuned"}: fraction or None
+    layers: list  # [Factorization]
+    skipped: dict  # layer → why it was left alone
+    params: dict  # {"original": n, "factored": n}
+    accuracy: dict  # {"original", "factored", "fine_tuned"}: fraction or None
 
     @property
     def params_ratio(self) -> float:
         return self.params["factored"] / self.params["original"]
 
     def own_dict(self) -> dict:
-        return {"layers": [layer.to_dict() for layer in self.layers], "skipped": self.skipped,
-                "params": {**self.params, "ratio": self.params_ratio}, "accuracy": self.accuracy}
+        return {
+            "layers": [layer.to_dict() for layer in self.layers],
+            "skipped": self.skipped,
+            "params": {**self.params, "ratio": self.params_ratio},
+            "accuracy": self.accuracy,
+        }
 
 
 TRAINING = TrainOptions(epochs=1)
 
 
-def lowrank(model, *, options: Optional[LowRankOptions] = None, training: Optional[TrainOptions] = None,
-            load: Optional[LoadOptions] = None, output=None, train=None, eval_data=None, strategy=None,
-            report_path=None, callbacks=(), verbose="auto", **settings) -> LowRankReport:
+def lowrank(
+    model,
+    *,
+    options: Optional[LowRankOptions] = None,
+    training: Optional[TrainOptions] = None,
+    load: Optional[LoadOptions] = None,
+    output=None,
+    train=None,
+    eval_data=None,
+    strategy=None,
+    report_path=None,
+    callbacks=(),
+    verbose="auto",
+    **settings,
+) -> LowRankReport:
     """Factors the Dense and Conv2D layers of a Keras model (or model file) where that saves params.
 
     `options` (`energy` or `rank_ratio`), `training` and `load` may also be given field by
@@ -46,10 +62,13 @@ def lowrank(model, *, options: Optional[LowRankOptions] = None, training: Option
     `epochs`; with `eval_data` the report has the accuracy of the original, the factored and the
     fine-tuned model. Data: a data file, a `Dataset`, arrays `(x, y)` or a tf.data dataset.
     """
-    options, training, load = gather(settings, (LowRankOptions, options), (TrainOptions, training or TRAINING),
-                                      (LoadOptions, load))
-    with training_run(model, train, eval_data, output=output, report_path=report_path, load=load,
-                      held_out_role="eval") as run:
+    options, training, load = gather(
+        settings, (LowRankOptions, options), (TrainOptions, training or TRAINING), (LoadOptions, load)
+    )
+    with training_run(
+        model, train, eval_data, output=output, report_path=report_path, load=load, held_out_role="eval"
+    ) as run:
+
         def measured(keras_model):
             return keras_accuracy(keras_model, run.held_out) if run.held_out is not None else None
 
@@ -60,27 +79,44 @@ def lowrank(model, *, options: Optional[LowRankOptions] = None, training: Option
         metrics = {}
         if run.train is not None and layers:
             with strategy_scope(strategy):
-                metrics = fine_tune(factored, run.train, training,
-                                    from_logits=not outputs_probabilities(run.model), callbacks=callbacks,
-                                    verbose=verbose)
+                metrics = fine_tune(
+                    factored,
+                    run.train,
+                    training,
+                    from_logits=not outputs_probabilities(run.model),
+                    callbacks=callbacks,
+                    verbose=verbose,
+                )
             accuracy["fine_tuned"] = measured(factored)
         output_format = run.outputs.keras(factored, output, input_was_keras3=run.input_was_keras3)
-        result = LowRankReport(**run.result_fields(output, metrics, options, training, output_format, factored),
-                               layers=layers, skipped=skipped, accuracy=accuracy,
-                               params={"original": int(run.model.count_params()),
-                                       "factored": int(factored.count_params())})
+        result = LowRankReport(
+            **run.result_fields(output, metrics, options, training, output_format, factored),
+            layers=layers,
+            skipped=skipped,
+            accuracy=accuracy,
+            params={"original": int(run.model.count_params()), "factored": int(factored.count_params())},
+        )
         run.outputs.report(report_path, result)
     return result
 
 
 def format_lowrank_report(report: LowRankReport) -> str:
-    rows = [(layer.layer, f"{layer.rank}/{layer.full_rank}", f"{layer.energy:.3f}", f"{layer.params_before:,}",
-             f"{layer.params_after:,}") for layer in report.layers]
-    lines = [f"lowrank: {report.model} → {report.output or '(not saved)'}",
-             table(("layer", "rank", "energy kept", "params before", "params after"), rows)]
+    rows = [
+        (
+            layer.layer,
+            f"{layer.rank}/{layer.full_rank}",
+            f"{layer.energy:.3f}",
+            f"{layer.params_before:,}",
+            f"{layer.params_after:,}",
+        )
+        for layer in report.layers
+    ]
+    lines = [
+        f"lowrank: {report.model} → {report.output or '(not saved)'}",
+        table(("layer", "rank", "energy kept", "params before", "params after"), rows),
+    ]
     lines += [f"left alone: {name} ({why})" for name, why in report.skipped.items()]
-    lines.append(f"params: {report.params['original']:,} → {report.params['factored']:,} "
-                 f"({report.params_ratio:.2f}x)")
+    lines.append(f"params: {report.params['original']:,} → {report.params['factored']:,} ({report.params_ratio:.2f}x)")
     stages = [f"{stage} {value * 100:.2f}%" for stage, value in report.accuracy.items() if value is not None]
     if stages:
         lines.append("accuracy: " + ", ".join(stages))

@@ -13,15 +13,15 @@ from typing import Optional
 import numpy as np
 
 from tfcompress import progress
+from tfcompress._io.files import atomic_folder, check_not_inputs, write_atomic, write_json_atomic
 from tfcompress.data import input_data
 from tfcompress.errors import ConversionError, DataError, ModelLoadError
-from tfcompress.jobs.convert import convert, io_report
-from tfcompress.export.tflite import ConvertOptions
-from tfcompress.options import GuardOptions, LoadOptions, MicroOptions, gather
 from tfcompress.export.ethosu import compile_for_ethos_u
 from tfcompress.export.micro import arena_with_margin, check_identifier, micro_sources
-from tfcompress._io.files import atomic_folder, check_not_inputs, write_atomic, write_json_atomic
+from tfcompress.export.tflite import ConvertOptions
+from tfcompress.jobs.convert import convert, io_report
 from tfcompress.jobs.micro_lut import LutResult, format_lut_section, lut_compress_verified
+from tfcompress.options import GuardOptions, LoadOptions, MicroOptions, gather
 from tfcompress.report import library_versions
 from tfcompress.report_schema import schema_version
 from tfcompress.runtime import metrics
@@ -37,17 +37,17 @@ __all__ = ["MicroReport", "to_micro", "MAX_DIFF_STEPS"]
 # 1,000 outputs with either kernel set; the unpruned sample models stay within one step.
 MAX_DIFF_STEPS = 2
 _AGREEMENT_SAMPLES = 100
-_LUT_CHECK_SAMPLES = 500        # inputs on which LUT-compressed outputs must equal the uncompressed ones
+_LUT_CHECK_SAMPLES = 500  # inputs on which LUT-compressed outputs must equal the uncompressed ones
 
 
 @dataclasses.dataclass(frozen=True)
 class MicroReport:
     model: str
     output_dir: str
-    size_bytes: int                 # flash: the flatbuffer
+    size_bytes: int  # flash: the flatbuffer
     gzip_bytes: int
-    arena_bytes: int                # measured in TFLite Micro
-    arena_with_margin_bytes: int    # what the header declares
+    arena_bytes: int  # measured in TFLite Micro
+    arena_with_margin_bytes: int  # what the header declares
     recorded_arena_bytes: int
     max_diff_steps: int
     diff_steps_by_kernels: dict
@@ -55,14 +55,14 @@ class MicroReport:
     micro_latency: dict
     ops: dict
     accuracy: Optional[float]
-    reference: Optional[dict]       # the Keras model: path, size_bytes, accuracy
+    reference: Optional[dict]  # the Keras model: path, size_bytes, accuracy
     fidelity: Optional[dict]
     per_tensor_dense: Optional[bool]
     files: tuple
-    io: dict                        # the model's inputs and outputs (dtype, shape, bytes, quantization)
-    calibration: Optional[dict]     # what the int8 conversion calibrated on; None for a given .tflite
+    io: dict  # the model's inputs and outputs (dtype, shape, bytes, quantization)
+    calibration: Optional[dict]  # what the int8 conversion calibrated on; None for a given .tflite
     warnings: tuple
-    float32_bytes: Optional[int]    # the float32 .tflite of the same Keras model (None for a given .tflite)
+    float32_bytes: Optional[int]  # the float32 .tflite of the same Keras model (None for a given .tflite)
     ethos_u: Optional[dict] = None  # vela's summary when an Ethos-U target was asked for
     lut: Optional[LutResult] = None  # with compress="lut": what was compressed, verified, measured
 
@@ -71,28 +71,56 @@ class MicroReport:
         return metrics.accuracy_drop((self.reference or {}).get("accuracy"), self.accuracy)
 
     def to_dict(self) -> dict:
-        return {"schema_version": schema_version("micro"),
-                "model": self.model, "output": str(Path(self.output_dir) / "model.tflite"),
-                "precision": "int8", "size_bytes": self.size_bytes, "gzip_bytes": self.gzip_bytes,
-                "reference": self.reference, "accuracy": self.accuracy, "accuracy_drop": self.accuracy_drop,
-                "fidelity": self.fidelity, "latency_us": self.micro_latency, "ops": self.ops, "float_ops": [],
-                "arena_bytes": self.arena_bytes, "arena_with_margin_bytes": self.arena_with_margin_bytes,
-                "recorded_arena_bytes": self.recorded_arena_bytes,
-                "micro": {"max_diff_steps": self.max_diff_steps, "diff_steps_by_kernels": self.diff_steps_by_kernels,
-                          "agreement_samples": self.agreement_samples,
-                          "runtime": "tflite-micro Python interpreter"},
-                "per_tensor_dense": self.per_tensor_dense, "files": list(self.files), "ethos_u": self.ethos_u,
-                "io": self.io, "calibration": self.calibration, "warnings": list(self.warnings),
-                "float32_bytes": self.float32_bytes,
-                "lut": self.lut.to_dict() if self.lut else None, "versions": library_versions()}
+        return {
+            "schema_version": schema_version("micro"),
+            "model": self.model,
+            "output": str(Path(self.output_dir) / "model.tflite"),
+            "precision": "int8",
+            "size_bytes": self.size_bytes,
+            "gzip_bytes": self.gzip_bytes,
+            "reference": self.reference,
+            "accuracy": self.accuracy,
+            "accuracy_drop": self.accuracy_drop,
+            "fidelity": self.fidelity,
+            "latency_us": self.micro_latency,
+            "ops": self.ops,
+            "float_ops": [],
+            "arena_bytes": self.arena_bytes,
+            "arena_with_margin_bytes": self.arena_with_margin_bytes,
+            "recorded_arena_bytes": self.recorded_arena_bytes,
+            "micro": {
+                "max_diff_steps": self.max_diff_steps,
+                "diff_steps_by_kernels": self.diff_steps_by_kernels,
+                "agreement_samples": self.agreement_samples,
+                "runtime": "tflite-micro Python interpreter",
+            },
+            "per_tensor_dense": self.per_tensor_dense,
+            "files": list(self.files),
+            "ethos_u": self.ethos_u,
+            "io": self.io,
+            "calibration": self.calibration,
+            "warnings": list(self.warnings),
+            "float32_bytes": self.float32_bytes,
+            "lut": self.lut.to_dict() if self.lut else None,
+            "versions": library_versions(),
+        }
 
 
 CONVERSION = ConvertOptions(precision="int8", io_type="int8", per_tensor_dense=True, batch_size=1)
 
 
-def to_micro(model, output_dir, *, options: Optional[MicroOptions] = None, conversion: Optional[ConvertOptions] = None,
-             load: Optional[LoadOptions] = None, guard: Optional[GuardOptions] = None, calibration=None,
-             eval_data=None, **settings) -> MicroReport:
+def to_micro(
+    model,
+    output_dir,
+    *,
+    options: Optional[MicroOptions] = None,
+    conversion: Optional[ConvertOptions] = None,
+    load: Optional[LoadOptions] = None,
+    guard: Optional[GuardOptions] = None,
+    calibration=None,
+    eval_data=None,
+    **settings,
+) -> MicroReport:
     """Builds and verifies the TFLite Micro deployment files for a Keras model or `.tflite`.
 
     `options`, `conversion` (full integer at batch 1 always; per-tensor Dense weights unless
@@ -102,17 +130,31 @@ def to_micro(model, output_dir, *, options: Optional[MicroOptions] = None, conve
     `compress="lut"`, weight tensors of few distinct values (clustered layers) are stored
     as bit-packed indices that TFLite Micro's DECODE op expands; the files describe that model.
     """
-    options, conversion, load, guard = gather(settings, (MicroOptions, options), (ConvertOptions, conversion or CONVERSION),
-                                              (LoadOptions, load), (GuardOptions, guard))
+    options, conversion, load, guard = gather(
+        settings,
+        (MicroOptions, options),
+        (ConvertOptions, conversion or CONVERSION),
+        (LoadOptions, load),
+        (GuardOptions, guard),
+    )
     conversion = dataclasses.replace(conversion, precision="int8", io_type="int8", batch_size=1)
     output_dir = Path(output_dir)
     check_not_inputs(output_dir, (model, calibration, eval_data), folder=True)
-    with atomic_folder(output_dir) as staging:   # checks the folder can be written before the slow work
+    with atomic_folder(output_dir) as staging:  # checks the folder can be written before the slow work
         return _build_micro(model, output_dir, staging, calibration, eval_data, options, conversion, load, guard)
 
 
-def _build_micro(model, output_dir, staging, calibration, eval_data, options: MicroOptions,
-                 conversion: ConvertOptions, load: LoadOptions, guard: GuardOptions) -> MicroReport:
+def _build_micro(
+    model,
+    output_dir,
+    staging,
+    calibration,
+    eval_data,
+    options: MicroOptions,
+    conversion: ConvertOptions,
+    load: LoadOptions,
+    guard: GuardOptions,
+) -> MicroReport:
     check_identifier(options.name)
     arena_with_margin(1, options.arena_margin)  # validates the margin before the slow work
     model_path = Path(model) if not hasattr(model, "inputs") else None
@@ -120,10 +162,20 @@ def _build_micro(model, output_dir, staging, calibration, eval_data, options: Mi
         tflite_bytes, converted = _checked_tflite(model_path), None
     else:
         if calibration is None:
-            raise DataError("micro needs --calibration DATA: int8 conversion calibrates activation "
-                            "ranges on a few hundred real inputs.")
-        converted = convert(model, options=conversion, calibration=calibration, eval_data=eval_data, load=load,
-                            latency_runs=0, check_target="micro", skip_check=guard.skip_check)
+            raise DataError(
+                "micro needs --calibration DATA: int8 conversion calibrates activation "
+                "ranges on a few hundred real inputs."
+            )
+        converted = convert(
+            model,
+            options=conversion,
+            calibration=calibration,
+            eval_data=eval_data,
+            load=load,
+            latency_runs=0,
+            check_target="micro",
+            skip_check=guard.skip_check,
+        )
         tflite_bytes = converted.tflite
     summary = inspect_tflite(tflite_bytes)
     check_data = _check_data(eval_data if eval_data is not None else calibration, summary, load)
@@ -133,7 +185,8 @@ def _build_micro(model, output_dir, staging, calibration, eval_data, options: Mi
     if micro.max_diff_steps > MAX_DIFF_STEPS:
         raise ConversionError(
             f"TFLite Micro outputs differ from LiteRT's by {micro.diff_steps_by_kernels} quantized steps "
-            f"(allowed {MAX_DIFF_STEPS}); the model would not behave on the device as measured here.")
+            f"(allowed {MAX_DIFF_STEPS}); the model would not behave on the device as measured here."
+        )
     accuracy = None
     if converted is not None:
         accuracy = converted.accuracy
@@ -141,8 +194,11 @@ def _build_micro(model, output_dir, staging, calibration, eval_data, options: Mi
         accuracy = metrics.accuracy(predict(tflite_bytes, check_data.x), check_data.y)
     lut = None
     if options.compress == "lut":
-        lut_inputs = quantize(check_data.x[:_LUT_CHECK_SAMPLES], summary.inputs[0].interpreter_detail()) \
-            if check_data is not None else inputs
+        lut_inputs = (
+            quantize(check_data.x[:_LUT_CHECK_SAMPLES], summary.inputs[0].interpreter_detail())
+            if check_data is not None
+            else inputs
+        )
         lut = lut_compress_verified(tflite_bytes, lut_inputs, micro.arena_bytes)
         tflite_bytes, summary = lut.model, inspect_tflite(lut.model)
     arena_bytes = lut.arena_bytes if lut else micro.arena_bytes
@@ -153,20 +209,30 @@ def _build_micro(model, output_dir, staging, calibration, eval_data, options: Mi
     files = ("model.tflite", sources.source_name, sources.header_name, "report.json", "report.md")
     files += ("model_vela.tflite",) if vela else ()
     report = MicroReport(
-        model=str(model_path) if model_path is not None else model.name, output_dir=str(output_dir),
-        size_bytes=len(tflite_bytes), gzip_bytes=gzip_size(tflite_bytes), arena_bytes=arena_bytes,
-        arena_with_margin_bytes=declared_arena, recorded_arena_bytes=micro.recorded_arena_bytes,
-        max_diff_steps=micro.max_diff_steps, diff_steps_by_kernels=micro.diff_steps_by_kernels,
+        model=str(model_path) if model_path is not None else model.name,
+        output_dir=str(output_dir),
+        size_bytes=len(tflite_bytes),
+        gzip_bytes=gzip_size(tflite_bytes),
+        arena_bytes=arena_bytes,
+        arena_with_margin_bytes=declared_arena,
+        recorded_arena_bytes=micro.recorded_arena_bytes,
+        max_diff_steps=micro.max_diff_steps,
+        diff_steps_by_kernels=micro.diff_steps_by_kernels,
         agreement_samples=len(inputs),
         micro_latency=(lut.latency["compressed"] if lut and lut.compressed else micro.latency).to_dict(),
-        ops=summary.ops, accuracy=accuracy,
+        ops=summary.ops,
+        accuracy=accuracy,
         reference=dataclasses.asdict(converted.reference) if converted else None,
         fidelity=converted.fidelity.to_dict() if converted and converted.fidelity else None,
-        per_tensor_dense=conversion.per_tensor_dense if converted else None, files=files, io=io_report(summary),
+        per_tensor_dense=conversion.per_tensor_dense if converted else None,
+        files=files,
+        io=io_report(summary),
         calibration=converted.calibration if converted else None,
         warnings=converted.warnings if converted else (),
         float32_bytes=converted.float32_bytes if converted else None,
-        ethos_u=vela.to_dict() if vela else None, lut=lut)
+        ethos_u=vela.to_dict() if vela else None,
+        lut=lut,
+    )
     write_atomic(staging / "model.tflite", tflite_bytes)
     write_atomic(staging / sources.source_name, sources.source.encode())
     write_atomic(staging / sources.header_name, sources.header.encode())
@@ -181,6 +247,11 @@ def format_micro_report(report: MicroReport) -> str:
     """The Markdown report, also printed by the CLI."""
     accuracy = "n/a" if report.accuracy is None else f"{report.accuracy * 100:.2f}%"
     drop = "" if report.accuracy_drop is None else f" (drop {report.accuracy_drop:+.2f} pt vs Keras)"
+    steps = report.diff_steps_by_kernels
+    agreement = (
+        f"max {report.max_diff_steps} quantized step(s) on {report.agreement_samples} inputs "
+        f"(optimized kernels {steps['optimized']}, reference kernels {steps['reference']})"
+    )
     return f"""# TFLite Micro deployment: {report.model}
 
 | | |
@@ -188,13 +259,13 @@ def format_micro_report(report: MicroReport) -> str:
 | flash (model.tflite) | {report.size_bytes:,} B |
 | tensor arena, measured in TFLite Micro | {report.arena_bytes:,} B |
 | tensor arena declared (with margin) | {report.arena_with_margin_bytes:,} B |
-| ops ({len(report.ops)}) | {', '.join(report.ops)} |
+| ops ({len(report.ops)}) | {", ".join(report.ops)} |
 | accuracy | {accuracy}{drop} |
-| TFLite Micro vs LiteRT | max {report.max_diff_steps} quantized step(s) on {report.agreement_samples} inputs (optimized kernels {report.diff_steps_by_kernels['optimized']}, reference kernels {report.diff_steps_by_kernels['reference']}) |
-| TFLite Micro latency (host, Python build) | p50 {report.micro_latency['p50']:,.0f} us |
+| TFLite Micro vs LiteRT | {agreement} |
+| TFLite Micro latency (host, Python build) | p50 {report.micro_latency["p50"]:,.0f} us |
 
 {_ethos_u_rows(report.ethos_u)}{format_lut_section(report.lut) if report.lut else ""}
-Files: {', '.join(f'`{name}`' for name in report.files)}. Include the `.h`, compile the `.cc`,
+Files: {", ".join(f"`{name}`" for name in report.files)}. Include the `.h`, compile the `.cc`,
 give the interpreter an arena of the declared size, and register the ops with the generated
 `..._register_ops(resolver)`.
 """
@@ -203,11 +274,13 @@ give the interpreter an arena of the declared size, and register the ops with th
 def _ethos_u_rows(summary: Optional[dict]) -> str:
     if not summary:
         return ""
-    return (f"\n{summary['target']} (vela, {summary['system_config']}): {summary['npu_operators']} NPU / "
-            f"{summary['cpu_operators']} CPU operators, SRAM {summary['sram_bytes']:,} B, off-chip flash "
-            f"{summary['off_chip_flash_bytes']:,} B, {summary['total_cycles']:,} cycles "
-            f"({summary['inference_time_us']:,.0f} us estimated). `model_vela.tflite` needs the Ethos-U "
-            "kernel (resolver.AddEthosU()); the C++ sources hold the CPU model.\n")
+    return (
+        f"\n{summary['target']} (vela, {summary['system_config']}): {summary['npu_operators']} NPU / "
+        f"{summary['cpu_operators']} CPU operators, SRAM {summary['sram_bytes']:,} B, off-chip flash "
+        f"{summary['off_chip_flash_bytes']:,} B, {summary['total_cycles']:,} cycles "
+        f"({summary['inference_time_us']:,.0f} us estimated). `model_vela.tflite` needs the Ethos-U "
+        "kernel (resolver.AddEthosU()); the C++ sources hold the CPU model.\n"
+    )
 
 
 def _checked_tflite(path: Path) -> bytes:
@@ -218,7 +291,8 @@ def _checked_tflite(path: Path) -> bytes:
         raise ModelLoadError(
             f"{path} is not a full-integer int8 model with integer I/O ({precision_of(summary)}, "
             f"input {summary.inputs[0].dtype}); TFLite Micro needs one. Pass the Keras model instead, "
-            "or convert with --precision int8 --io_type int8.")
+            "or convert with --precision int8 --io_type int8."
+        )
     return data
 
 

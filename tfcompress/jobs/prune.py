@@ -21,16 +21,29 @@ __all__ = ["PruneReport", "prune", "format_prune_report"]
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class PruneReport(TrainingResult):
     STEP = "prune"
-    layers: dict            # pruned layer name → {"target": float, "sparsity": float}
-    weights: dict           # raw, gzip and Huffman bytes of the stripped weights
+    layers: dict  # pruned layer name → {"target": float, "sparsity": float}
+    weights: dict  # raw, gzip and Huffman bytes of the stripped weights
 
 
 TRAINING = TrainOptions(epochs=2)
 
 
-def prune(model, train, *, options: Optional[pruning.PruneOptions] = None, training: Optional[TrainOptions] = None,
-          load: Optional[LoadOptions] = None, output=None, val=None, logdir=None, strategy=None, report_path=None,
-          callbacks=(), verbose="auto", **settings) -> PruneReport:
+def prune(
+    model,
+    train,
+    *,
+    options: Optional[pruning.PruneOptions] = None,
+    training: Optional[TrainOptions] = None,
+    load: Optional[LoadOptions] = None,
+    output=None,
+    val=None,
+    logdir=None,
+    strategy=None,
+    report_path=None,
+    callbacks=(),
+    verbose="auto",
+    **settings,
+) -> PruneReport:
     """Prunes a Keras model (or model file) while fine-tuning it on labelled `train` data.
 
     `options`, `training` and `load` may also be given field by field as keywords
@@ -38,32 +51,47 @@ def prune(model, train, *, options: Optional[pruning.PruneOptions] = None, train
     `(x, y)` or a tf.data dataset. The schedule ends on the last training step unless
     `end_step` says otherwise; the saved model is stripped (plain layers, zeros in the kernels).
     """
-    options, training, load = gather(settings, (pruning.PruneOptions, options), (TrainOptions, training or TRAINING),
-                                      (LoadOptions, load))
+    options, training, load = gather(
+        settings, (pruning.PruneOptions, options), (TrainOptions, training or TRAINING), (LoadOptions, load)
+    )
     with training_run(model, train, val, output=output, report_path=report_path, load=load) as run:
         total_steps = training.epochs * math.ceil(len(run.train) / training.batch_size)
         with strategy_scope(strategy):
             wrapped = pruning.apply_pruning(run.model, options, total_steps=total_steps)
-            metrics = fine_tune(wrapped, run.train, training, from_logits=not outputs_probabilities(run.model),
-                                val=run.held_out, callbacks=pruning.pruning_callbacks(logdir) + list(callbacks),
-                                verbose=verbose)
+            metrics = fine_tune(
+                wrapped,
+                run.train,
+                training,
+                from_logits=not outputs_probabilities(run.model),
+                val=run.held_out,
+                callbacks=pruning.pruning_callbacks(logdir) + list(callbacks),
+                verbose=verbose,
+            )
         stripped = pruning.strip_pruning(wrapped)
         output_format = run.outputs.keras(stripped, output, input_was_keras3=run.input_was_keras3)
         reached = pruning.layer_sparsity(stripped)
-        layers = {name: {"target": 0.5 if options.structured else options.target_for(name),
-                         "sparsity": reached[name]}
-                  for name in pruning.prunable_layer_names(run.model, options)}
-        result = PruneReport(**run.result_fields(output, metrics, options, training, output_format, stripped),
-                             layers=layers, weights=code_arrays(stripped.get_weights()))
+        layers = {
+            name: {"target": 0.5 if options.structured else options.target_for(name), "sparsity": reached[name]}
+            for name in pruning.prunable_layer_names(run.model, options)
+        }
+        result = PruneReport(
+            **run.result_fields(output, metrics, options, training, output_format, stripped),
+            layers=layers,
+            weights=code_arrays(stripped.get_weights()),
+        )
         run.outputs.report(report_path, result)
     return result
 
 
 def format_prune_report(report: PruneReport) -> str:
-    lines = [f"prune: {report.model} → {report.output or '(not saved)'}",
-             table(("layer", "target", "reached"), [(name, f"{values['target']:.2f}", f"{values['sparsity']:.3f}")
-                                                    for name, values in report.layers.items()]),
-             format_metrics(report.metrics)]
+    lines = [
+        f"prune: {report.model} → {report.output or '(not saved)'}",
+        table(
+            ("layer", "target", "reached"),
+            [(name, f"{values['target']:.2f}", f"{values['sparsity']:.3f}") for name, values in report.layers.items()],
+        ),
+        format_metrics(report.metrics),
+    ]
     lines.append(format_weight_sizes(report.weights))
     if report.output_format:
         lines.append(f"written as {report.output_format}")

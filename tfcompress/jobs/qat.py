@@ -21,7 +21,7 @@ __all__ = ["QatReport", "quantize_aware", "format_qat_report"]
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class QatReport(TrainingResult):
     STEP = "qat"
-    float_layers: tuple     # LayerPlans of the layers that trained in float
+    float_layers: tuple  # LayerPlans of the layers that trained in float
     check_verdict: Optional[str]
 
     def own_dict(self) -> dict:
@@ -31,9 +31,22 @@ class QatReport(TrainingResult):
 TRAINING = TrainOptions(epochs=1)
 
 
-def quantize_aware(model, train, *, options: Optional[qat.QatOptions] = None, training: Optional[TrainOptions] = None,
-                   load: Optional[LoadOptions] = None, guard: Optional[GuardOptions] = None, output=None, val=None,
-                   strategy=None, report_path=None, callbacks=(), verbose="auto", **settings) -> QatReport:
+def quantize_aware(
+    model,
+    train,
+    *,
+    options: Optional[qat.QatOptions] = None,
+    training: Optional[TrainOptions] = None,
+    load: Optional[LoadOptions] = None,
+    guard: Optional[GuardOptions] = None,
+    output=None,
+    val=None,
+    strategy=None,
+    report_path=None,
+    callbacks=(),
+    verbose="auto",
+    **settings,
+) -> QatReport:
     """Quantization-aware fine-tuning of a Keras model (or model file) with tfmot.
 
     `options`, `training`, `load` and `guard` may also be given field by field as keywords
@@ -44,10 +57,14 @@ def quantize_aware(model, train, *, options: Optional[qat.QatOptions] = None, tr
     `.h5`; `tfcompress convert` reads the learned ranges from it. `callbacks` are Keras callbacks
     for `fit`.
     """
-    options, training, load, guard = gather(settings, (qat.QatOptions, options), (TrainOptions, training or TRAINING),
-                                            (LoadOptions, load), (GuardOptions, guard))
-    with training_run(model, train, val, output=output, report_path=report_path, load=load,
-                      quantize_aware=True) as run:
+    options, training, load, guard = gather(
+        settings,
+        (qat.QatOptions, options),
+        (TrainOptions, training or TRAINING),
+        (LoadOptions, load),
+        (GuardOptions, guard),
+    )
+    with training_run(model, train, val, output=output, report_path=report_path, load=load, quantize_aware=True) as run:
         verdict = None
         if not guard.skip_check:
             report = check_model(run.model, target="mobile", calibration=run.train, source=run.model_path)
@@ -58,23 +75,31 @@ def quantize_aware(model, train, *, options: Optional[qat.QatOptions] = None, tr
         # warn about that on every retrace.
         with strategy_scope(strategy), _keras.quiet_tensorflow_logger("Gradients do not exist for variables"):
             qat_model, plans = qat.apply_qat(run.model, options.preserve)
-            metrics = fine_tune(qat_model, run.train, training, from_logits=from_logits, val=run.held_out,
-                                callbacks=callbacks, verbose=verbose)
+            metrics = fine_tune(
+                qat_model,
+                run.train,
+                training,
+                from_logits=from_logits,
+                val=run.held_out,
+                callbacks=callbacks,
+                verbose=verbose,
+            )
         if options.preserve is not None:
             qat_model = qat.as_default_scheme(qat_model, run.model)
         if options.preserve in ("clusters", "both"):
             qat.check_clusters_kept(run.model, qat_model)
         output_format = run.outputs.keras(qat_model, output)
-        result = QatReport(**run.result_fields(output, metrics, options, training, output_format, qat_model),
-                           float_layers=tuple(plan for plan in plans if plan.action == qat.KEEP_FLOAT),
-                           check_verdict=verdict)
+        result = QatReport(
+            **run.result_fields(output, metrics, options, training, output_format, qat_model),
+            float_layers=tuple(plan for plan in plans if plan.action == qat.KEEP_FLOAT),
+            check_verdict=verdict,
+        )
         run.outputs.report(report_path, result)
     return result
 
 
 def format_qat_report(report: QatReport) -> str:
-    lines = [f"qat: {report.model} → {report.output or '(not saved)'}",
-             format_metrics(report.metrics)]
+    lines = [f"qat: {report.model} → {report.output or '(not saved)'}", format_metrics(report.metrics)]
     lines += [f"trained in float: {plan.name} ({plan.layer_type}): {plan.reason}" for plan in report.float_layers]
     if report.output_format:
         lines.append(f"written as {report.output_format}")

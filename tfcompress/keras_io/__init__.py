@@ -20,24 +20,55 @@ import numpy as np
 
 from tfcompress import _keras
 from tfcompress._io import limits
-from tfcompress.errors import ModelLoadError, OptionError, UntranslatableModelError, one_line
 from tfcompress._io.files import save_atomic
 from tfcompress.data import noise
-from tfcompress.keras_io.config import MODEL_CLASSES, QAT_CLASSES, check_model_is_safe, check_node_references, \
-    has_own_node, layer_class_names, read_model_config
+from tfcompress.errors import ModelLoadError, OptionError, UntranslatableModelError, one_line
+from tfcompress.keras_io.config import (
+    MODEL_CLASSES,
+    QAT_CLASSES,
+    check_model_is_safe,
+    check_node_references,
+    has_own_node,
+    layer_class_names,
+    read_model_config,
+)
 
-__all__ = ["load_model", "model_and_path", "save_model", "check_output_format", "to_keras3", "load_custom_objects", "saved_by_keras3",
-           "PARITY_ATOL", "KERAS3_FORMAT", "TF_KERAS_FORMAT"]
+__all__ = [
+    "load_model",
+    "model_and_path",
+    "save_model",
+    "check_output_format",
+    "to_keras3",
+    "load_custom_objects",
+    "saved_by_keras3",
+    "PARITY_ATOL",
+    "KERAS3_FORMAT",
+    "TF_KERAS_FORMAT",
+]
 
 # How close a translation (Keras 3 ↔ tf_keras) must be to the model it translates.
 PARITY_ATOL = 1e-5
 KERAS3_FORMAT = "Keras 3 (.keras)"
 TF_KERAS_FORMAT = "tf_keras (.h5)"
-_BASE_LAYER_KEYS = {"name", "trainable", "dtype", "dynamic", "batch_input_shape", "input_shape",
-                    "batch_size", "input_dim", "activity_regularizer", "autocast"}
+_BASE_LAYER_KEYS = {
+    "name",
+    "trainable",
+    "dtype",
+    "dynamic",
+    "batch_input_shape",
+    "input_shape",
+    "batch_size",
+    "input_dim",
+    "activity_regularizer",
+    "autocast",
+}
 # Keras 3 options that tf_keras lacks but that, at these values, change nothing.
-_HARMLESS_KERAS3_VALUES = {"data_format": "channels_last", "fill_mode": "constant",
-                           "fill_value": 0.0, "lora_alpha": None}
+_HARMLESS_KERAS3_VALUES = {
+    "data_format": "channels_last",
+    "fill_mode": "constant",
+    "fill_value": 0.0,
+    "lora_alpha": None,
+}
 # tf_keras options that Keras 3 layers dropped, at the values that mean "not used".
 _KERAS3_DROPPABLE = {"groups": 1, "time_major": False, "softmax_robust_masking": False}
 # tf_keras options Keras 3 takes from the layer's call instead (MultiHeadAttention's input shapes).
@@ -53,16 +84,20 @@ def load_model(path, *, trust_model_code: bool = False, custom_objects: Optional
     path = Path(path)
     custom_objects = dict(custom_objects or {})
     config, saved_by_keras3 = read_model_config(path)
-    check_model_is_safe(config, path, trust_model_code=trust_model_code,
-                        custom_objects=custom_objects, saved_by_keras3=saved_by_keras3)
+    check_model_is_safe(
+        config, path, trust_model_code=trust_model_code, custom_objects=custom_objects, saved_by_keras3=saved_by_keras3
+    )
     check_node_references(config, path)
     if saved_by_keras3:
         return _load_keras3(path, config, trust_model_code, custom_objects)
     tf_keras = _keras.tf_keras()
     quantize_aware = bool(layer_class_names(config) & QAT_CLASSES)
     try:
-        with _keras.tfmot().quantization.keras.quantize_scope() if quantize_aware else contextlib.nullcontext(), \
-                _keras.bounded_weights(limits.WEIGHT_BYTES.value, path, ModelLoadError), contextlib.ExitStack() as stack:
+        with (
+            _keras.tfmot().quantization.keras.quantize_scope() if quantize_aware else contextlib.nullcontext(),
+            _keras.bounded_weights(limits.WEIGHT_BYTES.value, path, ModelLoadError),
+            contextlib.ExitStack() as stack,
+        ):
             return tf_keras.models.load_model(_h5_or_path(path, stack), compile=False, custom_objects=custom_objects)
     except (ValueError, TypeError, KeyError, OSError, ImportError, AttributeError, IndexError) as error:
         raise ModelLoadError(f"Cannot load {path} with tf_keras: {one_line(error, first_line_only=True)}") from None
@@ -104,13 +139,19 @@ def save_model(model, path, *, input_was_keras3: bool = False) -> str:
     if path.suffix == ".keras" or (path.suffix != ".h5" and input_was_keras3):
         keras3_model = to_keras3(model, path)
         save_atomic(path, lambda tmp: _save_keras3(keras3_model, Path(tmp)))
-        return KERAS3_FORMAT + ("" if path.suffix == ".keras" else
-                                f", the input's format: {path} has no .keras or .h5 suffix (Keras 3 loads the "
-                                "file once it is named .keras)")
+        return KERAS3_FORMAT + (
+            ""
+            if path.suffix == ".keras"
+            else f", the input's format: {path} has no .keras or .h5 suffix (Keras 3 loads the "
+            "file once it is named .keras)"
+        )
 
     save_atomic(path, lambda tmp: _save_tf_keras(model, tmp))
-    return TF_KERAS_FORMAT if path.suffix == ".h5" else \
-        f"tf_keras SavedModel folder: {path} has no .keras or .h5 suffix, and the input was a tf_keras model"
+    return (
+        TF_KERAS_FORMAT
+        if path.suffix == ".h5"
+        else f"tf_keras SavedModel folder: {path} has no .keras or .h5 suffix, and the input was a tf_keras model"
+    )
 
 
 def check_output_format(model, output, *, input_was_keras3: bool, quantize_aware: bool = False) -> None:
@@ -125,7 +166,8 @@ def check_output_format(model, output, *, input_was_keras3: bool, quantize_aware
         raise OptionError(
             f"{output}: a quantization-aware model holds tfmot's quantize wrappers, which have no Keras 3 form. "
             "Write -o OUT.h5 (tf_keras; `tfcompress convert OUT.h5 --precision int8` reads it), or go straight "
-            "to .tflite with a recipe (a qat step, then convert).")
+            "to .tflite with a recipe (a qat step, then convert)."
+        )
     to_keras3(model, output)
 
 
@@ -144,8 +186,9 @@ def to_keras3(model, path="model"):
             translated = keras.saving.load_model(h5_path, compile=False)
         except (ValueError, TypeError, KeyError, AttributeError, NotImplementedError) as error:
             raise UntranslatableModelError(
-                f"{path}: the model has no Keras 3 form ({one_line(error, first_line_only=True)[:300]}); write it as .h5 (tf_keras), "
-                "which `tfcompress convert` reads.") from None
+                f"{path}: the model has no Keras 3 form ({one_line(error, first_line_only=True)[:300]}); "
+                "write it as .h5 (tf_keras), which `tfcompress convert` reads."
+            ) from None
     _check_parity(model, translated, path, direction="Keras 3 translation of the tf_keras model")
     return translated
 
@@ -165,8 +208,11 @@ def _drop_options_keras3_lacks(h5_path: Path, keras) -> None:
         layer_class = getattr(keras.layers, str(node.get("class_name")), None)
         if inspect.isclass(layer_class) and isinstance(node.get("config"), dict):
             accepted = _init_parameters(layer_class)
-            node["config"] = {key: value for key, value in node["config"].items()
-                              if key in accepted or not _keras3_can_drop(key, value)}
+            node["config"] = {
+                key: value
+                for key, value in node["config"].items()
+                if key in accepted or not _keras3_can_drop(key, value)
+            }
         return node
 
     with h5py.File(h5_path, "r+") as handle:
@@ -176,8 +222,12 @@ def _drop_options_keras3_lacks(h5_path: Path, keras) -> None:
 def _keras3_can_drop(key: str, value) -> bool:
     """An option a Keras 3 layer lacks may go when it changes nothing for a model whose weights are
     loaded: unused (None, or a default that means off), taken from the call, or an initializer."""
-    return (value is None or key in _KERAS3_FROM_CALL or key.endswith("_initializer")
-            or _KERAS3_DROPPABLE.get(key, object()) == value)
+    return (
+        value is None
+        or key in _KERAS3_FROM_CALL
+        or key.endswith("_initializer")
+        or _KERAS3_DROPPABLE.get(key, object()) == value
+    )
 
 
 def _save_tf_keras(model, path) -> None:
@@ -213,16 +263,22 @@ def load_custom_objects(module_path) -> dict:
     try:
         spec.loader.exec_module(module)
     except Exception as error:  # the user's own code: report where it failed, keep the chain
-        raise ModelLoadError(f"Importing the custom objects module {module_path} failed: "
-                             f"{type(error).__name__}: {error}") from error
+        raise ModelLoadError(
+            f"Importing the custom objects module {module_path} failed: {type(error).__name__}: {error}"
+        ) from error
     if isinstance(getattr(module, "custom_objects", None), dict):
         return dict(module.custom_objects)
-    return {name: value for name, value in vars(module).items()
-            if (inspect.isclass(value) or inspect.isfunction(value))
-            and value.__module__ == module.__name__ and not name.startswith("_")}
+    return {
+        name: value
+        for name, value in vars(module).items()
+        if (inspect.isclass(value) or inspect.isfunction(value))
+        and value.__module__ == module.__name__
+        and not name.startswith("_")
+    }
 
 
 # ---------------------------------------------------------------- Keras 3 → tf_keras
+
 
 def _load_keras3(path: Path, config: dict, trust_model_code: bool, custom_objects: dict):
     keras = _keras.keras3()
@@ -230,7 +286,8 @@ def _load_keras3(path: Path, config: dict, trust_model_code: bool, custom_object
     try:
         with _keras.bounded_weights(limits.WEIGHT_BYTES.value, path, ModelLoadError, keras3_too=True):
             original = keras.saving.load_model(
-                str(path), compile=False, safe_mode=not trust_model_code, custom_objects=custom_objects)
+                str(path), compile=False, safe_mode=not trust_model_code, custom_objects=custom_objects
+            )
     except (ValueError, TypeError, KeyError, OSError, AttributeError, IndexError) as error:
         raise ModelLoadError(f"Cannot load {path} with Keras 3: {one_line(error, first_line_only=True)}") from None
     translated = _translate_model(config, tf_keras)
@@ -240,7 +297,8 @@ def _load_keras3(path: Path, config: dict, trust_model_code: bool, custom_object
     except (ValueError, TypeError, KeyError) as error:
         raise UntranslatableModelError(
             f"{path}: the Keras 3 config could not be rebuilt in tf_keras{_failing_layer(translated, tf_keras)}: "
-            f"{one_line(error, first_line_only=True)!r}. Save the model with Keras 2 (tf_keras) or replace that layer.") from None
+            f"{one_line(error, first_line_only=True)!r}. Save the model with Keras 2 (tf_keras) or replace that layer."
+        ) from None
     for layer in original.layers:
         model.get_layer(layer.name).set_weights(layer.get_weights())
     _check_parity(original, model, path)
@@ -248,7 +306,7 @@ def _load_keras3(path: Path, config: dict, trust_model_code: bool, custom_object
 
 
 def _failing_layer(translated: dict, tf_keras) -> str:
-    """", at layer 'NAME' (Class)" for the first translated layer tf_keras cannot build on its own, or ""."""
+    """ ", at layer 'NAME' (Class)" for the first translated layer tf_keras cannot build on its own, or ""."""
     for layer in translated["config"]["layers"]:
         if layer["class_name"] in MODEL_CLASSES:
             continue
@@ -259,12 +317,14 @@ def _failing_layer(translated: dict, tf_keras) -> str:
     return ""
 
 
-def _check_parity(original, translated, path, samples: int = 4,
-                  direction: str = "tf_keras translation of the Keras 3 model") -> None:
+def _check_parity(
+    original, translated, path, samples: int = 4, direction: str = "tf_keras translation of the Keras 3 model"
+) -> None:
     shape = tuple(original.inputs[0].shape[1:])
     if None in shape:
         raise UntranslatableModelError(
-            f"{path}: input shape {shape} has unknown dimensions; tfcompress needs a fixed input size.")
+            f"{path}: input shape {shape} has unknown dimensions; tfcompress needs a fixed input size."
+        )
     x = noise((samples,) + shape)
     expected = np.asarray(original(x, training=False))
     received = np.asarray(translated(x, training=False))
@@ -272,7 +332,8 @@ def _check_parity(original, translated, path, samples: int = 4,
     if error > PARITY_ATOL:
         raise UntranslatableModelError(
             f"{path}: the {direction} differs from it by {error:.2e} "
-            f"(allowed {PARITY_ATOL:.0e}); this model cannot be translated faithfully.")
+            f"(allowed {PARITY_ATOL:.0e}); this model cannot be translated faithfully."
+        )
 
 
 def _translate_model(config: dict, tf_keras) -> dict:
@@ -283,10 +344,15 @@ def _translate_model(config: dict, tf_keras) -> dict:
     layers = [_translate_layer(layer, tf_keras, shifted) for layer in inner["layers"]]
     if config["class_name"] == "Sequential":
         return {"class_name": "Sequential", "config": {"name": inner["name"], "layers": layers}}
-    return {"class_name": "Functional", "config": {
-        "name": inner["name"], "layers": layers,
-        "input_layers": _tensor_refs(inner["input_layers"], shifted),
-        "output_layers": _tensor_refs(inner["output_layers"], shifted)}}
+    return {
+        "class_name": "Functional",
+        "config": {
+            "name": inner["name"],
+            "layers": layers,
+            "input_layers": _tensor_refs(inner["input_layers"], shifted),
+            "output_layers": _tensor_refs(inner["output_layers"], shifted),
+        },
+    }
 
 
 def _tensor_refs(refs, shifted=frozenset()):
@@ -306,23 +372,33 @@ def _translate_layer(layer: dict, tf_keras, shifted=frozenset()) -> dict:
         if layer_class is None:
             raise UntranslatableModelError(
                 f"Layer '{name}' ({class_name}) has no tf_keras equivalent; tfcompress cannot "
-                "translate this Keras 3 model.")
+                "translate this Keras 3 model."
+            )
         layer_config = _translate_values(layer["config"], tf_keras)
         if class_name == "InputLayer":
             layer_config["batch_input_shape"] = layer_config.pop("batch_shape")
-        translated = {"class_name": class_name,
-                      "config": _keep_accepted(layer_class, layer_config, name, _BASE_LAYER_KEYS)}
-        if class_name == "MultiHeadAttention":   # tf_keras rebuilds it from the shapes it was called on
+        translated = {
+            "class_name": class_name,
+            "config": _keep_accepted(layer_class, layer_config, name, _BASE_LAYER_KEYS),
+        }
+        if class_name == "MultiHeadAttention":  # tf_keras rebuilds it from the shapes it was called on
             shapes = (layer.get("build_config") or {}).get("shapes_dict", {})
-            translated["config"].update(query_shape=shapes.get("query_shape"), value_shape=shapes.get("value_shape"),
-                                        key_shape=shapes.get("key_shape", shapes.get("value_shape")))
+            translated["config"].update(
+                query_shape=shapes.get("query_shape"),
+                value_shape=shapes.get("value_shape"),
+                key_shape=shapes.get("key_shape", shapes.get("value_shape")),
+            )
     translated["name"] = name
     if "inbound_nodes" in layer:
         layer_class = getattr(tf_keras.layers, class_name, None)
-        call_parameters = [parameter for parameter in inspect.signature(layer_class.call).parameters
-                           if parameter != "self"] if layer_class is not None else []
-        translated["inbound_nodes"] = [_translate_node(node, name, call_parameters, shifted)
-                                       for node in layer["inbound_nodes"]]
+        call_parameters = (
+            [parameter for parameter in inspect.signature(layer_class.call).parameters if parameter != "self"]
+            if layer_class is not None
+            else []
+        )
+        translated["inbound_nodes"] = [
+            _translate_node(node, name, call_parameters, shifted) for node in layer["inbound_nodes"]
+        ]
     return translated
 
 
@@ -334,11 +410,14 @@ def _translate_node(node: dict, layer_name: str, call_parameters=(), shifted=fro
     writes them; tensors given as keyword arguments become tf_keras references too.
     """
     args = list(node.get("args", []))
-    kwargs = {key: _tensor_ref(value, layer_name, shifted) if _is_keras_tensor(value) else value
-              for key, value in node.get("kwargs", {}).items()}
+    kwargs = {
+        key: _tensor_ref(value, layer_name, shifted) if _is_keras_tensor(value) else value
+        for key, value in node.get("kwargs", {}).items()
+    }
     if len(args) > 1 and len(call_parameters) >= len(args):
-        kwargs.update({name: _tensor_ref(value, layer_name, shifted)
-                       for name, value in zip(call_parameters[1:], args[1:])})
+        kwargs.update(
+            {name: _tensor_ref(value, layer_name, shifted) for name, value in zip(call_parameters[1:], args[1:])}
+        )
         args = args[:1]
     refs = [[*_tensor_ref(value, layer_name, shifted), {}] for value in _flatten(args)]
     if refs:
@@ -349,7 +428,8 @@ def _translate_node(node: dict, layer_name: str, call_parameters=(), shifted=fro
 def _tensor_ref(value, layer_name: str, shifted=frozenset()) -> list:
     if not _is_keras_tensor(value):
         raise UntranslatableModelError(
-            f"Layer '{layer_name}' is called with a constant argument ({value!r}); tfcompress cannot translate it.")
+            f"Layer '{layer_name}' is called with a constant argument ({value!r}); tfcompress cannot translate it."
+        )
     layer, node_index, tensor_index = value["config"]["keras_history"]
     return [layer, node_index + (layer in shifted), tensor_index]
 
@@ -389,8 +469,7 @@ def _translate_object(value: dict, tf_keras) -> dict:
         object_class = getattr(namespace, class_name, None)
         if object_class is not None:
             config = _translate_values(value.get("config") or {}, tf_keras)
-            return {"class_name": class_name,
-                    "config": _keep_accepted(object_class, config, class_name, set())}
+            return {"class_name": class_name, "config": _keep_accepted(object_class, config, class_name, set())}
     raise UntranslatableModelError(f"{class_name} (from {value['module']}) has no tf_keras equivalent.")
 
 
@@ -402,7 +481,8 @@ def _keep_accepted(target_class, config: dict, owner: str, extra_keys: set) -> d
             kept[key] = item
         elif item not in (None, False) and _HARMLESS_KERAS3_VALUES.get(key, object()) != item:
             raise UntranslatableModelError(
-                f"'{owner}' uses the Keras 3 option {key}={item!r}, which tf_keras does not have.")
+                f"'{owner}' uses the Keras 3 option {key}={item!r}, which tf_keras does not have."
+            )
     return kept
 
 
@@ -410,6 +490,9 @@ def _init_parameters(target_class) -> set:
     names = set()
     for klass in target_class.__mro__:
         if "__init__" in vars(klass):
-            names |= {name for name, parameter in inspect.signature(klass.__init__).parameters.items()
-                      if parameter.kind not in (parameter.VAR_KEYWORD, parameter.VAR_POSITIONAL)}
+            names |= {
+                name
+                for name, parameter in inspect.signature(klass.__init__).parameters.items()
+                if parameter.kind not in (parameter.VAR_KEYWORD, parameter.VAR_POSITIONAL)
+            }
     return names - {"self"}

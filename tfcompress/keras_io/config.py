@@ -22,8 +22,17 @@ from tfcompress import _keras
 from tfcompress._io import limits
 from tfcompress.errors import ModelLoadError, UnsafeModelError
 
-__all__ = ["read_model_config", "check_model_is_safe", "check_code_free", "check_node_references", "has_own_node",
-           "declared_input_shape", "layer_class_names", "MODEL_CLASSES", "QAT_CLASSES"]
+__all__ = [
+    "read_model_config",
+    "check_model_is_safe",
+    "check_code_free",
+    "check_node_references",
+    "has_own_node",
+    "declared_input_shape",
+    "layer_class_names",
+    "MODEL_CLASSES",
+    "QAT_CLASSES",
+]
 
 MODEL_CLASSES = {"Functional", "Sequential", "Model"}
 # Quantization-aware models (what `tfcompress qat` writes) load inside tfmot's quantize_scope.
@@ -32,13 +41,40 @@ _CODE_CARRYING_CLASSES = {"Lambda", "__lambda__"}
 # tf.* calls in a functional model: stored as an API name, resolved from TensorFlow.
 _TF_OP_CLASSES = {"TFOpLambda", "SlicingOpLambda"}
 # Parts of a tf.* name that reach outside the model: files, Python callbacks, printing, raw kernels.
-_SIDE_EFFECT_TF_NAMES = {"io", "gfile", "write_file", "read_file", "py_function", "numpy_function", "py_func",
-                         "print", "Print", "summary", "debugging", "saved_model", "data", "raw_ops",
-                         "load_library", "load_op_library", "distribute", "config"}
+_SIDE_EFFECT_TF_NAMES = {
+    "io",
+    "gfile",
+    "write_file",
+    "read_file",
+    "py_function",
+    "numpy_function",
+    "py_func",
+    "print",
+    "Print",
+    "summary",
+    "debugging",
+    "saved_model",
+    "data",
+    "raw_ops",
+    "load_library",
+    "load_op_library",
+    "distribute",
+    "config",
+}
 # Markers for values that are not objects (tensors, shapes, tuples, dtype policies).
-_KERAS3_VALUE_CLASSES = {"TensorShape", "__keras_tensor__", "__tuple__", "__numpy__", "__bytes__", "__ellipsis__",
-                         "__slice__", "DTypePolicy", "FloatDTypePolicy", "QuantizedDTypePolicy",
-                         "QuantizedFloat8DTypePolicy"}
+_KERAS3_VALUE_CLASSES = {
+    "TensorShape",
+    "__keras_tensor__",
+    "__tuple__",
+    "__numpy__",
+    "__bytes__",
+    "__ellipsis__",
+    "__slice__",
+    "DTypePolicy",
+    "FloatDTypePolicy",
+    "QuantizedDTypePolicy",
+    "QuantizedFloat8DTypePolicy",
+}
 _SHAPE_KEYS = ("batch_input_shape", "batch_shape")
 # Where Keras' own serializable classes live (a compiled model's config names optimizers and losses too).
 _NAMESPACES = ("layers", "initializers", "regularizers", "constraints", "optimizers", "losses", "metrics")
@@ -59,23 +95,25 @@ def read_model_config(path):
         return _read_keras_zip_config(path), True
     if path.suffix == ".tflite":
         raise ModelLoadError(
-            f"{path} is already a TFLite model; use `tfcompress inspect` or `tfcompress benchmark` on it.")
-    raise ModelLoadError(
-        f"Unsupported model file {path}: expected .h5, .keras or a SavedModel folder.")
+            f"{path} is already a TFLite model; use `tfcompress inspect` or `tfcompress benchmark` on it."
+        )
+    raise ModelLoadError(f"Unsupported model file {path}: expected .h5, .keras or a SavedModel folder.")
 
 
-def check_model_is_safe(config: dict, path, *, trust_model_code: bool, custom_objects: dict,
-                        saved_by_keras3: bool = False) -> None:
+def check_model_is_safe(
+    config: dict, path, *, trust_model_code: bool, custom_objects: dict, saved_by_keras3: bool = False
+) -> None:
     """Refuses code-carrying objects (unless trusted), oversized inputs, and classes with no known code."""
     classes = check_code_free(config, path, trust_model_code=trust_model_code)
     known = _known_class_names(saved_by_keras3, bool(set(classes) & QAT_CLASSES))
-    allowed = known | set(custom_objects) | _CODE_CARRYING_CLASSES | {"function"}   # code: judged above
+    allowed = known | set(custom_objects) | _CODE_CARRYING_CLASSES | {"function"}  # code: judged above
     for class_name, name in classes.items():
         if class_name not in allowed:
             raise ModelLoadError(
                 f"{path} uses the custom layer class {class_name} ('{name}'), which tfcompress has no code for. "
                 "Pass --custom_objects path/to/module.py that defines it (with --trust_model_code: the "
-                "module runs).")
+                "module runs)."
+            )
 
 
 def check_code_free(config: dict, path, *, trust_model_code: bool) -> dict:
@@ -89,7 +127,8 @@ def check_code_free(config: dict, path, *, trust_model_code: bool) -> dict:
                 raise UnsafeModelError(
                     f"{path} holds Python bytecode (a lambda stored as a function or activation), which "
                     "runs when the model loads. Pass --trust_model_code only if you trust where this model "
-                    "came from.")
+                    "came from."
+                )
         elif isinstance(node, dict):
             _check_declared_shapes(node, path)
             if isinstance(node.get("class_name"), str):
@@ -106,7 +145,8 @@ def _refuse_code_object(node: dict, path, trust_model_code: bool) -> None:
         return
     raise UnsafeModelError(
         f"{path} contains a {_readable(class_name)} ('{_object_name(node)}'), which runs Python code "
-        "stored in the file. Pass --trust_model_code only if you trust where this model came from.")
+        "stored in the file. Pass --trust_model_code only if you trust where this model came from."
+    )
 
 
 def declared_input_shape(path, *, trust_model_code: bool = False) -> Optional[tuple]:
@@ -124,9 +164,17 @@ def declared_input_shape(path, *, trust_model_code: bool = False) -> Optional[tu
         return None
     inputs = [layer for layer in layers if layer.get("class_name") == "InputLayer"]
     candidates = inputs if inputs else layers[:1]
-    shapes = [next((layer.get("config", {}).get(key) for key in _SHAPE_KEYS
-                    if isinstance(layer.get("config"), dict) and layer["config"].get(key)), None)
-              for layer in candidates]
+    shapes = [
+        next(
+            (
+                layer.get("config", {}).get(key)
+                for key in _SHAPE_KEYS
+                if isinstance(layer.get("config"), dict) and layer["config"].get(key)
+            ),
+            None,
+        )
+        for layer in candidates
+    ]
     if len(shapes) != 1 or not isinstance(shapes[0], list):
         return None
     return tuple(shapes[0])
@@ -150,14 +198,17 @@ def check_node_references(config: dict, path) -> None:
     that names a missing layer or node, or nodes that wait on each other, make it loop forever.
     Such a graph (Keras 2 node format) is refused here instead."""
     for node, _ in _walk(config, path):
-        if isinstance(node, dict) and node.get("class_name") in ("Functional", "Model") \
-                and isinstance(node.get("config"), dict):
+        if (
+            isinstance(node, dict)
+            and node.get("class_name") in ("Functional", "Model")
+            and isinstance(node.get("config"), dict)
+        ):
             _check_graph(node["config"], path)
 
 
 def _check_graph(graph: dict, path) -> None:
     layers = [layer for layer in graph.get("layers") or [] if isinstance(layer, dict)]
-    depends = {}      # (layer, node index) → the (layer, node index) pairs it reads
+    depends = {}  # (layer, node index) → the (layer, node index) pairs it reads
     for layer in layers:
         name = _object_name(layer) if layer.get("name") is None else str(layer["name"])
         offset = 1 if has_own_node(layer) else 0
@@ -165,16 +216,20 @@ def _check_graph(graph: dict, path) -> None:
             depends[(name, 0)] = []
         for index, node in enumerate(layer.get("inbound_nodes") or []):
             if not isinstance(node, list):
-                return        # Keras 3's node format: read by Keras 3's own loader
+                return  # Keras 3's node format: read by Keras 3's own loader
             depends[(name, index + offset)] = list(_references(node))
     for source, needed in depends.items():
         for target in needed:
             if target not in depends:
-                raise ModelLoadError(f"{path}: layer '{source[0]}' reads node {target[1]} of '{target[0]}', which "
-                                     "the model does not have; the model config is damaged.")
+                raise ModelLoadError(
+                    f"{path}: layer '{source[0]}' reads node {target[1]} of '{target[0]}', which "
+                    "the model does not have; the model config is damaged."
+                )
     outputs = [tuple(ref[:2]) for ref in graph.get("output_layers") or [] if isinstance(ref, list) and len(ref) >= 2]
     if any(tuple(ref) not in depends for ref in outputs):
-        raise ModelLoadError(f"{path}: the model's outputs name a node that does not exist; the model config is damaged.")
+        raise ModelLoadError(
+            f"{path}: the model's outputs name a node that does not exist; the model config is damaged."
+        )
     _refuse_cycles(depends, path)
 
 
@@ -183,14 +238,18 @@ def _references(node):
     for ref in node:
         if isinstance(ref, list) and len(ref) >= 3 and isinstance(ref[0], str) and isinstance(ref[1], int):
             yield ref[0], ref[1]
-            for value in (ref[3].values() if len(ref) > 3 and isinstance(ref[3], dict) else ()):
-                if isinstance(value, list) and len(value) == 3 and isinstance(value[0], str) \
-                        and isinstance(value[1], int):
+            for value in ref[3].values() if len(ref) > 3 and isinstance(ref[3], dict) else ():
+                if (
+                    isinstance(value, list)
+                    and len(value) == 3
+                    and isinstance(value[0], str)
+                    and isinstance(value[1], int)
+                ):
                     yield value[0], value[1]
 
 
 def _refuse_cycles(depends: dict, path) -> None:
-    state = {}        # node → "open" while its inputs are being followed, "done" after
+    state = {}  # node → "open" while its inputs are being followed, "done" after
     for start in depends:
         stack = [(start, iter(depends[start]))]
         state.setdefault(start, "open")
@@ -201,8 +260,9 @@ def _refuse_cycles(depends: dict, path) -> None:
                 state[current] = "done"
                 stack.pop()
             elif state.get(following) == "open":
-                raise ModelLoadError(f"{path}: layer '{following[0]}' depends on its own output; "
-                                     "the model config is damaged.")
+                raise ModelLoadError(
+                    f"{path}: layer '{following[0]}' depends on its own output; the model config is damaged."
+                )
             elif following not in state:
                 state[following] = "open"
                 stack.append((following, iter(depends[following])))
@@ -210,8 +270,11 @@ def _refuse_cycles(depends: dict, path) -> None:
 
 def layer_class_names(config: dict) -> set:
     """Every class name in the config tree (layers, wrappers' layers, nested models)."""
-    return {node["class_name"] for node, _ in _walk(config, "model")
-            if isinstance(node, dict) and isinstance(node.get("class_name"), str)}
+    return {
+        node["class_name"]
+        for node, _ in _walk(config, "model")
+        if isinstance(node, dict) and isinstance(node.get("class_name"), str)
+    }
 
 
 def _walk(config, path):
@@ -221,8 +284,10 @@ def _walk(config, path):
     while stack:
         node, depth = stack.pop()
         if depth > limit:
-            raise ModelLoadError(f"{path} has a model config nested over {limit} levels deep; it is not a "
-                                 f"model Keras writes. Raise {limits.NESTING_DEPTH.variable} if it is genuine.")
+            raise ModelLoadError(
+                f"{path} has a model config nested over {limit} levels deep; it is not a "
+                f"model Keras writes. Raise {limits.NESTING_DEPTH.variable} if it is genuine."
+            )
         yield node, depth
         if isinstance(node, dict):
             stack.extend((value, depth + 1) for value in node.values())
@@ -248,7 +313,8 @@ def _refuse_side_effect_op(node: dict, path) -> None:
     if set(function.replace("tf.", "", 1).split(".")) & _SIDE_EFFECT_TF_NAMES:
         raise UnsafeModelError(
             f"{path} calls tf.{function} ('{_object_name(node)}'), which acts outside the model (files, Python "
-            "or the process) when it runs. Pass --trust_model_code only if you trust where this model came from.")
+            "or the process) when it runs. Pass --trust_model_code only if you trust where this model came from."
+        )
 
 
 def _names_foreign_function(node: dict) -> bool:
@@ -280,8 +346,10 @@ def _check_declared_shapes(node: dict, path) -> None:
             if dim is None:
                 continue
             if not isinstance(dim, int) or isinstance(dim, bool) or dim < 0:
-                raise ModelLoadError(f"{path} declares an input of shape {shape}: dimensions must be "
-                                     "non-negative whole numbers (or None).")
+                raise ModelLoadError(
+                    f"{path} declares an input of shape {shape}: dimensions must be "
+                    "non-negative whole numbers (or None)."
+                )
             elements *= dim
         limits.INPUT_ELEMENTS.check(elements, f"{path} (input shape {shape})", ModelLoadError, unit="elements")
 
@@ -307,15 +375,16 @@ def _read_h5_config(path: Path):
         with h5py.File(path, "r") as handle:
             if "model_config" not in handle.attrs:
                 raise ModelLoadError(
-                    f"{path} holds no model config (weights only?). Save the whole model with model.save().")
-            limits.CONFIG_BYTES.check(handle.attrs.get_id("model_config").get_storage_size(), path,
-                                      ModelLoadError)
+                    f"{path} holds no model config (weights only?). Save the whole model with model.save()."
+                )
+            limits.CONFIG_BYTES.check(handle.attrs.get_id("model_config").get_storage_size(), path, ModelLoadError)
             limits.WEIGHT_BYTES.check(_h5_declared_bytes(handle, path), path, ModelLoadError)
             raw_config = handle.attrs["model_config"]
             version = handle.attrs.get("keras_version", "")
     except (OSError, RuntimeError, KeyError, TypeError):
         raise ModelLoadError(
-            f"{path} cannot be read as HDF5: the file is truncated or not a Keras .h5 model.") from None
+            f"{path} cannot be read as HDF5: the file is truncated or not a Keras .h5 model."
+        ) from None
     version = version.decode() if isinstance(version, bytes) else str(version)
     return _parse_json(raw_config, path), version.startswith("3.")
 
@@ -352,7 +421,8 @@ def _read_keras_zip_config(path: Path) -> dict:
             return _parse_json(archive.read(config), path)
     except (zipfile.BadZipFile, KeyError, OSError, EOFError, NotImplementedError, RuntimeError):
         raise ModelLoadError(
-            f"{path} is not a readable .keras archive (truncated, or no config.json inside).") from None
+            f"{path} is not a readable .keras archive (truncated, or no config.json inside)."
+        ) from None
 
 
 def _check_member(member: zipfile.ZipInfo, path: Path) -> None:
@@ -368,12 +438,14 @@ def _read_saved_model_config(path: Path) -> dict:
     if not (path / "saved_model.pb").exists():
         raise ModelLoadError(
             f"{path} is a folder, not a model file or SavedModel. Pass the .h5/.keras file "
-            "or the SavedModel folder itself.")
+            "or the SavedModel folder itself."
+        )
     metadata_path = path / "keras_metadata.pb"
     if not metadata_path.exists():
         raise ModelLoadError(
             f"{path} is a SavedModel without Keras metadata (e.g. from Keras 3 model.export()). "
-            "Save the Keras model as .keras or .h5 instead.")
+            "Save the Keras model as .keras or .h5 instead."
+        )
     limits.check_input_file(metadata_path, "Keras metadata", ModelLoadError)
     limits.CONFIG_BYTES.check(metadata_path.stat().st_size, metadata_path, ModelLoadError)
     _keras.tf_keras()

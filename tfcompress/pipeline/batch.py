@@ -25,20 +25,38 @@ import time
 from pathlib import Path
 from typing import Callable, Optional
 
-from tfcompress.pipeline import recipe as recipes
 from tfcompress._io.cache import file_digest
-from tfcompress.errors import DataError, OptionError, OutputError, TfcompressError
 from tfcompress._io.files import place_folder, remove_stale, temporary_name, write_atomic
+from tfcompress.errors import DataError, OptionError, OutputError, TfcompressError
+from tfcompress.pipeline import recipe as recipes
 from tfcompress.pipeline.cache import FolderCache
 from tfcompress.report import package_versions
 
-__all__ = ["die_with_parent", "BatchOptions", "BatchResult", "find_models", "shard", "output_names", "run_batch",
-           "markdown_summary", "PASSED", "FAILED", "ERROR"]
+__all__ = [
+    "die_with_parent",
+    "BatchOptions",
+    "BatchResult",
+    "find_models",
+    "shard",
+    "output_names",
+    "run_batch",
+    "markdown_summary",
+    "PASSED",
+    "FAILED",
+    "ERROR",
+]
 
 PASSED, FAILED, ERROR = "passed", "failed", "error"
 _MODEL_SUFFIXES = (".h5", ".keras")
-_VERSIONED = ("tensorflow", "tf-keras", "keras", "tensorflow-model-optimization", "ai-edge-litert", "tflite-micro",
-              "numpy")
+_VERSIONED = (
+    "tensorflow",
+    "tf-keras",
+    "keras",
+    "tensorflow-model-optimization",
+    "ai-edge-litert",
+    "tflite-micro",
+    "numpy",
+)
 _RUN_RECORD = "run.json"
 # Set for the `tfcompress run` children: they exit when the batch process is gone, even after kill -9.
 PARENT_PID_VARIABLE = "TFCOMPRESS_PARENT_PID"
@@ -47,12 +65,12 @@ _PR_SET_PDEATHSIG = 1
 
 @dataclasses.dataclass(frozen=True)
 class BatchOptions:
-    recipe: str                         # a built-in name or a YAML path
+    recipe: str  # a built-in name or a YAML path
     output_dir: Path
     cache_dir: Optional[Path] = None
     jobs: int = 1
-    data: dict = dataclasses.field(default_factory=dict)   # role → spec, over the recipe's and the folder's
-    run_flags: tuple = ()               # passed through to `tfcompress run` (--trust_model_code, --input_scale ...)
+    data: dict = dataclasses.field(default_factory=dict)  # role → spec, over the recipe's and the folder's
+    run_flags: tuple = ()  # passed through to `tfcompress run` (--trust_model_code, --input_scale ...)
 
     def __post_init__(self):
         if self.jobs < 1:
@@ -61,7 +79,7 @@ class BatchOptions:
 
 @dataclasses.dataclass(frozen=True)
 class BatchResult:
-    rows: tuple         # a dict per model, in input order
+    rows: tuple  # a dict per model, in input order
     seconds: float
 
     @property
@@ -72,8 +90,12 @@ class BatchResult:
 
     def to_dict(self) -> dict:
         counts = {status: sum(row["status"] == status for row in self.rows) for status in (PASSED, FAILED, ERROR)}
-        return {"exit_code": self.exit_code, "seconds": round(self.seconds, 3), "counts": counts,
-                "models": list(self.rows)}
+        return {
+            "exit_code": self.exit_code,
+            "seconds": round(self.seconds, 3),
+            "counts": counts,
+            "models": list(self.rows),
+        }
 
 
 def find_models(input_dir=None, pattern=None) -> list:
@@ -87,8 +109,11 @@ def find_models(input_dir=None, pattern=None) -> list:
         candidates = folder.iterdir()
     else:
         candidates = (Path(p) for p in glob.glob(pattern, recursive=True))
-    models = sorted(p for p in candidates if p.suffix in _MODEL_SUFFIXES and p.is_file()
-                    or p.is_dir() and (p / "saved_model.pb").is_file())
+    models = sorted(
+        p
+        for p in candidates
+        if p.suffix in _MODEL_SUFFIXES and p.is_file() or p.is_dir() and (p / "saved_model.pb").is_file()
+    )
     if not models:
         raise DataError(f"No models (.h5, .keras, SavedModel folders) in {input_dir or pattern}.")
     return models
@@ -97,16 +122,17 @@ def find_models(input_dir=None, pattern=None) -> list:
 def shard(models: list, index: int, count: int) -> list:
     """Every `count`-th model from `index`: the shards of one list are disjoint and cover it."""
     if count < 1 or not 0 <= index < count:
-        raise OptionError(f"shard_index must be in 0..num_shards-1. Received: shard_index={index}, "
-                          f"num_shards={count}")
+        raise OptionError(f"shard_index must be in 0..num_shards-1. Received: shard_index={index}, num_shards={count}")
     return models[index::count]
 
 
 def output_names(models: list) -> dict:
     """model → output folder name: the file stem, with the suffix added where two stems collide."""
     stems = [model.stem for model in models]
-    return {model: model.stem if stems.count(model.stem) == 1 else f"{model.stem}-{model.suffix.lstrip('.')}"
-            for model in models}
+    return {
+        model: model.stem if stems.count(model.stem) == 1 else f"{model.stem}-{model.suffix.lstrip('.')}"
+        for model in models
+    }
 
 
 def run_batch(models: list, options: BatchOptions, progress: Callable[[str], None] = print) -> BatchResult:
@@ -118,8 +144,9 @@ def run_batch(models: list, options: BatchOptions, progress: Callable[[str], Non
         for folder in (output_dir / ".work", output_dir / "logs"):
             folder.mkdir(parents=True, exist_ok=True)
     except OSError as error:
-        raise OutputError(f"Cannot create {output_dir}: {error.strerror or error}. "
-                          "Give a writable --output_dir.") from None
+        raise OutputError(
+            f"Cannot create {output_dir}: {error.strerror or error}. Give a writable --output_dir."
+        ) from None
     remove_stale(output_dir / ".work")
     cache = FolderCache(options.cache_dir) if options.cache_dir else None
     keys = _Keys(recipe, options)
@@ -130,7 +157,7 @@ def run_batch(models: list, options: BatchOptions, progress: Callable[[str], Non
     def one(model):
         try:
             row = _process(model, names[model], keys.key(model), options, cache)
-        except (OSError, ValueError, TfcompressError) as error:   # this model's problem; the others go on
+        except (OSError, ValueError, TfcompressError) as error:  # this model's problem; the others go on
             row = {**_row(model, names[model], {}, "off", 0.0), "error": f"{type(error).__name__}: {error}"}
         with lock:
             done.append(row)
@@ -141,12 +168,13 @@ def run_batch(models: list, options: BatchOptions, progress: Callable[[str], Non
     try:
         rows = tuple(pool.map(one, models))
     except KeyboardInterrupt:
-        pool.shutdown(wait=False, cancel_futures=True)   # the running ones got the signal too
+        pool.shutdown(wait=False, cancel_futures=True)  # the running ones got the signal too
         raise
     pool.shutdown()
     result = BatchResult(rows, time.perf_counter() - started)
-    write_atomic(output_dir / "summary.json", (json.dumps(
-        {"recipe": recipe.name, **result.to_dict()}, indent=2) + "\n").encode())
+    write_atomic(
+        output_dir / "summary.json", (json.dumps({"recipe": recipe.name, **result.to_dict()}, indent=2) + "\n").encode()
+    )
     write_atomic(output_dir / "summary.md", markdown_summary(recipe.name, result).encode())
     return result
 
@@ -172,18 +200,35 @@ def _process(model: Path, name: str, key: str, options: BatchOptions, cache: Opt
 
 
 def _compute(model, name, key, options, work, final, log, cache, started) -> dict:
-    command = [sys.executable, "-m", "tfcompress", "run", options.recipe, "--model", str(model), "-o", str(work),
-               *(f"--{role}={spec}" for role, spec in sorted(options.data.items())), *options.run_flags]
+    command = [
+        sys.executable,
+        "-m",
+        "tfcompress",
+        "run",
+        options.recipe,
+        "--model",
+        str(model),
+        "-o",
+        str(work),
+        *(f"--{role}={spec}" for role, spec in sorted(options.data.items())),
+        *options.run_flags,
+    ]
     with open(log, "w") as handle:
         handle.write(" ".join(command) + "\n")
         handle.flush()
-        returncode = subprocess.run(command, stdout=handle, stderr=subprocess.STDOUT,
-                                    env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", PARENT_PID_VARIABLE: str(os.getpid())}).returncode
+        returncode = subprocess.run(
+            command,
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", PARENT_PID_VARIABLE: str(os.getpid())},
+        ).returncode
     report = _read_json(work / "report.json") if returncode in (0, 1) else {}
-    if "passed" not in report:   # exit 2, a crash, or a signal: nothing to keep
+    if "passed" not in report:  # exit 2, a crash, or a signal: nothing to keep
         shutil.rmtree(work, ignore_errors=True)
-        return {**_row(model, name, {}, "miss" if cache else "off", time.perf_counter() - started),
-                "error": _last_error(log, returncode)}
+        return {
+            **_row(model, name, {}, "miss" if cache else "off", time.perf_counter() - started),
+            "error": _last_error(log, returncode),
+        }
     shutil.copyfile(log, work / "run.log")
     record = {"key": key, "status": PASSED if report["passed"] else FAILED, **_result_columns(report)}
     write_atomic(work / _RUN_RECORD, (json.dumps(record, indent=1) + "\n").encode())
@@ -195,18 +240,31 @@ def _compute(model, name, key, options, work, final, log, cache, started) -> dic
 
 def _result_columns(report: dict) -> dict:
     latency = report.get("latency_us") or {}
-    return {"size_bytes": report.get("size_bytes"), "accuracy": report.get("accuracy"),
-            "accuracy_drop": report.get("accuracy_drop"), "arena_bytes": report.get("arena_bytes"),
-            "latency_us": latency.get("p50"),
-            "broken_budgets": [b["name"] for b in report.get("budgets", []) if not b["passed"]]}
+    return {
+        "size_bytes": report.get("size_bytes"),
+        "accuracy": report.get("accuracy"),
+        "accuracy_drop": report.get("accuracy_drop"),
+        "arena_bytes": report.get("arena_bytes"),
+        "latency_us": latency.get("p50"),
+        "broken_budgets": [b["name"] for b in report.get("budgets", []) if not b["passed"]],
+    }
 
 
 def _row(model, name, record, cache, seconds) -> dict:
-    return {"model": str(model), "name": name, "status": record.get("status", ERROR), "cache": cache,
-            "seconds": round(seconds, 2), "size_bytes": record.get("size_bytes"),
-            "accuracy": record.get("accuracy"), "accuracy_drop": record.get("accuracy_drop"),
-            "arena_bytes": record.get("arena_bytes"), "latency_us": record.get("latency_us"),
-            "broken_budgets": record.get("broken_budgets", []), "error": None}
+    return {
+        "model": str(model),
+        "name": name,
+        "status": record.get("status", ERROR),
+        "cache": cache,
+        "seconds": round(seconds, 2),
+        "size_bytes": record.get("size_bytes"),
+        "accuracy": record.get("accuracy"),
+        "accuracy_drop": record.get("accuracy_drop"),
+        "arena_bytes": record.get("arena_bytes"),
+        "latency_us": record.get("latency_us"),
+        "broken_budgets": record.get("broken_budgets", []),
+        "error": None,
+    }
 
 
 def _read_record(folder: Path) -> dict:
@@ -231,15 +289,23 @@ class _Keys:
     """Cache keys: everything that decides a model's outputs, hashed; data digests computed once."""
 
     def __init__(self, recipe, options: BatchOptions):
-        self.base = {"recipe": recipe.to_dict(), "run_flags": list(options.run_flags),
-                     "versions": _versions(), "data": options.data}
+        self.base = {
+            "recipe": recipe.to_dict(),
+            "run_flags": list(options.run_flags),
+            "versions": _versions(),
+            "data": options.data,
+        }
         self.digests = {}
 
     def key(self, model: Path) -> str:
         data = {**recipes.folder_data(model), **self.base["recipe"]["data"], **self.base["data"]}
         specs = set(data.values()) | {spec for step in self.base["recipe"]["steps"] for spec in step["data"].values()}
-        content = {**self.base, "model": {"name": model.name, "digest": file_digest(model)},
-                   "data": data, "data_digests": {spec: self._digest(spec) for spec in sorted(specs)}}
+        content = {
+            **self.base,
+            "model": {"name": model.name, "digest": file_digest(model)},
+            "data": data,
+            "data_digests": {spec: self._digest(spec) for spec in sorted(specs)},
+        }
         return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
 
     def _digest(self, spec: str) -> str:
@@ -250,8 +316,10 @@ class _Keys:
 
 
 def _versions() -> dict:
-    return {**package_versions({package: package for package in _VERSIONED}),
-            "tfcompress": _source_digest(Path(__file__).resolve().parents[1])}
+    return {
+        **package_versions({package: package for package in _VERSIONED}),
+        "tfcompress": _source_digest(Path(__file__).resolve().parents[1]),
+    }
 
 
 def _source_digest(package: Path) -> str:
@@ -264,9 +332,12 @@ def _source_digest(package: Path) -> str:
 
 def _progress_line(row: dict, done: int, total: int) -> str:
     detail = row["error"] or ", ".join(
-        part for part in (_size_text(row["size_bytes"]), _drop_text(row["accuracy_drop"])) if part)
-    return f"[{done}/{total}] {row['name']}: {row['status']} in {row['seconds']:.1f} s " \
-           f"(cache {row['cache']}){': ' + detail if detail else ''}"
+        part for part in (_size_text(row["size_bytes"]), _drop_text(row["accuracy_drop"])) if part
+    )
+    return (
+        f"[{done}/{total}] {row['name']}: {row['status']} in {row['seconds']:.1f} s "
+        f"(cache {row['cache']}){': ' + detail if detail else ''}"
+    )
 
 
 def _size_text(size) -> str:
@@ -284,20 +355,26 @@ def _latency_text(latency) -> str:
 def markdown_summary(recipe_name: str, result: BatchResult) -> str:
     """The batch as a Markdown table, for a CI job's summary page."""
     counts = result.to_dict()["counts"]
-    lines = [f"## tfcompress: recipe `{recipe_name}`", "",
-             f"{counts[PASSED]} passed, {counts[FAILED]} failed a budget, {counts[ERROR]} errors "
-             f"in {result.seconds:.1f} s (exit {result.exit_code})", "",
-             "| model | status | size | accuracy drop | arena | latency p50 | cache | seconds |",
-             "|---|---|---:|---:|---:|---:|---|---:|"]
+    lines = [
+        f"## tfcompress: recipe `{recipe_name}`",
+        "",
+        f"{counts[PASSED]} passed, {counts[FAILED]} failed a budget, {counts[ERROR]} errors "
+        f"in {result.seconds:.1f} s (exit {result.exit_code})",
+        "",
+        "| model | status | size | accuracy drop | arena | latency p50 | cache | seconds |",
+        "|---|---|---:|---:|---:|---:|---|---:|",
+    ]
     for row in result.rows:
-        status = {PASSED: "✅ passed", FAILED: "❌ failed: " + ", ".join(row["broken_budgets"]),
-                  ERROR: "💥 error"}[row["status"]]
+        status = {PASSED: "✅ passed", FAILED: "❌ failed: " + ", ".join(row["broken_budgets"]), ERROR: "💥 error"}[
+            row["status"]
+        ]
         lines.append(
             f"| `{row['name']}` | {status} | {_size_text(row['size_bytes']) or '–'} | "
             f"{_drop_text(row['accuracy_drop']).removeprefix('drop ') or '–'} | "
             f"{_size_text(row['arena_bytes']) or '–'} | "
             f"{_latency_text(row['latency_us'])} | {row['cache']} | "
-            f"{row['seconds']:.1f} |")
+            f"{row['seconds']:.1f} |"
+        )
     errors = [row for row in result.rows if row["error"]]
     if errors:
         lines += ["", "Errors (see logs/NAME.log):", ""] + [f"- `{row['name']}`: {row['error']}" for row in errors]
@@ -312,5 +389,5 @@ def die_with_parent() -> None:
     import signal
 
     ctypes.CDLL(None).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-    if os.environ.get(PARENT_PID_VARIABLE) != str(os.getppid()):   # the batch died before the signal was armed
+    if os.environ.get(PARENT_PID_VARIABLE) != str(os.getppid()):  # the batch died before the signal was armed
         os._exit(130)

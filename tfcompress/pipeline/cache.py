@@ -16,8 +16,8 @@ import os
 import shutil
 from pathlib import Path
 
-from tfcompress.errors import OutputError
 from tfcompress._io.files import remove_stale, temporary_name
+from tfcompress.errors import OutputError
 
 __all__ = ["FolderCache"]
 
@@ -33,8 +33,9 @@ class FolderCache:
             for folder in (self.entries, self.locks):
                 folder.mkdir(parents=True, exist_ok=True)
         except OSError as error:
-            raise OutputError(f"Cannot use {self.root} as the cache folder: {error.strerror or error}. "
-                              "Give a writable --cache_dir.") from None
+            raise OutputError(
+                f"Cannot use {self.root} as the cache folder: {error.strerror or error}. Give a writable --cache_dir."
+            ) from None
         remove_stale(self.entries)
 
     @contextlib.contextmanager
@@ -60,8 +61,11 @@ class FolderCache:
 
     def damaged(self) -> list:
         """Keys of entries whose files no longer match their manifest."""
-        return sorted(entry.name for entry in self.entries.iterdir()
-                      if not entry.name.startswith(".") and not _manifest_holds(entry))
+        return sorted(
+            entry.name
+            for entry in self.entries.iterdir()
+            if not entry.name.startswith(".") and not _manifest_holds(entry)
+        )
 
     def store(self, key: str, source: Path) -> None:
         """Adds a copy of the folder `source` as the entry for `key` (no-op when one exists)."""

@@ -31,8 +31,20 @@ from tfcompress.transforms.lowrank import LowRankOptions
 from tfcompress.transforms.prune import PruneOptions
 from tfcompress.transforms.qat import QatOptions
 
-__all__ = ["Recipe", "Step", "load_recipe", "parse_recipe", "builtin_recipes", "folder_data", "STEP_KINDS",
-           "BUDGETS", "DATA_ROLES", "TRANSFORMS", "EXPORTS", "DATA_DEFAULTS_FILE"]
+__all__ = [
+    "Recipe",
+    "Step",
+    "load_recipe",
+    "parse_recipe",
+    "builtin_recipes",
+    "folder_data",
+    "STEP_KINDS",
+    "BUDGETS",
+    "DATA_ROLES",
+    "TRANSFORMS",
+    "EXPORTS",
+    "DATA_DEFAULTS_FILE",
+]
 
 DATA_ROLES = ("train", "val", "calibration", "eval")
 _TRAINING_ROLES = ("train", "val")
@@ -45,17 +57,25 @@ _STEPS = {
     "distill": ({**recipe_schema(TrainOptions, DistillOptions), "student": str}, _TRAINING_ROLES),
     "lowrank": (recipe_schema(TrainOptions, LowRankOptions), ("train", "eval")),
     "convert": (recipe_schema(ConvertOptions, GuardOptions), ("calibration", "eval")),
-    "micro": ({**recipe_schema(MicroOptions), **recipe_schema(ConvertOptions, only=("per_tensor_dense",)),
-               **recipe_schema(GuardOptions, only=_GATE)}, ("calibration", "eval")),
+    "micro": (
+        {
+            **recipe_schema(MicroOptions),
+            **recipe_schema(ConvertOptions, only=("per_tensor_dense",)),
+            **recipe_schema(GuardOptions, only=_GATE),
+        },
+        ("calibration", "eval"),
+    ),
     "benchmark": (recipe_schema(BenchmarkOptions), ("eval",)),
 }
 STEP_KINDS = tuple(_STEPS)
 TRANSFORMS = ("prune", "cluster", "qat", "distill", "lowrank")
 EXPORTS = ("convert", "micro")
-BUDGETS = {"max_accuracy_drop": "percentage points below the original model's accuracy (needs eval data)",
-           "max_size_bytes": "bytes of the final .tflite",
-           "max_arena_bytes": "TFLite Micro arena, measured (needs a micro step or benchmark micro: true)",
-           "max_latency_us": "median latency on this machine (needs convert or benchmark)"}
+BUDGETS = {
+    "max_accuracy_drop": "percentage points below the original model's accuracy (needs eval data)",
+    "max_size_bytes": "bytes of the final .tflite",
+    "max_arena_bytes": "TFLite Micro arena, measured (needs a micro step or benchmark micro: true)",
+    "max_latency_us": "median latency on this machine (needs convert or benchmark)",
+}
 _TOP_LEVEL = ("name", "description", "steps", "budgets", "data")
 DATA_DEFAULTS_FILE = "tfcompress-data.yaml"
 
@@ -64,7 +84,7 @@ DATA_DEFAULTS_FILE = "tfcompress-data.yaml"
 class Step:
     kind: str
     options: dict
-    data: dict          # role → data spec, paths already resolved against the recipe's folder
+    data: dict  # role → data spec, paths already resolved against the recipe's folder
     line: int
 
     def label(self, index: int) -> str:
@@ -77,21 +97,26 @@ class Recipe:
     description: str
     steps: tuple
     budgets: dict
-    data: dict          # role → default data spec
-    source: str         # the file, or "built-in"
+    data: dict  # role → default data spec
+    source: str  # the file, or "built-in"
 
     def to_dict(self) -> dict:
         """Everything that decides what the recipe produces (the cache key uses it)."""
-        return {"name": self.name, "description": self.description,
-                "steps": [{"step": step.kind, "options": step.options, "data": step.data} for step in self.steps],
-                "budgets": self.budgets, "data": self.data}
+        return {
+            "name": self.name,
+            "description": self.description,
+            "steps": [{"step": step.kind, "options": step.options, "data": step.data} for step in self.steps],
+            "budgets": self.budgets,
+            "data": self.data,
+        }
 
 
 def builtin_recipes() -> dict:
     """Name → YAML text of the recipes shipped with tfcompress."""
     folder = resources.files("tfcompress.pipeline") / "recipes"
-    return {entry.name[:-len(".yaml")]: entry.read_text() for entry in folder.iterdir()
-            if entry.name.endswith(".yaml")}
+    return {
+        entry.name[: -len(".yaml")]: entry.read_text() for entry in folder.iterdir() if entry.name.endswith(".yaml")
+    }
 
 
 def load_recipe(name_or_path) -> Recipe:
@@ -102,8 +127,9 @@ def load_recipe(name_or_path) -> Recipe:
     builtin = builtin_recipes()
     if str(name_or_path) in builtin:
         return parse_recipe(builtin[str(name_or_path)], "built-in", base_dir=None)
-    raise RecipeError(f"No recipe file {path} and no built-in recipe of that name; "
-                      f"built-in recipes: {', '.join(sorted(builtin))}.")
+    raise RecipeError(
+        f"No recipe file {path} and no built-in recipe of that name; built-in recipes: {', '.join(sorted(builtin))}."
+    )
 
 
 def folder_data(model_path) -> dict:
@@ -136,13 +162,17 @@ class _BoundedLoader(yaml.SafeLoader):
     def compose_node(self, parent, index):
         if self.check_event(yaml.AliasEvent):
             raise yaml.composer.ComposerError(
-                None, None, "recipes do not use YAML aliases (*name); write the values out",
-                self.peek_event().start_mark)
+                None,
+                None,
+                "recipes do not use YAML aliases (*name); write the values out",
+                self.peek_event().start_mark,
+            )
         self.depth += 1
         try:
             if self.depth > limits.NESTING_DEPTH.value:
                 raise yaml.composer.ComposerError(
-                    None, None, f"nested over {limits.NESTING_DEPTH.value} levels deep", self.peek_event().start_mark)
+                    None, None, f"nested over {limits.NESTING_DEPTH.value} levels deep", self.peek_event().start_mark
+                )
             return super().compose_node(parent, index)
         finally:
             self.depth -= 1
@@ -198,7 +228,7 @@ def _step(entry, index, base_dir, fail) -> Step:
         entry = {entry: None}
     if not isinstance(entry, dict) or len(entry) != 1:
         fail(path, "each step is one name with its options, e.g. '- convert: {precision: int8}'.")
-    (kind, options), = entry.items()
+    ((kind, options),) = entry.items()
     if kind not in _STEPS:
         fail(path, f"unknown step '{kind}'; steps: {', '.join(STEP_KINDS)}.")
     options = {} if options is None else options
@@ -210,8 +240,10 @@ def _step(entry, index, base_dir, fail) -> Step:
         if key in roles:
             continue
         if key not in allowed:
-            fail(path + (kind, key), f"unknown option '{key}' for step {kind}; options: "
-                 f"{', '.join(sorted(set(allowed) | set(roles)))}.")
+            fail(
+                path + (kind, key),
+                f"unknown option '{key}' for step {kind}; options: {', '.join(sorted(set(allowed) | set(roles)))}.",
+            )
         settings[key] = _checked_value(value, allowed[key], f"{kind}.{key}", path + (kind, key), fail)
     if "student" in settings:
         settings["student"] = _resolved(settings["student"], base_dir)
@@ -224,15 +256,16 @@ def _checked_value(value, wanted, name, path, fail):
         if value not in wanted:
             fail(path, f"{name} must be one of {', '.join(wanted)}; got {value!r}.")
         return value
-    if isinstance(wanted, list):   # [type]: a list of that type
+    if isinstance(wanted, list):  # [type]: a list of that type
         if not isinstance(value, list):
             fail(path, f"{name} must be a list, e.g. [a, b]; got {value!r}.")
         return [_checked_value(item, wanted[0], name, path, fail) for item in value]
     if wanted is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if wanted is dict:
-        if not isinstance(value, dict) or not all(isinstance(v, (int, float)) and not isinstance(v, bool)
-                                                  for v in value.values()):
+        if not isinstance(value, dict) or not all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) for v in value.values()
+        ):
             fail(path, f"{name} must map layer names to numbers, e.g. {{dense: 0.9}}; got {value!r}.")
         return {str(k): float(v) for k, v in value.items()}
     if not isinstance(value, wanted) or (wanted is not bool and isinstance(value, bool)):
@@ -263,8 +296,7 @@ def _check_order(steps, fail) -> None:
     seen_exports = []
     for index, step in enumerate(steps):
         if step.kind in TRANSFORMS and seen_exports:
-            fail(("steps", index), f"{step.kind} changes the Keras model, so it must come before "
-                 f"{seen_exports[0]}.")
+            fail(("steps", index), f"{step.kind} changes the Keras model, so it must come before {seen_exports[0]}.")
         if step.kind in EXPORTS:
             if step.kind in seen_exports:
                 fail(("steps", index), f"a recipe has at most one {step.kind} step.")
@@ -276,10 +308,12 @@ def _check_order(steps, fail) -> None:
 def _check_budgets_measurable(budgets, steps, fail) -> None:
     kinds = {step.kind for step in steps}
     micro_benchmark = any(step.kind == "benchmark" and step.options.get("micro") for step in steps)
-    needs = {"max_size_bytes": ("a convert or micro step", bool(kinds & set(EXPORTS))),
-             "max_accuracy_drop": ("a convert or micro step", bool(kinds & set(EXPORTS))),
-             "max_arena_bytes": ("a micro step or benchmark with micro: true", "micro" in kinds or micro_benchmark),
-             "max_latency_us": ("a convert or benchmark step", bool(kinds & {"convert", "benchmark"}))}
+    needs = {
+        "max_size_bytes": ("a convert or micro step", bool(kinds & set(EXPORTS))),
+        "max_accuracy_drop": ("a convert or micro step", bool(kinds & set(EXPORTS))),
+        "max_arena_bytes": ("a micro step or benchmark with micro: true", "micro" in kinds or micro_benchmark),
+        "max_latency_us": ("a convert or benchmark step", bool(kinds & {"convert", "benchmark"})),
+    }
     for budget in budgets:
         what, present = needs[budget]
         if not present:
@@ -317,7 +351,7 @@ def _line_numbers(node, path=()) -> dict:
     if isinstance(node, yaml.MappingNode):
         for key_node, value_node in node.value:
             lines.update(_line_numbers(value_node, path + (key_node.value,)))
-            lines[path + (key_node.value,)] = key_node.start_mark.line + 1   # the key's line, not its value's
+            lines[path + (key_node.value,)] = key_node.start_mark.line + 1  # the key's line, not its value's
     elif isinstance(node, yaml.SequenceNode):
         for index, item in enumerate(node.value):
             lines.update(_line_numbers(item, path + (index,)))

@@ -13,14 +13,14 @@ from pathlib import Path
 from typing import Optional
 
 from tfcompress import progress
-from tfcompress.pipeline import recipe as recipes
-from tfcompress.errors import DataError, ModelLoadError, TfcompressError
 from tfcompress._io.files import atomic_folder, check_not_inputs, path_size, write_atomic, write_json_atomic
+from tfcompress.errors import DataError, ModelLoadError, TfcompressError
 from tfcompress.options import LoadOptions, gather
+from tfcompress.pipeline import recipe as recipes
 from tfcompress.report import library_versions
+from tfcompress.report_schema import schema_version
 from tfcompress.runtime.metrics import accuracy_drop
 from tfcompress.runtime.weight_coding import code_weights
-from tfcompress.report_schema import schema_version
 
 __all__ = ["RunReport", "BudgetResult", "run_recipe", "format_run_report"]
 
@@ -41,25 +41,40 @@ class BudgetResult:
 @dataclasses.dataclass(frozen=True)
 class RunReport:
     recipe: recipes.Recipe
-    result: dict            # the report contract's keys for the final model
-    steps: tuple            # {"step", "line", "output", "seconds", "report"} per step
-    budgets: tuple          # BudgetResult
-    files: tuple = ()       # what the output folder holds besides report.json and report.md
+    result: dict  # the report contract's keys for the final model
+    steps: tuple  # {"step", "line", "output", "seconds", "report"} per step
+    budgets: tuple  # BudgetResult
+    files: tuple = ()  # what the output folder holds besides report.json and report.md
 
     @property
     def passed(self) -> bool:
         return all(budget.passed for budget in self.budgets)
 
     def to_dict(self) -> dict:
-        return {"schema_version": schema_version("run"), **self.result, "passed": self.passed,
-                "budgets": [{**dataclasses.asdict(b), "passed": b.passed} for b in self.budgets],
-                "recipe": {**self.recipe.to_dict(), "source": self.recipe.source},
-                "steps": list(self.steps), "files": [*self.files, "report.json", "report.md"],
-                "versions": library_versions()}
+        return {
+            "schema_version": schema_version("run"),
+            **self.result,
+            "passed": self.passed,
+            "budgets": [{**dataclasses.asdict(b), "passed": b.passed} for b in self.budgets],
+            "recipe": {**self.recipe.to_dict(), "source": self.recipe.source},
+            "steps": list(self.steps),
+            "files": [*self.files, "report.json", "report.md"],
+            "versions": library_versions(),
+        }
 
 
-def run_recipe(recipe, model, output_dir, *, load: Optional[LoadOptions] = None, train=None, val=None,
-               calibration=None, eval_data=None, **settings) -> RunReport:
+def run_recipe(
+    recipe,
+    model,
+    output_dir,
+    *,
+    load: Optional[LoadOptions] = None,
+    train=None,
+    val=None,
+    calibration=None,
+    eval_data=None,
+    **settings,
+) -> RunReport:
     """Runs `recipe` (a `Recipe`, a YAML path or a built-in name) on the model file `model`.
 
     `load` may also be given field by field as keywords (`trust_model_code=True`).
@@ -100,14 +115,22 @@ def _run_steps(recipe, model, output_dir, defaults, load: LoadOptions) -> RunRep
         elif step.kind in recipes.EXPORTS:
             last_tflite, exported = output if step.kind == "convert" else output / "model.tflite", report
         measured.update(_measurements(step.kind, report))
-        steps.append({"step": step.kind, "line": step.line, "output": _relative(output, output_dir),
-                      "seconds": round(time.perf_counter() - started, 3),
-                      "report": _relative_paths(report.to_dict(), output_dir)})
+        steps.append(
+            {
+                "step": step.kind,
+                "line": step.line,
+                "output": _relative(output, output_dir),
+                "seconds": round(time.perf_counter() - started, 3),
+                "report": _relative_paths(report.to_dict(), output_dir),
+            }
+        )
 
     original_accuracy = _original_accuracy(model, current, exported, defaults.get("eval"), load)
     result = _final_result(model, exported, last_tflite, output_dir, original_accuracy, measured)
-    budgets = tuple(BudgetResult(name, float(limit), _budget_value(name, result, measured))
-                    for name, limit in recipe.budgets.items())
+    budgets = tuple(
+        BudgetResult(name, float(limit), _budget_value(name, result, measured))
+        for name, limit in recipe.budgets.items()
+    )
     files = tuple(sorted(entry.name for entry in output_dir.iterdir()))
     return RunReport(recipe, result, tuple(steps), budgets, files)
 
@@ -117,19 +140,25 @@ def _check_data(recipe, defaults) -> None:
     after_qat = False
     for index, step in enumerate(recipe.steps):
         has = {role for role in recipes.DATA_ROLES if step.data.get(role) or defaults.get(role)}
-        needs_calibration = (step.kind == "micro" or (
-            step.kind == "convert" and step.options.get("precision", "int8") in ("int8", "int16x8")
-            and not after_qat))
+        needs_calibration = step.kind == "micro" or (
+            step.kind == "convert" and step.options.get("precision", "int8") in ("int8", "int16x8") and not after_qat
+        )
         if step.kind in _NEEDS_TRAIN and "train" not in has:
-            raise DataError(f"{step.label(index)} trains, so it needs labelled data: pass --train DATA, "
-                            "or set train: in the recipe.")
+            raise DataError(
+                f"{step.label(index)} trains, so it needs labelled data: pass --train DATA, "
+                "or set train: in the recipe."
+            )
         if needs_calibration and "calibration" not in has:
-            raise DataError(f"{step.label(index)} quantizes to integers, so it needs calibration data: "
-                            "pass --calibration DATA, or set calibration: in the recipe.")
+            raise DataError(
+                f"{step.label(index)} quantizes to integers, so it needs calibration data: "
+                "pass --calibration DATA, or set calibration: in the recipe."
+            )
         after_qat = after_qat or step.kind == "qat"
     if "max_accuracy_drop" in recipe.budgets and not defaults.get("eval"):
-        raise DataError("the budget max_accuracy_drop needs labelled eval data: pass --eval DATA, or set "
-                        "eval: in the recipe's data.")
+        raise DataError(
+            "the budget max_accuracy_drop needs labelled eval data: pass --eval DATA, or set "
+            "eval: in the recipe's data."
+        )
 
 
 def _run_transform(step, index, current, last_tflite, output_dir, data, load):
@@ -151,16 +180,18 @@ def _run_convert(step, index, current, last_tflite, output_dir, data, load):
     from tfcompress.jobs.convert import convert
 
     output = output_dir / "model.tflite"
-    return output, convert(current, output=output, calibration=data["calibration"], eval_data=data["eval"],
-                           load=load, **step.options)
+    return output, convert(
+        current, output=output, calibration=data["calibration"], eval_data=data["eval"], load=load, **step.options
+    )
 
 
 def _run_micro(step, index, current, last_tflite, output_dir, data, load):
     from tfcompress.jobs.micro import to_micro
 
     output = output_dir / "micro"
-    return output, to_micro(current, output, calibration=data["calibration"], eval_data=data["eval"], load=load,
-                            **step.options)
+    return output, to_micro(
+        current, output, calibration=data["calibration"], eval_data=data["eval"], load=load, **step.options
+    )
 
 
 def _run_benchmark(step, index, current, last_tflite, output_dir, data, load):
@@ -170,8 +201,12 @@ def _run_benchmark(step, index, current, last_tflite, output_dir, data, load):
     return output, benchmark([last_tflite], eval_data=data["eval"], json_path=output, load=load, **step.options)
 
 
-_STEP_RUNNERS = {**{kind: _run_transform for kind in recipes.TRANSFORMS},
-                 "convert": _run_convert, "micro": _run_micro, "benchmark": _run_benchmark}
+_STEP_RUNNERS = {
+    **{kind: _run_transform for kind in recipes.TRANSFORMS},
+    "convert": _run_convert,
+    "micro": _run_micro,
+    "benchmark": _run_benchmark,
+}
 
 
 def _measurements(kind, report) -> dict:
@@ -205,29 +240,53 @@ def _original_accuracy(model, current, exported, eval_data, load: LoadOptions) -
 
 def _final_result(model, exported, last_tflite, output_dir, original_accuracy, measured) -> dict:
     """The report contract's keys, for the last exported model against the input model."""
-    result = {"model": str(model), "output": None, "precision": None, "size_bytes": None, "gzip_bytes": None,
-              "reference": {"path": str(model), "size_bytes": path_size(model), "accuracy": original_accuracy},
-              "accuracy": None, "accuracy_drop": None, "fidelity": None,
-              "latency_us": None, "ops": {}, "float_ops": [], "arena_bytes": measured.get("arena_bytes"),
-              "warnings": []}
+    result = {
+        "model": str(model),
+        "output": None,
+        "precision": None,
+        "size_bytes": None,
+        "gzip_bytes": None,
+        "reference": {"path": str(model), "size_bytes": path_size(model), "accuracy": original_accuracy},
+        "accuracy": None,
+        "accuracy_drop": None,
+        "fidelity": None,
+        "latency_us": None,
+        "ops": {},
+        "float_ops": [],
+        "arena_bytes": measured.get("arena_bytes"),
+        "warnings": [],
+    }
     if exported is None:
         return result
     contract = exported.to_dict()
     accuracy = contract["accuracy"]
-    result.update({"output": _relative(last_tflite, output_dir), "precision": contract["precision"],
-                   "size_bytes": contract["size_bytes"], "gzip_bytes": contract["gzip_bytes"],
-                   "accuracy": accuracy, "fidelity": contract["fidelity"], "ops": contract["ops"],
-                   "float_ops": contract["float_ops"], "warnings": contract["warnings"],
-                   "float32_bytes": contract.get("float32_bytes"),
-                   "huffman_bytes": code_weights(last_tflite.read_bytes()).huffman_bytes,
-                   "latency_us": measured.get("latency_us")})
+    result.update(
+        {
+            "output": _relative(last_tflite, output_dir),
+            "precision": contract["precision"],
+            "size_bytes": contract["size_bytes"],
+            "gzip_bytes": contract["gzip_bytes"],
+            "accuracy": accuracy,
+            "fidelity": contract["fidelity"],
+            "ops": contract["ops"],
+            "float_ops": contract["float_ops"],
+            "warnings": contract["warnings"],
+            "float32_bytes": contract.get("float32_bytes"),
+            "huffman_bytes": code_weights(last_tflite.read_bytes()).huffman_bytes,
+            "latency_us": measured.get("latency_us"),
+        }
+    )
     result["accuracy_drop"] = accuracy_drop(original_accuracy, accuracy)
     return result
 
 
 def _budget_value(name, result, measured) -> Optional[float]:
-    return {"max_accuracy_drop": result["accuracy_drop"], "max_size_bytes": result["size_bytes"],
-            "max_arena_bytes": measured.get("arena_bytes"), "max_latency_us": (measured.get("latency_us") or {}).get("p50")}[name]
+    return {
+        "max_accuracy_drop": result["accuracy_drop"],
+        "max_size_bytes": result["size_bytes"],
+        "max_arena_bytes": measured.get("arena_bytes"),
+        "max_latency_us": (measured.get("latency_us") or {}).get("p50"),
+    }[name]
 
 
 def _relative(path, root: Path) -> Optional[str]:
@@ -249,7 +308,7 @@ def _relative_paths(value, root: Path):
     if isinstance(value, str):
         for prefix in prefixes:
             if value.startswith(prefix):
-                return value[len(prefix):]
+                return value[len(prefix) :]
     return value
 
 
@@ -260,15 +319,22 @@ def format_run_report(report: RunReport) -> str:
         lines.append(f"  {step['step']:<9} → {step['output']}  ({step['seconds']:.1f} s)")
     if result["size_bytes"] is not None:
         float32 = result.get("float32_bytes")
-        versus = f" ({float32 / result['size_bytes']:.1f}x smaller than the float32 .tflite, {float32:,} B)" \
-            if float32 else ""
-        lines.append(f"size: {result['size_bytes']:,} B{versus}, {result['precision']}; "
-                     f"gzip {result['gzip_bytes']:,} B; Huffman-coded {result['huffman_bytes']:,} B")
+        versus = (
+            f" ({float32 / result['size_bytes']:.1f}x smaller than the float32 .tflite, {float32:,} B)"
+            if float32
+            else ""
+        )
+        lines.append(
+            f"size: {result['size_bytes']:,} B{versus}, {result['precision']}; "
+            f"gzip {result['gzip_bytes']:,} B; Huffman-coded {result['huffman_bytes']:,} B"
+        )
     if result["accuracy"] is not None:
         before = result["reference"]["accuracy"]
-        lines.append(f"accuracy: {before * 100:.2f}% → {result['accuracy'] * 100:.2f}% "
-                     f"(drop {result['accuracy_drop']:+.2f} pt)" if before is not None
-                     else f"accuracy: {result['accuracy'] * 100:.2f}%")
+        lines.append(
+            f"accuracy: {before * 100:.2f}% → {result['accuracy'] * 100:.2f}% (drop {result['accuracy_drop']:+.2f} pt)"
+            if before is not None
+            else f"accuracy: {result['accuracy'] * 100:.2f}%"
+        )
     if result["arena_bytes"] is not None:
         lines.append(f"arena: {result['arena_bytes']:,} bytes (TFLite Micro, measured)")
     if result["latency_us"] is not None:

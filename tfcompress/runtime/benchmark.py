@@ -12,8 +12,8 @@ from typing import Optional
 
 import numpy as np
 
-from tfcompress.errors import OptionError, TfcompressError
 from tfcompress.data import noise
+from tfcompress.errors import OptionError, TfcompressError
 from tfcompress.options import option
 from tfcompress.runtime import metrics
 from tfcompress.runtime.inspect import gzip_size, inspect_tflite, is_full_integer, precision_of
@@ -49,15 +49,15 @@ class ModelBenchmark:
     precision: str
     size_bytes: int
     gzip_bytes: int
-    init_ms: float                  # interpreter creation + allocate_tensors, median over repeats
-    latency: Latency                # each statistic the median over repeats
-    p50_spread_us: tuple            # (min, max) of p50 across repeats
-    rss_growth_bytes: int           # resident memory added by the interpreter and its runs
+    init_ms: float  # interpreter creation + allocate_tensors, median over repeats
+    latency: Latency  # each statistic the median over repeats
+    p50_spread_us: tuple  # (min, max) of p50 across repeats
+    rss_growth_bytes: int  # resident memory added by the interpreter and its runs
     accuracy: Optional[float]
     fidelity: Optional[metrics.Fidelity]
     ops: dict
     float_ops: tuple
-    micro: Optional[dict] = None    # TFLite Micro arena/agreement/latency, or its error
+    micro: Optional[dict] = None  # TFLite Micro arena/agreement/latency, or its error
     latency_samples_us: np.ndarray = dataclasses.field(default=None, repr=False, compare=False)
 
     @property
@@ -74,9 +74,15 @@ def comparison_inputs(model_bytes: bytes, eval_x: Optional[np.ndarray], count: i
     return noise(shape)
 
 
-def benchmark_models(named_models, options: BenchmarkOptions, *, inputs: np.ndarray,
-                     labels: Optional[np.ndarray] = None, reference_outputs: Optional[np.ndarray] = None,
-                     eval_x=None) -> tuple:
+def benchmark_models(
+    named_models,
+    options: BenchmarkOptions,
+    *,
+    inputs: np.ndarray,
+    labels: Optional[np.ndarray] = None,
+    reference_outputs: Optional[np.ndarray] = None,
+    eval_x=None,
+) -> tuple:
     """Measures `(name, bytes)` models under the same conditions; `inputs` are float samples
     shared with the reference.
 
@@ -94,9 +100,10 @@ def benchmark_models(named_models, options: BenchmarkOptions, *, inputs: np.ndar
             rss_before = _resident_bytes()
             rounds[name].append(_timed_round(data, options, eval_x, runs=options.runs))
             rss_growth.setdefault(name, max(_resident_bytes() - rss_before, 0))
-    return tuple(_model_result(name, data, summary, rounds[name], rss_growth[name], options, inputs, labels,
-                               reference_outputs)
-                 for (name, data), summary in zip(named_models, summaries))
+    return tuple(
+        _model_result(name, data, summary, rounds[name], rss_growth[name], options, inputs, labels, reference_outputs)
+        for (name, data), summary in zip(named_models, summaries)
+    )
 
 
 def _timed_round(model_bytes: bytes, options: BenchmarkOptions, eval_x, runs: int) -> tuple:
@@ -108,20 +115,27 @@ def _timed_round(model_bytes: bytes, options: BenchmarkOptions, eval_x, runs: in
     return init_ms, samples
 
 
-def _model_result(name, model_bytes, summary, rounds, rss_growth, options, inputs, labels,
-                  reference_outputs) -> ModelBenchmark:
+def _model_result(
+    name, model_bytes, summary, rounds, rss_growth, options, inputs, labels, reference_outputs
+) -> ModelBenchmark:
     stats = [Latency.from_samples(samples) for _, samples in rounds]
     outputs = predict(model_bytes, inputs, threads=options.threads)
     return ModelBenchmark(
-        model=name, precision=precision_of(summary), size_bytes=len(model_bytes),
-        gzip_bytes=gzip_size(model_bytes), init_ms=float(np.median([init for init, _ in rounds])),
+        model=name,
+        precision=precision_of(summary),
+        size_bytes=len(model_bytes),
+        gzip_bytes=gzip_size(model_bytes),
+        init_ms=float(np.median([init for init, _ in rounds])),
         latency=_median_latency(stats),
         p50_spread_us=(min(s.p50 for s in stats), max(s.p50 for s in stats)),
-        rss_growth_bytes=rss_growth, accuracy=metrics.accuracy(outputs, labels),
+        rss_growth_bytes=rss_growth,
+        accuracy=metrics.accuracy(outputs, labels),
         fidelity=metrics.fidelity(outputs, reference_outputs) if reference_outputs is not None else None,
-        ops=summary.ops, float_ops=summary.float_ops,
+        ops=summary.ops,
+        float_ops=summary.float_ops,
         micro=_micro(model_bytes, inputs, summary) if options.micro else None,
-        latency_samples_us=np.concatenate([samples for _, samples in rounds]))
+        latency_samples_us=np.concatenate([samples for _, samples in rounds]),
+    )
 
 
 def _median_latency(stats: list) -> Latency:

@@ -15,16 +15,28 @@ import numpy as np
 from tfcompress._io import limits
 from tfcompress.errors import ModelLoadError
 
-__all__ = ["TensorInfo", "OperatorInfo", "TfliteSummary", "read_tflite", "inspect_tflite", "constant_values",
-           "constant_tensors", "precision_of", "is_full_integer", "gzip_size"]
+__all__ = [
+    "TensorInfo",
+    "OperatorInfo",
+    "TfliteSummary",
+    "read_tflite",
+    "inspect_tflite",
+    "constant_values",
+    "constant_tensors",
+    "precision_of",
+    "is_full_integer",
+    "gzip_size",
+]
 
 _FLATBUFFER_IDENTIFIER = b"TFL3"
 # Ops that only move between float and integer at the model's edges.
 _CONVERSION_OPS = {"QUANTIZE", "DEQUANTIZE"}
 _FLOAT_TYPES = {"FLOAT32", "FLOAT16", "FLOAT64"}
 # Flatbuffer buffers are little-endian.
-_NUMPY_TYPES = {name: np.dtype(name).newbyteorder("<")
-                for name in ("int8", "uint8", "int16", "int32", "int64", "float16", "float32")}
+_NUMPY_TYPES = {
+    name: np.dtype(name).newbyteorder("<")
+    for name in ("int8", "uint8", "int16", "int32", "int64", "float16", "float32")
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -32,8 +44,8 @@ class TensorInfo:
     name: str
     dtype: str
     shape: tuple
-    size_bytes: int           # bytes stored in the flatbuffer (0 for activations)
-    scales: tuple             # one per tensor, or one per channel
+    size_bytes: int  # bytes stored in the flatbuffer (0 for activations)
+    scales: tuple  # one per tensor, or one per channel
     zero_points: tuple
     quantized_dimension: int
 
@@ -43,13 +55,21 @@ class TensorInfo:
 
     def interpreter_detail(self) -> dict:
         """The tensor as LiteRT's get_input_details() describes it, for quantize()."""
-        return {"name": self.name, "dtype": np.dtype(self.dtype.lower()), "shape": self.shape,
-                "quantization": (self.scales[0], self.zero_points[0]) if self.scales else (0.0, 0)}
+        return {
+            "name": self.name,
+            "dtype": np.dtype(self.dtype.lower()),
+            "shape": self.shape,
+            "quantization": (self.scales[0], self.zero_points[0]) if self.scales else (0.0, 0),
+        }
 
     def to_dict(self) -> dict:
-        return {"name": self.name, "dtype": self.dtype, "shape": list(self.shape),
-                "size_bytes": self.size_bytes,
-                "quantization": _quantization_dict(self)}
+        return {
+            "name": self.name,
+            "dtype": self.dtype,
+            "shape": list(self.shape),
+            "size_bytes": self.size_bytes,
+            "quantization": _quantization_dict(self),
+        }
 
     def io_dict(self) -> dict:
         """A model input or output: its size is the bytes one sample of it takes, not stored bytes."""
@@ -59,20 +79,20 @@ class TensorInfo:
 
 @dataclasses.dataclass(frozen=True)
 class OperatorInfo:
-    name: str                 # CONV_2D, ...
-    output_names: tuple       # its output tensors' names: the converter keeps the Keras layer path
+    name: str  # CONV_2D, ...
+    output_names: tuple  # its output tensors' names: the converter keeps the Keras layer path
     computes_in_float: bool
 
 
 @dataclasses.dataclass(frozen=True)
 class TfliteSummary:
     size_bytes: int
-    ops: dict                  # op name → count, in first-seen order
-    float_ops: tuple           # names of ops that compute in float (not QUANTIZE/DEQUANTIZE)
-    inputs: tuple              # TensorInfo of the model inputs
+    ops: dict  # op name → count, in first-seen order
+    float_ops: tuple  # names of ops that compute in float (not QUANTIZE/DEQUANTIZE)
+    inputs: tuple  # TensorInfo of the model inputs
     outputs: tuple
-    tensors: tuple             # every tensor of the main subgraph
-    operators: tuple           # OperatorInfo, in execution order
+    tensors: tuple  # every tensor of the main subgraph
+    operators: tuple  # OperatorInfo, in execution order
 
 
 def read_tflite(path) -> bytes:
@@ -81,8 +101,7 @@ def read_tflite(path) -> bytes:
     limits.WEIGHT_BYTES.check(path.stat().st_size, path, ModelLoadError)
     data = path.read_bytes()
     if path.suffix != ".tflite" and data[4:8] != _FLATBUFFER_IDENTIFIER:
-        raise ModelLoadError(
-            f"{path} is not a .tflite model; convert Keras models first with `tfcompress convert`.")
+        raise ModelLoadError(f"{path} is not a .tflite model; convert Keras models first with `tfcompress convert`.")
     return data
 
 
@@ -97,10 +116,10 @@ def inspect_tflite(model_bytes: bytes, source: str = "model") -> TfliteSummary:
         subgraph = model.Subgraphs(0)
         op_names = [_op_name(model.OperatorCodes(i), schema) for i in range(model.OperatorCodesLength())]
         type_names = {value: name for name, value in vars(schema.TensorType).items() if not name.startswith("_")}
-        tensors = tuple(_tensor_info(model, subgraph.Tensors(i), type_names)
-                        for i in range(subgraph.TensorsLength()))
-        operators = tuple(_operator_info(subgraph.Operators(index), op_names, tensors)
-                          for index in range(subgraph.OperatorsLength()))
+        tensors = tuple(_tensor_info(model, subgraph.Tensors(i), type_names) for i in range(subgraph.TensorsLength()))
+        operators = tuple(
+            _operator_info(subgraph.Operators(index), op_names, tensors) for index in range(subgraph.OperatorsLength())
+        )
         ops = collections.Counter(operator.name for operator in operators)
         float_ops = [operator.name for operator in operators if operator.computes_in_float]
         inputs = tuple(tensors[i] for i in subgraph.InputsAsNumpy())
@@ -108,8 +127,9 @@ def inspect_tflite(model_bytes: bytes, source: str = "model") -> TfliteSummary:
     except (IndexError, ValueError, TypeError, AttributeError, KeyError, OverflowError, struct.error) as error:
         raise ModelLoadError(f"{source} is a damaged TFLite flatbuffer ({error}).") from None
     _check_tensor_sizes(tensors, source)
-    return TfliteSummary(len(model_bytes), dict(ops), tuple(sorted(set(float_ops))),
-                         inputs, outputs, tensors, operators)
+    return TfliteSummary(
+        len(model_bytes), dict(ops), tuple(sorted(set(float_ops))), inputs, outputs, tensors, operators
+    )
 
 
 def _check_tensor_sizes(tensors, source) -> None:
@@ -117,11 +137,14 @@ def _check_tensor_sizes(tensors, source) -> None:
     total_bytes = 0
     for tensor in tensors:
         if any(dim < 0 for dim in tensor.shape):
-            raise ModelLoadError(f"{source}: tensor '{tensor.name}' has the shape {list(tensor.shape)}; "
-                                 "dimensions cannot be negative (a damaged or forged file).")
+            raise ModelLoadError(
+                f"{source}: tensor '{tensor.name}' has the shape {list(tensor.shape)}; "
+                "dimensions cannot be negative (a damaged or forged file)."
+            )
         elements = int(np.prod(tensor.shape, dtype=np.float64))
-        limits.INPUT_ELEMENTS.check(elements, f"{source} (tensor '{tensor.name}', shape {list(tensor.shape)})",
-                                    ModelLoadError, unit="elements")
+        limits.INPUT_ELEMENTS.check(
+            elements, f"{source} (tensor '{tensor.name}', shape {list(tensor.shape)})", ModelLoadError, unit="elements"
+        )
         total_bytes += elements * 4
     limits.DATA_BYTES.check(total_bytes, f"{source} (all tensors)", ModelLoadError)
 
@@ -145,8 +168,8 @@ def constant_tensors(model_bytes: bytes) -> tuple:
         buffer = model.Buffers(subgraph.Tensors(index).Buffer())
         if buffer.DataLength():
             raw = buffer.DataAsNumpy().tobytes()
-        else:                     # stored after the flatbuffer table (models over 2 GB)
-            raw = model_bytes[buffer.Offset():buffer.Offset() + buffer.Size()]
+        else:  # stored after the flatbuffer table (models over 2 GB)
+            raw = model_bytes[buffer.Offset() : buffer.Offset() + buffer.Size()]
         values = np.frombuffer(raw, dtype=_NUMPY_TYPES[info.dtype.lower()]).reshape(info.shape)
         result.append((index, info, values))
     return tuple(result)
@@ -190,7 +213,8 @@ def _operator_info(operator, op_names, tensors) -> OperatorInfo:
     name = op_names[operator.OpcodeIndex()]
     touched = [tensors[i] for i in _operator_tensors(operator)]
     computes_in_float = name not in _CONVERSION_OPS and any(
-        t.dtype in _FLOAT_TYPES and not t.is_constant for t in touched)
+        t.dtype in _FLOAT_TYPES and not t.is_constant for t in touched
+    )
     outputs = operator.OutputsAsNumpy()
     output_names = tuple(tensors[int(i)].name for i in outputs if i >= 0) if isinstance(outputs, np.ndarray) else ()
     return OperatorInfo(name, output_names, computes_in_float)
@@ -206,7 +230,7 @@ def _tensor_info(model, tensor, type_names) -> TensorInfo:
     buffer = model.Buffers(tensor.Buffer())
     size = buffer.DataLength() if buffer is not None else 0
     if buffer is not None and size == 0 and buffer.Size() > 1:
-        size = buffer.Size()      # data stored outside the flatbuffer table (large models)
+        size = buffer.Size()  # data stored outside the flatbuffer table (large models)
     quantization = tensor.Quantization()
     scales, zero_points, dimension = (), (), 0
     if quantization is not None and quantization.ScaleLength():
@@ -214,8 +238,15 @@ def _tensor_info(model, tensor, type_names) -> TensorInfo:
         zero_points = tuple(int(z) for z in quantization.ZeroPointAsNumpy())
         dimension = quantization.QuantizedDimension()
     shape = tuple(int(d) for d in tensor.ShapeAsNumpy()) if tensor.ShapeLength() else ()
-    return TensorInfo(tensor.Name().decode(), type_names.get(tensor.Type(), str(tensor.Type())),
-                      shape, int(size), scales, zero_points, dimension)
+    return TensorInfo(
+        tensor.Name().decode(),
+        type_names.get(tensor.Type(), str(tensor.Type())),
+        shape,
+        int(size),
+        scales,
+        zero_points,
+        dimension,
+    )
 
 
 def _quantization_dict(tensor: TensorInfo) -> Optional[dict]:

@@ -7,14 +7,13 @@ and an int8 model are compared on the same numbers.
 
 import numpy as np
 
-from tfcompress.errors import DataError, ModelLoadError
 from tfcompress._io.native import captured_output
+from tfcompress.errors import DataError, ModelLoadError
 
 __all__ = ["make_interpreter", "predict", "raw_outputs", "quantize", "dequantize"]
 
 
-def make_interpreter(model_bytes: bytes, *, threads: int = 1, xnnpack: bool = True,
-                     reference_kernels: bool = False):
+def make_interpreter(model_bytes: bytes, *, threads: int = 1, xnnpack: bool = True, reference_kernels: bool = False):
     """A LiteRT interpreter: with or without the default XNNPACK delegate, or running
     the reference kernels (the ones TFLite Micro's portable build implements)."""
     from ai_edge_litert.interpreter import Interpreter, OpResolverType
@@ -23,9 +22,10 @@ def make_interpreter(model_bytes: bytes, *, threads: int = 1, xnnpack: bool = Tr
     if reference_kernels:
         resolver = OpResolverType.BUILTIN_REF
     try:
-        with captured_output():   # LiteRT prints "INFO: Created TensorFlow Lite XNNPACK delegate" from C++
-            interpreter = Interpreter(model_content=model_bytes, num_threads=threads,
-                                      experimental_op_resolver_type=resolver)
+        with captured_output():  # LiteRT prints "INFO: Created TensorFlow Lite XNNPACK delegate" from C++
+            interpreter = Interpreter(
+                model_content=model_bytes, num_threads=threads, experimental_op_resolver_type=resolver
+            )
             interpreter.allocate_tensors()
         return interpreter
     except (ValueError, RuntimeError) as error:
@@ -60,10 +60,11 @@ def predict(model_bytes: bytes, x: np.ndarray, *, batch_size: int = 250, threads
     if len(wanted) != x.ndim - 1 or any(w not in (-1, h) for w, h in zip(wanted, x.shape[1:])):
         raise DataError(
             f"Data has samples of shape {tuple(x.shape[1:])}, but the model expects "
-            f"{tuple(int(d) for d in input_detail['shape'][1:])}.")
+            f"{tuple(int(d) for d in input_detail['shape'][1:])}."
+        )
     outputs, current_batch = [], None
     for start in range(0, len(x), batch_size):
-        batch = x[start:start + batch_size]
+        batch = x[start : start + batch_size]
         if len(batch) != current_batch:
             if input_detail["shape_signature"][0] == -1 or len(batch) == input_detail["shape"][0]:
                 interpreter.resize_tensor_input(input_detail["index"], (len(batch),) + tuple(batch.shape[1:]))
@@ -78,7 +79,7 @@ def predict(model_bytes: bytes, x: np.ndarray, *, batch_size: int = 250, threads
 def _predict_one_by_one(interpreter, x: np.ndarray) -> np.ndarray:
     """For models with a fixed batch of 1 (e.g. converted from a concrete function)."""
     interpreter.allocate_tensors()
-    return np.concatenate([_invoke(interpreter, x[i:i + 1]) for i in range(len(x))])
+    return np.concatenate([_invoke(interpreter, x[i : i + 1]) for i in range(len(x))])
 
 
 def _invoke(interpreter, batch: np.ndarray) -> np.ndarray:

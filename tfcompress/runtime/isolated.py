@@ -15,9 +15,9 @@ __all__ = ["ChildResult", "run_isolated"]
 
 @dataclasses.dataclass(frozen=True)
 class ChildResult:
-    succeeded: bool          # `action` returned without raising
-    printed: str             # what the child wrote to stdout and stderr (native code included)
-    signal: Optional[int]    # the signal that killed it, if it crashed
+    succeeded: bool  # `action` returned without raising
+    printed: str  # what the child wrote to stdout and stderr (native code included)
+    signal: Optional[int]  # the signal that killed it, if it crashed
 
 
 def run_isolated(action: Callable[[], object]) -> ChildResult:
@@ -42,5 +42,8 @@ def run_isolated(action: Callable[[], object]) -> ChildResult:
     with os.fdopen(reader, "rb") as pipe:
         printed = pipe.read().decode(errors="replace")
     _, status = os.waitpid(pid, 0)
-    return ChildResult(os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, printed,
-                       os.WTERMSIG(status) if os.WIFSIGNALED(status) else None)
+    return ChildResult(
+        os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0,
+        printed,
+        os.WTERMSIG(status) if os.WIFSIGNALED(status) else None,
+    )

@@ -26,8 +26,15 @@ class Latency:
     @classmethod
     def from_samples(cls, samples_us: np.ndarray) -> "Latency":
         p50, p90, p99 = np.percentile(samples_us, [50, 90, 99])
-        return cls(float(p50), float(p90), float(p99), float(samples_us.mean()),
-                   float(samples_us.min()), float(samples_us.std()), len(samples_us))
+        return cls(
+            float(p50),
+            float(p90),
+            float(p99),
+            float(samples_us.mean()),
+            float(samples_us.min()),
+            float(samples_us.std()),
+            len(samples_us),
+        )
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -48,7 +55,7 @@ def latency_inputs(interpreter, eval_x=None, count: int = 16) -> list:
     detail = interpreter.get_input_details()[0]
     if eval_x is None:
         return [random_inputs(detail, seed) for seed in range(count)]
-    return [quantize(eval_x[i:i + 1], detail) for i in range(min(count, len(eval_x)))]
+    return [quantize(eval_x[i : i + 1], detail) for i in range(min(count, len(eval_x)))]
 
 
 def time_invokes(interpreter, inputs: list, *, runs: int, warmup: int) -> np.ndarray:
@@ -70,8 +77,9 @@ def time_invokes(interpreter, inputs: list, *, runs: int, warmup: int) -> np.nda
     return samples
 
 
-def measure_latency(model_bytes: bytes, *, runs: int = 200, warmup: int = 20, threads: int = 1,
-                    xnnpack: bool = True) -> Latency:
+def measure_latency(
+    model_bytes: bytes, *, runs: int = 200, warmup: int = 20, threads: int = 1, xnnpack: bool = True
+) -> Latency:
     """Times `runs` single-sample invokes of random inputs after `warmup` untimed ones."""
     interpreter = make_interpreter(model_bytes, threads=threads, xnnpack=xnnpack)
     interpreter.allocate_tensors()

@@ -14,7 +14,7 @@ __all__ = ["Fidelity", "accuracy", "accuracy_drop", "fidelity"]
 class Fidelity:
     """Agreement of a model's outputs with a reference model's, on the same inputs."""
 
-    top1_agreement: float      # fraction of samples whose arg-max class matches
+    top1_agreement: float  # fraction of samples whose arg-max class matches
     max_abs_error: float
     mean_abs_error: float
     samples: int
@@ -23,9 +23,13 @@ class Fidelity:
     top1_ties: int = 0
 
     def to_dict(self) -> dict:
-        return {"top1_agreement": self.top1_agreement, "max_abs_error": self.max_abs_error,
-                "mean_abs_error": self.mean_abs_error, "samples": self.samples,
-                "top1_ties": self.top1_ties}
+        return {
+            "top1_agreement": self.top1_agreement,
+            "max_abs_error": self.max_abs_error,
+            "mean_abs_error": self.mean_abs_error,
+            "samples": self.samples,
+            "top1_ties": self.top1_ties,
+        }
 
 
 def accuracy(outputs: np.ndarray, labels: Optional[np.ndarray]) -> Optional[float]:
@@ -40,8 +44,10 @@ def accuracy(outputs: np.ndarray, labels: Optional[np.ndarray]) -> Optional[floa
     if len(labels) != len(outputs):
         raise DataError(f"The data has {len(labels)} labels for {len(outputs)} inputs; give one label per input.")
     if len(labels) and (labels.min() < 0 or labels.max() >= classes):
-        raise DataError(f"The labels run from {int(labels.min())} to {int(labels.max())}, but the model has "
-                        f"{classes} classes (0 to {classes - 1}); check the labels belong to this model.")
+        raise DataError(
+            f"The labels run from {int(labels.min())} to {int(labels.max())}, but the model has "
+            f"{classes} classes (0 to {classes - 1}); check the labels belong to this model."
+        )
     return float(np.mean(np.argmax(outputs, axis=-1) == labels))
 
 

@@ -28,15 +28,19 @@ def builtin_op_names() -> dict:
     """Builtin op code → name, from the schema module ai-edge-litert ships."""
     from ai_edge_litert import schema_py_generated as schema
 
-    return {code: name for name, code in vars(schema.BuiltinOperator).items()
-            if not name.startswith("_") and name not in ("CUSTOM", "DELEGATE")}
+    return {
+        code: name
+        for name, code in vars(schema.BuiltinOperator).items()
+        if not name.startswith("_") and name not in ("CUSTOM", "DELEGATE")
+    }
 
 
 def _micro_resolves(code: int) -> bool:
     from tflite_micro import runtime
 
-    child = run_isolated(lambda: runtime.Interpreter.from_bytes(_one_operator_model(code),
-                                                                 arena_size=_PROBE_ARENA_BYTES))
+    child = run_isolated(
+        lambda: runtime.Interpreter.from_bytes(_one_operator_model(code), arena_size=_PROBE_ARENA_BYTES)
+    )
     return not _MISSING_OP.search(child.printed)
 
 

@@ -13,14 +13,22 @@ from typing import Optional
 
 import numpy as np
 
-from tfcompress.errors import ConversionError
 from tfcompress._io.native import captured_output
-from tfcompress.runtime.latency import Latency
+from tfcompress.errors import ConversionError
 from tfcompress.runtime.interpreter import raw_outputs
 from tfcompress.runtime.isolated import run_isolated
+from tfcompress.runtime.latency import Latency
 
-__all__ = ["MicroRun", "measure_arena", "run_micro", "micro_outputs", "time_micro", "micro_run_error",
-           "ARENA_ALIGNMENT", "aligned"]
+__all__ = [
+    "MicroRun",
+    "measure_arena",
+    "run_micro",
+    "micro_outputs",
+    "time_micro",
+    "micro_run_error",
+    "ARENA_ALIGNMENT",
+    "aligned",
+]
 
 ARENA_ALIGNMENT = 16
 _MISSING_OP = re.compile(r"Didn't find op for builtin opcode '([A-Z0-9_]+)'")
@@ -32,8 +40,8 @@ _LARGEST_ARENA_BYTES = 1 << 28
 class MicroRun:
     """What TFLite Micro did with a model."""
 
-    arena_bytes: int            # smallest arena (multiple of 16) the model allocated and ran in
-    recorded_arena_bytes: int   # the recording allocator's own total
+    arena_bytes: int  # smallest arena (multiple of 16) the model allocated and ran in
+    recorded_arena_bytes: int  # the recording allocator's own total
     diff_steps_by_kernels: dict  # largest output difference from LiteRT, in quantized steps
     latency: Latency
 
@@ -43,9 +51,13 @@ class MicroRun:
         return min(self.diff_steps_by_kernels.values())
 
     def to_dict(self) -> dict:
-        return {"arena_bytes": self.arena_bytes, "recorded_arena_bytes": self.recorded_arena_bytes,
-                "max_diff_steps": self.max_diff_steps, "diff_steps_by_kernels": self.diff_steps_by_kernels,
-                "latency_us": self.latency.to_dict()}
+        return {
+            "arena_bytes": self.arena_bytes,
+            "recorded_arena_bytes": self.recorded_arena_bytes,
+            "max_diff_steps": self.max_diff_steps,
+            "diff_steps_by_kernels": self.diff_steps_by_kernels,
+            "latency_us": self.latency.to_dict(),
+        }
 
 
 def measure_arena(model_bytes: bytes, alt_decompression_bytes: int = 0) -> tuple:
@@ -81,14 +93,19 @@ def run_micro(model_bytes: bytes, inputs: np.ndarray, *, runs: int = 20) -> Micr
     arena, recorded = measure_arena(model_bytes)
     outputs = micro_outputs(model_bytes, inputs, arena).astype(np.int64)
     differences = {
-        kernels: int(np.abs(outputs - raw_outputs(
-            model_bytes, inputs, reference_kernels=kernels == "reference").astype(np.int64)).max())
-        for kernels in ("optimized", "reference")}
+        kernels: int(
+            np.abs(
+                outputs - raw_outputs(model_bytes, inputs, reference_kernels=kernels == "reference").astype(np.int64)
+            ).max()
+        )
+        for kernels in ("optimized", "reference")
+    }
     return MicroRun(arena, recorded, differences, time_micro(model_bytes, inputs, arena, runs=runs))
 
 
-def micro_outputs(model_bytes: bytes, inputs: np.ndarray, arena_bytes: int,
-                  alt_decompression_bytes: int = 0) -> np.ndarray:
+def micro_outputs(
+    model_bytes: bytes, inputs: np.ndarray, arena_bytes: int, alt_decompression_bytes: int = 0
+) -> np.ndarray:
     """TFLite Micro's raw outputs for `inputs` (in the model's input dtype), one invoke each."""
     interpreter = _interpreter(model_bytes, arena_bytes, alt_decompression_bytes)
     outputs = []
@@ -116,15 +133,17 @@ def _interpreter(model_bytes: bytes, arena_size: int, alt_decompression_bytes: i
 
     with captured_output() as captured:
         try:
-            return runtime.Interpreter.from_bytes(model_bytes, arena_size=arena_size,
-                                                  alt_decompression_memory_size=alt_decompression_bytes)
+            return runtime.Interpreter.from_bytes(
+                model_bytes, arena_size=arena_size, alt_decompression_memory_size=alt_decompression_bytes
+            )
         except RuntimeError:
             pass
     missing = sorted(set(_MISSING_OP.findall(captured.text)))
     if missing:
         raise ConversionError(
             f"TFLite Micro has no kernel for: {', '.join(missing)} (it stops at the first missing op). "
-            "Replace that layer, or deploy with LiteRT instead of TFLite Micro.")
+            "Replace that layer, or deploy with LiteRT instead of TFLite Micro."
+        )
     raise ConversionError(f"TFLite Micro cannot run the model: {captured.text.strip().splitlines()[-1:]}")
 
 
@@ -144,8 +163,11 @@ def micro_run_error(model_bytes: bytes, arena_size: int, alt_decompression_bytes
     """
     from tflite_micro import runtime
 
-    child = run_isolated(lambda: runtime.Interpreter.from_bytes(
-        model_bytes, arena_size=arena_size, alt_decompression_memory_size=alt_decompression_bytes).invoke())
+    child = run_isolated(
+        lambda: runtime.Interpreter.from_bytes(
+            model_bytes, arena_size=arena_size, alt_decompression_memory_size=alt_decompression_bytes
+        ).invoke()
+    )
     if child.succeeded:
         return None
     if child.signal is not None:

@@ -18,8 +18,7 @@ import numpy as np
 
 from tfcompress.runtime.inspect import constant_values, gzip_size
 
-__all__ = ["TensorCoding", "WeightCoding", "code_weights", "code_arrays", "huffman_code_lengths",
-           "unique_per_channel"]
+__all__ = ["TensorCoding", "WeightCoding", "code_weights", "code_arrays", "huffman_code_lengths", "unique_per_channel"]
 
 # Relative-index widths tried for sparse coding; Deep Compression used 5 bits (fc) and 8 (conv).
 INDEX_BITS = range(2, 9)
@@ -30,12 +29,12 @@ class TensorCoding:
     name: str
     shape: tuple
     raw_bytes: int
-    sparsity: float                 # fraction of exact zeros
+    sparsity: float  # fraction of exact zeros
     unique_values: int
-    unique_per_channel: Optional[int]   # the most in any channel of a per-channel quantized tensor
-    entropy_bits: float             # Shannon entropy of the values, bits per weight
-    huffman_bytes: int              # the better of dense and sparse Huffman coding, tables included
-    coding: str                     # "dense" or "sparse, N-bit index"
+    unique_per_channel: Optional[int]  # the most in any channel of a per-channel quantized tensor
+    entropy_bits: float  # Shannon entropy of the values, bits per weight
+    huffman_bytes: int  # the better of dense and sparse Huffman coding, tables included
+    coding: str  # "dense" or "sparse, N-bit index"
 
     @property
     def entropy_bytes(self) -> float:
@@ -47,9 +46,9 @@ class TensorCoding:
 
 @dataclasses.dataclass(frozen=True)
 class WeightCoding:
-    model_bytes: int                # the .tflite as stored
+    model_bytes: int  # the .tflite as stored
     gzip_bytes: int
-    tensors: tuple                  # TensorCoding per weight tensor
+    tensors: tuple  # TensorCoding per weight tensor
 
     @property
     def other_bytes(self) -> int:
@@ -65,15 +64,19 @@ class WeightCoding:
         return self.other_bytes + sum(t.huffman_bytes for t in self.tensors)
 
     def to_dict(self) -> dict:
-        return {"model_bytes": self.model_bytes, "gzip_bytes": self.gzip_bytes, "other_bytes": self.other_bytes,
-                "entropy_bound_bytes": self.entropy_bound_bytes, "huffman_bytes": self.huffman_bytes,
-                "tensors": [t.to_dict() for t in self.tensors]}
+        return {
+            "model_bytes": self.model_bytes,
+            "gzip_bytes": self.gzip_bytes,
+            "other_bytes": self.other_bytes,
+            "entropy_bound_bytes": self.entropy_bound_bytes,
+            "huffman_bytes": self.huffman_bytes,
+            "tensors": [t.to_dict() for t in self.tensors],
+        }
 
 
 def code_weights(model_bytes: bytes) -> WeightCoding:
     """Sparsity, distinct values, entropy and Huffman size of every weight tensor of a `.tflite`."""
-    tensors = tuple(_code_tensor(info, values) for info, values in constant_values(model_bytes)
-                    if values.ndim >= 2)
+    tensors = tuple(_code_tensor(info, values) for info, values in constant_values(model_bytes) if values.ndim >= 2)
     return WeightCoding(len(model_bytes), gzip_size(model_bytes), tensors)
 
 
@@ -90,9 +93,9 @@ def huffman_code_lengths(counts) -> list:
         parent[first] = parent[second] = len(parent) - 1
         heapq.heappush(heap, (first_count + second_count, len(parent) - 1))
     depth = [0] * len(parent)
-    for node in range(len(parent) - 2, -1, -1):     # a parent is always numbered after its children
+    for node in range(len(parent) - 2, -1, -1):  # a parent is always numbered after its children
         depth[node] = depth[parent[node]] + 1
-    return depth[:len(counts)]
+    return depth[: len(counts)]
 
 
 def code_arrays(arrays) -> dict:
@@ -100,8 +103,11 @@ def code_arrays(arrays) -> dict:
     and clustering show, since zeros and shared values cost the same raw bytes."""
     arrays = [np.asarray(array) for array in arrays]
     raw = b"".join(array.tobytes() for array in arrays)
-    return {"raw_bytes": len(raw), "gzip_bytes": len(gzip.compress(raw, compresslevel=9, mtime=0)),
-            "huffman_bytes": sum(_best_huffman(array.reshape(-1))[0] for array in arrays if array.size)}
+    return {
+        "raw_bytes": len(raw),
+        "gzip_bytes": len(gzip.compress(raw, compresslevel=9, mtime=0)),
+        "huffman_bytes": sum(_best_huffman(array.reshape(-1))[0] for array in arrays if array.size),
+    }
 
 
 def _best_huffman(flat: np.ndarray) -> tuple:
@@ -122,8 +128,17 @@ def _code_tensor(info, values: np.ndarray) -> TensorCoding:
     probabilities = counts / flat.size
     entropy_bits = float(-np.sum(probabilities * np.log2(probabilities)))
     best_bytes, coding = _best_huffman(flat)
-    return TensorCoding(info.name, tuple(values.shape), values.nbytes, float(np.mean(flat == 0)), len(symbols),
-                        unique_per_channel(info, values), entropy_bits, best_bytes, coding)
+    return TensorCoding(
+        info.name,
+        tuple(values.shape),
+        values.nbytes,
+        float(np.mean(flat == 0)),
+        len(symbols),
+        unique_per_channel(info, values),
+        entropy_bits,
+        best_bytes,
+        coding,
+    )
 
 
 def _huffman_bytes(counts, symbol_bytes: int) -> int:
@@ -142,10 +157,10 @@ def _sparse_huffman_bytes(flat: np.ndarray, index_bits: int, symbol_bytes: int) 
     positions = np.flatnonzero(flat)
     if positions.size == 0:
         return 1
-    widest = 2 ** index_bits
-    steps = np.diff(positions, prepend=-1)                    # ≥ 1
+    widest = 2**index_bits
+    steps = np.diff(positions, prepend=-1)  # ≥ 1
     fillers = (steps - 1) // widest
-    remaining = steps - fillers * widest                      # in 1..widest
+    remaining = steps - fillers * widest  # in 1..widest
     filler_count = int(fillers.sum())
     _, value_counts = np.unique(flat[positions], return_counts=True)
     gap_counts = np.bincount(remaining, minlength=widest + 1)

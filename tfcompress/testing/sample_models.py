@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 
 from tfcompress import _keras
-from tfcompress.testing import zoo
-from tfcompress.data import load_data, load_raw
 from tfcompress._io.files import save_atomic, write_atomic
+from tfcompress.data import load_data, load_raw
+from tfcompress.testing import zoo
 
 __all__ = ["make_sample_models", "EPOCHS", "BATCHNORM_HEAVY"]
 
@@ -43,8 +43,9 @@ def make_sample_models(data_dir, output_dir, *, only=None, seed=0) -> dict:
         if name == f"{KERAS3_MODEL}_keras3":
             stats.update(_make_keras3_models(train, test, output, seed))
             continue
-        model = _train(zoo.build(name, tf_keras), train, EPOCHS[name], seed, tf_keras,
-                       cosine_decay=name in BATCHNORM_HEAVY)
+        model = _train(
+            zoo.build(name, tf_keras), train, EPOCHS[name], seed, tf_keras, cosine_decay=name in BATCHNORM_HEAVY
+        )
         if name in BATCHNORM_HEAVY:
             _reestimate_batchnorm(model, train, seed, tf_keras)
         save_atomic(output / f"{name}.h5", lambda tmp: model.save(tmp, include_optimizer=False))
@@ -73,8 +74,9 @@ def _train(model, train, epochs: int, seed: int, keras, cosine_decay: bool = Fal
     if cosine_decay:
         steps = epochs * -(-len(train) // _BATCH_SIZE)
         learning_rate = keras.optimizers.schedules.CosineDecay(1e-3, decay_steps=steps)
-    model.compile(optimizer=keras.optimizers.Adam(learning_rate),
-                  loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate), loss="sparse_categorical_crossentropy", metrics=["accuracy"]
+    )
     model.fit(train.x, train.y, epochs=epochs, batch_size=_BATCH_SIZE, shuffle=True, verbose=2)
     return model
 
@@ -101,8 +103,10 @@ def _stats(model, test) -> dict:
 
 def _write_data_files(data_dir, folder: Path) -> None:
     """Committed subsets: raw uint8 images N×28×28×1 and labels, first N of each split."""
-    for split, name, count in (("train", "fashion_mnist_calib.npz", CALIBRATION_SAMPLES),
-                               ("test", "fashion_mnist_eval.npz", EVAL_SAMPLES)):
+    for split, name, count in (
+        ("train", "fashion_mnist_calib.npz", CALIBRATION_SAMPLES),
+        ("test", "fashion_mnist_eval.npz", EVAL_SAMPLES),
+    ):
         x, y = load_raw(f"{data_dir}@{split}")
         save_atomic(folder / name, lambda tmp: np.savez_compressed(tmp, x=x[:count], y=y[:count]))
 
@@ -110,7 +114,8 @@ def _write_data_files(data_dir, folder: Path) -> None:
 def _readme(stats: dict) -> str:
     rows = "\n".join(
         f"| `{name}` | {entry['params']:,} | {entry['float_accuracy'] * 100:.2f}% |"
-        for name, entry in sorted(stats.items()))
+        for name, entry in sorted(stats.items())
+    )
     return f"""# Sample models
 
 Made by `python tools/make_sample_models.py` (this table too) from Debian's

@@ -13,28 +13,34 @@ CLASSES = 10
 
 def lenet_300_100(keras):
     layers = keras.layers
-    return keras.Sequential([
-        keras.Input(INPUT_SHAPE),
-        layers.Flatten(),
-        layers.Dense(300, activation="relu"),
-        layers.Dense(100, activation="relu"),
-        layers.Dense(CLASSES, activation="softmax"),
-    ], name="lenet_300_100")
+    return keras.Sequential(
+        [
+            keras.Input(INPUT_SHAPE),
+            layers.Flatten(),
+            layers.Dense(300, activation="relu"),
+            layers.Dense(100, activation="relu"),
+            layers.Dense(CLASSES, activation="softmax"),
+        ],
+        name="lenet_300_100",
+    )
 
 
 def lenet5(keras):
     layers = keras.layers
-    return keras.Sequential([
-        keras.Input(INPUT_SHAPE),
-        layers.Conv2D(6, 5, padding="same", activation="relu"),
-        layers.MaxPooling2D(),
-        layers.Conv2D(16, 5, activation="relu"),
-        layers.MaxPooling2D(),
-        layers.Flatten(),
-        layers.Dense(120, activation="relu"),
-        layers.Dense(84, activation="relu"),
-        layers.Dense(CLASSES, activation="softmax"),
-    ], name="lenet5")
+    return keras.Sequential(
+        [
+            keras.Input(INPUT_SHAPE),
+            layers.Conv2D(6, 5, padding="same", activation="relu"),
+            layers.MaxPooling2D(),
+            layers.Conv2D(16, 5, activation="relu"),
+            layers.MaxPooling2D(),
+            layers.Flatten(),
+            layers.Dense(120, activation="relu"),
+            layers.Dense(84, activation="relu"),
+            layers.Dense(CLASSES, activation="softmax"),
+        ],
+        name="lenet5",
+    )
 
 
 def dscnn(keras, filters=64, blocks=4):
@@ -84,8 +90,7 @@ def mobilenetv2_035(keras, size=32):
     supported input happens inside the model, so it takes the common 28×28×1 input."""
     inputs = keras.Input(INPUT_SHAPE)
     resized = keras.layers.Resizing(size, size)(inputs)
-    backbone = keras.applications.MobileNetV2(
-        input_tensor=resized, alpha=0.35, weights=None, classes=CLASSES)
+    backbone = keras.applications.MobileNetV2(input_tensor=resized, alpha=0.35, weights=None, classes=CLASSES)
     return keras.Model(inputs, backbone.output, name="mobilenetv2_035")
 
 
@@ -103,4 +108,3 @@ def build(name: str, keras):
     if name not in ARCHITECTURES:
         raise ValueError(f"Unknown architecture {name!r}. Expected one of {sorted(ARCHITECTURES)}.")
     return ARCHITECTURES[name](keras)
-

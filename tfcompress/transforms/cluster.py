@@ -18,8 +18,16 @@ from tfcompress.errors import OptionError
 from tfcompress.options import option
 from tfcompress.transforms.graph import check_layer_pattern
 
-__all__ = ["ClusterOptions", "clusterable_layer_names", "apply_clustering", "strip_clustering", "cluster_counts",
-           "clusters_per_channel", "kernel_of", "INITS"]
+__all__ = [
+    "ClusterOptions",
+    "clusterable_layer_names",
+    "apply_clustering",
+    "strip_clustering",
+    "cluster_counts",
+    "clusters_per_channel",
+    "kernel_of",
+    "INITS",
+]
 
 INITS = {"kmeans++": "KMEANS_PLUS_PLUS", "linear": "LINEAR", "density": "DENSITY_BASED", "random": "RANDOM"}
 
@@ -41,11 +49,14 @@ class ClusterOptions:
     layer_clusters: dict[str, float] = option({}, "Per-layer counts, over --clusters.")
 
     def __post_init__(self):
-        for name, value in {"clusters": self.clusters,
-                            **{f"layer_clusters[{k}]": v for k, v in self.layer_clusters.items()}}.items():
+        for name, value in {
+            "clusters": self.clusters,
+            **{f"layer_clusters[{k}]": v for k, v in self.layer_clusters.items()},
+        }.items():
             if value != int(value) or value < 2:
-                raise OptionError(f"{name} must be a whole number ≥ 2 (one cluster keeps no information). "
-                                  f"Received: {name}={value}")
+                raise OptionError(
+                    f"{name} must be a whole number ≥ 2 (one cluster keeps no information). Received: {name}={value}"
+                )
         if self.init not in INITS:
             raise OptionError(f"init must be one of {', '.join(INITS)}. Received: init={self.init!r}")
         check_layer_pattern(self.layers)
@@ -59,8 +70,10 @@ def clusterable_layer_names(model, options: ClusterOptions) -> tuple:
     registry = _registry()
     unknown = sorted(set(options.layer_clusters) - {layer.name for layer in model.layers})
     if unknown:
-        raise OptionError(f"layer_clusters names layers the model does not have: {', '.join(unknown)}. "
-                          f"Layers: {', '.join(layer.name for layer in model.layers)}")
+        raise OptionError(
+            f"layer_clusters names layers the model does not have: {', '.join(unknown)}. "
+            f"Layers: {', '.join(layer.name for layer in model.layers)}"
+        )
     chosen, skipped = [], {}
     for layer in model.layers:
         kernel = kernel_of(layer)
@@ -74,9 +87,11 @@ def clusterable_layer_names(model, options: ClusterOptions) -> tuple:
             continue
         chosen.append(layer.name)
     if not chosen:
-        raise OptionError(f"Model '{model.name}' has no layer to cluster with these options (clusterable: Dense, "
-                          "Conv, SeparableConv pointwise, Embedding, ... with more weights than clusters); "
-                          "check --layers and --clusters.")
+        raise OptionError(
+            f"Model '{model.name}' has no layer to cluster with these options (clusterable: Dense, "
+            "Conv, SeparableConv pointwise, Embedding, ... with more weights than clusters); "
+            "check --layers and --clusters."
+        )
     return chosen, skipped
 
 
@@ -97,9 +112,13 @@ def apply_clustering(model, options: ClusterOptions):
     def wrap(layer):
         if layer.name not in chosen:
             return layer
-        return clustering.cluster_weights(layer, number_of_clusters=options.clusters_for(layer.name),
-                                          cluster_centroids_init=init, preserve_sparsity=options.preserve_sparsity,
-                                          cluster_per_channel=clusters_per_channel(layer, options))
+        return clustering.cluster_weights(
+            layer,
+            number_of_clusters=options.clusters_for(layer.name),
+            cluster_centroids_init=init,
+            preserve_sparsity=options.preserve_sparsity,
+            cluster_per_channel=clusters_per_channel(layer, options),
+        )
 
     return keras.models.clone_model(copy, clone_function=wrap)
 

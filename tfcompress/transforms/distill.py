@@ -17,8 +17,15 @@ from tfcompress.errors import ModelMismatchError, OptionError
 from tfcompress.options import option
 from tfcompress.transforms.graph import final_layer, output_units_layer
 
-__all__ = ["DistillOptions", "exposed_logits", "packed_targets", "distillation_loss", "label_accuracy",
-           "scale_width", "train_student"]
+__all__ = [
+    "DistillOptions",
+    "exposed_logits",
+    "packed_targets",
+    "distillation_loss",
+    "label_accuracy",
+    "scale_width",
+    "train_student",
+]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -28,7 +35,8 @@ class DistillOptions:
     temperature: float = option(4.0, "Softens both models' outputs.")
     alpha: float = option(0.9, "Weight of the teacher term (1 - alpha: the labels).")
     width_multiplier: Optional[float] = option(
-        None, "Or: the teacher's architecture with this fraction of its units/filters, trained from scratch.")
+        None, "Or: the teacher's architecture with this fraction of its units/filters, trained from scratch."
+    )
 
     def __post_init__(self):
         if not self.temperature > 0:
@@ -47,8 +55,9 @@ def exposed_logits(model):
     keras = _keras.tf_keras()
     last = final_layer(model)
     softmax = keras.activations.softmax
-    if isinstance(last, keras.layers.Softmax) or (isinstance(last, keras.layers.Activation)
-                                                  and last.activation is softmax):
+    if isinstance(last, keras.layers.Softmax) or (
+        isinstance(last, keras.layers.Activation) and last.activation is softmax
+    ):
         yield keras.Model(model.inputs, last.input)
     elif getattr(last, "activation", None) is softmax:
         last.activation = keras.activations.linear
@@ -82,7 +91,7 @@ def distillation_loss(options: DistillOptions):
         student_log_probs = tf.nn.log_softmax(student_logits / temperature)
         soft = tf.reduce_sum(tf.exp(teacher_log_probs) * (teacher_log_probs - student_log_probs), axis=-1)
         hard = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=student_logits)
-        return alpha * temperature ** 2 * soft + (1.0 - alpha) * hard
+        return alpha * temperature**2 * soft + (1.0 - alpha) * hard
 
     return loss
 
@@ -117,12 +126,23 @@ def scale_width(model, width_multiplier: float, seed: int = 0):
     try:
         return type(model).from_config(config)
     except (ValueError, TypeError) as error:
-        raise ModelMismatchError(f"Cannot derive a student at width {width_multiplier} from {model.name}: "
-                                 f"{error}. Pass a student model with --student instead.") from None
+        raise ModelMismatchError(
+            f"Cannot derive a student at width {width_multiplier} from {model.name}: "
+            f"{error}. Pass a student model with --student instead."
+        ) from None
 
 
-def train_student(student_logits, x: np.ndarray, targets: np.ndarray, options: DistillOptions, training, *,
-                  val=None, callbacks=(), verbose="auto") -> dict:
+def train_student(
+    student_logits,
+    x: np.ndarray,
+    targets: np.ndarray,
+    options: DistillOptions,
+    training,
+    *,
+    val=None,
+    callbacks=(),
+    verbose="auto",
+) -> dict:
     """Fits the logits-exposed student on packed targets; returns the last epoch's metrics.
 
     `val`: (x, packed targets) or None. `training` is a `TrainOptions` (epochs, batch
@@ -130,10 +150,19 @@ def train_student(student_logits, x: np.ndarray, targets: np.ndarray, options: D
     """
     keras = _keras.tf_keras()
     keras.utils.set_random_seed(training.seed)
-    student_logits.compile(optimizer=keras.optimizers.Adam(training.learning_rate),
-                           loss=distillation_loss(options),
-                           metrics=[keras.metrics.MeanMetricWrapper(label_accuracy, name="accuracy")])
-    history = student_logits.fit(x, targets, epochs=training.epochs, batch_size=training.batch_size, shuffle=True,
-                                 validation_data=val, callbacks=list(callbacks),
-                                 verbose=_keras.training_verbosity(verbose))
+    student_logits.compile(
+        optimizer=keras.optimizers.Adam(training.learning_rate),
+        loss=distillation_loss(options),
+        metrics=[keras.metrics.MeanMetricWrapper(label_accuracy, name="accuracy")],
+    )
+    history = student_logits.fit(
+        x,
+        targets,
+        epochs=training.epochs,
+        batch_size=training.batch_size,
+        shuffle=True,
+        validation_data=val,
+        callbacks=list(callbacks),
+        verbose=_keras.training_verbosity(verbose),
+    )
     return {name: float(values[-1]) for name, values in history.history.items()}

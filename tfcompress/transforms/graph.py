@@ -10,8 +10,15 @@ from typing import Optional
 from tfcompress import _keras
 from tfcompress.errors import OptionError
 
-__all__ = ["flatten_nested", "rebuild", "is_graph_model", "check_layer_pattern", "final_layer", "output_units_layer",
-           "copy_model"]
+__all__ = [
+    "flatten_nested",
+    "rebuild",
+    "is_graph_model",
+    "check_layer_pattern",
+    "final_layer",
+    "output_units_layer",
+    "copy_model",
+]
 
 
 def check_layer_pattern(layers: Optional[str]) -> None:
@@ -70,8 +77,9 @@ def rebuild(model, replacements: Optional[dict] = None):
     keras = _keras.tf_keras()
     inputs = [keras.Input(batch_shape=t.shape, dtype=t.dtype, name=t.name.split(":")[0]) for t in model.inputs]
     outputs = _call_graph(model, inputs, keras, replacements or {})
-    return keras.Model(inputs if len(inputs) > 1 else inputs[0], outputs if len(outputs) > 1 else outputs[0],
-                       name=model.name)
+    return keras.Model(
+        inputs if len(inputs) > 1 else inputs[0], outputs if len(outputs) > 1 else outputs[0], name=model.name
+    )
 
 
 def _call_graph(model, inputs, keras, replacements) -> list:

@@ -27,16 +27,18 @@ __all__ = ["LowRankOptions", "Factorization", "factorize"]
 class LowRankOptions:
     """Keep the fewest singular values holding `energy` of the squared sum, or a fixed `rank_ratio`."""
 
-    energy: Optional[float] = option(
-        None, "Keep the fewest singular values holding this fraction of the squared sum.")
+    energy: Optional[float] = option(None, "Keep the fewest singular values holding this fraction of the squared sum.")
     rank_ratio: Optional[float] = option(None, "Or: keep this fraction of each layer's rank.")
-    layers: Optional[str] = option(None, "Factor only layers whose name matches this regex (default: every "
-                                   "Dense and Conv2D).")
+    layers: Optional[str] = option(
+        None, "Factor only layers whose name matches this regex (default: every Dense and Conv2D)."
+    )
 
     def __post_init__(self):
         if (self.energy is None) == (self.rank_ratio is None):
-            raise OptionError("Give exactly one of energy and rank_ratio. "
-                              f"Received: energy={self.energy}, rank_ratio={self.rank_ratio}")
+            raise OptionError(
+                "Give exactly one of energy and rank_ratio. "
+                f"Received: energy={self.energy}, rank_ratio={self.rank_ratio}"
+            )
         for name in ("energy", "rank_ratio"):
             value = getattr(self, name)
             if value is not None and not 0.0 < value <= 1.0:
@@ -55,7 +57,7 @@ class Factorization:
     layer: str
     rank: int
     full_rank: int
-    energy: float              # fraction of the squared singular values kept
+    energy: float  # fraction of the squared singular values kept
     params_before: int
     params_after: int
 
@@ -93,10 +95,18 @@ def factorize(model, options: LowRankOptions) -> tuple:
         first, second = _factor_layers(layer, rank, keras)
         replacements[layer.name] = _chained(first, second)
         factor_weights[layer.name] = (first, second, first_kernel, second_kernel, layer.get_weights()[1:])
-        energy = float(np.sum(singular_values[:rank] ** 2) / np.sum(singular_values ** 2))
+        energy = float(np.sum(singular_values[:rank] ** 2) / np.sum(singular_values**2))
         bias_params = int(layer.count_params()) - rows * columns
-        factored.append(Factorization(layer.name, rank, len(singular_values), energy, int(layer.count_params()),
-                                      rank * (rows + columns) + bias_params))
+        factored.append(
+            Factorization(
+                layer.name,
+                rank,
+                len(singular_values),
+                energy,
+                int(layer.count_params()),
+                rank * (rows + columns) + bias_params,
+            )
+        )
     if not factored:
         return model, factored, skipped
     result = rebuild(copy_model(model), replacements)
@@ -112,9 +122,16 @@ def _factor_layers(layer, rank: int, keras) -> tuple:
     if isinstance(layer, keras.layers.Dense):
         first = keras.layers.Dense(rank, use_bias=False, name=f"{layer.name}_lowrank")
         return first, keras.layers.Dense.from_config(config)
-    first = keras.layers.Conv2D(rank, config["kernel_size"], strides=config["strides"], padding=config["padding"],
-                                data_format=config["data_format"], dilation_rate=config["dilation_rate"],
-                                use_bias=False, name=f"{layer.name}_lowrank")
+    first = keras.layers.Conv2D(
+        rank,
+        config["kernel_size"],
+        strides=config["strides"],
+        padding=config["padding"],
+        data_format=config["data_format"],
+        dilation_rate=config["dilation_rate"],
+        use_bias=False,
+        name=f"{layer.name}_lowrank",
+    )
     pointwise = {**config, "kernel_size": (1, 1), "strides": (1, 1), "padding": "valid", "dilation_rate": (1, 1)}
     return first, keras.layers.Conv2D.from_config(pointwise)
 
@@ -122,4 +139,5 @@ def _factor_layers(layer, rank: int, keras) -> tuple:
 def _chained(first, second):
     def call(inputs, **kwargs):
         return second(first(inputs, **kwargs))
+
     return call

@@ -17,8 +17,14 @@ from tfcompress.errors import OptionError
 from tfcompress.options import option
 from tfcompress.transforms.graph import check_layer_pattern
 
-__all__ = ["PruneOptions", "prunable_layer_names", "apply_pruning", "strip_pruning", "layer_sparsity",
-           "pruning_callbacks"]
+__all__ = [
+    "PruneOptions",
+    "prunable_layer_names",
+    "apply_pruning",
+    "strip_pruning",
+    "layer_sparsity",
+    "pruning_callbacks",
+]
 
 SCHEDULES = ("polynomial", "constant")
 
@@ -45,22 +51,32 @@ class PruneOptions:
     layer_sparsity: dict[str, float] = option({}, "Per-layer targets, over --target_sparsity.")
 
     def __post_init__(self):
-        for name, value in {"target_sparsity": self.target_sparsity, "initial_sparsity": self.initial_sparsity,
-                            **{f"layer_sparsity[{k}]": v for k, v in self.layer_sparsity.items()}}.items():
+        for name, value in {
+            "target_sparsity": self.target_sparsity,
+            "initial_sparsity": self.initial_sparsity,
+            **{f"layer_sparsity[{k}]": v for k, v in self.layer_sparsity.items()},
+        }.items():
             if not 0.0 <= value < 1.0:
                 raise OptionError(f"{name} must be in [0, 1). Received: {name}={value}")
         if self.schedule not in SCHEDULES:
             raise OptionError(f"schedule must be one of {', '.join(SCHEDULES)}. Received: schedule={self.schedule!r}")
         if self.frequency < 1 or self.begin_step < 0:
-            raise OptionError(f"frequency must be ≥ 1 and begin_step ≥ 0. Received: frequency={self.frequency}, "
-                              f"begin_step={self.begin_step}")
+            raise OptionError(
+                f"frequency must be ≥ 1 and begin_step ≥ 0. Received: frequency={self.frequency}, "
+                f"begin_step={self.begin_step}"
+            )
         if self.end_step is not None and self.end_step <= self.begin_step:
-            raise OptionError(f"end_step must be after begin_step. Received: begin_step={self.begin_step}, "
-                              f"end_step={self.end_step}")
-        if self.structured is not None and (not re.fullmatch(r"[1-9]\d*:[1-9]\d*", self.structured)
-                                            or int(self.structured.split(":")[0]) >= int(self.structured.split(":")[1])):
-            raise OptionError("structured must look like 2:4 (N of every M kept, N smaller than M). "
-                              f"Received: structured={self.structured!r}")
+            raise OptionError(
+                f"end_step must be after begin_step. Received: begin_step={self.begin_step}, end_step={self.end_step}"
+            )
+        if self.structured is not None and (
+            not re.fullmatch(r"[1-9]\d*:[1-9]\d*", self.structured)
+            or int(self.structured.split(":")[0]) >= int(self.structured.split(":")[1])
+        ):
+            raise OptionError(
+                "structured must look like 2:4 (N of every M kept, N smaller than M). "
+                f"Received: structured={self.structured!r}"
+            )
         check_layer_pattern(self.layers)
 
     def target_for(self, layer_name: str) -> float:
@@ -70,8 +86,11 @@ class PruneOptions:
 def prunable_layer_names(model, options: PruneOptions) -> list:
     """Names of the layers that will be pruned: prunable weights, picked by the options."""
     registry = _registry()
-    candidates = [layer.name for layer in model.layers
-                  if registry.supports(layer) and any(len(w.shape) >= 2 for w in layer.weights)]
+    candidates = [
+        layer.name
+        for layer in model.layers
+        if registry.supports(layer) and any(len(w.shape) >= 2 for w in layer.weights)
+    ]
     if options.skip_first:
         candidates = candidates[1:]
     if options.skip_last:
@@ -80,11 +99,15 @@ def prunable_layer_names(model, options: PruneOptions) -> list:
         candidates = [name for name in candidates if re.search(options.layers, name)]
     unknown = sorted(set(options.layer_sparsity) - {layer.name for layer in model.layers})
     if unknown:
-        raise OptionError(f"layer_sparsity names layers the model does not have: {', '.join(unknown)}. "
-                          f"Layers: {', '.join(layer.name for layer in model.layers)}")
+        raise OptionError(
+            f"layer_sparsity names layers the model does not have: {', '.join(unknown)}. "
+            f"Layers: {', '.join(layer.name for layer in model.layers)}"
+        )
     if not candidates:
-        raise OptionError(f"Model '{model.name}' has no layer to prune with these options (prunable: Dense, "
-                          "Conv, DepthwiseConv, ... with weights); check --layers, --skip_first, --skip_last.")
+        raise OptionError(
+            f"Model '{model.name}' has no layer to prune with these options (prunable: Dense, "
+            "Conv, DepthwiseConv, ... with weights); check --layers, --skip_first, --skip_last."
+        )
     return candidates
 
 
@@ -99,16 +122,18 @@ def apply_pruning(model, options: PruneOptions, *, total_steps: int):
     def schedule(target):
         if options.schedule == "constant":
             return sparsity.ConstantSparsity(target, options.begin_step, end_step, frequency)
-        return sparsity.PolynomialDecay(min(options.initial_sparsity, target), target, options.begin_step,
-                                        end_step, frequency=frequency)
+        return sparsity.PolynomialDecay(
+            min(options.initial_sparsity, target), target, options.begin_step, end_step, frequency=frequency
+        )
 
     m_by_n = tuple(int(part) for part in options.structured.split(":")) if options.structured else None
 
     def wrap(layer):
         if layer.name not in chosen:
             return layer
-        return sparsity.prune_low_magnitude(layer, pruning_schedule=schedule(options.target_for(layer.name)),
-                                            sparsity_m_by_n=m_by_n)
+        return sparsity.prune_low_magnitude(
+            layer, pruning_schedule=schedule(options.target_for(layer.name)), sparsity_m_by_n=m_by_n
+        )
 
     wrapped = _keras.tf_keras().models.clone_model(model, clone_function=wrap)
     return wrapped

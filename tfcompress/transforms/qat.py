@@ -20,13 +20,26 @@ from tfcompress.options import option
 from tfcompress.transforms.cluster import kernel_of
 from tfcompress.transforms.graph import flatten_nested, is_graph_model
 
-__all__ = ["LayerPlan", "plan_qat", "apply_qat", "as_default_scheme", "check_clusters_kept", "QatOptions",
-           "is_quantize_aware", "PRESERVE", "QUANTIZE", "FOLD", "KEEP_FLOAT", "FLATTEN", "REFUSE"]
+__all__ = [
+    "LayerPlan",
+    "plan_qat",
+    "apply_qat",
+    "as_default_scheme",
+    "check_clusters_kept",
+    "QatOptions",
+    "is_quantize_aware",
+    "PRESERVE",
+    "QUANTIZE",
+    "FOLD",
+    "KEEP_FLOAT",
+    "FLATTEN",
+    "REFUSE",
+]
 
 QUANTIZE = "quantize"
-FOLD = "fold"              # BatchNormalization folded into the layer before it
+FOLD = "fold"  # BatchNormalization folded into the layer before it
 KEEP_FLOAT = "keep float"
-FLATTEN = "flatten"        # a nested model: its layers are planned one by one
+FLATTEN = "flatten"  # a nested model: its layers are planned one by one
 REFUSE = "refuse"
 
 _FOLDS_INTO = ("Conv2D", "DepthwiseConv2D", "Dense")
@@ -54,9 +67,15 @@ class LayerPlan:
 def plan_qat(model) -> tuple:
     """One LayerPlan per layer (nested models expanded), in graph order."""
     if not is_graph_model(model):
-        return (LayerPlan(model.name, type(model).__name__, REFUSE,
-                          "a subclassed model: tfmot quantizes only Sequential and Functional models",
-                          "rebuild it as a Functional model: tf_keras.Model(inputs, outputs)"),)
+        return (
+            LayerPlan(
+                model.name,
+                type(model).__name__,
+                REFUSE,
+                "a subclassed model: tfmot quantizes only Sequential and Functional models",
+                "rebuild it as a Functional model: tf_keras.Model(inputs, outputs)",
+            ),
+        )
     keras = _keras.tf_keras()
     registry = _registry()
     plans = []
@@ -64,14 +83,26 @@ def plan_qat(model) -> tuple:
         if isinstance(layer, keras.layers.InputLayer):
             continue
         if isinstance(layer, keras.Model) and is_graph_model(layer):
-            plans.append(LayerPlan(layer.name, type(layer).__name__, FLATTEN,
-                                   "a model inside the model: tfmot cannot quantize it as one layer",
-                                   "none needed: tfcompress flattens it before QAT"))
+            plans.append(
+                LayerPlan(
+                    layer.name,
+                    type(layer).__name__,
+                    FLATTEN,
+                    "a model inside the model: tfmot cannot quantize it as one layer",
+                    "none needed: tfcompress flattens it before QAT",
+                )
+            )
             plans.extend(plan_qat(layer))
         elif isinstance(layer, keras.Model):
-            plans.append(LayerPlan(layer.name, type(layer).__name__, KEEP_FLOAT,
-                                   "a subclassed model inside the model: its layers cannot be seen",
-                                   "rebuild it as a Functional model: tf_keras.Model(inputs, outputs)"))
+            plans.append(
+                LayerPlan(
+                    layer.name,
+                    type(layer).__name__,
+                    KEEP_FLOAT,
+                    "a subclassed model inside the model: its layers cannot be seen",
+                    "rebuild it as a Functional model: tf_keras.Model(inputs, outputs)",
+                )
+            )
         else:
             plans.append(_plan_layer(layer, registry, keras))
     return tuple(plans)
@@ -83,11 +114,13 @@ def apply_qat(model, preserve=None):
     `preserve` "sparsity", "clusters" or "both" picks tfmot's collaborative scheme, so
     fine-tuning keeps the zeros of a pruned model and the shared values of a clustered one.
     """
-    QatOptions(preserve=preserve)   # validates it
+    QatOptions(preserve=preserve)  # validates it
     plans = plan_qat(model)
     if is_quantize_aware(model):
-        raise OptionError(f"Model '{model.name}' is already quantization-aware; fine-tune it as it is, "
-                          "or start QAT from the float model.")
+        raise OptionError(
+            f"Model '{model.name}' is already quantization-aware; fine-tune it as it is, "
+            "or start QAT from the float model."
+        )
     refused = [plan for plan in plans if plan.action == REFUSE]
     if refused:
         raise PreflightError(f"QAT cannot handle {refused[0].name}: {refused[0].reason}; {refused[0].fix}.")
@@ -128,11 +161,15 @@ def _check_preservable(model, quantized_names, preserve) -> None:
     kernels = [kernel_of(layer) for layer in model.layers if layer.name in quantized_names]
     kernels = [kernel for kernel in kernels if kernel is not None]
     if preserve in ("sparsity", "both") and not any(np.any(kernel == 0.0) for kernel in kernels):
-        raise OptionError(f"preserve={preserve!r} keeps pruned zeros, but no kernel of '{model.name}' has any; "
-                          "run `tfcompress prune` first.")
+        raise OptionError(
+            f"preserve={preserve!r} keeps pruned zeros, but no kernel of '{model.name}' has any; "
+            "run `tfcompress prune` first."
+        )
     if preserve in ("clusters", "both") and not any(_is_clustered(kernel) for kernel in kernels):
-        raise OptionError(f"preserve={preserve!r} keeps shared weight values, but no kernel of '{model.name}' is "
-                          f"clustered (≤ {_MAX_CLUSTERS} distinct values); run `tfcompress cluster` first.")
+        raise OptionError(
+            f"preserve={preserve!r} keeps shared weight values, but no kernel of '{model.name}' is "
+            f"clustered (≤ {_MAX_CLUSTERS} distinct values); run `tfcompress cluster` first."
+        )
 
 
 def as_default_scheme(qat_model, float_model):
@@ -145,7 +182,7 @@ def as_default_scheme(qat_model, float_model):
     and converts to the same int8 model.
     """
     default_model, _ = apply_qat(float_model)
-    for target, trained in zip(default_model.layers, qat_model.layers):   # same graph, same order
+    for target, trained in zip(default_model.layers, qat_model.layers):  # same graph, same order
         source = {_weight_key(w, trained): w for w in trained.weights}
         target.set_weights([source[_weight_key(w, target)].numpy() for w in target.weights])
     return default_model
@@ -163,12 +200,17 @@ def check_clusters_kept(clustered_model, qat_model) -> None:
     bits. tfmot's cluster-preserving QAT has been seen to break it, so it is checked.
     """
     before, after = _distinct_kernel_values(clustered_model), _distinct_kernel_values(qat_model)
-    grown = {name: (before[name], after[name]) for name in before
-             if name in after and before[name] <= _MAX_CLUSTERS and after[name] > before[name]}
+    grown = {
+        name: (before[name], after[name])
+        for name in before
+        if name in after and before[name] <= _MAX_CLUSTERS and after[name] > before[name]
+    }
     if grown:
         details = ", ".join(f"{name} {old} → {new}" for name, (old, new) in grown.items())
-        raise PreflightError(f"Cluster-preserving QAT did not keep the shared values ({details} distinct values). "
-                             "Convert the clustered model without QAT, or cluster again after QAT.")
+        raise PreflightError(
+            f"Cluster-preserving QAT did not keep the shared values ({details} distinct values). "
+            "Convert the clustered model without QAT, or cluster again after QAT."
+        )
 
 
 def _distinct_kernel_values(model) -> dict:
@@ -185,13 +227,14 @@ def _distinct_kernel_values(model) -> dict:
 @dataclasses.dataclass(frozen=True)
 class QatOptions:
     preserve: Optional[str] = option(
-        None, "Keep what prune/cluster made: sparsity (PQAT), clusters (CQAT), both (PCQAT).",
-        choices=PRESERVE[1:])
+        None, "Keep what prune/cluster made: sparsity (PQAT), clusters (CQAT), both (PCQAT).", choices=PRESERVE[1:]
+    )
 
     def __post_init__(self):
         if self.preserve not in PRESERVE:
-            raise OptionError("preserve must be one of sparsity, clusters, both (or None). "
-                              f"Received: preserve={self.preserve!r}")
+            raise OptionError(
+                f"preserve must be one of sparsity, clusters, both (or None). Received: preserve={self.preserve!r}"
+            )
 
 
 def is_quantize_aware(model) -> bool:
@@ -211,18 +254,33 @@ def _plan_layer(layer, registry, keras) -> LayerPlan:
     if kind in _QAT_LAYERS:
         return LayerPlan(layer.name, kind, QUANTIZE, "already quantization-aware")
     if kind in _OP_LAYERS:
-        return LayerPlan(layer.name, kind, KEEP_FLOAT,
-                         "a tf.* call or Lambda has no tfmot quantize config",
-                         "use the equivalent Keras layer (Cropping2D, Reshape, ReLU, ...) to quantize it in QAT")
-    return LayerPlan(layer.name, kind, KEEP_FLOAT, f"tfmot has no quantize config for {kind}",
-                     "none needed: it trains in float and int8 conversion calibrates it (pass --calibration)")
+        return LayerPlan(
+            layer.name,
+            kind,
+            KEEP_FLOAT,
+            "a tf.* call or Lambda has no tfmot quantize config",
+            "use the equivalent Keras layer (Cropping2D, Reshape, ReLU, ...) to quantize it in QAT",
+        )
+    return LayerPlan(
+        layer.name,
+        kind,
+        KEEP_FLOAT,
+        f"tfmot has no quantize config for {kind}",
+        "none needed: it trains in float and int8 conversion calibrates it (pass --calibration)",
+    )
 
 
 def _unfoldable_reason(producer) -> str:
-    where = "the model input" if producer is None else f"{producer.name} ({type(producer).__name__}" + (
-        ")" if _is_linear(producer) else f", activation={producer.get_config()['activation']})")
-    return (f"BatchNormalization after {where}: tfmot folds it only right after a Conv2D, "
-            "DepthwiseConv2D or Dense without activation")
+    where = (
+        "the model input"
+        if producer is None
+        else f"{producer.name} ({type(producer).__name__}"
+        + (")" if _is_linear(producer) else f", activation={producer.get_config()['activation']})")
+    )
+    return (
+        f"BatchNormalization after {where}: tfmot folds it only right after a Conv2D, "
+        "DepthwiseConv2D or Dense without activation"
+    )
 
 
 def _refold_fix(layer, producer) -> str:
@@ -234,8 +292,7 @@ def _refold_fix(layer, producer) -> str:
 def _registry():
     tfmot = _keras.tfmot()
     del tfmot  # the registry module below is importable only after tfmot itself
-    from tensorflow_model_optimization.python.core.quantization.keras.default_8bit import (
-        default_8bit_quantize_registry)
+    from tensorflow_model_optimization.python.core.quantization.keras.default_8bit import default_8bit_quantize_registry
 
     return default_8bit_quantize_registry.Default8BitQuantizeRegistry()
 

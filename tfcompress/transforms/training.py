@@ -15,8 +15,15 @@ from tfcompress.errors import DataError
 from tfcompress.options import TrainOptions
 from tfcompress.runtime.metrics import accuracy
 
-__all__ = ["check_labels", "fine_tune", "outputs_probabilities", "training_data", "labelled_data",
-           "keras_accuracy", "strategy_scope"]
+__all__ = [
+    "check_labels",
+    "fine_tune",
+    "outputs_probabilities",
+    "training_data",
+    "labelled_data",
+    "keras_accuracy",
+    "strategy_scope",
+]
 
 
 def check_labels(model, data: Dataset, role: str = "training") -> None:
@@ -29,7 +36,8 @@ def check_labels(model, data: Dataset, role: str = "training") -> None:
     if data.y.min() < 0 or data.y.max() >= classes:
         raise DataError(
             f"The {role} labels in {data.source} range over {int(data.y.min())}..{int(data.y.max())}, "
-            f"but the model outputs {classes} classes. Pass labels 0..{classes - 1}.")
+            f"but the model outputs {classes} classes. Pass labels 0..{classes - 1}."
+        )
 
 
 def outputs_probabilities(model) -> bool:
@@ -39,8 +47,16 @@ def outputs_probabilities(model) -> bool:
     return isinstance(last, keras.layers.Softmax) or getattr(last, "activation", None) is keras.activations.softmax
 
 
-def fine_tune(model, train: Dataset, options: TrainOptions, *, from_logits: bool,
-              val: Optional[Dataset] = None, callbacks=(), verbose="auto") -> dict:
+def fine_tune(
+    model,
+    train: Dataset,
+    options: TrainOptions,
+    *,
+    from_logits: bool,
+    val: Optional[Dataset] = None,
+    callbacks=(),
+    verbose="auto",
+) -> dict:
     """Compiles and fits `model` in place; returns the last epoch's metrics.
 
     `from_logits` comes from the float model (`outputs_probabilities`): once wrapped for
@@ -48,20 +64,30 @@ def fine_tune(model, train: Dataset, options: TrainOptions, *, from_logits: bool
     """
     keras = _keras.tf_keras()
     keras.utils.set_random_seed(options.seed)
-    model.compile(optimizer=keras.optimizers.Adam(options.learning_rate),
-                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=from_logits),
-                  metrics=["accuracy"])
-    history = model.fit(train.x, train.y.astype(np.int64), epochs=options.epochs,
-                        batch_size=options.batch_size, shuffle=True, callbacks=list(callbacks),
-                        validation_data=(val.x, val.y.astype(np.int64)) if val is not None else None,
-                        verbose=_keras.training_verbosity(verbose))
+    model.compile(
+        optimizer=keras.optimizers.Adam(options.learning_rate),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=from_logits),
+        metrics=["accuracy"],
+    )
+    history = model.fit(
+        train.x,
+        train.y.astype(np.int64),
+        epochs=options.epochs,
+        batch_size=options.batch_size,
+        shuffle=True,
+        callbacks=list(callbacks),
+        validation_data=(val.x, val.y.astype(np.int64)) if val is not None else None,
+        verbose=_keras.training_verbosity(verbose),
+    )
     return {name: float(values[-1]) for name, values in history.history.items()}
 
 
 def training_data(train, val, model, preprocessing, reshape_data) -> tuple:
     """(train, val or None) as labelled `Dataset`s fitted to the model input, labels checked."""
-    return (labelled_data(train, model, preprocessing, reshape_data, "training"),
-            labelled_data(val, model, preprocessing, reshape_data, "validation") if val is not None else None)
+    return (
+        labelled_data(train, model, preprocessing, reshape_data, "training"),
+        labelled_data(val, model, preprocessing, reshape_data, "validation") if val is not None else None,
+    )
 
 
 def labelled_data(data, model, preprocessing, reshape_data, role: str) -> Dataset:
