@@ -100,22 +100,26 @@ def define_flags(flag_values, cls, *, defaults=None, only=None, module_name=None
         elif item is bool:
             holders[field.name] = flags.DEFINE_boolean(field.name, default, help_text, **common)
         else:
-            define = {int: flags.DEFINE_integer, float: flags.DEFINE_float, str: flags.DEFINE_string}[item]
             bound = {} if field.metadata["lower_bound"] is None else {"lower_bound": field.metadata["lower_bound"]}
-            holders[field.name] = define(field.name, default, help_text, **bound, **common)
+            holders[field.name] = _definer(item)(field.name, default, help_text, **bound, **common)
         if field.metadata["was"]:
             old, inverse = field.metadata["was"]
-            define = (
-                flags.DEFINE_boolean
-                if item is bool
-                else {int: flags.DEFINE_integer, float: flags.DEFINE_float, str: flags.DEFINE_string}[item]
+            holders[old] = _definer(item)(
+                old, None, f"Deprecated: use --{'no' if inverse else ''}{field.name}.", **common
             )
-            holders[old] = define(old, None, f"Deprecated: use --{'no' if inverse else ''}{field.name}.", **common)
     return holders
 
 
-def from_flags(cls, values: dict, *, only=None, **extra):
-    """The options object the parsed flag values describe (with `extra` fields set by the command)."""
+def _definer(item):
+    from absl import flags
+
+    return {bool: flags.DEFINE_boolean, int: flags.DEFINE_integer, float: flags.DEFINE_float, str: flags.DEFINE_string}[
+        item
+    ]
+
+
+def from_flags(cls, values: dict, *, only=None):
+    """The options object the parsed flag values describe."""
     from absl import flags
 
     settings = {}
@@ -131,7 +135,7 @@ def from_flags(cls, values: dict, *, only=None, **extra):
         settings[field.name] = value
         if field.metadata["was"] and values.get(field.metadata["was"][0]) is not None:
             settings[field.name] = _renamed(field, values[field.metadata["was"][0]], flag=True)
-    return cls(**settings, **extra)
+    return cls(**settings)
 
 
 def recipe_schema(*classes, only=None) -> dict:
