@@ -61,9 +61,10 @@ def test_qat_refuses_a_subclassed_model_before_any_training(tf_keras, monkeypatc
     from tfcompress.data import load_data
     from tfcompress.errors import PreflightError
     from tfcompress.jobs import qat as qat_job
+    from tfcompress.transforms import training
 
     model = subclassed_classifier(tf_keras)
-    monkeypatch.setattr(qat_job, "fine_tune", lambda *a, **k: pytest.fail("training started"))
+    monkeypatch.setattr(training, "fine_tune", lambda *a, **k: pytest.fail("training started"))
     with pytest.raises(PreflightError, match="subclassed.*Functional"):
         qat_job.quantize_aware(model, load_data(CALIBRATION).take(64))
 

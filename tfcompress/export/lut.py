@@ -66,42 +66,32 @@ def _plan_tensor(index, info, values: np.ndarray) -> LutTensor:
         # (lenet5 convs, seen here); one table per channel along the quantized axis is exact.
         axis = info.quantized_dimension
         if axis not in (0, values.ndim - 1):  # the DECODE kernels take these axes
-            return LutTensor(
-                info.name,
+            return _kept(
                 index,
+                info,
+                values,
                 len(np.unique(values)),
-                None,
-                None,
-                values.nbytes,
-                values.nbytes,
                 f"per-channel tables along axis {axis} are not supported by DECODE",
             )
     unique = unique_per_channel(info, values) if axis is not None else len(np.unique(values))
     bits, size = _lut_size(unique, axis, values)
     if bits > MAX_INDEX_BITS:
-        return LutTensor(
-            info.name,
+        return _kept(
             index,
+            info,
+            values,
             unique,
-            None,
-            None,
-            values.nbytes,
-            values.nbytes,
-            f"{unique} distinct values need {bits} index bits; LUT holds at most "
-            f"{2**MAX_INDEX_BITS} (cluster the layer first)",
+            f"{unique} distinct values need {bits} index bits; LUT holds "
+            f"at most {2**MAX_INDEX_BITS} (cluster the layer first)",
         )
     if size >= values.nbytes:
-        return LutTensor(
-            info.name,
-            index,
-            unique,
-            None,
-            None,
-            values.nbytes,
-            values.nbytes,
-            f"{bits}-bit indices and tables ({size:,} B) would not be smaller",
-        )
+        return _kept(index, info, values, unique, f"{bits}-bit indices and tables ({size:,} B) would not be smaller")
     return LutTensor(info.name, index, unique, axis, bits, values.nbytes, size)
+
+
+def _kept(index, info, values: np.ndarray, unique: int, reason: str) -> LutTensor:
+    """A tensor left as it is, and why."""
+    return LutTensor(info.name, index, unique, None, None, values.nbytes, values.nbytes, reason)
 
 
 def _lut_size(unique: int, axis: Optional[int], values: np.ndarray) -> tuple:

@@ -18,7 +18,7 @@ from typing import ClassVar, Optional
 
 from tfcompress import keras_io, progress
 from tfcompress._io.files import check_writable, json_bytes, write_atomic
-from tfcompress.options import LoadOptions
+from tfcompress.options import LoadOptions, TrainOptions
 
 __all__ = ["job_outputs", "load_model", "Outputs", "TrainingRun", "training_run", "TrainingResult"]
 
@@ -90,7 +90,30 @@ class TrainingRun:
     input_was_keras3: bool
     train: object  # labelled Dataset, or None when the step trains only optionally
     held_out: object  # labelled Dataset or None
+    validates: bool  # whether fit() reports metrics on the held-out data (not for eval data)
     outputs: Outputs
+    training: TrainOptions
+    strategy: object  # a tf.distribute.Strategy, or None
+    callbacks: tuple  # the user's Keras callbacks
+    verbose: object
+
+    def fit(self, build, *, callbacks=()) -> tuple:
+        """`build()` the model to train under the strategy and fine-tune it there: (it, the last epoch's metrics).
+        `callbacks` are the step's own, run before the user's."""
+        from tfcompress.transforms.training import fine_tune, outputs_probabilities, strategy_scope
+
+        with strategy_scope(self.strategy):
+            trained = build()
+            metrics = fine_tune(
+                trained,
+                self.train,
+                self.training,
+                from_logits=not outputs_probabilities(self.model),  # the float model: wrappers hide its activation
+                val=self.held_out if self.validates else None,
+                callbacks=[*callbacks, *self.callbacks],
+                verbose=self.verbose,
+            )
+        return trained, metrics
 
     def result_fields(self, output, metrics, options, training, output_format, keras_model) -> dict:
         """The `TrainingResult` fields of this run's result."""
@@ -118,6 +141,10 @@ def training_run(
     output,
     report_path,
     load: LoadOptions,
+    training: TrainOptions,
+    strategy=None,
+    callbacks=(),
+    verbose="auto",
     held_out_role: str = "validation",
     quantize_aware: bool = False,
 ):
@@ -137,7 +164,19 @@ def training_run(
             for role, value in (("training", train), (held_out_role, held_out))
             if value is not None
         }
-        yield TrainingRun(loaded, model_path, input_was_keras3, data.get("training"), data.get(held_out_role), outputs)
+        yield TrainingRun(
+            model=loaded,
+            model_path=model_path,
+            input_was_keras3=input_was_keras3,
+            train=data.get("training"),
+            held_out=data.get(held_out_role),
+            validates=held_out_role == "validation",
+            outputs=outputs,
+            training=training,
+            strategy=strategy,
+            callbacks=tuple(callbacks),
+            verbose=verbose,
+        )
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

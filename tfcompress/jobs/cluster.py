@@ -14,7 +14,6 @@ from tfcompress.report import format_metrics, format_weight_sizes, table
 from tfcompress.runtime.weight_coding import code_arrays
 from tfcompress.transforms import cluster as clustering
 from tfcompress.transforms.prune import layer_sparsity
-from tfcompress.transforms.training import fine_tune, outputs_probabilities, strategy_scope
 
 __all__ = ["ClusterReport", "cluster", "format_cluster_report"]
 
@@ -55,19 +54,10 @@ def cluster(
     options, training, load = gather(
         settings, (clustering.ClusterOptions, options), (TrainOptions, training or TRAINING), (LoadOptions, load)
     )
-    with training_run(model, train, val, output=output, report_path=report_path, load=load) as run:
+    fit = {"training": training, "strategy": strategy, "callbacks": callbacks, "verbose": verbose}
+    with training_run(model, train, val, output=output, report_path=report_path, load=load, **fit) as run:
         chosen, skipped = clustering.clusterable_layer_names(run.model, options)
-        with strategy_scope(strategy):
-            wrapped = clustering.apply_clustering(run.model, options)
-            metrics = fine_tune(
-                wrapped,
-                run.train,
-                training,
-                from_logits=not outputs_probabilities(run.model),
-                val=run.held_out,
-                callbacks=callbacks,
-                verbose=verbose,
-            )
+        wrapped, metrics = run.fit(lambda: clustering.apply_clustering(run.model, options))
         stripped = clustering.strip_clustering(wrapped)
         output_format = run.outputs.keras(stripped, output, input_was_keras3=run.input_was_keras3)
         per_channel = [name for name in chosen if clustering.clusters_per_channel(stripped.get_layer(name), options)]

@@ -11,7 +11,7 @@ from tfcompress.jobs._common import TrainingResult, training_run
 from tfcompress.options import LoadOptions, TrainOptions, gather
 from tfcompress.report import table
 from tfcompress.transforms.lowrank import LowRankOptions, factorize
-from tfcompress.transforms.training import fine_tune, keras_accuracy, outputs_probabilities, strategy_scope
+from tfcompress.transforms.training import keras_accuracy, strategy_scope
 
 __all__ = ["LowRankReport", "lowrank", "format_lowrank_report"]
 
@@ -65,8 +65,9 @@ def lowrank(
     options, training, load = gather(
         settings, (LowRankOptions, options), (TrainOptions, training or TRAINING), (LoadOptions, load)
     )
+    fit = {"training": training, "strategy": strategy, "callbacks": callbacks, "verbose": verbose}
     with training_run(
-        model, train, eval_data, output=output, report_path=report_path, load=load, held_out_role="eval"
+        model, train, eval_data, output=output, report_path=report_path, load=load, held_out_role="eval", **fit
     ) as run:
 
         def measured(keras_model):
@@ -78,15 +79,7 @@ def lowrank(
         accuracy["factored"] = measured(factored)
         metrics = {}
         if run.train is not None and layers:
-            with strategy_scope(strategy):
-                metrics = fine_tune(
-                    factored,
-                    run.train,
-                    training,
-                    from_logits=not outputs_probabilities(run.model),
-                    callbacks=callbacks,
-                    verbose=verbose,
-                )
+            factored, metrics = run.fit(lambda: factored)
             accuracy["fine_tuned"] = measured(factored)
         output_format = run.outputs.keras(factored, output, input_was_keras3=run.input_was_keras3)
         result = LowRankReport(

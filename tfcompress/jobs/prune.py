@@ -13,7 +13,6 @@ from tfcompress.options import LoadOptions, TrainOptions, gather
 from tfcompress.report import format_metrics, format_weight_sizes, table
 from tfcompress.runtime.weight_coding import code_arrays
 from tfcompress.transforms import prune as pruning
-from tfcompress.transforms.training import fine_tune, outputs_probabilities, strategy_scope
 
 __all__ = ["PruneReport", "prune", "format_prune_report"]
 
@@ -54,19 +53,13 @@ def prune(
     options, training, load = gather(
         settings, (pruning.PruneOptions, options), (TrainOptions, training or TRAINING), (LoadOptions, load)
     )
-    with training_run(model, train, val, output=output, report_path=report_path, load=load) as run:
+    fit = {"training": training, "strategy": strategy, "callbacks": callbacks, "verbose": verbose}
+    with training_run(model, train, val, output=output, report_path=report_path, load=load, **fit) as run:
         total_steps = training.epochs * math.ceil(len(run.train) / training.batch_size)
-        with strategy_scope(strategy):
-            wrapped = pruning.apply_pruning(run.model, options, total_steps=total_steps)
-            metrics = fine_tune(
-                wrapped,
-                run.train,
-                training,
-                from_logits=not outputs_probabilities(run.model),
-                val=run.held_out,
-                callbacks=pruning.pruning_callbacks(logdir) + list(callbacks),
-                verbose=verbose,
-            )
+        wrapped, metrics = run.fit(
+            lambda: pruning.apply_pruning(run.model, options, total_steps=total_steps),
+            callbacks=pruning.pruning_callbacks(logdir),
+        )
         stripped = pruning.strip_pruning(wrapped)
         output_format = run.outputs.keras(stripped, output, input_was_keras3=run.input_was_keras3)
         reached = pruning.layer_sparsity(stripped)

@@ -13,7 +13,6 @@ from tfcompress.jobs.check import check_model
 from tfcompress.options import GuardOptions, LoadOptions, TrainOptions, gather
 from tfcompress.report import format_metrics
 from tfcompress.transforms import qat
-from tfcompress.transforms.training import fine_tune, outputs_probabilities, strategy_scope
 
 __all__ = ["QatReport", "quantize_aware", "format_qat_report"]
 
@@ -64,26 +63,26 @@ def quantize_aware(
         (LoadOptions, load),
         (GuardOptions, guard),
     )
-    with training_run(model, train, val, output=output, report_path=report_path, load=load, quantize_aware=True) as run:
+    fit = {"training": training, "strategy": strategy, "callbacks": callbacks, "verbose": verbose}
+    with training_run(
+        model, train, val, output=output, report_path=report_path, load=load, quantize_aware=True, **fit
+    ) as run:
         verdict = None
         if not guard.skip_check:
             report = check_model(run.model, target="mobile", calibration=run.train, source=run.model_path)
             report.raise_if_blocked()
             verdict = report.verdict
-        from_logits = not outputs_probabilities(run.model)
+        plans = []
+
+        def quantize_aware_model():
+            model, planned = qat.apply_qat(run.model, options.preserve)
+            plans.extend(planned)
+            return model
+
         # CQAT trains the centroids and leaves the kernels without gradients on purpose; Keras would
         # warn about that on every retrace.
-        with strategy_scope(strategy), _keras.quiet_tensorflow_logger("Gradients do not exist for variables"):
-            qat_model, plans = qat.apply_qat(run.model, options.preserve)
-            metrics = fine_tune(
-                qat_model,
-                run.train,
-                training,
-                from_logits=from_logits,
-                val=run.held_out,
-                callbacks=callbacks,
-                verbose=verbose,
-            )
+        with _keras.quiet_tensorflow_logger("Gradients do not exist for variables"):
+            qat_model, metrics = run.fit(quantize_aware_model)
         if options.preserve is not None:
             qat_model = qat.as_default_scheme(qat_model, run.model)
         if options.preserve in ("clusters", "both"):
