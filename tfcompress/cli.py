@@ -270,7 +270,7 @@ _FOLDER_OUTPUTS = {name for name, command in _COMMANDS.items() if command.output
 
 
 def _resolve(where: str):
-    """ "package.module:name" → the object, imported only when a command needs it."""
+    """`package.module:name` → the object, imported only when a command needs it."""
     import importlib
 
     module, _, name = where.partition(":")
@@ -312,8 +312,8 @@ def _run(name: str, command: _Command, positional: list, values: dict) -> int:
 
 
 def _check_required(name: str, command: _Command, values: dict) -> None:
-    """ "auto needs -o OUT.tflite, --calibration DATA and --eval DATA": the required flags, spelled as the
-    synopsis spells them, when one is missing."""
+    """When a required flag is missing, names them all as the synopsis spells them ("auto needs -o
+    OUT.tflite, --calibration DATA and --eval DATA")."""
     if any(values.get(flag) is None for flag in command.required):
         spelled = [
             re.search("-o \\S+" if flag == "output" else rf"--{flag} \S+", command.synopsis)

@@ -196,7 +196,7 @@ def _default(field):
 
 
 def parse_name_values(text: str, name: str = "option") -> dict:
-    """ "dense=0.96,dense_1=0.9" → {"dense": 0.96, "dense_1": 0.9}."""
+    """`dense=0.96,dense_1=0.9` → {"dense": 0.96, "dense_1": 0.9}."""
     result = {}
     for item in filter(None, text.split(",")):
         key, equals, value = item.partition("=")

@@ -306,7 +306,7 @@ def _load_keras3(path: Path, config: dict, trust_model_code: bool, custom_object
 
 
 def _failing_layer(translated: dict, tf_keras) -> str:
-    """ ", at layer 'NAME' (Class)" for the first translated layer tf_keras cannot build on its own, or ""."""
+    """`, at layer 'NAME' (Class)` for the first translated layer tf_keras cannot build on its own, or ""."""
     for layer in translated["config"]["layers"]:
         if layer["class_name"] in MODEL_CLASSES:
             continue
