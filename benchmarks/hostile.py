@@ -110,20 +110,17 @@ def _leftovers(folder: Path) -> list:
     return sorted(str(path.relative_to(folder)) for path in folder.rglob("*") if ".tmp-" in path.name)
 
 
+def _int8_conversion(out: Path) -> list:
+    """The `tfcompress` arguments of the conversion the signal cases interrupt, writing into `out`."""
+    sample = str(SAMPLES / "lenet5.h5")
+    return ["convert", sample, "--precision", "int8", "--calibration", str(CALIBRATION), "-o", str(out / "m.tflite")]
+
+
 def kill_rows(work: Path, rng: random.Random) -> list:
     """kill -9 of convert and micro at random moments, then the same command again."""
     rows = []
     commands = {
-        "kill9_convert_then_rerun": lambda out: [
-            "convert",
-            str(SAMPLES / "lenet5.h5"),
-            "--precision",
-            "int8",
-            "--calibration",
-            str(CALIBRATION),
-            "-o",
-            str(out / "m.tflite"),
-        ],
+        "kill9_convert_then_rerun": _int8_conversion,
         "kill9_micro_then_rerun": lambda out: [
             "micro",
             str(SAMPLES / "lenet5.h5"),
@@ -178,17 +175,7 @@ def interrupt_row(work: Path) -> dict:
     """Ctrl-C during a conversion: exit 130, one line, nothing written."""
     out = work / "sigint"
     out.mkdir()
-    argv = [
-        *hostile_cases.python_command(),
-        "convert",
-        str(SAMPLES / "lenet5.h5"),
-        "--precision",
-        "int8",
-        "--calibration",
-        str(CALIBRATION),
-        "-o",
-        str(out / "m.tflite"),
-    ]
+    argv = [*hostile_cases.python_command(), *_int8_conversion(out)]
     code, stderr, seconds, peak_mb = run_process(argv, interrupt_after=5.0)
     lines = [line for line in stderr.strip().splitlines() if line.strip()]
     failure = ""

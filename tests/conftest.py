@@ -14,6 +14,23 @@ ROOT = Path(__file__).resolve().parents[1]
 SAMPLE_MODELS = ROOT / "sample_models"
 CALIBRATION = SAMPLE_MODELS / "data" / "fashion_mnist_calib.npz"
 EVAL = SAMPLE_MODELS / "data" / "fashion_mnist_eval.npz"
+# The report contract (DESIGN.md), restated here so the tests check the library against it.
+CONTRACT_KEYS = {
+    "model",
+    "output",
+    "precision",
+    "size_bytes",
+    "gzip_bytes",
+    "reference",
+    "accuracy",
+    "accuracy_drop",
+    "fidelity",
+    "latency_us",
+    "ops",
+    "float_ops",
+    "arena_bytes",
+    "versions",
+}
 KERAS2_SAMPLES = ["lenet_300_100", "lenet5", "dscnn", "resnet8", "mobilenetv2_035"]
 KERAS3_SAMPLES = ["lenet5_keras3.keras", "lenet5_keras3.h5"]
 

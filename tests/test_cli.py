@@ -13,7 +13,7 @@ from tfcompress.runtime import metrics
 from tfcompress.runtime.interpreter import predict
 
 import custom_layers
-from conftest import CALIBRATION, EVAL, SAMPLE_MODELS
+from conftest import CALIBRATION, CONTRACT_KEYS, EVAL, SAMPLE_MODELS
 
 
 def _one_clear_line(code, err, *expected):
@@ -44,23 +44,7 @@ def test_convert_int8_report_matches_litert(run_cli, tmp_path):
     assert code == 0
     assert "accuracy" in out and "float ops: none" in out
     report = json.loads(report_path.read_text())
-    for key in (
-        "model",
-        "output",
-        "precision",
-        "size_bytes",
-        "gzip_bytes",
-        "reference",
-        "accuracy",
-        "accuracy_drop",
-        "fidelity",
-        "latency_us",
-        "ops",
-        "float_ops",
-        "arena_bytes",
-        "versions",
-    ):
-        assert key in report
+    assert CONTRACT_KEYS <= set(report)
     assert report["size_bytes"] == output.stat().st_size
     assert report["gzip_bytes"] < report["size_bytes"]
     assert report["accuracy_drop"] <= 0.5

@@ -12,25 +12,9 @@ from tfcompress.runtime import metrics
 from tfcompress.runtime.inspect import constant_tensors
 from tfcompress.runtime.interpreter import predict
 
-from conftest import CALIBRATION, EVAL, SAMPLE_MODELS
+from conftest import CALIBRATION, CONTRACT_KEYS, EVAL, SAMPLE_MODELS
 
 MODEL = SAMPLE_MODELS / "lenet_300_100.h5"
-_CONTRACT = {
-    "model",
-    "output",
-    "precision",
-    "size_bytes",
-    "gzip_bytes",
-    "reference",
-    "accuracy",
-    "accuracy_drop",
-    "fidelity",
-    "latency_us",
-    "ops",
-    "float_ops",
-    "arena_bytes",
-    "versions",
-}
 
 
 def test_builtin_mobile_int8_meets_its_budget_and_matches_keras(run_cli, tmp_path, tf_keras):
@@ -38,7 +22,7 @@ def test_builtin_mobile_int8_meets_its_budget_and_matches_keras(run_cli, tmp_pat
     assert code == 0, err
     assert "PASSED" in out
     report = json.loads((tmp_path / "report.json").read_text())
-    assert _CONTRACT <= set(report)
+    assert CONTRACT_KEYS <= set(report)
     assert report["output"] == "model.tflite" and report["passed"] is True
     assert report["budgets"] == [
         {"name": "max_accuracy_drop", "limit": 1.0, "value": report["accuracy_drop"], "passed": True}

@@ -62,8 +62,9 @@ def convert(
     with job_outputs(output, report_path, inputs=(model, calibration, eval_data)) as outputs:
         model, model_path = load_model(model, load)
         options = dataclasses.replace(options, quantize_aware=is_quantize_aware(model))
-        report = _convert(model, model_path, options, load, guard, calibration, eval_data, latency_runs, check_target)
-        report = dataclasses.replace(report, output=str(output) if output is not None else None)
+        report = _convert(
+            model, model_path, options, load, guard, calibration, eval_data, output, latency_runs, check_target
+        )
         outputs.bytes(output, report.tflite)
         outputs.report(report_path, report)
     return report
@@ -77,6 +78,7 @@ def _convert(
     guard: GuardOptions,
     calibration,
     eval_data,
+    output,
     latency_runs,
     check_target,
 ) -> ConversionReport:
@@ -122,7 +124,7 @@ def _convert(
     return ConversionReport(
         float32_bytes=_float32_bytes(model, model_path, options, tflite_bytes),
         model=model_name,
-        output=None,
+        output=None if output is None else str(output),
         precision=options.precision,
         size_bytes=len(tflite_bytes),
         gzip_bytes=gzip_size(tflite_bytes),
