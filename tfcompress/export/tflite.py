@@ -17,6 +17,7 @@ from tfcompress._io.native import captured_output
 from tfcompress.data import Dataset
 from tfcompress.errors import ConversionError, OptionError
 from tfcompress.export.calibration import quantize_with_adjusted_calibration
+from tfcompress.export.keras_export import SharedExport
 from tfcompress.options import option
 
 __all__ = [
@@ -112,8 +113,13 @@ class ConvertOptions:
         return self.precision in CALIBRATED_PRECISIONS and not self.quantize_aware
 
 
-def to_tflite(model, options: ConvertOptions, calibration: Optional[Dataset] = None) -> bytes:
-    """Converts a tf_keras model; int8/int16x8 need `calibration` inputs."""
+def to_tflite(
+    model, options: ConvertOptions, calibration: Optional[Dataset] = None, *, export: Optional[SharedExport] = None
+) -> bytes:
+    """Converts a tf_keras model; int8/int16x8 need `calibration` inputs.
+
+    With `export` (a `SharedExport` of this model) the converter reuses that SavedModel
+    export instead of writing its own, which is most of a conversion's time."""
     tf = _keras.tensorflow()
     if options.needs_calibration and calibration is None:
         raise ConversionError(
@@ -125,6 +131,10 @@ def to_tflite(model, options: ConvertOptions, calibration: Optional[Dataset] = N
             "keep_float, calibration_method=percentile and input_range adjust calibration: pass --calibration DATA."
         )
     converter = _converter(model, options.batch_size, tf)
+    if export is not None:
+        if export.model is not model:
+            raise ValueError(f"The export is of model '{export.model.name}', not of '{model.name}'.")
+        export.share_with(converter, options.batch_size)
     _configure(converter, options, calibration, tf)
     from tensorflow.lite.python.convert import ConverterError
 

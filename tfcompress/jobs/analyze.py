@@ -19,6 +19,7 @@ from tfcompress import _keras
 from tfcompress._io.native import captured_output
 from tfcompress.data import input_data
 from tfcompress.export.calibration import attribute_ops, calibrate_only
+from tfcompress.export.keras_export import SharedExport
 from tfcompress.export.tflite import ConvertOptions, layer_kinds, to_tflite
 from tfcompress.jobs._common import job_outputs, load_model
 from tfcompress.options import AnalyzeOptions, LoadOptions, gather
@@ -94,19 +95,27 @@ def analyze(
 
             plots.require_matplotlib()
         model, model_path = load_model(model, load)
-        report = _analyze(model, model_path, calibration, eval_data, options, load, calibration_samples)
+        with SharedExport(model) as export:
+            report = _analyze(model, model_path, export, calibration, eval_data, options, load, calibration_samples)
         outputs.report(json_path, report)
         outputs.file(plot_path, lambda path: plots.plot_sensitivity(report, path))
     return report
 
 
 def _analyze(
-    model, model_path, calibration, eval_data, options: AnalyzeOptions, load: LoadOptions, calibration_samples: int
+    model,
+    model_path,
+    export: SharedExport,
+    calibration,
+    eval_data,
+    options: AnalyzeOptions,
+    load: LoadOptions,
+    calibration_samples: int,
 ) -> SensitivityReport:
     calibration = input_data(calibration, tuple(model.inputs[0].shape), load.preprocessing, reshape=load.reshape_data)
     kinds = layer_kinds(model)
     statistics, owners = _layer_errors(
-        model, calibration.take(calibration_samples), calibration.take(options.samples), kinds
+        model, export, calibration.take(calibration_samples), calibration.take(options.samples), kinds
     )
     layers = [
         LayerSensitivity(
@@ -122,14 +131,14 @@ def _analyze(
     if eval_data is not None:
         evaluation = labelled_data(eval_data, model, load.preprocessing, load.reshape_data, "eval")
         float_accuracy = metrics.accuracy(model.predict(evaluation.x, batch_size=250, verbose=0), evaluation.y)
-        int8_accuracy = _int8_accuracy(model, calibration.take(calibration_samples), evaluation, ())
+        int8_accuracy = _int8_accuracy(model, export, calibration.take(calibration_samples), evaluation, ())
         most_sensitive = list(
             dict.fromkeys(
                 layer.layer for layer in sorted(layers, key=lambda each: -each.rmse_over_scale) if layer.layer in kinds
             )
         )
         gains = {
-            name: _int8_accuracy(model, calibration.take(calibration_samples), evaluation, (name,))
+            name: _int8_accuracy(model, export, calibration.take(calibration_samples), evaluation, (name,))
             for name in most_sensitive[: options.try_float]
         }
         layers = [dataclasses.replace(layer, accuracy_kept_float=gains.get(layer.layer)) for layer in layers]
@@ -142,7 +151,7 @@ def _analyze(
     )
 
 
-def _layer_errors(model, calibration, samples, kinds) -> tuple:
+def _layer_errors(model, export: SharedExport, calibration, samples, kinds) -> tuple:
     """(int8 op output tensor name → {"rmse_over_scale", "sqnr_db"}, in op order; that tensor name →
     its layer, as `check` and `--keep_float` name it).
 
@@ -156,6 +165,7 @@ def _layer_errors(model, calibration, samples, kinds) -> tuple:
     from tensorflow.lite.tools import flatbuffer_utils
 
     converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    export.share_with(converter, None)
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
     converter.representative_dataset = _samples(calibration)
     with captured_output():
@@ -206,9 +216,9 @@ def _samples(data):
     return generate
 
 
-def _int8_accuracy(model, calibration, evaluation, keep_float) -> float:
+def _int8_accuracy(model, export: SharedExport, calibration, evaluation, keep_float) -> float:
     options = ConvertOptions(precision="int8", keep_float=tuple(keep_float))
-    return metrics.accuracy(predict(to_tflite(model, options, calibration), evaluation.x), evaluation.y)
+    return metrics.accuracy(predict(to_tflite(model, options, calibration, export=export), evaluation.x), evaluation.y)
 
 
 def format_sensitivity(report: SensitivityReport) -> str:

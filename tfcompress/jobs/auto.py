@@ -17,13 +17,15 @@ import yaml
 from tfcompress import progress
 from tfcompress.data import input_data
 from tfcompress.errors import TfcompressError
-from tfcompress.export.tflite import layer_kinds
+from tfcompress.export.tflite import ConvertOptions, layer_kinds
 from tfcompress.jobs._common import job_outputs, load_model
+from tfcompress.jobs._loaded import LoadedModel
 from tfcompress.jobs.analyze import analyze
-from tfcompress.jobs.convert import convert
-from tfcompress.options import AutoOptions, LoadOptions, gather
+from tfcompress.jobs.convert import convert_loaded
+from tfcompress.options import AutoOptions, GuardOptions, LoadOptions, gather
 from tfcompress.report import library_versions, table
 from tfcompress.runtime import metrics
+from tfcompress.transforms.qat import is_quantize_aware
 from tfcompress.transforms.training import labelled_data
 
 __all__ = ["Candidate", "AutoReport", "auto", "format_auto_report"]
@@ -113,7 +115,8 @@ def auto(
         if plot_path is not None:
             plots.require_matplotlib()
         model, model_path = load_model(model, load)
-        float32, measured, chosen = _search(model, calibration, eval_data, train, options, load, qat_epochs)
+        with LoadedModel(model, model_path) as loaded:
+            float32, measured, chosen = _search(loaded, calibration, eval_data, train, options, load, qat_epochs)
         written = output is not None and chosen is not None
         report = AutoReport(
             str(model_path or model.name),
@@ -142,17 +145,21 @@ def auto(
     return report
 
 
-def _search(model, calibration, eval_data, train, options: AutoOptions, load: LoadOptions, qat_epochs) -> tuple:
-    """(float32, every other candidate measured, the chosen one or None)."""
+def _search(
+    loaded: LoadedModel, calibration, eval_data, train, options: AutoOptions, load: LoadOptions, qat_epochs
+) -> tuple:
+    """(float32, every other candidate measured, the chosen one or None); the candidates of one
+    Keras model share its export and its outputs on the eval data."""
+    model = loaded.model
     calibration = input_data(calibration, tuple(model.inputs[0].shape), load.preprocessing, reshape=load.reshape_data)
     evaluation = labelled_data(eval_data, model, load.preprocessing, load.reshape_data, "eval")
-    reference_accuracy = metrics.accuracy(model.predict(evaluation.x, batch_size=250, verbose=0), evaluation.y)
+    reference_accuracy = metrics.accuracy(loaded.keras_outputs(evaluation.x), evaluation.y)
 
-    def measure(candidate: Candidate, keras_model=model) -> Candidate:
+    def measure(candidate: Candidate, source: LoadedModel = loaded) -> Candidate:
         progress.stage(f"measuring the candidate {candidate.name}")
         return _measured(
             candidate,
-            keras_model,
+            source,
             calibration,
             evaluation,
             options.objective,
@@ -191,17 +198,16 @@ def _candidates(model, calibration) -> list:
 
 
 def _measured(
-    candidate, keras_model, calibration, evaluation, objective, reference_accuracy, max_accuracy_drop
+    candidate, source: LoadedModel, calibration, evaluation, objective, reference_accuracy, max_accuracy_drop
 ) -> Candidate:
     """The candidate converted and measured; its drop is against the original model (not a QAT one)."""
     try:
-        report = convert(
-            keras_model,
-            precision=candidate.precision,
-            calibration=calibration,
-            eval_data=evaluation,
-            skip_check=True,
-            **candidate.options,
+        (conversion,) = gather(
+            dict(candidate.options, precision=candidate.precision, quantize_aware=is_quantize_aware(source.model)),
+            (ConvertOptions, None),
+        )
+        report = convert_loaded(
+            source, conversion, LoadOptions(), GuardOptions(skip_check=True), calibration, evaluation
         )
     except TfcompressError as error:
         return dataclasses.replace(candidate, error=str(error))
@@ -231,7 +237,8 @@ def _qat_candidate(model, train, epochs, load: LoadOptions, measure) -> Candidat
         trained = quantize_aware(model, train, epochs=epochs, load=load, skip_check=True, verbose=2)
     except TfcompressError as error:
         return dataclasses.replace(candidate, error=str(error))
-    return dataclasses.replace(measure(candidate, trained.keras_model), options={"qat_epochs": epochs})
+    with LoadedModel(trained.keras_model) as source:
+        return dataclasses.replace(measure(candidate, source), options={"qat_epochs": epochs})
 
 
 def _objective(candidate: Candidate, objective: str) -> Optional[float]:

@@ -8,6 +8,7 @@ runs the model. The verdict says ready, ready with float fallbacks, or not
 deployable, with a fix for each problem. `qat`, `micro` and `convert` run it first.
 """
 
+import contextlib
 import dataclasses
 import hashlib
 from typing import Optional
@@ -19,6 +20,7 @@ from tfcompress._io import cache
 from tfcompress.data import Dataset, fit_to_input, load_data, noise
 from tfcompress.errors import ConversionError, PreflightError
 from tfcompress.export.calibration import attribute_ops
+from tfcompress.export.keras_export import SharedExport
 from tfcompress.export.tflite import ConvertOptions, input_shapes, to_tflite
 from tfcompress.jobs._common import job_outputs, load_model
 from tfcompress.options import CheckOptions, LoadOptions, gather
@@ -175,23 +177,36 @@ def check(
 
 
 def check_model(
-    model, *, target: str, calibration: Optional[Dataset] = None, source=None, reshape_data: bool = False
+    model,
+    *,
+    target: str,
+    calibration: Optional[Dataset] = None,
+    source=None,
+    reshape_data: bool = False,
+    export: Optional[SharedExport] = None,
 ) -> CheckReport:
-    """`check` for a loaded tf_keras model; conversions are cached when `source` names its file."""
+    """`check` for a loaded tf_keras model; conversions are cached when `source` names its file,
+    and share `export` (of `model`) when given."""
     CheckOptions(target=target)  # validates it
     plans = qat.plan_qat(model)
     flat = model if any(plan.action == qat.REFUSE for plan in plans) else flatten_nested(model)
-    return _Check(
-        flat,
-        str(source or model.name),
-        target,
-        plans,
-        model_cache_key(source),
-        _check_inputs(flat, calibration, reshape_data),
-    ).run()
+    with contextlib.ExitStack() as cleanup:
+        if export is None or export.model is not flat:  # a flattened copy is a model of its own
+            export = cleanup.enter_context(SharedExport(flat))
+        return _Check(
+            flat,
+            str(source or model.name),
+            target,
+            plans,
+            model_cache_key(source),
+            _check_inputs(flat, calibration, reshape_data),
+            export,
+        ).run()
 
 
-def cached_conversion(model, cache_key: Optional[dict], options: ConvertOptions, inputs=None) -> bytes:
+def cached_conversion(
+    model, cache_key: Optional[dict], options: ConvertOptions, inputs=None, export: Optional[SharedExport] = None
+) -> bytes:
     """`to_tflite`, from the conversions cache when `cache_key` names the model file's content.
 
     `inputs` calibrate integer precisions. `convert` reads the float32 conversion the check
@@ -199,7 +214,7 @@ def cached_conversion(model, cache_key: Optional[dict], options: ConvertOptions,
 
     def convert() -> bytes:
         calibration = Dataset(inputs, None, "check") if options.needs_calibration else None
-        return to_tflite(model, options, calibration)
+        return to_tflite(model, options, calibration, export=export)
 
     if cache_key is None:
         return convert()
@@ -220,9 +235,9 @@ def model_cache_key(source) -> Optional[dict]:
 class _Check:
     """One check run: converts for the target, then reads the flatbuffers layer by layer."""
 
-    def __init__(self, model, name, target, plans, cache_key, inputs):
+    def __init__(self, model, name, target, plans, cache_key, inputs, export):
         self.model, self.name, self.target, self.plans = model, name, target, plans
-        self.cache_key, self.inputs = cache_key, inputs
+        self.cache_key, self.inputs, self.export = cache_key, inputs, export
         self.problems = []
 
     def run(self) -> CheckReport:
@@ -279,7 +294,7 @@ class _Check:
 
     def _convert(self, options: ConvertOptions) -> Optional[bytes]:
         try:
-            return cached_conversion(self.model, self.cache_key, options, self.inputs)
+            return cached_conversion(self.model, self.cache_key, options, self.inputs, self.export)
         except ConversionError as error:
             self.problems.append(
                 Problem(

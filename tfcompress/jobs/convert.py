@@ -16,6 +16,7 @@ from tfcompress.data import Dataset, input_data, noise
 from tfcompress.errors import ConversionError, DataError
 from tfcompress.export.tflite import ConvertOptions, to_tflite
 from tfcompress.jobs._common import job_outputs, load_model
+from tfcompress.jobs._loaded import LoadedModel
 from tfcompress.jobs.check import cached_conversion, check_model, model_cache_key
 from tfcompress.options import GuardOptions, LoadOptions, gather
 from tfcompress.report import ConversionReport, Reference
@@ -25,7 +26,7 @@ from tfcompress.runtime.interpreter import predict
 from tfcompress.runtime.latency import measure_latency
 from tfcompress.transforms.qat import is_quantize_aware
 
-__all__ = ["convert", "io_report", "RANDOM_CALIBRATION"]
+__all__ = ["convert", "convert_loaded", "io_report", "RANDOM_CALIBRATION"]
 
 RANDOM_CALIBRATION = "random"
 _RANDOM_CALIBRATION_SAMPLES = 100
@@ -54,52 +55,43 @@ def convert(
     uniform noise, is logged as a warning and marked in the report. With `eval_data` the report
     has accuracy and accuracy drop against the Keras model; fidelity is measured on the eval
     data, or else the calibration data. An int8 model in which the converter left ops computing
-    in float is an error unless `allow_float_ops`. Before calibrating, the pre-flight check for
-    `check_target` runs (unless `skip_check`), so a model the target cannot run fails in seconds
-    with the check's fixes.
+    in float is an error unless `allow_float_ops`. A model that fails to convert, or that
+    `check_target` cannot run, fails with the pre-flight check's per-layer fixes (unless
+    `skip_check`); a model that converts cleanly is converted once.
     """
     options, load, guard = gather(settings, (ConvertOptions, options), (LoadOptions, load), (GuardOptions, guard))
     with job_outputs(output, report_path, inputs=(model, calibration, eval_data)) as outputs:
         model, model_path = load_model(model, load)
         options = dataclasses.replace(options, quantize_aware=is_quantize_aware(model))
-        report = _convert(
-            model, model_path, options, load, guard, calibration, eval_data, output, latency_runs, check_target
-        )
+        with LoadedModel(model, model_path) as loaded:
+            report = convert_loaded(
+                loaded, options, load, guard, calibration, eval_data, output, latency_runs, check_target
+            )
         outputs.bytes(output, report.tflite)
         outputs.report(report_path, report)
     return report
 
 
-def _convert(
-    model,
-    model_path,
+def convert_loaded(
+    loaded: LoadedModel,
     options: ConvertOptions,
     load: LoadOptions,
     guard: GuardOptions,
     calibration,
     eval_data,
-    output,
-    latency_runs,
-    check_target,
+    output=None,
+    latency_runs: int = 100,
+    check_target: str = "mobile",
 ) -> ConversionReport:
-    model_name = str(model_path) if model_path is not None else model.name
+    """`convert` for a loaded model, writing nothing: what auto measures each candidate with."""
+    model = loaded.model
     input_shape = tuple(model.inputs[0].shape)
     warnings = []
     preprocessing, reshape_data = load.preprocessing, load.reshape_data
     calibration_data = _calibration(calibration, options, input_shape, preprocessing, reshape_data, warnings)
     evaluation = input_data(eval_data, input_shape, preprocessing, reshape=reshape_data)
-    if options.precision in ("int8", "int16x8") and not guard.skip_check:
-        progress.stage(f"pre-flight check for {check_target}")
-        real_calibration = (
-            None if calibration_data is None or calibration_data.source == RANDOM_CALIBRATION else calibration_data
-        )
-        check_model(model, target=check_target, calibration=real_calibration, source=model_path).raise_if_blocked(
-            allow_float_ops=guard.allow_float_ops
-        )
-
     progress.stage(f"converting to {options.precision}" + (" (calibrating)" if options.needs_calibration else ""))
-    tflite_bytes = to_tflite(model, options, calibration_data)
-    summary = inspect_tflite(tflite_bytes)
+    tflite_bytes, summary = _checked_conversion(loaded, options, guard, calibration_data, check_target)
     if options.precision == "int8" and summary.float_ops and options.keep_float:
         warnings.append(f"kept in float as asked ({', '.join(options.keep_float)}): {', '.join(summary.float_ops)}")
     elif options.precision == "int8" and summary.float_ops:
@@ -112,7 +104,7 @@ def _convert(
     check_data = evaluation if evaluation is not None else calibration_data
     if check_data is not None:
         progress.stage(f"verifying against Keras on {len(check_data)} inputs")
-        keras_outputs = model.predict(check_data.x, batch_size=250, verbose=0)
+        keras_outputs = loaded.keras_outputs(check_data.x)
         tflite_outputs = predict(tflite_bytes, check_data.x)
         fidelity = metrics.fidelity(tflite_outputs, keras_outputs)
         if evaluation is not None:
@@ -122,13 +114,13 @@ def _convert(
         progress.stage("measuring latency")
     latency = measure_latency(tflite_bytes, runs=latency_runs, warmup=10) if latency_runs else None
     return ConversionReport(
-        float32_bytes=_float32_bytes(model, model_path, options, tflite_bytes),
-        model=model_name,
+        float32_bytes=_float32_bytes(loaded, options, tflite_bytes),
+        model=loaded.name,
         output=None if output is None else str(output),
         precision=options.precision,
         size_bytes=len(tflite_bytes),
         gzip_bytes=gzip_size(tflite_bytes),
-        reference=Reference(model_name, path_size(model_path) or _keras_float32_bytes(model), reference_accuracy),
+        reference=Reference(loaded.name, path_size(loaded.path) or _keras_float32_bytes(model), reference_accuracy),
         accuracy=accuracy,
         fidelity=fidelity,
         latency=latency,
@@ -193,12 +185,60 @@ def _keras_float32_bytes(model) -> int:
     return int(sum(np.prod(w.shape) for w in model.weights)) * 4
 
 
-def _float32_bytes(model, model_path, options: ConvertOptions, tflite_bytes: bytes) -> Optional[int]:
-    """Size of the same model's float32 .tflite, what size ratios are taken against: the check's
-    cached conversion when it ran; None for a QAT model (its float32 form holds fake-quant ops)."""
+def _float32_bytes(loaded: LoadedModel, options: ConvertOptions, tflite_bytes: bytes) -> Optional[int]:
+    """Size of the same model's float32 .tflite, what size ratios are taken against (cached by
+    the model file's content); None for a QAT model (its float32 form holds fake-quant ops)."""
     if options.quantize_aware:
         return None
     if options.precision == "float32":
         return len(tflite_bytes)
     float32 = ConvertOptions(precision="float32", batch_size=options.batch_size)
-    return len(cached_conversion(model, model_cache_key(model_path), float32))
+    return len(cached_conversion(loaded.model, model_cache_key(loaded.path), float32, export=loaded.export))
+
+
+def _checked_conversion(
+    loaded: LoadedModel, options: ConvertOptions, guard: GuardOptions, calibration: Optional[Dataset], target: str
+) -> tuple:
+    """(the conversion, its op summary), with the pre-flight check's verdict for `target`.
+
+    The check converts the model its own ways to diagnose it layer by layer. For int8 that
+    is needed only when this conversion fails, leaves ops in float that were not asked for,
+    or the target cannot run it: otherwise the check finds nothing to block, so a clean
+    model is converted once. int16x8 is checked first, as the check asks about int8.
+    """
+    checked = options.precision in ("int8", "int16x8") and not guard.skip_check
+    if checked and options.precision == "int16x8":
+        _preflight(loaded, guard, calibration, target)
+        checked = False
+    try:
+        tflite_bytes = to_tflite(loaded.model, options, calibration, export=loaded.export)
+    except ConversionError:
+        if checked:
+            _preflight(loaded, guard, calibration, target)
+        raise
+    summary = inspect_tflite(tflite_bytes)
+    if checked and not _target_runs(tflite_bytes, summary, options, guard, target):
+        _preflight(loaded, guard, calibration, target)
+    return tflite_bytes, summary
+
+
+def _target_runs(tflite_bytes: bytes, summary, options: ConvertOptions, guard: GuardOptions, target: str) -> bool:
+    """Whether nothing the pre-flight check blocks on shows in the converted model itself."""
+    if summary.float_ops and not options.keep_float and not guard.allow_float_ops:
+        return False
+    if target != "micro":
+        return True
+    from tfcompress.runtime.micro_ops import micro_op_names
+    from tfcompress.runtime.tflm import micro_run_error
+
+    if not set(summary.ops) <= set(micro_op_names()):
+        return False
+    return micro_run_error(tflite_bytes, max(16 * len(tflite_bytes), 1 << 22)) is None
+
+
+def _preflight(loaded: LoadedModel, guard: GuardOptions, calibration: Optional[Dataset], target: str) -> None:
+    progress.stage(f"pre-flight check for {target}")
+    real_calibration = None if calibration is None or calibration.source == RANDOM_CALIBRATION else calibration
+    check_model(
+        loaded.model, target=target, calibration=real_calibration, source=loaded.path, export=loaded.export
+    ).raise_if_blocked(allow_float_ops=guard.allow_float_ops)
