@@ -160,3 +160,65 @@ def test_the_cache_key_covers_the_whole_package_source():
     import tfcompress
 
     assert batch._versions()["tfcompress"] == batch._source_digest(Path(tfcompress.__file__).parent)
+
+
+_CRASHING_LAYER = '''
+import os
+import signal
+
+import tf_keras
+
+
+class ScaleBy(tf_keras.layers.Layer):
+    """Loading this layer kills the process running the model, as a native crash would."""
+
+    def __init__(self, factor=2.0, **kwargs):
+        if factor == 13.0:
+            os.kill(os.getpid(), signal.SIGKILL)
+        super().__init__(**kwargs)
+        self.factor = factor
+
+    def call(self, inputs):
+        return inputs * self.factor
+
+    def get_config(self):
+        return {**super().get_config(), "factor": self.factor}
+'''
+
+
+def test_a_worker_that_dies_mid_model_is_reported_and_replaced(models, tmp_path, tf_keras):
+    """The crashed model is an error row with the signal; the models after it run on a new
+    worker, one after another, and give the bytes of a fresh `tfcompress run` process."""
+    from custom_layers import ScaleBy
+
+    inputs = tf_keras.Input((28, 28, 1))
+    outputs = tf_keras.layers.Dense(10, activation="softmax")(tf_keras.layers.Flatten()(ScaleBy(13.0)(inputs)))
+    tf_keras.Model(inputs, outputs).save(models / "a_crash.h5")
+    layers_file = tmp_path / "crashing_layers.py"
+    layers_file.write_text(_CRASHING_LAYER)
+    out = tmp_path / "out"
+    result = _tool(
+        "--input_dir",
+        models,
+        "--recipe",
+        _RECIPE,
+        "--output_dir",
+        out,
+        "--custom_objects",
+        layers_file,
+        "--trust_model_code",
+    )
+    assert result.returncode == 2, result.stdout + result.stderr
+    rows = {row["name"]: row for row in json.loads((out / "summary.json").read_text())["models"]}
+    assert rows["a_crash"]["status"] == "error" and rows["a_crash"]["error"].startswith("exit -9")
+    assert [rows[name]["status"] for name in ("lenet5", "lenet_300_100", "mlp_copy")] == ["passed"] * 3
+    for name in ("lenet5", "mlp_copy"):
+        alone = tmp_path / f"alone_{name}"
+        fresh = subprocess.run(
+            [sys.executable, "-m", "tfcompress", "run", _RECIPE, "--model", models / f"{name}.h5", "-o", alone],
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        assert fresh.returncode == 0, fresh.stderr
+        assert (out / name / "model.tflite").read_bytes() == (alone / "model.tflite").read_bytes()

@@ -473,8 +473,4 @@ def run_main():
     import signal
 
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `tfcompress inspect m.tflite | head` ends quietly
-    if os.environ.get("TFCOMPRESS_PARENT_PID"):  # started by the batch tool: die with it
-        from tfcompress.pipeline.batch import die_with_parent
-
-        die_with_parent()
     sys.exit(main(sys.argv))

@@ -1,7 +1,8 @@
 """Many models through one recipe: sharded, in parallel, cached, resumable, summarised.
 
-Each model runs as its own `tfcompress run` process (a crash or a bad model costs
-that model only; its output goes to `logs/NAME.log`) in a work folder that is
+Each model runs as `tfcompress run` on a long-lived worker process (pipeline/worker.py:
+TensorFlow is imported once per worker; a crash or a bad model costs that model only,
+and a crashed worker is replaced; the output goes to `logs/NAME.log`) in a work folder that is
 renamed to `NAME/` when it finishes. A model whose `NAME/run.json` already holds
 the same key is not run again, so a killed batch resumes where it stopped. With a
 cache folder, finished outputs are stored by key: a hash of the model's bytes, the
@@ -16,10 +17,7 @@ import glob
 import hashlib
 import importlib.metadata
 import json
-import os
 import shutil
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -30,10 +28,10 @@ from tfcompress._io.files import place_folder, remove_stale, temporary_name, wri
 from tfcompress.errors import DataError, OptionError, OutputError, TfcompressError
 from tfcompress.pipeline import recipe as recipes
 from tfcompress.pipeline.cache import FolderCache
+from tfcompress.pipeline.worker import WorkerPool
 from tfcompress.report import package_versions
 
 __all__ = [
-    "die_with_parent",
     "BatchOptions",
     "BatchResult",
     "find_models",
@@ -58,9 +56,6 @@ _VERSIONED = (
     "numpy",
 )
 _RUN_RECORD = "run.json"
-# Set for the `tfcompress run` children: they exit when the batch process is gone, even after kill -9.
-PARENT_PID_VARIABLE = "TFCOMPRESS_PARENT_PID"
-_PR_SET_PDEATHSIG = 1
 
 
 @dataclasses.dataclass(frozen=True)
@@ -153,10 +148,11 @@ def run_batch(models: list, options: BatchOptions, progress: Callable[[str], Non
     names = output_names(models)
     done = []
     lock = threading.Lock()
+    workers = WorkerPool()
 
     def one(model):
         try:
-            row = _process(model, names[model], keys.key(model), options, cache)
+            row = _process(model, names[model], keys.key(model), options, cache, workers)
         except (OSError, ValueError, TfcompressError) as error:  # this model's problem; the others go on
             row = {**_row(model, names[model], {}, "off", 0.0), "error": f"{type(error).__name__}: {error}"}
         with lock:
@@ -170,6 +166,8 @@ def run_batch(models: list, options: BatchOptions, progress: Callable[[str], Non
     except KeyboardInterrupt:
         pool.shutdown(wait=False, cancel_futures=True)  # the running ones got the signal too
         raise
+    finally:
+        workers.close()
     pool.shutdown()
     result = BatchResult(rows, time.perf_counter() - started)
     write_atomic(
@@ -179,7 +177,9 @@ def run_batch(models: list, options: BatchOptions, progress: Callable[[str], Non
     return result
 
 
-def _process(model: Path, name: str, key: str, options: BatchOptions, cache: Optional[FolderCache]) -> dict:
+def _process(
+    model: Path, name: str, key: str, options: BatchOptions, cache: Optional[FolderCache], workers: WorkerPool
+) -> dict:
     output_dir = Path(options.output_dir)
     final = output_dir / name
     started = time.perf_counter()
@@ -190,20 +190,17 @@ def _process(model: Path, name: str, key: str, options: BatchOptions, cache: Opt
     shutil.rmtree(work, ignore_errors=True)
     log = output_dir / "logs" / f"{name}.log"
     if cache is None:
-        return _compute(model, name, key, options, work, final, log, None, started)
+        return _compute(model, name, key, options, work, final, log, None, started, workers)
     with cache.lock(key):
         if cache.fetch(key, work):
             place_folder(work, final)
             log.write_text(f"served from the cache (entry {key}); the log of the run that made it: {name}/run.log\n")
             return _row(model, name, _read_record(final), "hit", time.perf_counter() - started)
-        return _compute(model, name, key, options, work, final, log, cache, started)
+        return _compute(model, name, key, options, work, final, log, cache, started, workers)
 
 
-def _compute(model, name, key, options, work, final, log, cache, started) -> dict:
-    command = [
-        sys.executable,
-        "-m",
-        "tfcompress",
+def _compute(model, name, key, options, work, final, log, cache, started, workers: WorkerPool) -> dict:
+    argv = [
         "run",
         options.recipe,
         "--model",
@@ -213,15 +210,8 @@ def _compute(model, name, key, options, work, final, log, cache, started) -> dic
         *(f"--{role}={spec}" for role, spec in sorted(options.data.items())),
         *options.run_flags,
     ]
-    with open(log, "w") as handle:
-        handle.write(" ".join(command) + "\n")
-        handle.flush()
-        returncode = subprocess.run(
-            command,
-            stdout=handle,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", PARENT_PID_VARIABLE: str(os.getpid())},
-        ).returncode
+    log.write_text("tfcompress " + " ".join(argv) + "\n")
+    returncode = workers.run(argv, log)
     report = _read_json(work / "report.json") if returncode in (0, 1) else {}
     if "passed" not in report:  # exit 2, a crash, or a signal: nothing to keep
         shutil.rmtree(work, ignore_errors=True)
@@ -379,15 +369,3 @@ def markdown_summary(recipe_name: str, result: BatchResult) -> str:
     if errors:
         lines += ["", "Errors (see logs/NAME.log):", ""] + [f"- `{row['name']}`: {row['error']}" for row in errors]
     return "\n".join(lines) + "\n"
-
-
-def die_with_parent() -> None:
-    """Arms the Linux parent-death signal in a child the batch started: no orphans after kill -9."""
-    if not sys.platform.startswith("linux"):
-        return
-    import ctypes
-    import signal
-
-    ctypes.CDLL(None).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-    if os.environ.get(PARENT_PID_VARIABLE) != str(os.getppid()):  # the batch died before the signal was armed
-        os._exit(130)
