@@ -602,6 +602,61 @@ def _hostile(result: dict) -> str:
     return "\n".join(lines)
 
 
+def _tool_speed(result: dict) -> str:
+    lines = [
+        "## The tool's own speed (`benchmarks/tool_speed.py`)",
+        "",
+        "Each command a fresh process, conversions cache off, on "
+        f"{result['machine']['cpu']} ({result['machine']['cores']} cores). Stock script: `benchmarks/stock.py` "
+        "(load, TFLiteConverter int8 on 500 calibration inputs, LiteRT accuracy on the eval file; `micro`: the same "
+        "at batch 1 with int8 I/O plus a TFLite Micro run of 100 eval inputs). tfcompress also runs the Keras model "
+        "on the eval data (reference accuracy, fidelity), converts float32 for the size ratio and times 100 invokes. "
+        f"Medians of {result.get('pairs', '?')} alternating pairs; ratio = median of the per-pair ratios. "
+        f"*Before*: the same command on {result['before']} (one run), whose `.tflite` the new one must equal.",
+    ]
+    if result.get("convert"):
+        lines += [
+            "",
+            "| `convert --precision int8 --eval` | stock (s) | tfcompress (s) | ratio | per pair | before (s) "
+            "| same bytes as before | peak RSS stock / tfcompress / before (MB) |",
+            "|---|---:|---:|---:|---|---:|---|---|",
+        ]
+        for row in result["convert"]:
+            lines.append(
+                f"| {row['model']} | {row['stock_s']:.1f} | {row['ours_s']:.1f} | **{row['ratio']:.2f}** | "
+                f"{', '.join(f'{r:.2f}' for r in row['ratios'])} | {row['before_s']:.1f} | "
+                f"{'yes' if row['same_bytes_as_before'] else '**no**'} | "
+                f"{row['stock_rss_mb']:.0f} / {row['ours_rss_mb']:.0f} / {row['before_rss_mb']:.0f} |"
+            )
+    if result.get("micro"):
+        lines += [
+            "",
+            "| `micro` (arena search, TFLite Micro vs LiteRT, C++ sources) | stock (s) | tfcompress (s) | ratio "
+            "| peak RSS stock / tfcompress (MB) |",
+            "|---|---:|---:|---:|---|",
+        ]
+        for row in result["micro"]:
+            lines.append(
+                f"| {row['model']} | {row['stock_s']:.1f} | {row['ours_s']:.1f} | {row['ratio']:.2f} | "
+                f"{row['stock_rss_mb']:.0f} / {row['ours_rss_mb']:.0f} |"
+            )
+    if result.get("batch"):
+        batch = result["batch"]
+        runs = ", ".join(f"{run['which']} {run['seconds']:.0f} s" for run in batch["runs"])
+        lines += [
+            "",
+            f"Batch: {batch['models']} models (benchmarks/pipeline.py's), `tools/compress_models.py --recipe "
+            f"mobile_int8 --jobs 2`, cold: before (a `tfcompress run` process per model) "
+            f"**{batch['before_s']:.0f} s**, after (long-lived workers) **{batch['after_s']:.0f} s**, "
+            f"ratio **{batch['ratio']:.2f}** (runs in order: {runs}); outputs byte-identical: "
+            f"{'yes' if batch['outputs_identical'] else '**no**'}; peak RSS (largest process) "
+            f"{max(r['rss_mb'] for r in batch['runs'] if r['which'] == 'before'):.0f} MB before, "
+            f"{max(r['rss_mb'] for r in batch['runs'] if r['which'] == 'after'):.0f} MB after.",
+        ]
+    lines += ["", f"Versions: {_versions(result)}"]
+    return "\n".join(lines)
+
+
 RENDERERS = {
     "ptq": _ptq,
     "cold_start": _cold_start,
@@ -616,6 +671,7 @@ RENDERERS = {
     "hostile": _hostile,
     "keras3_roundtrip": _keras3_roundtrip,
     "same_bytes": _same_bytes,
+    "tool_speed": _tool_speed,
 }
 
 if __name__ == "__main__":

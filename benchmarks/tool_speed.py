@@ -60,6 +60,7 @@ _PAIRS = flags.DEFINE_integer("pairs", 3, "Alternating stock/tfcompress pairs pe
 _BATCH_PAIRS = flags.DEFINE_integer("batch_pairs", 2, "Before/after pairs of the 20-model batch.", lower_bound=1)
 _BEFORE = flags.DEFINE_string("before", "44df873", "The revision before this change, for bytes and before times.")
 _SPEED_DIR = flags.DEFINE_string("speed_dir", "/tmp/tfcompress-tool-speed", "Models, data, outputs, the worktree.")
+_MODELS = flags.DEFINE_list("models", None, "Only these models of the convert part (file names; default all).")
 _LARGE_CALIBRATION = flags.DEFINE_integer("large_calibration", 200, "Random calibration images for the large model.")
 _LARGE_EVAL = flags.DEFINE_integer("large_eval", 500, "Random eval images for the large model.")
 
@@ -72,7 +73,11 @@ def main(argv):
     result = render.stored_result("tool_speed", {"benchmark": "tool_speed"})
     result.update(before=_BEFORE.value, machine=machine_info(threads=1), versions=library_versions())
     if "convert" in _PARTS.value:
-        result["convert"] = [_convert_rows(work, before, *subject) for subject in _convert_subjects(work)]
+        rows = {row["model"]: row for row in result.get("convert", [])}  # a partial run keeps the other rows
+        for subject in _convert_subjects(work):
+            if _MODELS.value is None or subject[0].name in _MODELS.value:
+                rows[subject[0].name] = _convert_rows(work, before, *subject)
+        result["convert"] = list(rows.values())
         result["pairs"] = _PAIRS.value
     if "micro" in _PARTS.value:
         result["micro"] = [_micro_rows(work, SAMPLES / name) for name in MICRO_MODELS]

@@ -420,9 +420,7 @@ def _check_inputs(name, positional, values) -> None:
     from tfcompress.keras_io import config as model_config
 
     shapes = {
-        flag: tuple(data.load_data(values[flag]).x.shape[1:])
-        for flag in _DATA_FLAGS
-        if values.get(flag) and values[flag] != "random"
+        flag: data.sample_shape(values[flag]) for flag in _DATA_FLAGS if values.get(flag) and values[flag] != "random"
     }
     model = values.get("model") or values.get("teacher") or (positional[0] if positional else None)
     input_shape = (

@@ -26,6 +26,7 @@ __all__ = [
     "as_dataset",
     "input_data",
     "load_raw",
+    "sample_shape",
     "fit_to_input",
     "check_sample_shape",
 ]
@@ -83,6 +84,14 @@ def load_data(spec, preprocessing: Preprocessing = Preprocessing()) -> Dataset:
     """
     x, y = load_raw(spec)
     return Dataset(preprocessing.apply(x), _labels(y, spec), str(spec))
+
+
+def sample_shape(spec) -> tuple:
+    """The shape of a data file's samples, after every check `load_data` makes but without the
+    preprocessing (a float copy of a large uint8 file costs seconds)."""
+    x, y = load_raw(spec)
+    _labels(y, spec)
+    return tuple(x.shape[1:])
 
 
 def as_dataset(data, preprocessing: Preprocessing = Preprocessing()) -> Dataset:

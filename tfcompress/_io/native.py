@@ -7,8 +7,14 @@ C++; tfcompress keeps that off the user's terminal and reads the useful lines it
 import contextlib
 import os
 import tempfile
+import threading
 
 __all__ = ["captured_output"]
+
+
+# File descriptors belong to the process: one capture at a time, so two threads never
+# restore each other's descriptors (a thread may nest its own captures).
+_CAPTURING = threading.RLock()
 
 
 class CapturedOutput:
@@ -19,7 +25,7 @@ class CapturedOutput:
 def captured_output():
     """`with captured_output() as captured:` ... then `captured.text` holds what was printed."""
     captured = CapturedOutput()
-    with tempfile.TemporaryFile(mode="w+b") as sink:
+    with _CAPTURING, tempfile.TemporaryFile(mode="w+b") as sink:
         saved = [os.dup(1), os.dup(2)]
         os.dup2(sink.fileno(), 1)
         os.dup2(sink.fileno(), 2)

@@ -5,6 +5,7 @@ from typing import Optional
 import numpy as np
 
 from tfcompress.export.keras_export import SharedExport
+from tfcompress.runtime.interpreter import inference_batch_size
 
 __all__ = ["LoadedModel"]
 
@@ -33,6 +34,6 @@ class LoadedModel:
         """The Keras model's outputs on `x`, computed on first use."""
         cached: Optional[np.ndarray] = next((outputs for inputs, outputs in self._outputs if inputs is x), None)
         if cached is None:
-            cached = self.model.predict(x, batch_size=250, verbose=0)
+            cached = self.model.predict(x, batch_size=inference_batch_size(x.shape[1:]), verbose=0)
             self._outputs.append((x, cached))
         return cached
