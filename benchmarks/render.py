@@ -603,6 +603,9 @@ def _hostile(result: dict) -> str:
 
 
 def _tool_speed(result: dict) -> str:
+    # Peak RSS is shown only when measured by GNU time: a child forked from the benchmark counts
+    # the benchmark's own pages as its peak, so the first runs' figures were floors, not peaks.
+    rss = result.get("rss_by") == "gnu time"
     lines = [
         "## The tool's own speed (`benchmarks/tool_speed.py`)",
         "",
@@ -611,47 +614,59 @@ def _tool_speed(result: dict) -> str:
         "(load, TFLiteConverter int8 on 500 calibration inputs, LiteRT accuracy on the eval file; `micro`: the same "
         "at batch 1 with int8 I/O plus a TFLite Micro run of 100 eval inputs). tfcompress also runs the Keras model "
         "on the eval data (reference accuracy, fidelity), converts float32 for the size ratio and times 100 invokes. "
-        f"Medians of {result.get('pairs', '?')} alternating pairs; ratio = median of the per-pair ratios. "
-        f"*Before*: the same command on {result['before']} (one run), whose `.tflite` the new one must equal.",
+        f"Medians of {result.get('pairs', '?')} alternating pairs; both the ratio of the median times and the median "
+        "of the per-pair ratios are shown (on this shared machine single pairs range over ±15%). "
+        f"*Before*: the same command on {result['before']} (one run), whose `.tflite` the new one must equal."
+        + ("" if rss else " Peak RSS was not measured correctly in this run and is left out."),
     ]
     if result.get("convert"):
         lines += [
             "",
-            "| `convert --precision int8 --eval` | stock (s) | tfcompress (s) | ratio | per pair | before (s) "
-            "| same bytes as before | peak RSS stock / tfcompress / before (MB) |",
-            "|---|---:|---:|---:|---|---:|---|---|",
+            "| `convert --precision int8 --eval` | stock (s) | tfcompress (s) | ratio of medians | median ratio "
+            "| per pair | before (s) | same bytes as before |"
+            + (" peak RSS stock / tfcompress / before (MB) |" if rss else ""),
+            "|---|---:|---:|---:|---:|---|---:|---|" + ("---|" if rss else ""),
         ]
         for row in result["convert"]:
             lines.append(
-                f"| {row['model']} | {row['stock_s']:.1f} | {row['ours_s']:.1f} | **{row['ratio']:.2f}** | "
+                f"| {row['model']} | {row['stock_s']:.1f} | {row['ours_s']:.1f} | "
+                f"**{row['ours_s'] / row['stock_s']:.2f}** | **{row['ratio']:.2f}** | "
                 f"{', '.join(f'{r:.2f}' for r in row['ratios'])} | {row['before_s']:.1f} | "
-                f"{'yes' if row['same_bytes_as_before'] else '**no**'} | "
-                f"{row['stock_rss_mb']:.0f} / {row['ours_rss_mb']:.0f} / {row['before_rss_mb']:.0f} |"
+                f"{'yes' if row['same_bytes_as_before'] else '**no**'} |"
+                + (
+                    f" {row['stock_rss_mb']:.0f} / {row['ours_rss_mb']:.0f} / {row['before_rss_mb']:.0f} |"
+                    if rss
+                    else ""
+                )
             )
     if result.get("micro"):
         lines += [
             "",
-            "| `micro` (arena search, TFLite Micro vs LiteRT, C++ sources) | stock (s) | tfcompress (s) | ratio "
-            "| peak RSS stock / tfcompress (MB) |",
-            "|---|---:|---:|---:|---|",
+            "| `micro` (arena search, TFLite Micro vs LiteRT, C++ sources) | stock (s) | tfcompress (s) | ratio |"
+            + (" peak RSS stock / tfcompress (MB) |" if rss else ""),
+            "|---|---:|---:|---:|" + ("---|" if rss else ""),
         ]
         for row in result["micro"]:
             lines.append(
-                f"| {row['model']} | {row['stock_s']:.1f} | {row['ours_s']:.1f} | {row['ratio']:.2f} | "
-                f"{row['stock_rss_mb']:.0f} / {row['ours_rss_mb']:.0f} |"
+                f"| {row['model']} | {row['stock_s']:.1f} | {row['ours_s']:.1f} | {row['ratio']:.2f} |"
+                + (f" {row['stock_rss_mb']:.0f} / {row['ours_rss_mb']:.0f} |" if rss else "")
             )
     if result.get("batch"):
         batch = result["batch"]
         runs = ", ".join(f"{run['which']} {run['seconds']:.0f} s" for run in batch["runs"])
+        peaks = (
+            f"; peak RSS (largest process) {max(r['rss_mb'] for r in batch['runs'] if r['which'] == 'before'):.0f} MB "
+            f"before, {max(r['rss_mb'] for r in batch['runs'] if r['which'] == 'after'):.0f} MB after"
+            if rss
+            else ""
+        )
         lines += [
             "",
             f"Batch: {batch['models']} models (benchmarks/pipeline.py's), `tools/compress_models.py --recipe "
             f"mobile_int8 --jobs 2`, cold: before (a `tfcompress run` process per model) "
             f"**{batch['before_s']:.0f} s**, after (long-lived workers) **{batch['after_s']:.0f} s**, "
             f"ratio **{batch['ratio']:.2f}** (runs in order: {runs}); outputs byte-identical: "
-            f"{'yes' if batch['outputs_identical'] else '**no**'}; peak RSS (largest process) "
-            f"{max(r['rss_mb'] for r in batch['runs'] if r['which'] == 'before'):.0f} MB before, "
-            f"{max(r['rss_mb'] for r in batch['runs'] if r['which'] == 'after'):.0f} MB after.",
+            f"{'yes' if batch['outputs_identical'] else '**no**'}{peaks}.",
         ]
     lines += ["", f"Versions: {_versions(result)}"]
     return "\n".join(lines)

@@ -27,6 +27,7 @@ import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -72,12 +73,14 @@ def main(argv):
     before = _worktree(work / "before", _BEFORE.value)
     result = render.stored_result("tool_speed", {"benchmark": "tool_speed"})
     result.update(before=_BEFORE.value, machine=machine_info(threads=1), versions=library_versions())
+    result["rss_by"] = "gnu time"
     if "convert" in _PARTS.value:
         rows = {row["model"]: row for row in result.get("convert", [])}  # a partial run keeps the other rows
         for subject in _convert_subjects(work):
             if _MODELS.value is None or subject[0].name in _MODELS.value:
                 rows[subject[0].name] = _convert_rows(work, before, *subject)
-        result["convert"] = list(rows.values())
+        order = [subject[0].name for subject in _convert_subjects(work)]
+        result["convert"] = sorted(rows.values(), key=lambda row: order.index(row["model"]))
         result["pairs"] = _PAIRS.value
     if "micro" in _PARTS.value:
         result["micro"] = [_micro_rows(work, SAMPLES / name) for name in MICRO_MODELS]
@@ -193,18 +196,24 @@ def _tfcompress(args: list) -> list:
 
 
 def _run(command: list, pythonpath=None) -> dict:
-    """Wall seconds and peak RSS of the largest process in the tree (the children's maximum, from wait4)."""
+    """Wall seconds, and the peak RSS of the largest process in the command's tree as GNU time
+    reports it (a child forked from this process would count this process's pages as its own)."""
     env = {**os.environ, "TFCOMPRESS_CACHE_DIR": "off", "TF_CPP_MIN_LOG_LEVEL": "2"}
     if pythonpath is not None:
         env["PYTHONPATH"] = str(pythonpath)
-    started = time.perf_counter()
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
-    output = process.stdout.read()
-    _, status, usage = os.wait4(process.pid, 0)
-    seconds = time.perf_counter() - started
-    if os.waitstatus_to_exitcode(status) != 0:
-        sys.exit(f"{' '.join(command)} failed:\n{output.decode(errors='replace')[-3000:]}")
-    return {"seconds": round(seconds, 3), "rss_mb": round(usage.ru_maxrss / 1024, 1)}
+    with tempfile.NamedTemporaryFile("r") as peak:
+        started = time.perf_counter()
+        finished = subprocess.run(
+            ["/usr/bin/time", "-f", "%M", "-o", peak.name, *command],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
+        seconds = time.perf_counter() - started
+        peak_kb = int(peak.read().split()[-1])
+    if finished.returncode != 0:
+        sys.exit(f"{' '.join(command)} failed:\n{finished.stdout.decode(errors='replace')[-3000:]}")
+    return {"seconds": round(seconds, 3), "rss_mb": round(peak_kb / 1024, 1)}
 
 
 def _worktree(folder: Path, revision: str) -> Path:
