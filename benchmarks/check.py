@@ -14,21 +14,14 @@ from pathlib import Path
 
 from absl import app, flags
 
-from tfcompress.jobs.check import TARGETS, check
+from tfcompress.jobs.check import check
+from tfcompress.options import CHECK_TARGETS
 from tfcompress.report import library_versions, machine_info
+from tfcompress.testing.sample_models import SAMPLE_FILES
 
 import render
 
 ROOT = Path(__file__).resolve().parents[1]
-SAMPLES = [
-    "lenet_300_100.h5",
-    "lenet5.h5",
-    "dscnn.h5",
-    "resnet8.h5",
-    "mobilenetv2_035.h5",
-    "lenet5_keras3.keras",
-    "lenet5_keras3.h5",
-]
 CALIBRATION = ROOT / "sample_models/data/fashion_mnist_calib.npz"
 _REPEATS = flags.DEFINE_integer("repeats", 1, "Cold/warm runs per model and target; medians reported.", lower_bound=1)
 
@@ -42,8 +35,8 @@ def _timed_check(path, target):
 def main(argv):
     del argv
     rows = []
-    for sample in SAMPLES:
-        for target in TARGETS:
+    for sample in SAMPLE_FILES:
+        for target in CHECK_TARGETS:
             cold, warm = [], []
             for _ in range(_REPEATS.value):
                 with tempfile.TemporaryDirectory() as cache:

@@ -18,6 +18,7 @@ import tfcompress
 from tfcompress import _keras
 from tfcompress.report import library_versions, machine_info
 from tfcompress.runtime.interpreter import predict
+from tfcompress.testing.sample_models import SAMPLE_FILES
 
 import render
 
@@ -27,15 +28,7 @@ _DATA_DIR = flags.DEFINE_string(
 )
 _MODELS = flags.DEFINE_list(
     "models",
-    [
-        "lenet_300_100.h5",
-        "lenet5.h5",
-        "dscnn.h5",
-        "resnet8.h5",
-        "mobilenetv2_035.h5",
-        "lenet5_keras3.keras",
-        "lenet5_keras3.h5",
-    ],
+    list(SAMPLE_FILES),
     "Sample model files to measure.",
 )
 _RUNS = flags.DEFINE_integer("runs", 300, "Timed invokes per model for latency.", lower_bound=200)

@@ -37,6 +37,7 @@ from absl import app, flags
 
 from tfcompress import _keras
 from tfcompress.report import library_versions, machine_info
+from tfcompress.testing.sample_models import SAMPLE_FILES
 
 import render
 
@@ -44,15 +45,6 @@ ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = ROOT / "sample_models"
 CALIBRATION = SAMPLES / "data" / "fashion_mnist_calib.npz"
 EVAL = SAMPLES / "data" / "fashion_mnist_eval.npz"
-SAMPLE_MODELS = (
-    "lenet_300_100.h5",
-    "lenet5.h5",
-    "dscnn.h5",
-    "resnet8.h5",
-    "mobilenetv2_035.h5",
-    "lenet5_keras3.keras",
-    "lenet5_keras3.h5",
-)
 MICRO_MODELS = ("lenet_300_100.h5", "lenet5.h5", "dscnn.h5", "resnet8.h5")
 LARGE = "mobilenetv2_100_224.h5"
 
@@ -92,7 +84,7 @@ def main(argv):
 
 
 def _convert_subjects(work: Path) -> list:
-    subjects = [(SAMPLES / name, CALIBRATION, EVAL) for name in SAMPLE_MODELS]
+    subjects = [(SAMPLES / name, CALIBRATION, EVAL) for name in SAMPLE_FILES]
     return subjects + [_large_model(work)]
 
 

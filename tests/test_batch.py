@@ -172,17 +172,8 @@ import tf_keras
 class ScaleBy(tf_keras.layers.Layer):
     """Loading this layer kills the process running the model, as a native crash would."""
 
-    def __init__(self, factor=2.0, **kwargs):
-        if factor == 13.0:
-            os.kill(os.getpid(), signal.SIGKILL)
-        super().__init__(**kwargs)
-        self.factor = factor
-
-    def call(self, inputs):
-        return inputs * self.factor
-
-    def get_config(self):
-        return {**super().get_config(), "factor": self.factor}
+    def __init__(self, **kwargs):
+        os.kill(os.getpid(), signal.SIGKILL)
 '''
 
 

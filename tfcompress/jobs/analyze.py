@@ -22,6 +22,7 @@ from tfcompress.export.calibration import attribute_ops, calibrate_only
 from tfcompress.export.keras_export import SharedExport
 from tfcompress.export.tflite import ConvertOptions, layer_kinds, to_tflite
 from tfcompress.jobs._common import job_outputs, load_model
+from tfcompress.jobs._loaded import LoadedModel
 from tfcompress.options import AnalyzeOptions, LoadOptions, gather
 from tfcompress.report import library_versions, table
 from tfcompress.runtime import metrics
@@ -95,23 +96,17 @@ def analyze(
 
             plots.require_matplotlib()
         model, model_path = load_model(model, load)
-        with SharedExport(model) as export:
-            report = _analyze(model, model_path, export, calibration, eval_data, options, load, calibration_samples)
+        with LoadedModel(model, model_path) as loaded:
+            report = _analyze(loaded, calibration, eval_data, options, load, calibration_samples)
         outputs.report(json_path, report)
         outputs.file(plot_path, lambda path: plots.plot_sensitivity(report, path))
     return report
 
 
 def _analyze(
-    model,
-    model_path,
-    export: SharedExport,
-    calibration,
-    eval_data,
-    options: AnalyzeOptions,
-    load: LoadOptions,
-    calibration_samples: int,
+    loaded: LoadedModel, calibration, eval_data, options: AnalyzeOptions, load: LoadOptions, calibration_samples: int
 ) -> SensitivityReport:
+    model, export = loaded.model, loaded.export
     calibration = input_data(calibration, tuple(model.inputs[0].shape), load.preprocessing, reshape=load.reshape_data)
     kinds = layer_kinds(model)
     statistics, owners = _layer_errors(
@@ -130,7 +125,7 @@ def _analyze(
     float_accuracy = int8_accuracy = None
     if eval_data is not None:
         evaluation = labelled_data(eval_data, model, load.preprocessing, load.reshape_data, "eval")
-        float_accuracy = metrics.accuracy(model.predict(evaluation.x, batch_size=250, verbose=0), evaluation.y)
+        float_accuracy = metrics.accuracy(loaded.keras_outputs(evaluation.x), evaluation.y)
         int8_accuracy = _int8_accuracy(model, export, calibration.take(calibration_samples), evaluation, ())
         most_sensitive = list(
             dict.fromkeys(
@@ -143,7 +138,7 @@ def _analyze(
         }
         layers = [dataclasses.replace(layer, accuracy_kept_float=gains.get(layer.layer)) for layer in layers]
     return SensitivityReport(
-        str(model_path or model.name),
+        loaded.name,
         tuple(layers),
         len(calibration.take(options.samples)),
         float_accuracy,

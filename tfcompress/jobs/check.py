@@ -38,6 +38,7 @@ __all__ = [
     "Problem",
     "check",
     "check_model",
+    "micro_refuses",
     "format_check",
     "READY",
     "FALLBACKS",
@@ -227,6 +228,19 @@ def cached_conversion(
     return cache.cached_bytes("conversions", key, convert)
 
 
+def micro_refuses(model_bytes: bytes, ops) -> bool:
+    """The check's micro test on a converted model, without its per-layer diagnosis: TFLite Micro
+    lacks one of `ops`, or cannot run the model."""
+    if not set(ops) <= set(micro_op_names()):
+        return True
+    return micro_run_error(model_bytes, _probe_arena(model_bytes)) is not None
+
+
+def _probe_arena(model_bytes: bytes) -> int:
+    """An arena generous enough that a failure to run is not a failure to fit."""
+    return max(16 * len(model_bytes), 1 << 22)
+
+
 def model_cache_key(source) -> Optional[dict]:
     """What identifies a model file in the conversions cache (None for an in-memory model)."""
     return {"model": cache.file_digest(source)} if source is not None else None
@@ -359,7 +373,7 @@ class _Check:
                 )
 
     def _micro_run(self, model_bytes: bytes) -> Optional[str]:
-        error = micro_run_error(model_bytes, max(16 * len(model_bytes), 1 << 22))
+        error = micro_run_error(model_bytes, _probe_arena(model_bytes))
         if error is not None:
             self.problems.append(
                 Problem(

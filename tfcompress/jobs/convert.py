@@ -18,7 +18,7 @@ from tfcompress.errors import ConversionError, DataError
 from tfcompress.export.tflite import ConvertOptions, to_tflite
 from tfcompress.jobs._common import job_outputs, load_model
 from tfcompress.jobs._loaded import LoadedModel
-from tfcompress.jobs.check import cached_conversion, check_model, model_cache_key
+from tfcompress.jobs.check import cached_conversion, check_model, micro_refuses, model_cache_key
 from tfcompress.options import GuardOptions, LoadOptions, gather
 from tfcompress.report import ConversionReport, Reference
 from tfcompress.runtime import metrics
@@ -190,11 +190,13 @@ def _measured_beside_keras(loaded: LoadedModel, options: ConvertOptions, tflite_
     """(the float32 size, the Keras outputs on `data`, the converted model's): LiteRT's pass and the
     float32 conversion run in threads beside TensorFlow's Keras pass, which leaves a core idle
     (MobileNetV2 at 224×224, 200 inputs: 11.3 s one after another, 7.8 s side by side)."""
+    if data is None:
+        return _float32_bytes(loaded, options, tflite_bytes), None, None
     with concurrent.futures.ThreadPoolExecutor(2) as beside:
         float32_bytes = beside.submit(_float32_bytes, loaded, options, tflite_bytes)
-        tflite_outputs = beside.submit(predict, tflite_bytes, data.x) if data is not None else None
-        keras_outputs = loaded.keras_outputs(data.x) if data is not None else None
-        return float32_bytes.result(), keras_outputs, tflite_outputs.result() if data is not None else None
+        tflite_outputs = beside.submit(predict, tflite_bytes, data.x)
+        keras_outputs = loaded.keras_outputs(data.x)
+        return float32_bytes.result(), keras_outputs, tflite_outputs.result()
 
 
 def _float32_bytes(loaded: LoadedModel, options: ConvertOptions, tflite_bytes: bytes) -> Optional[int]:
@@ -238,14 +240,7 @@ def _target_runs(tflite_bytes: bytes, summary, options: ConvertOptions, guard: G
     """Whether nothing the pre-flight check blocks on shows in the converted model itself."""
     if summary.float_ops and not options.keep_float and not guard.allow_float_ops:
         return False
-    if target != "micro":
-        return True
-    from tfcompress.runtime.micro_ops import micro_op_names
-    from tfcompress.runtime.tflm import micro_run_error
-
-    if not set(summary.ops) <= set(micro_op_names()):
-        return False
-    return micro_run_error(tflite_bytes, max(16 * len(tflite_bytes), 1 << 22)) is None
+    return target != "micro" or not micro_refuses(tflite_bytes, summary.ops)
 
 
 def _preflight(loaded: LoadedModel, guard: GuardOptions, calibration: Optional[Dataset], target: str) -> None:

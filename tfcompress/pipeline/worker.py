@@ -40,7 +40,7 @@ class _Worker:
             self.process.stdin.write(json.dumps({"argv": argv, "log": str(log)}) + "\n")
             self.process.stdin.flush()
             reply = self.process.stdout.readline()
-        except (BrokenPipeError, OSError):
+        except OSError:  # the worker is gone (a broken pipe)
             reply = ""
         return json.loads(reply)["exit_code"] if reply else None
 

@@ -15,7 +15,7 @@ from tfcompress._io.files import save_atomic, write_atomic
 from tfcompress.data import load_data, load_raw
 from tfcompress.testing import zoo
 
-__all__ = ["make_sample_models", "EPOCHS", "BATCHNORM_HEAVY"]
+__all__ = ["make_sample_models", "EPOCHS", "BATCHNORM_HEAVY", "SAMPLE_FILES"]
 
 EPOCHS = {"lenet_300_100": 10, "lenet5": 10, "dscnn": 8, "resnet8": 8, "mobilenetv2_035": 10}
 # BatchNorm-heavy models: their moving statistics ended up far from what the trained
@@ -24,6 +24,8 @@ EPOCHS = {"lenet_300_100": 10, "lenet5": 10, "dscnn": 8, "resnet8": 8, "mobilene
 BATCHNORM_HEAVY = {"resnet8", "mobilenetv2_035"}
 _REESTIMATION_STEPS = 500
 KERAS3_MODEL = "lenet5"
+# The files in sample_models/: the Keras 2 models, then the Keras 3 twins of lenet5.
+SAMPLE_FILES = tuple(f"{name}.h5" for name in EPOCHS) + (f"{KERAS3_MODEL}_keras3.keras", f"{KERAS3_MODEL}_keras3.h5")
 CALIBRATION_SAMPLES = 1000
 _BATCH_SIZE = 128
 EVAL_SAMPLES = 2000
