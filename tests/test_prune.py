@@ -74,3 +74,29 @@ def test_bad_options_are_one_line(run_cli, tmp_path, flags, expected):
     assert code == 2
     assert expected in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "out.h5").exists()
+
+
+def test_a_prune_then_cluster_chain_gives_the_same_weights_from_the_api_and_the_cli(run_cli, tmp_path):
+    """The API once pruned the caller's own model in place (tfmot wraps the layers it is given), so a
+    script that pruned one model twice started its second run from the first's result."""
+    import tfcompress
+
+    model = tfcompress.load_model(LENET)
+    original = [weights.copy() for weights in model.get_weights()]
+    prune_flags = {"target_sparsity": 0.8, "layer_sparsity": {"dense": 0.9}, "epochs": 1, "batch_size": 100}
+    cluster_flags = {"clusters": 8, "preserve_sparsity": True, "epochs": 1, "batch_size": 100}
+    pruned = tfcompress.prune(model, CALIBRATION, verbose=0, **prune_flags)
+    clustered = tfcompress.cluster(pruned.keras_model, CALIBRATION, verbose=0, **cluster_flags)
+    assert all(np.array_equal(kept, now) for kept, now in zip(original, model.get_weights()))
+
+    common = ("--train", CALIBRATION, "--epochs", "1", "--batch_size", "100")
+    code, _, err = run_cli(
+        "prune", LENET, "-o", tmp_path / "p.h5", "--target_sparsity", "0.8", "--layer_sparsity", "dense=0.9", *common
+    )
+    assert code == 0, err
+    code, _, err = run_cli(
+        "cluster", tmp_path / "p.h5", "-o", tmp_path / "c.h5", "--clusters", "8", "--preserve_sparsity", *common
+    )
+    assert code == 0, err
+    from_cli = tfcompress.load_model(tmp_path / "c.h5").get_weights()
+    assert all(np.array_equal(api, cli) for api, cli in zip(clustered.keras_model.get_weights(), from_cli))

@@ -15,7 +15,7 @@ import numpy as np
 from tfcompress import _keras
 from tfcompress.errors import OptionError
 from tfcompress.options import option
-from tfcompress.transforms.graph import check_layer_pattern
+from tfcompress.transforms.graph import check_layer_pattern, copy_model
 
 __all__ = [
     "PruneOptions",
@@ -112,7 +112,12 @@ def prunable_layer_names(model, options: PruneOptions) -> list:
 
 
 def apply_pruning(model, options: PruneOptions, *, total_steps: int):
-    """The model with the chosen layers wrapped for pruning; `total_steps` ends the default schedule."""
+    """A copy of the model with the chosen layers wrapped for pruning; `total_steps` ends the default schedule.
+
+    The copy matters: tfmot wraps the very layer objects it is given, so pruning the model itself
+    would prune and train the caller's model too.
+    """
+    model = copy_model(model)
     tfmot = _keras.tfmot()
     sparsity = tfmot.sparsity.keras
     chosen = set(prunable_layer_names(model, options))
@@ -135,8 +140,7 @@ def apply_pruning(model, options: PruneOptions, *, total_steps: int):
             layer, pruning_schedule=schedule(options.target_for(layer.name)), sparsity_m_by_n=m_by_n
         )
 
-    wrapped = _keras.tf_keras().models.clone_model(model, clone_function=wrap)
-    return wrapped
+    return _keras.tf_keras().models.clone_model(model, clone_function=wrap)
 
 
 def pruning_callbacks(logdir: Optional[str] = None) -> list:
