@@ -10,18 +10,38 @@
     same run's teacher and labels-only student.
 (d) Part "long": (a) for lenet5 with every model trained 40 epochs, to see whether KD only
     needs a longer schedule.
+(e) Part "few_labels": a lenet5 teacher trained on all 60,000 labels stands for a model trained
+    where labels were plentiful; the student's team has 6,000 labelled and 54,000 unlabelled
+    images. The KD student (`distill --unlabeled`, through the CLI) against the same student on
+    the 6,000 labels alone (the same epochs, and as many steps as the KD student), and on the
+    6,000 labels plus the teacher's hard labels for the rest (pseudo-labels).
+(f) Part "function_matching": all labels, `--augment shift,flip,mixup`, a long schedule: the KD
+    student (through the CLI) against the labels-only student with the same augmentation, epochs
+    and seed.
+Parts "few_labels_sweep" and "function_matching_sweep" train the KD student of (e) or (f) at other
+temperatures and alphas (`--kd_settings`); their teacher is the same (training is deterministic,
+and its accuracy is recorded to show it).
+The students of (e) and (f) decay the learning rate along a cosine per step
+(`--learning_rate_schedule cosine`), so the CLI runs exactly what the API runs; one labels-only
+student is trained both ways to show it. Their teacher is trained as in (a).
 Writes results/distill.json (replacing only the parts run), results/distill.png and the tables
 in benchmarks/README.md.
 """
 
+import json
 import math
+import subprocess
+import sys
+import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 from absl import app, flags
 
 import tfcompress
 from tfcompress import _keras
+from tfcompress.data import load_raw
 from tfcompress.options import TrainOptions
 from tfcompress.plots import require_matplotlib
 from tfcompress.report import library_versions, machine_info
@@ -36,7 +56,15 @@ _DATA_DIR = flags.DEFINE_string(
 )
 _TEACHERS = flags.DEFINE_list("teachers", ["lenet5", "resnet8"], "Teacher architectures (tfcompress.testing.zoo).")
 _TRAIN_SAMPLES = flags.DEFINE_integer("train_samples", None, "Use only this many training images (a smoke run).")
-_PARTS = flags.DEFINE_list("parts", ["main"], "main: (a) and (b); sweep: (c); long: (d).")
+_PARTS = flags.DEFINE_list(
+    "parts",
+    ["main"],
+    "main: (a) and (b); sweep: (c); long: (d); few_labels: (e); function_matching: (f); few_labels_sweep, "
+    "function_matching_sweep: the KD student of (e) or (f) at the --kd_settings, against the same teacher.",
+)
+_KD_SETTINGS = flags.DEFINE_list("kd_settings", ["2:0.9"], "TEMPERATURE:ALPHA pairs the sweep parts try.")
+_FEW_EPOCHS = flags.DEFINE_integer("few_labels_epochs", 30, "Epochs of every student in part (e).")
+_MATCHING_EPOCHS = flags.DEFINE_integer("matching_epochs", 40, "Epochs of both students in part (f).")
 
 EPOCHS = {"lenet5": 15, "resnet8": 10}
 BATCH, LEARNING_RATE, SEED, WIDTH = 128, 1e-3, 0, 0.5
@@ -45,6 +73,9 @@ LABELS_ONLY = tfcompress.DistillOptions(temperature=4.0, alpha=0.0)
 LOWRANK_ENERGIES, LOWRANK_EPOCHS, LOWRANK_LR = (0.7, 0.8), 3, 1e-4
 SWEEP_TEACHER, SWEEP_SETTINGS = "lenet5", ((2.0, 0.5), (4.0, 0.5), (2.0, 0.9))
 LONG_TEACHER, LONG_EPOCHS = "lenet5", 40
+FEW_LABELS, FEW_TEACHER = 6000, "lenet5"
+AUGMENT = ("shift", "flip", "mixup")
+UNLABELLED_PARTS = ("few_labels", "function_matching", "few_labels_sweep", "function_matching_sweep")
 
 
 def main(argv):
@@ -68,6 +99,9 @@ def main(argv):
         result["sweep"] = sweep(train, test)
     if "long" in _PARTS.value:
         result["long"] = teacher_and_students(LONG_TEACHER, LONG_EPOCHS, train, test)[1]
+    if set(UNLABELLED_PARTS) & set(_PARTS.value):
+        with tempfile.TemporaryDirectory(prefix="distill-benchmark-") as work:
+            result.update(unlabelled_parts(Path(work), train, test))
     result.update(
         {
             "benchmark": "distill",
@@ -128,8 +162,11 @@ def sweep(train, test) -> list:
     return rows
 
 
-def _trainer(name, epochs, train, test):
-    """Trains one model through `tfcompress.distill` with this benchmark's settings; (model, row)."""
+def _trainer(name, epochs, train, test, *, per_step_cosine=False):
+    """Trains one model through `tfcompress.distill` with this benchmark's settings; (model, row).
+
+    The learning rate decays along a cosine: per epoch by a callback (parts a-d), or per step by
+    the option the CLI has too (parts e, f)."""
 
     def trained(role, teacher, options, **student):
         started = time.perf_counter()
@@ -142,7 +179,8 @@ def _trainer(name, epochs, train, test):
             batch_size=BATCH,
             learning_rate=LEARNING_RATE,
             seed=SEED,
-            callbacks=[_cosine_decay(epochs)],
+            learning_rate_schedule="cosine" if per_step_cosine else "constant",
+            callbacks=[] if per_step_cosine else [_cosine_decay(epochs)],
             verbose=2,
             **student,
         )
@@ -174,6 +212,162 @@ def _cosine_decay(epochs):
     return keras.callbacks.LearningRateScheduler(
         lambda epoch: LEARNING_RATE * 0.5 * (1 + math.cos(math.pi * epoch / epochs))
     )
+
+
+def unlabelled_parts(work: Path, train, test) -> dict:
+    """Parts (e) and (f): one teacher, trained on every label, shared by both."""
+    teacher, teacher_row = _trained_teacher(FEW_TEACHER, _trainer(FEW_TEACHER, EPOCHS[FEW_TEACHER], train, test))
+    teacher_path = work / "teacher.h5"
+    teacher.save(teacher_path)
+    files = _data_files(work, teacher)
+    parts = {}
+    if "few_labels" in _PARTS.value:
+        parts["few_labels"] = few_labels(work, teacher, teacher_path, teacher_row, files, test)
+    if "function_matching" in _PARTS.value:
+        parts["function_matching"] = function_matching(work, teacher, teacher_path, teacher_row, files, train, test)
+    if "few_labels_sweep" in _PARTS.value:
+        data = {"train": "labelled", "unlabeled": files["unlabeled"]}
+        parts["few_labels_sweep"] = kd_sweep(work, teacher_path, teacher_row, files, _FEW_EPOCHS.value, (), data)
+    if "function_matching_sweep" in _PARTS.value:
+        data = {"train": "all"}
+        parts["function_matching_sweep"] = kd_sweep(
+            work, teacher_path, teacher_row, files, _MATCHING_EPOCHS.value, AUGMENT, data
+        )
+    return parts
+
+
+def kd_sweep(work, teacher_path, teacher_row, files, epochs, augment, data) -> list:
+    """The KD student at each of --kd_settings, through the CLI, after the teacher's row."""
+    rows = [teacher_row]
+    for setting in _KD_SETTINGS.value:
+        temperature, alpha = map(float, setting.split(":"))
+        options = tfcompress.DistillOptions(temperature=temperature, alpha=alpha, augment=augment)
+        role = f"student, KD T {temperature:g} alpha {alpha:g}"
+        rows.append(_cli_student(work, role, teacher_path, files, epochs, options, **data))
+    labelled, unlabeled = _split_sizes(files)
+    described = f"{labelled:,} labelled + {unlabeled:,} unlabelled" if "unlabeled" in data else "all labels"
+    return _compared(
+        rows,
+        teacher_row,
+        {row["model"]: "all labels" for row in rows[:1]} | {row["model"]: described for row in rows[1:]},
+    )
+
+
+def _split_sizes(files) -> tuple:
+    """(labelled, unlabelled) sample counts of the few-labels split."""
+    return tuple(len(np.load(files[name])["x"]) for name in ("labelled", "unlabeled"))
+
+
+def _data_files(work: Path, teacher) -> dict:
+    """The splits as files the CLI reads: the first 6,000 training images labelled, the rest not, and
+    the same 6,000 with the teacher's hard labels for the rest (the pseudo-label baseline)."""
+    x, y = load_raw(f"{_DATA_DIR.value}@train")
+    count = _TRAIN_SAMPLES.value or len(x)
+    x, y = x[:count], y[:count]
+    labelled = min(FEW_LABELS, count // 10)
+    pseudo = teacher.predict(x[labelled:].astype(np.float32) / 255, batch_size=256, verbose=0).argmax(axis=1)
+    files = {name: work / f"{name}.npz" for name in ("all", "labelled", "unlabeled", "pseudo")}
+    np.savez(files["all"], x=x, y=y)
+    np.savez(files["labelled"], x=x[:labelled], y=y[:labelled])
+    np.savez(files["unlabeled"], x=x[labelled:])
+    np.savez(files["pseudo"], x=x, y=np.concatenate([y[:labelled], pseudo]))
+    return {**files, "test": f"{_DATA_DIR.value}@test"}
+
+
+def few_labels(work, teacher, teacher_path, teacher_row, files, test) -> list:
+    epochs = _FEW_EPOCHS.value
+    labelled, unlabeled = _split_sizes(files)
+    same_steps = epochs * (labelled + unlabeled) // labelled
+
+    def student(role, data, student_epochs=epochs):
+        trained = _trainer(FEW_TEACHER, student_epochs, files[data], test, per_step_cosine=True)
+        return trained(role, teacher, LABELS_ONLY, width_multiplier=WIDTH)[1]
+
+    rows = [
+        teacher_row,
+        _cli_student(work, "student, KD", teacher_path, files, epochs, KD, unlabeled=files["unlabeled"]),
+        student("student, labels only", "labelled"),
+        _cli_student(work, "student, labels only (CLI)", teacher_path, files, epochs, LABELS_ONLY),
+        student("student, labels only, as many steps as KD", "labelled", same_steps),
+        student("student, labels + teacher's hard labels", "pseudo"),
+    ]
+    data = {
+        "teacher": "all labels",
+        "student, KD": f"{labelled:,} labelled + {unlabeled:,} unlabelled",
+        "student, labels + teacher's hard labels": f"{labelled:,} labelled + {unlabeled:,} pseudo-labelled",
+    }
+    return _compared(
+        rows, teacher_row, {row["model"]: data.get(row["model"], f"{labelled:,} labelled") for row in rows}
+    )
+
+
+def function_matching(work, teacher, teacher_path, teacher_row, files, train, test) -> list:
+    epochs = _MATCHING_EPOCHS.value
+    matching = tfcompress.DistillOptions(temperature=KD.temperature, alpha=KD.alpha, augment=AUGMENT)
+    labels_only = tfcompress.DistillOptions(temperature=KD.temperature, alpha=0.0, augment=AUGMENT)
+    rows = [
+        teacher_row,
+        _cli_student(work, "student, KD, function matching", teacher_path, files, epochs, matching, train="all"),
+        _trainer(FEW_TEACHER, epochs, files["all"], test, per_step_cosine=True)(
+            "student, labels only, same augmentation", teacher, labels_only, width_multiplier=WIDTH
+        )[1],
+    ]
+    return _compared(rows, teacher_row, {row["model"]: "all labels" for row in rows})
+
+
+def _compared(rows, teacher_row, data: dict) -> list:
+    """The rows with their training data and their distance from the teacher."""
+    return [
+        {
+            **row,
+            "data": data[row["model"]],
+            "drop_vs_teacher_pt": round((teacher_row["accuracy"] - row["accuracy"]) * 100, 2),
+        }
+        for row in rows
+    ]
+
+
+def _cli_student(work, role, teacher_path, files, epochs, options, *, train="labelled", unlabeled=None) -> dict:
+    """A width-0.5 student trained by `tfcompress distill` exactly as a user types it."""
+    slug = "".join(c if c.isalnum() else "-" for c in role)
+    report_path = work / f"{slug}.json"
+    command = [
+        sys.executable,
+        "-m",
+        "tfcompress",
+        "distill",
+        f"--teacher={teacher_path}",
+        f"--width_multiplier={WIDTH}",
+        f"--train={files[train]}",
+        f"--val={files['test']}",
+        f"--temperature={options.temperature}",
+        f"--alpha={options.alpha}",
+        f"--epochs={epochs}",
+        f"--batch_size={BATCH}",
+        f"--learning_rate={LEARNING_RATE}",
+        "--learning_rate_schedule=cosine",
+        f"--seed={SEED}",
+        f"--report={report_path}",
+        f"-o={work / f'{slug}.h5'}",
+    ]
+    command += [f"--unlabeled={unlabeled}"] if unlabeled else []
+    command += [f"--augment={','.join(options.augment)}"] if options.augment else []
+    started = time.perf_counter()
+    subprocess.run(command, check=True)
+    report = json.loads(report_path.read_text())
+    row = {
+        "teacher": FEW_TEACHER,
+        "model": role,
+        "epochs": epochs,
+        "params": report["params"]["student"],
+        "accuracy": report["accuracy"]["student"],
+        "samples": report["samples"],
+        "seconds": round(time.perf_counter() - started, 1),
+        "command": "tfcompress "
+        + " ".join(part for part in command[3:] if not part.startswith(("--report", "-o"))).replace(f"{work}/", ""),
+    }
+    print(f"{role}, through the CLI: {row['accuracy'] * 100:.2f}%", flush=True)
+    return row
 
 
 def lowrank(train, test) -> list:

@@ -31,6 +31,7 @@ def render_all() -> None:
     sections = [RENDERERS[name](result) for name, result in results.items() if name in RENDERERS]
     write_atomic(ROOT / "benchmarks" / "README.md", (_HEADER + "\n\n".join(sections) + "\n").encode())
     summaries = [_ptq_summary(results["ptq"])] if "ptq" in results else []
+    summaries += [_distill_summary(results["distill"])] if "distill" in results else []
     summaries += [_hostile_summary(results["hostile"])] if "hostile" in results else []
     if summaries:
         _replace_readme_section("\n\n".join(summaries))
@@ -336,8 +337,100 @@ def _distill(result: dict) -> str:
             f"| {row['model']} | {row['params']:,} | {row['accuracy'] * 100:.2f}% | {row['drop_vs_teacher_pt']:+.2f} |"
             for row in result["long"]
         ]
+    lines += _unlabelled_parts(result)
     lines += ["", "![params vs accuracy](results/distill.png)", "", f"Versions: {_versions(result)}"]
     return "\n".join(lines)
+
+
+def _distill_summary(result: dict) -> str:
+    """Where knowledge distillation helps and where it does not: the KD student minus the same
+    student trained on labels alone, in each setting of benchmarks/distill.py."""
+
+    def gain(rows, kd_model, labels_model):
+        accuracy = {row["model"]: row["accuracy"] for row in rows}
+        return f"{(accuracy[kd_model] - accuracy[labels_model]) * 100:+.2f} pt"
+
+    settings = []
+    if result.get("few_labels"):
+        rows = result["few_labels"]
+        kd = next(row for row in rows if row["model"] == "student, KD")
+        settings.append(
+            f"few labels ({kd['data']} images): {gain(rows, 'student, KD', 'student, labels only')}, "
+            f"{gain(rows, 'student, KD', 'student, labels only, as many steps as KD')} against as many steps on "
+            f"the labels; KD student {kd['accuracy'] * 100:.2f}%, teacher {rows[0]['accuracy'] * 100:.2f}%"
+            + "".join(
+                f"; at T {row['model'].split(' T ')[1]} {row['accuracy'] * 100:.2f}% "
+                f"({row['drop_vs_teacher_pt']:.2f} pt below the teacher)"
+                for row in result.get("few_labels_sweep", [])[1:]
+            )
+        )
+    if result.get("function_matching"):
+        rows = result["function_matching"]
+        settings.append(
+            f"all labels with function matching (`--augment`, {rows[1]['epochs']} epochs): "
+            f"{gain(rows, 'student, KD, function matching', 'student, labels only, same augmentation')}"
+            + "".join(
+                f", at T {row['model'].split(' T ')[1]} "
+                f"{gain(rows + [row], row['model'], 'student, labels only, same augmentation')}"
+                for row in result.get("function_matching_sweep", [])[1:]
+            )
+        )
+    for name, rows in (("15 epochs", result.get("distillation", [])), ("40 epochs", result.get("long", []))):
+        lenet5 = [row for row in rows if row["teacher"] == "lenet5"]
+        if lenet5:
+            settings.append(
+                f"all labels, no augmentation ({name}): {gain(lenet5, 'student, KD', 'student, labels only')}"
+            )
+    return (
+        "Knowledge distillation (`benchmarks/distill.py`: lenet5 teacher, width-0.5 student, 10k test set), "
+        "KD student minus the same student trained on labels alone: " + "; ".join(settings) + "."
+    )
+
+
+def _unlabelled_parts(result: dict) -> list:
+    """Parts (e) and (f) of benchmarks/distill.py: where the teacher knows what the labels do not give."""
+    lines = [] if not result.get("timing_note") else ["", result["timing_note"]]
+    for part, heading in (
+        (
+            "few_labels",
+            "**Few labels** (`distill --unlabeled`): the lenet5 teacher was trained on all 60,000 labels (a model "
+            "trained where labels were plentiful); the student's team has the first 6,000 labelled images and "
+            "54,000 unlabelled ones. Width-0.5 students, seed 0, learning rate 1e-3 decayed along a cosine "
+            "per step; the KD rows ran through the CLI (the command below), the labels-only student both ways:",
+        ),
+        (
+            "function_matching",
+            "**Function matching** (`distill --augment shift,flip,mixup`): all labels; teacher and student see "
+            "the same augmented batch, the teacher run on it every step. The labels-only student gets the same "
+            "augmentation (mixed labels), epochs and seed:",
+        ),
+    ):
+        if not result.get(part):
+            continue
+        lines += ["", heading, *_student_table(result[part])]
+        commands = [row["command"] for row in result[part] if "command" in row and "labels only" not in row["model"]]
+        lines += ["", *(f"`{command}`" for command in commands)]
+        if result.get(f"{part}_sweep"):
+            lines += [
+                "",
+                "The KD student at other temperatures and alphas (a separate run; its teacher, trained by the "
+                "same seeded code, reaches the same accuracy):",
+                *_student_table(result[f"{part}_sweep"]),
+            ]
+    return lines
+
+
+def _student_table(rows) -> list:
+    lines = [
+        "",
+        "| model | trained on | epochs | accuracy | drop vs teacher (pt) | time (s) |",
+        "|---|---|---:|---:|---:|---:|",
+    ]
+    return lines + [
+        f"| {row['model']} | {row['data']} | {row['epochs']} | {row['accuracy'] * 100:.2f}% | "
+        f"{row['drop_vs_teacher_pt']:+.2f} | {row['seconds']:.0f} |"
+        for row in rows
+    ]
 
 
 def _lut(result: dict) -> str:

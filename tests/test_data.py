@@ -3,7 +3,7 @@ import gzip
 import numpy as np
 import pytest
 
-from tfcompress.data import Preprocessing, fit_to_input, load_data
+from tfcompress.data import Preprocessing, as_dataset, fit_to_input, load_data
 from tfcompress.errors import DataError
 
 from conftest import CALIBRATION
@@ -26,6 +26,15 @@ def test_npy_has_no_labels(tmp_path):
     np.save(tmp_path / "x.npy", np.ones((3, 4), np.float32))
     data = load_data(tmp_path / "x.npy")
     assert data.y is None and data.x.shape == (3, 4)
+
+
+def test_an_array_alone_is_data_without_labels_preprocessed_like_a_file():
+    raw = np.load(CALIBRATION)["x"][:4]
+    data = as_dataset(raw)
+    assert data.y is None
+    np.testing.assert_array_equal(data.x, load_data(CALIBRATION).x[:4])
+    with pytest.raises(DataError, match="x has 1 NaN or infinite values"):
+        as_dataset(np.array([[0.0, np.nan]], np.float32))
 
 
 def test_one_hot_labels_become_indices(tmp_path):

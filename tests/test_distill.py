@@ -1,5 +1,7 @@
 """`tfcompress distill`: the KD loss is Hinton's, logits are taken before a softmax, students
-derived by width keep the output, and a trained student saves as an ordinary classifier."""
+derived by width keep the output, and a trained student saves as an ordinary classifier.
+Unlabelled data is supervised by the teacher alone, and with augmentation the teacher sees the
+very batch the student sees."""
 
 import numpy as np
 import pytest
@@ -15,21 +17,51 @@ def _softmax(logits, temperature=1.0):
     return exp / exp.sum(axis=-1, keepdims=True)
 
 
-def test_loss_is_temperature_scaled_kl_plus_label_cross_entropy():
-    from tfcompress.transforms.distill import DistillOptions, distillation_loss, packed_targets
+def test_loss_is_temperature_scaled_kl_plus_label_cross_entropy_where_there_is_a_label():
+    from tfcompress.transforms.distill import DistillOptions, distillation_loss, label_distributions, packed_targets
 
     rng = np.random.default_rng(0)
     teacher, student = rng.normal(size=(5, 10)) * 3, rng.normal(size=(5, 10)) * 3
-    labels = rng.integers(0, 10, 5)
+    labels = rng.integers(0, 10, 3)  # the last two samples are unlabelled
     temperature, alpha = 3.0, 0.7
     soft_teacher, soft_student = _softmax(teacher, temperature), _softmax(student, temperature)
     kl = np.sum(soft_teacher * (np.log(soft_teacher) - np.log(soft_student)), axis=-1)
-    cross_entropy = -np.log(_softmax(student)[np.arange(5), labels])
-    expected = alpha * temperature**2 * kl + (1 - alpha) * cross_entropy
+    cross_entropy = -np.log(_softmax(student)[np.arange(3), labels])
+    expected = alpha * temperature**2 * kl + (1 - alpha) * np.concatenate([cross_entropy, [0.0, 0.0]])
 
     loss = distillation_loss(DistillOptions(temperature, alpha))
-    received = loss(packed_targets(labels, teacher), student.astype(np.float32)).numpy()
+    targets = packed_targets(label_distributions(labels, 10, unlabelled=2), teacher)
+    received = loss(targets, student.astype(np.float32)).numpy()
     np.testing.assert_allclose(received, expected, rtol=1e-4)
+
+
+def test_mixup_mixes_labels_only_where_both_samples_have_one():
+    from tfcompress.transforms.augment import BatchAugmenter
+    from tfcompress.transforms.distill import label_distributions
+
+    x = np.arange(8, dtype=np.float32)[:, None] * np.ones((8, 3), np.float32)  # sample i is all i
+    rows = label_distributions(np.arange(4) % 3, 3, unlabelled=4)
+    mixed_x, mixed_rows = (part.numpy() for part in BatchAugmenter(("mixup",), seed=0)(x, rows))
+
+    assert not np.array_equal(mixed_x, x)
+    np.testing.assert_allclose(mixed_x.min(axis=1), mixed_x.max(axis=1))  # a blend of two whole samples
+    sums = mixed_rows.sum(axis=1)
+    assert set(np.round(sums, 5)) <= {0.0, 1.0}, sums
+    assert np.all(sums[4:] == 0)  # an unlabelled sample never gains a label
+    assert 0 < np.count_nonzero(sums) <= 4
+
+
+@pytest.mark.parametrize("shape", [(28, 28), (28, 28, 1), (12, 16, 3)])
+def test_shift_and_flip_keep_images_whole(shape):
+    from tfcompress.transforms.augment import BatchAugmenter
+
+    x = np.random.default_rng(0).random((6, *shape), np.float32)
+    rows = np.eye(6, dtype=np.float32)
+    augmented, same_rows = (part.numpy() for part in BatchAugmenter(("shift", "flip"), seed=0)(x, rows))
+    assert augmented.shape == x.shape
+    assert not np.array_equal(augmented, x)
+    assert set(np.unique(augmented)) <= set(np.unique(x))  # moved and mirrored, never interpolated
+    np.testing.assert_array_equal(same_rows, rows)
 
 
 def test_exposed_logits_are_the_pre_softmax_values_and_the_softmax_comes_back(tf_keras):
@@ -156,3 +188,120 @@ def test_a_student_with_other_classes_is_refused(run_cli, tmp_path, tf_keras):
     )
     assert code == 2
     assert "outputs have shape (5,) but the teacher's have (10,)" in err, err
+
+
+def test_a_student_identical_to_the_teacher_has_nothing_to_learn_on_augmented_batches():
+    """Function matching: if the teacher saw anything but the student's augmented batch, the KL
+    term between two copies of one model would not be zero."""
+    from tfcompress import distill
+
+    report = distill(
+        LENET5,
+        CALIBRATION,
+        student=LENET5,
+        unlabeled=np.load(EVAL)["x"][:200],
+        augment=("shift", "flip", "mixup"),
+        alpha=1.0,
+        epochs=1,
+        batch_size=100,
+        learning_rate=1e-9,
+        verbose=0,
+    )
+    assert abs(report.metrics["loss"]) < 1e-5, report.metrics
+    assert report.samples == {"labelled": 1000, "unlabeled": 200}
+
+
+def test_unlabelled_data_brings_the_student_closer_to_the_teacher():
+    """100 labels alone against the same 100 plus 900 images only the teacher labels, with the same
+    seed and epochs: agreement with the teacher on held-out images."""
+    from tfcompress import distill, load_model
+
+    calibration = np.load(CALIBRATION)
+    x_eval = np.load(EVAL)["x"][:500].astype(np.float32) / 255
+    teacher_classes = load_model(LENET5).predict(x_eval, verbose=0).argmax(axis=1)
+    agreement = {}
+    for name, unlabeled in (("labels only", None), ("with unlabelled", calibration["x"][100:])):
+        report = distill(
+            LENET5,
+            (calibration["x"][:100], calibration["y"][:100]),
+            unlabeled=unlabeled,
+            width_multiplier=0.5,
+            epochs=3,
+            batch_size=50,
+            verbose=0,
+        )
+        predicted = report.keras_model.predict(x_eval, verbose=0).argmax(axis=1)
+        agreement[name] = float(np.mean(predicted == teacher_classes))
+    assert agreement["with unlabelled"] > agreement["labels only"] + 0.15, agreement
+
+
+def test_function_matching_repeats_exactly():
+    from tfcompress import distill
+
+    def trained_weights():
+        report = distill(
+            LENET5,
+            CALIBRATION,
+            width_multiplier=0.25,
+            augment=("shift", "mixup"),
+            epochs=1,
+            batch_size=200,
+            verbose=0,
+        )
+        return report.keras_model.get_weights()
+
+    first, second = trained_weights(), trained_weights()
+    assert all(np.array_equal(a, b) for a, b in zip(first, second))
+
+
+def test_distill_cli_with_unlabelled_data_and_augmentation(tmp_path, run_cli):
+    import json
+
+    calibration = np.load(CALIBRATION)
+    np.savez(tmp_path / "labelled.npz", x=calibration["x"][:200], y=calibration["y"][:200])
+    np.save(tmp_path / "unlabeled.npy", calibration["x"][200:])
+    code, out, err = run_cli(
+        "distill",
+        "--teacher",
+        LENET5,
+        "--width_multiplier",
+        "0.5",
+        "--train",
+        tmp_path / "labelled.npz",
+        "--unlabeled",
+        tmp_path / "unlabeled.npy",
+        "--augment",
+        "shift,flip,mixup",
+        "--val",
+        EVAL,
+        "--epochs",
+        "1",
+        "--batch_size",
+        "100",
+        "-o",
+        tmp_path / "student.h5",
+        "--report",
+        tmp_path / "distill.json",
+    )
+    assert code == 0, err
+    assert "trained on 200 labelled + 800 unlabelled" in out and "function matching (shift, flip, mixup" in out, out
+    report = json.loads((tmp_path / "distill.json").read_text())
+    assert report["samples"] == {"labelled": 200, "unlabeled": 800}
+    assert report["options"]["augment"] == ["shift", "flip", "mixup"]
+    assert report["training_seconds"] > 0
+
+
+def test_pixel_augmentations_on_a_model_without_image_input_are_one_line(run_cli, tmp_path, tf_keras):
+    teacher = tf_keras.Sequential([tf_keras.Input((64,)), tf_keras.layers.Dense(10, activation="softmax")])
+    teacher.save(tmp_path / "vector.h5")
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "train.npz", x=rng.random((50, 64), np.float32), y=rng.integers(0, 10, 50))
+    arguments = ["--teacher", tmp_path / "vector.h5", "--width_multiplier", "0.5", "--train", tmp_path / "train.npz"]
+    code, _, err = run_cli("distill", *arguments, "--augment", "shift", "-o", tmp_path / "s.h5")
+    assert code == 2 and "augment=shift needs an image input" in err and "Traceback" not in err, err
+    assert "augment=mixup" in err
+    code, _, err = run_cli("distill", *arguments, "--augment", "rotate", "-o", tmp_path / "s.h5")
+    assert code == 2 and "augment takes shift, flip, mixup. Received: augment=rotate" in err, err
+    assert not (tmp_path / "s.h5").exists()
+    code, _, err = run_cli("distill", *arguments, "--augment", "mixup", "--epochs", "1", "-o", tmp_path / "s.h5")
+    assert code == 0, err

@@ -54,6 +54,8 @@ def _error(text) -> str:
         ("steps:\n  - convert: {keep_float: conv2d}\n", "line 2: convert.keep_float must be a list"),
         ("steps:\n  - convert:\n      input_range: [0, one]\n", "line 3: convert.input_range must be a number"),
         ("steps:\n  - convert: {\n", "r.yaml line 3: not valid YAML"),
+        ("steps:\n  - prune: {unlabeled: u.npz}\n", "line 2: unknown option 'unlabeled' for step prune"),
+        ("steps:\n  - distill: {augment: [rotate]}\n", "line 2: distill.augment must be one of shift, flip, mixup"),
     ],
 )
 def test_validation_errors_name_the_key_and_its_line(text, expected):

@@ -113,3 +113,32 @@ def test_deep_compression_mcu_shrinks_flash_with_lut(tmp_path):
     assert flash < 0.6 * micro["lut"]["bytes_before"]  # int8 → int8 + LUT
     assert report.result["arena_bytes"] == micro["arena_bytes"] > 0
     assert report.passed == (report.result["accuracy_drop"] <= 2.0)
+
+
+def test_a_distill_step_reads_unlabelled_data_and_augments(run_cli, tmp_path):
+    calibration = np.load(CALIBRATION)
+    np.savez(tmp_path / "labelled.npz", x=calibration["x"][:300], y=calibration["y"][:300])
+    np.save(tmp_path / "unlabeled.npy", calibration["x"][300:])
+    recipe = tmp_path / "student.yaml"
+    recipe.write_text(
+        "steps:\n  - distill: {width_multiplier: 0.5, epochs: 1, batch_size: 100, augment: [shift, mixup]}\n"
+        "  - convert: {precision: float16}\n"
+    )
+    code, _, err = run_cli(
+        "run",
+        recipe,
+        "--model",
+        MODEL,
+        "--train",
+        tmp_path / "labelled.npz",
+        "--unlabeled",
+        tmp_path / "unlabeled.npy",
+        "--eval",
+        EVAL,
+        "-o",
+        tmp_path / "out",
+    )
+    assert code == 0, err
+    distilled = json.loads((tmp_path / "out" / "report.json").read_text())["steps"][0]["report"]
+    assert distilled["samples"] == {"labelled": 300, "unlabeled": 700}
+    assert distilled["options"]["augment"] == ["shift", "mixup"]

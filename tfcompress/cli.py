@@ -33,6 +33,7 @@ commands:
   prune MODEL -o OUT.h5 --train D magnitude pruning on a schedule while fine-tuning, stripped, per-layer sparsity
   cluster MODEL -o OUT.h5 --train D weight clustering (k shared values per kernel), stripped, per-layer counts
   distill --teacher T -o OUT.h5 --train D   knowledge distillation into --student S or --width_multiplier W
+                                (--unlabeled U: the teacher labels more data; --augment: function matching)
   lowrank MODEL -o OUT.h5 --energy E        truncated-SVD factorization of Dense/Conv2D, optional fine-tune
   analyze MODEL --calibration D per-layer int8 sensitivity: error per layer, ranked; PNG with --plot
   auto MODEL -o OUT.tflite ...  the smallest/fastest conversion within --max_accuracy_drop, measured
@@ -63,15 +64,30 @@ _FILE_FLAGS = {
     "eval": ("Labelled data for accuracy and fidelity (benchmark: labels optional).", "eval_data"),
     "train": ("Labelled training data.", "train"),
     "val": ("Labelled validation data (optional).", "val"),
+    "unlabeled": (
+        "Inputs without labels, which the teacher labels (any data format; labels in it are ignored).",
+        "unlabeled",
+    ),
     "report": ("Write the JSON report here.", "report_path"),
     "json": ("Write the JSON report here.", "json_path"),
     "markdown": ("Write a Markdown table here.", "markdown_path"),
     "plot": ("Write the command's chart as a PNG here.", "plot_path"),
     "logdir": ("Write pruning summaries for TensorBoard here.", "logdir"),
 }
-_DATA_FLAGS = ("calibration", "eval", "train", "val")
+_DATA_FLAGS = ("calibration", "eval", "train", "val", "unlabeled")
 _OUTPUT_FLAGS = ("output", "report", "json", "markdown", "plot")
-_INPUT_FLAGS = ("model", "calibration", "eval", "train", "val", "teacher", "student", "reference", "custom_objects")
+_INPUT_FLAGS = (
+    "model",
+    "calibration",
+    "eval",
+    "train",
+    "val",
+    "unlabeled",
+    "teacher",
+    "student",
+    "reference",
+    "custom_objects",
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -219,7 +235,7 @@ _COMMANDS = {
         required=("teacher", "output", "train"),
         **{
             **_training("distill", "tfcompress.transforms.distill:DistillOptions"),
-            "files": ("teacher", "student", "train", "val", "report"),
+            "files": ("teacher", "student", "train", "val", "unlabeled", "report"),
         },
     ),
     "lowrank": _Command(
@@ -260,7 +276,7 @@ _COMMANDS = {
         "RECIPE --model MODEL -o DIR [flags]",
         "tfcompress run mobile_int8 --model model.h5 -o out/",
         options=(_LOAD,),
-        files=("model", "train", "val", "calibration", "eval"),
+        files=("model", "train", "val", "unlabeled", "calibration", "eval"),
         output=("Folder for every step's output and report.json.", "output_dir"),
         required=("model", "output"),
         failed=lambda report: not report.passed,

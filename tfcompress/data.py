@@ -95,7 +95,8 @@ def sample_shape(spec) -> tuple:
 
 
 def as_dataset(data, preprocessing: Preprocessing = Preprocessing()) -> Dataset:
-    """What the API accepts as data: a file spec, a `Dataset`, arrays `(x, y)`, or a tf.data dataset.
+    """What the API accepts as data: a file spec, a `Dataset`, arrays `(x, y)`, an array `x` (no
+    labels), or a tf.data dataset.
 
     Arrays and datasets go through the same preprocessing as files. A tf.data dataset
     (of `(x, y)` elements or batches) is read into memory once: training here shuffles
@@ -107,6 +108,9 @@ def as_dataset(data, preprocessing: Preprocessing = Preprocessing()) -> Dataset:
         x, y = (np.asarray(part) for part in data)
         _check_arrays(x, y, "the (x, y) arrays")
         return Dataset(preprocessing.apply(x), _labels(y, "the (x, y) arrays"), "arrays")
+    if isinstance(data, np.ndarray):
+        _check_arrays(data, None, "the x array")
+        return Dataset(preprocessing.apply(data), None, "array")
     if hasattr(data, "as_numpy_iterator"):
         return as_dataset(_tf_data_arrays(data), preprocessing)
     return load_data(data, preprocessing)

@@ -144,7 +144,7 @@ def recipe_schema(*classes, only=None) -> dict:
     for cls in classes:
         for field, kind, item in settable_fields(cls, only):
             if kind == "list":
-                schema[field.name] = [item]
+                schema[field.name] = [field.metadata["choices"] or item]
             elif kind == "mapping":
                 schema[field.name] = dict
             else:
@@ -241,6 +241,9 @@ class LoadOptions:
         return Preprocessing(self.input_scale, self.input_offset)
 
 
+LEARNING_RATE_SCHEDULES = ("constant", "cosine")
+
+
 @dataclasses.dataclass(frozen=True)
 class TrainOptions:
     """How the training-time steps fine-tune (each step has its own defaults, see jobs/)."""
@@ -248,6 +251,9 @@ class TrainOptions:
     epochs: int = option(1, "Fine-tuning epochs.", lower_bound=1)
     batch_size: int = option(32, "Batch size.", lower_bound=1)
     learning_rate: float = option(1e-4, "Adam learning rate.")
+    learning_rate_schedule: str = option(
+        "constant", "constant, or cosine: decayed to 0 over the training steps.", choices=LEARNING_RATE_SCHEDULES
+    )
     seed: int = option(0, "Seed for the initial weights (a new student) and the shuffling.")
 
     def __post_init__(self):

@@ -1,17 +1,24 @@
-"""The distill job: teacher logits once → student (given, or the teacher at a smaller width) → KD training → save.
+"""The distill job: teacher logits → student (given, or the teacher at a smaller width) → KD training → save.
 
-The report puts teacher and student side by side (params, validation accuracy), so
-"is the smaller network good enough" is answered in the same run that trains it.
+The teacher labels unlabelled data too (`unlabeled`): its logits once, or on every augmented
+batch (`augment`, function matching). The report puts teacher and student side by side (params,
+validation accuracy) and counts the samples of each kind, so "is the smaller network good
+enough" is answered in the same run that trains it.
 """
 
 import dataclasses
+import time
 from typing import Optional
 
+import numpy as np
+
 from tfcompress import keras_io
+from tfcompress.data import input_data
 from tfcompress.errors import ModelMismatchError, OptionError
 from tfcompress.jobs._common import TrainingResult, job_outputs, load_model, options_dict
 from tfcompress.options import LoadOptions, TrainOptions, gather
 from tfcompress.report import format_metrics
+from tfcompress.transforms import augment as augmentations
 from tfcompress.transforms import distill as kd
 from tfcompress.transforms.graph import copy_model, flatten_nested
 from tfcompress.transforms.training import keras_accuracy, strategy_scope, training_data
@@ -26,6 +33,8 @@ class DistillReport(TrainingResult):
     STEP = "distill"
     params: dict  # {"teacher": n, "student": n}
     accuracy: dict  # validation accuracy {"teacher", "student"}: fraction or None
+    samples: dict  # {"labelled": n, "unlabeled": n}
+    training_seconds: float
 
     @property
     def teacher(self) -> str:
@@ -40,7 +49,12 @@ class DistillReport(TrainingResult):
         return {"teacher": report.pop("model"), **report}
 
     def own_dict(self) -> dict:
-        return {"params": {**self.params, "ratio": self.params_ratio}, "accuracy": self.accuracy}
+        return {
+            "params": {**self.params, "ratio": self.params_ratio},
+            "accuracy": self.accuracy,
+            "samples": self.samples,
+            "training_seconds": self.training_seconds,
+        }
 
 
 TRAINING = TrainOptions(epochs=10, learning_rate=1e-3)
@@ -51,6 +65,7 @@ def distill(
     train,
     *,
     student=None,
+    unlabeled=None,
     options: Optional[kd.DistillOptions] = None,
     training: Optional[TrainOptions] = None,
     load: Optional[LoadOptions] = None,
@@ -67,7 +82,8 @@ def distill(
     Give the student as a model (or file) or as `width_multiplier`: the teacher's own
     architecture with fewer units/filters, freshly initialised. `options`, `training` and `load`
     may also be given field by field as keywords. `train`/`val`: labelled data (a file, a
-    `Dataset`, `(x, y)` arrays or a tf.data dataset). Teachers ending in softmax are fine: the
+    `Dataset`, `(x, y)` arrays or a tf.data dataset). `unlabeled`: inputs the teacher alone
+    supervises (any data form; labels in it are ignored). Teachers ending in softmax are fine: the
     logits before it are used.
     """
     options, training, load = gather(
@@ -78,44 +94,51 @@ def distill(
             "Give exactly one of student and width_multiplier. "
             f"Received: student={student!r}, width_multiplier={options.width_multiplier}"
         )
-    with job_outputs(output, report_path, inputs=(teacher, student, train, val)) as outputs:
+    with job_outputs(output, report_path, inputs=(teacher, student, train, val, unlabeled)) as outputs:
         teacher, teacher_path = load_model(teacher, load)
         teacher = flatten_nested(teacher)
         if student is not None:
             student = flatten_nested(load_model(student, load)[0])
             _check_fits(teacher, student)
+        input_shape = tuple(teacher.inputs[0].shape)
+        augmentations.check_fits_input(options.augment, input_shape[1:])
         train_data, val_data = training_data(train, val, teacher, load.preprocessing, load.reshape_data)
-        with kd.exposed_logits(teacher) as teacher_logits:
-            train_targets = kd.packed_targets(
-                train_data.y, teacher_logits.predict(train_data.x, batch_size=256, verbose=0)
-            )
-            val_pair = (
-                None
-                if val_data is None
-                else (
-                    val_data.x,
-                    kd.packed_targets(val_data.y, teacher_logits.predict(val_data.x, batch_size=256, verbose=0)),
-                )
-            )
+        unlabeled_x = _unlabeled_inputs(unlabeled, input_shape, load)
+        classes = int(teacher.outputs[0].shape[-1])
+        x = np.concatenate([train_data.x, unlabeled_x]) if len(unlabeled_x) else train_data.x
+        label_rows = kd.label_distributions(train_data.y, classes, unlabelled=len(unlabeled_x))
         input_was_keras3 = keras_io.saved_by_keras3(teacher_path)
-        with strategy_scope(strategy):
+        with strategy_scope(strategy):  # before the teacher's softmax is switched off, which its config shows
             student = (
                 kd.scale_width(teacher, options.width_multiplier, training.seed)
                 if student is None
                 else copy_model(student)
             )
-            keras_io.check_output_format(student, output, input_was_keras3=input_was_keras3)
-            with kd.exposed_logits(student) as student_logits:
+        keras_io.check_output_format(student, output, input_was_keras3=input_was_keras3)
+        started = time.perf_counter()
+        with kd.exposed_logits(teacher) as teacher_logits:
+            train_targets = label_rows if options.augment else kd.packed_targets(label_rows, _logits(teacher_logits, x))
+            val_pair = (
+                None
+                if val_data is None
+                else (
+                    val_data.x,
+                    kd.packed_targets(kd.label_distributions(val_data.y, classes), _logits(teacher_logits, val_data.x)),
+                )
+            )
+            with strategy_scope(strategy), kd.exposed_logits(student) as student_logits:
                 metrics = kd.train_student(
                     student_logits,
-                    train_data.x,
+                    x,
                     train_targets,
                     options,
                     training,
+                    teacher_logits=teacher_logits,
                     val=val_pair,
                     callbacks=callbacks,
                     verbose=verbose,
                 )
+        training_seconds = round(time.perf_counter() - started, 1)
         output_format = outputs.keras(student, output, input_was_keras3=input_was_keras3)
         accuracy = (
             {"teacher": None, "student": None}
@@ -131,9 +154,22 @@ def distill(
             keras_model=student,
             accuracy=accuracy,
             params={"teacher": int(teacher.count_params()), "student": int(student.count_params())},
+            samples={"labelled": len(train_data), "unlabeled": len(unlabeled_x)},
+            training_seconds=training_seconds,
         )
         outputs.report(report_path, result)
     return result
+
+
+def _unlabeled_inputs(unlabeled, input_shape, load) -> np.ndarray:
+    """The unlabelled inputs fitted to the model (an empty array when none are given)."""
+    if unlabeled is None:
+        return np.zeros((0, *input_shape[1:]), np.float32)
+    return input_data(unlabeled, input_shape, load.preprocessing, reshape=load.reshape_data).x
+
+
+def _logits(logits_model, x: np.ndarray) -> np.ndarray:
+    return logits_model.predict(x, batch_size=256, verbose=0)
 
 
 def _check_fits(teacher, student) -> None:
@@ -153,6 +189,12 @@ def format_distill_report(report: DistillReport) -> str:
         f"params: teacher {report.params['teacher']:,}, student {report.params['student']:,} "
         f"({report.params_ratio:.2f}x)",
     ]
+    samples = f"{report.samples['labelled']:,} labelled"
+    if report.samples["unlabeled"]:
+        samples += f" + {report.samples['unlabeled']:,} unlabelled (the teacher's outputs alone)"
+    augment = report.options.get("augment") or ()
+    matching = f", function matching ({', '.join(augment)}; the teacher ran on every batch)" if augment else ""
+    lines.append(f"trained on {samples}{matching}: {report.options['epochs']} epochs, {report.training_seconds:g} s")
     if report.accuracy["teacher"] is not None:
         lines.append(
             f"validation accuracy: teacher {report.accuracy['teacher'] * 100:.2f}%, "

@@ -46,7 +46,7 @@ __all__ = [
     "DATA_DEFAULTS_FILE",
 ]
 
-DATA_ROLES = ("train", "val", "calibration", "eval")
+DATA_ROLES = ("train", "val", "unlabeled", "calibration", "eval")
 _TRAINING_ROLES = ("train", "val")
 _GATE = ("skip_check",)
 # step → (options and what a recipe may write there, data roles it reads): from the options' declarations
@@ -54,7 +54,7 @@ _STEPS = {
     "prune": (recipe_schema(TrainOptions, PruneOptions), _TRAINING_ROLES),
     "cluster": (recipe_schema(TrainOptions, ClusterOptions), _TRAINING_ROLES),
     "qat": ({**recipe_schema(TrainOptions, QatOptions), **recipe_schema(GuardOptions, only=_GATE)}, _TRAINING_ROLES),
-    "distill": ({**recipe_schema(TrainOptions, DistillOptions), "student": str}, _TRAINING_ROLES),
+    "distill": ({**recipe_schema(TrainOptions, DistillOptions), "student": str}, (*_TRAINING_ROLES, "unlabeled")),
     "lowrank": (recipe_schema(TrainOptions, LowRankOptions), ("train", "eval")),
     "convert": (recipe_schema(ConvertOptions, GuardOptions), ("calibration", "eval")),
     "micro": (

@@ -71,6 +71,7 @@ def run_recipe(
     load: Optional[LoadOptions] = None,
     train=None,
     val=None,
+    unlabeled=None,
     calibration=None,
     eval_data=None,
     **settings,
@@ -88,7 +89,7 @@ def run_recipe(
     model = Path(model)
     if not model.exists():
         raise ModelLoadError(f"Model {model} does not exist; give a .h5, .keras or SavedModel path with --model.")
-    given = {"train": train, "val": val, "calibration": calibration, "eval": eval_data}
+    given = {"train": train, "val": val, "unlabeled": unlabeled, "calibration": calibration, "eval": eval_data}
     defaults = {**recipes.folder_data(model), **recipe.data, **{k: v for k, v in given.items() if v is not None}}
     _check_data(recipe, defaults)
     check_not_inputs(output_dir, (model, *defaults.values()), folder=True)
@@ -172,7 +173,9 @@ def _run_transform(step, index, current, last_tflite, output_dir, data, load):
     shared = {"output": output, "load": load, **step.options}
     if step.kind == "lowrank":
         return output, lowrank(current, train=data["train"], eval_data=data["eval"], **shared)
-    train = {"prune": prune, "cluster": cluster, "qat": quantize_aware, "distill": distill}[step.kind]
+    if step.kind == "distill":
+        return output, distill(current, data["train"], val=data["val"], unlabeled=data["unlabeled"], **shared)
+    train = {"prune": prune, "cluster": cluster, "qat": quantize_aware}[step.kind]
     return output, train(current, data["train"], val=data["val"], **shared)
 
 

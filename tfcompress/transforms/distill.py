@@ -1,9 +1,12 @@
 """Knowledge distillation (Hinton et al. 2015): a student trained on the teacher's softened outputs.
 
 Loss per sample: alpha · T² · KL(softmax(t/T) ‖ softmax(s/T)) + (1 − alpha) · CE(y, s),
-with t and s the teacher's and student's pre-softmax logits. The teacher's logits are
-computed once and packed beside the label as the target, so `fit` trains the student
-with its usual progress bar and no teacher forward pass per step.
+with t and s the teacher's and student's pre-softmax logits and y the label as a distribution
+(all zeros for an unlabelled sample, which the teacher alone supervises). Without augmentation
+the teacher's logits are computed once and packed beside the label as the target, so `fit`
+trains the student with its usual progress bar and no teacher forward pass per step. With
+augmentation (function matching) the teacher runs on each augmented batch, which costs one
+teacher forward pass per step.
 """
 
 import contextlib
@@ -15,14 +18,17 @@ import numpy as np
 from tfcompress import _keras
 from tfcompress.errors import ModelMismatchError, OptionError
 from tfcompress.options import option
+from tfcompress.transforms import augment as augmentations
 from tfcompress.transforms.graph import final_layer, output_units_layer
+from tfcompress.transforms.training import optimizer
 
 __all__ = [
     "DistillOptions",
     "exposed_logits",
+    "label_distributions",
     "packed_targets",
     "distillation_loss",
-    "label_accuracy",
+    "labelled_accuracy",
     "scale_width",
     "train_student",
 ]
@@ -37,12 +43,19 @@ class DistillOptions:
     width_multiplier: Optional[float] = option(
         None, "Or: the teacher's architecture with this fraction of its units/filters, trained from scratch."
     )
+    augment: tuple[str, ...] = option(
+        (),
+        f"Function matching: augment each batch ({', '.join(augmentations.AUGMENTATIONS)}; flip only where "
+        "mirrored inputs keep their class) and run the teacher on it. Costs a teacher forward pass per step.",
+        choices=augmentations.AUGMENTATIONS,
+    )
 
     def __post_init__(self):
         if not self.temperature > 0:
             raise OptionError(f"temperature must be positive. Received: temperature={self.temperature}")
         if not 0.0 <= self.alpha <= 1.0:
             raise OptionError(f"alpha must be in [0, 1]. Received: alpha={self.alpha}")
+        augmentations.check_names(self.augment)
 
 
 @contextlib.contextmanager
@@ -76,9 +89,18 @@ def _forget_traced_functions(model) -> None:
     model.predict_function = model.train_function = model.test_function = None
 
 
-def packed_targets(labels: np.ndarray, teacher_logits: np.ndarray) -> np.ndarray:
-    """N × (1 + classes): the label in column 0, the teacher's logits after it."""
-    return np.concatenate([labels.reshape(-1, 1).astype(np.float32), teacher_logits.astype(np.float32)], axis=1)
+def label_distributions(labels: np.ndarray, classes: int, unlabelled: int = 0) -> np.ndarray:
+    """One-hot rows for the labels, then `unlabelled` rows of zeros: the hard-label term's targets."""
+    rows = np.zeros((len(labels) + unlabelled, classes), np.float32)
+    rows[np.arange(len(labels)), labels] = 1.0
+    return rows
+
+
+def packed_targets(label_rows, teacher_logits):
+    """N × 2·classes: the label distribution, then the teacher's logits (numpy or tensors)."""
+    if isinstance(label_rows, np.ndarray):
+        return np.concatenate([label_rows, teacher_logits.astype(np.float32)], axis=1)
+    return _keras.tensorflow().concat([label_rows, teacher_logits], axis=1)
 
 
 def distillation_loss(options: DistillOptions):
@@ -86,21 +108,39 @@ def distillation_loss(options: DistillOptions):
     temperature, alpha = options.temperature, options.alpha
 
     def loss(targets, student_logits):
-        labels = tf.cast(targets[:, 0], tf.int32)
-        teacher_log_probs = tf.nn.log_softmax(targets[:, 1:] / temperature)
+        classes = student_logits.shape[-1]
+        label_rows, teacher_logits = targets[:, :classes], targets[:, classes:]
+        teacher_log_probs = tf.nn.log_softmax(teacher_logits / temperature)
         student_log_probs = tf.nn.log_softmax(student_logits / temperature)
         soft = tf.reduce_sum(tf.exp(teacher_log_probs) * (teacher_log_probs - student_log_probs), axis=-1)
-        hard = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=student_logits)
+        hard = -tf.reduce_sum(label_rows * tf.nn.log_softmax(student_logits), axis=-1)
         return alpha * temperature**2 * soft + (1.0 - alpha) * hard
 
     return loss
 
 
-def label_accuracy(targets, student_logits):
-    """Top-1 accuracy against the label packed in column 0 of the targets."""
+def labelled_accuracy():
+    """Top-1 accuracy against the labels in the targets, over labelled samples only."""
+    keras = _keras.tf_keras()
     tf = _keras.tensorflow()
-    predicted = tf.argmax(student_logits, axis=-1, output_type=tf.int32)
-    return tf.cast(tf.equal(predicted, tf.cast(targets[:, 0], tf.int32)), tf.float32)
+
+    class LabelledAccuracy(keras.metrics.Metric):
+        def __init__(self):
+            super().__init__(name="accuracy")
+            self.correct = self.add_weight(name="correct", initializer="zeros")
+            self.labelled = self.add_weight(name="labelled", initializer="zeros")
+
+        def update_state(self, targets, student_logits, sample_weight=None):
+            label_rows = targets[:, : student_logits.shape[-1]]
+            labelled = tf.cast(tf.reduce_sum(label_rows, axis=-1) > 0.5, tf.float32)
+            agree = tf.cast(tf.equal(tf.argmax(label_rows, -1), tf.argmax(student_logits, -1)), tf.float32)
+            self.correct.assign_add(tf.reduce_sum(agree * labelled))
+            self.labelled.assign_add(tf.reduce_sum(labelled))
+
+        def result(self):
+            return tf.math.divide_no_nan(self.correct, self.labelled)
+
+    return LabelledAccuracy()
 
 
 def scale_width(model, width_multiplier: float, seed: int = 0):
@@ -139,23 +179,31 @@ def train_student(
     options: DistillOptions,
     training,
     *,
+    teacher_logits=None,
     val=None,
     callbacks=(),
     verbose="auto",
 ) -> dict:
-    """Fits the logits-exposed student on packed targets; returns the last epoch's metrics.
+    """Fits the logits-exposed student; returns the last epoch's metrics.
 
-    `val`: (x, packed targets) or None. `training` is a `TrainOptions` (epochs, batch
+    Without `options.augment`, `targets` are packed (`packed_targets`). With it, `targets` are the
+    label distributions and `teacher_logits` (the logits-exposed teacher) runs on every augmented
+    batch. `val`: (x, packed targets) or None. `training` is a `TrainOptions` (epochs, batch
     size, learning rate, seed).
     """
     keras = _keras.tf_keras()
     keras.utils.set_random_seed(training.seed)
-    student_logits.compile(
-        optimizer=keras.optimizers.Adam(training.learning_rate),
+    model = student_logits
+    if options.augment:
+        model = _function_matching(
+            student_logits, teacher_logits, augmentations.BatchAugmenter(options.augment, training.seed)
+        )
+    model.compile(
+        optimizer=optimizer(training, len(x)),
         loss=distillation_loss(options),
-        metrics=[keras.metrics.MeanMetricWrapper(label_accuracy, name="accuracy")],
+        metrics=[labelled_accuracy()],
     )
-    history = student_logits.fit(
+    history = model.fit(
         x,
         targets,
         epochs=training.epochs,
@@ -166,3 +214,37 @@ def train_student(
         verbose=_keras.training_verbosity(verbose),
     )
     return {name: float(values[-1]) for name, values in history.history.items()}
+
+
+def _function_matching(student_logits, teacher_logits, augment):
+    """A model that trains `student_logits` on augmented batches labelled by `teacher_logits`.
+
+    Validation and prediction are the student's own. The teacher is held in a closure, not an
+    attribute, so Keras neither tracks its weights nor adds its regularization losses.
+    """
+    keras = _keras.tf_keras()
+    tf = _keras.tensorflow()
+
+    def run_teacher(x):
+        return teacher_logits(x, training=False)
+
+    class FunctionMatching(keras.Model):
+        def __init__(self):
+            super().__init__(name=f"{student_logits.name}_function_matching")
+            self.student = student_logits
+
+        def call(self, x, training=False):
+            return self.student(x, training=training)
+
+        def train_step(self, data):
+            x, label_rows = data
+            x, label_rows = augment(x, label_rows)
+            targets = packed_targets(label_rows, tf.stop_gradient(run_teacher(x)))
+            with tf.GradientTape() as tape:
+                logits = self.student(x, training=True)
+                loss = self.compiled_loss(targets, logits, regularization_losses=self.student.losses)
+            self.optimizer.minimize(loss, self.student.trainable_variables, tape=tape)
+            self.compiled_metrics.update_state(targets, logits)
+            return {metric.name: metric.result() for metric in self.metrics}
+
+    return FunctionMatching()

@@ -5,6 +5,7 @@ is a one-line error instead of a shape error deep inside `fit`.
 """
 
 import contextlib
+import math
 from typing import Optional
 
 import numpy as np
@@ -18,6 +19,7 @@ from tfcompress.runtime.metrics import accuracy
 __all__ = [
     "check_labels",
     "fine_tune",
+    "optimizer",
     "outputs_probabilities",
     "training_data",
     "labelled_data",
@@ -65,7 +67,7 @@ def fine_tune(
     keras = _keras.tf_keras()
     keras.utils.set_random_seed(options.seed)
     model.compile(
-        optimizer=keras.optimizers.Adam(options.learning_rate),
+        optimizer=optimizer(options, len(train)),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=from_logits),
         metrics=["accuracy"],
     )
@@ -80,6 +82,15 @@ def fine_tune(
         verbose=_keras.training_verbosity(verbose),
     )
     return {name: float(values[-1]) for name, values in history.history.items()}
+
+
+def optimizer(options: TrainOptions, samples: int):
+    """Adam at the options' learning rate, constant or decayed along a cosine to 0 by the last step."""
+    keras = _keras.tf_keras()
+    if options.learning_rate_schedule == "constant":
+        return keras.optimizers.Adam(options.learning_rate)
+    steps = options.epochs * math.ceil(samples / options.batch_size)
+    return keras.optimizers.Adam(keras.optimizers.schedules.CosineDecay(options.learning_rate, steps))
 
 
 def training_data(train, val, model, preprocessing, reshape_data) -> tuple:
