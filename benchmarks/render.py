@@ -357,7 +357,8 @@ def _distill_summary(result: dict) -> str:
         settings.append(
             f"few labels ({kd['data']} images): {gain(rows, 'student, KD', 'student, labels only')}, "
             f"{gain(rows, 'student, KD', 'student, labels only, as many steps as KD')} against as many steps on "
-            f"the labels; KD student {kd['accuracy'] * 100:.2f}%, teacher {rows[0]['accuracy'] * 100:.2f}%"
+            f"the labels; KD student {kd['accuracy'] * 100:.2f}%, teacher {rows[0]['accuracy'] * 100:.2f}%, "
+            f"student on the teacher's hard labels {rows[-1]['accuracy'] * 100:.2f}%"
             + "".join(
                 f"; at T {row['model'].split(' T ')[1]} {row['accuracy'] * 100:.2f}% "
                 f"({row['drop_vs_teacher_pt']:.2f} pt below the teacher)"
