@@ -246,11 +246,7 @@ def kd_sweep(work, teacher_path, teacher_row, files, epochs, augment, data) -> l
         rows.append(_cli_student(work, role, teacher_path, files, epochs, options, **data))
     labelled, unlabeled = _split_sizes(files)
     described = f"{labelled:,} labelled + {unlabeled:,} unlabelled" if "unlabeled" in data else "all labels"
-    return _compared(
-        rows,
-        teacher_row,
-        {row["model"]: "all labels" for row in rows[:1]} | {row["model"]: described for row in rows[1:]},
-    )
+    return _compared(rows, teacher_row, {**{row["model"]: described for row in rows}, "teacher": "all labels"})
 
 
 def _split_sizes(files) -> tuple:

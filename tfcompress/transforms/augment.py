@@ -16,6 +16,7 @@ SHIFT_FRACTION = 0.125  # of the height and width, at most: 3 pixels of a 28×28
 
 
 def check_names(names) -> None:
+    """Every name one of `AUGMENTATIONS` (a typo would otherwise train without it)."""
     if any(name not in AUGMENTATIONS for name in names):
         raise OptionError(f"augment takes {', '.join(AUGMENTATIONS)}. Received: augment={','.join(names)}")
 
