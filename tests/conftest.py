@@ -135,3 +135,12 @@ def reports_match_their_schemas(tmp_path_factory):
         errors = list(validators[kind].iter_errors(report)) if kind in validators else ["unknown kind"]
         invalid += [f"{path}: {getattr(error, 'message', error)}" for error in errors[:3]]
     assert not invalid, "reports that do not match their schema:\n" + "\n".join(invalid[:20])
+
+
+@pytest.fixture(scope="session")
+def s3(tmp_path_factory):
+    """A real S3 server (moto's) on 127.0.0.1 with the bucket `tfcompress-cache`; the AWS_* variables point at it."""
+    from tfcompress.testing.s3_server import local_s3_server
+
+    with local_s3_server("tfcompress-cache", tmp_path_factory.mktemp("moto") / "server.log") as environ:
+        yield environ

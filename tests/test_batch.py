@@ -13,6 +13,7 @@ import pytest
 
 from tfcompress.errors import OptionError
 from tfcompress.pipeline import batch
+from tfcompress.pipeline.shards import Shard, resolve_shard
 
 from conftest import ROOT, SAMPLE_MODELS
 
@@ -47,11 +48,50 @@ def _outputs(folder) -> dict:
 
 def test_shards_are_disjoint_and_cover_every_model():
     models = [f"m{i}" for i in range(11)]
-    shards = [batch.shard(models, index, 4) for index in range(4)]
+    shards = [Shard(index, 4, "test").pick(models) for index in range(4)]
     assert sorted(sum(shards, [])) == sorted(models)
     assert sum(len(s) for s in shards) == len(models)
-    with pytest.raises(OptionError, match="shard_index must be in 0..num_shards-1"):
-        batch.shard(models, 4, 4)
+    with pytest.raises(OptionError, match="shard index must be in 0..num_shards-1"):
+        Shard(4, 4, "test")
+
+
+@pytest.mark.parametrize(
+    "environ, expected",
+    [
+        ({}, (0, 1)),
+        ({"TFCOMPRESS_SHARD_INDEX": "2", "TFCOMPRESS_NUM_SHARDS": "3"}, (2, 3)),
+        ({"JOB_COMPLETION_INDEX": "1", "TFCOMPRESS_NUM_SHARDS": "4"}, (1, 4)),
+        (
+            {
+                "SLURM_ARRAY_TASK_ID": "7",
+                "SLURM_ARRAY_TASK_COUNT": "4",
+                "SLURM_ARRAY_TASK_MIN": "1",
+                "SLURM_ARRAY_TASK_STEP": "2",
+            },
+            (3, 4),
+        ),
+        ({"SLURM_ARRAY_TASK_ID": "0", "SLURM_ARRAY_TASK_COUNT": "2"}, (0, 2)),
+        ({"CI_NODE_INDEX": "2", "CI_NODE_TOTAL": "2"}, (1, 2)),  # GitLab counts from 1
+    ],
+)
+def test_shard_comes_from_the_engine_environment(environ, expected):
+    shard = resolve_shard(None, None, environ)
+    assert (shard.index, shard.count) == expected
+    assert all(name in shard.describe() for name in environ if "INDEX" in name or "TASK_ID" in name)
+
+
+def test_flags_win_over_the_environment_and_bad_values_are_one_line():
+    environ = {"SLURM_ARRAY_TASK_ID": "1", "SLURM_ARRAY_TASK_COUNT": "2"}
+    assert resolve_shard(0, 3, environ) == Shard(0, 3, "--shard_index")
+    assert resolve_shard(None, 3, {"JOB_COMPLETION_INDEX": "2"}).count == 3
+    for environ, message in (
+        ({"JOB_COMPLETION_INDEX": "1"}, "the number of shards is not"),
+        ({"TFCOMPRESS_SHARD_INDEX": "x", "TFCOMPRESS_NUM_SHARDS": "2"}, "must be a whole number"),
+        ({"TFCOMPRESS_SHARD_INDEX": "2", "TFCOMPRESS_NUM_SHARDS": "2"}, "must be in 0..num_shards-1"),
+        ({}, "needs this job's index"),
+    ):
+        with pytest.raises(OptionError, match=message):
+            resolve_shard(None, 2 if not environ else None, environ)
 
 
 def test_models_found_and_named_without_collisions(tmp_path):
@@ -213,3 +253,71 @@ def test_a_worker_that_dies_mid_model_is_reported_and_replaced(models, tmp_path,
         )
         assert fresh.returncode == 0, fresh.stderr
         assert (out / name / "model.tflite").read_bytes() == (alone / "model.tflite").read_bytes()
+
+
+def test_two_machines_share_an_s3_cache_and_their_merged_shards_equal_one_run(models, s3, tmp_path):
+    """Shards 0/2 and 1/2 on two "machines" (own folders, the bucket shared), merged, give one machine's
+    outputs; a third machine then serves every model from the bucket without TensorFlow."""
+    bucket = "s3://tfcompress-cache/batch"
+    machines = {}
+    for name in ("a", "b", "c", "single"):
+        machines[name] = tmp_path / name
+        shutil.copytree(models, machines[name] / "models")
+
+    def on(machine, *flags, env=None):
+        return _tool(
+            "--input_dir", machines[machine] / "models", "--recipe", _RECIPE, "--output_dir", machines[machine] / "out",
+            *flags, env={**os.environ, **(env or {})},
+        )  # fmt: skip
+
+    first = on("a", "--cache_dir", bucket, env={"TFCOMPRESS_SHARD_INDEX": "0", "TFCOMPRESS_NUM_SHARDS": "2"})
+    assert first.returncode == 0 and "2 of 3 models (shard 0 of 2" in first.stdout, first.stdout + first.stderr
+    second = on("b", "--cache_dir", bucket, "--shard_index", 1, "--num_shards", 2)
+    assert second.returncode == 0 and "1 of 3 models" in second.stdout, second.stderr
+    single = on("single", "--jobs", 2)
+    assert single.returncode == 0, single.stderr
+
+    merged = tmp_path / "merged"
+    joined = _tool("--merge", f"{machines['a'] / 'out'},{machines['b'] / 'out'}", "--output_dir", merged)
+    assert joined.returncode == 0, joined.stderr
+    rows = json.loads((merged / "summary.json").read_text())["models"]
+    one_run = json.loads((machines["single"] / "out" / "summary.json").read_text())["models"]
+    assert [row["name"] for row in rows] == [row["name"] for row in one_run] == ["lenet5", "lenet_300_100", "mlp_copy"]
+    assert [row["size_bytes"] for row in rows] == [row["size_bytes"] for row in one_run]
+    assert _outputs(merged) == _outputs(machines["single"] / "out") and len(_outputs(merged)) == 3
+    assert sorted(p.name for p in (merged / "logs").iterdir()) == ["lenet5.log", "lenet_300_100.log", "mlp_copy.log"]
+
+    poisoned = tmp_path / "no_tensorflow" / "tensorflow"
+    poisoned.mkdir(parents=True)
+    (poisoned / "__init__.py").write_text("raise ImportError('TensorFlow imported on a cache hit')\n")
+    third = on("c", "--cache_dir", bucket, "--jobs", 2, env={"PYTHONPATH": str(poisoned.parent)})
+    assert third.returncode == 0, third.stdout + third.stderr
+    rows = json.loads((machines["c"] / "out" / "summary.json").read_text())["models"]
+    assert [row["cache"] for row in rows] == ["hit"] * 3
+    assert _outputs(machines["c"] / "out") == _outputs(merged)
+
+
+def test_merge_refuses_shards_that_do_not_make_one_batch(tmp_path):
+    def shard_output(folder, index, names):
+        folder.mkdir()
+        rows = [{"name": name, "status": "passed"} for name in names]
+        summary = {"recipe": "r", "shard": {"index": index, "count": 2}, "batch": ["m0", "m1", "m2"], "models": rows}
+        (folder / "summary.json").write_text(json.dumps({**summary, "seconds": 1.0}))
+        return folder
+
+    zero = shard_output(tmp_path / "zero", 0, ["m0", "m2"])
+    one = shard_output(tmp_path / "one", 1, ["m1"])
+    other = shard_output(tmp_path / "other", 1, ["m1", "m2"])
+    for folders, message in (
+        ([zero, zero], "shard 1 missing; shard 0 given twice"),
+        ([zero], "shard 1 missing"),
+        ([zero, other], "m2 is in both"),
+        ([tmp_path / "absent", one], "summary not found"),
+    ):
+        result = _tool("--merge", ",".join(map(str, folders)), "--output_dir", tmp_path / "merged")
+        assert result.returncode == 2 and message in result.stderr, result.stderr
+        assert not (tmp_path / "merged").exists()
+    (tmp_path / "taken").mkdir()
+    (tmp_path / "taken" / "mine.txt").write_text("x")
+    result = _tool("--merge", f"{zero},{one}", "--output_dir", tmp_path / "taken")
+    assert result.returncode == 2 and "not an empty folder" in result.stderr

@@ -242,6 +242,7 @@ class LoadOptions:
 
 
 LEARNING_RATE_SCHEDULES = ("constant", "cosine")
+STRATEGIES = ("default", "mirrored", "multi_worker")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -255,8 +256,16 @@ class TrainOptions:
         "constant", "constant, or cosine: decayed to 0 over the training steps.", choices=LEARNING_RATE_SCHEDULES
     )
     seed: int = option(0, "Seed for the initial weights (a new student) and the shuffling.")
+    strategy: str = option(
+        "default",
+        "Where to train: this process (default), every local device (mirrored), or the machines TF_CONFIG "
+        "lists (multi_worker: run the same command on each; only the chief writes).",
+        choices=STRATEGIES,
+    )
 
     def __post_init__(self):
+        if self.strategy not in STRATEGIES:
+            raise OptionError(f"strategy must be one of {', '.join(STRATEGIES)}. Received: strategy={self.strategy!r}")
         if self.epochs < 1:
             raise OptionError(f"epochs must be at least 1. Received: epochs={self.epochs}")
         if self.batch_size < 1:

@@ -31,30 +31,40 @@ class Outputs:
 
     def bytes(self, path, data: bytes) -> None:
         if path is not None:
-            self._note(path)
-            write_atomic(path, data)
+            write_atomic(self._note(path), data)
 
     def keras(self, model, path, *, input_was_keras3: bool = False) -> Optional[str]:
         """Saves a Keras model (see keras_io.save_model); returns the format written, None without a path."""
         if path is None:
             return None
-        self._note(path)
-        return keras_io.save_model(model, path, input_was_keras3=input_was_keras3)
+        return keras_io.save_model(model, self._note(path), input_was_keras3=input_was_keras3)
 
     def file(self, path, write) -> None:
         """A file another module writes atomically: `write(path)` (a plot, a Markdown table)."""
         if path is not None:
-            self._note(path)
-            write(path)
+            write(self._note(path))
 
     def report(self, path, result) -> None:
         if path is not None:
-            self._note(path)
-            write_atomic(path, json_bytes(result.to_dict()))
+            write_atomic(self._note(path), json_bytes(result.to_dict()))
 
-    def _note(self, path) -> None:
+    def _note(self, path) -> Path:
+        """Where `path` is written: itself (noted when new, so a failed job removes it)."""
         if not Path(path).exists():
             self.created.append(Path(path))
+        return Path(path)
+
+
+class _WorkerOutputs(Outputs):
+    """A multi-worker job's outputs on a worker that is not the chief: saved as the chief saves them
+    (saving may take part in the workers' collectives), into a temporary folder that is then removed."""
+
+    def __init__(self, folder: Path):
+        super().__init__()
+        self.folder = folder
+
+    def _note(self, path) -> Path:
+        return self.folder / Path(path).name
 
 
 @contextlib.contextmanager
@@ -115,13 +125,13 @@ class TrainingRun:
             )
         return trained, metrics
 
-    def result_fields(self, output, metrics, options, training, output_format, keras_model) -> dict:
+    def result_fields(self, output, metrics, options, output_format, keras_model) -> dict:
         """The `TrainingResult` fields of this run's result."""
         return {
             "model": str(self.model_path or self.model.name),
             "output": None if output is None else str(output),
             "metrics": metrics,
-            "options": options_dict(options, training),
+            "options": options_dict(options, self.training),
             "output_format": output_format,
             "keras_model": keras_model,
         }
@@ -151,10 +161,17 @@ def training_run(
     """The prelude every training job shares: outputs checked, model loaded (nested models flattened,
     except for QAT, which plans them itself), the output format proven able to hold the result, the
     data fitted to the model's input with its labels checked."""
+    from tfcompress.transforms.distribute import strategy_named
     from tfcompress.transforms.graph import flatten_nested
     from tfcompress.transforms.training import labelled_data
 
-    with job_outputs(output, report_path, inputs=(model, train, held_out)) as outputs:
+    if isinstance(strategy, str):  # `strategy="multi_worker"` from Python or a recipe step: reported as chosen
+        training, strategy = dataclasses.replace(training, strategy=strategy), None
+    strategy = strategy or strategy_named(training.strategy)  # built before any TensorFlow op
+    with (
+        job_outputs(output, report_path, inputs=(model, train, held_out)) as outputs,
+        _outputs_of(strategy, outputs) as outputs,
+    ):
         loaded, model_path = load_model(model, load)
         loaded = loaded if quantize_aware else flatten_nested(loaded)
         input_was_keras3 = not quantize_aware and keras_io.saved_by_keras3(model_path)
@@ -177,6 +194,19 @@ def training_run(
             callbacks=tuple(callbacks),
             verbose=verbose,
         )
+
+
+@contextlib.contextmanager
+def _outputs_of(strategy, outputs: Outputs):
+    """The chief's outputs are the job's; another worker's go to a temporary folder (see _WorkerOutputs)."""
+    from tfcompress.transforms.distribute import worker_folder, worker_name
+
+    with worker_folder(strategy) as folder:
+        if folder is None:
+            yield outputs
+        else:
+            progress.stage(f"{worker_name(strategy)} trains with the others; the chief writes the outputs")
+            yield _WorkerOutputs(folder)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

@@ -73,7 +73,7 @@ def cluster(
             for name in chosen
         }
         result = ClusterReport(
-            **run.result_fields(output, metrics, options, training, output_format, stripped),
+            **run.result_fields(output, metrics, options, output_format, stripped),
             layers=layers,
             skipped=skipped,
             weights=code_arrays(stripped.get_weights()),

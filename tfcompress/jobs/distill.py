@@ -20,6 +20,7 @@ from tfcompress.options import LoadOptions, TrainOptions, gather
 from tfcompress.report import format_metrics
 from tfcompress.transforms import augment as augmentations
 from tfcompress.transforms import distill as kd
+from tfcompress.transforms.distribute import strategy_named
 from tfcompress.transforms.graph import copy_model, flatten_nested
 from tfcompress.transforms.training import keras_accuracy, strategy_scope, training_data
 
@@ -94,6 +95,7 @@ def distill(
             "Give exactly one of student and width_multiplier. "
             f"Received: student={student!r}, width_multiplier={options.width_multiplier}"
         )
+    strategy = _strategy(strategy or training.strategy)
     with job_outputs(output, report_path, inputs=(teacher, student, train, val, unlabeled)) as outputs:
         teacher, teacher_path = load_model(teacher, load)
         teacher = flatten_nested(teacher)
@@ -181,6 +183,17 @@ def _check_fits(teacher, student) -> None:
                 f"The student's {role} have shape {received} but the teacher's have {expected}; "
                 f"a student must take the same inputs and predict the same classes."
             )
+
+
+def _strategy(strategy):
+    """A Strategy from its name; multi-worker training is for the steps built on `training_run` (they
+    let only the chief write), which distillation is not yet."""
+    if strategy == "multi_worker":
+        raise OptionError(
+            "distill does not train on several machines yet; --strategy multi_worker works for "
+            "prune, cluster, qat and lowrank."
+        )
+    return strategy_named(strategy) if isinstance(strategy, str) else strategy
 
 
 def format_distill_report(report: DistillReport) -> str:

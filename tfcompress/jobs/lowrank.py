@@ -74,7 +74,7 @@ def lowrank(
             return keras_accuracy(keras_model, run.held_out) if run.held_out is not None else None
 
         accuracy = {"original": measured(run.model)}
-        with strategy_scope(strategy):
+        with strategy_scope(run.strategy):
             factored, layers, skipped = factorize(run.model, options)
         accuracy["factored"] = measured(factored)
         metrics = {}
@@ -83,7 +83,7 @@ def lowrank(
             accuracy["fine_tuned"] = measured(factored)
         output_format = run.outputs.keras(factored, output, input_was_keras3=run.input_was_keras3)
         result = LowRankReport(
-            **run.result_fields(output, metrics, options, training, output_format, factored),
+            **run.result_fields(output, metrics, options, output_format, factored),
             layers=layers,
             skipped=skipped,
             accuracy=accuracy,

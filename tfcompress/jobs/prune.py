@@ -68,7 +68,7 @@ def prune(
             for name in pruning.prunable_layer_names(run.model, options)
         }
         result = PruneReport(
-            **run.result_fields(output, metrics, options, training, output_format, stripped),
+            **run.result_fields(output, metrics, options, output_format, stripped),
             layers=layers,
             weights=code_arrays(stripped.get_weights()),
         )

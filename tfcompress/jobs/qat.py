@@ -89,7 +89,7 @@ def quantize_aware(
             qat.check_clusters_kept(run.model, qat_model)
         output_format = run.outputs.keras(qat_model, output)
         result = QatReport(
-            **run.result_fields(output, metrics, options, training, output_format, qat_model),
+            **run.result_fields(output, metrics, options, output_format, qat_model),
             float_layers=tuple(plan for plan in plans if plan.action == qat.KEEP_FLOAT),
             check_verdict=verdict,
         )

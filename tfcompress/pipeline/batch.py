@@ -28,6 +28,8 @@ from tfcompress._io.files import place_folder, remove_stale, temporary_name, wri
 from tfcompress.errors import DataError, OptionError, OutputError, TfcompressError
 from tfcompress.pipeline import recipe as recipes
 from tfcompress.pipeline.cache import FolderCache
+from tfcompress.pipeline.object_cache import ObjectStoreCache, is_store_url
+from tfcompress.pipeline.shards import ONE_MACHINE, Shard
 from tfcompress.pipeline.worker import WorkerPool
 from tfcompress.report import package_versions
 
@@ -35,7 +37,6 @@ __all__ = [
     "BatchOptions",
     "BatchResult",
     "find_models",
-    "shard",
     "output_names",
     "run_batch",
     "markdown_summary",
@@ -62,7 +63,7 @@ _RUN_RECORD = "run.json"
 class BatchOptions:
     recipe: str  # a built-in name or a YAML path
     output_dir: Path
-    cache_dir: Optional[Path] = None
+    cache_dir: Optional[str] = None  # a folder, or an object-store URL (s3://bucket/prefix, gs://, file://)
     jobs: int = 1
     data: dict = dataclasses.field(default_factory=dict)  # role → spec, over the recipe's and the folder's
     run_flags: tuple = ()  # passed through to `tfcompress run` (--trust_model_code, --input_scale ...)
@@ -114,13 +115,6 @@ def find_models(input_dir=None, pattern=None) -> list:
     return models
 
 
-def shard(models: list, index: int, count: int) -> list:
-    """Every `count`-th model from `index`: the shards of one list are disjoint and cover it."""
-    if count < 1 or not 0 <= index < count:
-        raise OptionError(f"shard_index must be in 0..num_shards-1. Received: shard_index={index}, num_shards={count}")
-    return models[index::count]
-
-
 def output_names(models: list) -> dict:
     """model → output folder name: the file stem, with the suffix added where two stems collide."""
     stems = [model.stem for model in models]
@@ -130,8 +124,12 @@ def output_names(models: list) -> dict:
     }
 
 
-def run_batch(models: list, options: BatchOptions, progress: Callable[[str], None] = print) -> BatchResult:
-    """Runs the recipe on every model; writes NAME/, logs/, summary.json and summary.md into the output folder."""
+def run_batch(
+    models: list, options: BatchOptions, progress: Callable[[str], None] = print, shard: Shard = ONE_MACHINE
+) -> BatchResult:
+    """Runs the recipe on this shard's models; writes NAME/, logs/, summary.json and summary.md into the
+    output folder. `models` is the whole batch: names come from it, so every shard names a model alike,
+    and the summary lists it, so `merge_outputs` can tell a missing model."""
     started = time.perf_counter()
     recipe = recipes.load_recipe(options.recipe)
     output_dir = Path(options.output_dir)
@@ -143,9 +141,11 @@ def run_batch(models: list, options: BatchOptions, progress: Callable[[str], Non
             f"Cannot create {output_dir}: {error.strerror or error}. Give a writable --output_dir."
         ) from None
     remove_stale(output_dir / ".work")
-    cache = FolderCache(options.cache_dir) if options.cache_dir else None
+    cache = open_cache(options.cache_dir) if options.cache_dir else None
     keys = _Keys(recipe, options)
     names = output_names(models)
+    batch_names = [names[model] for model in models]
+    models = shard.pick(models)
     done = []
     lock = threading.Lock()
     workers = WorkerPool()
@@ -170,16 +170,18 @@ def run_batch(models: list, options: BatchOptions, progress: Callable[[str], Non
         workers.close()
     pool.shutdown()
     result = BatchResult(rows, time.perf_counter() - started)
-    write_atomic(
-        output_dir / "summary.json", (json.dumps({"recipe": recipe.name, **result.to_dict()}, indent=2) + "\n").encode()
-    )
+    summary = {"recipe": recipe.name, "shard": shard.to_dict(), "batch": batch_names, **result.to_dict()}
+    write_atomic(output_dir / "summary.json", (json.dumps(summary, indent=2) + "\n").encode())
     write_atomic(output_dir / "summary.md", markdown_summary(recipe.name, result).encode())
     return result
 
 
-def _process(
-    model: Path, name: str, key: str, options: BatchOptions, cache: Optional[FolderCache], workers: WorkerPool
-) -> dict:
+def open_cache(location):
+    """The cache a --cache_dir names: a local folder (flock, rename), or an object store (manifests)."""
+    return ObjectStoreCache(location) if is_store_url(location) else FolderCache(location)
+
+
+def _process(model: Path, name: str, key: str, options: BatchOptions, cache, workers: WorkerPool) -> dict:
     output_dir = Path(options.output_dir)
     final = output_dir / name
     started = time.perf_counter()
@@ -276,32 +278,38 @@ def _last_error(log: Path, returncode: int) -> str:
 
 
 class _Keys:
-    """Cache keys: everything that decides a model's outputs, hashed; data digests computed once."""
+    """Cache keys: everything that decides a model's outputs, hashed. Files count by their bytes, not
+    their paths, so machines that keep the models and data in different folders share entries."""
 
     def __init__(self, recipe, options: BatchOptions):
-        self.base = {
-            "recipe": recipe.to_dict(),
-            "run_flags": list(options.run_flags),
-            "versions": _versions(),
-            "data": options.data,
-        }
+        self.recipe = recipe.to_dict()
+        self.run_flags = list(options.run_flags)
+        self.data = options.data
+        self.versions = _versions()
         self.digests = {}
 
     def key(self, model: Path) -> str:
-        data = {**recipes.folder_data(model), **self.base["recipe"]["data"], **self.base["data"]}
-        specs = set(data.values()) | {spec for step in self.base["recipe"]["steps"] for spec in step["data"].values()}
+        data = {**recipes.folder_data(model), **self.recipe["data"], **self.data}
+        steps = [{**step, "data": self._by_content(step["data"])} for step in self.recipe["steps"]]
         content = {
-            **self.base,
+            "recipe": {**self.recipe, "steps": steps, "data": {}},
+            "run_flags": [
+                flag.partition("=")[0] + "=" + self._content(flag.partition("=")[2]) for flag in self.run_flags
+            ],
+            "versions": self.versions,
             "model": {"name": model.name, "digest": file_digest(model)},
-            "data": data,
-            "data_digests": {spec: self._digest(spec) for spec in sorted(specs)},
+            "data": self._by_content(data),
         }
         return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
 
-    def _digest(self, spec: str) -> str:
+    def _by_content(self, data: dict) -> dict:
+        return {role: self._content(spec) for role, spec in data.items()}
+
+    def _content(self, spec: str) -> str:
+        """`PATH@split` → `sha256:DIGEST@split` when PATH exists; other specs ('random') as they are."""
         if spec not in self.digests:
-            path = Path(spec.partition("@")[0])
-            self.digests[spec] = file_digest(path) if path.exists() else "missing"
+            path, at, split = spec.partition("@")
+            self.digests[spec] = f"sha256:{file_digest(path)}{at}{split}" if path and Path(path).exists() else spec
         return self.digests[spec]
 
 

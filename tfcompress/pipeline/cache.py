@@ -19,7 +19,7 @@ from pathlib import Path
 from tfcompress._io.files import remove_stale, temporary_name
 from tfcompress.errors import OutputError
 
-__all__ = ["FolderCache"]
+__all__ = ["FolderCache", "entry_files", "sha256_of"]
 
 _MANIFEST = ".manifest.json"
 
@@ -82,11 +82,11 @@ class FolderCache:
             shutil.rmtree(staging, ignore_errors=True)
 
 
-def _files(folder: Path) -> list:
+def entry_files(folder: Path) -> list:
     return sorted(p for p in folder.rglob("*") if p.is_file() and p.name != _MANIFEST)
 
 
-def _digest(path: Path) -> str:
+def sha256_of(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
@@ -95,7 +95,7 @@ def _digest(path: Path) -> str:
 
 
 def _write_manifest(folder: Path) -> None:
-    manifest = {str(p.relative_to(folder)): _digest(p) for p in _files(folder)}
+    manifest = {str(p.relative_to(folder)): sha256_of(p) for p in entry_files(folder)}
     with open(folder / _MANIFEST, "w") as handle:
         json.dump(manifest, handle, indent=1, sort_keys=True)
         handle.flush()
@@ -107,5 +107,5 @@ def _manifest_holds(folder: Path) -> bool:
         manifest = json.loads((folder / _MANIFEST).read_text())
     except (OSError, ValueError):
         return False
-    present = {str(p.relative_to(folder)) for p in _files(folder)}
-    return present == set(manifest) and all(_digest(folder / name) == digest for name, digest in manifest.items())
+    present = {str(p.relative_to(folder)) for p in entry_files(folder)}
+    return present == set(manifest) and all(sha256_of(folder / name) == digest for name, digest in manifest.items())

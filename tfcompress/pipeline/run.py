@@ -7,6 +7,7 @@ that cannot finish fails in seconds. Paths in the report are relative to the out
 folder, so the folder can be moved or served from a cache as it is.
 """
 
+import contextlib
 import dataclasses
 import time
 from pathlib import Path
@@ -93,11 +94,25 @@ def run_recipe(
     defaults = {**recipes.folder_data(model), **recipe.data, **{k: v for k, v in given.items() if v is not None}}
     _check_data(recipe, defaults)
     check_not_inputs(output_dir, (model, *defaults.values()), folder=True)
-    with atomic_folder(output_dir) as staging:
+    with _output_folder(recipe, output_dir) as staging:
         report = _run_steps(recipe, model, staging, defaults, load)
         write_json_atomic(staging / "report.json", report.to_dict())
         write_atomic(staging / "report.md", (format_run_report(report) + "\n").encode())
     return report
+
+
+@contextlib.contextmanager
+def _output_folder(recipe, output_dir):
+    """The folder the steps write into, made whole at the end. A step trained on several machines
+    (`strategy: multi_worker`) needs its strategy before any TensorFlow op, so it is built first; on a
+    worker that is not the chief, the whole run writes into a temporary folder, removed at the end."""
+    from tfcompress.transforms.distribute import strategy_named, worker_folder
+
+    named = sorted({step.options.get("strategy", "default") for step in recipe.steps} - {"default"})
+    with contextlib.ExitStack() as stack:
+        folders = [stack.enter_context(worker_folder(strategy_named(name))) for name in named]
+        worker = next((folder for folder in folders if folder is not None), None)
+        yield worker if worker is not None else stack.enter_context(atomic_folder(output_dir))
 
 
 def _run_steps(recipe, model, output_dir, defaults, load: LoadOptions) -> RunReport:
