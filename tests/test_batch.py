@@ -308,7 +308,9 @@ def test_merge_refuses_shards_that_do_not_make_one_batch(tmp_path):
     zero = shard_output(tmp_path / "zero", 0, ["m0", "m2"])
     one = shard_output(tmp_path / "one", 1, ["m1"])
     other = shard_output(tmp_path / "other", 1, ["m1", "m2"])
+    hostile = shard_output(tmp_path / "hostile", 1, ["../m1"])
     for folders, message in (
+        ([zero, hostile], "is not a shard summary"),
         ([zero, zero], "shard 1 missing; shard 0 given twice"),
         ([zero], "shard 1 missing"),
         ([zero, other], "m2 is in both"),

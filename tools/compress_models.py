@@ -66,50 +66,39 @@ def main(argv):
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}", exitcode=2)
     if _OUTPUT_DIR.value is None:
         raise app.UsageError("--output_dir is required.", exitcode=2)
-    if _MERGE.value:
-        return _merge(_MERGE.value, _OUTPUT_DIR.value)
     try:
-        models = batch.find_models(_INPUT_DIR.value, _INPUTS.value)
-        shard = shards.resolve_shard(_SHARD_INDEX.value, _NUM_SHARDS.value)
-        options = batch.BatchOptions(
-            recipe=_RECIPE.value,
-            output_dir=_OUTPUT_DIR.value,
-            cache_dir=_CACHE_DIR.value,
-            jobs=_JOBS.value,
-            data={role: holder.value for role, holder in _DATA.items() if holder.value is not None},
-            run_flags=_run_flags(),
-        )
-        print(f"{_which_models(models, shard)}, recipe {_RECIPE.value}, {_JOBS.value} at a time", flush=True)
-        result = batch.run_batch(models, options, progress=lambda line: print(line, flush=True), shard=shard)
+        result = merge.merge_outputs(_MERGE.value, _OUTPUT_DIR.value) if _MERGE.value else _run_shard()
     except TfcompressError as error:
         print(f"compress_models: error: {error}", file=sys.stderr)
         return 2
     counts = result.to_dict()["counts"]
     print(
-        f"{counts['passed']} passed, {counts['failed']} failed a budget, {counts['error']} errors in "
-        f"{result.seconds:.1f} s; summary: {_OUTPUT_DIR.value}/summary.md"
+        f"{f'merged {len(_MERGE.value)} shards: ' if _MERGE.value else ''}{counts['passed']} passed, "
+        f"{counts['failed']} failed a budget, {counts['error']} errors in {result.seconds:.1f} s; "
+        f"summary: {_OUTPUT_DIR.value}/summary.md"
     )
     return result.exit_code
+
+
+def _run_shard() -> batch.BatchResult:
+    models = batch.find_models(_INPUT_DIR.value, _INPUTS.value)
+    shard = shards.resolve_shard(_SHARD_INDEX.value, _NUM_SHARDS.value)
+    options = batch.BatchOptions(
+        recipe=_RECIPE.value,
+        output_dir=_OUTPUT_DIR.value,
+        cache_dir=_CACHE_DIR.value,
+        jobs=_JOBS.value,
+        data={role: holder.value for role, holder in _DATA.items() if holder.value is not None},
+        run_flags=_run_flags(),
+    )
+    print(f"{_which_models(models, shard)}, recipe {_RECIPE.value}, {_JOBS.value} at a time", flush=True)
+    return batch.run_batch(models, options, progress=lambda line: print(line, flush=True), shard=shard)
 
 
 def _which_models(models: list, shard) -> str:
     if shard.count == 1:
         return f"{len(models)} model{'s' * (len(models) != 1)}"
     return f"{len(shard.pick(models))} of {len(models)} models ({shard.describe()})"
-
-
-def _merge(folders: list, output_dir: str) -> int:
-    try:
-        result = merge.merge_outputs(folders, output_dir)
-    except TfcompressError as error:
-        print(f"compress_models: error: {error}", file=sys.stderr)
-        return 2
-    counts = result.to_dict()["counts"]
-    print(
-        f"merged {len(folders)} shards: {counts['passed']} passed, {counts['failed']} failed a budget, "
-        f"{counts['error']} errors; summary: {output_dir}/summary.md"
-    )
-    return result.exit_code
 
 
 def _run_flags() -> tuple:

@@ -39,6 +39,7 @@ __all__ = [
     "find_models",
     "output_names",
     "run_batch",
+    "write_summaries",
     "markdown_summary",
     "PASSED",
     "FAILED",
@@ -170,10 +171,15 @@ def run_batch(
         workers.close()
     pool.shutdown()
     result = BatchResult(rows, time.perf_counter() - started)
-    summary = {"recipe": recipe.name, "shard": shard.to_dict(), "batch": batch_names, **result.to_dict()}
-    write_atomic(output_dir / "summary.json", (json.dumps(summary, indent=2) + "\n").encode())
-    write_atomic(output_dir / "summary.md", markdown_summary(recipe.name, result).encode())
+    write_summaries(output_dir, recipe.name, result, shard, batch_names)
     return result
+
+
+def write_summaries(output_dir: Path, recipe_name: str, result: BatchResult, shard: Shard, batch_names: list) -> None:
+    """summary.json (with the shard and the whole batch's names, which `merge_outputs` checks) and summary.md."""
+    summary = {"recipe": recipe_name, "shard": shard.to_dict(), "batch": batch_names, **result.to_dict()}
+    write_atomic(output_dir / "summary.json", (json.dumps(summary, indent=2) + "\n").encode())
+    write_atomic(output_dir / "summary.md", markdown_summary(recipe_name, result, shard).encode())
 
 
 def open_cache(location):
@@ -350,11 +356,11 @@ def _latency_text(latency) -> str:
     return f"{latency:.0f} µs" if latency is not None else "–"
 
 
-def markdown_summary(recipe_name: str, result: BatchResult) -> str:
+def markdown_summary(recipe_name: str, result: BatchResult, shard: Shard = ONE_MACHINE) -> str:
     """The batch as a Markdown table, for a CI job's summary page."""
     counts = result.to_dict()["counts"]
     lines = [
-        f"## tfcompress: recipe `{recipe_name}`",
+        f"## tfcompress: recipe `{recipe_name}`{f', shard {shard.index} of {shard.count}' if shard.count > 1 else ''}",
         "",
         f"{counts[PASSED]} passed, {counts[FAILED]} failed a budget, {counts[ERROR]} errors "
         f"in {result.seconds:.1f} s (exit {result.exit_code})",

@@ -10,9 +10,10 @@ import shutil
 from pathlib import Path
 
 from tfcompress._io import limits
-from tfcompress._io.files import place_folder, remove_stale, temporary_name, write_atomic
+from tfcompress._io.files import place_folder, remove_stale, temporary_name
 from tfcompress.errors import DataError, OutputError
 from tfcompress.pipeline import batch
+from tfcompress.pipeline.shards import ONE_MACHINE
 
 __all__ = ["merge_outputs"]
 
@@ -45,13 +46,9 @@ def merge_outputs(shard_outputs: list, output_dir) -> batch.BatchResult:
                 shutil.copytree(folder / name, staging / name)
             if (folder / "logs" / f"{name}.log").is_file():
                 shutil.copyfile(folder / "logs" / f"{name}.log", staging / "logs" / f"{name}.log")
-        result = batch.BatchResult(
-            tuple(where[name][1] for name in names), max(summary["seconds"] for summary in summaries)
-        )
-        recipe = summaries[0]["recipe"]
-        summary = {"recipe": recipe, "shard": {"index": 0, "count": 1}, "batch": names, **result.to_dict()}
-        write_atomic(staging / "summary.json", (json.dumps(summary, indent=2) + "\n").encode())
-        write_atomic(staging / "summary.md", batch.markdown_summary(recipe, result).encode())
+        slowest = max(summary["seconds"] for summary in summaries)  # the shards ran at once
+        result = batch.BatchResult(tuple(where[name][1] for name in names), slowest)
+        batch.write_summaries(staging, summaries[0]["recipe"], result, ONE_MACHINE, names)
         place_folder(staging, output_dir)
     except OSError as error:
         raise OutputError(f"Cannot write {output_dir}: {error.strerror or error}.") from None
@@ -66,10 +63,11 @@ def _summary(folder: Path) -> dict:
     try:
         summary = json.loads(path.read_text())
         if not (
-            isinstance(summary["batch"], list)
+            all(_plain_name(name) for name in summary["batch"])
             and isinstance(summary["shard"]["index"], int)
             and isinstance(summary["shard"]["count"], int)
-            and all(isinstance(row["name"], str) for row in summary["models"])
+            and isinstance(summary["seconds"], (int, float))
+            and all(_plain_name(row["name"]) for row in summary["models"])
         ):
             raise TypeError
     except (OSError, ValueError, KeyError, TypeError):
@@ -77,6 +75,11 @@ def _summary(folder: Path) -> dict:
             f"{path} is not a shard summary of tools/compress_models.py (this version writes `shard` and `batch`)."
         ) from None
     return summary
+
+
+def _plain_name(name) -> bool:
+    """An output folder name as the batch makes them: no path separator, not . or .."""
+    return isinstance(name, str) and name not in ("", ".", "..") and "/" not in name and "\\" not in name
 
 
 def _check_shards(summaries: list, folders: list) -> None:
