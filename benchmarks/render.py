@@ -574,6 +574,28 @@ def _machines(machines: dict) -> list:
         f"{yes(machines['third_identical'])}.",
         "- kill -9 during uploads: `tests/test_object_cache.py` kills a writer at 10 random moments of its uploads "
         "to the S3 server; no reader accepted a partial entry and every rerun completed with identical bytes.",
+        *_bucket_kills(machines.get("kills", [])),
+    ]
+
+
+def _bucket_kills(kills: list) -> list:
+    if not kills:
+        return []
+    sound = sum(k["served_whole"] and k["exit_code"] == 0 and k["identical_to_single"] for k in kills)
+    lines = [
+        f"- kill -9 of shard 0/2 (its process group) at {len(kills)} random moments of a cold run against a fresh "
+        "prefix of the bucket; a reader then fetched every entry there; the same command ran again: "
+        f"**{sound}/{len(kills)}** trials with every served entry whole (its `model.tflite` the one-machine run's), "
+        "exit 0 and every file identical to the one-machine run.",
+        "",
+        "| trial | killed at (s) | entries begun | entries a reader accepts | all whole | rerun exit | identical |",
+        "|---:|---:|---:|---:|---|---:|---|",
+    ]
+    return lines + [
+        f"| {k['trial']} | {k['kill_at_s']} | {k['entries_started']} | {k['entries_served']} | "
+        f"{'yes' if k['served_whole'] else '**no**'} | {k['exit_code']} | "
+        f"{'yes' if k['identical_to_single'] else '**no**'} |"
+        for k in kills
     ]
 
 
@@ -801,7 +823,41 @@ def _tool_speed(result: dict) -> str:
     return "\n".join(lines)
 
 
+def _int4(result: dict) -> str:
+    def size(value):
+        return "–" if value is None else f"{value:,}"
+
+    lines = [
+        "## int4 weights: trained vs post-training (`benchmarks/int4.py`)",
+        "",
+        f"Bundled sample models (trained on all 60,000 Fashion-MNIST training images). QAT: {result['epochs']} "
+        f"epochs on the 60,000 images, batch {result['qat']['batch_size']}, learning rate "
+        f"{result['qat']['learning_rate']}, seed {result['qat']['seed']}, through the CLI (`tfcompress qat "
+        "[--weight_bits 4 [--layer_bits first=8,last=8]]`, then `convert` and `micro`); int8 PTQ calibrated on the "
+        f"committed 1,000 images; AI Edge Quantizer: its `{result['aeq_recipe']}` recipe on the same float32 "
+        "`.tflite` (float activations: TFLite Micro cannot run it). Accuracy on the 10,000 test images; flash and "
+        "arena from `tfcompress micro` (the arena measured in TFLite Micro, int4 weights unpacked in it); TFLM "
+        "steps: the largest difference from LiteRT's outputs, in quantized steps, on 100 inputs.",
+        "",
+        "| model | variant | .tflite (B) | x int8 PTQ | gzip (B) | flash (B) | arena (B) | accuracy "
+        "| drop vs float (pt) | TFLM steps |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name, rows in result["models"].items():
+        int8 = next(row["size_bytes"] for row in rows if row["variant"] == "int8 PTQ")
+        for row in rows:
+            lines.append(
+                f"| {name} | {row['variant']} | {row['size_bytes']:,} | {row['size_bytes'] / int8:.2f} | "
+                f"{row['gzip_bytes']:,} | {size(row.get('flash_bytes'))} | {size(row.get('arena_bytes'))} | "
+                f"{row['accuracy'] * 100:.2f}% | {row['drop_vs_float']:+.2f} | "
+                f"{'–' if row.get('micro_max_diff_steps') is None else row['micro_max_diff_steps']} |"
+            )
+    lines += ["", "![size against accuracy drop](results/int4.png)", "", f"Versions: {_versions(result)}"]
+    return "\n".join(lines)
+
+
 RENDERERS = {
+    "int4": _int4,
     "ptq": _ptq,
     "cold_start": _cold_start,
     "micro": _micro,
