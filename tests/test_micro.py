@@ -60,6 +60,7 @@ MAIN_CC = r"""
 struct CountingResolver {
   int added = 0;
   int AddConv2D() { return ++added, 0; }
+  int AddDepthwiseConv2D() { return ++added, 0; }
   int AddFullyConnected() { return ++added, 0; }
   int AddMaxPool2D() { return ++added, 0; }
   int AddReshape() { return ++added, 0; }

@@ -10,7 +10,14 @@ from conftest import SAMPLE_MODELS
 
 def test_builtin_recipes_load_and_are_named():
     names = set(recipes.builtin_recipes())
-    assert {"mobile_int8", "mobile_float16", "mcu_int8", "deep_compression", "deep_compression_mcu"} <= names
+    assert {
+        "mobile_int8",
+        "mobile_float16",
+        "mcu_int8",
+        "mcu_int4",
+        "deep_compression",
+        "deep_compression_mcu",
+    } <= names
     for name in names:
         loaded = recipes.load_recipe(name)
         assert loaded.name == name and loaded.steps and loaded.description

@@ -38,7 +38,7 @@ commands:
   analyze MODEL --calibration D per-layer int8 sensitivity: error per layer, ranked; PNG with --plot
   auto MODEL -o OUT.tflite ...  the smallest/fastest conversion within --max_accuracy_drop, measured
   run RECIPE --model M -o DIR   a recipe (YAML, or built-in: mobile_int8, mobile_float16, mcu_int8,
-                                deep_compression, deep_compression_mcu) step by step, budgets judged
+                                mcu_int4, deep_compression, deep_compression_mcu) step by step, budgets judged
 
 `tfcompress help COMMAND` (or `tfcompress COMMAND --help`) shows its usage, an example and its flags;
 `tfcompress --version` prints the version."""

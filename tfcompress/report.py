@@ -70,6 +70,7 @@ class ConversionReport:
     warnings: tuple = ()
     arena_bytes: Optional[int] = None
     float32_bytes: Optional[int] = None  # the same model's float32 .tflite: what size ratios are against
+    weights: tuple = ()  # every stored weight tensor: name, dtype, bits, bytes (runtime.inspect.weight_tensors)
     tflite: bytes = dataclasses.field(default=b"", repr=False, compare=False)  # the model itself
 
     @property
@@ -94,6 +95,7 @@ class ConversionReport:
             "ops": self.ops,
             "float_ops": list(self.float_ops),
             "arena_bytes": self.arena_bytes,
+            "weights": list(self.weights),
             "io": self.io,
             "calibration": self.calibration,
             "options": self.options,
@@ -320,8 +322,21 @@ def format_report(report: ConversionReport) -> str:
     ]
     lines.append("ops: " + ", ".join(f"{name} x{count}" for name, count in report.ops.items()))
     lines.append("float ops: " + (", ".join(report.float_ops) or "none"))
+    if any(weight["bits"] < 8 for weight in report.weights):
+        lines.append("weights: " + weight_widths(report.weights))
     lines += [f"WARNING: {warning}" for warning in report.warnings]
     return "\n".join(lines)
+
+
+def weight_widths(weights) -> str:
+    """ "int4: 3 tensors, 30,240 B; int8: 2 tensors, 990 B": how the stored weights split by width."""
+    by_dtype = {}
+    for weight in weights:
+        count, size = by_dtype.get(weight["dtype"], (0, 0))
+        by_dtype[weight["dtype"]] = (count + 1, size + weight["bytes"])
+    return "; ".join(
+        f"{dtype.lower()}: {count} tensor{'s' * (count != 1)}, {size:,} B" for dtype, (count, size) in by_dtype.items()
+    )
 
 
 def _ratio(size: int, report: ConversionReport) -> str:

@@ -89,13 +89,29 @@ _CONTRACT = {
     "warnings": _STRINGS,
     "versions": {"$ref": "#/$defs/versions"},
 }
+# Every stored weight tensor and its width (runtime.inspect.weight_tensors).
+_WEIGHTS = {
+    "type": "array",
+    "items": {
+        "type": "object",
+        "required": ["tensor", "dtype", "bits", "bytes"],
+        "properties": {
+            "tensor": {"type": "string"},
+            "dtype": {"type": "string"},
+            "bits": {"type": "integer", "minimum": 1},
+            "bytes": _COUNT,
+        },
+    },
+}
 _EXTRA = {
     "convert": {
+        "weights": _WEIGHTS,
         "io": {"$ref": "#/$defs/io"},
         "calibration": {"$ref": "#/$defs/calibration"},
         "options": {"type": "object"},
     },
     "micro": {
+        "weights": _WEIGHTS,
         "io": {"$ref": "#/$defs/io"},
         "calibration": {"$ref": "#/$defs/calibration"},
         "arena_with_margin_bytes": _COUNT,

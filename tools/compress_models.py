@@ -31,7 +31,7 @@ _RECIPE = flags.DEFINE_string(
     "recipe",
     "mobile_int8",
     "A built-in recipe name (mobile_int8, mobile_float16, "
-    "mcu_int8, deep_compression, deep_compression_mcu) or a recipe YAML file.",
+    "mcu_int8, mcu_int4, deep_compression, deep_compression_mcu) or a recipe YAML file.",
 )
 _OUTPUT_DIR = flags.DEFINE_string("output_dir", None, "Where outputs, logs and the summaries go.")
 _CACHE_DIR = flags.DEFINE_string(

@@ -70,6 +70,7 @@ class ConvertOptions:
     batch_size: Optional[int] = None
     float_fallback: bool = False
     quantize_aware: bool = False  # a QAT model: int8 ranges come from its learned fake-quant nodes
+    low_bit_weights: bool = False  # a QAT model with 4-bit weights: the converter packs them as INT4
 
     def __post_init__(self):
         if self.precision not in PRECISIONS:
@@ -187,8 +188,9 @@ def _configure(converter, options: ConvertOptions, calibration, tf) -> None:
         converter.target_spec.supported_ops = [
             tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8
         ]
-    # The converter's own switch; there is no public name for it in TF 2.21.
+    # The converter's own switches; there are no public names for them in TF 2.21.
     converter._experimental_disable_per_channel_quantization_for_dense_layers = options.per_tensor_dense
+    converter._experimental_low_bit_qat = options.low_bit_weights
 
 
 def layer_kinds(model) -> dict:

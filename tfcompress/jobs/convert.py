@@ -22,10 +22,10 @@ from tfcompress.jobs.check import cached_conversion, check_model, micro_refuses,
 from tfcompress.options import GuardOptions, LoadOptions, gather
 from tfcompress.report import ConversionReport, Reference
 from tfcompress.runtime import metrics
-from tfcompress.runtime.inspect import gzip_size, inspect_tflite
+from tfcompress.runtime.inspect import gzip_size, inspect_tflite, weight_tensors
 from tfcompress.runtime.interpreter import predict
 from tfcompress.runtime.latency import measure_latency
-from tfcompress.transforms.qat import is_quantize_aware
+from tfcompress.transforms.qat import has_low_bit_weights, is_quantize_aware
 
 __all__ = ["convert", "convert_loaded", "io_report", "RANDOM_CALIBRATION"]
 
@@ -63,7 +63,9 @@ def convert(
     options, load, guard = gather(settings, (ConvertOptions, options), (LoadOptions, load), (GuardOptions, guard))
     with job_outputs(output, report_path, inputs=(model, calibration, eval_data)) as outputs:
         model, model_path = load_model(model, load)
-        options = dataclasses.replace(options, quantize_aware=is_quantize_aware(model))
+        options = dataclasses.replace(
+            options, quantize_aware=is_quantize_aware(model), low_bit_weights=has_low_bit_weights(model)
+        )
         with LoadedModel(model, model_path) as loaded:
             report = convert_loaded(
                 loaded, options, load, guard, calibration, eval_data, output, latency_runs, check_target
@@ -127,6 +129,7 @@ def convert_loaded(
         latency=latency,
         ops=summary.ops,
         float_ops=summary.float_ops,
+        weights=weight_tensors(summary),
         io=io_report(summary),
         calibration=_calibration_note(calibration_data, options),
         options={

@@ -25,7 +25,14 @@ from tfcompress.options import GuardOptions, LoadOptions, MicroOptions, gather
 from tfcompress.report import library_versions
 from tfcompress.report_schema import schema_version
 from tfcompress.runtime import metrics
-from tfcompress.runtime.inspect import gzip_size, inspect_tflite, is_full_integer, precision_of, read_tflite
+from tfcompress.runtime.inspect import (
+    gzip_size,
+    inspect_tflite,
+    is_full_integer,
+    precision_of,
+    read_tflite,
+    weight_tensors,
+)
 from tfcompress.runtime.interpreter import predict, quantize
 from tfcompress.runtime.latency import random_inputs
 from tfcompress.runtime.tflm import run_micro
@@ -63,6 +70,7 @@ class MicroReport:
     calibration: Optional[dict]  # what the int8 conversion calibrated on; None for a given .tflite
     warnings: tuple
     float32_bytes: Optional[int]  # the float32 .tflite of the same Keras model (None for a given .tflite)
+    weights: tuple = ()  # every stored weight tensor: name, dtype, bits, bytes (runtime.inspect.weight_tensors)
     ethos_u: Optional[dict] = None  # vela's summary when an Ethos-U target was asked for
     lut: Optional[LutResult] = None  # with compress="lut": what was compressed, verified, measured
 
@@ -95,6 +103,7 @@ class MicroReport:
                 "runtime": "tflite-micro Python interpreter",
             },
             "per_tensor_dense": self.per_tensor_dense,
+            "weights": list(self.weights),
             "files": list(self.files),
             "ethos_u": self.ethos_u,
             "io": self.io,
@@ -230,6 +239,7 @@ def _build_micro(
         calibration=converted.calibration if converted else None,
         warnings=converted.warnings if converted else (),
         float32_bytes=converted.float32_bytes if converted else None,
+        weights=weight_tensors(summary),
         ethos_u=vela.to_dict() if vela else None,
         lut=lut,
     )
@@ -243,6 +253,17 @@ def _build_micro(
     return report
 
 
+def _int4_row(weights) -> str:
+    """The table row for int4 weights: packed in flash, unpacked into the arena when they run."""
+    packed = [weight["bytes"] for weight in weights if weight["dtype"] == "INT4"]
+    if not packed:
+        return ""
+    return (
+        f"| int4 weights | {len(packed)} tensors, {sum(packed):,} B packed (two per byte); TFLite Micro unpacks "
+        f"each to int8 in the arena when it runs (largest {2 * max(packed):,} B), counted in the arena above |\n"
+    )
+
+
 def format_micro_report(report: MicroReport) -> str:
     """The Markdown report, also printed by the CLI."""
     accuracy = "n/a" if report.accuracy is None else f"{report.accuracy * 100:.2f}%"
@@ -250,7 +271,8 @@ def format_micro_report(report: MicroReport) -> str:
     steps = report.diff_steps_by_kernels
     agreement = (
         f"max {report.max_diff_steps} quantized step(s) on {report.agreement_samples} inputs "
-        f"(optimized kernels {steps['optimized']}, reference kernels {steps['reference']})"
+        f"(optimized kernels {steps['optimized']}, reference kernels "
+        f"{'n/a: LiteRT has none for an op here' if steps['reference'] is None else steps['reference']})"
     )
     return f"""# TFLite Micro deployment: {report.model}
 
@@ -259,7 +281,7 @@ def format_micro_report(report: MicroReport) -> str:
 | flash (model.tflite) | {report.size_bytes:,} B |
 | tensor arena, measured in TFLite Micro | {report.arena_bytes:,} B |
 | tensor arena declared (with margin) | {report.arena_with_margin_bytes:,} B |
-| ops ({len(report.ops)}) | {", ".join(report.ops)} |
+{_int4_row(report.weights)}| ops ({len(report.ops)}) | {", ".join(report.ops)} |
 | accuracy | {accuracy}{drop} |
 | TFLite Micro vs LiteRT | {agreement} |
 | TFLite Micro latency (host, Python build) | p50 {report.micro_latency["p50"]:,.0f} us |

@@ -75,7 +75,7 @@ def quantize_aware(
         plans = []
 
         def quantize_aware_model():
-            model, planned = qat.apply_qat(run.model, options.preserve)
+            model, planned = qat.apply_qat(run.model, options.preserve, options.weight_bits, options.layer_bits)
             plans.extend(planned)
             return model
 

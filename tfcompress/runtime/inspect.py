@@ -24,6 +24,7 @@ __all__ = [
     "constant_values",
     "constant_tensors",
     "precision_of",
+    "weight_tensors",
     "is_full_integer",
     "gzip_size",
 ]
@@ -32,6 +33,8 @@ _FLATBUFFER_IDENTIFIER = b"TFL3"
 # Ops that only move between float and integer at the model's edges.
 _CONVERSION_OPS = {"QUANTIZE", "DEQUANTIZE"}
 _FLOAT_TYPES = {"FLOAT32", "FLOAT16", "FLOAT64"}
+# Bits per stored value of the weight types (int32 constants are biases and shapes, not weights).
+_WEIGHT_BITS = {"INT4": 4, "INT8": 8, "UINT8": 8, "INT16": 16, "FLOAT16": 16, "FLOAT32": 32}
 # Flatbuffer buffers are little-endian.
 _NUMPY_TYPES = {
     name: np.dtype(name).newbyteorder("<")
@@ -190,9 +193,18 @@ def precision_of(summary: TfliteSummary) -> str:
         return "int16x8"
     if activations & {"INT8", "UINT8"}:
         return "int8"
-    if "INT8" in weights:
+    if weights & {"INT8", "INT4"}:
         return "dynamic"
     return "float32"
+
+
+def weight_tensors(summary: TfliteSummary) -> tuple:
+    """Every stored weight tensor with its width: what `--weight_bits 4` made int4, and what stayed 8-bit."""
+    return tuple(
+        {"tensor": t.name, "dtype": t.dtype, "bits": _WEIGHT_BITS[t.dtype], "bytes": t.size_bytes}
+        for t in summary.tensors
+        if t.is_constant and t.dtype in _WEIGHT_BITS
+    )
 
 
 def is_full_integer(summary: TfliteSummary) -> bool:

@@ -28,6 +28,7 @@ __all__ = [
     "check_clusters_kept",
     "QatOptions",
     "is_quantize_aware",
+    "has_low_bit_weights",
     "PRESERVE",
     "QUANTIZE",
     "FOLD",
@@ -46,6 +47,9 @@ _FOLDS_INTO = ("Conv2D", "DepthwiseConv2D", "Dense")
 _QAT_LAYERS = ("QuantizeLayer", "QuantizeWrapper", "QuantizeWrapperV2")
 _OP_LAYERS = ("TFOpLambda", "SlicingOpLambda", "Lambda")
 PRESERVE = (None, "sparsity", "clusters", "both")
+# Weight bits both runtimes run (int4: CONV_2D, DEPTHWISE_CONV_2D and FULLY_CONNECTED weights, packed two per
+# byte). Activations stay 8-bit.
+WEIGHT_BITS = (8, 4)
 # tfmot treats a kernel with more distinct values than this as not clustered.
 _MAX_CLUSTERS = 1024
 
@@ -108,13 +112,15 @@ def plan_qat(model) -> tuple:
     return tuple(plans)
 
 
-def apply_qat(model, preserve=None):
+def apply_qat(model, preserve=None, weight_bits: int = 8, layer_bits: Optional[dict] = None):
     """(QAT model ready to train, plan). Layers planned `keep float` are left unwrapped.
 
     `preserve` "sparsity", "clusters" or "both" picks tfmot's collaborative scheme, so
     fine-tuning keeps the zeros of a pruned model and the shared values of a clustered one.
+    `weight_bits` 4 trains int4 weights (tfmot's n-bit scheme: per-channel for convolutions,
+    per-tensor for Dense); `layer_bits` keeps named layers at another width.
     """
-    QatOptions(preserve=preserve)  # validates it
+    options = QatOptions(preserve=preserve, weight_bits=weight_bits, layer_bits=dict(layer_bits or {}))
     plans = plan_qat(model)
     if is_quantize_aware(model):
         raise OptionError(
@@ -128,6 +134,7 @@ def apply_qat(model, preserve=None):
     flat = flatten_nested(model)
     quantized_names = {plan.name for plan in plans if plan.action in (QUANTIZE, FOLD)}
     _check_preservable(flat, quantized_names, preserve)
+    layer_bits = _named_layer_bits(flat, options.layer_bits, quantized_names)
     annotate = tfmot.quantization.keras.quantize_annotate_layer
 
     def annotate_supported(layer):
@@ -135,13 +142,53 @@ def apply_qat(model, preserve=None):
 
     annotated = _keras.tf_keras().models.clone_model(flat, clone_function=annotate_supported)
     annotated.set_weights(flat.get_weights())
+    scheme = _n_bit_scheme(options.weight_bits, layer_bits) if options.low_bit else _scheme(preserve)
     with tfmot.quantization.keras.quantize_scope():
-        return tfmot.quantization.keras.quantize_apply(annotated, _scheme(preserve)), plans
+        return tfmot.quantization.keras.quantize_apply(annotated, scheme), plans
 
 
 def _is_clustered(kernel) -> bool:
     """Few shared values: at most tfmot's limit, and at most a quarter of the weights."""
     return len(np.unique(kernel)) <= min(_MAX_CLUSTERS, kernel.size // 4)
+
+
+def _n_bit_scheme(weight_bits: int, layer_bits: dict):
+    """tfmot's n-bit scheme (symmetric weights, per channel for convolutions, per tensor for Dense;
+    8-bit activations) whose registry gives the layers in `layer_bits` their own width. Through the
+    registry, not per-layer annotations: tfmot folds a BatchNormalization only into a layer without
+    its own quantize config. A registry is built for each layer: tfmot's n-bit registries share
+    their per-layer-type settings, so the one built last sets the width of every other."""
+    n_bit = _keras.tfmot().quantization.keras.experimental.default_n_bit
+
+    class LayerWidths(n_bit.DefaultNBitQuantizeRegistry):
+        def get_quantize_config(self, layer):
+            bits = int(layer_bits.get(layer.name, weight_bits))
+            registry = n_bit.DefaultNBitQuantizeRegistry(num_bits_weight=bits, num_bits_activation=8)
+            return registry.get_quantize_config(layer)
+
+    class Scheme(n_bit.DefaultNBitQuantizeScheme):
+        def get_quantize_registry(self):
+            return LayerWidths(num_bits_weight=weight_bits, num_bits_activation=8)
+
+    return Scheme(num_bits_weight=weight_bits, num_bits_activation=8)
+
+
+def _named_layer_bits(model, layer_bits: dict, quantized_names: set) -> dict:
+    """`layer_bits` by layer name; `first` and `last` name the first and last quantized layers with
+    weights (what usually stays at 8 bits), unless a layer has that name."""
+    weighted = [layer.name for layer in model.layers if layer.name in quantized_names and kernel_of(layer) is not None]
+    aliases = {"first": weighted[:1], "last": weighted[-1:]}
+    named = {}
+    for name, bits in layer_bits.items():
+        for target in [name] if name in quantized_names else aliases.get(name, [name]):
+            named[target] = bits
+    unknown = sorted(set(named) - quantized_names)
+    if unknown:
+        raise OptionError(
+            f"layer_bits names {', '.join(unknown)}, which QAT does not quantize here; "
+            f"name one of {', '.join(weighted[:12])}, or first or last."
+        )
+    return named
 
 
 def _scheme(preserve):
@@ -229,17 +276,48 @@ class QatOptions:
     preserve: Optional[str] = option(
         None, "Keep what prune/cluster made: sparsity (PQAT), clusters (CQAT), both (PCQAT).", choices=PRESERVE[1:]
     )
+    weight_bits: int = option(
+        8,
+        "Bits per Conv2D, DepthwiseConv2D and Dense weight: 8, or 4 (int4 weights, two per byte in the .tflite; "
+        "activations stay 8-bit).",
+    )
+    layer_bits: dict[str, float] = option(
+        {},
+        "Per-layer weight bits over --weight_bits: NAME=8,... (first and last: the first and last "
+        "layers with weights, which usually stay at 8 bits).",
+    )
 
     def __post_init__(self):
         if self.preserve not in PRESERVE:
             raise OptionError(
                 f"preserve must be one of sparsity, clusters, both (or None). Received: preserve={self.preserve!r}"
             )
+        for name, bits in {"weight_bits": self.weight_bits, **self.layer_bits}.items():
+            if bits not in WEIGHT_BITS:
+                raise OptionError(
+                    f"{name} must be 8 or 4 bits (what LiteRT and TFLite Micro run). Received: {name}={bits}"
+                )
+        if self.preserve is not None and self.low_bit:
+            raise OptionError(
+                "preserve works with 8-bit weights only: tfmot's sparsity- and cluster-preserving schemes have "
+                "no 4-bit form. Drop --preserve, or use --weight_bits 8."
+            )
+
+    @property
+    def low_bit(self) -> bool:
+        """Whether any layer trains with fewer than 8 weight bits."""
+        return min([self.weight_bits, *self.layer_bits.values()]) < 8
 
 
 def is_quantize_aware(model) -> bool:
     """Whether tfmot's QAT wrappers are already in the model (a `tfcompress qat` output)."""
     return any(type(layer).__name__ in _QAT_LAYERS for layer in getattr(model, "layers", ()))
+
+
+def has_low_bit_weights(model) -> bool:
+    """Whether a QAT model trained some weights at fewer than 8 bits (the converter must pack them)."""
+    configs = (getattr(layer, "quantize_config", None) for layer in getattr(model, "layers", ()))
+    return any(config.get_config().get("num_bits_weight", 8) < 8 for config in configs if config is not None)
 
 
 def _plan_layer(layer, registry, keras) -> LayerPlan:
