@@ -32,6 +32,7 @@ def render_all() -> None:
     write_atomic(ROOT / "benchmarks" / "README.md", (_HEADER + "\n\n".join(sections) + "\n").encode())
     summaries = [_ptq_summary(results["ptq"])] if "ptq" in results else []
     summaries += [_distill_summary(results["distill"])] if "distill" in results else []
+    summaries += [_int4_summary(results["int4"])] if "int4" in results else []
     summaries += [_hostile_summary(results["hostile"])] if "hostile" in results else []
     if summaries:
         _replace_readme_section("\n\n".join(summaries))
@@ -854,6 +855,24 @@ def _int4(result: dict) -> str:
             )
     lines += ["", "![size against accuracy drop](results/int4.png)", "", f"Versions: {_versions(result)}"]
     return "\n".join(lines)
+
+
+def _int4_summary(result: dict) -> str:
+    parts = []
+    for name, rows in result["models"].items():
+        by_variant = {row["variant"]: row for row in rows}
+        qat, ptq = by_variant["int4 QAT"], by_variant["int8 PTQ"]
+        aeq = next(row for row in rows if row["variant"].startswith("AI Edge Quantizer"))
+        parts.append(
+            f"{name} {qat['size_bytes'] / ptq['size_bytes']:.2f}x the int8 file, drop {qat['drop_vs_float']:+.2f} pt "
+            f"(AI Edge Quantizer's int4 {aeq['drop_vs_float']:+.2f} pt), TFLite Micro arena {ptq['arena_bytes']:,} → "
+            f"{qat['arena_bytes']:,} B"
+        )
+    return (
+        f"int4 weights, trained (`qat --weight_bits 4`, {result['epochs']} epochs; `benchmarks/int4.py`, 10k test "
+        "set, drops against float32): " + "; ".join(parts) + ". TFLite Micro unpacks int4 weights into the arena, "
+        "so flash shrinks and RAM grows."
+    )
 
 
 RENDERERS = {

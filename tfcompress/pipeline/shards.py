@@ -46,7 +46,7 @@ ONE_MACHINE = Shard(0, 1, "the defaults")
 _ENGINES = (
     ("TFCOMPRESS_SHARD_INDEX", "TFCOMPRESS_NUM_SHARDS", 0),
     ("JOB_COMPLETION_INDEX", None, 0),  # Kubernetes Indexed Job: the count is the Job's `completions`
-    ("SLURM_ARRAY_TASK_ID", "SLURM_ARRAY_TASK_COUNT", None),  # first and step from SLURM_ARRAY_TASK_MIN/_STEP
+    ("SLURM_ARRAY_TASK_ID", "SLURM_ARRAY_TASK_COUNT", 0),  # counted from SLURM_ARRAY_TASK_MIN by _STEP
     ("CI_NODE_INDEX", "CI_NODE_TOTAL", 1),  # GitLab CI `parallel:`
     ("BUILDKITE_PARALLEL_JOB", "BUILDKITE_PARALLEL_JOB_COUNT", 0),
     ("CIRCLE_NODE_INDEX", "CIRCLE_NODE_TOTAL", 0),
@@ -63,7 +63,7 @@ def resolve_shard(index: Optional[int], count: Optional[int], environ: Mapping =
         position = _integer(environ, index_variable)
         if index_variable == "SLURM_ARRAY_TASK_ID":
             start, step = _integer(environ, "SLURM_ARRAY_TASK_MIN", 0), _integer(environ, "SLURM_ARRAY_TASK_STEP", 1)
-            position, first = (position - start) // max(step, 1), 0
+            position = (position - start) // max(step, 1)
         total, total_source = _count(environ, count, count_variable, index_variable)
         return Shard(position - first, total, f"{index_variable}={environ[index_variable]}, {total_source}")
     if count not in (None, 1):

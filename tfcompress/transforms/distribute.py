@@ -34,8 +34,8 @@ def strategy_named(name: str):
         return tf.distribute.MultiWorkerMirroredStrategy()
     except RuntimeError as error:
         raise OptionError(
-            f"--strategy multi_worker could not start: {error}. Build it before any TensorFlow work "
-            "(a recipe's multi_worker step must not follow a step in the same run)."
+            f"--strategy multi_worker could not start: {error}. It must be built before any TensorFlow work: "
+            "train from the command line or `tfcompress run`, which build it first."
         ) from None
 
 
@@ -69,16 +69,16 @@ def worker_folder(strategy):
 
 
 def _check_tf_config() -> None:
-    text = os.environ.get("TF_CONFIG", "")
+    """A TF_CONFIG that names a cluster with workers and this process's task in it, or a one-line error."""
     try:
-        config = json.loads(text)
-        workers = sum(len(config["cluster"][kind]) for kind in config["cluster"])
-        config["task"]["type"], int(config["task"]["index"])
-    except (ValueError, KeyError, TypeError):
+        config = json.loads(os.environ.get("TF_CONFIG", ""))
+        machines = sum(len(addresses) for addresses in config["cluster"].values())
+        well_formed = machines > 0 and isinstance(config["task"]["type"], str) and int(config["task"]["index"]) >= 0
+    except (ValueError, KeyError, TypeError, AttributeError):
+        well_formed = False
+    if not well_formed:
         raise OptionError(
             "--strategy multi_worker needs TF_CONFIG: "
             '{"cluster": {"worker": ["host0:port", "host1:port"]}, "task": {"type": "worker", "index": 0}}, '
             "set on every worker with its own index."
-        ) from None
-    if workers < 1:
-        raise OptionError("TF_CONFIG names no workers in its cluster.")
+        )
