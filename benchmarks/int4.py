@@ -10,7 +10,8 @@ For each bundled sample model (trained on the 60,000 training images), in one ru
   - AI Edge Quantizer's int4-weight recipe (`dynamic_wi4_afp32`) on the same float32 `.tflite`,
     run in its own venv (`--aeq_python`; it pins its own packages), its accuracy measured with
     `tfcompress benchmark` (LiteRT). It keeps float activations, so TFLite Micro cannot run it.
-Accuracy is on the 10,000 test images. Writes results/int4.json, results/int4.png (size against
+Accuracy is on the 10,000 test images. A run of some `--models` keeps the other models' rows, each
+with the epochs it was trained for. Writes results/int4.json, results/int4.png (size against
 accuracy) and the table in benchmarks/README.md.
 """
 
@@ -64,10 +65,13 @@ def main(argv):
     work.mkdir(parents=True, exist_ok=True)
     test, train = f"{_DATA_DIR.value}@test", f"{_DATA_DIR.value}@train"
     result = render.stored_result("int4", {"benchmark": "int4", "models": {}})
+    stored_epochs = result.pop("epochs", None)  # what runs before per-model epochs recorded
+    epochs = result.get("epochs_by_model") or {name: stored_epochs for name in result["models"] if stored_epochs}
     for name in _MODELS.value:
         result["models"][name] = compare(name, work / name, train, test)
+        epochs = {**epochs, name: _EPOCHS.value}
         result.update(
-            epochs=_EPOCHS.value,
+            epochs_by_model=epochs,
             qat=QAT,
             aeq_recipe=AEQ_RECIPE,
             machine=machine_info(threads=1),

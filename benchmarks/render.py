@@ -831,30 +831,42 @@ def _int4(result: dict) -> str:
     lines = [
         "## int4 weights: trained vs post-training (`benchmarks/int4.py`)",
         "",
-        f"Bundled sample models (trained on all 60,000 Fashion-MNIST training images). QAT: {result['epochs']} "
-        f"epochs on the 60,000 images, batch {result['qat']['batch_size']}, learning rate "
+        f"Bundled sample models (trained on all 60,000 Fashion-MNIST training images). QAT: {_epochs(result)} "
+        f"on the 60,000 images, batch {result['qat']['batch_size']}, learning rate "
         f"{result['qat']['learning_rate']}, seed {result['qat']['seed']}, through the CLI (`tfcompress qat "
         "[--weight_bits 4 [--layer_bits first=8,last=8]]`, then `convert` and `micro`); int8 PTQ calibrated on the "
         f"committed 1,000 images; AI Edge Quantizer: its `{result['aeq_recipe']}` recipe on the same float32 "
         "`.tflite` (float activations: TFLite Micro cannot run it). Accuracy on the 10,000 test images; flash and "
         "arena from `tfcompress micro` (the arena measured in TFLite Micro, int4 weights unpacked in it); TFLM "
-        "steps: the largest difference from LiteRT's outputs, in quantized steps, on 100 inputs.",
+        "steps: the largest difference from LiteRT's outputs, in quantized steps, on 100 inputs. Weights: the bytes "
+        "of the weight tensors alone (int4 halves them; the rest of a small model's file is biases, quantization "
+        "parameters and tensor names).",
         "",
-        "| model | variant | .tflite (B) | x int8 PTQ | gzip (B) | flash (B) | arena (B) | accuracy "
+        "| model | variant | .tflite (B) | x int8 PTQ | weights (B) | gzip (B) | flash (B) | arena (B) | accuracy "
         "| drop vs float (pt) | TFLM steps |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for name, rows in result["models"].items():
         int8 = next(row["size_bytes"] for row in rows if row["variant"] == "int8 PTQ")
         for row in rows:
+            weights = sum((row["weight_bytes_by_dtype"] or {}).values()) or None
             lines.append(
                 f"| {name} | {row['variant']} | {row['size_bytes']:,} | {row['size_bytes'] / int8:.2f} | "
-                f"{row['gzip_bytes']:,} | {size(row.get('flash_bytes'))} | {size(row.get('arena_bytes'))} | "
+                f"{size(weights)} | {row['gzip_bytes']:,} | {size(row.get('flash_bytes'))} | "
+                f"{size(row.get('arena_bytes'))} | "
                 f"{row['accuracy'] * 100:.2f}% | {row['drop_vs_float']:+.2f} | "
                 f"{'–' if row.get('micro_max_diff_steps') is None else row['micro_max_diff_steps']} |"
             )
     lines += ["", "![size against accuracy drop](results/int4.png)", "", f"Versions: {_versions(result)}"]
     return "\n".join(lines)
+
+
+def _epochs(result: dict) -> str:
+    """ "3 epochs" when every model trained as long, else "3 epochs (resnet8: 1)"."""
+    by_model = result.get("epochs_by_model") or {name: result["epochs"] for name in result["models"]}
+    common = max(set(by_model.values()), key=list(by_model.values()).count)
+    others = ", ".join(f"{name}: {epochs}" for name, epochs in by_model.items() if epochs != common)
+    return f"{common} epochs" + (f" ({others})" if others else "")
 
 
 def _int4_summary(result: dict) -> str:
@@ -869,7 +881,7 @@ def _int4_summary(result: dict) -> str:
             f"{qat['arena_bytes']:,} B"
         )
     return (
-        f"int4 weights, trained (`qat --weight_bits 4`, {result['epochs']} epochs; `benchmarks/int4.py`, 10k test "
+        f"int4 weights, trained (`qat --weight_bits 4`, {_epochs(result)}; `benchmarks/int4.py`, 10k test "
         "set, drops against float32): " + "; ".join(parts) + ". TFLite Micro unpacks int4 weights into the arena, "
         "so flash shrinks and RAM grows."
     )

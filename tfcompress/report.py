@@ -329,7 +329,7 @@ def format_report(report: ConversionReport) -> str:
 
 
 def weight_widths(weights) -> str:
-    """ "int4: 3 tensors, 30,240 B; int8: 2 tensors, 990 B": how the stored weights split by width."""
+    """How the stored weights split by width, e.g. `int4: 3 tensors, 30,240 B; int8: 2 tensors, 990 B`."""
     by_dtype = {}
     for weight in weights:
         count, size = by_dtype.get(weight["dtype"], (0, 0))
