@@ -134,9 +134,12 @@ def converted(variant: str, model, stem: Path, test: str, *flags_given) -> dict:
 
 
 def with_micro(row: dict, model, stem: Path, test: str) -> dict:
-    """The row with `tfcompress micro`'s flash, measured arena and TFLite Micro's agreement with LiteRT."""
+    """The row with `tfcompress micro`'s flash, measured arena and TFLite Micro's agreement with LiteRT;
+    or with micro's one-line refusal, when TFLite Micro's outputs are not close enough to LiteRT's."""
     folder = stem.with_name(stem.name + "_micro")
-    tfcompress("micro", model, "-o", folder, "--calibration", CALIBRATION, "--eval", test)
+    refused = tfcompress("micro", model, "-o", folder, "--calibration", CALIBRATION, "--eval", test, check=False)
+    if refused:
+        return {**row, "micro_refused": refused}
     report = json.loads((folder / "report.json").read_text())
     return {
         **row,
@@ -166,10 +169,12 @@ def ai_edge_quantizer(folder: Path, test: str) -> dict:
     }
 
 
-def tfcompress(*args) -> None:
+def tfcompress(*args, check: bool = True) -> str:
+    """Runs the CLI; with `check=False`, returns its error line instead of raising ("" when it succeeded)."""
     command = [sys.executable, "-m", "tfcompress", *map(str, args)]
     print("$ tfcompress " + " ".join(map(str, args)), flush=True)
-    subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
+    finished = subprocess.run(command, check=check, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    return finished.stderr.strip().splitlines()[-1] if finished.returncode else ""
 
 
 def tfcompress_report(report: Path, *args) -> dict:

@@ -855,10 +855,16 @@ def _int4(result: dict) -> str:
                 f"{size(weights)} | {row['gzip_bytes']:,} | {size(row.get('flash_bytes'))} | "
                 f"{size(row.get('arena_bytes'))} | "
                 f"{row['accuracy'] * 100:.2f}% | {row['drop_vs_float']:+.2f} | "
-                f"{'–' if row.get('micro_max_diff_steps') is None else row['micro_max_diff_steps']} |"
+                f"{_micro_steps(row)} |"
             )
     lines += ["", "![size against accuracy drop](results/int4.png)", "", f"Versions: {_versions(result)}"]
     return "\n".join(lines)
+
+
+def _micro_steps(row: dict) -> str:
+    if row.get("micro_refused"):
+        return "**refused**: " + row["micro_refused"].split("error: ", 1)[-1]
+    return "–" if row.get("micro_max_diff_steps") is None else str(row["micro_max_diff_steps"])
 
 
 def _epochs(result: dict) -> str:
@@ -875,10 +881,14 @@ def _int4_summary(result: dict) -> str:
         by_variant = {row["variant"]: row for row in rows}
         qat, ptq = by_variant["int4 QAT"], by_variant["int8 PTQ"]
         aeq = next(row for row in rows if row["variant"].startswith("AI Edge Quantizer"))
+        arena = (
+            f", TFLite Micro arena {ptq['arena_bytes']:,} → {qat['arena_bytes']:,} B"
+            if ptq.get("arena_bytes") and qat.get("arena_bytes")
+            else ""
+        )
         parts.append(
             f"{name} {qat['size_bytes'] / ptq['size_bytes']:.2f}x the int8 file, drop {qat['drop_vs_float']:+.2f} pt "
-            f"(AI Edge Quantizer's int4 {aeq['drop_vs_float']:+.2f} pt), TFLite Micro arena {ptq['arena_bytes']:,} → "
-            f"{qat['arena_bytes']:,} B"
+            f"(AI Edge Quantizer's int4 {aeq['drop_vs_float']:+.2f} pt){arena}"
         )
     return (
         f"int4 weights, trained (`qat --weight_bits 4`, {_epochs(result)}; `benchmarks/int4.py`, 10k test "
