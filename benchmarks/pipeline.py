@@ -196,7 +196,8 @@ def bucket_kill_trial(models: Path, root: Path, shard_seconds: float, trial: int
     shutil.rmtree(root / "kill_read", ignore_errors=True)
     rerun = subprocess.run(command(models, output, url, 1), capture_output=True, text=True, env=environ)
     rows = json.loads((output / "summary.json").read_text())["models"]
-    mine = {name: data for name, data in deterministic_files(single).items() if name.split("/")[0] in _names(rows)}
+    names = {row["name"] for row in rows}
+    mine = {name: data for name, data in deterministic_files(single).items() if name.split("/")[0] in names}
     row = {
         "trial": trial,
         "kill_at_s": round(moment, 1),
@@ -210,10 +211,6 @@ def bucket_kill_trial(models: Path, root: Path, shard_seconds: float, trial: int
     }
     print(f"bucket kill trial {trial}: {row}", flush=True)
     return row
-
-
-def _names(rows: list) -> set:
-    return {row["name"] for row in rows}
 
 
 def entry_matches_single(cache, key: str, folder: Path, single: Path):
