@@ -31,6 +31,31 @@ CONTRACT_KEYS = {
     "arena_bytes",
     "versions",
 }
+# A main() that links the generated C array and counts the ops it registers (TFLite Micro resolver stand-in).
+MAIN_CC = r"""
+#include <cstdint>
+#include <cstdio>
+#include "model_data.h"
+
+// Stands in for tflite::MicroMutableOpResolver: the method names of TFLite Micro's resolver.
+struct CountingResolver {
+  int added = 0;
+  int AddConv2D() { return ++added, 0; }
+  int AddDepthwiseConv2D() { return ++added, 0; }
+  int AddFullyConnected() { return ++added, 0; }
+  int AddMaxPool2D() { return ++added, 0; }
+  int AddReshape() { return ++added, 0; }
+  int AddSoftmax() { return ++added, 0; }
+};
+
+int main() {
+  CountingResolver resolver;
+  if (!model_register_ops(resolver) || resolver.added != static_cast<int>(kModelOpCount)) return 2;
+  if (reinterpret_cast<std::uintptr_t>(model_tflite) % 16 != 0) return 3;
+  fwrite(model_tflite, 1, model_tflite_len, stdout);
+  return 0;
+}
+"""
 KERAS2_SAMPLES = ["lenet_300_100", "lenet5", "dscnn", "resnet8", "mobilenetv2_035"]
 KERAS3_SAMPLES = ["lenet5_keras3.keras", "lenet5_keras3.h5"]
 

@@ -5,9 +5,8 @@ import shutil
 import subprocess
 
 import pytest
-from test_micro import MAIN_CC
 
-from conftest import CALIBRATION, EVAL, SAMPLE_MODELS
+from conftest import CALIBRATION, EVAL, MAIN_CC, SAMPLE_MODELS
 
 
 def _conv_dw_dense(tf_keras):

@@ -12,7 +12,7 @@ from tfcompress.errors import ConversionError, PreflightError
 from tfcompress.export.micro import arena_with_margin, resolver_method
 from tfcompress.runtime.inspect import inspect_tflite
 
-from conftest import CALIBRATION, EVAL, SAMPLE_MODELS
+from conftest import CALIBRATION, EVAL, MAIN_CC, SAMPLE_MODELS
 
 
 @pytest.fixture(scope="module")
@@ -49,32 +49,6 @@ def test_model_runs_in_tflite_micro_with_the_reported_arena(lenet5_package):
     interpreter.set_input(x.astype(np.int8), 0)
     interpreter.invoke()
     assert interpreter.get_output(0).shape == (1, 10)
-
-
-MAIN_CC = r"""
-#include <cstdint>
-#include <cstdio>
-#include "model_data.h"
-
-// Stands in for tflite::MicroMutableOpResolver: the method names of TFLite Micro's resolver.
-struct CountingResolver {
-  int added = 0;
-  int AddConv2D() { return ++added, 0; }
-  int AddDepthwiseConv2D() { return ++added, 0; }
-  int AddFullyConnected() { return ++added, 0; }
-  int AddMaxPool2D() { return ++added, 0; }
-  int AddReshape() { return ++added, 0; }
-  int AddSoftmax() { return ++added, 0; }
-};
-
-int main() {
-  CountingResolver resolver;
-  if (!model_register_ops(resolver) || resolver.added != static_cast<int>(kModelOpCount)) return 2;
-  if (reinterpret_cast<std::uintptr_t>(model_tflite) % 16 != 0) return 3;
-  fwrite(model_tflite, 1, model_tflite_len, stdout);
-  return 0;
-}
-"""
 
 
 @pytest.mark.skipif(shutil.which("g++") is None, reason="needs g++")

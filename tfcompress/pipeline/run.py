@@ -106,13 +106,13 @@ def _output_folder(recipe, output_dir):
     """The folder the steps write into, made whole at the end. A step trained on several machines
     (`strategy: multi_worker`) needs its strategy before any TensorFlow op, so it is built first; on a
     worker that is not the chief, the whole run writes into a temporary folder, removed at the end."""
-    from tfcompress.transforms.distribute import strategy_named, worker_folder
+    from tfcompress.transforms.distribute import is_chief, strategy_named, worker_folder
 
     named = sorted({step.options.get("strategy", "default") for step in recipe.steps} - {"default"})
-    with contextlib.ExitStack() as stack:
-        folders = [stack.enter_context(worker_folder(strategy_named(name))) for name in named]
-        worker = next((folder for folder in folders if folder is not None), None)
-        yield worker if worker is not None else stack.enter_context(atomic_folder(output_dir))
+    strategies = [strategy_named(name) for name in named]
+    worker = next((strategy for strategy in strategies if not is_chief(strategy)), None)
+    with worker_folder(worker) if worker is not None else atomic_folder(output_dir) as folder:
+        yield folder
 
 
 def _run_steps(recipe, model, output_dir, defaults, load: LoadOptions) -> RunReport:

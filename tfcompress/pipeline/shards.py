@@ -29,7 +29,7 @@ class Shard:
             )
 
     def describe(self) -> str:
-        return f"shard {self.index} of {self.count} (0-based, from {self.source})"
+        return f"shard {self.index} of {self.count}, 0-based, from {self.source}"
 
     def pick(self, models: list) -> list:
         """Every `count`-th model from `index`: the shards of one list are disjoint and cover it."""
