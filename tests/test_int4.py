@@ -1,9 +1,11 @@
-"""int4 weights: `qat --weight_bits 4` trains them, `convert` stores them packed as INT4 tensors,
-`micro` runs them in TFLite Micro, and the `mcu_int4` recipe passes its budget on the bundled data."""
+"""int4 weights: `qat --weight_bits 4` trains them, `convert` stores them packed as INT4 tensors
+(`--weight_bits 4` rounds an int8 model's kernels after calibration), `micro` runs them in TFLite
+Micro, and the `mcu_int4` recipe passes its budget on the bundled data."""
 
 import shutil
 import subprocess
 
+import numpy as np
 import pytest
 
 from conftest import CALIBRATION, EVAL, MAIN_CC, SAMPLE_MODELS
@@ -106,3 +108,53 @@ def test_mcu_int4_recipe_passes_its_budget_on_the_bundled_model(tmp_path):
     assert {weight["bits"] for weight in weights if weight["dtype"] in ("INT4", "INT8")} == {4, 8}
     # int8 weights take a byte per parameter; with most at 4 bits the whole file is well under that
     assert report.result["size_bytes"] < 0.7 * load_model(SAMPLE_MODELS / "lenet5.h5").count_params()
+
+
+def _few_level_kernels(tf_keras):
+    """`_conv_dw_dense` with every kernel channel holding at most 15 symmetric levels (k x step, |k| <= 7):
+    what 4 bits store exactly, so post-training int4 must lose nothing int8 kept."""
+    model = _conv_dw_dense(tf_keras)
+    rng = np.random.default_rng(0)
+    for layer in model.layers:
+        kind = type(layer).__name__
+        if kind in ("Conv2D", "DepthwiseConv2D", "Dense"):
+            kernel, bias = layer.get_weights()
+            channels = kernel.shape[2] if kind == "DepthwiseConv2D" else kernel.shape[-1]
+            levels = rng.integers(-7, 8, kernel.shape).reshape(-1, channels)
+            levels[0] = 7  # every output channel reaches its largest level
+            steps = rng.uniform(0.02, 0.2, channels)
+            bias = rng.normal(0, 0.5, bias.shape).astype(np.float32)  # rescaled with the kernel: must not be 0
+            layer.set_weights([(levels * steps).reshape(kernel.shape).astype(np.float32), bias])
+    return model
+
+
+def test_post_training_int4_packs_every_kernel_and_loses_nothing_on_15_levels(tf_keras, tmp_path):
+    from tfcompress import convert
+
+    model = _few_level_kernels(tf_keras)
+    model.save(tmp_path / "levels.h5")
+    common = {"precision": "int8", "io_type": "int8", "calibration": CALIBRATION, "latency_runs": 0}
+    eight = convert(tmp_path / "levels.h5", eval_data=EVAL, **common)
+    four = convert(tmp_path / "levels.h5", eval_data=EVAL, weight_bits=4, **common)
+    kernels = [weight for weight in four.weights if weight["dtype"] in ("INT4", "INT8")]
+    assert [weight["bits"] for weight in kernels] == [4, 4, 4, 4], four.weights
+    eight_kernels = [weight["bytes"] for weight in eight.weights if weight["dtype"] == "INT8"]
+    assert [weight["bytes"] for weight in kernels] == [-(-size // 2) for size in eight_kernels]  # two per byte
+    assert four.options["weight_bits"] == 4 and four.size_bytes < eight.size_bytes
+    # the int4 file runs (biases rescaled to the new kernel scales) and is as close to Keras as int8
+    assert four.fidelity.mean_abs_error <= 1.25 * eight.fidelity.mean_abs_error, (four.fidelity, eight.fidelity)
+    assert four.fidelity.top1_agreement >= eight.fidelity.top1_agreement - 0.01
+    assert abs(four.accuracy - eight.accuracy) <= 0.01 and not four.warnings
+
+
+def test_nibbles_are_packed_low_first_and_a_large_post_training_loss_points_at_qat():
+    from tfcompress.export.int4 import pack_int4
+    from tfcompress.jobs.convert import _post_training_int4_loss
+    from tfcompress.runtime.metrics import Fidelity
+
+    assert pack_int4(np.array([1, -2, 3], np.int8)).tolist() == [0xE1, 0x03]
+    (message,) = _post_training_int4_loss(0.90, 0.85, None)
+    assert "5.00 pt" in message and "qat --weight_bits 4" in message
+    assert _post_training_int4_loss(0.90, 0.895, None) == ()
+    (message,) = _post_training_int4_loss(None, None, Fidelity(0.9, 0.5, 0.1, 100))
+    assert "10.0% of the Keras model's top-1 predictions" in message

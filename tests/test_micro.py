@@ -174,3 +174,42 @@ def test_unknown_ethos_u_target_is_refused_before_writing(lenet5_package, tmp_pa
     folder, _ = lenet5_package
     code, _, err = run_cli("micro", folder / "model.tflite", "-o", tmp_path / "npu", "--target", "ethos-x9")
     assert code == 2 and "ethos-u55-128" in err and not (tmp_path / "npu").exists()
+
+
+def test_outputs_further_from_keras_than_litert_are_refused_unless_accepted(monkeypatch, tmp_path):
+    """An injected TFLite Micro that is 20 steps off on every output: refused, nothing written; with the
+    override it is packaged, and the report says so."""
+    from tfcompress.runtime import tflm
+
+    real_outputs = tflm.micro_outputs
+
+    def off_by_twenty(*args, **kwargs):
+        outputs = real_outputs(*args, **kwargs)
+        return np.clip(outputs.astype(np.int32) + 20, -128, 127).astype(outputs.dtype)
+
+    monkeypatch.setattr(tflm, "micro_outputs", off_by_twenty)
+    lenet5 = SAMPLE_MODELS / "lenet5.h5"
+    with pytest.raises(ConversionError, match="less faithfully than LiteRT.*mean abs error from the Keras outputs"):
+        tfcompress.to_micro(lenet5, tmp_path / "refused", calibration=CALIBRATION, eval_data=EVAL)
+    assert not (tmp_path / "refused").exists()
+    report = tfcompress.to_micro(
+        lenet5, tmp_path / "accepted", calibration=CALIBRATION, eval_data=EVAL, accept_micro_difference=True
+    )
+    saved = json.loads((tmp_path / "accepted" / "report.json").read_text())
+    verification = saved["micro"]["verification"]
+    assert saved["micro"]["accepted_difference"] and not verification["passed"]
+    assert verification["micro_error"] > 5 * max(verification["litert_errors"].values())
+    assert any("--accept_micro_difference" in warning for warning in report.warnings)
+    assert "NOT as faithful as LiteRT (accepted)" in (tmp_path / "accepted" / "report.md").read_text()
+
+
+def test_a_residual_net_passes_when_tflite_micro_is_as_close_to_keras_as_litert(tmp_path):
+    """resnet8 (ADD, MEAN) with int4 weights: TFLite Micro rounds several steps away from LiteRT's
+    kernels, which the step rule refused; measured against Keras it is as close as LiteRT is."""
+    report = tfcompress.to_micro(
+        SAMPLE_MODELS / "resnet8.h5", tmp_path / "resnet8", calibration=CALIBRATION, eval_data=EVAL, weight_bits=4
+    )
+    faithfulness = report.faithfulness
+    assert faithfulness.reference == "keras" and faithfulness.passed, faithfulness.describe()
+    assert faithfulness.micro_error <= 1.25 * max(faithfulness.litert_errors.values()) + 1 / 512
+    assert not report.accepted_difference and report.max_diff_steps >= 0

@@ -25,6 +25,7 @@ _MASKS = (
     (re.compile(r"(max abs error +)\S+"), r"\1<error>"),
     (re.compile(r"\d+ (tied|quantized step)"), r"<n> \1"),
     (re.compile(r"kernels \d+"), "kernels <n>"),
+    (re.compile(r"((?:TFLite Micro|optimized|reference|allowed) )\d[\d.e-]*"), r"\1<error>"),
 )
 _DECIMALS = re.compile(r"\b\d+\.\d+\b")
 

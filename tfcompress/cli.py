@@ -156,7 +156,7 @@ _COMMANDS = {
             (
                 "conversion",
                 "tfcompress.export.tflite:ConvertOptions",
-                {"only": ("per_tensor_dense",), "defaults": "tfcompress.jobs.micro:CONVERSION"},
+                {"only": ("per_tensor_dense", "weight_bits"), "defaults": "tfcompress.jobs.micro:CONVERSION"},
             ),
             _GATE,
             _LOAD,

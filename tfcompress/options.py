@@ -311,6 +311,11 @@ class MicroOptions:
         "smaller flash, the largest expanded tensor in RAM.",
         choices=("lut",),
     )
+    accept_micro_difference: bool = option(
+        False,
+        "Package even when TFLite Micro's outputs are further from the Keras model's than LiteRT's "
+        "(recorded in the report).",
+    )
 
     def __post_init__(self):
         if self.compress not in (None, "lut"):

@@ -275,10 +275,19 @@ def format_benchmark(report: BenchmarkReport) -> str:
         elif model.micro:
             lines.append(
                 f"TFLite Micro, {model.model}: arena {model.micro['arena_bytes']:,} B, "
-                f"max difference from LiteRT {model.micro['max_diff_steps']} step(s), "
+                f"max difference from LiteRT {model.micro['max_diff_steps']} step(s){_micro_verdict(model.micro)}, "
                 f"p50 {model.micro['latency_us']['p50']:,.0f} us"
             )
     return "\n".join(lines)
+
+
+def _micro_verdict(micro: dict) -> str:
+    verification = micro.get("verification")
+    if not verification:
+        return ""
+    verdict = "as faithful as LiteRT" if verification["passed"] else "NOT as faithful as LiteRT"
+    between = verification["litert_errors"]["between kernel sets"]
+    return f" ({verdict}: allowed {verification['allowed']:g}; LiteRT's two kernel sets differ by {between})"
 
 
 def markdown_benchmark(report: BenchmarkReport) -> str:
@@ -286,6 +295,10 @@ def markdown_benchmark(report: BenchmarkReport) -> str:
     machine = report.machine
     lines += ["", f"{machine['cpu']}, {machine['threads']} thread(s). Ratios (x) are to the first model."]
     return "\n".join(lines) + "\n"
+
+
+def _low_bit_note(weights) -> str:
+    return ", int4 weights" if any(weight["bits"] < 8 for weight in weights) else ""
 
 
 def format_report(report: ConversionReport) -> str:
@@ -318,7 +331,7 @@ def format_report(report: ConversionReport) -> str:
         rows.append(("latency p50", "", f"{report.latency.p50:,.0f} us (1 thread, this machine)"))
     lines = [
         f"{report.model} -> {report.output or '(not written)'}",
-        table(("", "Keras (reference)", f"TFLite {report.precision}"), rows),
+        table(("", "Keras (reference)", f"TFLite {report.precision}{_low_bit_note(report.weights)}"), rows),
     ]
     lines.append("ops: " + ", ".join(f"{name} x{count}" for name, count in report.ops.items()))
     lines.append("float ops: " + (", ".join(report.float_ops) or "none"))

@@ -17,6 +17,7 @@ from tfcompress._io.native import captured_output
 from tfcompress.data import Dataset
 from tfcompress.errors import ConversionError, OptionError
 from tfcompress.export.calibration import quantize_with_adjusted_calibration
+from tfcompress.export.int4 import requantize_int4
 from tfcompress.export.keras_export import SharedExport
 from tfcompress.options import option
 
@@ -34,6 +35,7 @@ PRECISIONS = ("float32", "float16", "dynamic", "int8", "int16x8")
 IO_TYPES = ("float32", "int8", "uint8")
 CALIBRATED_PRECISIONS = ("int8", "int16x8")
 CALIBRATION_METHODS = ("minmax", "percentile")
+WEIGHT_BITS = (8, 4)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,6 +69,11 @@ class ConvertOptions:
     )
     percentile: float = option(99.99, "With --calibration_method percentile.")
     input_range: Optional[tuple[float, float]] = option(None, "int8: MIN,MAX the input is quantized over.")
+    weight_bits: int = option(
+        8,
+        "int8: 4 stores Conv2D, DepthwiseConv2D and Dense kernels as int4 (two per byte), rescaled after "
+        "calibration; trained int4 (qat --weight_bits 4) loses less accuracy.",
+    )
     batch_size: Optional[int] = None
     float_fallback: bool = False
     quantize_aware: bool = False  # a QAT model: int8 ranges come from its learned fake-quant nodes
@@ -99,6 +106,12 @@ class ConvertOptions:
             len(self.input_range) == 2 and self.input_range[0] < self.input_range[1]
         ):
             raise OptionError(f"input_range must be (low, high) with low < high. Received: {self.input_range}")
+        if self.weight_bits not in WEIGHT_BITS:
+            raise OptionError(f"weight_bits must be 8 or 4. Received: weight_bits={self.weight_bits}")
+        if self.weight_bits != 8 and self.precision != "int8":
+            raise OptionError(
+                f"weight_bits 4 needs precision int8 (int8 activations). Received: precision={self.precision!r}"
+            )
         if self.calibration_samples < 1:
             raise OptionError(
                 f"calibration_samples must be at least 1. Received: calibration_samples={self.calibration_samples}"
@@ -112,6 +125,11 @@ class ConvertOptions:
     @property
     def needs_calibration(self) -> bool:
         return self.precision in CALIBRATED_PRECISIONS and not self.quantize_aware
+
+    @property
+    def packs_int4_after_conversion(self) -> bool:
+        """Post-training int4: the converter packs INT4 only for a QAT model trained at 4 bits."""
+        return self.weight_bits == 4 and not self.low_bit_weights
 
 
 def to_tflite(
@@ -145,12 +163,16 @@ def to_tflite(
         with captured_output(), warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="Statistics for quantized inputs")
             if options.adjusts_calibration and calibration is not None:
-                return quantize_with_adjusted_calibration(converter, options, calibration, list(layer_kinds(model)))
-            return bytes(converter.convert())
+                converted = quantize_with_adjusted_calibration(
+                    converter, options, calibration, list(layer_kinds(model))
+                )
+            else:
+                converted = bytes(converter.convert())
     except ConverterError as error:
         raise ConversionError(
             f"The TFLite converter failed for precision={options.precision}: {_converter_message(error)}"
         ) from None
+    return requantize_int4(converted) if options.packs_int4_after_conversion else converted
 
 
 def _converter(model, batch_size, tf):

@@ -27,10 +27,11 @@ from tfcompress.runtime.interpreter import predict
 from tfcompress.runtime.latency import measure_latency
 from tfcompress.transforms.qat import has_low_bit_weights, is_quantize_aware
 
-__all__ = ["convert", "convert_loaded", "io_report", "RANDOM_CALIBRATION"]
+__all__ = ["convert", "convert_loaded", "for_model", "io_report", "RANDOM_CALIBRATION"]
 
 RANDOM_CALIBRATION = "random"
 _RANDOM_CALIBRATION_SAMPLES = 100
+_INT4_LOSS_WARNING_PT = 1.0  # post-training int4 losses above this point at QAT
 
 
 def convert(
@@ -63,16 +64,28 @@ def convert(
     options, load, guard = gather(settings, (ConvertOptions, options), (LoadOptions, load), (GuardOptions, guard))
     with job_outputs(output, report_path, inputs=(model, calibration, eval_data)) as outputs:
         model, model_path = load_model(model, load)
-        options = dataclasses.replace(
-            options, quantize_aware=is_quantize_aware(model), low_bit_weights=has_low_bit_weights(model)
-        )
         with LoadedModel(model, model_path) as loaded:
             report = convert_loaded(
-                loaded, options, load, guard, calibration, eval_data, output, latency_runs, check_target
+                loaded,
+                for_model(options, model),
+                load,
+                guard,
+                calibration,
+                eval_data,
+                output,
+                latency_runs,
+                check_target,
             )
         outputs.bytes(output, report.tflite)
         outputs.report(report_path, report)
     return report
+
+
+def for_model(options: ConvertOptions, model) -> ConvertOptions:
+    """The options with what the model itself decides: QAT's learned ranges, weights trained at 4 bits."""
+    return dataclasses.replace(
+        options, quantize_aware=is_quantize_aware(model), low_bit_weights=has_low_bit_weights(model)
+    )
 
 
 def convert_loaded(
@@ -113,6 +126,8 @@ def convert_loaded(
         if evaluation is not None:
             reference_accuracy = metrics.accuracy(keras_outputs, evaluation.y)
             accuracy = metrics.accuracy(tflite_outputs, evaluation.y)
+    if options.packs_int4_after_conversion:
+        warnings.extend(_post_training_int4_loss(reference_accuracy, accuracy, fidelity))
     if latency_runs:
         progress.stage("measuring latency")
     latency = measure_latency(tflite_bytes, runs=latency_runs, warmup=10) if latency_runs else None
@@ -144,10 +159,31 @@ def convert_loaded(
             "calibration_method": options.calibration_method,
             "percentile": options.percentile,
             "input_range": list(options.input_range) if options.input_range else None,
+            "weight_bits": 4 if options.low_bit_weights else options.weight_bits,
         },
         warnings=tuple(warnings),
         tflite=tflite_bytes,
     )
+
+
+def _post_training_int4_loss(reference_accuracy, accuracy, fidelity) -> tuple:
+    """A warning when rounding trained weights to 4 bits cost more than training at 4 bits would."""
+    drop = metrics.accuracy_drop(reference_accuracy, accuracy)
+    if drop is not None:
+        lost, loss = drop, f"{drop:.2f} pt of accuracy"
+    elif fidelity is not None:
+        lost = (1 - fidelity.top1_agreement) * 100
+        loss = f"{lost:.1f}% of the Keras model's top-1 predictions"
+    else:
+        return ()
+    if lost <= _INT4_LOSS_WARNING_PT:
+        return ()
+    message = (
+        f"post-training int4 weights cost {loss}; `tfcompress qat --weight_bits 4` trains the "
+        "weights at 4 bits and usually loses far less"
+    )
+    logging.warning(message)
+    return (message,)
 
 
 def _calibration(

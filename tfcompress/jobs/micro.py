@@ -19,11 +19,14 @@ from tfcompress.errors import ConversionError, DataError, ModelLoadError
 from tfcompress.export.ethosu import compile_for_ethos_u
 from tfcompress.export.micro import arena_with_margin, check_identifier, micro_sources
 from tfcompress.export.tflite import ConvertOptions
-from tfcompress.jobs.convert import convert, io_report
+from tfcompress.jobs._common import load_model
+from tfcompress.jobs._loaded import LoadedModel
+from tfcompress.jobs.convert import convert_loaded, for_model, io_report
 from tfcompress.jobs.micro_lut import LutResult, format_lut_section, lut_compress_verified
 from tfcompress.options import GuardOptions, LoadOptions, MicroOptions, gather
 from tfcompress.report import library_versions
 from tfcompress.report_schema import schema_version
+from tfcompress.runtime import faithfulness as faithfulness_of
 from tfcompress.runtime import metrics
 from tfcompress.runtime.inspect import (
     gzip_size,
@@ -33,16 +36,12 @@ from tfcompress.runtime.inspect import (
     read_tflite,
     weight_tensors,
 )
-from tfcompress.runtime.interpreter import predict, quantize
+from tfcompress.runtime.interpreter import dequantize, predict, quantize
 from tfcompress.runtime.latency import random_inputs
 from tfcompress.runtime.tflm import run_micro
 
-__all__ = ["MicroReport", "to_micro", "MAX_DIFF_STEPS"]
+__all__ = ["MicroReport", "to_micro"]
 
-# TFLite Micro and the closer of LiteRT's two kernel sets may round two steps apart, no more:
-# the int8 softmax of a pruned and clustered LeNet-300-100 gave 115 vs 113 (of 256) on 2 of
-# 1,000 outputs with either kernel set; the unpruned sample models stay within one step.
-MAX_DIFF_STEPS = 2
 _AGREEMENT_SAMPLES = 100
 _LUT_CHECK_SAMPLES = 500  # inputs on which LUT-compressed outputs must equal the uncompressed ones
 
@@ -73,6 +72,8 @@ class MicroReport:
     weights: tuple = ()  # every stored weight tensor: name, dtype, bits, bytes (runtime.inspect.weight_tensors)
     ethos_u: Optional[dict] = None  # vela's summary when an Ethos-U target was asked for
     lut: Optional[LutResult] = None  # with compress="lut": what was compressed, verified, measured
+    faithfulness: Optional[faithfulness_of.Faithfulness] = None  # TFLite Micro vs LiteRT, against Keras
+    accepted_difference: bool = False  # packaged with --accept_micro_difference though it failed
 
     @property
     def accuracy_drop(self) -> Optional[float]:
@@ -100,6 +101,8 @@ class MicroReport:
                 "max_diff_steps": self.max_diff_steps,
                 "diff_steps_by_kernels": self.diff_steps_by_kernels,
                 "agreement_samples": self.agreement_samples,
+                "verification": self.faithfulness.to_dict() if self.faithfulness else None,
+                "accepted_difference": self.accepted_difference,
                 "runtime": "tflite-micro Python interpreter",
             },
             "per_tensor_dense": self.per_tensor_dense,
@@ -166,91 +169,126 @@ def _build_micro(
 ) -> MicroReport:
     check_identifier(options.name)
     arena_with_margin(1, options.arena_margin)  # validates the margin before the slow work
+    package = _Package(output_dir, staging, eval_data if eval_data is not None else calibration, options, load)
     model_path = Path(model) if not hasattr(model, "inputs") else None
     if model_path is not None and model_path.suffix == ".tflite":
-        tflite_bytes, converted = _checked_tflite(model_path), None
-    else:
-        if calibration is None:
-            raise DataError(
-                "micro needs --calibration DATA: int8 conversion calibrates activation "
-                "ranges on a few hundred real inputs."
-            )
-        converted = convert(
-            model,
-            options=conversion,
-            calibration=calibration,
-            eval_data=eval_data,
-            load=load,
+        return package.build(_checked_tflite(model_path), model_path, eval_data)
+    if calibration is None:
+        raise DataError(
+            "micro needs --calibration DATA: int8 conversion calibrates activation ranges on a few hundred real inputs."
+        )
+    keras_model, keras_path = load_model(model, load)
+    with LoadedModel(keras_model, keras_path) as loaded:
+        converted = convert_loaded(
+            loaded,
+            for_model(conversion, keras_model),
+            load,
+            GuardOptions(skip_check=guard.skip_check),
+            calibration,
+            eval_data,
             latency_runs=0,
             check_target="micro",
-            skip_check=guard.skip_check,
         )
-        tflite_bytes = converted.tflite
-    summary = inspect_tflite(tflite_bytes)
-    check_data = _check_data(eval_data if eval_data is not None else calibration, summary, load)
-    inputs = _micro_inputs(check_data, summary)
-    progress.stage("running in TFLite Micro: arena and agreement with LiteRT")
-    micro = run_micro(tflite_bytes, inputs)
-    if micro.max_diff_steps > MAX_DIFF_STEPS:
-        raise ConversionError(
-            f"TFLite Micro outputs differ from LiteRT's by {micro.diff_steps_by_kernels} quantized steps "
-            f"(allowed {MAX_DIFF_STEPS}); the model would not behave on the device as measured here."
+        return package.build(converted.tflite, loaded.name, eval_data, converted, loaded)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Package:
+    """What becomes of a full-integer model: run in TFLite Micro, verified, compressed, written."""
+
+    output_dir: Path
+    staging: Path
+    check_data: object  # the data the outputs are checked on (eval, else calibration)
+    options: MicroOptions
+    load: LoadOptions
+
+    def build(self, tflite_bytes: bytes, name, eval_data, converted=None, loaded=None) -> MicroReport:
+        """`converted` and `loaded` (the convert report and the Keras model) exist unless a .tflite was given."""
+        summary = inspect_tflite(tflite_bytes)
+        check_data = _check_data(self.check_data, summary, self.load)
+        inputs = _micro_inputs(check_data, summary)
+        progress.stage("running in TFLite Micro: arena, and outputs against LiteRT's and the Keras model's")
+        micro = run_micro(tflite_bytes, inputs)
+        faithfulness = _faithfulness(micro, summary, check_data, loaded)
+        if not faithfulness.passed and not self.options.accept_micro_difference:
+            raise ConversionError(
+                f"TFLite Micro runs the model less faithfully than LiteRT: {faithfulness.describe()}. The model "
+                "would not behave on the device as measured here; --accept_micro_difference packages it anyway."
+            )
+        warnings = list(converted.warnings) if converted else []
+        if not faithfulness.passed:
+            warnings.append(f"packaged with --accept_micro_difference although {faithfulness.describe()}")
+        accuracy = None
+        if converted is not None:
+            accuracy = converted.accuracy
+        elif eval_data is not None and check_data.y is not None:
+            accuracy = metrics.accuracy(predict(tflite_bytes, check_data.x), check_data.y)
+        lut = None
+        if self.options.compress == "lut":
+            lut_inputs = (
+                quantize(check_data.x[:_LUT_CHECK_SAMPLES], summary.inputs[0].interpreter_detail())
+                if check_data is not None
+                else inputs
+            )
+            lut = lut_compress_verified(tflite_bytes, lut_inputs, micro.arena_bytes)
+            tflite_bytes, summary = lut.model, inspect_tflite(lut.model)
+        arena_bytes = lut.arena_bytes if lut else micro.arena_bytes
+        vela = compile_for_ethos_u(tflite_bytes, self.options.npu) if self.options.npu else None
+        progress.stage("writing the C++ sources and reports")
+        declared_arena = arena_with_margin(arena_bytes, self.options.arena_margin)
+        sources = micro_sources(tflite_bytes, name=self.options.name, arena_bytes=declared_arena, ops=summary.ops)
+        files = ("model.tflite", sources.source_name, sources.header_name, "report.json", "report.md")
+        files += ("model_vela.tflite",) if vela else ()
+        report = MicroReport(
+            model=str(name),
+            output_dir=str(self.output_dir),
+            size_bytes=len(tflite_bytes),
+            gzip_bytes=gzip_size(tflite_bytes),
+            arena_bytes=arena_bytes,
+            arena_with_margin_bytes=declared_arena,
+            recorded_arena_bytes=micro.recorded_arena_bytes,
+            max_diff_steps=micro.max_diff_steps,
+            diff_steps_by_kernels=micro.diff_steps_by_kernels,
+            agreement_samples=len(inputs),
+            micro_latency=(lut.latency["compressed"] if lut and lut.compressed else micro.latency).to_dict(),
+            ops=summary.ops,
+            accuracy=accuracy,
+            reference=dataclasses.asdict(converted.reference) if converted else None,
+            fidelity=converted.fidelity.to_dict() if converted and converted.fidelity else None,
+            per_tensor_dense=converted.options["per_tensor_dense"] if converted else None,
+            files=files,
+            io=io_report(summary),
+            calibration=converted.calibration if converted else None,
+            warnings=tuple(warnings),
+            float32_bytes=converted.float32_bytes if converted else None,
+            weights=weight_tensors(summary),
+            ethos_u=vela.to_dict() if vela else None,
+            lut=lut,
+            faithfulness=faithfulness,
+            accepted_difference=not faithfulness.passed,
         )
-    accuracy = None
-    if converted is not None:
-        accuracy = converted.accuracy
-    elif eval_data is not None and check_data.y is not None:
-        accuracy = metrics.accuracy(predict(tflite_bytes, check_data.x), check_data.y)
-    lut = None
-    if options.compress == "lut":
-        lut_inputs = (
-            quantize(check_data.x[:_LUT_CHECK_SAMPLES], summary.inputs[0].interpreter_detail())
-            if check_data is not None
-            else inputs
-        )
-        lut = lut_compress_verified(tflite_bytes, lut_inputs, micro.arena_bytes)
-        tflite_bytes, summary = lut.model, inspect_tflite(lut.model)
-    arena_bytes = lut.arena_bytes if lut else micro.arena_bytes
-    vela = compile_for_ethos_u(tflite_bytes, options.npu) if options.npu else None
-    progress.stage("writing the C++ sources and reports")
-    declared_arena = arena_with_margin(arena_bytes, options.arena_margin)
-    sources = micro_sources(tflite_bytes, name=options.name, arena_bytes=declared_arena, ops=summary.ops)
-    files = ("model.tflite", sources.source_name, sources.header_name, "report.json", "report.md")
-    files += ("model_vela.tflite",) if vela else ()
-    report = MicroReport(
-        model=str(model_path) if model_path is not None else model.name,
-        output_dir=str(output_dir),
-        size_bytes=len(tflite_bytes),
-        gzip_bytes=gzip_size(tflite_bytes),
-        arena_bytes=arena_bytes,
-        arena_with_margin_bytes=declared_arena,
-        recorded_arena_bytes=micro.recorded_arena_bytes,
-        max_diff_steps=micro.max_diff_steps,
-        diff_steps_by_kernels=micro.diff_steps_by_kernels,
-        agreement_samples=len(inputs),
-        micro_latency=(lut.latency["compressed"] if lut and lut.compressed else micro.latency).to_dict(),
-        ops=summary.ops,
-        accuracy=accuracy,
-        reference=dataclasses.asdict(converted.reference) if converted else None,
-        fidelity=converted.fidelity.to_dict() if converted and converted.fidelity else None,
-        per_tensor_dense=conversion.per_tensor_dense if converted else None,
-        files=files,
-        io=io_report(summary),
-        calibration=converted.calibration if converted else None,
-        warnings=converted.warnings if converted else (),
-        float32_bytes=converted.float32_bytes if converted else None,
-        weights=weight_tensors(summary),
-        ethos_u=vela.to_dict() if vela else None,
-        lut=lut,
+        write_atomic(self.staging / "model.tflite", tflite_bytes)
+        write_atomic(self.staging / sources.source_name, sources.source.encode())
+        write_atomic(self.staging / sources.header_name, sources.header.encode())
+        write_json_atomic(self.staging / "report.json", report.to_dict())
+        write_atomic(self.staging / "report.md", format_micro_report(report).encode())
+        if vela:
+            write_atomic(self.staging / "model_vela.tflite", vela.model)
+        return report
+
+
+def _faithfulness(micro, summary, check_data, loaded) -> faithfulness_of.Faithfulness:
+    """Against the Keras model's outputs where there is one output to compare, else against LiteRT."""
+    if loaded is None or len(loaded.model.outputs) != 1:
+        return faithfulness_of.against_litert(micro.diff_steps_by_kernels, micro.litert_outputs)
+    output = summary.outputs[0].interpreter_detail()
+    keras_outputs = loaded.keras_outputs(check_data.x[: len(micro.outputs)])
+    return faithfulness_of.against_keras(
+        dequantize(micro.outputs, output),
+        {kernels: None if raw is None else dequantize(raw, output) for kernels, raw in micro.litert_outputs.items()},
+        keras_outputs.reshape(micro.outputs.shape),
+        output["quantization"][0],
     )
-    write_atomic(staging / "model.tflite", tflite_bytes)
-    write_atomic(staging / sources.source_name, sources.source.encode())
-    write_atomic(staging / sources.header_name, sources.header.encode())
-    write_json_atomic(staging / "report.json", report.to_dict())
-    write_atomic(staging / "report.md", format_micro_report(report).encode())
-    if vela:
-        write_atomic(staging / "model_vela.tflite", vela.model)
-    return report
 
 
 def _int4_row(weights) -> str:
@@ -262,6 +300,18 @@ def _int4_row(weights) -> str:
         f"| int4 weights | {len(packed)} tensors, {sum(packed):,} B packed (two per byte); TFLite Micro unpacks "
         f"each to int8 in the arena when it runs (largest {2 * max(packed):,} B), counted in the arena above |\n"
     )
+
+
+def _reference_name(report: MicroReport) -> str:
+    return "Keras" if report.faithfulness and report.faithfulness.reference == "keras" else "LiteRT"
+
+
+def _verdict(report: MicroReport) -> str:
+    """As faithful as LiteRT (passed), or packaged anyway on the user's word."""
+    if report.faithfulness is None:
+        return "n/a"
+    verdict = "as faithful as LiteRT" if report.faithfulness.passed else "NOT as faithful as LiteRT (accepted)"
+    return f"{verdict}: {report.faithfulness.describe()}"
 
 
 def format_micro_report(report: MicroReport) -> str:
@@ -283,6 +333,7 @@ def format_micro_report(report: MicroReport) -> str:
 | tensor arena declared (with margin) | {report.arena_with_margin_bytes:,} B |
 {_int4_row(report.weights)}| ops ({len(report.ops)}) | {", ".join(report.ops)} |
 | accuracy | {accuracy}{drop} |
+| verified against {_reference_name(report)} | {_verdict(report)} |
 | TFLite Micro vs LiteRT | {agreement} |
 | TFLite Micro latency (host, Python build) | p50 {report.micro_latency["p50"]:,.0f} us |
 

@@ -60,7 +60,7 @@ _STEPS = {
     "micro": (
         {
             **recipe_schema(MicroOptions),
-            **recipe_schema(ConvertOptions, only=("per_tensor_dense",)),
+            **recipe_schema(ConvertOptions, only=("per_tensor_dense", "weight_bits")),
             **recipe_schema(GuardOptions, only=_GATE),
         },
         ("calibration", "eval"),

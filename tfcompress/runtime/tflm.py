@@ -44,6 +44,8 @@ class MicroRun:
     recorded_arena_bytes: int  # the recording allocator's own total
     diff_steps_by_kernels: dict  # largest output difference from LiteRT, in quantized steps (None: no such kernel)
     latency: Latency
+    outputs: np.ndarray = dataclasses.field(repr=False, compare=False)  # TFLite Micro's raw first output
+    litert_outputs: dict = dataclasses.field(repr=False, compare=False)  # kernel set → LiteRT's (None: no such)
 
     @property
     def max_diff_steps(self) -> int:
@@ -91,12 +93,11 @@ def run_micro(model_bytes: bytes, inputs: np.ndarray, *, runs: int = 20) -> Micr
     its MEAN the reference kernels (the optimized one was 6 steps off on ResNet-8).
     """
     arena, recorded = measure_arena(model_bytes)
-    outputs = micro_outputs(model_bytes, inputs, arena).astype(np.int64)
-    differences = {
-        "optimized": _steps_from(outputs, raw_outputs(model_bytes, inputs)),
-        "reference": _steps_from(outputs, _reference_outputs(model_bytes, inputs)),
-    }
-    return MicroRun(arena, recorded, differences, time_micro(model_bytes, inputs, arena, runs=runs))
+    outputs = micro_outputs(model_bytes, inputs, arena)
+    litert = {"optimized": raw_outputs(model_bytes, inputs), "reference": _reference_outputs(model_bytes, inputs)}
+    differences = {kernels: _steps_from(outputs, litert_outputs) for kernels, litert_outputs in litert.items()}
+    latency = time_micro(model_bytes, inputs, arena, runs=runs)
+    return MicroRun(arena, recorded, differences, latency, outputs, litert)
 
 
 def _reference_outputs(model_bytes: bytes, inputs: np.ndarray):
@@ -109,7 +110,9 @@ def _reference_outputs(model_bytes: bytes, inputs: np.ndarray):
 
 
 def _steps_from(outputs: np.ndarray, litert_outputs) -> Optional[int]:
-    return None if litert_outputs is None else int(np.abs(outputs - litert_outputs.astype(np.int64)).max())
+    if litert_outputs is None:
+        return None
+    return int(np.abs(outputs.astype(np.int64) - litert_outputs.astype(np.int64)).max())
 
 
 def micro_outputs(
