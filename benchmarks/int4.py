@@ -3,10 +3,12 @@
 For each bundled sample model (trained on the 60,000 training images), in one run:
   - float32: `tfcompress convert --precision float32`;
   - int8 PTQ: `tfcompress convert --precision int8` (calibrated on the committed 1,000 images);
+  - int4 PTQ: the same with `--weight_bits 4` (the int8 model's kernels rounded to 4 bits);
   - int8 QAT, int4 QAT (every Conv2D/DepthwiseConv2D/Dense at 4 bits) and int4 QAT with the first and
     last layers with weights at 8 bits: `tfcompress qat [--weight_bits 4 [--layer_bits first=8,last=8]]`
     on all 60,000 images, the same epochs, batch size, learning rate and seed, then `convert` and
-    `micro` (TFLite Micro: flash, measured arena, agreement with LiteRT in quantized steps);
+    `micro` (TFLite Micro: flash, measured arena, its verification against the Keras model, and its
+    agreement with LiteRT in quantized steps);
   - AI Edge Quantizer's int4-weight recipe (`dynamic_wi4_afp32`) on the same float32 `.tflite`,
     run in its own venv (`--aeq_python`; it pins its own packages), its accuracy measured with
     `tfcompress benchmark` (LiteRT). It keeps float activations, so TFLite Micro cannot run it.
@@ -16,6 +18,7 @@ accuracy) and the table in benchmarks/README.md.
 """
 
 import json
+import shutil
 import subprocess
 import sys
 import time
@@ -44,6 +47,7 @@ _AEQ_PYTHON = flags.DEFINE_string(
     "ai-edge-quantizer==0.10.0).",
 )
 QAT = {"batch_size": 128, "learning_rate": 1e-4, "seed": 0}
+INT4 = ("--weight_bits", "4")
 VARIANTS = {
     "int8 QAT": (),
     "int4 QAT": ("--weight_bits", "4"),
@@ -95,6 +99,13 @@ def compare(name: str, folder: Path, train: str, test: str) -> list:
             folder / "int8_ptq",
             test,
         ),
+        with_micro(
+            converted("int4 PTQ", model, folder / "int4_ptq", test, "--calibration", str(CALIBRATION), *INT4),
+            model,
+            folder / "int4_ptq",
+            test,
+            *INT4,
+        ),
     ]
     for variant, flags_given in VARIANTS.items():
         stem = folder / variant.replace(" ", "_").replace(",", "").replace("/", "")
@@ -133,19 +144,25 @@ def converted(variant: str, model, stem: Path, test: str, *flags_given) -> dict:
     }
 
 
-def with_micro(row: dict, model, stem: Path, test: str) -> dict:
-    """The row with `tfcompress micro`'s flash, measured arena and TFLite Micro's agreement with LiteRT;
-    or with micro's one-line refusal, when TFLite Micro's outputs are not close enough to LiteRT's."""
+def with_micro(row: dict, model, stem: Path, test: str, *flags_given) -> dict:
+    """The row with `tfcompress micro`'s flash, measured arena, verification against Keras and agreement
+    with LiteRT; or with micro's one-line refusal, when TFLite Micro is less faithful than LiteRT."""
     folder = stem.with_name(stem.name + "_micro")
-    refused = tfcompress("micro", model, "-o", folder, "--calibration", CALIBRATION, "--eval", test, check=False)
+    shutil.rmtree(folder, ignore_errors=True)  # micro writes only into a new folder
+    refused = tfcompress(
+        "micro", model, "-o", folder, "--calibration", CALIBRATION, "--eval", test, *flags_given, check=False
+    )
     if refused:
         return {**row, "micro_refused": refused}
     report = json.loads((folder / "report.json").read_text())
+    verification = report["micro"]["verification"]
     return {
         **row,
         "flash_bytes": report["size_bytes"],
         "arena_bytes": report["arena_bytes"],
         "micro_max_diff_steps": report["micro"]["max_diff_steps"],
+        "micro_error_vs_keras": round(verification["micro_error"], 5),
+        "litert_error_vs_keras": round(max(e for e in verification["litert_errors"].values() if e is not None), 5),
         "micro_accuracy": report["accuracy"],
     }
 

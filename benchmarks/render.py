@@ -837,8 +837,10 @@ def _int4(result: dict) -> str:
         "[--weight_bits 4 [--layer_bits first=8,last=8]]`, then `convert` and `micro`); int8 PTQ calibrated on the "
         f"committed 1,000 images; AI Edge Quantizer: its `{result['aeq_recipe']}` recipe on the same float32 "
         "`.tflite` (float activations: TFLite Micro cannot run it). Accuracy on the 10,000 test images; flash and "
-        "arena from `tfcompress micro` (the arena measured in TFLite Micro, int4 weights unpacked in it); TFLM "
-        "steps: the largest difference from LiteRT's outputs, in quantized steps, on 100 inputs. Weights: the bytes "
+        "arena from `tfcompress micro` (the arena measured in TFLite Micro, int4 weights unpacked in it); TFLM: "
+        "the largest difference from LiteRT's outputs in quantized steps on 100 inputs, then the mean abs error "
+        "from the Keras outputs of TFLite Micro and of LiteRT's worse kernel set (micro passes when TFLite Micro "
+        "is within 1.25x LiteRT's + half a step). Weights: the bytes "
         "of the weight tensors alone (int4 halves them; the rest of a small model's file is biases, quantization "
         "parameters and tensor names).",
         "",
@@ -864,7 +866,14 @@ def _int4(result: dict) -> str:
 def _micro_steps(row: dict) -> str:
     if row.get("micro_refused"):
         return "**refused**: " + row["micro_refused"].split("error: ", 1)[-1]
-    return "–" if row.get("micro_max_diff_steps") is None else str(row["micro_max_diff_steps"])
+    if row.get("micro_max_diff_steps") is None:
+        return "–"
+    if row.get("micro_error_vs_keras") is None:
+        return str(row["micro_max_diff_steps"])
+    return (
+        f"{row['micro_max_diff_steps']}; vs Keras {row['micro_error_vs_keras']:.4f} "
+        f"(LiteRT {row['litert_error_vs_keras']:.4f})"
+    )
 
 
 def _epochs(result: dict) -> str:

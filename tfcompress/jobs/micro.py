@@ -1,9 +1,10 @@
 """The micro job: a model → files a TFLite Micro firmware project drops in, verified.
 
 The model is converted to full integer (int8 I/O, per-tensor Dense weights unless asked
-otherwise), run in the real TFLite Micro interpreter to measure its arena and compare
-its outputs with LiteRT's, and only then written: `model.tflite`, the C++ sources,
-`report.json` and `report.md`. Any failure leaves the output folder untouched.
+otherwise), run in the real TFLite Micro interpreter to measure its arena and to check it
+is as faithful to the Keras model as LiteRT is (runtime.faithfulness), and only then
+written: `model.tflite`, the C++ sources, `report.json` and `report.md`. Any failure leaves
+the output folder untouched.
 """
 
 import dataclasses
@@ -141,6 +142,7 @@ def to_micro(
     into `model_vela.tflite`, and vela's SRAM/flash/cycle summary joins the report. With
     `compress="lut"`, weight tensors of few distinct values (clustered layers) are stored
     as bit-packed indices that TFLite Micro's DECODE op expands; the files describe that model.
+    A model TFLite Micro runs less faithfully than LiteRT is refused unless `accept_micro_difference`.
     """
     options, conversion, load, guard = gather(
         settings,
