@@ -141,6 +141,10 @@ def test_post_training_int4_packs_every_kernel_and_loses_nothing_on_15_levels(tf
     eight_kernels = [weight["bytes"] for weight in eight.weights if weight["dtype"] == "INT8"]
     assert [weight["bytes"] for weight in kernels] == [-(-size // 2) for size in eight_kernels]  # two per byte
     assert four.options["weight_bits"] == 4 and four.size_bytes < eight.size_bytes
+    # the file's parts add up, and only the kernels shrank
+    assert sum(four.file_bytes.values()) == four.size_bytes and four.file_bytes["graph_and_metadata"] > 0
+    assert four.file_bytes["kernels"] == sum(weight["bytes"] for weight in kernels)
+    assert four.file_bytes["quantization_parameters"] == eight.file_bytes["quantization_parameters"]
     # the int4 file runs (biases rescaled to the new kernel scales) and is as close to Keras as int8
     assert four.fidelity.mean_abs_error <= 1.25 * eight.fidelity.mean_abs_error, (four.fidelity, eight.fidelity)
     assert four.fidelity.top1_agreement >= eight.fidelity.top1_agreement - 0.01

@@ -103,15 +103,23 @@ _WEIGHTS = {
         },
     },
 }
+# Where the file's bytes go (runtime.inspect.file_parts).
+_FILE_BYTES = {
+    "type": ["object", "null"],
+    "required": ["kernels", "other_constants", "quantization_parameters", "tensor_names", "graph_and_metadata"],
+    "additionalProperties": _COUNT,
+}
 _EXTRA = {
     "convert": {
         "weights": _WEIGHTS,
+        "file_bytes": _FILE_BYTES,
         "io": {"$ref": "#/$defs/io"},
         "calibration": {"$ref": "#/$defs/calibration"},
         "options": {"type": "object"},
     },
     "micro": {
         "weights": _WEIGHTS,
+        "file_bytes": _FILE_BYTES,
         "io": {"$ref": "#/$defs/io"},
         "calibration": {"$ref": "#/$defs/calibration"},
         "arena_with_margin_bytes": _COUNT,

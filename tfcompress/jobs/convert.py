@@ -22,7 +22,7 @@ from tfcompress.jobs.check import cached_conversion, check_model, micro_refuses,
 from tfcompress.options import GuardOptions, LoadOptions, gather
 from tfcompress.report import ConversionReport, Reference
 from tfcompress.runtime import metrics
-from tfcompress.runtime.inspect import gzip_size, inspect_tflite, weight_tensors
+from tfcompress.runtime.inspect import file_parts, gzip_size, inspect_tflite, weight_tensors
 from tfcompress.runtime.interpreter import predict
 from tfcompress.runtime.latency import measure_latency
 from tfcompress.transforms.qat import has_low_bit_weights, is_quantize_aware
@@ -145,6 +145,7 @@ def convert_loaded(
         ops=summary.ops,
         float_ops=summary.float_ops,
         weights=weight_tensors(summary),
+        file_bytes=file_parts(summary),
         io=io_report(summary),
         calibration=_calibration_note(calibration_data, options),
         options={

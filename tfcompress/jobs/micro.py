@@ -25,11 +25,12 @@ from tfcompress.jobs._loaded import LoadedModel
 from tfcompress.jobs.convert import convert_loaded, for_model, io_report
 from tfcompress.jobs.micro_lut import LutResult, format_lut_section, lut_compress_verified
 from tfcompress.options import GuardOptions, LoadOptions, MicroOptions, gather
-from tfcompress.report import library_versions
+from tfcompress.report import file_parts_text, library_versions
 from tfcompress.report_schema import schema_version
 from tfcompress.runtime import faithfulness as faithfulness_of
 from tfcompress.runtime import metrics
 from tfcompress.runtime.inspect import (
+    file_parts,
     gzip_size,
     inspect_tflite,
     is_full_integer,
@@ -71,6 +72,7 @@ class MicroReport:
     warnings: tuple
     float32_bytes: Optional[int]  # the float32 .tflite of the same Keras model (None for a given .tflite)
     weights: tuple = ()  # every stored weight tensor: name, dtype, bits, bytes (runtime.inspect.weight_tensors)
+    file_bytes: Optional[dict] = None  # kernels, other constants, quantization parameters, ... (inspect.file_parts)
     ethos_u: Optional[dict] = None  # vela's summary when an Ethos-U target was asked for
     lut: Optional[LutResult] = None  # with compress="lut": what was compressed, verified, measured
     faithfulness: Optional[faithfulness_of.Faithfulness] = None  # TFLite Micro vs LiteRT, against Keras
@@ -108,6 +110,7 @@ class MicroReport:
             },
             "per_tensor_dense": self.per_tensor_dense,
             "weights": list(self.weights),
+            "file_bytes": self.file_bytes,
             "files": list(self.files),
             "ethos_u": self.ethos_u,
             "io": self.io,
@@ -264,6 +267,7 @@ class _Package:
             warnings=tuple(warnings),
             float32_bytes=converted.float32_bytes if converted else None,
             weights=weight_tensors(summary),
+            file_bytes=file_parts(summary),
             ethos_u=vela.to_dict() if vela else None,
             lut=lut,
             faithfulness=faithfulness,
@@ -293,14 +297,16 @@ def _faithfulness(micro, summary, check_data, loaded) -> faithfulness_of.Faithfu
     )
 
 
-def _int4_row(weights) -> str:
-    """The table row for int4 weights: packed in flash, unpacked into the arena when they run."""
-    packed = [weight["bytes"] for weight in weights if weight["dtype"] == "INT4"]
+def _int4_rows(report: MicroReport) -> str:
+    """Rows for int4 weights: packed in flash, unpacked into the arena when they run; and what the rest
+    of the flash holds, which fewer bits do not shrink."""
+    packed = [weight["bytes"] for weight in report.weights if weight["dtype"] == "INT4"]
     if not packed:
         return ""
     return (
         f"| int4 weights | {len(packed)} tensors, {sum(packed):,} B packed (two per byte); TFLite Micro unpacks "
         f"each to int8 in the arena when it runs (largest {2 * max(packed):,} B), counted in the arena above |\n"
+        f"| flash by part | {file_parts_text(report.file_bytes)} |\n"
     )
 
 
@@ -333,7 +339,7 @@ def format_micro_report(report: MicroReport) -> str:
 | flash (model.tflite) | {report.size_bytes:,} B |
 | tensor arena, measured in TFLite Micro | {report.arena_bytes:,} B |
 | tensor arena declared (with margin) | {report.arena_with_margin_bytes:,} B |
-{_int4_row(report.weights)}| ops ({len(report.ops)}) | {", ".join(report.ops)} |
+{_int4_rows(report)}| ops ({len(report.ops)}) | {", ".join(report.ops)} |
 | accuracy | {accuracy}{drop} |
 | verified against {_reference_name(report)} | {_verdict(report)} |
 | TFLite Micro vs LiteRT | {agreement} |

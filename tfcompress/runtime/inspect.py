@@ -25,6 +25,7 @@ __all__ = [
     "constant_tensors",
     "precision_of",
     "weight_tensors",
+    "file_parts",
     "is_full_integer",
     "gzip_size",
 ]
@@ -205,6 +206,23 @@ def weight_tensors(summary: TfliteSummary) -> tuple:
         for t in summary.tensors
         if t.is_constant and t.dtype in _WEIGHT_BITS
     )
+
+
+def file_parts(summary: TfliteSummary) -> dict:
+    """Where a `.tflite`'s bytes go. Fewer weight bits shrink only the kernels: a per-channel tensor
+    also stores a float32 scale and an int64 zero point per channel, and on a small model those
+    and the tensor names are a third of the file."""
+    kernels = sum(t.size_bytes for t in summary.tensors if t.is_constant and len(t.shape) >= 2)
+    constants = sum(t.size_bytes for t in summary.tensors if t.is_constant) - kernels
+    quantization = sum(4 * len(t.scales) + 8 * len(t.zero_points) for t in summary.tensors)
+    names = sum(len(t.name.encode()) for t in summary.tensors)
+    return {
+        "kernels": kernels,
+        "other_constants": constants,  # biases, shapes
+        "quantization_parameters": quantization,
+        "tensor_names": names,
+        "graph_and_metadata": summary.size_bytes - kernels - constants - quantization - names,
+    }
 
 
 def is_full_integer(summary: TfliteSummary) -> bool:
