@@ -9,6 +9,9 @@ For each bundled sample model (trained on the 60,000 training images), in one ru
     on all 60,000 images, the same epochs, batch size, learning rate and seed, then `convert` and
     `micro` (TFLite Micro: flash, measured arena, its verification against the Keras model, and its
     agreement with LiteRT in quantized steps);
+  - LUT 16 clusters: `tfcompress cluster --clusters 16` (same epochs and settings), then `micro
+    --compress lut`: kernels stored as 4-bit indices into per-channel tables (TFLite Micro's DECODE);
+    its size is micro's flash;
   - AI Edge Quantizer's int4-weight recipe (`dynamic_wi4_afp32`) on the same float32 `.tflite`,
     run in its own venv (`--aeq_python`; it pins its own packages), its accuracy measured with
     `tfcompress benchmark` (LiteRT). It keeps float activations, so TFLite Micro cannot run it.
@@ -39,7 +42,8 @@ _DATA_DIR = flags.DEFINE_string(
 )
 _MODELS = flags.DEFINE_list("models", ["lenet5", "dscnn", "lenet_300_100"], "Bundled sample models to compare.")
 _WORK_DIR = flags.DEFINE_string("work_dir", "/tmp/tfcompress-int4-benchmark", "Where the models and reports go.")
-_EPOCHS = flags.DEFINE_integer("epochs", 3, "QAT epochs on the 60,000 training images.")
+_EPOCHS = flags.DEFINE_integer("epochs", 3, "QAT (and clustering) epochs on the 60,000 training images.")
+_VARIANTS = flags.DEFINE_list("variants", [], "Measure only these variants; the others keep their stored rows.")
 _AEQ_PYTHON = flags.DEFINE_string(
     "aeq_python",
     "/tmp/aeq/bin/python",
@@ -48,6 +52,8 @@ _AEQ_PYTHON = flags.DEFINE_string(
 )
 QAT = {"batch_size": 128, "learning_rate": 1e-4, "seed": 0}
 INT4 = ("--weight_bits", "4")
+LUT_VARIANT = "LUT 16 clusters"
+LUT_CLUSTERING = ("--clusters", "16")
 VARIANTS = {
     "int8 QAT": (),
     "int4 QAT": ("--weight_bits", "4"),
@@ -72,8 +78,9 @@ def main(argv):
     stored_epochs = result.pop("epochs", None)  # what runs before per-model epochs recorded
     epochs = result.get("epochs_by_model") or {name: stored_epochs for name in result["models"] if stored_epochs}
     for name in _MODELS.value:
-        result["models"][name] = compare(name, work / name, train, test)
-        epochs = {**epochs, name: _EPOCHS.value}
+        result["models"][name] = compare(name, work / name, train, test, result["models"].get(name, []))
+        if not _VARIANTS.value:
+            epochs = {**epochs, name: _EPOCHS.value}
         result.update(
             epochs_by_model=epochs,
             qat=QAT,
@@ -87,43 +94,59 @@ def main(argv):
     print(json.dumps(result["models"], indent=1))
 
 
-def compare(name: str, folder: Path, train: str, test: str) -> list:
-    """Every variant of one sample model: a row each."""
+def compare(name: str, folder: Path, train: str, test: str, stored: list) -> list:
+    """Every variant of one sample model: a row each; variants not in `--variants` keep their stored rows."""
     folder.mkdir(parents=True, exist_ok=True)
     model = SAMPLES / f"{name}.h5"
-    rows = [
-        converted("float32", model, folder / "float32", test, "--precision", "float32"),
-        with_micro(
-            converted("int8 PTQ", model, folder / "int8_ptq", test, "--calibration", str(CALIBRATION)),
-            model,
-            folder / "int8_ptq",
-            test,
+    calibrated = ("--calibration", str(CALIBRATION))
+    measure = {
+        "float32": lambda: converted("float32", model, folder / "float32", test, "--precision", "float32"),
+        "int8 PTQ": lambda: with_micro(
+            converted("int8 PTQ", model, folder / "int8_ptq", test, *calibrated), model, folder / "int8_ptq", test
         ),
-        with_micro(
-            converted("int4 PTQ", model, folder / "int4_ptq", test, "--calibration", str(CALIBRATION), *INT4),
+        "int4 PTQ": lambda: with_micro(
+            converted("int4 PTQ", model, folder / "int4_ptq", test, *calibrated, *INT4),
             model,
             folder / "int4_ptq",
             test,
             *INT4,
         ),
-    ]
-    for variant, flags_given in VARIANTS.items():
-        stem = folder / variant.replace(" ", "_").replace(",", "").replace("/", "")
-        started = time.perf_counter()
-        tfcompress(
-            "qat", model, "--train", train, "-o", f"{stem}.h5", "--epochs", _EPOCHS.value,
-            *(f"--{key}={value}" for key, value in QAT.items()), *flags_given,
-        )  # fmt: skip
-        seconds = time.perf_counter() - started
-        row = converted(variant, f"{stem}.h5", stem, test, "--calibration", str(CALIBRATION))
-        rows.append({**with_micro(row, f"{stem}.h5", stem, test), "training_seconds": round(seconds, 1)})
-    rows.append(ai_edge_quantizer(folder, test))
+        **{
+            variant: _trained(variant, "qat", flags_given, model, folder, train, test)
+            for variant, flags_given in VARIANTS.items()
+        },
+        LUT_VARIANT: _trained(LUT_VARIANT, "cluster", LUT_CLUSTERING, model, folder, train, test, "--compress", "lut"),
+        f"AI Edge Quantizer {AEQ_RECIPE}": lambda: ai_edge_quantizer(folder, test),
+    }
+    kept = {row["variant"]: row for row in stored}
+    chosen = _VARIANTS.value or list(measure)
+    rows = [measure[variant]() if variant in chosen or variant not in kept else kept[variant] for variant in measure]
     float_accuracy = rows[0]["accuracy"]
     for row in rows:
         row["drop_vs_float"] = None if row["accuracy"] is None else round((float_accuracy - row["accuracy"]) * 100, 2)
     for row in rows:
         print(f"{name}: {row}", flush=True)
     return rows
+
+
+def _trained(variant: str, command: str, flags_given, model, folder: Path, train: str, test: str, *micro_flags):
+    """A row-maker: `tfcompress qat|cluster` on the training images, then `convert` and `micro`."""
+
+    def row() -> dict:
+        stem = folder / variant.replace(" ", "_").replace(",", "").replace("/", "")
+        started = time.perf_counter()
+        tfcompress(
+            command, model, "--train", train, "-o", f"{stem}.h5", "--epochs", _EPOCHS.value,
+            *(f"--{key}={value}" for key, value in QAT.items()), *flags_given,
+        )  # fmt: skip
+        seconds = time.perf_counter() - started
+        measured = converted(variant, f"{stem}.h5", stem, test, "--calibration", str(CALIBRATION))
+        measured = with_micro(measured, f"{stem}.h5", stem, test, *micro_flags)
+        if micro_flags:  # LUT: the file that ships is micro's compressed one
+            measured.update(size_bytes=measured.get("flash_bytes"), gzip_bytes=measured.get("flash_gzip_bytes"))
+        return {**measured, "training_seconds": round(seconds, 1), "epochs": _EPOCHS.value}
+
+    return row
 
 
 def converted(variant: str, model, stem: Path, test: str, *flags_given) -> dict:
@@ -164,6 +187,7 @@ def with_micro(row: dict, model, stem: Path, test: str, *flags_given) -> dict:
         "micro_error_vs_keras": round(verification["micro_error"], 5),
         "litert_error_vs_keras": round(max(e for e in verification["litert_errors"].values() if e is not None), 5),
         "micro_accuracy": report["accuracy"],
+        "flash_gzip_bytes": report["gzip_bytes"],
     }
 
 

@@ -162,3 +162,27 @@ def test_nibbles_are_packed_low_first_and_a_large_post_training_loss_points_at_q
     assert _post_training_int4_loss(0.90, 0.895, None) == ()
     (message,) = _post_training_int4_loss(None, None, Fidelity(0.9, 0.5, 0.1, 100))
     assert "10.0% of the Keras model's top-1 predictions" in message
+
+
+def test_analyze_suggests_keeping_at_8_bits_the_layer_4_bits_hurt_most(tf_keras):
+    """The first Dense's weights from the corner pixel (black in every image) are huge: they change
+    nothing in float, but set its 4-bit scale so coarse that its other weights round to zero."""
+    from tfcompress import analyze
+    from tfcompress.jobs.analyze import format_sensitivity
+
+    tf_keras.utils.set_random_seed(0)
+    layers = tf_keras.layers
+    inputs = tf_keras.Input((28, 28, 1))
+    hidden = layers.Dense(32, activation="relu")(layers.Dense(32, activation="relu")(layers.Flatten()(inputs)))
+    model = tf_keras.Model(inputs, layers.Dense(10)(hidden))
+    first = model.layers[2]
+    kernel, bias = first.get_weights()
+    kernel[0, :] = 50 * np.abs(kernel).max()
+    first.set_weights([kernel, bias])
+    assert np.load(CALIBRATION)["x"].reshape(-1, 784)[:, 0].max() == 0
+    before = [weights.copy() for weights in model.get_weights()]
+    report = analyze(model, CALIBRATION, weight_bits=4, samples=50)
+    assert [layer.layer for layer in report.int4_layers] == [layer.name for layer in model.layers[2:]]
+    assert report.keep_at_8_bits == (first.name,), report.int4_layers
+    assert all(np.array_equal(a, b) for a, b in zip(before, model.get_weights()))  # each kernel was put back
+    assert f"--layer_bits {first.name}=8" in format_sensitivity(report)

@@ -326,6 +326,15 @@ class MicroOptions:
 class AnalyzeOptions:
     samples: int = option(100, "Calibration inputs the errors are averaged over.", lower_bound=1)
     try_float: int = option(3, "With --eval: layers to try in float, most sensitive first.", lower_bound=0)
+    weight_bits: int = option(
+        8,
+        "4: also rank the Conv2D, DepthwiseConv2D and Dense layers by what their kernel alone costs at 4 bits, "
+        "and suggest which to keep at 8 (qat --weight_bits 4 --layer_bits NAME=8).",
+    )
+
+    def __post_init__(self):
+        if self.weight_bits not in (8, 4):
+            raise OptionError(f"weight_bits must be 8 or 4. Received: weight_bits={self.weight_bits}")
 
 
 OBJECTIVES = ("size", "latency", "arena")

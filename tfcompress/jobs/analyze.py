@@ -5,7 +5,8 @@ same (quantized) input, so each layer's error is its own, not what it inherited.
 layer: RMSE over the output's quantization step (about 0.29, 1/sqrt(12), is pure
 rounding; much more means the range or the weights quantize badly) and SQNR in dB.
 With labelled eval data, the most sensitive layers are also kept float one at a time
-to measure the accuracy that buys.
+to measure the accuracy that buys. With weight_bits 4, each kernel layer is also rounded
+to 4 bits alone, and the ones that stand out are suggested for keeping at 8 bits.
 """
 
 import collections
@@ -28,6 +29,7 @@ from tfcompress.report import library_versions, table
 from tfcompress.runtime import metrics
 from tfcompress.runtime.inspect import inspect_tflite
 from tfcompress.runtime.interpreter import predict
+from tfcompress.transforms.int4_sensitivity import SUGGEST_BELOW_MEDIAN_DB, int4_sensitivity, keep_at_8_bits
 from tfcompress.transforms.training import labelled_data
 
 __all__ = ["LayerSensitivity", "SensitivityReport", "analyze", "format_sensitivity", "ROUNDING_ONLY"]
@@ -53,6 +55,12 @@ class SensitivityReport:
     float_accuracy: Optional[float]
     int8_accuracy: Optional[float]
     rounding_only: float = ROUNDING_ONLY  # the RMSE/step a perfect int8 layer has: plots draw it
+    int4_layers: tuple = ()  # LayerAt4Bits, with weight_bits=4
+
+    @property
+    def keep_at_8_bits(self) -> tuple:
+        """The layers to keep at 8 bits when the others go to 4."""
+        return keep_at_8_bits(self.int4_layers)
 
     def ranked(self) -> list:
         """Most sensitive first."""
@@ -67,6 +75,8 @@ class SensitivityReport:
             "rounding_only_rmse_over_scale": ROUNDING_ONLY,
             "layers": [dataclasses.asdict(layer) for layer in self.layers],
             "ranking": [layer.layer for layer in self.ranked()],
+            "int4": [dataclasses.asdict(layer) for layer in self.int4_layers],
+            "keep_at_8_bits": list(self.keep_at_8_bits),
             "versions": library_versions(),
         }
 
@@ -122,7 +132,7 @@ def _analyze(
         )
         for tensor, values in statistics.items()
     ]
-    float_accuracy = int8_accuracy = None
+    float_accuracy = int8_accuracy = evaluation = None
     if eval_data is not None:
         evaluation = labelled_data(eval_data, model, load.preprocessing, load.reshape_data, "eval")
         float_accuracy = metrics.accuracy(loaded.keras_outputs(evaluation.x), evaluation.y)
@@ -137,12 +147,16 @@ def _analyze(
             for name in most_sensitive[: options.try_float]
         }
         layers = [dataclasses.replace(layer, accuracy_kept_float=gains.get(layer.layer)) for layer in layers]
+    int4_layers = ()
+    if options.weight_bits == 4:
+        int4_layers = int4_sensitivity(model, calibration.take(options.samples).x, evaluation)
     return SensitivityReport(
         loaded.name,
         tuple(layers),
         len(calibration.take(options.samples)),
         float_accuracy,
         int8_accuracy,
+        int4_layers=int4_layers,
     )
 
 
@@ -235,4 +249,37 @@ def format_sensitivity(report: SensitivityReport) -> str:
         for rank, layer in enumerate(report.ranked(), start=1)
     ]
     lines.append(table(("rank", "layer", "kind", "RMSE/step", "SQNR dB", "int8 with it float"), rows))
+    if report.int4_layers:
+        lines += ["", _format_int4(report)]
+    return "\n".join(lines)
+
+
+def _format_int4(report: SensitivityReport) -> str:
+    """Each kernel alone at 4 bits, and which to keep at 8."""
+    rows = [
+        (
+            layer.layer,
+            layer.kind,
+            f"{layer.weights:,}",
+            f"{layer.sqnr_db:.1f}",
+            "-" if layer.accuracy is None else f"{layer.accuracy * 100:.2f}%",
+        )
+        for layer in report.int4_layers
+    ]
+    lines = [
+        "4-bit weights, one kernel at a time (output SQNR against the float model):",
+        table(("layer", "kind", "weights", "SQNR dB", "accuracy"), rows),
+    ]
+    keep = report.keep_at_8_bits
+    if not keep:
+        lines.append(
+            f"No kernel stands out (none {SUGGEST_BELOW_MEDIAN_DB:g} dB below the median): "
+            "`qat --weight_bits 4` with every layer at 4 bits."
+        )
+        return "\n".join(lines)
+    cost = sum(layer.weights for layer in report.int4_layers if layer.layer in keep) // 2
+    lines.append(
+        f"Keep at 8 bits ({SUGGEST_BELOW_MEDIAN_DB:g} dB or more below the median layer; {cost:,} B more flash): "
+        f"`tfcompress qat MODEL --weight_bits 4 --layer_bits {','.join(f'{name}=8' for name in keep)}`"
+    )
     return "\n".join(lines)
