@@ -189,6 +189,7 @@ def schema(kind: str) -> dict:
                 "problems": {"type": "array"},
                 "layers": {"type": "array"},
                 "ops": {"$ref": "#/$defs/ops"},
+                "micro_verification": {"type": ["object", "null"]},
                 "versions": {"$ref": "#/$defs/versions"},
             },
         }

@@ -26,9 +26,11 @@ from tfcompress.jobs._common import job_outputs, load_model
 from tfcompress.options import CheckOptions, LoadOptions, gather
 from tfcompress.report import library_versions, table
 from tfcompress.report_schema import schema_version
+from tfcompress.runtime.faithfulness import Faithfulness, judge
 from tfcompress.runtime.inspect import inspect_tflite
+from tfcompress.runtime.interpreter import inference_batch_size, quantize
 from tfcompress.runtime.micro_ops import micro_op_names
-from tfcompress.runtime.tflm import micro_run_error
+from tfcompress.runtime.tflm import beside_litert, micro_run_error
 from tfcompress.transforms import qat
 from tfcompress.transforms.graph import flatten_nested
 
@@ -114,6 +116,7 @@ class CheckReport:
     problems: tuple
     ops: dict  # op counts of the model converted for the target
     micro_run: Optional[str] = None  # what TFLite Micro said, None when it ran (micro only)
+    micro_verification: Optional[Faithfulness] = None  # TFLite Micro as faithful as LiteRT? (when it ran)
 
     @property
     def verdict(self) -> str:
@@ -131,6 +134,7 @@ class CheckReport:
             "ops": self.ops,
             "param_bytes": _total_param_bytes(self.layers),
             "micro_run": self.micro_run,
+            "micro_verification": self.micro_verification.to_dict() if self.micro_verification else None,
             "versions": library_versions(),
         }
 
@@ -253,6 +257,7 @@ class _Check:
         self.model, self.name, self.target, self.plans = model, name, target, plans
         self.cache_key, self.inputs, self.export = cache_key, inputs, export
         self.problems = []
+        self.verification = None
 
     def run(self) -> CheckReport:
         micro = self.target == "micro"
@@ -303,7 +308,13 @@ class _Check:
         )
         summary = inspect_tflite(deployed) if deployed is not None else None
         return CheckReport(
-            self.name, self.target, layers, tuple(self.problems), summary.ops if summary else {}, micro_run
+            self.name,
+            self.target,
+            layers,
+            tuple(self.problems),
+            summary.ops if summary else {},
+            micro_run,
+            self.verification,
         )
 
     def _convert(self, options: ConvertOptions) -> Optional[bytes]:
@@ -383,7 +394,30 @@ class _Check:
                     BLOCKS,
                 )
             )
-        return error
+            return error
+        self.verification = self._micro_faithfulness(model_bytes)
+        if not self.verification.passed:
+            self.problems.append(
+                Problem(
+                    _MODEL_ROW,
+                    f"TFLite Micro runs the int8 model less faithfully than LiteRT: {self.verification.describe()}",
+                    "deploy with LiteRT (--target mobile), or package it anyway with micro --accept_micro_difference",
+                    BLOCKS,
+                )
+            )
+        return None
+
+    def _micro_faithfulness(self, model_bytes: bytes) -> Faithfulness:
+        """micro's test on the check's inputs: TFLite Micro, both LiteRT kernel sets and the Keras model."""
+        summary = inspect_tflite(model_bytes)
+        inputs = self.inputs[:_CHECK_SAMPLES]
+        micro, litert = beside_litert(
+            model_bytes, quantize(inputs, summary.inputs[0].interpreter_detail()), _probe_arena(model_bytes)
+        )
+        keras_outputs = None
+        if len(self.model.outputs) == 1:
+            keras_outputs = self.model.predict(inputs, batch_size=inference_batch_size(inputs.shape[1:]), verbose=0)
+        return judge(micro, litert, summary.outputs[0].interpreter_detail(), keras_outputs)
 
 
 def _check_inputs(model, calibration: Optional[Dataset], reshape_data: bool) -> np.ndarray:
@@ -451,6 +485,8 @@ def format_check(report: CheckReport) -> str:
     lines = [table(header, rows)]
     for problem in report.problems:
         lines.append(f"{problem.severity}: {problem.layer}: {problem.problem}. Fix: {problem.fix}.")
+    if report.micro_verification and report.micro_verification.passed:
+        lines.append(f"TFLite Micro is as faithful as LiteRT: {report.micro_verification.describe()}")
     lines.append(f"verdict ({report.target}): {report.verdict}")
     return "\n".join(lines)
 

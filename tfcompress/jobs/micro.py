@@ -27,8 +27,8 @@ from tfcompress.jobs.micro_lut import LutResult, format_lut_section, lut_compres
 from tfcompress.options import GuardOptions, LoadOptions, MicroOptions, gather
 from tfcompress.report import file_parts_text, library_versions
 from tfcompress.report_schema import schema_version
-from tfcompress.runtime import faithfulness as faithfulness_of
 from tfcompress.runtime import metrics
+from tfcompress.runtime.faithfulness import Faithfulness, judge
 from tfcompress.runtime.inspect import (
     file_parts,
     gzip_size,
@@ -38,7 +38,7 @@ from tfcompress.runtime.inspect import (
     read_tflite,
     weight_tensors,
 )
-from tfcompress.runtime.interpreter import dequantize, predict, quantize
+from tfcompress.runtime.interpreter import predict, quantize
 from tfcompress.runtime.latency import random_inputs
 from tfcompress.runtime.tflm import run_micro
 
@@ -75,7 +75,7 @@ class MicroReport:
     file_bytes: Optional[dict] = None  # kernels, other constants, quantization parameters, ... (inspect.file_parts)
     ethos_u: Optional[dict] = None  # vela's summary when an Ethos-U target was asked for
     lut: Optional[LutResult] = None  # with compress="lut": what was compressed, verified, measured
-    faithfulness: Optional[faithfulness_of.Faithfulness] = None  # TFLite Micro vs LiteRT, against Keras
+    faithfulness: Optional[Faithfulness] = None  # TFLite Micro vs LiteRT, against Keras
     accepted_difference: bool = False  # packaged with --accept_micro_difference though it failed
 
     @property
@@ -283,18 +283,12 @@ class _Package:
         return report
 
 
-def _faithfulness(micro, summary, check_data, loaded) -> faithfulness_of.Faithfulness:
+def _faithfulness(micro, summary, check_data, loaded) -> Faithfulness:
     """Against the Keras model's outputs where there is one output to compare, else against LiteRT."""
-    if loaded is None or len(loaded.model.outputs) != 1:
-        return faithfulness_of.against_litert(micro.diff_steps_by_kernels, micro.litert_outputs)
-    output = summary.outputs[0].interpreter_detail()
-    keras_outputs = loaded.keras_outputs(check_data.x[: len(micro.outputs)])
-    return faithfulness_of.against_keras(
-        dequantize(micro.outputs, output),
-        {kernels: None if raw is None else dequantize(raw, output) for kernels, raw in micro.litert_outputs.items()},
-        keras_outputs.reshape(micro.outputs.shape),
-        output["quantization"][0],
-    )
+    keras_outputs = None
+    if loaded is not None and len(loaded.model.outputs) == 1:
+        keras_outputs = loaded.keras_outputs(check_data.x[: len(micro.outputs)])
+    return judge(micro.outputs, micro.litert_outputs, summary.outputs[0].interpreter_detail(), keras_outputs)
 
 
 def _int4_rows(report: MicroReport) -> str:

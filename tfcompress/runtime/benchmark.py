@@ -148,7 +148,7 @@ def _micro(model_bytes: bytes, inputs: np.ndarray, summary) -> dict:
     """TFLite Micro's view of an integer model; float models are reported as not runnable.
 
     Without the Keras model, faithfulness is judged against LiteRT (runtime.faithfulness)."""
-    from tfcompress.runtime.faithfulness import against_litert
+    from tfcompress.runtime.faithfulness import judge
     from tfcompress.runtime.tflm import run_micro
 
     if not is_full_integer(summary):
@@ -157,7 +157,8 @@ def _micro(model_bytes: bytes, inputs: np.ndarray, summary) -> dict:
         run = run_micro(model_bytes, quantize(inputs[:_MICRO_SAMPLES], summary.inputs[0].interpreter_detail()))
     except TfcompressError as error:
         return {"error": str(error)}
-    return {**run.to_dict(), "verification": against_litert(run.diff_steps_by_kernels, run.litert_outputs).to_dict()}
+    verdict = judge(run.outputs, run.litert_outputs, summary.outputs[0].interpreter_detail())
+    return {**run.to_dict(), "verification": verdict.to_dict()}
 
 
 def _resident_bytes() -> int:

@@ -16,7 +16,9 @@ from typing import Optional
 
 import numpy as np
 
-__all__ = ["Faithfulness", "against_keras", "against_litert", "MARGIN", "ALLOWED_STEPS"]
+from tfcompress.runtime.interpreter import dequantize
+
+__all__ = ["Faithfulness", "judge", "MARGIN", "ALLOWED_STEPS"]
 
 MARGIN = 0.25
 # Steps TFLite Micro may always differ from LiteRT: the int8 softmax of a pruned and clustered
@@ -54,8 +56,20 @@ class Faithfulness:
         return {**dataclasses.asdict(self), "passed": self.passed}
 
 
-def against_keras(micro_outputs, litert_outputs: dict, keras_outputs: np.ndarray, output_scale: float):
-    """The verdict from each runtime's dequantized outputs and the Keras model's on the same inputs."""
+def judge(micro_outputs, litert_outputs: dict, output_detail: dict, keras_outputs=None) -> Faithfulness:
+    """The verdict from TFLite Micro's raw outputs and each LiteRT kernel set's (None: it has no kernel
+    for an op), against the Keras model's outputs on the same inputs when there are any."""
+    if keras_outputs is None:
+        return _against_litert(micro_outputs, litert_outputs)
+    return _against_keras(
+        dequantize(micro_outputs, output_detail),
+        {kernels: None if raw is None else dequantize(raw, output_detail) for kernels, raw in litert_outputs.items()},
+        np.reshape(keras_outputs, micro_outputs.shape),
+        output_detail["quantization"][0],
+    )
+
+
+def _against_keras(micro_outputs, litert_outputs: dict, keras_outputs: np.ndarray, output_scale: float):
     litert_errors = {
         kernels: None if outputs is None else _mean_abs_error(outputs, keras_outputs)
         for kernels, outputs in litert_outputs.items()
@@ -67,12 +81,12 @@ def against_keras(micro_outputs, litert_outputs: dict, keras_outputs: np.ndarray
     )
 
 
-def against_litert(diff_steps_by_kernels: dict, litert_outputs: dict) -> Faithfulness:
-    """The verdict without a Keras model: TFLite Micro as close to LiteRT as LiteRT is to itself."""
+def _against_litert(micro_outputs, litert_outputs: dict) -> Faithfulness:
+    """Without a Keras model: TFLite Micro as close to LiteRT as LiteRT is to itself."""
+    nearer = min(_steps_between(micro_outputs, outputs) for outputs in litert_outputs.values() if outputs is not None)
     between = _steps_between(litert_outputs["optimized"], litert_outputs.get("reference"))
-    nearer = min(steps for steps in diff_steps_by_kernels.values() if steps is not None)
     allowed = max(ALLOWED_STEPS, between or 0)
-    return Faithfulness("litert", nearer, {"between kernel sets": between}, allowed, len(litert_outputs["optimized"]))
+    return Faithfulness("litert", nearer, {"between kernel sets": between}, allowed, len(micro_outputs))
 
 
 def _mean_abs_error(outputs, reference) -> float:

@@ -23,6 +23,7 @@ __all__ = [
     "MicroRun",
     "measure_arena",
     "run_micro",
+    "beside_litert",
     "micro_outputs",
     "time_micro",
     "micro_run_error",
@@ -93,11 +94,16 @@ def run_micro(model_bytes: bytes, inputs: np.ndarray, *, runs: int = 20) -> Micr
     its MEAN the reference kernels (the optimized one was 6 steps off on ResNet-8).
     """
     arena, recorded = measure_arena(model_bytes)
-    outputs = micro_outputs(model_bytes, inputs, arena)
-    litert = {"optimized": raw_outputs(model_bytes, inputs), "reference": _reference_outputs(model_bytes, inputs)}
+    outputs, litert = beside_litert(model_bytes, inputs, arena)
     differences = {kernels: _steps_from(outputs, litert_outputs) for kernels, litert_outputs in litert.items()}
     latency = time_micro(model_bytes, inputs, arena, runs=runs)
     return MicroRun(arena, recorded, differences, latency, outputs, litert)
+
+
+def beside_litert(model_bytes: bytes, inputs: np.ndarray, arena_bytes: int) -> tuple:
+    """(TFLite Micro's raw outputs, kernel set → LiteRT's raw outputs or None) on the same inputs."""
+    litert = {"optimized": raw_outputs(model_bytes, inputs), "reference": _reference_outputs(model_bytes, inputs)}
+    return micro_outputs(model_bytes, inputs, arena_bytes), litert
 
 
 def _reference_outputs(model_bytes: bytes, inputs: np.ndarray):
