@@ -262,6 +262,9 @@ class TrainOptions:
         "lists (multi_worker: run the same command on each; only the chief writes).",
         choices=STRATEGIES,
     )
+    warn_accuracy_drop: float = option(
+        3.0, "Warn when top-1 accuracy falls by more points than this (on --val, else on training images)."
+    )
 
     def __post_init__(self):
         if self.strategy not in STRATEGIES:

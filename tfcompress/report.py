@@ -368,9 +368,18 @@ def _ratio(size: int, report: ConversionReport) -> str:
     return f" ({report.float32_bytes / size:.1f}x smaller than the float32 .tflite, {report.float32_bytes:,} B)"
 
 
-def format_metrics(metrics: dict) -> str:
-    """The line a training job ends with: the last epoch's loss and accuracy."""
-    return "last epoch: " + ", ".join(f"{name} {value:.4f}" for name, value in metrics.items())
+def format_metrics(metrics: dict, accuracy_check: Optional[dict] = None) -> str:
+    """The lines a training job ends with: the last epoch's loss and accuracy, then accuracy before
+    and after on the guard's data, with its warning when the drop was too large."""
+    lines = ["last epoch: " + ", ".join(f"{name} {value:.4f}" for name, value in metrics.items())]
+    if accuracy_check:
+        lines.append(
+            f"accuracy {accuracy_check['before']:.2%} before, {accuracy_check['after']:.2%} after "
+            f"({accuracy_check['drop']:+.2f} pt drop) on {accuracy_check['data']}"
+        )
+        if accuracy_check["warning"]:
+            lines.append(f"WARNING: {accuracy_check['warning']}")
+    return "\n".join(lines)
 
 
 def format_weight_sizes(weights: dict) -> str:

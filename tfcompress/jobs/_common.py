@@ -16,6 +16,8 @@ import dataclasses
 from pathlib import Path
 from typing import ClassVar, Optional
 
+from absl import logging
+
 from tfcompress import keras_io, progress
 from tfcompress._io.files import check_writable, json_bytes, write_atomic
 from tfcompress.options import LoadOptions, TrainOptions
@@ -106,12 +108,18 @@ class TrainingRun:
     strategy: object  # a tf.distribute.Strategy, or None
     callbacks: tuple  # the user's Keras callbacks
     verbose: object
+    held_out_role: str = "validation"
+    checks: list = dataclasses.field(default_factory=list)  # AccuracyCheck of each fit, in order
 
-    def fit(self, build, *, callbacks=()) -> tuple:
+    def fit(self, build, *, callbacks=(), sparsity=None) -> tuple:
         """`build()` the model to train under the strategy and fine-tune it there: (it, the last epoch's metrics).
-        `callbacks` are the step's own, run before the user's."""
-        from tfcompress.transforms.training import fine_tune, outputs_probabilities, strategy_scope
+        `callbacks` are the step's own, run before the user's. Accuracy is measured before and after
+        (transforms.guardrail); `sparsity` (prune's) helps name the cause of a drop."""
+        from tfcompress.transforms.guardrail import AccuracyCheck, guard_data, visible_causes
+        from tfcompress.transforms.training import fine_tune, keras_accuracy, outputs_probabilities, strategy_scope
 
+        data, described = guard_data(self.held_out, self.held_out_role, self.train)
+        before = keras_accuracy(self.model, data)
         with strategy_scope(self.strategy):
             trained = build()
             metrics = fine_tune(
@@ -123,6 +131,13 @@ class TrainingRun:
                 callbacks=[*callbacks, *self.callbacks],
                 verbose=self.verbose,
             )
+        causes = visible_causes(self.training, len(self.train), sparsity)
+        check = AccuracyCheck(
+            described, before, keras_accuracy(trained, data), self.training.warn_accuracy_drop, causes
+        )
+        if check.warning:
+            logging.warning(check.warning)
+        self.checks.append(check)
         return trained, metrics
 
     def result_fields(self, output, metrics, options, output_format, keras_model) -> dict:
@@ -134,6 +149,7 @@ class TrainingRun:
             "options": options_dict(options, self.training),
             "output_format": output_format,
             "keras_model": keras_model,
+            "accuracy_check": self.checks[-1].to_dict() if self.checks else None,
         }
 
 
@@ -193,6 +209,7 @@ def training_run(
             strategy=strategy,
             callbacks=tuple(callbacks),
             verbose=verbose,
+            held_out_role=held_out_role,
         )
 
 
@@ -220,6 +237,7 @@ class TrainingResult:
     options: dict
     output_format: Optional[str] = None  # which Keras wrote the output, and why (see keras_io.save_model)
     keras_model: object = dataclasses.field(default=None, repr=False, compare=False)
+    accuracy_check: Optional[dict] = None  # accuracy before and after, and a warning on a large drop
 
     def to_dict(self) -> dict:
         from tfcompress.report import library_versions
@@ -230,6 +248,7 @@ class TrainingResult:
             "step": self.STEP,
             **self.own_dict(),
             "metrics": self.metrics,
+            "accuracy_check": self.accuracy_check,
             "options": self.options,
             "output_format": self.output_format,
             "versions": library_versions(),

@@ -11,6 +11,7 @@ import time
 from typing import Optional
 
 import numpy as np
+from absl import logging
 
 from tfcompress import keras_io
 from tfcompress.data import input_data
@@ -22,6 +23,7 @@ from tfcompress.transforms import augment as augmentations
 from tfcompress.transforms import distill as kd
 from tfcompress.transforms.distribute import strategy_named
 from tfcompress.transforms.graph import copy_model, flatten_nested
+from tfcompress.transforms.guardrail import AccuracyCheck, guard_data, visible_causes
 from tfcompress.transforms.training import keras_accuracy, strategy_scope, training_data
 
 __all__ = ["DistillReport", "distill", "format_distill_report"]
@@ -147,6 +149,7 @@ def distill(
             if val_data is None
             else {"teacher": keras_accuracy(teacher, val_data), "student": keras_accuracy(student, val_data)}
         )
+        check = _accuracy_check(teacher, student, val_data, train_data, training, accuracy)
         result = DistillReport(
             model=str(teacher_path or teacher.name),
             output=None if output is None else str(output),
@@ -158,9 +161,23 @@ def distill(
             params={"teacher": int(teacher.count_params()), "student": int(student.count_params())},
             samples={"labelled": len(train_data), "unlabeled": len(unlabeled_x)},
             training_seconds=training_seconds,
+            accuracy_check=check.to_dict(),
         )
         outputs.report(report_path, result)
     return result
+
+
+def _accuracy_check(teacher, student, val_data, train_data, training, accuracy: dict) -> AccuracyCheck:
+    """The student against the teacher, on the validation data (measured already) or training images."""
+    data, described = guard_data(val_data, "validation", train_data)
+    before, after = accuracy["teacher"], accuracy["student"]
+    if val_data is None:
+        before, after = keras_accuracy(teacher, data), keras_accuracy(student, data)
+    causes = visible_causes(training, len(train_data))
+    check = AccuracyCheck(described, before, after, training.warn_accuracy_drop, causes, before_is="the teacher")
+    if check.warning:
+        logging.warning(check.warning)
+    return check
 
 
 def _unlabeled_inputs(unlabeled, input_shape, load) -> np.ndarray:
@@ -213,7 +230,7 @@ def format_distill_report(report: DistillReport) -> str:
             f"validation accuracy: teacher {report.accuracy['teacher'] * 100:.2f}%, "
             f"student {report.accuracy['student'] * 100:.2f}%"
         )
-    lines.append(format_metrics(report.metrics))
+    lines.append(format_metrics(report.metrics, report.accuracy_check))
     if report.output_format:
         lines.append(f"written as {report.output_format}")
     return "\n".join(lines)

@@ -113,6 +113,8 @@ def format_lowrank_report(report: LowRankReport) -> str:
     stages = [f"{stage} {value * 100:.2f}%" for stage, value in report.accuracy.items() if value is not None]
     if stages:
         lines.append("accuracy: " + ", ".join(stages))
+    if report.accuracy_check and report.accuracy_check["warning"]:
+        lines.append(f"WARNING: {report.accuracy_check['warning']}")
     if report.output_format:
         lines.append(f"written as {report.output_format}")
     return "\n".join(lines)

@@ -56,17 +56,19 @@ def prune(
     fit = {"training": training, "strategy": strategy, "callbacks": callbacks, "verbose": verbose}
     with training_run(model, train, val, output=output, report_path=report_path, load=load, **fit) as run:
         total_steps = training.epochs * math.ceil(len(run.train) / training.batch_size)
+        targets = {
+            name: 0.5 if options.structured else options.target_for(name)
+            for name in pruning.prunable_layer_names(run.model, options)
+        }
         wrapped, metrics = run.fit(
             lambda: pruning.apply_pruning(run.model, options, total_steps=total_steps),
             callbacks=pruning.pruning_callbacks(logdir),
+            sparsity=max(targets.values(), default=None),
         )
         stripped = pruning.strip_pruning(wrapped)
         output_format = run.outputs.keras(stripped, output, input_was_keras3=run.input_was_keras3)
         reached = pruning.layer_sparsity(stripped)
-        layers = {
-            name: {"target": 0.5 if options.structured else options.target_for(name), "sparsity": reached[name]}
-            for name in pruning.prunable_layer_names(run.model, options)
-        }
+        layers = {name: {"target": target, "sparsity": reached[name]} for name, target in targets.items()}
         result = PruneReport(
             **run.result_fields(output, metrics, options, output_format, stripped),
             layers=layers,
@@ -83,7 +85,7 @@ def format_prune_report(report: PruneReport) -> str:
             ("layer", "target", "reached"),
             [(name, f"{values['target']:.2f}", f"{values['sparsity']:.3f}") for name, values in report.layers.items()],
         ),
-        format_metrics(report.metrics),
+        format_metrics(report.metrics, report.accuracy_check),
     ]
     lines.append(format_weight_sizes(report.weights))
     if report.output_format:

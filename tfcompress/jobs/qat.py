@@ -98,7 +98,10 @@ def quantize_aware(
 
 
 def format_qat_report(report: QatReport) -> str:
-    lines = [f"qat: {report.model} → {report.output or '(not saved)'}", format_metrics(report.metrics)]
+    lines = [
+        f"qat: {report.model} → {report.output or '(not saved)'}",
+        format_metrics(report.metrics, report.accuracy_check),
+    ]
     lines += [f"trained in float: {plan.name} ({plan.layer_type}): {plan.reason}" for plan in report.float_layers]
     if report.output_format:
         lines.append(f"written as {report.output_format}")

@@ -1,0 +1,40 @@
+"""A training step measures accuracy before and after, and a large drop is a warning that names its causes."""
+
+import json
+
+from conftest import CALIBRATION, EVAL, SAMPLE_MODELS
+
+LENET5 = SAMPLE_MODELS / "lenet5.h5"
+
+
+def test_a_prune_that_collapses_accuracy_warns_with_the_causes_it_can_see(run_cli, tmp_path):
+    """The bundled 1,000 images are too few to recover from 80% sparsity in 64 steps."""
+    code, out, err = run_cli("prune", LENET5, "--train", CALIBRATION, "-o", tmp_path / "pruned.h5", "--report",
+                             tmp_path / "report.json")  # fmt: skip
+    assert code == 0, err
+    check = json.loads((tmp_path / "report.json").read_text())["accuracy_check"]
+    assert check["drop"] > 10 and check["after"] < check["before"], check
+    assert "1,000 training images for 80% sparsity" in check["warning"]
+    assert "64 training steps" in check["warning"] and "not held out" in check["data"]
+    assert "WARNING: accuracy fell" in out
+
+
+def test_a_gentle_step_measures_on_the_validation_data_and_does_not_warn(tmp_path):
+    from tfcompress import prune
+
+    report = prune(LENET5, CALIBRATION, val=EVAL, target_sparsity=0.2, epochs=1, verbose=0)
+    check = report.accuracy_check
+    assert check["data"] == "the validation data (2,000 images)" and check["warning"] is None, check
+    assert abs(check["drop"]) <= 3.0
+    # the same step with a limit it cannot meet warns
+    strict = prune(LENET5, CALIBRATION, val=EVAL, target_sparsity=0.2, epochs=1, verbose=0, warn_accuracy_drop=-100)
+    assert strict.accuracy_check["warning"].startswith("accuracy fell")
+
+
+def test_distill_checks_the_student_against_the_teacher(tmp_path):
+    from tfcompress import distill
+
+    report = distill(LENET5, CALIBRATION, width_multiplier=0.25, epochs=1, verbose=0, warn_accuracy_drop=1.0)
+    check = report.accuracy_check
+    assert check["before_is"] == "the teacher" and check["before"] > check["after"], check
+    assert "from the teacher's" in check["warning"] and "training steps" in check["warning"]

@@ -1,0 +1,79 @@
+"""A training step that damages a model says so.
+
+Fine-tuning with too few images for the sparsity asked, too high a learning rate or too
+few steps can leave a model far worse than it came in (prune on lenet5 with the bundled
+1,000 images ended at 50%), and Keras shows that only as one more line of metrics. Each
+training step measures top-1 accuracy before and after on the held-out data it has (`--val`,
+or lowrank's `--eval`), else on up to `GUARD_SAMPLES` of its training images (said so: they
+are not held out), and a drop of more than `warn_accuracy_drop` points is a warning, in the
+output and the report, that names the causes the settings show.
+"""
+
+import dataclasses
+import math
+from typing import Optional
+
+from tfcompress.data import Dataset
+
+__all__ = ["AccuracyCheck", "guard_data", "visible_causes", "GUARD_SAMPLES"]
+
+GUARD_SAMPLES = 2000
+_FEW_IMAGES = 10_000  # fewer than this for a high sparsity: pruned models recover on more data
+_HIGH_SPARSITY = 0.5
+_HIGH_LEARNING_RATE = 1e-3
+_FEW_STEPS = 500
+
+
+@dataclasses.dataclass(frozen=True)
+class AccuracyCheck:
+    """Top-1 accuracy before and after a training step, on the data named by `data`."""
+
+    data: str
+    before: float
+    after: float
+    limit: float  # points of drop that make a warning
+    causes: tuple = ()  # what the settings show that can explain a drop
+    before_is: str = "the model before this step"  # distill: "the teacher"
+
+    @property
+    def drop(self) -> float:
+        return (self.before - self.after) * 100
+
+    @property
+    def warning(self) -> Optional[str]:
+        if self.drop <= self.limit:
+            return None
+        because = "; ".join(self.causes) or "nothing in the settings explains it: check the data and its labels"
+        return (
+            f"accuracy fell {self.drop:.1f} pt from {self.before_is}'s on {self.data}, {self.before:.2%} to "
+            f"{self.after:.2%}, more than --warn_accuracy_drop {self.limit:g}. Likely: {because}"
+        )
+
+    def to_dict(self) -> dict:
+        return {**dataclasses.asdict(self), "drop": self.drop, "warning": self.warning}
+
+
+def guard_data(held_out: Optional[Dataset], role: str, train: Dataset) -> tuple:
+    """(the data the check measures on, how the report names it)."""
+    if held_out is not None:
+        return held_out, f"the {role} data ({len(held_out):,} images)"
+    data = train.take(GUARD_SAMPLES)
+    return data, f"{len(data):,} training images, not held out (pass --val for held-out data)"
+
+
+def visible_causes(training, train_samples: int, sparsity: Optional[float] = None) -> tuple:
+    """What in the settings can explain a drop: the sparsity for the data, the learning rate, the steps."""
+    causes = []
+    if sparsity is not None and sparsity >= _HIGH_SPARSITY and train_samples < _FEW_IMAGES:
+        causes.append(
+            f"{train_samples:,} training images for {sparsity:.0%} sparsity (pruned models recover on "
+            "tens of thousands of images)"
+        )
+    if training.learning_rate > _HIGH_LEARNING_RATE:
+        causes.append(f"learning rate {training.learning_rate:g} (fine-tuning usually takes 1e-4 or less)")
+    steps = training.epochs * math.ceil(train_samples / training.batch_size)
+    if steps < _FEW_STEPS:
+        causes.append(
+            f"{steps} training steps ({training.epochs} epoch(s) of batch {training.batch_size}): more epochs"
+        )
+    return tuple(causes)
