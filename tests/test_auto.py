@@ -2,6 +2,8 @@
 
 import json
 
+import yaml
+
 from tfcompress.data import load_data
 from tfcompress.jobs import auto as auto_job
 from tfcompress.pipeline import run as run_job
@@ -74,3 +76,24 @@ def test_arena_objective_with_a_qat_candidate(tmp_path):
     assert measured and all(c.precision == "int8" for c in measured)
     assert not any(c.arena_bytes for c in report.candidates if c.precision != "int8")
     assert report.chosen.arena_bytes == min(c.arena_bytes for c in measured if c.within_budget)
+
+
+def test_auto_for_micro_tries_only_what_tflite_micro_runs_and_its_recipe_remakes_the_bytes(tmp_path):
+    from tfcompress import auto, run_recipe
+    from tfcompress.runtime.inspect import inspect_tflite, is_full_integer
+
+    lenet5 = SAMPLE_MODELS / "lenet5.h5"
+    report = auto(lenet5, calibration=CALIBRATION, eval_data=EVAL, target="micro", output=tmp_path / "m.tflite")
+    assert {candidate.precision for candidate in report.candidates} == {"int8"}
+    assert all(candidate.arena_bytes > 0 for candidate in report.candidates), report.candidates
+    assert not any("keep_float" in candidate.options for candidate in report.candidates)
+    assert is_full_integer(inspect_tflite((tmp_path / "m.tflite").read_bytes()))
+    recipe = yaml.safe_load((tmp_path / "m.recipe.yaml").read_text())
+    assert list(recipe["steps"][-1]) == ["micro"]
+    remade = run_recipe(
+        tmp_path / "m.recipe.yaml", lenet5, tmp_path / "remade", calibration=CALIBRATION, eval_data=EVAL
+    )
+    assert (
+        remade.passed
+        and (tmp_path / "remade" / "micro" / "model.tflite").read_bytes() == (tmp_path / "m.tflite").read_bytes()
+    )

@@ -112,7 +112,18 @@ def test_deep_compression_mcu_shrinks_flash_with_lut(tmp_path):
     assert report.result["size_bytes"] == flash and report.result["output"] == "micro/model.tflite"
     assert flash < 0.6 * micro["lut"]["bytes_before"]  # int8 → int8 + LUT
     assert report.result["arena_bytes"] == micro["arena_bytes"] > 0
-    assert report.passed == (report.result["accuracy_drop"] <= 2.0)
+    assert report.passed, report.budgets  # on the bundled model and data
+
+
+def test_deep_compression_passes_its_budget_on_the_bundled_model_and_data(run_cli, tmp_path):
+    """As the README's user runs it: the data comes from sample_models/tfcompress-data.yaml (1,000 images)."""
+    code, _, err = run_cli("run", "deep_compression", "--model", MODEL, "-o", tmp_path / "out")
+    assert code == 0, err
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert report["passed"] and report["budgets"][0]["value"] <= 2.0, report["budgets"]
+    prune = report["steps"][0]["report"]
+    assert all(layer["sparsity"] >= 0.59 for layer in prune["layers"].values())
+    assert prune["accuracy_check"]["warning"] is None, prune["accuracy_check"]
 
 
 def test_a_distill_step_reads_unlabelled_data_and_augments(run_cli, tmp_path):
@@ -142,3 +153,10 @@ def test_a_distill_step_reads_unlabelled_data_and_augments(run_cli, tmp_path):
     distilled = json.loads((tmp_path / "out" / "report.json").read_text())["steps"][0]["report"]
     assert distilled["samples"] == {"labelled": 300, "unlabeled": 700}
     assert distilled["options"]["augment"] == ["shift", "mixup"]
+
+
+def test_mcu_int8_passes_its_budget_on_the_bundled_model_and_data(run_cli, tmp_path):
+    code, _, err = run_cli("run", "mcu_int8", "--model", SAMPLE_MODELS / "lenet5.h5", "-o", tmp_path / "out")
+    assert code == 0, err
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert report["passed"] and report["steps"][0]["report"]["micro"]["verification"]["passed"], report["budgets"]

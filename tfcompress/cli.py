@@ -17,6 +17,7 @@ from typing import Callable, Optional
 from absl import flags
 
 from tfcompress.errors import TfcompressError, one_line
+from tfcompress.options import MICRO_CONVERSION_OPTIONS
 
 __all__ = ["main", "run_main", "run_tool"]
 
@@ -156,7 +157,7 @@ _COMMANDS = {
             (
                 "conversion",
                 "tfcompress.export.tflite:ConvertOptions",
-                {"only": ("per_tensor_dense", "weight_bits"), "defaults": "tfcompress.jobs.micro:CONVERSION"},
+                {"only": MICRO_CONVERSION_OPTIONS, "defaults": "tfcompress.jobs.micro:CONVERSION"},
             ),
             _GATE,
             _LOAD,

@@ -26,6 +26,7 @@ __all__ = [
     "TrainOptions",
     "GuardOptions",
     "MicroOptions",
+    "MICRO_CONVERSION_OPTIONS",
     "CheckOptions",
     "AnalyzeOptions",
     "AutoOptions",
@@ -325,6 +326,10 @@ class MicroOptions:
             raise OptionError(f"compress must be 'lut' or None. Received: compress={self.compress!r}")
 
 
+# The ConvertOptions micro takes (CLI flags, recipe options); the rest is fixed by TFLite Micro.
+MICRO_CONVERSION_OPTIONS = ("per_tensor_dense", "weight_bits", "calibration_method", "percentile")
+
+
 @dataclasses.dataclass(frozen=True)
 class AnalyzeOptions:
     samples: int = option(100, "Calibration inputs the errors are averaged over.", lower_bound=1)
@@ -341,14 +346,23 @@ class AnalyzeOptions:
 
 
 OBJECTIVES = ("size", "latency", "arena")
+AUTO_TARGETS = ("mobile", "micro")
 
 
 @dataclasses.dataclass(frozen=True)
 class AutoOptions:
     max_accuracy_drop: float = option(1.0, "Budget: points below the float model.")
     objective: str = option("size", "What to minimise within the budget.", choices=OBJECTIVES)
+    target: str = option(
+        "mobile",
+        "Where the model runs: mobile (LiteRT: every candidate) or micro (TFLite Micro: full-integer int8 "
+        "with int8 I/O only, its arena measured, and a micro step in the recipe).",
+        choices=AUTO_TARGETS,
+    )
 
     def __post_init__(self):
+        if self.target not in AUTO_TARGETS:
+            raise OptionError(f"target must be one of {', '.join(AUTO_TARGETS)}. Received: target={self.target!r}")
         if self.objective not in OBJECTIVES:
             raise OptionError(
                 f"objective must be one of {', '.join(OBJECTIVES)}. Received: objective={self.objective!r}"

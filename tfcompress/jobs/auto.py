@@ -1,11 +1,14 @@
 """`tfcompress auto`: the smallest (or fastest) model within an accuracy budget, measured, not guessed.
 
 Candidates in order of cost: int8; int8 with percentile-clipped ranges; int8 with
-the 1, 2, 4 most sensitive layers (tfcompress analyze) kept float; int16x8; float16;
-dynamic; and QAT int8 when training data is given. Each is converted and measured
-on the eval data (accuracy, size, latency on this machine, the TFLite Micro arena
-when that is the objective). The choice is the best objective among those within
-the budget; for latency, never one slower than the float32 model.
+int4 weights; int8 with the 1, 2, 4 most sensitive layers (tfcompress analyze) kept
+float; int16x8; float16; dynamic; and QAT int8 when training data is given. For
+`target="micro"` only what TFLite Micro runs is tried (full-integer int8 with int8 I/O
+at batch 1, per-tensor Dense, no float layers), and each candidate's arena is measured
+in TFLite Micro. Each is converted and measured on the eval data (accuracy, size,
+latency on this machine, the TFLite Micro arena when that is the objective or the
+target). The choice is the best objective among those within the budget; for latency,
+never one slower than the float32 model.
 """
 
 import dataclasses
@@ -32,6 +35,7 @@ __all__ = ["Candidate", "AutoReport", "auto", "format_auto_report"]
 _PERCENTILES = (99.99, 99.9)
 _FLOAT_LAYER_COUNTS = (1, 2, 4)
 _SAME = 1e-9  # a drop of exactly the budget (10 of 2,000 images for 0.5 pt) is within it
+_MICRO_CONVERSION = {"io_type": "int8", "batch_size": 1}  # what `micro` converts with, besides the options
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,7 +47,7 @@ class Candidate:
     accuracy: Optional[float] = None
     accuracy_drop: Optional[float] = None
     latency_us: Optional[float] = None  # p50, LiteRT on this machine
-    arena_bytes: Optional[int] = None  # TFLite Micro, full-integer candidates, objective arena only
+    arena_bytes: Optional[int] = None  # measured in TFLite Micro: target micro, or objective arena
     error: Optional[str] = None
     within_budget: bool = False
     pareto: bool = False
@@ -58,6 +62,7 @@ class AutoReport:
     model: str
     max_accuracy_drop: float
     objective: str
+    target: str
     float32: Candidate
     candidates: tuple
     chosen: Optional[Candidate]
@@ -70,6 +75,7 @@ class AutoReport:
             "model": self.model,
             "max_accuracy_drop": self.max_accuracy_drop,
             "objective": self.objective,
+            "target": self.target,
             "float32": self.float32.to_dict(),
             "candidates": [c.to_dict() for c in self.candidates],
             "chosen": self.chosen.name if self.chosen else None,
@@ -122,6 +128,7 @@ def auto(
             str(model_path or model.name),
             options.max_accuracy_drop,
             options.objective,
+            options.target,
             float32,
             tuple(measured),
             chosen,
@@ -131,7 +138,7 @@ def auto(
         )
         if written:
             outputs.bytes(output, chosen.tflite)
-            outputs.bytes(recipe_path, _recipe_yaml(chosen, options.max_accuracy_drop).encode())
+            outputs.bytes(recipe_path, _recipe_yaml(chosen, options.max_accuracy_drop, options.target).encode())
         outputs.file(
             plot_path,
             lambda path: plots.plot_candidates(
@@ -162,31 +169,36 @@ def _search(
             source,
             calibration,
             evaluation,
-            options.objective,
+            options,
             reference_accuracy,
-            options.max_accuracy_drop,
         )
 
     float32 = measure(Candidate("float32", "float32", {}))
-    measured = [measure(candidate) for candidate in _candidates(model, calibration)]
+    measured = [measure(candidate) for candidate in _candidates(model, calibration, options.target)]
     if train is not None:
         measured.append(_qat_candidate(model, train, qat_epochs, load, measure))
     measured = _mark_pareto(measured, options.objective)
     return float32, measured, _choose(measured, options.objective, float32)
 
 
-def _candidates(model, calibration) -> list:
-    """The conversions to try, cheapest first; the sensitive layers come from a quick analyze."""
+def _candidates(model, calibration, target: str) -> list:
+    """The conversions to try, cheapest first; for mobile, the sensitive layers come from a quick analyze."""
+    micro = {"per_tensor_dense": True} if target == "micro" else {}
+    candidates = [Candidate("int8", "int8", dict(micro))]
+    candidates += [
+        Candidate(
+            f"int8, ranges at percentile {p}", "int8", {**micro, "calibration_method": "percentile", "percentile": p}
+        )
+        for p in _PERCENTILES
+    ]
+    candidates.append(Candidate("int8, int4 weights", "int8", {**micro, "weight_bits": 4}))
+    if target == "micro":
+        return candidates
     kinds = layer_kinds(model)
     sensitive = [
         name
         for name in dict.fromkeys(layer.layer for layer in analyze(model, calibration, samples=50).ranked())
         if name in kinds
-    ]
-    candidates = [Candidate("int8", "int8", {})]
-    candidates += [
-        Candidate(f"int8, ranges at percentile {p}", "int8", {"calibration_method": "percentile", "percentile": p})
-        for p in _PERCENTILES
     ]
     candidates += [
         Candidate(f"int8, float: {', '.join(sensitive[:count])}", "int8", {"keep_float": sensitive[:count]})
@@ -197,25 +209,30 @@ def _candidates(model, calibration) -> list:
     return candidates
 
 
-def _measured(
-    candidate, source: LoadedModel, calibration, evaluation, objective, reference_accuracy, max_accuracy_drop
-) -> Candidate:
-    """The candidate converted and measured; its drop is against the original model (not a QAT one)."""
+def _measured(candidate, source: LoadedModel, calibration, evaluation, options: AutoOptions, reference_accuracy):
+    """The candidate converted and measured; its drop is against the original model (not a QAT one).
+    For micro, an int8 candidate converts as `tfcompress micro` does and must run in TFLite Micro."""
+    micro = options.target == "micro" and candidate.precision == "int8"
     try:
         (conversion,) = gather(
-            dict(candidate.options, precision=candidate.precision, quantize_aware=is_quantize_aware(source.model)),
+            dict(
+                candidate.options,
+                precision=candidate.precision,
+                quantize_aware=is_quantize_aware(source.model),
+                **(_MICRO_CONVERSION if micro else {}),
+            ),
             (ConvertOptions, None),
         )
         report = convert_loaded(
             source, conversion, LoadOptions(), GuardOptions(skip_check=True), calibration, evaluation
         )
+        arena = None
+        if micro or (options.objective == "arena" and candidate.precision == "int8" and not report.float_ops):
+            from tfcompress.runtime.tflm import measure_arena
+
+            arena = measure_arena(report.tflite)[0]
     except TfcompressError as error:
         return dataclasses.replace(candidate, error=str(error))
-    arena = None
-    if objective == "arena" and candidate.precision == "int8" and not report.float_ops:
-        from tfcompress.runtime.tflm import measure_arena
-
-        arena = measure_arena(report.tflite)[0]
     drop = metrics.accuracy_drop(reference_accuracy, report.accuracy)
     return dataclasses.replace(
         candidate,
@@ -224,7 +241,7 @@ def _measured(
         accuracy_drop=drop,
         latency_us=report.latency.p50,
         arena_bytes=arena,
-        within_budget=drop <= max_accuracy_drop + _SAME,
+        within_budget=drop <= options.max_accuracy_drop + _SAME,
         tflite=report.tflite,
     )
 
@@ -269,12 +286,15 @@ def _choose(candidates: list, objective: str, float32: Candidate) -> Optional[Ca
     return min(eligible, key=lambda c: (_objective(c, objective), c.accuracy_drop), default=None)
 
 
-def _recipe_yaml(chosen: Candidate, max_accuracy_drop: float) -> str:
+def _recipe_yaml(chosen: Candidate, max_accuracy_drop: float, target: str) -> str:
     steps = []
     options = {key: value for key, value in chosen.options.items() if key != "qat_epochs"}
     if "qat_epochs" in chosen.options:
         steps.append({"qat": {"epochs": chosen.options["qat_epochs"]}})
-    steps.append({"convert": {"precision": chosen.precision, **options}})
+    if target == "micro":
+        steps.append({"micro": options})
+    else:
+        steps.append({"convert": {"precision": chosen.precision, **options}})
     recipe = {
         "name": "auto",
         "description": f"chosen by tfcompress auto: {chosen.name}",
@@ -304,7 +324,8 @@ def format_auto_report(report: AutoReport) -> str:
             )
         )
     lines = [
-        f"auto: {report.model}, budget {report.max_accuracy_drop} pt, objective {report.objective}",
+        f"auto: {report.model}, budget {report.max_accuracy_drop} pt, objective {report.objective}, "
+        f"target {report.target}",
         table(("candidate", "size (B)", "accuracy", "drop", "p50 (us)", "arena", ""), rows),
         *failed,
     ]

@@ -23,7 +23,7 @@ import yaml
 from tfcompress._io import limits
 from tfcompress.errors import RecipeError
 from tfcompress.export.tflite import ConvertOptions
-from tfcompress.options import GuardOptions, MicroOptions, TrainOptions, recipe_schema
+from tfcompress.options import MICRO_CONVERSION_OPTIONS, GuardOptions, MicroOptions, TrainOptions, recipe_schema
 from tfcompress.runtime.benchmark import BenchmarkOptions
 from tfcompress.transforms.cluster import ClusterOptions
 from tfcompress.transforms.distill import DistillOptions
@@ -60,7 +60,7 @@ _STEPS = {
     "micro": (
         {
             **recipe_schema(MicroOptions),
-            **recipe_schema(ConvertOptions, only=("per_tensor_dense", "weight_bits")),
+            **recipe_schema(ConvertOptions, only=MICRO_CONVERSION_OPTIONS),
             **recipe_schema(GuardOptions, only=_GATE),
         },
         ("calibration", "eval"),
