@@ -212,14 +212,7 @@ class _Package:
         summary = inspect_tflite(tflite_bytes)
         check_data = _check_data(self.check_data, summary, self.load)
         inputs = _micro_inputs(check_data, summary)
-        progress.stage("running in TFLite Micro: arena, and outputs against LiteRT's and the Keras model's")
-        micro = run_micro(tflite_bytes, inputs)
-        faithfulness = _faithfulness(micro, summary, check_data, loaded)
-        if not faithfulness.passed and not self.options.accept_micro_difference:
-            raise ConversionError(
-                f"TFLite Micro runs the model less faithfully than LiteRT: {faithfulness.describe()}. The model "
-                "would not behave on the device as measured here; --accept_micro_difference packages it anyway."
-            )
+        micro, faithfulness = self._run_verified(tflite_bytes, summary, inputs, check_data, loaded)
         warnings = list(converted.warnings) if converted else []
         if not faithfulness.passed:
             warnings.append(f"packaged with --accept_micro_difference although {faithfulness.describe()}")
@@ -273,6 +266,23 @@ class _Package:
             faithfulness=faithfulness,
             accepted_difference=not faithfulness.passed,
         )
+        self._write(report, tflite_bytes, sources, vela)
+        return report
+
+    def _run_verified(self, tflite_bytes: bytes, summary, inputs, check_data, loaded) -> tuple:
+        """(the TFLite Micro run, its faithfulness); a model it runs less faithfully than LiteRT is refused,
+        unless the user accepted that."""
+        progress.stage("running in TFLite Micro: arena, and outputs against LiteRT's and the Keras model's")
+        micro = run_micro(tflite_bytes, inputs)
+        faithfulness = _faithfulness(micro, summary, check_data, loaded)
+        if not faithfulness.passed and not self.options.accept_micro_difference:
+            raise ConversionError(
+                f"TFLite Micro runs the model less faithfully than LiteRT: {faithfulness.describe()}. The model "
+                "would not behave on the device as measured here; --accept_micro_difference packages it anyway."
+            )
+        return micro, faithfulness
+
+    def _write(self, report: MicroReport, tflite_bytes: bytes, sources, vela) -> None:
         write_atomic(self.staging / "model.tflite", tflite_bytes)
         write_atomic(self.staging / sources.source_name, sources.source.encode())
         write_atomic(self.staging / sources.header_name, sources.header.encode())
@@ -280,7 +290,6 @@ class _Package:
         write_atomic(self.staging / "report.md", format_micro_report(report).encode())
         if vela:
             write_atomic(self.staging / "model_vela.tflite", vela.model)
-        return report
 
 
 def _faithfulness(micro, summary, check_data, loaded) -> Faithfulness:
