@@ -169,3 +169,17 @@ def s3(tmp_path_factory):
 
     with local_s3_server("tfcompress-cache", tmp_path_factory.mktemp("moto") / "server.log") as environ:
         yield environ
+
+
+@pytest.fixture
+def tflm_off_by_twenty(monkeypatch):
+    """A TFLite Micro whose every raw output is 20 steps off: what micro's and check's faithfulness test must catch."""
+    from tfcompress.runtime import tflm
+
+    real_outputs = tflm.micro_outputs
+
+    def off_by_twenty(*args, **kwargs):
+        outputs = real_outputs(*args, **kwargs)
+        return np.clip(outputs.astype(np.int32) + 20, -128, 127).astype(outputs.dtype)
+
+    monkeypatch.setattr(tflm, "micro_outputs", off_by_twenty)

@@ -157,20 +157,10 @@ def test_every_sample_model_is_ready_for_mobile_and_micro(sample):
     assert report.micro_verification.reference == "keras" and report.micro_verification.passed
 
 
-def test_micro_target_blocks_a_tflite_micro_less_faithful_than_litert(monkeypatch):
+def test_micro_target_blocks_a_tflite_micro_less_faithful_than_litert(tflm_off_by_twenty):
     """micro's own test: an injected TFLite Micro 20 steps off on every output is not deployable."""
-    import numpy as np
-
     from tfcompress.jobs.check import check
-    from tfcompress.runtime import tflm
 
-    real_outputs = tflm.micro_outputs
-
-    def off_by_twenty(*args, **kwargs):
-        outputs = real_outputs(*args, **kwargs)
-        return np.clip(outputs.astype(np.int32) + 20, -128, 127).astype(outputs.dtype)
-
-    monkeypatch.setattr(tflm, "micro_outputs", off_by_twenty)
     report = check(SAMPLE_MODELS / "lenet5.h5", target="micro", calibration=CALIBRATION)
     assert report.verdict == "not deployable" and not report.micro_verification.passed
     assert any("less faithfully than LiteRT" in problem.problem for problem in report.problems), report.summary()

@@ -176,18 +176,9 @@ def test_unknown_ethos_u_target_is_refused_before_writing(lenet5_package, tmp_pa
     assert code == 2 and "ethos-u55-128" in err and not (tmp_path / "npu").exists()
 
 
-def test_outputs_further_from_keras_than_litert_are_refused_unless_accepted(monkeypatch, tmp_path):
+def test_outputs_further_from_keras_than_litert_are_refused_unless_accepted(tflm_off_by_twenty, tmp_path):
     """An injected TFLite Micro that is 20 steps off on every output: refused, nothing written; with the
     override it is packaged, and the report says so."""
-    from tfcompress.runtime import tflm
-
-    real_outputs = tflm.micro_outputs
-
-    def off_by_twenty(*args, **kwargs):
-        outputs = real_outputs(*args, **kwargs)
-        return np.clip(outputs.astype(np.int32) + 20, -128, 127).astype(outputs.dtype)
-
-    monkeypatch.setattr(tflm, "micro_outputs", off_by_twenty)
     lenet5 = SAMPLE_MODELS / "lenet5.h5"
     with pytest.raises(ConversionError, match="less faithfully than LiteRT.*mean abs error from the Keras outputs"):
         tfcompress.to_micro(lenet5, tmp_path / "refused", calibration=CALIBRATION, eval_data=EVAL)
