@@ -142,8 +142,12 @@ def _trained(variant: str, command: str, flags_given, model, folder: Path, train
         seconds = time.perf_counter() - started
         measured = converted(variant, f"{stem}.h5", stem, test, "--calibration", str(CALIBRATION))
         measured = with_micro(measured, f"{stem}.h5", stem, test, *micro_flags)
-        if micro_flags:  # LUT: the file that ships is micro's compressed one
-            measured.update(size_bytes=measured.get("flash_bytes"), gzip_bytes=measured.get("flash_gzip_bytes"))
+        if micro_flags:  # LUT: the file that ships is micro's compressed one, its kernels as indices and tables
+            measured.update(
+                size_bytes=measured.get("flash_bytes"),
+                gzip_bytes=measured.get("flash_gzip_bytes"),
+                weight_bytes_by_dtype={"LUT": measured.get("lut_kernel_bytes")},
+            )
         return {**measured, "training_seconds": round(seconds, 1), "epochs": _EPOCHS.value}
 
     return row
@@ -188,6 +192,9 @@ def with_micro(row: dict, model, stem: Path, test: str, *flags_given) -> dict:
         "litert_error_vs_keras": round(max(e for e in verification["litert_errors"].values() if e is not None), 5),
         "micro_accuracy": report["accuracy"],
         "flash_gzip_bytes": report["gzip_bytes"],
+        "lut_kernel_bytes": sum(tensor["bytes_after"] for tensor in report["lut"]["tensors"])
+        if report["lut"]
+        else None,
     }
 
 
