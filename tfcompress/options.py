@@ -27,6 +27,7 @@ __all__ = [
     "GuardOptions",
     "MicroOptions",
     "MICRO_CONVERSION_OPTIONS",
+    "WEIGHT_BITS",
     "CheckOptions",
     "AnalyzeOptions",
     "AutoOptions",
@@ -326,6 +327,9 @@ class MicroOptions:
             raise OptionError(f"compress must be 'lut' or None. Received: compress={self.compress!r}")
 
 
+# Weight widths both runtimes run: int8, and int4 packed two per byte (qat, convert, micro, analyze).
+WEIGHT_BITS = (8, 4)
+
 # The ConvertOptions micro takes (CLI flags, recipe options); the rest is fixed by TFLite Micro.
 MICRO_CONVERSION_OPTIONS = ("per_tensor_dense", "weight_bits", "calibration_method", "percentile")
 
@@ -341,7 +345,7 @@ class AnalyzeOptions:
     )
 
     def __post_init__(self):
-        if self.weight_bits not in (8, 4):
+        if self.weight_bits not in WEIGHT_BITS:
             raise OptionError(f"weight_bits must be 8 or 4. Received: weight_bits={self.weight_bits}")
 
 

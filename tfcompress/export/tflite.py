@@ -19,7 +19,7 @@ from tfcompress.errors import ConversionError, OptionError
 from tfcompress.export.calibration import quantize_with_adjusted_calibration
 from tfcompress.export.int4 import requantize_int4
 from tfcompress.export.keras_export import SharedExport
-from tfcompress.options import option
+from tfcompress.options import WEIGHT_BITS, option
 
 __all__ = [
     "ConvertOptions",
@@ -35,7 +35,6 @@ PRECISIONS = ("float32", "float16", "dynamic", "int8", "int16x8")
 IO_TYPES = ("float32", "int8", "uint8")
 CALIBRATED_PRECISIONS = ("int8", "int16x8")
 CALIBRATION_METHODS = ("minmax", "percentile")
-WEIGHT_BITS = (8, 4)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -16,8 +16,6 @@ import dataclasses
 from pathlib import Path
 from typing import ClassVar, Optional
 
-from absl import logging
-
 from tfcompress import keras_io, progress
 from tfcompress._io.files import check_writable, json_bytes, write_atomic
 from tfcompress.options import LoadOptions, TrainOptions
@@ -115,7 +113,7 @@ class TrainingRun:
         """`build()` the model to train under the strategy and fine-tune it there: (it, the last epoch's metrics).
         `callbacks` are the step's own, run before the user's. Accuracy is measured before and after
         (transforms.guardrail); `sparsity` (prune's) helps name the cause of a drop."""
-        from tfcompress.transforms.guardrail import AccuracyCheck, guard_data, visible_causes
+        from tfcompress.transforms.guardrail import accuracy_check, guard_data, visible_causes
         from tfcompress.transforms.training import fine_tune, keras_accuracy, outputs_probabilities, strategy_scope
 
         data, described = guard_data(self.held_out, self.held_out_role, self.train)
@@ -132,12 +130,7 @@ class TrainingRun:
                 verbose=self.verbose,
             )
         causes = visible_causes(self.training, len(self.train), sparsity)
-        check = AccuracyCheck(
-            described, before, keras_accuracy(trained, data), self.training.warn_accuracy_drop, causes
-        )
-        if check.warning:
-            logging.warning(check.warning)
-        self.checks.append(check)
+        self.checks.append(accuracy_check(described, before, keras_accuracy(trained, data), self.training, causes))
         return trained, metrics
 
     def result_fields(self, output, metrics, options, output_format, keras_model) -> dict:

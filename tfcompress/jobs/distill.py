@@ -11,7 +11,6 @@ import time
 from typing import Optional
 
 import numpy as np
-from absl import logging
 
 from tfcompress import keras_io
 from tfcompress.data import input_data
@@ -23,7 +22,7 @@ from tfcompress.transforms import augment as augmentations
 from tfcompress.transforms import distill as kd
 from tfcompress.transforms.distribute import strategy_named
 from tfcompress.transforms.graph import copy_model, flatten_nested
-from tfcompress.transforms.guardrail import AccuracyCheck, guard_data, visible_causes
+from tfcompress.transforms.guardrail import AccuracyCheck, accuracy_check, guard_data, visible_causes
 from tfcompress.transforms.training import keras_accuracy, strategy_scope, training_data
 
 __all__ = ["DistillReport", "distill", "format_distill_report"]
@@ -173,11 +172,9 @@ def _accuracy_check(teacher, student, val_data, train_data, training, accuracy: 
     before, after = accuracy["teacher"], accuracy["student"]
     if val_data is None:
         before, after = keras_accuracy(teacher, data), keras_accuracy(student, data)
-    causes = visible_causes(training, len(train_data))
-    check = AccuracyCheck(described, before, after, training.warn_accuracy_drop, causes, before_is="the teacher")
-    if check.warning:
-        logging.warning(check.warning)
-    return check
+    return accuracy_check(
+        described, before, after, training, visible_causes(training, len(train_data)), before_is="the teacher"
+    )
 
 
 def _unlabeled_inputs(unlabeled, input_shape, load) -> np.ndarray:

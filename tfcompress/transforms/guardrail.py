@@ -13,9 +13,11 @@ import dataclasses
 import math
 from typing import Optional
 
+from absl import logging
+
 from tfcompress.data import Dataset
 
-__all__ = ["AccuracyCheck", "guard_data", "visible_causes", "GUARD_SAMPLES"]
+__all__ = ["AccuracyCheck", "accuracy_check", "guard_data", "visible_causes", "GUARD_SAMPLES"]
 
 GUARD_SAMPLES = 2000
 _FEW_IMAGES = 10_000  # fewer than this for a high sparsity: pruned models recover on more data
@@ -51,6 +53,14 @@ class AccuracyCheck:
 
     def to_dict(self) -> dict:
         return {**dataclasses.asdict(self), "drop": self.drop, "warning": self.warning}
+
+
+def accuracy_check(data: str, before: float, after: float, training, causes, **fields) -> AccuracyCheck:
+    """The check of one training step, its warning logged when the drop is over `training.warn_accuracy_drop`."""
+    check = AccuracyCheck(data, before, after, training.warn_accuracy_drop, causes, **fields)
+    if check.warning:
+        logging.warning(check.warning)
+    return check
 
 
 def guard_data(held_out: Optional[Dataset], role: str, train: Dataset) -> tuple:

@@ -16,7 +16,7 @@ import numpy as np
 
 from tfcompress import _keras
 from tfcompress.errors import OptionError, PreflightError
-from tfcompress.options import option
+from tfcompress.options import WEIGHT_BITS, option
 from tfcompress.transforms.cluster import kernel_of
 from tfcompress.transforms.graph import flatten_nested, is_graph_model
 
@@ -47,9 +47,6 @@ _FOLDS_INTO = ("Conv2D", "DepthwiseConv2D", "Dense")
 _QAT_LAYERS = ("QuantizeLayer", "QuantizeWrapper", "QuantizeWrapperV2")
 _OP_LAYERS = ("TFOpLambda", "SlicingOpLambda", "Lambda")
 PRESERVE = (None, "sparsity", "clusters", "both")
-# Weight bits both runtimes run (int4: CONV_2D, DEPTHWISE_CONV_2D and FULLY_CONNECTED weights, packed two per
-# byte). Activations stay 8-bit.
-WEIGHT_BITS = (8, 4)
 # tfmot treats a kernel with more distinct values than this as not clustered.
 _MAX_CLUSTERS = 1024
 
