@@ -160,7 +160,7 @@ def test_nibbles_are_packed_low_first_and_a_large_post_training_loss_points_at_q
     (message,) = _post_training_int4_loss(0.90, 0.85, None)
     assert "5.00 pt" in message and "qat --weight_bits 4" in message
     assert _post_training_int4_loss(0.90, 0.895, None) == ()
-    (message,) = _post_training_int4_loss(None, None, Fidelity(0.9, 0.5, 0.1, 100))
+    (message,) = _post_training_int4_loss(None, None, Fidelity(0.5, 0.1, 100, top1_agreement=0.9))
     assert "10.0% of the Keras model's top-1 predictions" in message
 
 

@@ -2,8 +2,8 @@
 
 Preprocessing is declared, not guessed: uint8 data is scaled to [0, 1] (the sample
 models are trained that way), other data is used as stored, and `input_scale` /
-`input_offset` override both. Only numpy is needed here (Pillow for image folders),
-so the TensorFlow-free benchmark path can load its eval data too.
+`input_offset` override both. Each Dataset records what was applied, and reports show it.
+Only numpy is needed here (Pillow for image folders), so the TensorFlow-free benchmark path can load its eval data too.
 """
 
 import dataclasses
@@ -45,6 +45,7 @@ class Dataset:
     x: np.ndarray
     y: Optional[np.ndarray]
     source: str
+    preprocessing: Optional[dict] = None  # what was applied to the stored values (Preprocessing.applied)
 
     def __len__(self):
         return len(self.x)
@@ -54,7 +55,7 @@ class Dataset:
         if count is None or count >= len(self):
             return self
         y = None if self.y is None else self.y[:count]
-        return Dataset(self.x[:count], y, self.source)
+        return dataclasses.replace(self, x=self.x[:count], y=y)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,10 +66,27 @@ class Preprocessing:
     offset: float = 0.0
 
     def apply(self, x: np.ndarray) -> np.ndarray:
-        scale = self.scale
-        if scale is None:
-            scale = 1.0 / 255.0 if x.dtype == np.uint8 else 1.0
+        scale = self._scale(x.dtype)
         return (x.astype(np.float32) * np.float32(scale) + np.float32(self.offset)).astype(np.float32)
+
+    def applied(self, stored_dtype) -> dict:
+        """What `apply` does to data stored as `stored_dtype`: reports record it, as a model trained on
+        other scaling gives plausible-looking but wrong numbers."""
+        return {
+            "stored_dtype": np.dtype(stored_dtype).name,
+            "scale": self._scale(stored_dtype),
+            "offset": self.offset,
+            "default_scale": self.scale is None,
+        }
+
+    def dataset(self, x: np.ndarray, y, source: str) -> "Dataset":
+        """Stored arrays → a Dataset of model inputs, with what was applied recorded."""
+        return Dataset(self.apply(x), y, source, self.applied(x.dtype))
+
+    def _scale(self, stored_dtype) -> float:
+        if self.scale is not None:
+            return self.scale
+        return 1.0 / 255.0 if np.dtype(stored_dtype) == np.uint8 else 1.0
 
 
 def noise(shape, seed: int = 0) -> np.ndarray:
@@ -83,7 +101,7 @@ def load_data(spec, preprocessing: Preprocessing = Preprocessing()) -> Dataset:
     name one as `FOLDER@train` or `FOLDER@test`.
     """
     x, y = load_raw(spec)
-    return Dataset(preprocessing.apply(x), _labels(y, spec), str(spec))
+    return preprocessing.dataset(x, _labels(y, spec), str(spec))
 
 
 def sample_shape(spec) -> tuple:
@@ -107,10 +125,10 @@ def as_dataset(data, preprocessing: Preprocessing = Preprocessing()) -> Dataset:
     if isinstance(data, tuple) and len(data) == 2:
         x, y = (np.asarray(part) for part in data)
         _check_arrays(x, y, "the (x, y) arrays")
-        return Dataset(preprocessing.apply(x), _labels(y, "the (x, y) arrays"), "arrays")
+        return preprocessing.dataset(x, _labels(y, "the (x, y) arrays"), "arrays")
     if isinstance(data, np.ndarray):
         _check_arrays(data, None, "the x array")
-        return Dataset(preprocessing.apply(data), None, "array")
+        return preprocessing.dataset(data, None, "array")
     if hasattr(data, "as_numpy_iterator"):
         return as_dataset(_tf_data_arrays(data), preprocessing)
     return load_data(data, preprocessing)

@@ -13,6 +13,7 @@ import warnings
 from typing import Optional
 
 from tfcompress.errors import OptionError
+from tfcompress.runtime.task import AUTO, TASKS
 
 __all__ = [
     "option",
@@ -228,8 +229,16 @@ class LoadOptions:
     input_scale: Optional[float] = option(None, "Multiply stored data by this (default 1/255 for uint8, else 1).")
     input_offset: float = option(0.0, "Then add this.")
     reshape_data: bool = option(False, "Reshape samples to the model input when only the layout differs.")
+    task: str = option(
+        AUTO,
+        "What the model outputs, which decides how fidelity and accuracy are measured: auto (read from "
+        "its last op), softmax, logits, sigmoid, regression or reconstruction.",
+        choices=(AUTO,) + TASKS,
+    )
 
     def __post_init__(self):
+        if self.task not in (AUTO,) + TASKS:
+            raise OptionError(f"task must be one of {', '.join((AUTO,) + TASKS)}. Received: task={self.task!r}")
         if isinstance(self.custom_objects, str) and not self.trust_model_code:
             raise OptionError(
                 f"--custom_objects imports and runs {self.custom_objects}; pass "

@@ -24,6 +24,7 @@ __all__ = [
     "machine_info",
     "format_report",
     "format_weight_sizes",
+    "preprocessing_text",
     "format_metrics",
     "table",
     "markdown_table",
@@ -72,6 +73,7 @@ class ConversionReport:
     float32_bytes: Optional[int] = None  # the same model's float32 .tflite: what size ratios are against
     weights: tuple = ()  # every stored weight tensor: name, dtype, bits, bytes (runtime.inspect.weight_tensors)
     file_bytes: Optional[dict] = None  # kernels, other constants, quantization parameters, ... (inspect.file_parts)
+    preprocessing: Optional[dict] = None  # what was applied to the stored data (data.Preprocessing.applied)
     tflite: bytes = dataclasses.field(default=b"", repr=False, compare=False)  # the model itself
 
     @property
@@ -100,6 +102,7 @@ class ConversionReport:
             "file_bytes": self.file_bytes,
             "io": self.io,
             "calibration": self.calibration,
+            "preprocessing": self.preprocessing,
             "options": self.options,
             "warnings": list(self.warnings),
             "versions": library_versions(),
@@ -134,6 +137,8 @@ class BenchmarkReport:
     eval_source: Optional[str]
     options: dict
     machine: dict
+    warnings: tuple = ()  # about the comparison itself (a reference whose output never changes)
+    preprocessing: Optional[dict] = None  # what was applied to the stored eval data
 
     def to_dict(self) -> dict:
         return {
@@ -141,6 +146,7 @@ class BenchmarkReport:
             "models": [self._model_dict(model) for model in self.models],
             "reference": dataclasses.asdict(self.reference) if self.reference else None,
             "eval": self.eval_source,
+            "preprocessing": self.preprocessing,
             "options": self.options,
             "machine": self.machine,
             "versions": library_versions(),
@@ -168,7 +174,7 @@ class BenchmarkReport:
             "float_ops": list(model.float_ops),
             "arena_bytes": model.arena_bytes,
             "micro": model.micro,
-            "warnings": [],
+            "warnings": list(self.warnings),
             "versions": library_versions(),
         }
 
@@ -237,7 +243,7 @@ def _benchmark_rows(report: BenchmarkReport) -> tuple:
         "p99 (us)",
         "accuracy",
         "drop (pt)",
-        "agreement",
+        "fidelity",
         "arena (B)",
     ]
     rows = []
@@ -257,7 +263,7 @@ def _benchmark_rows(report: BenchmarkReport) -> tuple:
                 f"{model.latency.p99:,.1f}",
                 _percent(model.accuracy),
                 "n/a" if drop is None else f"{drop:+.2f}",
-                _percent(model.fidelity.top1_agreement) if model.fidelity else "n/a",
+                model.fidelity.headline() if model.fidelity else "n/a",
                 f"{model.arena_bytes:,}" if model.arena_bytes else "n/a",
             ]
         )
@@ -271,6 +277,9 @@ def format_benchmark(report: BenchmarkReport) -> str:
         f"{machine['cpu']}, {machine['threads']} thread(s); x = ratio to the first model; "
         "x86 latency does not predict ARM or microcontroller latency."
     )
+    if report.preprocessing:
+        lines.append("eval data: " + preprocessing_text(report.preprocessing))
+    lines += [f"warning: {message}" for message in report.warnings]
     for model in report.models:
         if model.micro and "error" in model.micro:
             lines.append(f"TFLite Micro, {model.model}: {model.micro['error']}")
@@ -303,6 +312,25 @@ def _low_bit_note(weights) -> str:
     return ", int4 weights" if any(weight["bits"] < 8 for weight in weights) else ""
 
 
+def _fidelity_rows(report: ConversionReport) -> list:
+    """The measures that fit the model's task (runtime.task), as (name, Keras, TFLite) rows."""
+    fidelity, rows = report.fidelity, []
+    if fidelity.top1_agreement is not None:
+        ties = fidelity.top1_ties
+        tied = f" ({ties} tied top-2 outputs of {fidelity.samples})" if ties else ""
+        rows.append(("top-1 agreement", "", _percent(fidelity.top1_agreement) + tied))
+        if ties and "SOFTMAX" in report.ops and "SOFTMAX" not in report.float_ops:
+            rows.append(("", "", "(int8 softmax steps are 1/256; --keep_float LAST_LAYER keeps the head float)"))
+    if fidelity.threshold_agreement is not None:
+        rows.append(("agreement at 0.5", "", _percent(fidelity.threshold_agreement)))
+    if fidelity.snr_db is not None:
+        rows.append(("SNR", "", f"{fidelity.snr_db:.1f} dB (relative error {fidelity.relative_error:.2%})"))
+    if fidelity.score_correlation is not None:
+        rows.append(("anomaly score rank corr.", "", f"{fidelity.score_correlation:.4f}"))
+    rows.append(("max abs error", "", f"{fidelity.max_abs_error:.4g}"))
+    return rows
+
+
 def format_report(report: ConversionReport) -> str:
     """A short table for people; the JSON report has everything."""
     reference, percent = report.reference, _percent
@@ -317,18 +345,7 @@ def format_report(report: ConversionReport) -> str:
             )
         )
     if report.fidelity:
-        ties = report.fidelity.top1_ties
-        rows.append(
-            (
-                "top-1 agreement",
-                "",
-                percent(report.fidelity.top1_agreement)
-                + (f" ({ties} tied top-2 outputs of {report.fidelity.samples})" if ties else ""),
-            )
-        )
-        if ties and "SOFTMAX" in report.ops and "SOFTMAX" not in report.float_ops:
-            rows.append(("", "", "(int8 softmax steps are 1/256; --keep_float LAST_LAYER keeps the head float)"))
-        rows.append(("max abs error", "", f"{report.fidelity.max_abs_error:.4g}"))
+        rows += _fidelity_rows(report)
     if report.latency:
         rows.append(("latency p50", "", f"{report.latency.p50:,.0f} us (1 thread, this machine)"))
     lines = [
@@ -341,8 +358,17 @@ def format_report(report: ConversionReport) -> str:
         lines.append("weights: " + weight_widths(report.weights))
         if report.file_bytes:
             lines.append("file: " + file_parts_text(report.file_bytes))
+    if report.preprocessing:
+        lines.append("data: " + preprocessing_text(report.preprocessing))
     lines += [f"WARNING: {warning}" for warning in report.warnings]
     return "\n".join(lines)
+
+
+def preprocessing_text(applied: dict) -> str:
+    """ "uint8 values x 1/255 + 0 (the default for uint8; --input_scale, --input_offset)" """
+    scale = "1/255" if applied["scale"] == 1 / 255 else f"{applied['scale']:g}"
+    how = "the default for " + applied["stored_dtype"] if applied["default_scale"] else "as asked"
+    return f"{applied['stored_dtype']} values x {scale} + {applied['offset']:g} ({how}; --input_scale, --input_offset)"
 
 
 def file_parts_text(parts: dict) -> str:
@@ -365,6 +391,8 @@ def _ratio(size: int, report: ConversionReport) -> str:
     """Against the float32 .tflite of the same model, never against the Keras file."""
     if not report.float32_bytes or report.precision == "float32" and size == report.size_bytes:
         return ""
+    if size > report.float32_bytes:  # tiny models: quantization parameters outweigh the saved bytes
+        return f" ({size / report.float32_bytes:.2f}x larger than the float32 .tflite, {report.float32_bytes:,} B)"
     return f" ({report.float32_bytes / size:.1f}x smaller than the float32 .tflite, {report.float32_bytes:,} B)"
 
 

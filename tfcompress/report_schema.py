@@ -10,6 +10,8 @@ import json
 import sys
 from pathlib import Path
 
+from tfcompress.runtime.task import TASKS
+
 __all__ = ["KINDS", "SCHEMA_VERSION", "schema", "schema_version", "write_schemas"]
 
 SCHEMA_VERSION = 1
@@ -31,13 +33,18 @@ _DEFS = {
     },
     "fidelity": {
         "type": ["object", "null"],
-        "required": ["top1_agreement", "max_abs_error", "mean_abs_error"],
+        "required": ["task", "top1_agreement", "max_abs_error", "mean_abs_error"],
         "properties": {
-            "top1_agreement": {"$ref": "#/$defs/fraction"},
+            "task": {"enum": list(TASKS)},
+            "top1_agreement": {"$ref": "#/$defs/fraction"},  # classifiers only, like each measure below
+            "top1_ties": {"type": ["integer", "null"], "minimum": 0},
+            "threshold_agreement": {"$ref": "#/$defs/fraction"},
+            "relative_error": _NUMBER_OR_NULL,
+            "snr_db": _NUMBER_OR_NULL,  # null also when the error is zero (infinite SNR)
+            "score_correlation": _NUMBER_OR_NULL,
             "max_abs_error": _NUMBER_OR_NULL,
             "mean_abs_error": _NUMBER_OR_NULL,
             "samples": _COUNT,
-            "top1_ties": _COUNT,
         },
     },
     "latency": {

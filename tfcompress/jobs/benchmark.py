@@ -8,6 +8,8 @@ import dataclasses
 from pathlib import Path
 from typing import Optional
 
+from absl import logging
+
 from tfcompress._io.files import path_size
 from tfcompress.data import input_data
 from tfcompress.errors import ModelLoadError
@@ -18,6 +20,7 @@ from tfcompress.runtime import metrics
 from tfcompress.runtime.benchmark import BenchmarkOptions, benchmark_models, comparison_inputs
 from tfcompress.runtime.inspect import inspect_tflite, read_tflite
 from tfcompress.runtime.interpreter import predict
+from tfcompress.runtime.task import resolve_task
 
 __all__ = ["benchmark"]
 
@@ -49,16 +52,23 @@ def benchmark(
         named_models = [(str(path), read_tflite(path)) for path in models]
         if not named_models:
             raise ModelLoadError("benchmark needs at least one .tflite model.")
-        first_input = inspect_tflite(named_models[0][1], named_models[0][0]).inputs[0]
+        first = inspect_tflite(named_models[0][1], named_models[0][0])
+        first_input, task = first.inputs[0], resolve_task(load.task, first)
         evaluation = input_data(
             eval_data, (None,) + first_input.shape[1:], load.preprocessing, reshape=load.reshape_data
         )
         eval_x = evaluation.x if evaluation is not None else None
         labels = evaluation.y if evaluation is not None else None
         inputs = comparison_inputs(named_models[0][1], eval_x)
-        reference_info, reference_outputs = _reference(reference, inputs, labels, load)
+        reference_info, reference_outputs = _reference(reference, inputs, labels, load, task)
         results = benchmark_models(
-            named_models, options, inputs=inputs, labels=labels, reference_outputs=reference_outputs, eval_x=eval_x
+            named_models,
+            options,
+            inputs=inputs,
+            labels=labels,
+            reference_outputs=reference_outputs,
+            eval_x=eval_x,
+            task=task,
         )
         report = BenchmarkReport(
             results,
@@ -66,6 +76,8 @@ def benchmark(
             evaluation.source if evaluation else None,
             dataclasses.asdict(options),
             machine_info(options.threads),
+            _warnings(reference_outputs),
+            evaluation.preprocessing if evaluation else None,
         )
         outputs.report(json_path, report)
         outputs.bytes(markdown_path, markdown_benchmark(report).encode())
@@ -73,7 +85,14 @@ def benchmark(
     return report
 
 
-def _reference(reference, inputs, labels, load: LoadOptions):
+def _warnings(reference_outputs) -> tuple:
+    message = metrics.constant_output(reference_outputs) if reference_outputs is not None else None
+    if message:
+        logging.warning(message)
+    return (message,) if message else ()
+
+
+def _reference(reference, inputs, labels, load: LoadOptions, task: str):
     """(Reference, its outputs on `inputs`), or (None, None) without a reference."""
     if reference is None:
         return None, None
@@ -85,4 +104,4 @@ def _reference(reference, inputs, labels, load: LoadOptions):
 
         model, _ = load_model(path, load)
         outputs = model.predict(inputs, batch_size=250, verbose=0)
-    return Reference(str(path), path_size(path), metrics.accuracy(outputs, labels)), outputs
+    return Reference(str(path), path_size(path), metrics.task_accuracy(outputs, labels, task)), outputs

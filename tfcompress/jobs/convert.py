@@ -25,6 +25,7 @@ from tfcompress.runtime import metrics
 from tfcompress.runtime.inspect import file_parts, gzip_size, inspect_tflite, weight_tensors
 from tfcompress.runtime.interpreter import predict
 from tfcompress.runtime.latency import measure_latency
+from tfcompress.runtime.task import QUANTITIES, resolve_task
 from tfcompress.transforms.qat import has_low_bit_weights, is_quantize_aware
 
 __all__ = ["convert", "convert_loaded", "for_model", "io_report", "RANDOM_CALIBRATION"]
@@ -121,11 +122,15 @@ def convert_loaded(
     if check_data is not None:
         progress.stage(f"verifying against Keras on {len(check_data)} inputs")
     float32_bytes, keras_outputs, tflite_outputs = _measured_beside_keras(loaded, options, tflite_bytes, check_data)
+    applied = next((data.preprocessing for data in (check_data, calibration_data) if data is not None), None)
+    warnings.extend(_scaled_twice(model, applied))
     if check_data is not None:
-        fidelity = metrics.fidelity(tflite_outputs, keras_outputs)
+        task = resolve_task(load.task, summary)
+        fidelity = metrics.fidelity(tflite_outputs, keras_outputs, task, check_data.x)
+        warnings.extend(_meaningless_measures(keras_outputs, evaluation, task))
         if evaluation is not None:
-            reference_accuracy = metrics.accuracy(keras_outputs, evaluation.y)
-            accuracy = metrics.accuracy(tflite_outputs, evaluation.y)
+            reference_accuracy = metrics.task_accuracy(keras_outputs, evaluation.y, task)
+            accuracy = metrics.task_accuracy(tflite_outputs, evaluation.y, task)
     if options.packs_int4_after_conversion:
         warnings.extend(_post_training_int4_loss(reference_accuracy, accuracy, fidelity))
     if latency_runs:
@@ -163,8 +168,47 @@ def convert_loaded(
             "weight_bits": 4 if options.low_bit_weights else options.weight_bits,
         },
         warnings=tuple(warnings),
+        preprocessing=applied,
         tflite=tflite_bytes,
     )
+
+
+def _scaled_twice(model, applied: Optional[dict]) -> tuple:
+    """A warning when uint8 data was divided by 255 by default for a model whose first layer rescales
+    its input itself: such a model was trained on raw 0-255 values."""
+    if not applied or not applied["default_scale"] or applied["stored_dtype"] != "uint8":
+        return ()
+    first = _first_layer(model)
+    if type(first).__name__ not in ("Rescaling", "Normalization"):
+        return ()
+    message = (
+        f"the model's first layer '{first.name}' ({type(first).__name__}) scales its input, and the uint8 "
+        "data was also divided by 255 (the default for uint8); pass --input_scale 1 if the model expects "
+        "raw 0-255 values"
+    )
+    logging.warning(message)
+    return (message,)
+
+
+def _first_layer(model):
+    """The first layer that computes, looking inside nested models."""
+    layers = [layer for layer in model.layers if type(layer).__name__ != "InputLayer"]
+    if not layers:
+        return None
+    return _first_layer(layers[0]) if hasattr(layers[0], "layers") else layers[0]
+
+
+def _meaningless_measures(keras_outputs, evaluation: Optional[Dataset], task: str) -> tuple:
+    """Warnings for measures that would mislead: a constant reference, labels the task cannot use."""
+    found = [metrics.constant_output(keras_outputs)]
+    if evaluation is not None and evaluation.y is not None and task in QUANTITIES:
+        found.append(
+            f"the eval labels are not used: the model's output reads as {task} (it ends in no softmax or "
+            "sigmoid); if its outputs are class scores, pass --task logits"
+        )
+    for message in filter(None, found):
+        logging.warning(message)
+    return tuple(filter(None, found))
 
 
 def _post_training_int4_loss(reference_accuracy, accuracy, fidelity) -> tuple:
@@ -172,7 +216,7 @@ def _post_training_int4_loss(reference_accuracy, accuracy, fidelity) -> tuple:
     drop = metrics.accuracy_drop(reference_accuracy, accuracy)
     if drop is not None:
         lost, loss = drop, f"{drop:.2f} pt of accuracy"
-    elif fidelity is not None:
+    elif fidelity is not None and fidelity.top1_agreement is not None:
         lost = (1 - fidelity.top1_agreement) * 100
         loss = f"{lost:.1f}% of the Keras model's top-1 predictions"
     else:

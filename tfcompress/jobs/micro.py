@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Optional
 
 import numpy as np
+from absl import logging
 
 from tfcompress import progress
 from tfcompress._io.files import atomic_folder, check_not_inputs, write_atomic, write_json_atomic
@@ -25,7 +26,7 @@ from tfcompress.jobs._loaded import LoadedModel
 from tfcompress.jobs.convert import convert_loaded, for_model, io_report
 from tfcompress.jobs.micro_lut import LutResult, format_lut_section, lut_compress_verified
 from tfcompress.options import GuardOptions, LoadOptions, MicroOptions, gather
-from tfcompress.report import file_parts_text, library_versions
+from tfcompress.report import file_parts_text, library_versions, preprocessing_text
 from tfcompress.report_schema import schema_version
 from tfcompress.runtime import metrics
 from tfcompress.runtime.faithfulness import Faithfulness, judge
@@ -40,6 +41,7 @@ from tfcompress.runtime.inspect import (
 )
 from tfcompress.runtime.interpreter import predict, quantize
 from tfcompress.runtime.latency import random_inputs
+from tfcompress.runtime.task import resolve_task
 from tfcompress.runtime.tflm import run_micro
 
 __all__ = ["MicroReport", "to_micro"]
@@ -64,7 +66,9 @@ class MicroReport:
     ops: dict
     accuracy: Optional[float]
     reference: Optional[dict]  # the Keras model: path, size_bytes, accuracy
-    fidelity: Optional[dict]
+    fidelity: Optional[metrics.Fidelity]  # LiteRT's outputs against the Keras model's
+    per_channel_dense_fidelity: Optional[metrics.Fidelity]  # the same with per-channel Dense weights
+    preprocessing: Optional[dict]  # what was applied to the stored data (data.Preprocessing.applied)
     per_tensor_dense: Optional[bool]
     files: tuple
     io: dict  # the model's inputs and outputs (dtype, shape, bytes, quantization)
@@ -93,7 +97,10 @@ class MicroReport:
             "reference": self.reference,
             "accuracy": self.accuracy,
             "accuracy_drop": self.accuracy_drop,
-            "fidelity": self.fidelity,
+            "fidelity": self.fidelity.to_dict() if self.fidelity else None,
+            "per_channel_dense_fidelity": (
+                self.per_channel_dense_fidelity.to_dict() if self.per_channel_dense_fidelity else None
+            ),
             "latency_us": self.micro_latency,
             "ops": self.ops,
             "float_ops": [],
@@ -115,6 +122,7 @@ class MicroReport:
             "ethos_u": self.ethos_u,
             "io": self.io,
             "calibration": self.calibration,
+            "preprocessing": self.preprocessing,
             "warnings": list(self.warnings),
             "float32_bytes": self.float32_bytes,
             "lut": self.lut.to_dict() if self.lut else None,
@@ -194,7 +202,27 @@ def _build_micro(
             latency_runs=0,
             check_target="micro",
         )
-        return package.build(converted.tflite, loaded.name, eval_data, converted, loaded)
+        per_channel = _per_channel_dense_fidelity(loaded, conversion, load, calibration, eval_data, converted)
+        return package.build(converted.tflite, loaded.name, eval_data, converted, loaded, per_channel)
+
+
+def _per_channel_dense_fidelity(loaded, conversion, load, calibration, eval_data, converted):
+    """The fidelity per-channel Dense weights would give, measured beside micro's per-tensor default
+    (its arena is smaller) so a material loss is told, with the alternative's numbers."""
+    if not (conversion.per_tensor_dense and converted.fidelity and "FULLY_CONNECTED" in converted.ops):
+        return None
+    progress.stage("measuring per-channel Dense weights beside per-tensor")
+    alternative = convert_loaded(
+        loaded,
+        dataclasses.replace(for_model(conversion, loaded.model), per_tensor_dense=False),
+        load,
+        GuardOptions(skip_check=True),
+        calibration,
+        eval_data,
+        latency_runs=0,
+        check_target="micro",
+    )
+    return alternative.fidelity
 
 
 @dataclasses.dataclass(frozen=True)
@@ -207,8 +235,9 @@ class _Package:
     options: MicroOptions
     load: LoadOptions
 
-    def build(self, tflite_bytes: bytes, name, eval_data, converted=None, loaded=None) -> MicroReport:
-        """`converted` and `loaded` (the convert report and the Keras model) exist unless a .tflite was given."""
+    def build(self, tflite_bytes: bytes, name, eval_data, converted=None, loaded=None, per_channel=None) -> MicroReport:
+        """`converted` and `loaded` (the convert report and the Keras model) exist unless a .tflite was given;
+        `per_channel` is the fidelity per-channel Dense weights would have had."""
         summary = inspect_tflite(tflite_bytes)
         check_data = _check_data(self.check_data, summary, self.load)
         inputs = _micro_inputs(check_data, summary)
@@ -216,11 +245,19 @@ class _Package:
         warnings = list(converted.warnings) if converted else []
         if not faithfulness.passed:
             warnings.append(f"packaged with --accept_micro_difference although {faithfulness.describe()}")
+        if per_channel is not None and converted.fidelity.worse_than(per_channel):
+            warnings.append(
+                f"per-tensor Dense weights (micro's default, for a smaller arena) cost fidelity: "
+                f"{converted.fidelity.headline()} against the Keras model, {per_channel.headline()} with "
+                "per-channel Dense weights (--noper_tensor_dense)"
+            )
+            logging.warning(warnings[-1])
         accuracy = None
         if converted is not None:
             accuracy = converted.accuracy
         elif eval_data is not None and check_data.y is not None:
-            accuracy = metrics.accuracy(predict(tflite_bytes, check_data.x), check_data.y)
+            task = resolve_task(self.load.task, summary)
+            accuracy = metrics.task_accuracy(predict(tflite_bytes, check_data.x), check_data.y, task)
         lut = None
         if self.options.compress == "lut":
             lut_inputs = (
@@ -252,7 +289,9 @@ class _Package:
             ops=summary.ops,
             accuracy=accuracy,
             reference=dataclasses.asdict(converted.reference) if converted else None,
-            fidelity=converted.fidelity.to_dict() if converted and converted.fidelity else None,
+            fidelity=converted.fidelity if converted else None,
+            per_channel_dense_fidelity=per_channel,
+            preprocessing=getattr(converted or check_data, "preprocessing", None),
             per_tensor_dense=converted.options["per_tensor_dense"] if converted else None,
             files=files,
             io=io_report(summary),
@@ -344,6 +383,7 @@ def format_micro_report(report: MicroReport) -> str:
 | tensor arena declared (with margin) | {report.arena_with_margin_bytes:,} B |
 {_int4_rows(report)}| ops ({len(report.ops)}) | {", ".join(report.ops)} |
 | accuracy | {accuracy}{drop} |
+{_fidelity_row(report.fidelity)}{_data_row(report.preprocessing)}\
 | verified against {_reference_name(report)} | {_verdict(report)} |
 | TFLite Micro vs LiteRT | {agreement} |
 | TFLite Micro latency (host, Python build) | p50 {report.micro_latency["p50"]:,.0f} us |
@@ -353,6 +393,16 @@ Files: {", ".join(f"`{name}`" for name in report.files)}. Include the `.h`, comp
 give the interpreter an arena of the declared size, and register the ops with the generated
 `..._register_ops(resolver)`.
 """
+
+
+def _fidelity_row(fidelity: Optional[metrics.Fidelity]) -> str:
+    if fidelity is None:
+        return ""
+    return f"| LiteRT int8 against Keras ({fidelity.task}) | {fidelity.headline()} |\n"
+
+
+def _data_row(preprocessing: Optional[dict]) -> str:
+    return f"| data | {preprocessing_text(preprocessing)} |\n" if preprocessing else ""
 
 
 def _ethos_u_rows(summary: Optional[dict]) -> str:

@@ -105,8 +105,8 @@ def load_model(path, *, trust_model_code: bool = False, custom_objects: Optional
 
 def _h5_or_path(path: Path, stack: contextlib.ExitStack):
     """An .h5 is opened here and handed over open: TensorFlow's file layer cannot open a name
-    that is not UTF-8, h5py can."""
-    if path.is_dir():
+    that is not UTF-8, h5py can. A SavedModel or a tf_keras .keras archive is given by name."""
+    if path.is_dir() or path.suffix == ".keras":
         return str(path)
     import h5py
 

@@ -92,7 +92,7 @@ def read_model_config(path):
     if path.suffix in (".h5", ".hdf5"):
         return _read_h5_config(path)
     if path.suffix == ".keras":
-        return _read_keras_zip_config(path), True
+        return _read_keras_zip_config(path)
     if path.suffix == ".tflite":
         raise ModelLoadError(
             f"{path} is already a TFLite model; use `tfcompress inspect` or `tfcompress benchmark` on it."
@@ -408,7 +408,8 @@ def _h5_declared_bytes(handle, path) -> int:
     return sum(sizes)
 
 
-def _read_keras_zip_config(path: Path) -> dict:
+def _read_keras_zip_config(path: Path) -> tuple:
+    """(config, saved by Keras 3?): tf_keras writes .keras archives too, with a 2.x keras_version."""
     try:
         with zipfile.ZipFile(path) as archive:
             members = archive.infolist()
@@ -418,11 +419,20 @@ def _read_keras_zip_config(path: Path) -> dict:
                 _check_member(member, path)
             config = archive.getinfo("config.json")
             limits.CONFIG_BYTES.check(config.file_size, f"{path} (config.json)", ModelLoadError)
-            return _parse_json(archive.read(config), path)
+            return _parse_json(archive.read(config), path), not _written_by_keras2(archive, path)
     except (zipfile.BadZipFile, KeyError, OSError, EOFError, NotImplementedError, RuntimeError):
         raise ModelLoadError(
             f"{path} is not a readable .keras archive (truncated, or no config.json inside)."
         ) from None
+
+
+def _written_by_keras2(archive: zipfile.ZipFile, path: Path) -> bool:
+    if "metadata.json" not in archive.namelist():
+        return False
+    metadata = archive.getinfo("metadata.json")
+    limits.CONFIG_BYTES.check(metadata.file_size, f"{path} (metadata.json)", ModelLoadError)
+    version = _parse_json(archive.read(metadata), path)
+    return isinstance(version, dict) and str(version.get("keras_version", "")).startswith("2.")
 
 
 def _check_member(member: zipfile.ZipInfo, path: Path) -> None:

@@ -82,9 +82,10 @@ def benchmark_models(
     labels: Optional[np.ndarray] = None,
     reference_outputs: Optional[np.ndarray] = None,
     eval_x=None,
+    task: str = "softmax",
 ) -> tuple:
     """Measures `(name, bytes)` models under the same conditions; `inputs` are float samples
-    shared with the reference.
+    shared with the reference, and `task` (runtime.task) says how outputs are compared.
 
     The process pays its one-time costs (libraries, XNNPACK set-up, first page faults) in an
     untimed round over every model first, or the first model measured would carry them; then
@@ -101,7 +102,9 @@ def benchmark_models(
             rounds[name].append(_timed_round(data, options, eval_x, runs=options.runs))
             rss_growth.setdefault(name, max(_resident_bytes() - rss_before, 0))
     return tuple(
-        _model_result(name, data, summary, rounds[name], rss_growth[name], options, inputs, labels, reference_outputs)
+        _model_result(
+            name, data, summary, rounds[name], rss_growth[name], options, inputs, labels, reference_outputs, task
+        )
         for (name, data), summary in zip(named_models, summaries)
     )
 
@@ -116,7 +119,7 @@ def _timed_round(model_bytes: bytes, options: BenchmarkOptions, eval_x, runs: in
 
 
 def _model_result(
-    name, model_bytes, summary, rounds, rss_growth, options, inputs, labels, reference_outputs
+    name, model_bytes, summary, rounds, rss_growth, options, inputs, labels, reference_outputs, task
 ) -> ModelBenchmark:
     stats = [Latency.from_samples(samples) for _, samples in rounds]
     outputs = predict(model_bytes, inputs, threads=options.threads)
@@ -129,8 +132,8 @@ def _model_result(
         latency=_median_latency(stats),
         p50_spread_us=(min(s.p50 for s in stats), max(s.p50 for s in stats)),
         rss_growth_bytes=rss_growth,
-        accuracy=metrics.accuracy(outputs, labels),
-        fidelity=metrics.fidelity(outputs, reference_outputs) if reference_outputs is not None else None,
+        accuracy=metrics.task_accuracy(outputs, labels, task),
+        fidelity=metrics.fidelity(outputs, reference_outputs, task, inputs) if reference_outputs is not None else None,
         ops=summary.ops,
         float_ops=summary.float_ops,
         micro=_micro(model_bytes, inputs, summary) if options.micro else None,

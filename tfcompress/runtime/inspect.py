@@ -86,6 +86,7 @@ class OperatorInfo:
     name: str  # CONV_2D, ...
     output_names: tuple  # its output tensors' names: the converter keeps the Keras layer path
     computes_in_float: bool
+    input_names: tuple = ()  # its input tensors' names (constants included)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -245,9 +246,17 @@ def _operator_info(operator, op_names, tensors) -> OperatorInfo:
     computes_in_float = name not in _CONVERSION_OPS and any(
         t.dtype in _FLOAT_TYPES and not t.is_constant for t in touched
     )
-    outputs = operator.OutputsAsNumpy()
-    output_names = tuple(tensors[int(i)].name for i in outputs if i >= 0) if isinstance(outputs, np.ndarray) else ()
-    return OperatorInfo(name, output_names, computes_in_float)
+    return OperatorInfo(
+        name,
+        _tensor_names(operator.OutputsAsNumpy(), tensors),
+        computes_in_float,
+        _tensor_names(operator.InputsAsNumpy(), tensors),
+    )
+
+
+def _tensor_names(indices, tensors) -> tuple:
+    """Names of an operator's tensors (-1 marks an omitted optional input)."""
+    return tuple(tensors[int(i)].name for i in indices if i >= 0) if isinstance(indices, np.ndarray) else ()
 
 
 def _operator_tensors(operator):

@@ -1,0 +1,42 @@
+"""What a model's output means, read from the converted model, so fidelity is measured the way that fits.
+
+A softmax output is a class distribution (top-1 agreement), a sigmoid output is one or more yes/no
+scores (agreement at 0.5), and anything else is a quantity: a regression, or, when the output has the
+input's shape, a reconstruction whose per-sample error is the score (anomaly detection). Class logits
+look like a regression from the graph alone, so `--task logits` says so.
+"""
+
+import numpy as np
+
+__all__ = ["TASKS", "CLASSIFIERS", "QUANTITIES", "detect_task", "resolve_task"]
+
+TASKS = ("softmax", "logits", "sigmoid", "regression", "reconstruction")
+CLASSIFIERS = ("softmax", "logits")
+QUANTITIES = ("regression", "reconstruction")
+AUTO = "auto"
+
+# Ops that carry a value to the output without changing what it means.
+_PASS_THROUGH = {"QUANTIZE", "DEQUANTIZE", "RESHAPE", "SQUEEZE", "EXPAND_DIMS", "CAST"}
+_ACTIVATION_TASKS = {"SOFTMAX": "softmax", "LOG_SOFTMAX": "softmax", "LOGISTIC": "sigmoid"}
+
+
+def detect_task(summary, output_index: int = 0) -> str:
+    """The task of one output of a converted model (a `TfliteSummary`), from the op that makes it."""
+    producers = {name: operator for operator in summary.operators for name in operator.output_names}
+    operator = producers.get(summary.outputs[output_index].name)
+    while operator is not None and operator.name in _PASS_THROUGH and operator.input_names:
+        operator = producers.get(operator.input_names[0])
+    if operator is not None and operator.name in _ACTIVATION_TASKS:
+        return _ACTIVATION_TASKS[operator.name]
+    if len(summary.inputs) == 1 and _elements(summary.outputs[output_index]) == _elements(summary.inputs[0]):
+        return "reconstruction"
+    return "regression"
+
+
+def resolve_task(requested: str, summary, output_index: int = 0) -> str:
+    """`requested` (a `--task`), or the detected task when it is "auto"."""
+    return detect_task(summary, output_index) if requested == AUTO else requested
+
+
+def _elements(tensor) -> int:
+    return int(np.prod(tensor.shape[1:])) if len(tensor.shape) > 1 else 1
