@@ -29,7 +29,7 @@ def test_qat_keeps_layer_norm_float(tf_keras, tmp_path):
     _small_cnn(tf_keras, lambda layers: layers.LayerNormalization()).save(path)
     report = quantize_aware(path, CALIBRATION, output=tmp_path / "qat.h5", epochs=2, learning_rate=1e-3, verbose=0)
     assert [plan.layer_type for plan in report.float_layers] == ["LayerNormalization"]
-    assert report.check_verdict == "ready with float fallbacks"
+    assert report.check_verdict == "ready"  # the int8 model has no float op; QAT's float layer is listed apart
     assert report.metrics["accuracy"] > 0.5, report.metrics
 
     reloaded = load_model(tmp_path / "qat.h5")

@@ -18,6 +18,8 @@ from typing import ClassVar, Optional
 
 from tfcompress import keras_io, progress
 from tfcompress._io.files import check_writable, json_bytes, write_atomic
+from tfcompress.errors import ModelLoadError
+from tfcompress.keras_io.signature import is_signature_model
 from tfcompress.options import LoadOptions, TrainOptions
 
 __all__ = ["job_outputs", "load_model", "Outputs", "TrainingRun", "training_run", "TrainingResult"]
@@ -82,13 +84,20 @@ def job_outputs(*paths, inputs=()):
         raise
 
 
-def load_model(model, load: LoadOptions) -> tuple:
-    """(tf_keras model, its file or None): a job takes a model or a model file."""
+def load_model(model, load: LoadOptions, *, needs_layers: bool = False) -> tuple:
+    """(tf_keras model, its file or None): a job takes a model or a model file. A job that trains or
+    analyzes layers (`needs_layers`) refuses a SavedModel that is only a serving signature."""
     progress.stage("loading the model")
     custom_objects = load.custom_objects  # a file to import, or the dict given from Python
     if isinstance(custom_objects, str):
         custom_objects = keras_io.load_custom_objects(custom_objects)
-    return keras_io.model_and_path(model, trust_model_code=load.trust_model_code, custom_objects=custom_objects)
+    loaded, path = keras_io.model_and_path(model, trust_model_code=load.trust_model_code, custom_objects=custom_objects)
+    if needs_layers and is_signature_model(loaded):
+        raise ModelLoadError(
+            f"{path} is a SavedModel without Keras metadata: it has a serving signature to convert (convert, "
+            "micro, check), but no layers to train or analyze. Save the Keras model itself as .keras or .h5."
+        )
+    return loaded, path
 
 
 @dataclasses.dataclass(frozen=True)
@@ -181,7 +190,7 @@ def training_run(
         job_outputs(output, report_path, inputs=(model, train, held_out)) as outputs,
         _outputs_of(strategy, outputs) as outputs,
     ):
-        loaded, model_path = load_model(model, load)
+        loaded, model_path = load_model(model, load, needs_layers=True)
         loaded = loaded if quantize_aware else flatten_nested(loaded)
         input_was_keras3 = not quantize_aware and keras_io.saved_by_keras3(model_path)
         keras_io.check_output_format(loaded, output, input_was_keras3=input_was_keras3, quantize_aware=quantize_aware)

@@ -105,7 +105,7 @@ def analyze(
             from tfcompress import plots
 
             plots.require_matplotlib()
-        model, model_path = load_model(model, load)
+        model, model_path = load_model(model, load, needs_layers=True)
         with LoadedModel(model, model_path) as loaded:
             report = _analyze(loaded, calibration, eval_data, options, load, calibration_samples)
         outputs.report(json_path, report)

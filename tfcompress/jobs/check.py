@@ -47,6 +47,7 @@ __all__ = [
     "NOT_DEPLOYABLE",
     "BLOCKS",
     "FALLBACK",
+    "QAT_FLOAT",
     "NOTE",
 ]
 
@@ -66,7 +67,8 @@ _MICRO_FIXES = {
 
 
 BLOCKS = "blocks"  # the target cannot run the model
-FALLBACK = "fallback"  # runs, with something left in float
+FALLBACK = "fallback"  # the deployed model runs with ops left in float
+QAT_FLOAT = "qat"  # quantization-aware training keeps it float; the post-training int8 model is not affected
 NOTE = "note"  # worth knowing; the deployed model is not affected
 
 
@@ -287,7 +289,7 @@ class _Check:
                         plan.name,
                         f"QAT cannot train it ({plan.reason}); post-training int8 still works",
                         plan.fix,
-                        FALLBACK,
+                        QAT_FLOAT,
                     )
                 )
         flattened = tuple(
@@ -344,7 +346,7 @@ class _Check:
         if integer_target:
             if plan.action == qat.KEEP_FLOAT:
                 # Without weights, QAT has nothing to train: only its output range comes from calibration.
-                severity = FALLBACK if layer.weights or float_ops else NOTE
+                severity = QAT_FLOAT if layer.weights or float_ops else NOTE
                 self.problems.append(Problem(plan.name, f"stays float during QAT: {plan.reason}", plan.fix, severity))
             for op in float_ops:
                 self.problems.append(
@@ -487,7 +489,9 @@ def format_check(report: CheckReport) -> str:
         lines.append(f"{problem.severity}: {problem.layer}: {problem.problem}. Fix: {problem.fix}.")
     if report.micro_verification and report.micro_verification.passed:
         lines.append(f"TFLite Micro is as faithful as LiteRT: {report.micro_verification.describe()}")
-    lines.append(f"verdict ({report.target}): {report.verdict}")
+    qat_float = [problem.layer for problem in report.problems if problem.severity == QAT_FLOAT]
+    kept = f" (QAT would train {', '.join(qat_float)} in float: the int8 model itself is not affected)"
+    lines.append(f"verdict ({report.target}): {report.verdict}" + (kept if qat_float else ""))
     return "\n".join(lines)
 
 

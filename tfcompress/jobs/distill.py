@@ -98,10 +98,10 @@ def distill(
         )
     strategy = _strategy(strategy or training.strategy)
     with job_outputs(output, report_path, inputs=(teacher, student, train, val, unlabeled)) as outputs:
-        teacher, teacher_path = load_model(teacher, load)
+        teacher, teacher_path = load_model(teacher, load, needs_layers=True)
         teacher = flatten_nested(teacher)
         if student is not None:
-            student = flatten_nested(load_model(student, load)[0])
+            student = flatten_nested(load_model(student, load, needs_layers=True)[0])
             _check_fits(teacher, student)
         input_shape = tuple(teacher.inputs[0].shape)
         augmentations.check_fits_input(options.augment, input_shape[1:])

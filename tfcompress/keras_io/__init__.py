@@ -32,6 +32,7 @@ from tfcompress.keras_io.config import (
     layer_class_names,
     read_model_config,
 )
+from tfcompress.keras_io.signature import has_serving_signature_only, load_serving_signature
 
 __all__ = [
     "load_model",
@@ -82,6 +83,8 @@ def load_model(path, *, trust_model_code: bool = False, custom_objects: Optional
     loading); `custom_objects` maps class names to the user's own layer classes.
     """
     path = Path(path)
+    if path.is_dir() and has_serving_signature_only(path):
+        return load_serving_signature(path, trust_model_code=trust_model_code)
     custom_objects = dict(custom_objects or {})
     config, saved_by_keras3 = read_model_config(path)
     check_model_is_safe(

@@ -444,30 +444,64 @@ def _check_member(member: zipfile.ZipInfo, path: Path) -> None:
 
 
 def _read_saved_model_config(path: Path) -> dict:
-    """The layer classes of a tf_keras SavedModel, from its keras_metadata.pb."""
+    """The layer classes of a tf_keras SavedModel, from its Keras metadata (either place it is kept)."""
+    nodes = keras_metadata_nodes(path)
+    if not nodes:
+        raise ModelLoadError(
+            f"{path} is a SavedModel without Keras metadata (e.g. from Keras 3 model.export()): only "
+            "its serving signature can be converted, and this command needs the Keras model. Save it as "
+            ".keras or .h5 instead."
+        )
+    layers = []
+    for identifier, raw in nodes:
+        entry = _parse_json(raw, path) if raw else {}
+        if identifier in _SAVED_MODEL_LAYERS and entry.get("class_name") not in MODEL_CLASSES:
+            layers.append(entry)
+    return {"class_name": "Functional", "config": {"layers": layers}}
+
+
+def keras_metadata_nodes(path: Path) -> list:
+    """(identifier, metadata JSON) of each Keras object a SavedModel folder describes: from
+    keras_metadata.pb (TF 2.5 and later), else from the object graph in saved_model.pb, where
+    TF 2.4 and earlier kept it. Empty for a SavedModel with no Keras metadata at all."""
     if not (path / "saved_model.pb").exists():
         raise ModelLoadError(
             f"{path} is a folder, not a model file or SavedModel. Pass the .h5/.keras file "
             "or the SavedModel folder itself."
         )
     metadata_path = path / "keras_metadata.pb"
-    if not metadata_path.exists():
-        raise ModelLoadError(
-            f"{path} is a SavedModel without Keras metadata (e.g. from Keras 3 model.export()). "
-            "Save the Keras model as .keras or .h5 instead."
-        )
-    limits.check_input_file(metadata_path, "Keras metadata", ModelLoadError)
-    limits.CONFIG_BYTES.check(metadata_path.stat().st_size, metadata_path, ModelLoadError)
-    _keras.tf_keras()
-    from tf_keras.protobuf import saved_metadata_pb2
+    if metadata_path.exists():
+        limits.check_input_file(metadata_path, "Keras metadata", ModelLoadError)
+        limits.CONFIG_BYTES.check(metadata_path.stat().st_size, metadata_path, ModelLoadError)
+        _keras.tf_keras()
+        from tf_keras.protobuf import saved_metadata_pb2
 
-    metadata = saved_metadata_pb2.SavedMetadata.FromString(metadata_path.read_bytes())
-    layers = []
-    for node in metadata.nodes:
-        entry = _parse_json(node.metadata, metadata_path) if node.metadata else {}
-        if node.identifier in _SAVED_MODEL_LAYERS and entry.get("class_name") not in MODEL_CLASSES:
-            layers.append(entry)
-    return {"class_name": "Functional", "config": {"layers": layers}}
+        metadata = saved_metadata_pb2.SavedMetadata.FromString(metadata_path.read_bytes())
+        return [(node.identifier, node.metadata) for node in metadata.nodes]
+    object_graph = read_saved_model(path).meta_graphs[0].object_graph_def
+    return [
+        (node.user_object.identifier, node.user_object.metadata)
+        for node in object_graph.nodes
+        if node.WhichOneof("kind") == "user_object"
+        and node.user_object.identifier.startswith("_tf_keras_")
+        and node.user_object.metadata  # tf.saved_model.save() of a Keras model names the objects, describes none
+    ]
+
+
+def read_saved_model(path: Path):
+    """The parsed saved_model.pb (graphs, functions, signatures), its size bounded first."""
+    graph_path = limits.check_input_file(path / "saved_model.pb", "SavedModel graph", ModelLoadError)
+    limits.WEIGHT_BYTES.check(graph_path.stat().st_size, graph_path, ModelLoadError)
+    from google.protobuf.message import DecodeError
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    try:
+        saved_model = saved_model_pb2.SavedModel.FromString(graph_path.read_bytes())
+    except (DecodeError, RecursionError):
+        raise ModelLoadError(f"{graph_path} is damaged (not a SavedModel protocol buffer).") from None
+    if not saved_model.meta_graphs:
+        raise ModelLoadError(f"{graph_path} holds no graph; not a SavedModel.")
+    return saved_model
 
 
 def _parse_json(raw, path) -> dict:

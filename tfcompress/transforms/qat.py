@@ -359,7 +359,12 @@ def _unfoldable_reason(producer) -> str:
 
 
 def _refold_fix(layer, producer) -> str:
-    if producer is not None and type(producer).__name__ in _FOLDS_INTO:
+    if producer is None:
+        return (
+            f"none needed: there is no Conv2D/Dense before {layer.name} to fold it into; QAT trains it in "
+            "float and int8 conversion calibrates it"
+        )
+    if type(producer).__name__ in _FOLDS_INTO:
         return f"give {producer.name} activation=None and put the activation after {layer.name}"
     return f"move {layer.name} right after the Conv2D/Dense before it (before the activation)"
 
