@@ -1,0 +1,57 @@
+"""The fast subset of the coverage suite (benchmarks/coverage.py runs every architecture)."""
+
+import re
+
+import numpy as np
+import pytest
+
+import tfcompress
+from tfcompress.errors import ModelLoadError
+from tfcompress.testing.field_zoo import FAST_SUBSET, FIELD_MODELS, build_field_model, sample_inputs, settle_batch_norm
+
+# How far int8 may move each task's outputs from the Keras model's on random weights.
+_MAX_MEAN_ABS_ERROR = {"softmax": 0.01, "sigmoid": 0.02}
+_MAX_RELATIVE_ERROR = 0.1
+
+
+def _saved(tf_keras, name, folder):
+    model = build_field_model(name, tf_keras)
+    settle_batch_norm(model, sample_inputs(name, model, 64, seed=3))
+    model.save(folder / "model.h5")
+    np.savez(folder / "calibration.npz", x=sample_inputs(name, model, 64, seed=1))
+    np.savez(folder / "eval.npz", x=sample_inputs(name, model, 64, seed=2))
+    return folder / "model.h5"
+
+
+@pytest.mark.parametrize("name", FAST_SUBSET)
+def test_an_architecture_from_the_field_converts_to_int8_measured_for_its_task(tf_keras, tmp_path, name):
+    path = _saved(tf_keras, name, tmp_path)
+    expected = FIELD_MODELS[name].task
+    report = tfcompress.convert(
+        path,
+        precision="int8",
+        calibration=tmp_path / "calibration.npz",
+        eval_data=tmp_path / "eval.npz",
+        latency_runs=0,
+        task="logits" if expected == "logits" else "auto",
+    )
+    fidelity = report.fidelity
+    assert fidelity.task == expected and not report.float_ops
+    assert not [warning for warning in report.warnings if "the same for all" in warning], report.warnings
+    if expected in ("regression", "reconstruction"):
+        assert fidelity.relative_error < _MAX_RELATIVE_ERROR, fidelity
+        assert fidelity.top1_agreement is None and fidelity.threshold_agreement is None
+    elif expected == "logits":
+        assert fidelity.top1_agreement >= 0.9 and fidelity.snr_db is None, fidelity
+    else:
+        assert fidelity.mean_abs_error < _MAX_MEAN_ABS_ERROR[expected], fidelity
+    if expected == "reconstruction":
+        assert fidelity.score_correlation > 0.9, fidelity
+
+
+@pytest.mark.parametrize("name, role", [("two inputs", "2 inputs ('image', 'features')"), ("two outputs", "2 outputs")])
+def test_several_inputs_or_outputs_are_refused_by_name(tf_keras, tmp_path, name, role):
+    path = tmp_path / "model.h5"
+    build_field_model(name, tf_keras).save(path)
+    with pytest.raises(ModelLoadError, match=re.escape(role) + ".*one input and one output"):
+        tfcompress.convert(path, precision="float16")
