@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import tfcompress
-from tfcompress.errors import ModelLoadError
+from tfcompress.errors import ConversionError, ModelLoadError
 from tfcompress.testing.field_zoo import FAST_SUBSET, FIELD_MODELS, build_field_model, sample_inputs, settle_batch_norm
 
 # How far int8 may move each task's outputs from the Keras model's on random weights.
@@ -45,6 +45,8 @@ def test_an_architecture_from_the_field_converts_to_int8_measured_for_its_task(t
         assert fidelity.top1_agreement >= 0.9 and fidelity.snr_db is None, fidelity
     else:
         assert fidelity.mean_abs_error < _MAX_MEAN_ABS_ERROR[expected], fidelity
+    if FIELD_MODELS[name].tokens:  # token ids go in as int32, never through an int8 input scale
+        assert report.io["inputs"][0]["dtype"] == "INT32"
     if expected == "reconstruction":
         assert fidelity.score_correlation > 0.9, fidelity
 
@@ -55,3 +57,13 @@ def test_several_inputs_or_outputs_are_refused_by_name(tf_keras, tmp_path, name,
     build_field_model(name, tf_keras).save(path)
     with pytest.raises(ModelLoadError, match=re.escape(role) + ".*one input and one output"):
         tfcompress.convert(path, precision="float16")
+
+
+def test_a_recurrent_loop_converts_at_batch_1_and_its_int8_is_refused_before_it_crashes(tf_keras, tmp_path):
+    path = _saved(tf_keras, "GRU classifier", tmp_path)
+    with pytest.raises(ConversionError, match="gru: recurrent layers other than LSTM.*float16 or dynamic"):
+        tfcompress.convert(path, precision="int8", calibration=tmp_path / "calibration.npz")
+    report = tfcompress.convert(path, precision="float16", eval_data=tmp_path / "eval.npz", latency_runs=0)
+    assert report.io["inputs"][0]["shape"][0] == 1 and "WHILE" in report.ops
+    assert any("batch 1 for the recurrent layers (gru)" in warning for warning in report.warnings)
+    assert report.fidelity.mean_abs_error < 1e-3

@@ -20,6 +20,7 @@ from tfcompress.export.calibration import quantize_with_adjusted_calibration
 from tfcompress.export.int4 import requantize_int4
 from tfcompress.export.keras_export import SharedExport
 from tfcompress.options import WEIGHT_BITS, option
+from tfcompress.runtime.interpreter import as_input_dtype
 
 __all__ = [
     "ConvertOptions",
@@ -153,7 +154,7 @@ def to_tflite(
         if export.model is not model:
             raise ValueError(f"The export is of model '{export.model.name}', not of '{model.name}'.")
         export.share_with(converter, options.batch_size)
-    _configure(converter, options, calibration, tf)
+    _configure(converter, options, calibration, tf, model.inputs[0])
     from tensorflow.lite.python.convert import ConverterError
 
     try:
@@ -185,7 +186,7 @@ def _converter(model, batch_size, tf):
     return tf.lite.TFLiteConverter.from_concrete_functions([function.get_concrete_function(*specs)], model)
 
 
-def _configure(converter, options: ConvertOptions, calibration, tf) -> None:
+def _configure(converter, options: ConvertOptions, calibration, tf, model_input) -> None:
     if options.precision == "float32":
         return
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
@@ -195,7 +196,9 @@ def _configure(converter, options: ConvertOptions, calibration, tf) -> None:
     if options.precision == "dynamic":
         return
     if calibration is not None:
-        converter.representative_dataset = _representative_dataset(calibration.take(options.calibration_samples))
+        converter.representative_dataset = _representative_dataset(
+            calibration.take(options.calibration_samples), model_input
+        )
     if options.precision == "int8":
         if calibration is None:  # a QAT model: without calibration only the default op set converts
             converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
@@ -235,19 +238,31 @@ def input_shapes(model) -> list:
     return [tuple(shape.as_list() if hasattr(shape, "as_list") else shape) for shape in shapes]
 
 
+_CONVERTER_HINTS = {
+    "TensorListReserve": "a recurrent layer the converter keeps as a loop (GRU, SimpleRNN; LSTM becomes one "
+    "fused op) has no static shape with a dynamic batch: --batch_size 1 converts it to float32 or float16, "
+    "but int8 calibration of such a loop crashed TensorFlow 2.21's converter here",
+}
 _IO_DTYPES = {"float32": lambda tf: tf.float32, "int8": lambda tf: tf.int8, "uint8": lambda tf: tf.uint8}
 
 
-def _representative_dataset(calibration: Dataset):
+def _representative_dataset(calibration: Dataset, model_input):
+    """Samples one at a time, in the input's own dtype: token ids for an integer input (an Embedding's)."""
+    dtype = np.dtype(getattr(model_input.dtype, "as_numpy_dtype", model_input.dtype))
+    x = as_input_dtype(calibration.x, dtype, f"'{model_input.name}'")
+
     def samples():
-        for index in range(len(calibration)):
-            yield [calibration.x[index : index + 1].astype(np.float32)]
+        for index in range(len(x)):
+            yield [x[index : index + 1]]
 
     return samples
 
 
 def _converter_message(error: Exception) -> str:
-    """The converter's first error line, without its MLIR location prefixes."""
+    """The converter's first error line, without its MLIR location prefixes, and what it means
+    where its wording does not say."""
     lines = [line.strip() for line in str(error).splitlines() if "error:" in line]
     text = lines[0] if lines else str(error).strip().splitlines()[0]
-    return text.split("error:", 1)[-1].strip()
+    text = text.split("error:", 1)[-1].strip()
+    hint = next((hint for op, hint in _CONVERTER_HINTS.items() if op in text), None)
+    return f"{text} ({hint})" if hint else text

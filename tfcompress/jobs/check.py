@@ -32,7 +32,7 @@ from tfcompress.runtime.interpreter import inference_batch_size, quantize
 from tfcompress.runtime.micro_ops import micro_op_names
 from tfcompress.runtime.tflm import beside_litert, micro_run_error
 from tfcompress.transforms import qat
-from tfcompress.transforms.graph import flatten_nested
+from tfcompress.transforms.graph import flatten_nested, recurrent_layers
 
 __all__ = [
     "CheckReport",
@@ -263,7 +263,7 @@ class _Check:
 
     def run(self) -> CheckReport:
         micro = self.target == "micro"
-        batch_size = 1 if micro else None
+        batch_size = 1 if micro or recurrent_layers(self.model) else None  # see convert.for_model
         lowered = self._convert(ConvertOptions(precision="float32", batch_size=batch_size))
         if self.target == "mobile-fp16":
             deployed = self._convert(ConvertOptions(precision="float16"))

@@ -26,6 +26,7 @@ from tfcompress.runtime.inspect import file_parts, gzip_size, inspect_tflite, we
 from tfcompress.runtime.interpreter import predict
 from tfcompress.runtime.latency import measure_latency
 from tfcompress.runtime.task import QUANTITIES, resolve_task
+from tfcompress.transforms.graph import recurrent_layers
 from tfcompress.transforms.qat import has_low_bit_weights, is_quantize_aware
 
 __all__ = ["convert", "convert_loaded", "for_model", "io_report", "RANDOM_CALIBRATION"]
@@ -103,7 +104,7 @@ def convert_loaded(
     """`convert` for a loaded model, writing nothing: what auto measures each candidate with."""
     model = loaded.model
     input_shape = tuple(model.inputs[0].shape)
-    warnings = []
+    options, warnings = _for_recurrent_layers(model, options)
     preprocessing, reshape_data = load.preprocessing, load.reshape_data
     calibration_data = _calibration(calibration, options, input_shape, preprocessing, reshape_data, warnings)
     evaluation = input_data(eval_data, input_shape, preprocessing, reshape=reshape_data)
@@ -171,6 +172,25 @@ def convert_loaded(
         preprocessing=applied,
         tflite=tflite_bytes,
     )
+
+
+def _for_recurrent_layers(model, options: ConvertOptions) -> tuple:
+    """(the options, warnings): a recurrent model converts at batch 1, as its loop needs a fixed batch
+    (said aloud unless asked for); calibrating a loop that is not a fused LSTM is refused before it
+    crashes the converter."""
+    recurrent = recurrent_layers(model)
+    loops = [name for name, fused in recurrent.items() if not fused]
+    if loops and options.needs_calibration:
+        raise ConversionError(
+            f"{', '.join(loops)}: recurrent layers other than LSTM (GRU, SimpleRNN, ...) stay a loop in TFLite, "
+            f"and calibrating that loop for {options.precision} crashes TensorFlow 2.21's converter. Convert to "
+            "float16 or dynamic, or use LSTM layers, which become one fused int8 op."
+        )
+    if not recurrent or options.batch_size is not None:
+        return options, []
+    message = f"converted at batch 1 for the recurrent layers ({', '.join(recurrent)}): their loop needs a fixed batch"
+    logging.warning(message)
+    return dataclasses.replace(options, batch_size=1), [message]
 
 
 def _scaled_twice(model, applied: Optional[dict]) -> tuple:

@@ -12,7 +12,15 @@ import numpy as np
 from tfcompress._io.native import captured_output
 from tfcompress.errors import DataError, ModelLoadError
 
-__all__ = ["make_interpreter", "predict", "raw_outputs", "quantize", "dequantize", "inference_batch_size"]
+__all__ = [
+    "make_interpreter",
+    "predict",
+    "raw_outputs",
+    "quantize",
+    "as_input_dtype",
+    "dequantize",
+    "inference_batch_size",
+]
 
 _BATCH_VALUES = 1 << 22  # input values per evaluation batch: 250 Fashion-MNIST images, 27 at 224×224×3
 
@@ -47,12 +55,20 @@ def quantize(x: np.ndarray, detail: dict) -> np.ndarray:
     """Float values → the input tensor's dtype, using its scale and zero point."""
     dtype = detail["dtype"]
     scale, zero_point = detail["quantization"]
-    if not np.issubdtype(dtype, np.integer):
-        return x.astype(dtype)
-    if scale == 0:
-        raise ModelLoadError(f"Input {detail['name']} is an integer tensor without quantization parameters.")
+    if not np.issubdtype(dtype, np.integer) or scale == 0:  # float, or integer ids (an Embedding's)
+        return as_input_dtype(x, dtype, detail["name"])
     limits = np.iinfo(dtype)
     return np.clip(np.round(x / scale + zero_point), limits.min, limits.max).astype(dtype)
+
+
+def as_input_dtype(x: np.ndarray, dtype, name: str) -> np.ndarray:
+    """`x` as an unquantized input of `dtype`; integer inputs (token ids) must hold whole numbers."""
+    if np.issubdtype(dtype, np.integer) and not np.array_equal(x, np.round(x)):
+        raise DataError(
+            f"Input {name} takes whole numbers ({np.dtype(dtype).name}, e.g. token ids), but the data holds "
+            "fractions: uint8 data is divided by 255 unless --input_scale 1."
+        )
+    return x.astype(dtype)
 
 
 def dequantize(values: np.ndarray, detail: dict) -> np.ndarray:

@@ -21,7 +21,7 @@ class FieldModel:
     build: object  # keras module → model
     task: str  # what runtime.task should read from it ("logits": only with --task)
     micro: bool  # small enough, and meant, for a microcontroller
-    tokens: bool = False  # integer token inputs (an Embedding first)
+    tokens: bool = False  # int32 token ids in (an Embedding first)
 
 
 def _application(name, **kwargs):
@@ -79,7 +79,7 @@ def _transformer_block(keras):
 
 def _text_classifier(keras):
     layers = keras.layers
-    inputs = keras.Input((24,))
+    inputs = keras.Input((24,), dtype="int32")
     x = layers.Embedding(VOCABULARY, 16)(inputs)
     x = layers.GlobalAveragePooling1D()(x)
     return keras.Model(inputs, layers.Dense(3, activation="softmax")(layers.Dense(16, activation="relu")(x)))
@@ -259,7 +259,7 @@ FIELD_MODELS = {
     ),
     "Conv1D keyword spotter": FieldModel(_conv1d_kws, "softmax", True),
     "Conv3D video net": FieldModel(_conv3d, "softmax", False),
-    "Transformer block (MHA, LayerNorm, GELU)": FieldModel(_transformer_block, "softmax", False),
+    "Transformer block (MHA + LayerNorm + GELU)": FieldModel(_transformer_block, "softmax", False),
     "Embedding text classifier": FieldModel(_text_classifier, "softmax", True, tokens=True),
     "Dot-product attention": FieldModel(_dot_attention, "softmax", False),
     "TimeDistributed Dense": FieldModel(_time_distributed, "softmax", True),
@@ -288,6 +288,8 @@ FIELD_MODELS = {
 # One of each kind of output and structure, fast enough for the test suite.
 FAST_SUBSET = (
     "LeNet-5",
+    "LSTM classifier",
+    "Embedding text classifier",
     "regression head",
     "sigmoid multi-label head",
     "dense autoencoder (anomaly detection)",

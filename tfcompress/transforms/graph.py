@@ -11,6 +11,7 @@ from tfcompress import _keras
 from tfcompress.errors import OptionError
 
 __all__ = [
+    "recurrent_layers",
     "flatten_nested",
     "rebuild",
     "is_graph_model",
@@ -19,6 +20,26 @@ __all__ = [
     "output_units_layer",
     "copy_model",
 ]
+
+
+# Recurrent layers the converter turns into one fused op; the others stay a WHILE loop.
+_FUSED_RECURRENT = {"LSTM"}
+_RECURRENT = {"LSTM", "GRU", "SimpleRNN", "RNN", "ConvLSTM1D", "ConvLSTM2D", "ConvLSTM3D"}
+
+
+def recurrent_layers(model) -> dict:
+    """name → fused (True for one fused op, False for a loop) of every recurrent layer, at any depth.
+
+    Their conversion needs a fixed batch size (a loop over a dynamic batch has no static shape)."""
+    found = {}
+    for layer in model.layers:
+        inner = getattr(layer, "layer", None)  # Bidirectional, TimeDistributed
+        kind = type(inner if inner is not None else layer).__name__
+        if kind in _RECURRENT:
+            found[layer.name] = kind in _FUSED_RECURRENT
+        elif hasattr(layer, "layers"):
+            found.update(recurrent_layers(layer))
+    return found
 
 
 def check_layer_pattern(layers: Optional[str]) -> None:
