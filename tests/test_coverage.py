@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 import tfcompress
+from tfcompress import _keras
 from tfcompress.errors import ConversionError, ModelLoadError
 from tfcompress.testing.field_zoo import FAST_SUBSET, FIELD_MODELS, build_field_model, sample_inputs, settle_batch_norm
 
@@ -67,3 +68,21 @@ def test_a_recurrent_loop_converts_at_batch_1_and_its_int8_is_refused_before_it_
     assert report.io["inputs"][0]["shape"][0] == 1 and "WHILE" in report.ops
     assert any("batch 1 for the recurrent layers (gru)" in warning for warning in report.warnings)
     assert report.fidelity.mean_abs_error < 1e-3
+
+
+@pytest.mark.parametrize("name", ["Bidirectional LSTM", "TimeDistributed Dense", "LeakyReLU/PReLU CNN"])
+def test_keras3_wrapped_and_renamed_layers_translate_with_the_same_outputs(tmp_path, name):
+    keras3 = _keras.keras3()
+    model = build_field_model(name, keras3)
+    model.save(tmp_path / "model.keras")
+    x = sample_inputs(name, model, 8)
+    translated = tfcompress.load_model(tmp_path / "model.keras")
+    np.testing.assert_allclose(translated.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-5)
+
+
+def test_token_ids_reach_tflite_micro_as_indices_every_invoke(tf_keras, tmp_path):
+    """TFLite Micro reuses an input's arena bytes once read: ids are set again before every invoke."""
+    path = _saved(tf_keras, "Embedding text classifier", tmp_path)
+    report = tfcompress.to_micro(path, tmp_path / "micro", calibration=tmp_path / "calibration.npz")
+    assert report.faithfulness.passed and "GATHER" in report.ops
+    assert report.io["inputs"][0]["dtype"] == "INT32"

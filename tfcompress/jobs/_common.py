@@ -98,18 +98,8 @@ def load_model(model, load: LoadOptions, *, needs_layers: bool = False) -> tuple
             f"{path} is a SavedModel without Keras metadata: it has a serving signature to convert (convert, "
             "micro, check), but no layers to train or analyze. Save the Keras model itself as .keras or .h5."
         )
-    _require_one_input_and_output(loaded, path)
+    keras_io.require_one_input_and_output(loaded, path)
     return loaded, path
-
-
-def _require_one_input_and_output(model, path) -> None:
-    for role, tensors in (("inputs", model.inputs), ("outputs", model.outputs)):
-        if tensors is not None and len(tensors) > 1:
-            names = ", ".join(f"'{tensor.name.split(':')[0].split('/')[0]}'" for tensor in tensors)
-            raise ModelLoadError(
-                f"{path or model.name} has {len(tensors)} {role} ({names}); tfcompress handles models with one "
-                "input and one output so far. Convert each part as its own model, or call TFLiteConverter directly."
-            )
 
 
 @dataclasses.dataclass(frozen=True)

@@ -41,6 +41,7 @@ __all__ = [
     "check_output_format",
     "to_keras3",
     "load_custom_objects",
+    "require_one_input_and_output",
     "saved_by_keras3",
     "PARITY_ATOL",
     "KERAS3_FORMAT",
@@ -70,6 +71,8 @@ _HARMLESS_KERAS3_VALUES = {
     "fill_value": 0.0,
     "lora_alpha": None,
 }
+# Keras 3 options tf_keras has under another name.
+_KERAS3_RENAMED = {"LeakyReLU": {"negative_slope": "alpha"}}
 # tf_keras options that Keras 3 layers dropped, at the values that mean "not used".
 _KERAS3_DROPPABLE = {"groups": 1, "time_major": False, "softmax_robust_masking": False}
 # tf_keras options Keras 3 takes from the layer's call instead (MultiHeadAttention's input shapes).
@@ -304,8 +307,20 @@ def _load_keras3(path: Path, config: dict, trust_model_code: bool, custom_object
         ) from None
     for layer in original.layers:
         model.get_layer(layer.name).set_weights(layer.get_weights())
+    require_one_input_and_output(original, path)  # before the parity check, which feeds one input
     _check_parity(original, model, path)
     return model
+
+
+def require_one_input_and_output(model, path) -> None:
+    """Every job feeds one array and compares one output: a model with more is refused by its tensors' names."""
+    for role, tensors in (("inputs", model.inputs), ("outputs", model.outputs)):
+        if tensors is not None and len(tensors) > 1:
+            names = ", ".join(f"'{tensor.name.split(':')[0].split('/')[0]}'" for tensor in tensors)
+            raise ModelLoadError(
+                f"{path or model.name} has {len(tensors)} {role} ({names}); tfcompress handles models with one "
+                "input and one output so far. Convert each part as its own model, or call TFLiteConverter directly."
+            )
 
 
 def _failing_layer(translated: dict, tf_keras) -> str:
@@ -378,6 +393,9 @@ def _translate_layer(layer: dict, tf_keras, shifted=frozenset()) -> dict:
                 "translate this Keras 3 model."
             )
         layer_config = _translate_values(layer["config"], tf_keras)
+        for old, new in _KERAS3_RENAMED.get(class_name, {}).items():
+            if old in layer_config:
+                layer_config[new] = layer_config.pop(old)
         if class_name == "InputLayer":
             layer_config["batch_input_shape"] = layer_config.pop("batch_shape")
         translated = {
@@ -466,8 +484,12 @@ def _translate_values(value, tf_keras):
 
 
 def _translate_object(value: dict, tf_keras) -> dict:
-    """An initializer, regularizer or constraint: keep the class, drop Keras 3-only options."""
+    """An initializer, regularizer or constraint: keep the class, drop Keras 3-only options. A layer
+    inside a wrapper (Bidirectional's LSTM, TimeDistributed's Dense) is translated as a layer."""
     class_name = value["class_name"]
+    if str(value.get("module", "")).startswith(("keras.layers", "keras.src.layers")):
+        inner = _translate_layer(value, tf_keras)
+        return {"class_name": inner["class_name"], "config": inner["config"]}
     for namespace in (tf_keras.initializers, tf_keras.regularizers, tf_keras.constraints):
         object_class = getattr(namespace, class_name, None)
         if object_class is not None:

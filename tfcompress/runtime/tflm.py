@@ -137,9 +137,11 @@ def micro_outputs(
 def time_micro(model_bytes: bytes, inputs: np.ndarray, arena_bytes: int, *, runs: int = 20) -> Latency:
     """Latency of `runs` invokes on the first of `inputs` (a batch of 1) in TFLite Micro."""
     interpreter = _interpreter(model_bytes, arena_bytes)
-    interpreter.set_input(inputs[:1], 0)
     samples = np.empty(max(runs, 1))
     for index in range(len(samples)):
+        # Set each time: TFLite Micro reuses the input's arena bytes once it is read, and an
+        # Embedding's GATHER refuses the leftover values as indices.
+        interpreter.set_input(inputs[:1], 0)
         start = time.perf_counter_ns()
         interpreter.invoke()
         samples[index] = (time.perf_counter_ns() - start) / 1000.0
@@ -181,11 +183,16 @@ def micro_run_error(model_bytes: bytes, arena_size: int, alt_decompression_bytes
     """
     from tflite_micro import runtime
 
-    child = run_isolated(
-        lambda: runtime.Interpreter.from_bytes(
+    def allocate_and_invoke():
+        interpreter = runtime.Interpreter.from_bytes(
             model_bytes, arena_size=arena_size, alt_decompression_memory_size=alt_decompression_bytes
-        ).invoke()
-    )
+        )
+        detail = interpreter.get_input_details(0)
+        # Zeros, not whatever the arena held: an Embedding's GATHER refuses indices out of its table.
+        interpreter.set_input(np.zeros(detail["shape"], detail["dtype"]), 0)
+        interpreter.invoke()
+
+    child = run_isolated(allocate_and_invoke)
     if child.succeeded:
         return None
     if child.signal is not None:
