@@ -34,6 +34,7 @@ def render_all() -> None:
     summaries += [_distill_summary(results["distill"])] if "distill" in results else []
     summaries += [_int4_summary(results["int4"])] if "int4" in results else []
     summaries += [_hostile_summary(results["hostile"])] if "hostile" in results else []
+    summaries += [_coverage_summary(results["coverage"])] if "coverage" in results else []
     if summaries:
         _replace_readme_section("\n\n".join(summaries))
 
@@ -958,6 +959,17 @@ def _headline(step) -> str:
 def _mean_error(step) -> str:
     fidelity = (step or {}).get("fidelity")
     return f"{fidelity['mean_abs_error']:.2g}" if fidelity else ""
+
+
+def _coverage_summary(result: dict) -> str:
+    rows = result["rows"]
+    converted = [row for row in rows if row.get("int8", {}).get("status") == "ok"]
+    refused = [row["name"] for row in rows if row.get("int8", {}).get("status") == "refused"]
+    return (
+        f"Coverage (`benchmarks/coverage.py`, {len(rows)} architectures users bring, random weights): "
+        f"{len(converted)} convert to int8 ({len(converted) / len(rows):.0%}), each measured for its task; "
+        f"refused with a one-line message: {', '.join(refused) or 'none'}."
+    )
 
 
 def _crashed(row: dict) -> bool:

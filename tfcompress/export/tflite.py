@@ -154,7 +154,7 @@ def to_tflite(
         if export.model is not model:
             raise ValueError(f"The export is of model '{export.model.name}', not of '{model.name}'.")
         export.share_with(converter, options.batch_size)
-    _configure(converter, options, calibration, tf, model.inputs[0])
+    _configure(converter, options, calibration, tf, model.inputs[0] if model.inputs else None)
     from tensorflow.lite.python.convert import ConverterError
 
     try:
@@ -247,9 +247,13 @@ _IO_DTYPES = {"float32": lambda tf: tf.float32, "int8": lambda tf: tf.int8, "uin
 
 
 def _representative_dataset(calibration: Dataset, model_input):
-    """Samples one at a time, in the input's own dtype: token ids for an integer input (an Embedding's)."""
-    dtype = np.dtype(getattr(model_input.dtype, "as_numpy_dtype", model_input.dtype))
-    x = as_input_dtype(calibration.x, dtype, f"'{model_input.name}'")
+    """Samples one at a time, in the input's own dtype: token ids for an integer input (an Embedding's).
+    A subclassed model (no `model_input`) takes floats."""
+    if model_input is None:
+        x = calibration.x.astype(np.float32)
+    else:
+        dtype = np.dtype(getattr(model_input.dtype, "as_numpy_dtype", model_input.dtype))
+        x = as_input_dtype(calibration.x, dtype, f"'{model_input.name}'")
 
     def samples():
         for index in range(len(x)):
