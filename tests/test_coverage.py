@@ -7,7 +7,7 @@ import pytest
 
 import tfcompress
 from tfcompress import _keras
-from tfcompress.errors import ConversionError, ModelLoadError
+from tfcompress.errors import ModelLoadError, TfcompressError
 from tfcompress.testing.field_zoo import FAST_SUBSET, FIELD_MODELS, build_field_model, sample_inputs, settle_batch_norm
 
 # How far int8 may move each task's outputs from the Keras model's on random weights.
@@ -62,7 +62,7 @@ def test_several_inputs_or_outputs_are_refused_by_name(tf_keras, tmp_path, name,
 
 def test_a_recurrent_loop_converts_at_batch_1_and_its_int8_is_refused_before_it_crashes(tf_keras, tmp_path):
     path = _saved(tf_keras, "GRU classifier", tmp_path)
-    with pytest.raises(ConversionError, match="gru: recurrent layers other than LSTM.*float16 or dynamic"):
+    with pytest.raises(TfcompressError, match="gru: recurrent layers other than LSTM.*float16 or dynamic"):
         tfcompress.convert(path, precision="int8", calibration=tmp_path / "calibration.npz")
     report = tfcompress.convert(path, precision="float16", eval_data=tmp_path / "eval.npz", latency_runs=0)
     assert report.io["inputs"][0]["shape"][0] == 1 and "WHILE" in report.ops

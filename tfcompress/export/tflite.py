@@ -21,6 +21,7 @@ from tfcompress.export.int4 import requantize_int4
 from tfcompress.export.keras_export import SharedExport
 from tfcompress.options import WEIGHT_BITS, option
 from tfcompress.runtime.interpreter import as_input_dtype
+from tfcompress.transforms.graph import recurrent_layers
 
 __all__ = [
     "ConvertOptions",
@@ -140,6 +141,7 @@ def to_tflite(
     With `export` (a `SharedExport` of this model) the converter reuses that SavedModel
     export instead of writing its own, which is most of a conversion's time."""
     tf = _keras.tensorflow()
+    _refuse_calibrated_loops(model, options)
     if options.needs_calibration and calibration is None:
         raise ConversionError(
             f"precision={options.precision} needs calibration data: pass --calibration DATA "
@@ -173,6 +175,20 @@ def to_tflite(
             f"The TFLite converter failed for precision={options.precision}: {_converter_message(error)}"
         ) from None
     return requantize_int4(converted) if options.packs_int4_after_conversion else converted
+
+
+def _refuse_calibrated_loops(model, options: ConvertOptions) -> None:
+    """Recurrent layers other than LSTM stay a WHILE loop in TFLite; calibrating that loop crashes
+    TensorFlow 2.21's converter (a segfault, seen with GRU and SimpleRNN), so it is refused first."""
+    if not options.needs_calibration or model.inputs is None:
+        return
+    loops = [name for name, fused in recurrent_layers(model).items() if not fused]
+    if loops:
+        raise ConversionError(
+            f"{', '.join(loops)}: recurrent layers other than LSTM (GRU, SimpleRNN, ...) stay a loop in TFLite, "
+            f"and calibrating that loop for {options.precision} crashes TensorFlow 2.21's converter. Convert to "
+            "float16 or dynamic, or use LSTM layers, which become one fused int8 op."
+        )
 
 
 def _converter(model, batch_size, tf):

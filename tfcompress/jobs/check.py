@@ -142,7 +142,9 @@ class CheckReport:
 
     def summary(self) -> str:
         """The verdict and the problems on one line, for errors raised by other commands."""
-        listed = "; ".join(f"{p.layer}: {p.problem} (fix: {p.fix})" for p in self.problems if p.severity != NOTE)
+        listed = "; ".join(
+            f"{p.layer}: {p.problem} (fix: {p.fix})" for p in self.problems if p.severity not in (NOTE, QAT_FLOAT)
+        )
         return f"{self.model} is {self.verdict} for {self.target}" + (f": {listed}" if listed else "")
 
     def raise_if_blocked(self, *, allow_float_ops: bool = True) -> None:
@@ -263,10 +265,11 @@ class _Check:
 
     def run(self) -> CheckReport:
         micro = self.target == "micro"
-        batch_size = 1 if micro or recurrent_layers(self.model) else None  # see convert.for_model
+        # Recurrent layers' loops need a fixed batch (as convert converts them).
+        batch_size = 1 if micro or recurrent_layers(self.model) else None
         lowered = self._convert(ConvertOptions(precision="float32", batch_size=batch_size))
         if self.target == "mobile-fp16":
-            deployed = self._convert(ConvertOptions(precision="float16"))
+            deployed = self._convert(ConvertOptions(precision="float16", batch_size=batch_size))
         else:
             deployed = self._convert(
                 ConvertOptions(
@@ -326,7 +329,7 @@ class _Check:
             self.problems.append(
                 Problem(
                     _MODEL_ROW,
-                    f"{options.precision} conversion failed: {error}",
+                    f"{options.precision} conversion failed: {str(error).rstrip('.')}",
                     "replace the layer whose op the message names with standard Keras layers",
                     BLOCKS,
                 )

@@ -175,17 +175,9 @@ def convert_loaded(
 
 
 def _for_recurrent_layers(model, options: ConvertOptions) -> tuple:
-    """(the options, warnings): a recurrent model converts at batch 1, as its loop needs a fixed batch
-    (said aloud unless asked for); calibrating a loop that is not a fused LSTM is refused before it
-    crashes the converter."""
+    """(the options, warnings): a recurrent model converts at batch 1, as its loop needs a fixed batch;
+    said aloud unless asked for."""
     recurrent = recurrent_layers(model)
-    loops = [name for name, fused in recurrent.items() if not fused]
-    if loops and options.needs_calibration:
-        raise ConversionError(
-            f"{', '.join(loops)}: recurrent layers other than LSTM (GRU, SimpleRNN, ...) stay a loop in TFLite, "
-            f"and calibrating that loop for {options.precision} crashes TensorFlow 2.21's converter. Convert to "
-            "float16 or dynamic, or use LSTM layers, which become one fused int8 op."
-        )
     if not recurrent or options.batch_size is not None:
         return options, []
     message = f"converted at batch 1 for the recurrent layers ({', '.join(recurrent)}): their loop needs a fixed batch"
