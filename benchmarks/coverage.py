@@ -32,6 +32,9 @@ import render
 _MODELS = flags.DEFINE_list("models", list(FIELD_MODELS), "Architectures to run (names in field_zoo.FIELD_MODELS).")
 _KERAS3 = flags.DEFINE_boolean("keras3", True, "Also save each architecture with Keras 3 and convert those files.")
 _ONE = flags.DEFINE_string("one", None, "Internal: run one architecture in this process and write its row here.")
+_ROWS_DIR = flags.DEFINE_string(
+    "rows_dir", None, "Keep each architecture's row here; a finished row found there is reused (resumes a run)."
+)
 _CALIBRATION_SAMPLES, _EVAL_SAMPLES = 64, 64
 # Architectures whose int8 conversion the CLI repeats: one per kind of output.
 _CLI_PARITY = ("LeNet-5", "regression head", "sigmoid multi-label head", "dense autoencoder (anomaly detection)")
@@ -49,15 +52,24 @@ def main(argv):
         return
     rows = []
     with tempfile.TemporaryDirectory(prefix="tfcompress-coverage-rows-") as work:
+        rows_dir = Path(_ROWS_DIR.value or work)
+        rows_dir.mkdir(parents=True, exist_ok=True)
         for index, name in enumerate(_MODELS.value):
             print(f"[{index + 1}/{len(_MODELS.value)}] {name}", flush=True)
-            rows.append(_in_child(name, Path(work) / f"{index}.json"))
+            row_path = rows_dir / f"{list(FIELD_MODELS).index(name)}.json"
+            finished = row_path.exists() and _finished(json.loads(row_path.read_text()))
+            rows.append(json.loads(row_path.read_text()) if finished else _in_child(name, row_path))
     stored = render.stored_result("coverage", {"rows": []})
     kept = [row for row in stored["rows"] if row["name"] not in {row["name"] for row in rows}]
     order = list(FIELD_MODELS)
     rows = sorted(kept + rows, key=lambda row: order.index(row["name"]) if row["name"] in order else len(order))
     render.write_result("coverage", {"rows": rows, "machine": machine_info(1), "versions": library_versions()})
     render.render_all()
+
+
+def _finished(row: dict) -> bool:
+    """A row whose last step ran (Keras 3's, when asked for), or whose process died."""
+    return "process" in row or ("keras3" in row if _KERAS3.value else "int8" in row)
 
 
 def _in_child(name: str, row_path: Path) -> dict:

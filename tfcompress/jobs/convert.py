@@ -16,6 +16,7 @@ from tfcompress._io.files import path_size
 from tfcompress.data import Dataset, input_data, noise
 from tfcompress.errors import ConversionError, DataError
 from tfcompress.export.tflite import ConvertOptions, to_tflite
+from tfcompress.jobs import _cautions as cautions
 from tfcompress.jobs._common import job_outputs, load_model
 from tfcompress.jobs._loaded import LoadedModel
 from tfcompress.jobs.check import cached_conversion, check_model, micro_refuses, model_cache_key
@@ -25,8 +26,7 @@ from tfcompress.runtime import metrics
 from tfcompress.runtime.inspect import file_parts, gzip_size, inspect_tflite, weight_tensors
 from tfcompress.runtime.interpreter import predict
 from tfcompress.runtime.latency import measure_latency
-from tfcompress.runtime.task import QUANTITIES, resolve_task
-from tfcompress.transforms.graph import recurrent_layers
+from tfcompress.runtime.task import resolve_task
 from tfcompress.transforms.qat import has_low_bit_weights, is_quantize_aware
 
 __all__ = ["convert", "convert_loaded", "for_model", "io_report", "RANDOM_CALIBRATION"]
@@ -104,7 +104,7 @@ def convert_loaded(
     """`convert` for a loaded model, writing nothing: what auto measures each candidate with."""
     model = loaded.model
     input_shape = tuple(model.inputs[0].shape)
-    options, warnings = _for_recurrent_layers(model, options)
+    options, warnings = cautions.for_recurrent_layers(model, options)
     preprocessing, reshape_data = load.preprocessing, load.reshape_data
     calibration_data = _calibration(calibration, options, input_shape, preprocessing, reshape_data, warnings)
     evaluation = input_data(eval_data, input_shape, preprocessing, reshape=reshape_data)
@@ -124,11 +124,11 @@ def convert_loaded(
         progress.stage(f"verifying against Keras on {len(check_data)} inputs")
     float32_bytes, keras_outputs, tflite_outputs = _measured_beside_keras(loaded, options, tflite_bytes, check_data)
     applied = next((data.preprocessing for data in (check_data, calibration_data) if data is not None), None)
-    warnings.extend(_scaled_twice(model, applied))
+    warnings.extend(cautions.scaled_twice(model, applied))
     if check_data is not None:
         task = resolve_task(load.task, summary)
         fidelity = metrics.fidelity(tflite_outputs, keras_outputs, task, check_data.x)
-        warnings.extend(_meaningless_measures(keras_outputs, evaluation, task))
+        warnings.extend(cautions.meaningless_measures(keras_outputs, evaluation, task))
         if evaluation is not None:
             reference_accuracy = metrics.task_accuracy(keras_outputs, evaluation.y, task)
             accuracy = metrics.task_accuracy(tflite_outputs, evaluation.y, task)
@@ -172,55 +172,6 @@ def convert_loaded(
         preprocessing=applied,
         tflite=tflite_bytes,
     )
-
-
-def _for_recurrent_layers(model, options: ConvertOptions) -> tuple:
-    """(the options, warnings): a recurrent model converts at batch 1, as its loop needs a fixed batch;
-    said aloud unless asked for."""
-    recurrent = recurrent_layers(model)
-    if not recurrent or options.batch_size is not None:
-        return options, []
-    message = f"converted at batch 1 for the recurrent layers ({', '.join(recurrent)}): their loop needs a fixed batch"
-    logging.warning(message)
-    return dataclasses.replace(options, batch_size=1), [message]
-
-
-def _scaled_twice(model, applied: Optional[dict]) -> tuple:
-    """A warning when uint8 data was divided by 255 by default for a model whose first layer rescales
-    its input itself: such a model was trained on raw 0-255 values."""
-    if not applied or not applied["default_scale"] or applied["stored_dtype"] != "uint8":
-        return ()
-    first = _first_layer(model)
-    if type(first).__name__ not in ("Rescaling", "Normalization"):
-        return ()
-    message = (
-        f"the model's first layer '{first.name}' ({type(first).__name__}) scales its input, and the uint8 "
-        "data was also divided by 255 (the default for uint8); pass --input_scale 1 if the model expects "
-        "raw 0-255 values"
-    )
-    logging.warning(message)
-    return (message,)
-
-
-def _first_layer(model):
-    """The first layer that computes, looking inside nested models."""
-    layers = [layer for layer in model.layers if type(layer).__name__ != "InputLayer"]
-    if not layers:
-        return None
-    return _first_layer(layers[0]) if hasattr(layers[0], "layers") else layers[0]
-
-
-def _meaningless_measures(keras_outputs, evaluation: Optional[Dataset], task: str) -> tuple:
-    """Warnings for measures that would mislead: a constant reference, labels the task cannot use."""
-    found = [metrics.constant_output(keras_outputs)]
-    if evaluation is not None and evaluation.y is not None and task in QUANTITIES:
-        found.append(
-            f"the eval labels are not used: the model's output reads as {task} (it ends in no softmax or "
-            "sigmoid); if its outputs are class scores, pass --task logits"
-        )
-    for message in filter(None, found):
-        logging.warning(message)
-    return tuple(filter(None, found))
 
 
 def _post_training_int4_loss(reference_accuracy, accuracy, fidelity) -> tuple:

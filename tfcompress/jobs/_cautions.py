@@ -1,0 +1,65 @@
+"""What a conversion warns about that the user did not ask: the model or its data make its numbers
+mean less than they seem (an output that never changes, labels that do not fit the task, data scaled
+twice), or change how it must be converted (recurrent layers at batch 1)."""
+
+import dataclasses
+from typing import Optional
+
+from absl import logging
+
+from tfcompress.data import Dataset
+from tfcompress.export.tflite import ConvertOptions
+from tfcompress.runtime import metrics
+from tfcompress.runtime.task import QUANTITIES
+from tfcompress.transforms.graph import recurrent_layers
+
+__all__ = ["for_recurrent_layers", "scaled_twice", "meaningless_measures"]
+
+
+def for_recurrent_layers(model, options: ConvertOptions) -> tuple:
+    """(the options, warnings): a recurrent model converts at batch 1, as its loop needs a fixed batch;
+    said aloud unless asked for."""
+    recurrent = recurrent_layers(model)
+    if not recurrent or options.batch_size is not None:
+        return options, []
+    message = f"converted at batch 1 for the recurrent layers ({', '.join(recurrent)}): their loop needs a fixed batch"
+    logging.warning(message)
+    return dataclasses.replace(options, batch_size=1), [message]
+
+
+def scaled_twice(model, applied: Optional[dict]) -> tuple:
+    """A warning when uint8 data was divided by 255 by default for a model whose first layer rescales
+    its input itself: such a model was trained on raw 0-255 values."""
+    if not applied or not applied["default_scale"] or applied["stored_dtype"] != "uint8":
+        return ()
+    first = _first_layer(model)
+    if type(first).__name__ not in ("Rescaling", "Normalization"):
+        return ()
+    message = (
+        f"the model's first layer '{first.name}' ({type(first).__name__}) scales its input, and the uint8 "
+        "data was also divided by 255 (the default for uint8); pass --input_scale 1 if the model expects "
+        "raw 0-255 values"
+    )
+    logging.warning(message)
+    return (message,)
+
+
+def _first_layer(model):
+    """The first layer that computes, looking inside nested models."""
+    layers = [layer for layer in model.layers if type(layer).__name__ != "InputLayer"]
+    if not layers:
+        return None
+    return _first_layer(layers[0]) if hasattr(layers[0], "layers") else layers[0]
+
+
+def meaningless_measures(keras_outputs, evaluation: Optional[Dataset], task: str) -> tuple:
+    """Warnings for measures that would mislead: a constant reference, labels the task cannot use."""
+    found = [metrics.constant_output(keras_outputs)]
+    if evaluation is not None and evaluation.y is not None and task in QUANTITIES:
+        found.append(
+            f"the eval labels are not used: the model's output reads as {task} (it ends in no softmax or "
+            "sigmoid); if its outputs are class scores, pass --task logits"
+        )
+    for message in filter(None, found):
+        logging.warning(message)
+    return tuple(filter(None, found))
