@@ -991,6 +991,7 @@ def _task_cell(row: dict) -> str:
 
 
 def _short(message: str, limit: int = 140) -> str:
+    message = re.sub(r"\S*/tfcompress-coverage-[^/]+/model/", "", message)  # the run's scratch folder
     message = message.replace("|", "\\|").replace("\n", " ")
     return message if len(message) <= limit else message[: limit - 1] + "…"
 

@@ -236,7 +236,8 @@ FIELD_MODELS = {
     "Xception": FieldModel(_application("Xception", input_shape=(71, 71, 3), classes=10), "softmax", False),
     "InceptionV3": FieldModel(_application("InceptionV3", input_shape=(75, 75, 3), classes=10), "softmax", False),
     "VGG16": FieldModel(_application("VGG16", input_shape=(32, 32, 3), classes=10), "softmax", False),
-    "RegNetX002": FieldModel(_application("RegNetX002", input_shape=(32, 32, 3), classes=10), "softmax", False),
+    # tf_keras's RegNet head applies no activation: its outputs are class logits.
+    "RegNetX002": FieldModel(_application("RegNetX002", input_shape=(32, 32, 3), classes=10), "logits", False),
     "ResNet-8 (MLPerf Tiny)": FieldModel(_zoo("resnet8"), "softmax", True),
     "DS-CNN (MLPerf Tiny)": FieldModel(_zoo("dscnn"), "softmax", True),
     "LeNet-5": FieldModel(_zoo("lenet5"), "softmax", True),
