@@ -155,7 +155,7 @@ def _reconstruction_errors(outputs: np.ndarray, inputs: np.ndarray) -> np.ndarra
 
 def _rank_correlation(first: np.ndarray, second: np.ndarray) -> Optional[float]:
     """Spearman's rank correlation (ties broken by position); None when either side is constant."""
-    ranks = [np.argsort(np.argsort(values, kind="stable"), kind="stable") for values in (first, second)]
     if len(first) < 2 or np.ptp(first) == 0 or np.ptp(second) == 0:
         return None
+    ranks = [np.argsort(np.argsort(values, kind="stable"), kind="stable") for values in (first, second)]
     return float(np.corrcoef(*ranks)[0, 1])
