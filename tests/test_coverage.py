@@ -86,3 +86,15 @@ def test_token_ids_reach_tflite_micro_as_indices_every_invoke(tf_keras, tmp_path
     report = tfcompress.to_micro(path, tmp_path / "micro", calibration=tmp_path / "calibration.npz")
     assert report.faithfulness.passed and "GATHER" in report.ops
     assert report.io["inputs"][0]["dtype"] == "INT32"
+
+
+def test_a_layer_class_of_tf_keras_applications_loads_without_custom_objects(tf_keras, tmp_path):
+    """ConvNeXt's LayerScale is tf_keras's own code, but tf_keras does not register it."""
+    from tf_keras.src.applications.convnext import LayerScale
+
+    model = tf_keras.Sequential([tf_keras.Input((4, 4, 8)), LayerScale(0.5, 8), tf_keras.layers.Flatten()])
+    model.save(tmp_path / "layer_scale.h5")
+    x = np.random.default_rng(0).normal(size=(2, 4, 4, 8)).astype(np.float32)
+    np.testing.assert_allclose(
+        tfcompress.load_model(tmp_path / "layer_scale.h5").predict(x, verbose=0), 0.5 * x.reshape(2, -1)
+    )

@@ -21,6 +21,7 @@ __all__ = [
     "tensorflow",
     "tf_keras",
     "keras3",
+    "application_layers",
     "tfmot",
     "bounded_weights",
     "show_native_logs",
@@ -122,6 +123,15 @@ def tf_keras():
     """tf_keras, the Keras 2 that tfmot and the TFLite converter's Keras path need."""
     tensorflow()
     return _import("tf_keras")
+
+
+def application_layers() -> dict:
+    """Layer classes tf_keras's own applications define but do not register (ConvNeXt's LayerScale):
+    their code is tf_keras's, so a model that uses them loads like any other."""
+    tf_keras()
+    from tf_keras.src.applications import convnext
+
+    return {"LayerScale": convnext.LayerScale}
 
 
 def keras3():

@@ -88,8 +88,8 @@ def load_model(path, *, trust_model_code: bool = False, custom_objects: Optional
     path = Path(path)
     if path.is_dir() and has_serving_signature_only(path):
         return load_serving_signature(path, trust_model_code=trust_model_code)
-    custom_objects = dict(custom_objects or {})
     config, saved_by_keras3 = read_model_config(path)
+    custom_objects = {**({} if saved_by_keras3 else _keras.application_layers()), **(custom_objects or {})}
     check_model_is_safe(
         config, path, trust_model_code=trust_model_code, custom_objects=custom_objects, saved_by_keras3=saved_by_keras3
     )
