@@ -9,7 +9,7 @@ from pathlib import Path
 
 from tfcompress import _keras
 from tfcompress.errors import ModelLoadError, UnsafeModelError
-from tfcompress.keras_io.config import read_saved_model
+from tfcompress.keras_io.config import keras_metadata_nodes, read_saved_model
 
 __all__ = ["SERVING_SIGNATURE", "has_serving_signature_only", "load_serving_signature", "is_signature_model"]
 
@@ -43,8 +43,6 @@ _UNSAFE_OPS = {
 
 def has_serving_signature_only(path: Path) -> bool:
     """Whether a SavedModel folder describes no Keras objects (so tf_keras cannot rebuild it)."""
-    from tfcompress.keras_io.config import keras_metadata_nodes
-
     return path.is_dir() and not keras_metadata_nodes(path)
 
 

@@ -8,11 +8,11 @@ import numpy as np
 from tfcompress.errors import DataError
 from tfcompress.runtime.task import CLASSIFIERS, QUANTITIES
 
+__all__ = ["Fidelity", "accuracy", "task_accuracy", "accuracy_drop", "fidelity", "constant_output"]
+
 _MATERIAL_AGREEMENT = 0.005  # of the samples (or sigmoid outputs)
 _MATERIAL_RELATIVE_ERROR = 0.01
 _CONSTANT_SPREAD = 1e-4  # outputs varying by less than this fraction of their size count as constant
-
-__all__ = ["Fidelity", "accuracy", "task_accuracy", "accuracy_drop", "fidelity", "constant_output"]
 
 
 @dataclasses.dataclass(frozen=True)
