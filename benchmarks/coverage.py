@@ -25,7 +25,13 @@ import tfcompress
 from tfcompress import _keras
 from tfcompress.errors import TfcompressError, one_line
 from tfcompress.report import library_versions, machine_info
-from tfcompress.testing.field_zoo import FIELD_MODELS, build_field_model, sample_inputs, settle_batch_norm
+from tfcompress.testing.field_zoo import (
+    FIELD_MODELS,
+    build_field_model,
+    sample_arrays,
+    sample_inputs,
+    settle_batch_norm,
+)
 
 import render
 
@@ -95,8 +101,8 @@ def _architecture_row(name: str, folder: Path, keras3, save) -> None:
     h5 = folder / "keras2.h5"
     model.save(h5)
     calibration, evaluation = folder / "calibration.npz", folder / "eval.npz"
-    np.savez(calibration, x=sample_inputs(name, model, _CALIBRATION_SAMPLES, seed=1))  # the first input's
-    np.savez(evaluation, x=sample_inputs(name, model, _EVAL_SAMPLES, seed=2))
+    np.savez(calibration, **sample_arrays(name, model, _CALIBRATION_SAMPLES, seed=1))
+    np.savez(evaluation, **sample_arrays(name, model, _EVAL_SAMPLES, seed=2))
     data = {"calibration": calibration, "eval_data": evaluation}
     row = {
         "name": name,
@@ -168,9 +174,16 @@ def _step(run, summary=None) -> dict:
         "size_bytes": report.size_bytes,
         "float_ops": list(report.float_ops),
         "fidelity": report.fidelity.to_dict() if report.fidelity else None,
-        "headline": report.fidelity.headline() if report.fidelity else None,
+        "headline": _headline(report),
         "warnings": list(report.warnings),
     }
+
+
+def _headline(report) -> str:
+    """The task's measure; one per output, named, for a model with several."""
+    if report.fidelity_by_output:
+        return "; ".join(f"{fidelity.output}: {fidelity.headline()}" for fidelity in report.fidelity_by_output)
+    return report.fidelity.headline() if report.fidelity else None
 
 
 def _check_summary(report) -> dict:
@@ -182,7 +195,7 @@ def _micro_summary(report) -> dict:
         "arena_bytes": report.arena_bytes,
         "size_bytes": report.size_bytes,
         "passed": report.faithfulness.passed,
-        "headline": report.fidelity.headline() if report.fidelity else None,
+        "headline": _headline(report),
     }
 
 

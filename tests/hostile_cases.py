@@ -819,7 +819,7 @@ def cases() -> list:
         Case(
             "npz_without_x",
             "data",
-            lambda f: _convert_int8(f, (np.savez(f / "c.npz", inputs=np.zeros(3)), f / "c.npz")[1]),
+            lambda f: _convert_int8(f, (np.savez(f / "c.npz", pixels=np.zeros(3)), f / "c.npz")[1]),
             "no 'x'",
         )
     )

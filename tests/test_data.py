@@ -3,7 +3,7 @@ import gzip
 import numpy as np
 import pytest
 
-from tfcompress.data import Preprocessing, as_dataset, fit_to_input, load_data
+from tfcompress.data import ModelInput, Preprocessing, as_dataset, fit_to_input, fit_to_inputs, load_data
 from tfcompress.errors import DataError
 
 from conftest import CALIBRATION
@@ -88,13 +88,22 @@ def test_truncated_idx_file_is_an_error(tmp_path):
         ({"x": np.array([[np.nan, 1.0]], np.float32)}, "NaN"),
         ({"x": np.array([["a", "b"]])}, "dtype"),
         ({"x": np.zeros((3, 2)), "y": np.zeros(2)}, "3 samples but y has 2"),
-        ({"images": np.zeros((3, 2))}, "no 'x'"),
     ],
 )
 def test_bad_data_files_name_the_problem(tmp_path, arrays, message):
     np.savez(tmp_path / "bad.npz", **arrays)
     with pytest.raises(DataError, match=message):
         load_data(tmp_path / "bad.npz")
+
+
+def test_arrays_not_named_x_are_matched_to_inputs_by_name_or_refused(tmp_path):
+    np.savez(tmp_path / "named.npz", images=np.zeros((3, 2)), y=np.zeros(3))
+    data = load_data(tmp_path / "named.npz")
+    assert fit_to_inputs(data, (ModelInput("images", (None, 2)),)).x.shape == (3, 2)
+    with pytest.raises(DataError, match=r"has arrays \['images'\] but no 'x'"):
+        fit_to_inputs(data, (ModelInput("pixels", (None, 2)),))
+    with pytest.raises(DataError, match="no 'x'"):
+        fit_to_input(data, (None, 2))  # what training jobs call: one input, no names
 
 
 def test_shape_mismatch_shows_both_shapes_and_reshape_is_opt_in():

@@ -446,7 +446,7 @@ def _check_inputs(name, positional, values) -> None:
         else None
     )
     for flag, have in shapes.items():
-        if input_shape is not None:
+        if input_shape is not None and have is not None:
             data.check_sample_shape(have, input_shape, values[flag], reshape=values.get("reshape_data", False))
 
 

@@ -3,6 +3,8 @@
 Preprocessing is declared, not guessed: uint8 data is scaled to [0, 1] (the sample
 models are trained that way), other data is used as stored, and `input_scale` /
 `input_offset` override both. Each Dataset records what was applied, and reports show it.
+A model with several inputs takes one array per input: an `.npz` names them by input name, or
+`x0`, `x1`, ... in the model's input order; a fitted Dataset holds them as a tuple in that order.
 Only numpy is needed here (Pillow for image folders), so the TensorFlow-free benchmark path can load its eval data too.
 """
 
@@ -20,7 +22,11 @@ from tfcompress.errors import DataError, one_line
 
 __all__ = [
     "Dataset",
+    "ModelInput",
     "Preprocessing",
+    "per_input",
+    "keras_inputs",
+    "fit_to_inputs",
     "noise",
     "load_data",
     "as_dataset",
@@ -40,22 +46,54 @@ _IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif"}
 
 @dataclasses.dataclass(frozen=True)
 class Dataset:
-    """Inputs `x` (float32, preprocessed) and optional integer class labels `y`."""
+    """Inputs `x` (float32, preprocessed) and optional integer class labels `y`.
 
-    x: np.ndarray
+    `x` is one array for a model with one input; for several, a tuple of arrays in the model's
+    input order once fitted (`fit_to_inputs`), and a dict name → array as read from a file."""
+
+    x: object
     y: Optional[np.ndarray]
     source: str
     preprocessing: Optional[dict] = None  # what was applied to the stored values (Preprocessing.applied)
 
     def __len__(self):
-        return len(self.x)
+        return len(per_input(self.x)[0])
 
     def take(self, count: Optional[int]) -> "Dataset":
         """The first `count` samples: deterministic, so calibration is repeatable."""
         if count is None or count >= len(self):
             return self
         y = None if self.y is None else self.y[:count]
-        return dataclasses.replace(self, x=self.x[:count], y=y)
+        return dataclasses.replace(self, x=_each(self.x, lambda x: x[:count]), y=y)
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelInput:
+    """One input of a model, as data is matched to it: by name, else by position."""
+
+    name: str
+    shape: tuple  # batch first, None for any size
+
+
+def keras_inputs(model) -> tuple:
+    """The ModelInputs of a functional Keras model, in its order."""
+    return tuple(ModelInput(name, tuple(tensor.shape)) for name, tensor in zip(model.input_names, model.inputs))
+
+
+def per_input(x) -> tuple:
+    """The arrays of `x`, one per model input."""
+    if isinstance(x, dict):
+        return tuple(x.values())
+    return tuple(x) if isinstance(x, (tuple, list)) else (x,)
+
+
+def _each(x, function):
+    """`function` applied to every array of `x`, keeping its form (array, tuple or dict)."""
+    if isinstance(x, dict):
+        return {name: function(array) for name, array in x.items()}
+    if isinstance(x, (tuple, list)):
+        return tuple(function(array) for array in x)
+    return function(x)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,6 +107,15 @@ class Preprocessing:
         scale = self._scale(x.dtype)
         return (x.astype(np.float32) * np.float32(scale) + np.float32(self.offset)).astype(np.float32)
 
+    def dataset(self, x, y, source: str) -> "Dataset":
+        """Stored arrays → a Dataset of model inputs, with what was applied recorded (per input
+        when there are several: uint8 images and float features are scaled differently)."""
+        if isinstance(x, (dict, tuple, list)):
+            named = x.items() if isinstance(x, dict) else ((f"x{i}", array) for i, array in enumerate(x))
+            applied = {"per_input": {name: self.applied(array.dtype) for name, array in named}}
+            return Dataset(_each(x, self.apply), y, source, applied)
+        return Dataset(self.apply(x), y, source, self.applied(x.dtype))
+
     def applied(self, stored_dtype) -> dict:
         """What `apply` does to data stored as `stored_dtype`: reports record it, as a model trained on
         other scaling gives plausible-looking but wrong numbers."""
@@ -78,10 +125,6 @@ class Preprocessing:
             "offset": self.offset,
             "default_scale": self.scale is None,
         }
-
-    def dataset(self, x: np.ndarray, y, source: str) -> "Dataset":
-        """Stored arrays → a Dataset of model inputs, with what was applied recorded."""
-        return Dataset(self.apply(x), y, source, self.applied(x.dtype))
 
     def _scale(self, stored_dtype) -> float:
         if self.scale is not None:
@@ -104,12 +147,12 @@ def load_data(spec, preprocessing: Preprocessing = Preprocessing()) -> Dataset:
     return preprocessing.dataset(x, _labels(y, spec), str(spec))
 
 
-def sample_shape(spec) -> tuple:
+def sample_shape(spec) -> Optional[tuple]:
     """The shape of a data file's samples, after every check `load_data` makes but without the
-    preprocessing (a float copy of a large uint8 file costs seconds)."""
+    preprocessing (a float copy of a large uint8 file costs seconds); None for one array per input."""
     x, y = load_raw(spec)
     _labels(y, spec)
-    return tuple(x.shape[1:])
+    return None if isinstance(x, dict) else tuple(x.shape[1:])
 
 
 def as_dataset(data, preprocessing: Preprocessing = Preprocessing()) -> Dataset:
@@ -123,24 +166,38 @@ def as_dataset(data, preprocessing: Preprocessing = Preprocessing()) -> Dataset:
     if isinstance(data, Dataset):
         return data
     if isinstance(data, tuple) and len(data) == 2:
-        x, y = (np.asarray(part) for part in data)
+        x, y = _as_arrays(data[0]), np.asarray(data[1])
         _check_arrays(x, y, "the (x, y) arrays")
         return preprocessing.dataset(x, _labels(y, "the (x, y) arrays"), "arrays")
-    if isinstance(data, np.ndarray):
-        _check_arrays(data, None, "the x array")
-        return preprocessing.dataset(data, None, "array")
+    if isinstance(data, (np.ndarray, list, dict)):
+        x = _as_arrays(data)
+        _check_arrays(x, None, "the x arrays")
+        return preprocessing.dataset(x, None, "arrays")
     if hasattr(data, "as_numpy_iterator"):
         return as_dataset(_tf_data_arrays(data), preprocessing)
     return load_data(data, preprocessing)
 
 
 def input_data(
-    data, input_shape, preprocessing: Preprocessing = Preprocessing(), *, reshape: bool = False
+    data, inputs, preprocessing: Preprocessing = Preprocessing(), *, reshape: bool = False
 ) -> Optional[Dataset]:
-    """Data as the API accepts it (`as_dataset`), checked against a model input shape; None stays None."""
+    """Data as the API accepts it (`as_dataset`), checked against a model's inputs (`ModelInput`s,
+    or the one input's shape); None stays None."""
     if data is None:
         return None
-    return fit_to_input(as_dataset(data, preprocessing), input_shape, reshape=reshape)
+    dataset = as_dataset(data, preprocessing)
+    if inputs and isinstance(inputs[0], ModelInput):
+        return fit_to_inputs(dataset, inputs, reshape=reshape)
+    return fit_to_input(dataset, inputs, reshape=reshape)
+
+
+def _as_arrays(x):
+    """The API's x: an array, or a list (model order) or dict (input names) of arrays, one per input."""
+    if isinstance(x, dict):
+        return {str(name): np.asarray(array) for name, array in x.items()}
+    if isinstance(x, list):
+        return tuple(np.asarray(array) for array in x)
+    return np.asarray(x)
 
 
 def _tf_data_arrays(dataset) -> tuple:
@@ -174,18 +231,68 @@ def load_raw(spec):
     return x, y
 
 
+def fit_to_inputs(data: Dataset, inputs, *, reshape: bool = False) -> Dataset:
+    """Checks `data` against a model's inputs (`ModelInput`s) and orders its arrays as they are:
+    arrays named by input name, else `x0`, `x1`, ... (or given as a list) in the model's order."""
+    if len(inputs) == 1:
+        if isinstance(data.x, dict):
+            data = dataclasses.replace(data, x=_arrays_by_input(data, inputs)[0])
+        return fit_to_input(data, inputs[0].shape, reshape=reshape)
+    arrays = _arrays_by_input(data, inputs)
+    fitted = []
+    for array, model_input in zip(arrays, inputs):
+        part = fit_to_input(
+            Dataset(array, None, f"{data.source} ('{model_input.name}')"), model_input.shape, reshape=reshape
+        )
+        fitted.append(part.x)
+    return dataclasses.replace(data, x=tuple(fitted))
+
+
+def _arrays_by_input(data: Dataset, inputs) -> tuple:
+    names = [model_input.name for model_input in inputs]
+    wanted = f"one array per input, named by input ({', '.join(names)}) or x0 to x{len(names) - 1} in that order"
+    if isinstance(data.x, dict):
+        for keys in (names, [f"x{i}" for i in range(len(names))]):
+            if all(key in data.x for key in keys):
+                return tuple(data.x[key] for key in keys)
+        if len(names) == 1:
+            _refuse_unnamed(data)
+        raise DataError(f"Data {data.source} has arrays {sorted(data.x)}; the model has {len(names)} inputs: {wanted}.")
+    arrays = per_input(data.x)
+    if len(arrays) != len(names):
+        raise DataError(
+            f"Data {data.source} has {len(arrays)} input array(s); the model has {len(names)} inputs: {wanted}."
+        )
+    return arrays
+
+
 def fit_to_input(data: Dataset, input_shape, *, reshape: bool = False) -> Dataset:
     """Checks `data` against a model input shape (batch first, None for any size).
 
     With `reshape`, samples holding the same number of values are reshaped (e.g.
     N×28×28 → N×28×28×1); otherwise a mismatch is an error showing both shapes.
     """
+    if isinstance(data.x, dict):
+        _refuse_unnamed(data)
+    arrays = per_input(data.x)
+    if len(arrays) != 1:
+        raise DataError(
+            f"Data {data.source} holds {len(arrays)} input arrays, but the model has one input; pass one x array."
+        )
+    data = dataclasses.replace(data, x=arrays[0])
     wanted = tuple(input_shape[1:])
     have = tuple(data.x.shape[1:])
     check_sample_shape(have, input_shape, data.source, reshape=reshape)
     if _shape_matches(have, wanted):
         return data
     return dataclasses.replace(data, x=data.x.reshape((len(data),) + wanted))
+
+
+def _refuse_unnamed(data: Dataset) -> None:
+    raise DataError(
+        f"{data.source} has arrays {sorted(data.x)} but no 'x'. Save inputs as x (and labels as y): "
+        "np.savez(path, x=..., y=...); for a model with several inputs, one array per input named by input."
+    )
 
 
 def check_sample_shape(have: tuple, input_shape, source, *, reshape: bool = False) -> None:
@@ -209,12 +316,16 @@ def _load_npz(path: Path):
     try:
         _check_npz_headers(path)
         with np.load(path, allow_pickle=False) as archive:
-            if "x" not in archive.files:
+            y = archive["y"] if "y" in archive.files else None
+            if "x" in archive.files:
+                return archive["x"], y
+            inputs = [name for name in archive.files if name != "y"]
+            if not inputs:
                 raise DataError(
                     f"{path} has arrays {sorted(archive.files)} but no 'x'. "
                     "Save inputs as x (and labels as y): np.savez(path, x=..., y=...)."
                 )
-            return archive["x"], archive["y"] if "y" in archive.files else None
+            return {name: archive[name] for name in inputs}, y
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
         raise DataError(f"Cannot read {path} as .npz: {one_line(error)}") from None
 
@@ -338,7 +449,17 @@ def _read_image(file: Path, Image) -> np.ndarray:
         raise DataError(f"{file} is not a readable image ({one_line(error)}); remove it from the folder.") from None
 
 
-def _check_arrays(x: np.ndarray, y, path: Path) -> None:
+def _check_arrays(x, y, path) -> None:
+    """Every input array holds numbers, finite, with as many samples as the others and the labels."""
+    if isinstance(x, (dict, tuple)):
+        named = x.items() if isinstance(x, dict) else ((f"x{i}", array) for i, array in enumerate(x))
+        counts = set()
+        for name, array in named:
+            _check_arrays(array, y, f"{path} ('{name}')")
+            counts.add(len(array))
+        if len(counts) > 1:
+            raise DataError(f"{path}: the input arrays hold different numbers of samples {sorted(counts)}.")
+        return
     if x.size == 0 or len(x) == 0:
         raise DataError(f"{path} holds no samples (x has shape {x.shape}).")
     if not (np.issubdtype(x.dtype, np.integer) or np.issubdtype(x.dtype, np.floating)):

@@ -61,7 +61,7 @@ class ConversionReport:
     gzip_bytes: int
     reference: Reference
     accuracy: Optional[float]
-    fidelity: Optional[Fidelity]
+    fidelity: Optional[Fidelity]  # of the first output
     latency: Optional[Latency]
     ops: dict
     float_ops: tuple
@@ -74,6 +74,7 @@ class ConversionReport:
     weights: tuple = ()  # every stored weight tensor: name, dtype, bits, bytes (runtime.inspect.weight_tensors)
     file_bytes: Optional[dict] = None  # kernels, other constants, quantization parameters, ... (inspect.file_parts)
     preprocessing: Optional[dict] = None  # what was applied to the stored data (data.Preprocessing.applied)
+    fidelity_by_output: tuple = ()  # a model with several outputs: each one's Fidelity, in order
     tflite: bytes = dataclasses.field(default=b"", repr=False, compare=False)  # the model itself
 
     @property
@@ -94,6 +95,7 @@ class ConversionReport:
             "accuracy": self.accuracy,
             "accuracy_drop": self.accuracy_drop,
             "fidelity": self.fidelity.to_dict() if self.fidelity else None,
+            "fidelity_by_output": [fidelity.to_dict() for fidelity in self.fidelity_by_output],
             "latency_us": self.latency.to_dict() if self.latency else None,
             "ops": self.ops,
             "float_ops": list(self.float_ops),
@@ -167,6 +169,7 @@ class BenchmarkReport:
             "accuracy": model.accuracy,
             "accuracy_drop": self.accuracy_drop(model),
             "fidelity": model.fidelity.to_dict() if model.fidelity else None,
+            "fidelity_by_output": [fidelity.to_dict() for fidelity in model.fidelity_by_output],
             "latency_us": latency,
             "init_ms": model.init_ms,
             "rss_growth_bytes": model.rss_growth_bytes,
@@ -263,11 +266,18 @@ def _benchmark_rows(report: BenchmarkReport) -> tuple:
                 f"{model.latency.p99:,.1f}",
                 _percent(model.accuracy),
                 "n/a" if drop is None else f"{drop:+.2f}",
-                model.fidelity.headline() if model.fidelity else "n/a",
+                _fidelity_cell(model),
                 f"{model.arena_bytes:,}" if model.arena_bytes else "n/a",
             ]
         )
     return header, rows
+
+
+def _fidelity_cell(model) -> str:
+    """The task's headline measure; per output ("label: 99.00% top-1; box: SNR ...") for several."""
+    if model.fidelity_by_output:
+        return "; ".join(f"{fidelity.output}: {fidelity.headline()}" for fidelity in model.fidelity_by_output)
+    return model.fidelity.headline() if model.fidelity else "n/a"
 
 
 def format_benchmark(report: BenchmarkReport) -> str:
@@ -313,8 +323,19 @@ def _low_bit_note(weights) -> str:
 
 
 def _fidelity_rows(report: ConversionReport) -> list:
-    """The measures that fit the model's task (runtime.task), as (name, Keras, TFLite) rows."""
-    fidelity, rows = report.fidelity, []
+    """The measures that fit each output's task (runtime.task), as (name, Keras, TFLite) rows; a
+    model with several outputs has a block of rows per output."""
+    if not report.fidelity_by_output:
+        return _output_fidelity_rows(report, report.fidelity)
+    rows = []
+    for fidelity in report.fidelity_by_output:
+        rows.append((f"output '{fidelity.output}'", "", fidelity.task))
+        rows += [(f"  {name}", keras, tflite) for name, keras, tflite in _output_fidelity_rows(report, fidelity)]
+    return rows
+
+
+def _output_fidelity_rows(report: ConversionReport, fidelity: Fidelity) -> list:
+    rows = []
     if fidelity.top1_agreement is not None:
         ties = fidelity.top1_ties
         tied = f" ({ties} tied top-2 outputs of {fidelity.samples})" if ties else ""
@@ -365,7 +386,10 @@ def format_report(report: ConversionReport) -> str:
 
 
 def preprocessing_text(applied: dict) -> str:
-    """ "uint8 values x 1/255 + 0 (the default for uint8; --input_scale, --input_offset)" """
+    """ "uint8 values x 1/255 + 0 (the default for uint8; --input_scale, --input_offset)"; per input
+    ("image: uint8 values x 1/255 + 0 (...); meta: ...") for a model with several."""
+    if "per_input" in applied:
+        return "; ".join(f"{name}: {preprocessing_text(one)}" for name, one in applied["per_input"].items())
     scale = "1/255" if applied["scale"] == 1 / 255 else f"{applied['scale']:g}"
     how = "the default for " + applied["stored_dtype"] if applied["default_scale"] else "as asked"
     return f"{applied['stored_dtype']} values x {scale} + {applied['offset']:g} ({how}; --input_scale, --input_offset)"

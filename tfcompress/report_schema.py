@@ -42,6 +42,7 @@ _DEFS = {
             "relative_error": _NUMBER_OR_NULL,
             "snr_db": _NUMBER_OR_NULL,  # null also when the error is zero (infinite SNR)
             "score_correlation": _NUMBER_OR_NULL,
+            "output": {"type": ["string", "null"]},  # named when the model has several outputs
             "max_abs_error": _NUMBER_OR_NULL,
             "mean_abs_error": _NUMBER_OR_NULL,
             "samples": _COUNT,
@@ -118,6 +119,7 @@ _FILE_BYTES = {
 }
 _EXTRA = {
     "convert": {
+        "fidelity_by_output": {"type": "array", "items": {"$ref": "#/$defs/fidelity"}},
         "weights": _WEIGHTS,
         "file_bytes": _FILE_BYTES,
         "io": {"$ref": "#/$defs/io"},
@@ -125,6 +127,7 @@ _EXTRA = {
         "options": {"type": "object"},
     },
     "micro": {
+        "fidelity_by_output": {"type": "array", "items": {"$ref": "#/$defs/fidelity"}},
         "weights": _WEIGHTS,
         "file_bytes": _FILE_BYTES,
         "io": {"$ref": "#/$defs/io"},

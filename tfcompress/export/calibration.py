@@ -10,7 +10,9 @@ import numpy as np
 
 from tfcompress import _keras
 from tfcompress._io.native import captured_output
+from tfcompress.data import per_input
 from tfcompress.errors import OptionError
+from tfcompress.export.io_order import in_keras_order
 
 __all__ = ["quantize_with_adjusted_calibration", "calibrate_only", "layers_of_tensor", "attribute_ops"]
 
@@ -18,13 +20,14 @@ _PERCENTILE_SAMPLES = 100  # calibration inputs whose activations give the perce
 _VALUES_PER_SAMPLE = 10_000  # activation values kept per tensor and input (a seeded subsample)
 
 
-def quantize_with_adjusted_calibration(converter, options, calibration, layer_names) -> bytes:
-    """int8 from a converter already set up for int8 (see export/tflite.py), the ranges adjusted first."""
+def quantize_with_adjusted_calibration(converter, options, calibration, layer_names, io_names) -> bytes:
+    """int8 from a converter already set up for int8 (see export/tflite.py), the ranges adjusted first.
+    `io_names`: the Keras (input names, output names), the order `calibration`'s arrays are in."""
     tf = _keras.tensorflow()
     from tensorflow.lite.python import convert
     from tensorflow.lite.tools import flatbuffer_utils
 
-    calibrated = calibrate_only(converter)
+    calibrated = in_keras_order(calibrate_only(converter), *io_names)
     model = flatbuffer_utils.convert_bytearray_to_object(calibrated)
     ranges = {}
     if options.calibration_method == "percentile":
@@ -124,11 +127,13 @@ def _percentile_ranges(calibrated: bytes, model, calibration, percentile: float)
     with captured_output():  # LiteRT announces its XNNPACK delegate from C++
         interpreter = Interpreter(model_content=calibrated, experimental_preserve_all_tensors=True)
         interpreter.allocate_tensors()
-    input_index = interpreter.get_input_details()[0]["index"]
+    input_indices = [detail["index"] for detail in interpreter.get_input_details()]
     rng = np.random.default_rng(0)
     values = {index: [] for index in recorded}
-    for sample in calibration.x[:_PERCENTILE_SAMPLES]:
-        interpreter.set_tensor(input_index, sample[np.newaxis].astype(np.float32))
+    arrays = per_input(calibration.take(_PERCENTILE_SAMPLES).x)
+    for sample in range(len(arrays[0])):
+        for input_index, array in zip(input_indices, arrays):
+            interpreter.set_tensor(input_index, array[sample : sample + 1].astype(np.float32))
         interpreter.invoke()
         for index in recorded:
             flat = interpreter.get_tensor(index).ravel()

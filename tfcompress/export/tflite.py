@@ -14,14 +14,15 @@ import numpy as np
 
 from tfcompress import _keras
 from tfcompress._io.native import captured_output
-from tfcompress.data import Dataset
+from tfcompress.data import Dataset, per_input
 from tfcompress.errors import ConversionError, OptionError
 from tfcompress.export.calibration import quantize_with_adjusted_calibration
 from tfcompress.export.int4 import requantize_int4
+from tfcompress.export.io_order import in_keras_order, keras_names
 from tfcompress.export.keras_export import SharedExport
+from tfcompress.export.unroll import loops, unrolled
 from tfcompress.options import WEIGHT_BITS, option
 from tfcompress.runtime.interpreter import as_input_dtype
-from tfcompress.transforms.graph import recurrent_layers
 
 __all__ = [
     "ConvertOptions",
@@ -141,7 +142,8 @@ def to_tflite(
     With `export` (a `SharedExport` of this model) the converter reuses that SavedModel
     export instead of writing its own, which is most of a conversion's time."""
     tf = _keras.tensorflow()
-    _refuse_calibrated_loops(model, options)
+    if options.needs_calibration and loops(model):
+        model, export = unrolled(model, options.precision), None  # the export is of the loop
     if options.needs_calibration and calibration is None:
         raise ConversionError(
             f"precision={options.precision} needs calibration data: pass --calibration DATA "
@@ -156,17 +158,19 @@ def to_tflite(
         if export.model is not model:
             raise ValueError(f"The export is of model '{export.model.name}', not of '{model.name}'.")
         export.share_with(converter, options.batch_size)
-    _configure(converter, options, calibration, tf, model.inputs[0] if model.inputs else None)
+    _configure(converter, options, calibration, tf, _calibration_inputs(model))
     from tensorflow.lite.python.convert import ConverterError
 
     try:
-        # The converter prints calibration progress from C++ and warns about input
-        # statistics it does not need here; neither helps the user.
+        # The converter prints calibration progress from C++, warns about input statistics it
+        # does not need here, and its calibrator uses the deprecated tf.lite.Interpreter for
+        # inputs given by name; none of it helps the user.
         with captured_output(), warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="Statistics for quantized inputs")
+            warnings.filterwarnings("ignore", message=".*tf.lite.Interpreter is deprecated")
             if options.adjusts_calibration and calibration is not None:
                 converted = quantize_with_adjusted_calibration(
-                    converter, options, calibration, list(layer_kinds(model))
+                    converter, options, calibration, list(layer_kinds(model)), keras_names(model)
                 )
             else:
                 converted = bytes(converter.convert())
@@ -174,35 +178,44 @@ def to_tflite(
         raise ConversionError(
             f"The TFLite converter failed for precision={options.precision}: {_converter_message(error)}"
         ) from None
-    return requantize_int4(converted) if options.packs_int4_after_conversion else converted
-
-
-def _refuse_calibrated_loops(model, options: ConvertOptions) -> None:
-    """Recurrent layers other than LSTM stay a WHILE loop in TFLite; calibrating that loop crashes
-    TensorFlow 2.21's converter (a segfault, seen with GRU and SimpleRNN), so it is refused first."""
-    if not options.needs_calibration or model.inputs is None:
-        return
-    loops = [name for name, fused in recurrent_layers(model).items() if not fused]
-    if loops:
-        raise ConversionError(
-            f"{', '.join(loops)}: recurrent layers other than LSTM (GRU, SimpleRNN, ...) stay a loop in TFLite, "
-            f"and calibrating that loop for {options.precision} crashes TensorFlow 2.21's converter. Convert to "
-            "float16 or dynamic, or use LSTM layers, which become one fused int8 op."
-        )
+    if options.packs_int4_after_conversion:
+        converted = requantize_int4(converted)
+    return in_keras_order(converted, *keras_names(model))
 
 
 def _converter(model, batch_size, tf):
     if batch_size is None:
         return tf.lite.TFLiteConverter.from_keras_model(model)
     if model.inputs is not None:
-        specs = [tf.TensorSpec((batch_size,) + tuple(t.shape[1:]), t.dtype) for t in model.inputs]
+        # Named as the Keras inputs and outputs, as from_keras_model's signature names them.
+        specs = [
+            tf.TensorSpec((batch_size,) + tuple(t.shape[1:]), t.dtype, name=name)
+            for t, name in zip(model.inputs, model.input_names)
+        ]
+        function = tf.function(lambda *inputs: _named_outputs(model, model(_one_or_list(inputs), training=False)))
     else:  # subclassed: float inputs of the shape it was built with
         specs = [tf.TensorSpec((batch_size,) + shape[1:], tf.float32) for shape in input_shapes(model)]
-    function = tf.function(lambda *inputs: model(list(inputs) if len(inputs) > 1 else inputs[0], training=False))
+        function = tf.function(lambda *inputs: model(_one_or_list(inputs), training=False))
     return tf.lite.TFLiteConverter.from_concrete_functions([function.get_concrete_function(*specs)], model)
 
 
-def _configure(converter, options: ConvertOptions, calibration, tf, model_input) -> None:
+def _one_or_list(tensors):
+    return list(tensors) if len(tensors) > 1 else tensors[0]
+
+
+def _named_outputs(model, outputs) -> dict:
+    return dict(zip(model.output_names, outputs if isinstance(outputs, (list, tuple)) else [outputs]))
+
+
+def _calibration_inputs(model) -> Optional[tuple]:
+    """(signature name, Keras input) of each input, in the Keras order the calibration data has; None
+    for a subclassed model."""
+    if model.inputs is None:
+        return None
+    return tuple(zip(model.input_names, model.inputs))
+
+
+def _configure(converter, options: ConvertOptions, calibration, tf, model_inputs) -> None:
     if options.precision == "float32":
         return
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
@@ -213,7 +226,7 @@ def _configure(converter, options: ConvertOptions, calibration, tf, model_input)
         return
     if calibration is not None:
         converter.representative_dataset = _representative_dataset(
-            calibration.take(options.calibration_samples), model_input
+            calibration.take(options.calibration_samples), model_inputs
         )
     if options.precision == "int8":
         if calibration is None:  # a QAT model: without calibration only the default op set converts
@@ -262,18 +275,23 @@ _CONVERTER_HINTS = {
 _IO_DTYPES = {"float32": lambda tf: tf.float32, "int8": lambda tf: tf.int8, "uint8": lambda tf: tf.uint8}
 
 
-def _representative_dataset(calibration: Dataset, model_input):
-    """Samples one at a time, in the input's own dtype: token ids for an integer input (an Embedding's).
-    A subclassed model (no `model_input`) takes floats."""
-    if model_input is None:
-        x = calibration.x.astype(np.float32)
+def _representative_dataset(calibration: Dataset, model_inputs):
+    """Samples one at a time, each input in its own dtype: token ids for an integer input (an
+    Embedding's). A subclassed model (no `model_inputs`) takes floats. Several inputs are given by
+    their signature names: the converter would take a list in its own order, not the Keras one."""
+    arrays = per_input(calibration.x)
+    if model_inputs is None:
+        arrays = tuple(x.astype(np.float32) for x in arrays)
     else:
-        dtype = np.dtype(getattr(model_input.dtype, "as_numpy_dtype", model_input.dtype))
-        x = as_input_dtype(calibration.x, dtype, f"'{model_input.name}'")
+        arrays = tuple(
+            as_input_dtype(x, np.dtype(getattr(keras_input.dtype, "as_numpy_dtype", keras_input.dtype)), f"'{name}'")
+            for x, (name, keras_input) in zip(arrays, model_inputs)
+        )
 
     def samples():
-        for index in range(len(x)):
-            yield [x[index : index + 1]]
+        for index in range(len(calibration)):
+            sample = [x[index : index + 1] for x in arrays]
+            yield sample if len(sample) == 1 else {name: x for (name, _), x in zip(model_inputs, sample)}
 
     return samples
 

@@ -9,7 +9,9 @@ from absl import logging
 
 from tfcompress.data import Dataset
 from tfcompress.export.tflite import ConvertOptions
+from tfcompress.export.unroll import loops
 from tfcompress.runtime import metrics
+from tfcompress.runtime.interpreter import per_output
 from tfcompress.runtime.task import QUANTITIES
 from tfcompress.transforms.graph import recurrent_layers
 
@@ -17,20 +19,29 @@ __all__ = ["for_recurrent_layers", "scaled_twice", "meaningless_measures"]
 
 
 def for_recurrent_layers(model, options: ConvertOptions) -> tuple:
-    """(the options, warnings): a recurrent model converts at batch 1, as its loop needs a fixed batch;
-    said aloud unless asked for."""
-    recurrent = recurrent_layers(model)
-    if not recurrent or options.batch_size is not None:
-        return options, []
-    message = f"converted at batch 1 for the recurrent layers ({', '.join(recurrent)}): their loop needs a fixed batch"
-    logging.warning(message)
-    return dataclasses.replace(options, batch_size=1), [message]
+    """(the options, warnings): a recurrent model converts at batch 1, as its loop needs a fixed batch,
+    and its loops are unrolled for a calibrated precision (export/unroll.py); both said aloud."""
+    recurrent, warnings = recurrent_layers(model), []
+    if recurrent and options.batch_size is None:
+        warnings.append(
+            f"converted at batch 1 for the recurrent layers ({', '.join(recurrent)}): their loop needs a fixed batch"
+        )
+        options = dataclasses.replace(options, batch_size=1)
+    if options.needs_calibration and loops(model):
+        warnings.append(
+            f"unrolled {', '.join(loops(model))} over their timesteps for {options.precision}: calibrating a "
+            "recurrent loop crashes TensorFlow 2.21's converter; the unrolled model has the same weights and "
+            "outputs, but ops for every step, so its file is larger than the loop's"
+        )
+    for message in warnings:
+        logging.warning(message)
+    return options, warnings
 
 
 def scaled_twice(model, applied: Optional[dict]) -> tuple:
     """A warning when uint8 data was divided by 255 by default for a model whose first layer rescales
     its input itself: such a model was trained on raw 0-255 values."""
-    if not applied or not applied["default_scale"] or applied["stored_dtype"] != "uint8":
+    if not applied or "per_input" in applied or not applied["default_scale"] or applied["stored_dtype"] != "uint8":
         return ()
     first = _first_layer(model)
     if type(first).__name__ not in ("Rescaling", "Normalization"):
@@ -52,10 +63,18 @@ def _first_layer(model):
     return _first_layer(layers[0]) if hasattr(layers[0], "layers") else layers[0]
 
 
-def meaningless_measures(keras_outputs, evaluation: Optional[Dataset], task: str) -> tuple:
-    """Warnings for measures that would mislead: a constant reference, labels the task cannot use."""
-    found = [metrics.constant_output(keras_outputs)]
-    if evaluation is not None and evaluation.y is not None and task in QUANTITIES:
+def meaningless_measures(keras_outputs, evaluation: Optional[Dataset], tasks: tuple) -> tuple:
+    """Warnings for measures that would mislead: a constant reference, labels the task cannot use.
+    `tasks`: one per output."""
+    found = [metrics.constant_output(outputs) for outputs in per_output(keras_outputs)]
+    labelled = evaluation is not None and evaluation.y is not None
+    if labelled and len(tasks) > 1:
+        found.append(
+            f"the eval labels are not used: the model has {len(tasks)} outputs, and tfcompress does not "
+            "yet take labels per output; fidelity is measured for each output"
+        )
+    task = tasks[0]
+    if labelled and len(tasks) == 1 and task in QUANTITIES:
         found.append(
             f"the eval labels are not used: the model's output reads as {task} (it ends in no softmax or "
             "sigmoid); if its outputs are class scores, pass --task logits"

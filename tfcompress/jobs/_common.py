@@ -84,10 +84,11 @@ def job_outputs(*paths, inputs=()):
         raise
 
 
-def load_model(model, load: LoadOptions, *, needs_layers: bool = False) -> tuple:
-    """(tf_keras model, its file or None): a job takes a model or a model file. A model with several
-    inputs or outputs is refused (every job feeds one array and compares one output), and a job
-    that trains or analyzes layers (`needs_layers`) refuses a SavedModel that is only a serving signature."""
+def load_model(model, load: LoadOptions, *, needs_layers: bool = False, one_input_and_output: bool = False) -> tuple:
+    """(tf_keras model, its file or None): a job takes a model or a model file. A job that trains or
+    analyzes layers (`needs_layers`) refuses a SavedModel that is only a serving signature, and
+    with `one_input_and_output` (implied) a model with several inputs or outputs: training here fits
+    one array to one output's class labels."""
     progress.stage("loading the model")
     custom_objects = load.custom_objects  # a file to import, or the dict given from Python
     if isinstance(custom_objects, str):
@@ -98,7 +99,8 @@ def load_model(model, load: LoadOptions, *, needs_layers: bool = False) -> tuple
             f"{path} is a SavedModel without Keras metadata: it has a serving signature to convert (convert, "
             "micro, check), but no layers to train or analyze. Save the Keras model itself as .keras or .h5."
         )
-    keras_io.require_one_input_and_output(loaded, path)
+    if needs_layers or one_input_and_output:
+        keras_io.require_one_input_and_output(loaded, path)
     return loaded, path
 
 

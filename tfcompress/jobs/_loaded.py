@@ -1,9 +1,8 @@
 """A loaded Keras model and what every conversion of it shares."""
 
-from typing import Optional
-
 import numpy as np
 
+from tfcompress.data import per_input
 from tfcompress.export.keras_export import SharedExport
 from tfcompress.runtime.interpreter import inference_batch_size
 
@@ -30,10 +29,16 @@ class LoadedModel:
     def name(self) -> str:
         return str(self.path) if self.path is not None else self.model.name
 
-    def keras_outputs(self, x: np.ndarray) -> np.ndarray:
-        """The Keras model's outputs on `x`, computed on first use."""
-        cached: Optional[np.ndarray] = next((outputs for inputs, outputs in self._outputs if inputs is x), None)
+    def keras_outputs(self, x):
+        """The Keras model's outputs on `x` (an array, or a tuple of one per input), computed on first
+        use: an array, or a tuple of one per output."""
+        cached = next((outputs for inputs, outputs in self._outputs if inputs is x), None)
         if cached is None:
-            cached = self.model.predict(x, batch_size=inference_batch_size(x.shape[1:]), verbose=0)
+            arrays = per_input(x)
+            batch_size = inference_batch_size((sum(int(np.prod(a.shape[1:])) for a in arrays),))
+            cached = self.model.predict(
+                list(arrays) if len(arrays) > 1 else arrays[0], batch_size=batch_size, verbose=0
+            )
+            cached = tuple(cached) if isinstance(cached, list) else cached
             self._outputs.append((x, cached))
         return cached

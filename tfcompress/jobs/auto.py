@@ -120,7 +120,7 @@ def auto(
     ) as outputs:
         if plot_path is not None:
             plots.require_matplotlib()
-        model, model_path = load_model(model, load)
+        model, model_path = load_model(model, load, one_input_and_output=True)  # it ranks by class accuracy
         with LoadedModel(model, model_path) as loaded:
             float32, measured, chosen = _search(loaded, calibration, eval_data, train, options, load, qat_epochs)
         written = output is not None and chosen is not None

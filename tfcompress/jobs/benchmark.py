@@ -11,7 +11,7 @@ from typing import Optional
 from absl import logging
 
 from tfcompress._io.files import path_size
-from tfcompress.data import input_data
+from tfcompress.data import input_data, per_input
 from tfcompress.errors import ModelLoadError
 from tfcompress.jobs._common import job_outputs
 from tfcompress.options import LoadOptions, gather
@@ -19,8 +19,8 @@ from tfcompress.report import BenchmarkReport, Reference, machine_info, markdown
 from tfcompress.runtime import metrics
 from tfcompress.runtime.benchmark import BenchmarkOptions, benchmark_models, comparison_inputs
 from tfcompress.runtime.inspect import inspect_tflite, read_tflite
-from tfcompress.runtime.interpreter import predict
-from tfcompress.runtime.task import resolve_task
+from tfcompress.runtime.interpreter import per_output, predict
+from tfcompress.runtime.task import resolve_tasks
 
 __all__ = ["benchmark"]
 
@@ -53,14 +53,12 @@ def benchmark(
         if not named_models:
             raise ModelLoadError("benchmark needs at least one .tflite model.")
         first = inspect_tflite(named_models[0][1], named_models[0][0])
-        first_input, task = first.inputs[0], resolve_task(load.task, first)
-        evaluation = input_data(
-            eval_data, (None,) + first_input.shape[1:], load.preprocessing, reshape=load.reshape_data
-        )
+        tasks = resolve_tasks(load.task, first)
+        evaluation = input_data(eval_data, first.model_inputs(), load.preprocessing, reshape=load.reshape_data)
         eval_x = evaluation.x if evaluation is not None else None
         labels = evaluation.y if evaluation is not None else None
         inputs = comparison_inputs(named_models[0][1], eval_x)
-        reference_info, reference_outputs = _reference(reference, inputs, labels, load, task)
+        reference_info, reference_outputs = _reference(reference, inputs, labels, load, tasks)
         results = benchmark_models(
             named_models,
             options,
@@ -68,7 +66,7 @@ def benchmark(
             labels=labels,
             reference_outputs=reference_outputs,
             eval_x=eval_x,
-            task=task,
+            tasks=tasks,
         )
         report = BenchmarkReport(
             results,
@@ -86,13 +84,15 @@ def benchmark(
 
 
 def _warnings(reference_outputs) -> tuple:
-    message = metrics.constant_output(reference_outputs) if reference_outputs is not None else None
-    if message:
+    if reference_outputs is None:
+        return ()
+    messages = tuple(filter(None, (metrics.constant_output(outputs) for outputs in per_output(reference_outputs))))
+    for message in messages:
         logging.warning(message)
-    return (message,) if message else ()
+    return messages
 
 
-def _reference(reference, inputs, labels, load: LoadOptions, task: str):
+def _reference(reference, inputs, labels, load: LoadOptions, tasks: tuple):
     """(Reference, its outputs on `inputs`), or (None, None) without a reference."""
     if reference is None:
         return None, None
@@ -103,5 +103,8 @@ def _reference(reference, inputs, labels, load: LoadOptions, task: str):
         from tfcompress.jobs._common import load_model
 
         model, _ = load_model(path, load)
-        outputs = model.predict(inputs, batch_size=250, verbose=0)
-    return Reference(str(path), path_size(path), metrics.task_accuracy(outputs, labels, task)), outputs
+        arrays = per_input(inputs)
+        outputs = model.predict(list(arrays) if len(arrays) > 1 else arrays[0], batch_size=250, verbose=0)
+        outputs = tuple(outputs) if isinstance(outputs, list) else outputs
+    accuracy = metrics.task_accuracy(outputs, labels, tasks[0]) if len(tasks) == 1 else None
+    return Reference(str(path), path_size(path), accuracy), outputs

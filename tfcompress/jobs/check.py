@@ -17,7 +17,7 @@ import numpy as np
 
 from tfcompress import progress
 from tfcompress._io import cache
-from tfcompress.data import Dataset, fit_to_input, load_data, noise
+from tfcompress.data import Dataset, fit_to_input, fit_to_inputs, keras_inputs, load_data, noise, per_input
 from tfcompress.errors import ConversionError, PreflightError
 from tfcompress.export.calibration import attribute_ops
 from tfcompress.export.keras_export import SharedExport
@@ -28,7 +28,7 @@ from tfcompress.report import library_versions, table
 from tfcompress.report_schema import schema_version
 from tfcompress.runtime.faithfulness import Faithfulness, judge
 from tfcompress.runtime.inspect import inspect_tflite
-from tfcompress.runtime.interpreter import inference_batch_size, quantize
+from tfcompress.runtime.interpreter import inference_batch_size, quantize_inputs
 from tfcompress.runtime.micro_ops import micro_op_names
 from tfcompress.runtime.tflm import beside_litert, micro_run_error
 from tfcompress.transforms import qat
@@ -415,21 +415,28 @@ class _Check:
     def _micro_faithfulness(self, model_bytes: bytes) -> Faithfulness:
         """micro's test on the check's inputs: TFLite Micro, both LiteRT kernel sets and the Keras model."""
         summary = inspect_tflite(model_bytes)
-        inputs = self.inputs[:_CHECK_SAMPLES]
+        inputs = tuple(array[:_CHECK_SAMPLES] for array in per_input(self.inputs))
         micro, litert = beside_litert(
-            model_bytes, quantize(inputs, summary.inputs[0].interpreter_detail()), _probe_arena(model_bytes)
+            model_bytes, quantize_inputs(inputs, summary.input_details()), _probe_arena(model_bytes)
         )
-        keras_outputs = None
-        if len(self.model.outputs) == 1:
-            keras_outputs = self.model.predict(inputs, batch_size=inference_batch_size(inputs.shape[1:]), verbose=0)
-        return judge(micro, litert, summary.outputs[0].interpreter_detail(), keras_outputs)
+        keras_outputs = self.model.predict(
+            list(inputs) if len(inputs) > 1 else inputs[0],
+            batch_size=inference_batch_size(inputs[0].shape[1:]),
+            verbose=0,
+        )
+        keras_outputs = tuple(keras_outputs) if isinstance(keras_outputs, list) else keras_outputs
+        return judge(micro, litert, summary.output_details(), keras_outputs, summary.output_keys)
 
 
-def _check_inputs(model, calibration: Optional[Dataset], reshape_data: bool) -> np.ndarray:
-    shape = input_shapes(model)[0]
+def _check_inputs(model, calibration: Optional[Dataset], reshape_data: bool):
+    """The check's inputs: an array, or a tuple of one per input for a model with several."""
+    shapes = input_shapes(model)
     if calibration is None:
-        return noise((_CHECK_SAMPLES,) + tuple(shape[1:]))
-    return fit_to_input(calibration.take(_CHECK_SAMPLES), shape, reshape=reshape_data).x
+        arrays = tuple(noise((_CHECK_SAMPLES,) + tuple(shape[1:]), seed) for seed, shape in enumerate(shapes))
+        return arrays[0] if len(arrays) == 1 else arrays
+    if len(shapes) == 1:
+        return fit_to_input(calibration.take(_CHECK_SAMPLES), shapes[0], reshape=reshape_data).x
+    return fit_to_inputs(calibration.take(_CHECK_SAMPLES), keras_inputs(model), reshape=reshape_data).x
 
 
 def _ops_by_layer(model_bytes: Optional[bytes], layer_names) -> dict:
@@ -461,8 +468,12 @@ def _total_param_bytes(layers) -> dict:
     }
 
 
-def _array_digest(array: np.ndarray) -> str:
-    return hashlib.sha256(np.ascontiguousarray(array).tobytes()).hexdigest()
+def _array_digest(x) -> str:
+    """A digest of the inputs (every input's array, in order)."""
+    digest = hashlib.sha256()
+    for array in per_input(x):
+        digest.update(np.ascontiguousarray(array).tobytes())
+    return digest.hexdigest()
 
 
 def format_check(report: CheckReport) -> str:

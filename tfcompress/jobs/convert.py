@@ -13,7 +13,7 @@ from absl import logging
 
 from tfcompress import progress
 from tfcompress._io.files import path_size
-from tfcompress.data import Dataset, input_data, noise
+from tfcompress.data import Dataset, input_data, keras_inputs, noise
 from tfcompress.errors import ConversionError, DataError
 from tfcompress.export.tflite import ConvertOptions, to_tflite
 from tfcompress.jobs import _cautions as cautions
@@ -26,7 +26,7 @@ from tfcompress.runtime import metrics
 from tfcompress.runtime.inspect import file_parts, gzip_size, inspect_tflite, weight_tensors
 from tfcompress.runtime.interpreter import predict
 from tfcompress.runtime.latency import measure_latency
-from tfcompress.runtime.task import resolve_task
+from tfcompress.runtime.task import resolve_tasks
 from tfcompress.transforms.qat import has_low_bit_weights, is_quantize_aware
 
 __all__ = ["convert", "convert_loaded", "for_model", "io_report", "RANDOM_CALIBRATION"]
@@ -103,11 +103,11 @@ def convert_loaded(
 ) -> ConversionReport:
     """`convert` for a loaded model, writing nothing: what auto measures each candidate with."""
     model = loaded.model
-    input_shape = tuple(model.inputs[0].shape)
+    inputs = keras_inputs(model)
     options, warnings = cautions.for_recurrent_layers(model, options)
     preprocessing, reshape_data = load.preprocessing, load.reshape_data
-    calibration_data = _calibration(calibration, options, input_shape, preprocessing, reshape_data, warnings)
-    evaluation = input_data(eval_data, input_shape, preprocessing, reshape=reshape_data)
+    calibration_data = _calibration(calibration, options, inputs, preprocessing, reshape_data, warnings)
+    evaluation = input_data(eval_data, inputs, preprocessing, reshape=reshape_data)
     progress.stage(f"converting to {options.precision}" + (" (calibrating)" if options.needs_calibration else ""))
     tflite_bytes, summary = _checked_conversion(loaded, options, guard, calibration_data, check_target)
     if options.precision == "int8" and summary.float_ops and options.keep_float:
@@ -119,6 +119,7 @@ def convert_loaded(
         warnings.append(message)
 
     reference_accuracy = accuracy = fidelity = None
+    by_output = ()
     check_data = evaluation if evaluation is not None else calibration_data
     if check_data is not None:
         progress.stage(f"verifying against Keras on {len(check_data)} inputs")
@@ -126,12 +127,13 @@ def convert_loaded(
     applied = next((data.preprocessing for data in (check_data, calibration_data) if data is not None), None)
     warnings.extend(cautions.scaled_twice(model, applied))
     if check_data is not None:
-        task = resolve_task(load.task, summary)
-        fidelity = metrics.fidelity(tflite_outputs, keras_outputs, task, check_data.x)
-        warnings.extend(cautions.meaningless_measures(keras_outputs, evaluation, task))
-        if evaluation is not None:
-            reference_accuracy = metrics.task_accuracy(keras_outputs, evaluation.y, task)
-            accuracy = metrics.task_accuracy(tflite_outputs, evaluation.y, task)
+        tasks = resolve_tasks(load.task, summary)
+        by_output = metrics.fidelity_by_output(tflite_outputs, keras_outputs, tasks, summary.output_keys, check_data.x)
+        fidelity = by_output[0]
+        warnings.extend(cautions.meaningless_measures(keras_outputs, evaluation, tasks))
+        if evaluation is not None and len(tasks) == 1:
+            reference_accuracy = metrics.task_accuracy(keras_outputs, evaluation.y, tasks[0])
+            accuracy = metrics.task_accuracy(tflite_outputs, evaluation.y, tasks[0])
     if options.packs_int4_after_conversion:
         warnings.extend(_post_training_int4_loss(reference_accuracy, accuracy, fidelity))
     if latency_runs:
@@ -147,6 +149,7 @@ def convert_loaded(
         reference=Reference(loaded.name, path_size(loaded.path) or _keras_float32_bytes(model), reference_accuracy),
         accuracy=accuracy,
         fidelity=fidelity,
+        fidelity_by_output=by_output if len(by_output) > 1 else (),
         latency=latency,
         ops=summary.ops,
         float_ops=summary.float_ops,
@@ -195,7 +198,7 @@ def _post_training_int4_loss(reference_accuracy, accuracy, fidelity) -> tuple:
 
 
 def _calibration(
-    calibration, options: ConvertOptions, input_shape, preprocessing, reshape_data, warnings
+    calibration, options: ConvertOptions, inputs, preprocessing, reshape_data, warnings
 ) -> Optional[Dataset]:
     if isinstance(calibration, str) and calibration == RANDOM_CALIBRATION:
         message = (
@@ -204,13 +207,17 @@ def _calibration(
         )
         logging.warning(message)
         warnings.append(message)
-        return Dataset(noise((_RANDOM_CALIBRATION_SAMPLES,) + tuple(input_shape[1:])), None, RANDOM_CALIBRATION)
+        arrays = tuple(
+            noise((_RANDOM_CALIBRATION_SAMPLES,) + tuple(model_input.shape[1:]), seed)
+            for seed, model_input in enumerate(inputs)
+        )
+        return Dataset(arrays[0] if len(arrays) == 1 else arrays, None, RANDOM_CALIBRATION)
     if calibration is None and options.needs_calibration:
         raise DataError(
             f"precision={options.precision} needs calibration data: pass --calibration DATA "
             "(a few hundred real inputs), or --calibration random to accept random ranges."
         )
-    return input_data(calibration, input_shape, preprocessing, reshape=reshape_data)
+    return input_data(calibration, inputs, preprocessing, reshape=reshape_data)
 
 
 def io_report(summary) -> dict:

@@ -16,7 +16,7 @@ from absl import logging
 
 from tfcompress import progress
 from tfcompress._io.files import atomic_folder, check_not_inputs, write_atomic, write_json_atomic
-from tfcompress.data import input_data
+from tfcompress.data import input_data, keras_inputs, per_input
 from tfcompress.errors import ConversionError, DataError, ModelLoadError
 from tfcompress.export.ethosu import compile_for_ethos_u
 from tfcompress.export.micro import arena_with_margin, check_identifier, micro_sources
@@ -39,9 +39,9 @@ from tfcompress.runtime.inspect import (
     read_tflite,
     weight_tensors,
 )
-from tfcompress.runtime.interpreter import predict, quantize
+from tfcompress.runtime.interpreter import per_output, predict, quantize_inputs
 from tfcompress.runtime.latency import random_inputs
-from tfcompress.runtime.task import resolve_task
+from tfcompress.runtime.task import resolve_tasks
 from tfcompress.runtime.tflm import run_micro
 
 __all__ = ["MicroReport", "to_micro"]
@@ -81,6 +81,7 @@ class MicroReport:
     lut: Optional[LutResult] = None  # with compress="lut": what was compressed, verified, measured
     faithfulness: Optional[Faithfulness] = None  # TFLite Micro vs LiteRT, against Keras
     accepted_difference: bool = False  # packaged with --accept_micro_difference though it failed
+    fidelity_by_output: tuple = ()  # a model with several outputs: each one's Fidelity, in order
 
     @property
     def accuracy_drop(self) -> Optional[float]:
@@ -98,6 +99,7 @@ class MicroReport:
             "accuracy": self.accuracy,
             "accuracy_drop": self.accuracy_drop,
             "fidelity": self.fidelity.to_dict() if self.fidelity else None,
+            "fidelity_by_output": [fidelity.to_dict() for fidelity in self.fidelity_by_output],
             "per_channel_dense_fidelity": (
                 self.per_channel_dense_fidelity.to_dict() if self.per_channel_dense_fidelity else None
             ),
@@ -239,7 +241,8 @@ class _Package:
         """`converted` and `loaded` (the convert report and the Keras model) exist unless a .tflite was given;
         `per_channel` is the fidelity per-channel Dense weights would have had."""
         summary = inspect_tflite(tflite_bytes)
-        check_data = _check_data(self.check_data, summary, self.load)
+        model_inputs = keras_inputs(loaded.model) if loaded is not None else summary.model_inputs()
+        check_data = input_data(self.check_data, model_inputs, self.load.preprocessing, reshape=self.load.reshape_data)
         inputs = _micro_inputs(check_data, summary)
         micro, faithfulness = self._run_verified(tflite_bytes, summary, inputs, check_data, loaded)
         warnings = list(converted.warnings) if converted else []
@@ -256,12 +259,13 @@ class _Package:
         if converted is not None:
             accuracy = converted.accuracy
         elif eval_data is not None and check_data.y is not None:
-            task = resolve_task(self.load.task, summary)
-            accuracy = metrics.task_accuracy(predict(tflite_bytes, check_data.x), check_data.y, task)
+            tasks = resolve_tasks(self.load.task, summary)
+            if len(tasks) == 1:
+                accuracy = metrics.task_accuracy(predict(tflite_bytes, check_data.x), check_data.y, tasks[0])
         lut = None
         if self.options.compress == "lut":
             lut_inputs = (
-                quantize(check_data.x[:_LUT_CHECK_SAMPLES], summary.inputs[0].interpreter_detail())
+                quantize_inputs(check_data.take(_LUT_CHECK_SAMPLES).x, summary.input_details())
                 if check_data is not None
                 else inputs
             )
@@ -284,12 +288,13 @@ class _Package:
             recorded_arena_bytes=micro.recorded_arena_bytes,
             max_diff_steps=micro.max_diff_steps,
             diff_steps_by_kernels=micro.diff_steps_by_kernels,
-            agreement_samples=len(inputs),
+            agreement_samples=len(per_input(inputs)[0]),
             micro_latency=(lut.latency["compressed"] if lut and lut.compressed else micro.latency).to_dict(),
             ops=summary.ops,
             accuracy=accuracy,
             reference=dataclasses.asdict(converted.reference) if converted else None,
             fidelity=converted.fidelity if converted else None,
+            fidelity_by_output=converted.fidelity_by_output if converted else (),
             per_channel_dense_fidelity=per_channel,
             preprocessing=getattr(converted or check_data, "preprocessing", None),
             per_tensor_dense=converted.options["per_tensor_dense"] if converted else None,
@@ -333,10 +338,10 @@ class _Package:
 
 def _faithfulness(micro, summary, check_data, loaded) -> Faithfulness:
     """Against the Keras model's outputs where there is one output to compare, else against LiteRT."""
-    keras_outputs = None
-    if loaded is not None and len(loaded.model.outputs) == 1:
-        keras_outputs = loaded.keras_outputs(check_data.x[: len(micro.outputs)])
-    return judge(micro.outputs, micro.litert_outputs, summary.outputs[0].interpreter_detail(), keras_outputs)
+    if loaded is None:
+        return judge(micro.outputs, micro.litert_outputs, summary.output_details(), names=summary.output_keys)
+    keras_outputs = loaded.keras_outputs(check_data.take(len(per_output(micro.outputs)[0])).x)
+    return judge(micro.outputs, micro.litert_outputs, summary.output_details(), keras_outputs, summary.output_keys)
 
 
 def _int4_rows(report: MicroReport) -> str:
@@ -383,7 +388,7 @@ def format_micro_report(report: MicroReport) -> str:
 | tensor arena declared (with margin) | {report.arena_with_margin_bytes:,} B |
 {_int4_rows(report)}| ops ({len(report.ops)}) | {", ".join(report.ops)} |
 | accuracy | {accuracy}{drop} |
-{_fidelity_row(report.fidelity)}{_data_row(report.preprocessing)}\
+{_fidelity_rows(report)}{_data_row(report.preprocessing)}\
 | verified against {_reference_name(report)} | {_verdict(report)} |
 | TFLite Micro vs LiteRT | {agreement} |
 | TFLite Micro latency (host, Python build) | p50 {report.micro_latency["p50"]:,.0f} us |
@@ -395,10 +400,13 @@ give the interpreter an arena of the declared size, and register the ops with th
 """
 
 
-def _fidelity_row(fidelity: Optional[metrics.Fidelity]) -> str:
-    if fidelity is None:
-        return ""
-    return f"| LiteRT int8 against Keras ({fidelity.task}) | {fidelity.headline()} |\n"
+def _fidelity_rows(report: MicroReport) -> str:
+    """LiteRT's int8 outputs against Keras: a row, or a row per output for a model with several."""
+    rows = ""
+    for fidelity in report.fidelity_by_output or filter(None, (report.fidelity,)):
+        output = f"output '{fidelity.output}', " if fidelity.output else ""
+        rows += f"| LiteRT int8 against Keras ({output}{fidelity.task}) | {fidelity.headline()} |\n"
+    return rows
 
 
 def _data_row(preprocessing: Optional[dict]) -> str:
@@ -430,12 +438,12 @@ def _checked_tflite(path: Path) -> bytes:
     return data
 
 
-def _check_data(data, summary, load: LoadOptions):
-    return input_data(data, (None,) + summary.inputs[0].shape[1:], load.preprocessing, reshape=load.reshape_data)
-
-
-def _micro_inputs(check_data, summary) -> np.ndarray:
-    detail = summary.inputs[0].interpreter_detail()
+def _micro_inputs(check_data, summary):
+    """The inputs TFLite Micro is checked on, in the inputs' dtypes: an array, or a tuple of one per input."""
     if check_data is None:
-        return np.concatenate([random_inputs(detail, seed) for seed in range(_AGREEMENT_SAMPLES)])
-    return quantize(check_data.x[:_AGREEMENT_SAMPLES], detail)
+        arrays = tuple(
+            np.concatenate([random_inputs(detail, seed) for seed in range(_AGREEMENT_SAMPLES)])
+            for detail in summary.input_details()
+        )
+        return arrays[0] if len(arrays) == 1 else arrays
+    return quantize_inputs(check_data.take(_AGREEMENT_SAMPLES).x, summary.input_details())

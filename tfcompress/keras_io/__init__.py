@@ -307,19 +307,20 @@ def _load_keras3(path: Path, config: dict, trust_model_code: bool, custom_object
         ) from None
     for layer in original.layers:
         model.get_layer(layer.name).set_weights(layer.get_weights())
-    require_one_input_and_output(original, path)  # before the parity check, which feeds one input
     _check_parity(original, model, path)
     return model
 
 
 def require_one_input_and_output(model, path) -> None:
-    """Every job feeds one array and compares one output: a model with more is refused by its tensors' names."""
+    """Training (and auto's accuracy ranking) fits one array to one output's class labels: a model with
+    more is refused by its tensors' names."""
     for role, tensors in (("inputs", model.inputs), ("outputs", model.outputs)):
         if tensors is not None and len(tensors) > 1:
             names = ", ".join(f"'{tensor.name.split(':')[0].split('/')[0]}'" for tensor in tensors)
             raise ModelLoadError(
-                f"{path or model.name} has {len(tensors)} {role} ({names}); tfcompress handles models with one "
-                "input and one output so far. Convert each part as its own model, or call TFLiteConverter directly."
+                f"{path or model.name} has {len(tensors)} {role} ({names}); training, analyze and auto take "
+                "models with one input and one output so far (convert, micro, check and benchmark take "
+                "several). Compress each part as its own model."
             )
 
 
@@ -338,20 +339,26 @@ def _failing_layer(translated: dict, tf_keras) -> str:
 def _check_parity(
     original, translated, path, samples: int = 4, direction: str = "tf_keras translation of the Keras 3 model"
 ) -> None:
-    shape = tuple(original.inputs[0].shape[1:])
-    if None in shape:
+    shapes = [tuple(tensor.shape[1:]) for tensor in original.inputs]
+    if any(None in shape for shape in shapes):
         raise UntranslatableModelError(
-            f"{path}: input shape {shape} has unknown dimensions; tfcompress needs a fixed input size."
+            f"{path}: input shape {next(s for s in shapes if None in s)} has unknown dimensions; "
+            "tfcompress needs a fixed input size."
         )
-    x = noise((samples,) + shape)
-    expected = np.asarray(original(x, training=False))
-    received = np.asarray(translated(x, training=False))
-    error = float(np.max(np.abs(expected - received)))
+    x = [noise((samples,) + shape, seed) for seed, shape in enumerate(shapes)]
+    x = x if len(x) > 1 else x[0]
+    expected = _output_list(original(x, training=False))
+    received = _output_list(translated(x, training=False))
+    error = max(float(np.max(np.abs(ours - theirs))) for ours, theirs in zip(expected, received))
     if error > PARITY_ATOL:
         raise UntranslatableModelError(
             f"{path}: the {direction} differs from it by {error:.2e} "
             f"(allowed {PARITY_ATOL:.0e}); this model cannot be translated faithfully."
         )
+
+
+def _output_list(outputs) -> list:
+    return [np.asarray(output) for output in (outputs if isinstance(outputs, (list, tuple)) else [outputs])]
 
 
 def _translate_model(config: dict, tf_keras) -> dict:

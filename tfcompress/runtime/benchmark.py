@@ -12,12 +12,12 @@ from typing import Optional
 
 import numpy as np
 
-from tfcompress.data import noise
+from tfcompress.data import noise, per_input
 from tfcompress.errors import OptionError, TfcompressError
 from tfcompress.options import option
 from tfcompress.runtime import metrics
 from tfcompress.runtime.inspect import gzip_size, inspect_tflite, is_full_integer, precision_of
-from tfcompress.runtime.interpreter import make_interpreter, predict, quantize
+from tfcompress.runtime.interpreter import make_interpreter, predict, quantize_inputs
 from tfcompress.runtime.latency import Latency, latency_inputs, time_invokes
 
 __all__ = ["BenchmarkOptions", "ModelBenchmark", "benchmark_models", "comparison_inputs"]
@@ -54,10 +54,11 @@ class ModelBenchmark:
     p50_spread_us: tuple  # (min, max) of p50 across repeats
     rss_growth_bytes: int  # resident memory added by the interpreter and its runs
     accuracy: Optional[float]
-    fidelity: Optional[metrics.Fidelity]
+    fidelity: Optional[metrics.Fidelity]  # of the first output
     ops: dict
     float_ops: tuple
     micro: Optional[dict] = None  # TFLite Micro arena/agreement/latency, or its error
+    fidelity_by_output: tuple = ()  # a model with several outputs: each one's Fidelity, in order
     latency_samples_us: np.ndarray = dataclasses.field(default=None, repr=False, compare=False)
 
     @property
@@ -65,27 +66,28 @@ class ModelBenchmark:
         return self.micro.get("arena_bytes") if self.micro else None
 
 
-def comparison_inputs(model_bytes: bytes, eval_x: Optional[np.ndarray], count: int = 100) -> np.ndarray:
-    """Float inputs every model and the reference are run on: eval data, or seeded noise in [0, 1)."""
+def comparison_inputs(model_bytes: bytes, eval_x, count: int = 100):
+    """Float inputs every model and the reference are run on: eval data, or seeded noise in [0, 1)
+    (a tuple of one array per input for a model with several)."""
     if eval_x is not None:
         return eval_x
     summary = inspect_tflite(model_bytes)
-    shape = (count,) + tuple(summary.inputs[0].shape[1:])
-    return noise(shape)
+    arrays = tuple(noise((count,) + tuple(tensor.shape[1:]), seed) for seed, tensor in enumerate(summary.inputs))
+    return arrays[0] if len(arrays) == 1 else arrays
 
 
 def benchmark_models(
     named_models,
     options: BenchmarkOptions,
     *,
-    inputs: np.ndarray,
+    inputs,
     labels: Optional[np.ndarray] = None,
-    reference_outputs: Optional[np.ndarray] = None,
+    reference_outputs=None,
     eval_x=None,
-    task: str = "softmax",
+    tasks: tuple = ("softmax",),
 ) -> tuple:
     """Measures `(name, bytes)` models under the same conditions; `inputs` are float samples
-    shared with the reference, and `task` (runtime.task) says how outputs are compared.
+    shared with the reference, and `tasks` (runtime.task, one per output) say how outputs are compared.
 
     The process pays its one-time costs (libraries, XNNPACK set-up, first page faults) in an
     untimed round over every model first, or the first model measured would carry them; then
@@ -103,7 +105,7 @@ def benchmark_models(
             rss_growth.setdefault(name, max(_resident_bytes() - rss_before, 0))
     return tuple(
         _model_result(
-            name, data, summary, rounds[name], rss_growth[name], options, inputs, labels, reference_outputs, task
+            name, data, summary, rounds[name], rss_growth[name], options, inputs, labels, reference_outputs, tasks
         )
         for (name, data), summary in zip(named_models, summaries)
     )
@@ -119,10 +121,13 @@ def _timed_round(model_bytes: bytes, options: BenchmarkOptions, eval_x, runs: in
 
 
 def _model_result(
-    name, model_bytes, summary, rounds, rss_growth, options, inputs, labels, reference_outputs, task
+    name, model_bytes, summary, rounds, rss_growth, options, inputs, labels, reference_outputs, tasks
 ) -> ModelBenchmark:
     stats = [Latency.from_samples(samples) for _, samples in rounds]
     outputs = predict(model_bytes, inputs, threads=options.threads)
+    by_output = ()
+    if reference_outputs is not None:
+        by_output = metrics.fidelity_by_output(outputs, reference_outputs, tasks, summary.output_keys, inputs)
     return ModelBenchmark(
         model=name,
         precision=precision_of(summary),
@@ -132,11 +137,12 @@ def _model_result(
         latency=_median_latency(stats),
         p50_spread_us=(min(s.p50 for s in stats), max(s.p50 for s in stats)),
         rss_growth_bytes=rss_growth,
-        accuracy=metrics.task_accuracy(outputs, labels, task),
-        fidelity=metrics.fidelity(outputs, reference_outputs, task, inputs) if reference_outputs is not None else None,
+        accuracy=metrics.task_accuracy(outputs, labels, tasks[0]) if len(tasks) == 1 else None,
+        fidelity=by_output[0] if by_output else None,
         ops=summary.ops,
         float_ops=summary.float_ops,
         micro=_micro(model_bytes, inputs, summary) if options.micro else None,
+        fidelity_by_output=by_output if len(by_output) > 1 else (),
         latency_samples_us=np.concatenate([samples for _, samples in rounds]),
     )
 
@@ -147,7 +153,7 @@ def _median_latency(stats: list) -> Latency:
     return Latency(**medians, runs=sum(s.runs for s in stats))
 
 
-def _micro(model_bytes: bytes, inputs: np.ndarray, summary) -> dict:
+def _micro(model_bytes: bytes, inputs, summary) -> dict:
     """TFLite Micro's view of an integer model; float models are reported as not runnable.
 
     Without the Keras model, faithfulness is judged against LiteRT (runtime.faithfulness)."""
@@ -157,10 +163,11 @@ def _micro(model_bytes: bytes, inputs: np.ndarray, summary) -> dict:
     if not is_full_integer(summary):
         return {"error": "needs a full-integer model with integer I/O (convert with --precision int8 --io_type int8)"}
     try:
-        run = run_micro(model_bytes, quantize(inputs[:_MICRO_SAMPLES], summary.inputs[0].interpreter_detail()))
+        first = tuple(array[:_MICRO_SAMPLES] for array in per_input(inputs))
+        run = run_micro(model_bytes, quantize_inputs(first, summary.input_details()))
     except TfcompressError as error:
         return {"error": str(error)}
-    verdict = judge(run.outputs, run.litert_outputs, summary.outputs[0].interpreter_detail())
+    verdict = judge(run.outputs, run.litert_outputs, summary.output_details(), names=summary.output_keys)
     return {**run.to_dict(), "verification": verdict.to_dict()}
 
 

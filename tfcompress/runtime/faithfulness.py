@@ -8,7 +8,7 @@ outputs, TFLite Micro passes when its mean absolute error from them is at most L
 worse kernel set's, plus `MARGIN` of it and half an output step. Without them (a
 `.tflite` was given), LiteRT is the reference: TFLite Micro may differ from its nearer
 kernel set by as many steps as the two sets differ from each other, and at least
-`ALLOWED_STEPS`.
+`ALLOWED_STEPS`. A model with several outputs passes when each output does.
 """
 
 import dataclasses
@@ -16,7 +16,7 @@ from typing import Optional
 
 import numpy as np
 
-from tfcompress.runtime.interpreter import dequantize
+from tfcompress.runtime.interpreter import dequantize, per_output
 
 __all__ = ["Faithfulness", "judge", "MARGIN", "ALLOWED_STEPS"]
 
@@ -35,6 +35,7 @@ class Faithfulness:
     litert_errors: dict  # keras: kernel set → its error; litert: {"between kernel sets": steps}
     allowed: float
     samples: int
+    output: Optional[str] = None  # for a model with several outputs: the one nearest to failing
 
     @property
     def passed(self) -> bool:
@@ -42,6 +43,10 @@ class Faithfulness:
 
     def describe(self) -> str:
         litert = ", ".join(f"{name} {error:.4g}" for name, error in self.litert_errors.items() if error is not None)
+        if self.output is not None:
+            return (
+                f"output '{self.output}' (the nearest to failing): " + dataclasses.replace(self, output=None).describe()
+            )
         if self.reference == "keras":
             return (
                 f"mean abs error from the Keras outputs on {self.samples} inputs: TFLite Micro "
@@ -56,9 +61,27 @@ class Faithfulness:
         return {**dataclasses.asdict(self), "passed": self.passed}
 
 
-def judge(micro_outputs, litert_outputs: dict, output_detail: dict, keras_outputs=None) -> Faithfulness:
+def judge(micro_outputs, litert_outputs: dict, output_details, keras_outputs=None, names=()) -> Faithfulness:
     """The verdict from TFLite Micro's raw outputs and each LiteRT kernel set's (None: it has no kernel
-    for an op), against the Keras model's outputs on the same inputs when there are any."""
+    for an op), against the Keras model's outputs on the same inputs when there are any. Outputs are
+    an array, or a tuple with one per output; `output_details` (and `names`) has one per output.
+    With several outputs, the verdict of the one nearest to failing is returned, named."""
+    details = output_details if isinstance(output_details, (list, tuple)) else [output_details]
+    verdicts = []
+    for index, detail in enumerate(details):
+        verdict = _judge_output(
+            per_output(micro_outputs)[index],
+            {kernels: None if raw is None else per_output(raw)[index] for kernels, raw in litert_outputs.items()},
+            detail,
+            None if keras_outputs is None else per_output(keras_outputs)[index],
+        )
+        if len(details) > 1:
+            verdict = dataclasses.replace(verdict, output=names[index] if names else str(index))
+        verdicts.append(verdict)
+    return max(verdicts, key=lambda verdict: verdict.micro_error / verdict.allowed if verdict.allowed else float("inf"))
+
+
+def _judge_output(micro_outputs, litert_outputs: dict, output_detail: dict, keras_outputs) -> Faithfulness:
     if keras_outputs is None:
         return _against_litert(micro_outputs, litert_outputs)
     return _against_keras(

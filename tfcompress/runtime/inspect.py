@@ -13,6 +13,7 @@ from typing import Optional
 import numpy as np
 
 from tfcompress._io import limits
+from tfcompress.data import ModelInput
 from tfcompress.errors import ModelLoadError
 
 __all__ = [
@@ -98,6 +99,21 @@ class TfliteSummary:
     outputs: tuple
     tensors: tuple  # every tensor of the main subgraph
     operators: tuple  # OperatorInfo, in execution order
+    # The names the serving signature gives the inputs and outputs, in the order of `inputs` and
+    # `outputs` (the Keras input and output names; the tensor's own name where there is none).
+    input_keys: tuple = ()
+    output_keys: tuple = ()
+
+    def input_details(self) -> list:
+        """Each input as LiteRT describes it, for interpreter.quantize_inputs."""
+        return [tensor.interpreter_detail() for tensor in self.inputs]
+
+    def output_details(self) -> list:
+        return [tensor.interpreter_detail() for tensor in self.outputs]
+
+    def model_inputs(self) -> tuple:
+        """The inputs as data is matched to them (data.fit_to_inputs): by signature name, any batch."""
+        return tuple(ModelInput(key, (None,) + tuple(t.shape[1:])) for key, t in zip(self.input_keys, self.inputs))
 
 
 def read_tflite(path) -> bytes:
@@ -127,14 +143,38 @@ def inspect_tflite(model_bytes: bytes, source: str = "model") -> TfliteSummary:
         )
         ops = collections.Counter(operator.name for operator in operators)
         float_ops = [operator.name for operator in operators if operator.computes_in_float]
-        inputs = tuple(tensors[i] for i in subgraph.InputsAsNumpy())
-        outputs = tuple(tensors[i] for i in subgraph.OutputsAsNumpy())
+        input_indices, output_indices = subgraph.InputsAsNumpy(), subgraph.OutputsAsNumpy()
+        names = _signature_names(model)
+        inputs = tuple(tensors[i] for i in input_indices)
+        outputs = tuple(tensors[i] for i in output_indices)
+        input_keys = tuple(names.get(int(i), tensors[i].name) for i in input_indices)
+        output_keys = tuple(names.get(int(i), tensors[i].name) for i in output_indices)
     except (IndexError, ValueError, TypeError, AttributeError, KeyError, OverflowError, struct.error) as error:
         raise ModelLoadError(f"{source} is a damaged TFLite flatbuffer ({error}).") from None
     _check_tensor_sizes(tensors, source)
     return TfliteSummary(
-        len(model_bytes), dict(ops), tuple(sorted(set(float_ops))), inputs, outputs, tensors, operators
+        len(model_bytes),
+        dict(ops),
+        tuple(sorted(set(float_ops))),
+        inputs,
+        outputs,
+        tensors,
+        operators,
+        input_keys,
+        output_keys,
     )
+
+
+def _signature_names(model) -> dict:
+    """Tensor index → its name in the main subgraph's first signature (e.g. 'serving_default')."""
+    for index in range(model.SignatureDefsLength()):
+        signature = model.SignatureDefs(index)
+        if signature.SubgraphIndex() != 0:
+            continue
+        maps = [signature.Inputs(i) for i in range(signature.InputsLength())]
+        maps += [signature.Outputs(i) for i in range(signature.OutputsLength())]
+        return {tensor_map.TensorIndex(): tensor_map.Name().decode("utf-8", "replace") for tensor_map in maps}
+    return {}
 
 
 def _check_tensor_sizes(tensors, source) -> None:

@@ -10,13 +10,16 @@ from typing import Optional
 import numpy as np
 
 from tfcompress._io.native import captured_output
+from tfcompress.data import per_input
 from tfcompress.errors import DataError, ModelLoadError
 
 __all__ = [
     "make_interpreter",
     "predict",
+    "per_output",
     "raw_outputs",
     "quantize",
+    "quantize_inputs",
     "as_input_dtype",
     "dequantize",
     "inference_batch_size",
@@ -61,6 +64,12 @@ def quantize(x: np.ndarray, detail: dict) -> np.ndarray:
     return np.clip(np.round(x / scale + zero_point), limits.min, limits.max).astype(dtype)
 
 
+def quantize_inputs(x, details) -> object:
+    """`quantize` for each input: an array, or a tuple of one per input (`details` in the same order)."""
+    arrays = tuple(quantize(array, detail) for array, detail in zip(per_input(x), details))
+    return arrays[0] if len(arrays) == 1 else arrays
+
+
 def as_input_dtype(x: np.ndarray, dtype, name: str) -> np.ndarray:
     """`x` as an unquantized input of `dtype`; integer inputs (token ids) must hold whole numbers."""
     if np.issubdtype(dtype, np.integer) and not np.array_equal(x, np.round(x)):
@@ -79,56 +88,79 @@ def dequantize(values: np.ndarray, detail: dict) -> np.ndarray:
     return values.astype(np.float32)
 
 
-def predict(model_bytes: bytes, x: np.ndarray, *, batch_size: Optional[int] = None, threads: int = 1) -> np.ndarray:
-    """Float outputs of the model's first output for every sample in `x`, in batches where the
-    model has a batch dimension (`inference_batch_size` unless given)."""
-    batch_size = batch_size or inference_batch_size(x.shape[1:])
+def predict(model_bytes: bytes, x, *, batch_size: Optional[int] = None, threads: int = 1):
+    """Float outputs for every sample of `x` (an array, or a tuple of one per input in the model's
+    order), as one array or a tuple of one per output; in batches where the model has a batch
+    dimension (`inference_batch_size` unless given)."""
+    arrays = per_input(x)
+    batch_size = batch_size or inference_batch_size((sum(int(np.prod(a.shape[1:])) for a in arrays),))
     interpreter = make_interpreter(model_bytes, threads=threads)
-    input_detail = interpreter.get_input_details()[0]
-    wanted = tuple(int(d) for d in input_detail["shape_signature"][1:])
-    if len(wanted) != x.ndim - 1 or any(w not in (-1, h) for w, h in zip(wanted, x.shape[1:])):
-        raise DataError(
-            f"Data has samples of shape {tuple(x.shape[1:])}, but the model expects "
-            f"{tuple(int(d) for d in input_detail['shape'][1:])}."
-        )
+    details = interpreter.get_input_details()
+    _check_shapes(details, arrays)
     outputs, current_batch = [], None
-    for start in range(0, len(x), batch_size):
-        batch = x[start : start + batch_size]
-        if len(batch) != current_batch:
-            if input_detail["shape_signature"][0] == -1 or len(batch) == input_detail["shape"][0]:
-                interpreter.resize_tensor_input(input_detail["index"], (len(batch),) + tuple(batch.shape[1:]))
+    for start in range(0, len(arrays[0]), batch_size):
+        batch = tuple(array[start : start + batch_size] for array in arrays)
+        if len(batch[0]) != current_batch:
+            if details[0]["shape_signature"][0] == -1 or len(batch[0]) == details[0]["shape"][0]:
+                for detail, part in zip(details, batch):
+                    interpreter.resize_tensor_input(detail["index"], part.shape)
                 interpreter.allocate_tensors()
-                current_batch = len(batch)
+                current_batch = len(batch[0])
             else:
-                return _predict_one_by_one(interpreter, x)
+                return _predict_one_by_one(interpreter, arrays)
         outputs.append(_invoke(interpreter, batch))
-    return np.concatenate(outputs)
+    return _joined(outputs)
 
 
-def _predict_one_by_one(interpreter, x: np.ndarray) -> np.ndarray:
+def per_output(outputs) -> tuple:
+    """The arrays of `predict`'s (or Keras') outputs, one per model output."""
+    return tuple(outputs) if isinstance(outputs, (tuple, list)) else (outputs,)
+
+
+def _check_shapes(details, arrays) -> None:
+    if len(details) != len(arrays):
+        raise DataError(f"Data has {len(arrays)} input array(s), but the model has {len(details)} inputs.")
+    for detail, array in zip(details, arrays):
+        wanted = tuple(int(d) for d in detail["shape_signature"][1:])
+        if len(wanted) != array.ndim - 1 or any(w not in (-1, h) for w, h in zip(wanted, array.shape[1:])):
+            raise DataError(
+                f"Data has samples of shape {tuple(array.shape[1:])}, but the model's input {detail['name']} "
+                f"expects {tuple(int(d) for d in detail['shape'][1:])}."
+            )
+
+
+def _joined(batches: list):
+    """Per-batch output tuples → one array per output (the array itself for one output)."""
+    joined = tuple(np.concatenate(parts) for parts in zip(*batches))
+    return joined[0] if len(joined) == 1 else joined
+
+
+def _predict_one_by_one(interpreter, arrays: tuple):
     """For models with a fixed batch of 1 (e.g. converted from a concrete function)."""
     interpreter.allocate_tensors()
-    return np.concatenate([_invoke(interpreter, x[i : i + 1]) for i in range(len(x))])
+    return _joined([_invoke(interpreter, tuple(a[i : i + 1] for a in arrays)) for i in range(len(arrays[0]))])
 
 
-def _invoke(interpreter, batch: np.ndarray) -> np.ndarray:
-    input_detail = interpreter.get_input_details()[0]
-    output_detail = interpreter.get_output_details()[0]
-    interpreter.set_tensor(input_detail["index"], quantize(batch, input_detail))
+def _invoke(interpreter, batch: tuple) -> tuple:
+    for detail, part in zip(interpreter.get_input_details(), batch):
+        interpreter.set_tensor(detail["index"], quantize(part, detail))
     interpreter.invoke()
-    return dequantize(interpreter.get_tensor(output_detail["index"]), output_detail)
+    return tuple(
+        dequantize(interpreter.get_tensor(detail["index"]), detail) for detail in interpreter.get_output_details()
+    )
 
 
-def raw_outputs(model_bytes: bytes, inputs: np.ndarray, *, reference_kernels: bool = False) -> np.ndarray:
-    """The first output in its own dtype, for inputs already in the input's dtype, one by one,
-    from LiteRT's own kernels (optimized or reference; never the XNNPACK delegate)."""
+def raw_outputs(model_bytes: bytes, inputs, *, reference_kernels: bool = False):
+    """The outputs in their own dtype (an array, or a tuple of one per output), for inputs already in
+    the inputs' dtypes, one by one, from LiteRT's own kernels (optimized or reference; never the
+    XNNPACK delegate)."""
     interpreter = make_interpreter(model_bytes, xnnpack=False, reference_kernels=reference_kernels)
     interpreter.allocate_tensors()
-    input_index = interpreter.get_input_details()[0]["index"]
-    output_index = interpreter.get_output_details()[0]["index"]
+    arrays = per_input(inputs)
     outputs = []
-    for sample in inputs:
-        interpreter.set_tensor(input_index, sample[np.newaxis])
+    for index in range(len(arrays[0])):
+        for detail, array in zip(interpreter.get_input_details(), arrays):
+            interpreter.set_tensor(detail["index"], array[index : index + 1])
         interpreter.invoke()
-        outputs.append(interpreter.get_tensor(output_index).copy())
-    return np.concatenate(outputs)
+        outputs.append(tuple(interpreter.get_tensor(d["index"]).copy() for d in interpreter.get_output_details()))
+    return _joined(outputs)

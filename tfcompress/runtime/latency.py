@@ -5,6 +5,7 @@ import time
 
 import numpy as np
 
+from tfcompress.data import per_input
 from tfcompress.errors import OptionError
 from tfcompress.runtime.interpreter import make_interpreter, quantize
 
@@ -51,11 +52,16 @@ def random_inputs(detail: dict, seed: int = 0) -> np.ndarray:
 
 
 def latency_inputs(interpreter, eval_x=None, count: int = 16) -> list:
-    """Inputs for the timed invokes: eval samples in the input's dtype, or random data."""
-    detail = interpreter.get_input_details()[0]
+    """Inputs for the timed invokes, each a tuple with one array per model input: eval samples in
+    the inputs' dtypes, or random data."""
+    details = interpreter.get_input_details()
     if eval_x is None:
-        return [random_inputs(detail, seed) for seed in range(count)]
-    return [quantize(eval_x[i : i + 1], detail) for i in range(min(count, len(eval_x)))]
+        return [tuple(random_inputs(detail, seed) for detail in details) for seed in range(count)]
+    arrays = per_input(eval_x)
+    return [
+        tuple(quantize(array[i : i + 1], detail) for array, detail in zip(arrays, details))
+        for i in range(min(count, len(arrays[0])))
+    ]
 
 
 def time_invokes(interpreter, inputs: list, *, runs: int, warmup: int) -> np.ndarray:
@@ -64,17 +70,22 @@ def time_invokes(interpreter, inputs: list, *, runs: int, warmup: int) -> np.nda
         raise OptionError(f"runs must be at least 1. Received: runs={runs}")
     if warmup < 0:
         raise OptionError(f"warmup must be 0 or more. Received: warmup={warmup}")
-    input_index = interpreter.get_input_details()[0]["index"]
+    indices = [detail["index"] for detail in interpreter.get_input_details()]
     for index in range(warmup):
-        interpreter.set_tensor(input_index, inputs[index % len(inputs)])
+        _set_inputs(interpreter, indices, inputs[index % len(inputs)])
         interpreter.invoke()
     samples = np.empty(runs)
     for index in range(runs):
-        interpreter.set_tensor(input_index, inputs[index % len(inputs)])
+        _set_inputs(interpreter, indices, inputs[index % len(inputs)])
         start = time.perf_counter_ns()
         interpreter.invoke()
         samples[index] = (time.perf_counter_ns() - start) / 1000.0
     return samples
+
+
+def _set_inputs(interpreter, indices, arrays: tuple) -> None:
+    for tensor_index, array in zip(indices, arrays):
+        interpreter.set_tensor(tensor_index, array)
 
 
 def measure_latency(

@@ -6,9 +6,18 @@ from typing import Optional
 import numpy as np
 
 from tfcompress.errors import DataError
+from tfcompress.runtime.interpreter import per_output
 from tfcompress.runtime.task import CLASSIFIERS, QUANTITIES
 
-__all__ = ["Fidelity", "accuracy", "task_accuracy", "accuracy_drop", "fidelity", "constant_output"]
+__all__ = [
+    "Fidelity",
+    "accuracy",
+    "task_accuracy",
+    "accuracy_drop",
+    "fidelity",
+    "fidelity_by_output",
+    "constant_output",
+]
 
 _MATERIAL_AGREEMENT = 0.005  # of the samples (or sigmoid outputs)
 _MATERIAL_RELATIVE_ERROR = 0.01
@@ -33,6 +42,7 @@ class Fidelity:
     snr_db: Optional[float] = None  # quantities: the reference's power over the error's, in dB
     # Reconstructions: rank correlation of the per-sample reconstruction errors (anomaly scores).
     score_correlation: Optional[float] = None
+    output: Optional[str] = None  # which output, for a model with several
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -123,6 +133,18 @@ def fidelity(outputs: np.ndarray, reference: np.ndarray, task: str = "softmax", 
                 _reconstruction_errors(outputs, inputs), _reconstruction_errors(reference, inputs)
             )
     return Fidelity(float(difference.max()), float(difference.mean()), len(outputs), task, **measures)
+
+
+def fidelity_by_output(outputs, reference, tasks, names, inputs=None) -> tuple:
+    """One `Fidelity` per output (`outputs` and `reference`: an array, or one per output), each in its
+    own task's terms and named when there are several. Only a one-input model's inputs are a
+    reconstruction's reference."""
+    single_input = inputs if isinstance(inputs, np.ndarray) else None
+    several = len(tasks) > 1
+    return tuple(
+        dataclasses.replace(fidelity(ours, theirs, task, single_input), output=name if several else None)
+        for ours, theirs, task, name in zip(per_output(outputs), per_output(reference), tasks, names)
+    )
 
 
 def constant_output(reference: np.ndarray) -> Optional[str]:

@@ -8,7 +8,7 @@ look like a regression from the graph alone, so `--task logits` says so.
 
 import numpy as np
 
-__all__ = ["TASKS", "CLASSIFIERS", "QUANTITIES", "detect_task", "resolve_task"]
+__all__ = ["TASKS", "CLASSIFIERS", "QUANTITIES", "detect_task", "resolve_task", "resolve_tasks"]
 
 TASKS = ("softmax", "logits", "sigmoid", "regression", "reconstruction")
 CLASSIFIERS = ("softmax", "logits")
@@ -36,6 +36,11 @@ def detect_task(summary, output_index: int = 0) -> str:
 def resolve_task(requested: str, summary, output_index: int = 0) -> str:
     """`requested` (a `--task`), or the detected task when it is "auto"."""
     return detect_task(summary, output_index) if requested == AUTO else requested
+
+
+def resolve_tasks(requested: str, summary) -> tuple:
+    """The task of each output: a `--task` other than "auto" applies to every output."""
+    return tuple(resolve_task(requested, summary, index) for index in range(len(summary.outputs)))
 
 
 def _elements(tensor) -> int:

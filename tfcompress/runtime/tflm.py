@@ -14,8 +14,10 @@ from typing import Optional
 import numpy as np
 
 from tfcompress._io.native import captured_output
+from tfcompress.data import per_input
 from tfcompress.errors import ConversionError, ModelLoadError
-from tfcompress.runtime.interpreter import raw_outputs
+from tfcompress.runtime.inspect import inspect_tflite
+from tfcompress.runtime.interpreter import per_output, raw_outputs
 from tfcompress.runtime.isolated import run_isolated
 from tfcompress.runtime.latency import Latency
 
@@ -45,7 +47,7 @@ class MicroRun:
     recorded_arena_bytes: int  # the recording allocator's own total
     diff_steps_by_kernels: dict  # largest output difference from LiteRT, in quantized steps (None: no such kernel)
     latency: Latency
-    outputs: np.ndarray = dataclasses.field(repr=False, compare=False)  # TFLite Micro's raw first output
+    outputs: object = dataclasses.field(repr=False, compare=False)  # TFLite Micro's raw outputs (a tuple for several)
     litert_outputs: dict = dataclasses.field(repr=False, compare=False)  # kernel set → LiteRT's (None: no such)
 
     @property
@@ -84,9 +86,9 @@ def measure_arena(model_bytes: bytes, alt_decompression_bytes: int = 0) -> tuple
     return high, recorded
 
 
-def run_micro(model_bytes: bytes, inputs: np.ndarray, *, runs: int = 20) -> MicroRun:
-    """Runs `inputs` (already in the model's input dtype) one by one, in an arena of the
-    measured size, and compares the raw outputs with LiteRT's; then times `runs` invokes.
+def run_micro(model_bytes: bytes, inputs, *, runs: int = 20) -> MicroRun:
+    """Runs `inputs` (already in the model's input dtype; a tuple of one array per input for several)
+    one by one, in an arena of the measured size, and compares the raw outputs with LiteRT's; then times `runs` invokes.
 
     LiteRT runs both its kernel sets, without XNNPACK (which rounds int8 differently, up to
     11 steps on a LeNet-5 softmax): TFLite Micro matches neither everywhere — its int8
@@ -100,13 +102,13 @@ def run_micro(model_bytes: bytes, inputs: np.ndarray, *, runs: int = 20) -> Micr
     return MicroRun(arena, recorded, differences, latency, outputs, litert)
 
 
-def beside_litert(model_bytes: bytes, inputs: np.ndarray, arena_bytes: int) -> tuple:
+def beside_litert(model_bytes: bytes, inputs, arena_bytes: int) -> tuple:
     """(TFLite Micro's raw outputs, kernel set → LiteRT's raw outputs or None) on the same inputs."""
     litert = {"optimized": raw_outputs(model_bytes, inputs), "reference": _reference_outputs(model_bytes, inputs)}
     return micro_outputs(model_bytes, inputs, arena_bytes), litert
 
 
-def _reference_outputs(model_bytes: bytes, inputs: np.ndarray):
+def _reference_outputs(model_bytes: bytes, inputs):
     """LiteRT's reference kernels' outputs, or None where they lack an op version the model needs
     (ai-edge-litert 2.3 has no int4 DEPTHWISE_CONV_2D among them)."""
     try:
@@ -115,33 +117,44 @@ def _reference_outputs(model_bytes: bytes, inputs: np.ndarray):
         return None
 
 
-def _steps_from(outputs: np.ndarray, litert_outputs) -> Optional[int]:
+def _steps_from(outputs, litert_outputs) -> Optional[int]:
+    """The largest difference over every output, in quantized steps."""
     if litert_outputs is None:
         return None
-    return int(np.abs(outputs.astype(np.int64) - litert_outputs.astype(np.int64)).max())
+    return max(
+        int(np.abs(ours.astype(np.int64) - theirs.astype(np.int64)).max())
+        for ours, theirs in zip(per_output(outputs), per_output(litert_outputs))
+    )
 
 
-def micro_outputs(
-    model_bytes: bytes, inputs: np.ndarray, arena_bytes: int, alt_decompression_bytes: int = 0
-) -> np.ndarray:
-    """TFLite Micro's raw outputs for `inputs` (in the model's input dtype), one invoke each."""
+def micro_outputs(model_bytes: bytes, inputs, arena_bytes: int, alt_decompression_bytes: int = 0):
+    """TFLite Micro's raw outputs for `inputs` (in the model's input dtypes), one invoke each: an
+    array, or a tuple of one per output."""
     interpreter = _interpreter(model_bytes, arena_bytes, alt_decompression_bytes)
+    arrays, output_count = per_input(inputs), len(inspect_tflite(model_bytes).outputs)
     outputs = []
-    for sample in inputs:
-        interpreter.set_input(sample[np.newaxis], 0)
+    for index in range(len(arrays[0])):
+        _set_inputs(interpreter, tuple(array[index : index + 1] for array in arrays))
         interpreter.invoke()
-        outputs.append(np.array(interpreter.get_output(0)))
-    return np.concatenate(outputs)
+        outputs.append(tuple(np.array(interpreter.get_output(i)) for i in range(output_count)))
+    joined = tuple(np.concatenate(parts) for parts in zip(*outputs))
+    return joined[0] if output_count == 1 else joined
 
 
-def time_micro(model_bytes: bytes, inputs: np.ndarray, arena_bytes: int, *, runs: int = 20) -> Latency:
+def _set_inputs(interpreter, samples: tuple) -> None:
+    for position, sample in enumerate(samples):
+        interpreter.set_input(sample, position)
+
+
+def time_micro(model_bytes: bytes, inputs, arena_bytes: int, *, runs: int = 20) -> Latency:
     """Latency of `runs` invokes on the first of `inputs` (a batch of 1) in TFLite Micro."""
     interpreter = _interpreter(model_bytes, arena_bytes)
+    first = tuple(array[:1] for array in per_input(inputs))
     samples = np.empty(max(runs, 1))
     for index in range(len(samples)):
         # Set each time: TFLite Micro reuses the input's arena bytes once it is read, and an
         # Embedding's GATHER refuses the leftover values as indices.
-        interpreter.set_input(inputs[:1], 0)
+        _set_inputs(interpreter, first)
         start = time.perf_counter_ns()
         interpreter.invoke()
         samples[index] = (time.perf_counter_ns() - start) / 1000.0
@@ -183,13 +196,15 @@ def micro_run_error(model_bytes: bytes, arena_size: int, alt_decompression_bytes
     """
     from tflite_micro import runtime
 
+    input_count = len(inspect_tflite(model_bytes).inputs)
+
     def allocate_and_invoke():
         interpreter = runtime.Interpreter.from_bytes(
             model_bytes, arena_size=arena_size, alt_decompression_memory_size=alt_decompression_bytes
         )
-        detail = interpreter.get_input_details(0)
+        details = [interpreter.get_input_details(i) for i in range(input_count)]
         # Zeros, not whatever the arena held: an Embedding's GATHER refuses indices out of its table.
-        interpreter.set_input(np.zeros(detail["shape"], detail["dtype"]), 0)
+        _set_inputs(interpreter, tuple(np.zeros(detail["shape"], detail["dtype"]) for detail in details))
         interpreter.invoke()
 
     child = run_isolated(allocate_and_invoke)

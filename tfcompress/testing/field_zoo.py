@@ -306,16 +306,29 @@ def build_field_model(name: str, keras, seed: int = 0):
     return FIELD_MODELS[name].build(keras)
 
 
-def sample_inputs(name: str, model, count: int, seed: int = 0) -> np.ndarray:
-    """Inputs the model accepts: token ids for an Embedding net, else uniform values in [0, 1)."""
-    shape = (count,) + tuple(model.inputs[0].shape[1:])
+def sample_inputs(name: str, model, count: int, seed: int = 0):
+    """Inputs the model accepts: token ids for an Embedding net, else uniform values in [0, 1); a tuple
+    of one array per input for a model with several."""
     rng = np.random.default_rng(seed)
-    if FIELD_MODELS[name].tokens:
-        return rng.integers(0, VOCABULARY, shape).astype(np.float32)
-    return rng.uniform(0, 1, shape).astype(np.float32)
+    arrays = []
+    for tensor in model.inputs:
+        shape = (count,) + tuple(tensor.shape[1:])
+        if FIELD_MODELS[name].tokens:
+            arrays.append(rng.integers(0, VOCABULARY, shape).astype(np.float32))
+        else:
+            arrays.append(rng.uniform(0, 1, shape).astype(np.float32))
+    return arrays[0] if len(arrays) == 1 else tuple(arrays)
 
 
-def settle_batch_norm(model, inputs: np.ndarray) -> None:
+def sample_arrays(name: str, model, count: int, seed: int = 0) -> dict:
+    """`sample_inputs` as the arrays of an .npz: `x`, or one per input named by the input."""
+    inputs = sample_inputs(name, model, count, seed)
+    if not isinstance(inputs, tuple):
+        return {"x": inputs}
+    return dict(zip((tensor.name.split(":")[0] for tensor in model.inputs), inputs))
+
+
+def settle_batch_norm(model, inputs) -> None:
     """Sets every BatchNormalization's moving statistics to those of `inputs`, as training would have.
 
     With the initial statistics (mean 0, variance 1), the activations of a deep random-weight
@@ -326,8 +339,8 @@ def settle_batch_norm(model, inputs: np.ndarray) -> None:
     momenta = [norm.momentum for norm in norms]
     for norm in norms:
         norm.momentum = 0.0
-    if norms:
-        model(inputs, training=True)  # each layer normalizes by the batch's statistics and keeps them
+    if norms:  # each layer normalizes by the batch's statistics and keeps them
+        model(list(inputs) if isinstance(inputs, tuple) else inputs, training=True)
     for norm, momentum in zip(norms, momenta):
         norm.momentum = momentum
 
