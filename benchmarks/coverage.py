@@ -11,6 +11,7 @@ runs through the CLI, whose fidelity must equal the API's. Writes results/covera
 """
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -58,6 +59,9 @@ def main(argv):
         return
     rows = []
     with tempfile.TemporaryDirectory(prefix="tfcompress-coverage-rows-") as work:
+        # The children convert with a cache of their own: the conversions cache keys on the model file and
+        # the library versions, so a run during development would otherwise read an earlier code's results.
+        os.environ["TFCOMPRESS_CACHE_DIR"] = str(Path(work) / "cache")
         rows_dir = Path(_ROWS_DIR.value or work)
         rows_dir.mkdir(parents=True, exist_ok=True)
         for index, name in enumerate(_MODELS.value):

@@ -922,7 +922,7 @@ def _coverage(result: dict) -> str:
         f"{len(rows)} architectures (`tfcompress/testing/field_zoo.py`), seeded random weights, inputs of their "
         f"own kind (64 to calibrate, 64 other ones to verify). **int8: {len(converted)} of {len(rows)} convert "
         f"({len(converted) / len(rows):.0%})**, {len(full_integer)} of them full integer, the others with the float "
-        f"ops the converter needs, stated. {len(rows) - len(converted)} are refused with a one-line message; "
+        f"ops the converter needs, stated. Refused with a one-line message: {len(rows) - len(converted)}; "
         f"{len(crashes)} hit an error that is not one (a bug). The task read from the converted model is the "
         f"expected one for {len(read_right)} of the {len(converted)} (`logits` is given with `--task`). Keras 3 "
         "columns: the same architecture built and saved by Keras 3, converted to int8. Random weights leave a "

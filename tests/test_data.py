@@ -106,6 +106,13 @@ def test_arrays_not_named_x_are_matched_to_inputs_by_name_or_refused(tmp_path):
         fit_to_input(data, (None, 2))  # what training jobs call: one input, no names
 
 
+def test_arrays_for_several_inputs_are_bounded_together_before_they_are_read(tmp_path, monkeypatch):
+    np.savez(tmp_path / "two.npz", image=np.zeros((100, 10), np.float32), meta=np.zeros((100, 10), np.float32))
+    monkeypatch.setenv("TFCOMPRESS_MAX_DATA_BYTES", "6000")  # each array is 4,128 bytes stored
+    with pytest.raises(DataError, match=r"two.npz \(all arrays together\) declares an array of 8,256 bytes"):
+        load_data(tmp_path / "two.npz")
+
+
 def test_shape_mismatch_shows_both_shapes_and_reshape_is_opt_in():
     data = load_data(CALIBRATION).take(4)
     flat = data.__class__(data.x.reshape(4, 28, 28), data.y, "flat")

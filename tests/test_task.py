@@ -201,6 +201,20 @@ def test_micro_says_when_per_tensor_dense_costs_fidelity_with_the_per_channel_nu
     assert saved["per_channel_dense_fidelity"]["relative_error"] == pytest.approx(per_channel.relative_error)
 
 
+def test_a_calibration_method_that_costs_fidelity_is_told_with_the_min_max_numbers(task_models):
+    paths, folder = task_models
+    # Clipping every range to its 80th percentile cuts off the regression's larger outputs.
+    report = tfcompress.convert(
+        paths["regression"], precision="int8", calibration=folder / "x.npz",
+        calibration_method="percentile", percentile=80.0, latency_runs=0,
+    )  # fmt: skip
+    minmax = tfcompress.convert(paths["regression"], precision="int8", calibration=folder / "x.npz", latency_runs=0)
+    assert report.fidelity.relative_error > 1.5 * minmax.fidelity.relative_error
+    (warning,) = [warning for warning in report.warnings if "costs fidelity" in warning]
+    assert report.fidelity.headline() in warning and minmax.fidelity.headline() in warning
+    assert not [warning for warning in minmax.warnings if "costs fidelity" in warning]
+
+
 def test_a_keras_archive_written_by_tf_keras_loads_as_tf_keras(tf_keras, tmp_path):
     model = _dense_model(tf_keras, [8], 3, "softmax")
     model.save(tmp_path / "model.keras")

@@ -170,9 +170,9 @@ def as_dataset(data, preprocessing: Preprocessing = Preprocessing()) -> Dataset:
         _check_arrays(x, y, "the (x, y) arrays")
         return preprocessing.dataset(x, _labels(y, "the (x, y) arrays"), "arrays")
     if isinstance(data, (np.ndarray, list, dict)):
-        x = _as_arrays(data)
-        _check_arrays(x, None, "the x arrays")
-        return preprocessing.dataset(x, None, "arrays")
+        x, source = _as_arrays(data), "array" if isinstance(data, np.ndarray) else "arrays"
+        _check_arrays(x, None, f"the x {source}")
+        return preprocessing.dataset(x, None, source)
     if hasattr(data, "as_numpy_iterator"):
         return as_dataset(_tf_data_arrays(data), preprocessing)
     return load_data(data, preprocessing)
@@ -340,11 +340,15 @@ def _load_npy(path: Path):
 
 
 def _check_npz_headers(path: Path) -> None:
-    """Each member's declared array must fit in what the member holds, and the member in the limits."""
+    """Each member's declared array must fit in what the member holds, and the members, one by one
+    and together (every array is read for a model with several inputs), in the limits."""
     with zipfile.ZipFile(path) as archive:
+        total = 0
         for member in archive.infolist():
             where = f"{path} ({member.filename})"
             limits.DATA_BYTES.check(member.file_size, where, DataError)
+            total += member.file_size
+            limits.DATA_BYTES.check(total, f"{path} (all arrays together)", DataError)
             if member.file_size > (1 << 20):
                 limits.COMPRESSION_RATIO.check(
                     member.file_size // max(member.compress_size, 1), where, DataError, unit=": 1"

@@ -14,6 +14,9 @@ from tfcompress.runtime.inspect import inspect_tflite
 
 __all__ = ["in_keras_order", "keras_names"]
 
+# Where the schema's SubGraph table keeps its `inputs` and `outputs` vectors (vtable offsets).
+_INPUTS_FIELD, _OUTPUTS_FIELD = 6, 8
+
 
 def keras_names(model) -> tuple:
     """(input names, output names) of a functional tf_keras model, in its own order; a subclassed
@@ -33,7 +36,10 @@ def in_keras_order(model_bytes: bytes, input_names, output_names) -> bytes:
     summary = inspect_tflite(model_bytes)
     subgraph = schema.Model.GetRootAs(model_bytes, 0).Subgraphs(0)
     patched = bytearray(model_bytes)
-    for keys, names, field in ((summary.input_keys, input_names, 6), (summary.output_keys, output_names, 8)):
+    for keys, names, field in (
+        (summary.input_keys, input_names, _INPUTS_FIELD),
+        (summary.output_keys, output_names, _OUTPUTS_FIELD),
+    ):
         order = _keras_order(keys, names)
         if order is None:
             continue

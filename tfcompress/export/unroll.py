@@ -5,6 +5,11 @@ becomes one fused op), and calibrating that loop crashes TensorFlow 2.21's conve
 segfault. Unrolled over its fixed number of timesteps, the same layer is plain
 FULLY_CONNECTED and element-wise ops, which quantize like any others, with the same weights
 and outputs. The user's model is not changed: a copy is unrolled.
+
+The first step's state is zeros, so with a constant zero state the converter folds that step's
+recurrent product to a constant and, in 4 of 6 GRU conversions here, left the SPLIT of that
+constant in float (a different model each run). The copy's zero state is computed from the input
+(input × 0) instead: nothing folds, and the conversion is the same every time.
 """
 
 from tfcompress import _keras
@@ -30,14 +35,34 @@ def unrolled(model, precision: str):
             return tf_keras.models.clone_model(layer, clone_function=unroll)
         config = layer.get_config()
         cell_config = config["layer"]["config"] if "layer" in config else config  # Bidirectional, TimeDistributed
-        if "unroll" in cell_config and not cell_config["unroll"]:
-            _require_fixed_timesteps(layer, precision)
-            cell_config["unroll"] = True
-        return layer.__class__.from_config(config)
+        if "unroll" not in cell_config or cell_config["unroll"]:
+            return layer.__class__.from_config(config)
+        _require_fixed_timesteps(layer, precision)
+        cell_config["unroll"] = True
+        copy = layer.__class__.from_config(config)
+        for recurrent in _recurrent_parts(copy):
+            if isinstance(recurrent.cell.state_size, int):  # GRU, SimpleRNN: one state vector
+                recurrent.get_initial_state = _computed_zero_state(recurrent.cell.state_size)
+        return copy
 
     copy = tf_keras.models.clone_model(model, clone_function=unroll)
     copy.set_weights(model.get_weights())
     return copy
+
+
+def _recurrent_parts(layer) -> list:
+    """The recurrent layers a layer runs: itself, a wrapper's inner layer, or Bidirectional's two."""
+    if hasattr(layer, "forward_layer"):
+        return [layer.forward_layer, layer.backward_layer]
+    return [getattr(layer, "layer", layer)]
+
+
+def _computed_zero_state(units: int):
+    def zero_state(inputs):
+        tf = _keras.tensorflow()
+        return [tf.tile(inputs[:, 0, :1] * 0.0, [1, units])]
+
+    return zero_state
 
 
 def _require_fixed_timesteps(layer, precision: str) -> None:

@@ -136,6 +136,8 @@ def convert_loaded(
             accuracy = metrics.task_accuracy(tflite_outputs, evaluation.y, tasks[0])
     if options.packs_int4_after_conversion:
         warnings.extend(_post_training_int4_loss(reference_accuracy, accuracy, fidelity))
+    if fidelity is not None and options.calibration_method != "minmax":
+        warnings.extend(_calibration_method_cost(loaded, options, load, calibration, eval_data, fidelity))
     if latency_runs:
         progress.stage("measuring latency")
     latency = measure_latency(tflite_bytes, runs=latency_runs, warmup=10) if latency_runs else None
@@ -175,6 +177,29 @@ def convert_loaded(
         preprocessing=applied,
         tflite=tflite_bytes,
     )
+
+
+def _calibration_method_cost(loaded, options: ConvertOptions, load, calibration, eval_data, fidelity) -> tuple:
+    """A warning when the calibration method asked for is materially less faithful than the min-max
+    default on the same data, with both numbers: clipping ranges helps some models and hurts others."""
+    progress.stage("measuring min-max calibration beside " + options.calibration_method)
+    minmax = convert_loaded(
+        loaded,
+        dataclasses.replace(options, calibration_method="minmax"),
+        load,
+        GuardOptions(skip_check=True, allow_float_ops=True),
+        calibration,
+        eval_data,
+        latency_runs=0,
+    ).fidelity
+    if not fidelity.worse_than(minmax):
+        return ()
+    message = (
+        f"--calibration_method {options.calibration_method} costs fidelity: {fidelity.headline()} against the "
+        f"Keras model, {minmax.headline()} with the min-max default"
+    )
+    logging.warning(message)
+    return (message,)
 
 
 def _post_training_int4_loss(reference_accuracy, accuracy, fidelity) -> tuple:
@@ -241,16 +266,18 @@ def _keras_float32_bytes(model) -> int:
 
 
 def _measured_beside_keras(loaded: LoadedModel, options: ConvertOptions, tflite_bytes: bytes, data) -> tuple:
-    """(the float32 size, the Keras outputs on `data`, the converted model's): LiteRT's pass and the
-    float32 conversion run in threads beside TensorFlow's Keras pass, which leaves a core idle
-    (MobileNetV2 at 224×224, 200 inputs: 11.3 s one after another, 7.8 s side by side)."""
+    """(the float32 size, the Keras outputs on `data`, the converted model's): LiteRT's pass runs in a
+    thread beside TensorFlow's Keras pass, which leaves a core idle (MobileNetV2 at 224×224, 200 inputs:
+    11.3 s one after another, 7.8 s side by side with the float32 conversion). The float32 conversion
+    itself waits for the Keras pass: exporting the model detaches its predict function for a moment,
+    and a predict running beside it then called None (a Keras 3 SimpleRNN, in the coverage suite)."""
     if data is None:
         return _float32_bytes(loaded, options, tflite_bytes), None, None
-    with concurrent.futures.ThreadPoolExecutor(2) as beside:
-        float32_bytes = beside.submit(_float32_bytes, loaded, options, tflite_bytes)
+    with concurrent.futures.ThreadPoolExecutor(1) as beside:
         tflite_outputs = beside.submit(predict, tflite_bytes, data.x)
         keras_outputs = loaded.keras_outputs(data.x)
-        return float32_bytes.result(), keras_outputs, tflite_outputs.result()
+        tflite_outputs = tflite_outputs.result()
+    return _float32_bytes(loaded, options, tflite_bytes), keras_outputs, tflite_outputs
 
 
 def _float32_bytes(loaded: LoadedModel, options: ConvertOptions, tflite_bytes: bytes) -> Optional[int]:
