@@ -224,7 +224,9 @@ def _compress(result: dict) -> str:
         "float32 `.tflite` bytes over: gzip -9 bytes of the int8 file; its Huffman-coded size (non-zero values "
         "and relative indices, Deep Compression style, tables included); the entropy bound of its weights. "
         'The rest of the file (graph, biases) counts as stored. "tfmot by hand" is the same recipe written '
-        "with tfmot's documented calls and TFLiteConverter, same epochs, learning rates and seed.",
+        "with tfmot's documented calls and TFLiteConverter, same epochs, learning rates and seed. Unless a "
+        "setting names its own, pruning runs 10 epochs at learning rate 2e-4 (the target reached at epoch 7) "
+        "and clustering 4 epochs at 5e-5.",
         "",
         "| setting | how | int8 by | int8 (B) | gzip (B) | gzip x | Huffman x | entropy x | accuracy | drop (pt) |",
         "|---|---|---|---:|---:|---:|---:|---:|---:|---:|",
