@@ -6,7 +6,7 @@ from tfcompress.data import per_input
 from tfcompress.export.keras_export import SharedExport
 from tfcompress.runtime.interpreter import inference_batch_size
 
-__all__ = ["LoadedModel"]
+__all__ = ["LoadedModel", "keras_predict"]
 
 
 class LoadedModel:
@@ -34,11 +34,15 @@ class LoadedModel:
         use: an array, or a tuple of one per output."""
         cached = next((outputs for inputs, outputs in self._outputs if inputs is x), None)
         if cached is None:
-            arrays = per_input(x)
-            batch_size = inference_batch_size((sum(int(np.prod(a.shape[1:])) for a in arrays),))
-            cached = self.model.predict(
-                list(arrays) if len(arrays) > 1 else arrays[0], batch_size=batch_size, verbose=0
-            )
-            cached = tuple(cached) if isinstance(cached, list) else cached
+            cached = keras_predict(self.model, x)
             self._outputs.append((x, cached))
         return cached
+
+
+def keras_predict(model, x, batch_size=None):
+    """`model.predict` for one or several inputs (an array or a tuple, in the model's order): an array,
+    or a tuple of one per output."""
+    arrays = per_input(x)
+    batch_size = batch_size or inference_batch_size((sum(int(np.prod(a.shape[1:])) for a in arrays),))
+    outputs = model.predict(list(arrays) if len(arrays) > 1 else arrays[0], batch_size=batch_size, verbose=0)
+    return tuple(outputs) if isinstance(outputs, list) else outputs

@@ -11,7 +11,7 @@ from typing import Optional
 from absl import logging
 
 from tfcompress._io.files import path_size
-from tfcompress.data import input_data, per_input
+from tfcompress.data import input_data
 from tfcompress.errors import ModelLoadError
 from tfcompress.jobs._common import job_outputs
 from tfcompress.options import LoadOptions, gather
@@ -101,10 +101,9 @@ def _reference(reference, inputs, labels, load: LoadOptions, tasks: tuple):
         outputs = predict(read_tflite(path), inputs)
     else:
         from tfcompress.jobs._common import load_model
+        from tfcompress.jobs._loaded import keras_predict
 
         model, _ = load_model(path, load)
-        arrays = per_input(inputs)
-        outputs = model.predict(list(arrays) if len(arrays) > 1 else arrays[0], batch_size=250, verbose=0)
-        outputs = tuple(outputs) if isinstance(outputs, list) else outputs
+        outputs = keras_predict(model, inputs, batch_size=250)
     accuracy = metrics.task_accuracy(outputs, labels, tasks[0]) if len(tasks) == 1 else None
     return Reference(str(path), path_size(path), accuracy), outputs

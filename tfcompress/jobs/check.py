@@ -23,12 +23,13 @@ from tfcompress.export.calibration import attribute_ops
 from tfcompress.export.keras_export import SharedExport
 from tfcompress.export.tflite import ConvertOptions, input_shapes, to_tflite
 from tfcompress.jobs._common import job_outputs, load_model
+from tfcompress.jobs._loaded import keras_predict
 from tfcompress.options import CheckOptions, LoadOptions, gather
 from tfcompress.report import library_versions, table
 from tfcompress.report_schema import schema_version
 from tfcompress.runtime.faithfulness import Faithfulness, judge
 from tfcompress.runtime.inspect import inspect_tflite
-from tfcompress.runtime.interpreter import inference_batch_size, quantize_inputs
+from tfcompress.runtime.interpreter import quantize_inputs
 from tfcompress.runtime.micro_ops import micro_op_names
 from tfcompress.runtime.tflm import beside_litert, micro_run_error
 from tfcompress.transforms import qat
@@ -419,12 +420,7 @@ class _Check:
         micro, litert = beside_litert(
             model_bytes, quantize_inputs(inputs, summary.input_details()), _probe_arena(model_bytes)
         )
-        keras_outputs = self.model.predict(
-            list(inputs) if len(inputs) > 1 else inputs[0],
-            batch_size=inference_batch_size(inputs[0].shape[1:]),
-            verbose=0,
-        )
-        keras_outputs = tuple(keras_outputs) if isinstance(keras_outputs, list) else keras_outputs
+        keras_outputs = keras_predict(self.model, inputs)
         return judge(micro, litert, summary.output_details(), keras_outputs, summary.output_keys)
 
 
