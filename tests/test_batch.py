@@ -7,7 +7,6 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 
@@ -195,11 +194,22 @@ def test_a_killed_batch_resumes_and_ends_as_a_clean_run_would(models, tmp_path):
     assert not [p for p in (out / ".work").iterdir()] and not list((cache / "entries").glob(".*"))
 
 
-def test_the_cache_key_covers_the_whole_package_source():
-    """A changed module anywhere in tfcompress (jobs/, export/, ...) must never reuse a cached result."""
-    import tfcompress
+def test_the_cache_keys_cover_the_whole_package_source(monkeypatch, tmp_path):
+    """A changed module anywhere in tfcompress (jobs/, export/, ...) must never reuse a cached result:
+    not in the batch cache, and not in the conversions cache the pre-flight check keeps."""
+    from tfcompress._io import cache
+    from tfcompress.export.tflite import ConvertOptions
+    from tfcompress.jobs import check
 
-    assert batch._versions()["tfcompress"] == batch._source_digest(Path(tfcompress.__file__).parent)
+    assert batch._versions()["tfcompress"] == cache.source_digest()
+    monkeypatch.setenv("TFCOMPRESS_CACHE_DIR", str(tmp_path))
+    conversions = []
+    monkeypatch.setattr(check, "to_tflite", lambda *args, **kwargs: conversions.append(1) or b"converted")
+    convert_twice = [check.cached_conversion(None, {"model": "m"}, ConvertOptions()) for _ in range(2)]
+    assert convert_twice == [b"converted"] * 2 and len(conversions) == 1
+    monkeypatch.setattr(cache, "source_digest", lambda: "another checkout")
+    check.cached_conversion(None, {"model": "m"}, ConvertOptions())
+    assert len(conversions) == 2
 
 
 _CRASHING_LAYER = '''

@@ -136,3 +136,12 @@ def test_training_jobs_refuse_several_inputs_naming_them(several):
     _, path, named, _, _ = several
     with pytest.raises(ModelLoadError, match=r"3 inputs \('zz_image', 'aa_meta', 'mm_extra'\).*convert, micro"):
         tfcompress.prune(path, train=named, epochs=1)
+
+
+def test_check_gives_each_output_head_its_own_ops_and_judges_tflite_micro_per_output(several):
+    _, path, named, _, _ = several
+    report = tfcompress.check(path, target="micro", calibration=named)
+    ops = {layer.name: layer.ops for layer in report.layers}
+    assert ops["concatenate"] == ("CONCATENATION",)  # the box head's op was put here before
+    assert ops["aa_box"] == ("FULLY_CONNECTED",) and ops["zz_label"] == ("FULLY_CONNECTED", "SOFTMAX")
+    assert report.verdict == "ready" and report.micro_verification.passed and report.micro_verification.output

@@ -1,13 +1,15 @@
 """A content-addressed cache of expensive bytes (conversions), safe to interrupt.
 
 Entries are named by a hash of everything that decides their content (the model
-file's bytes, the options, the library versions), so a stale entry is never
-reused; each is written to a temporary name and renamed, so a crash never leaves
+file's bytes, the options, the library versions, tfcompress's own source), so a
+stale entry is never reused; each is written to a temporary name and renamed, so a crash never leaves
 a half-written one. `TFCOMPRESS_CACHE_DIR` moves it; `TFCOMPRESS_CACHE_DIR=off`
 turns it off.
 """
 
+import functools
 import hashlib
+import importlib.metadata
 import json
 import os
 from pathlib import Path
@@ -16,7 +18,7 @@ from typing import Callable, Optional
 from tfcompress._io.files import write_atomic
 from tfcompress.errors import OutputError
 
-__all__ = ["cache_dir", "cached_bytes", "file_digest"]
+__all__ = ["cache_dir", "cached_bytes", "file_digest", "source_digest"]
 
 _VARIABLE = "TFCOMPRESS_CACHE_DIR"
 
@@ -42,6 +44,17 @@ def file_digest(path) -> str:
         with open(file, "rb") as handle:
             for block in iter(lambda: handle.read(1 << 20), b""):
                 digest.update(block)
+    return digest.hexdigest()
+
+
+@functools.cache
+def source_digest() -> str:
+    """tfcompress's version and its source: a changed checkout or build of the same version never
+    reuses old entries (a conversion made before an export change would keep its old tensor order)."""
+    package = Path(__file__).resolve().parents[1]
+    digest = hashlib.sha256(importlib.metadata.version("tfcompress").encode())
+    for path in sorted(p for p in package.rglob("*") if p.suffix in (".py", ".yaml")):
+        digest.update(str(path.relative_to(package)).encode() + b"\0" + path.read_bytes())
     return digest.hexdigest()
 
 

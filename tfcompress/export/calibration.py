@@ -14,7 +14,13 @@ from tfcompress.data import per_input
 from tfcompress.errors import OptionError
 from tfcompress.export.io_order import in_keras_order
 
-__all__ = ["quantize_with_adjusted_calibration", "calibrate_only", "layers_of_tensor", "attribute_ops"]
+__all__ = [
+    "quantize_with_adjusted_calibration",
+    "calibrate_only",
+    "layers_of_tensor",
+    "attribute_ops",
+    "output_layers",
+]
 
 _PERCENTILE_SAMPLES = 100  # calibration inputs whose activations give the percentiles
 _VALUES_PER_SAMPLE = 10_000  # activation values kept per tensor and input (a seeded subsample)
@@ -66,19 +72,25 @@ def layers_of_tensor(tensor_name: str, layer_names) -> tuple:
     return tuple(found)
 
 
-def attribute_ops(operators, layer_names) -> list:
+def attribute_ops(operators, layer_names, output_layers=None) -> list:
     """(layer, every layer fused into it) of each op, in graph order: what `check`, `analyze` and
     `keep_float` all name ops by. `operators`: runtime.inspect's OperatorInfos.
 
     An op's layer is the first, in the graph, of the layers its outputs name (the conv of a fused
     conv+BN+ReLU). An op whose outputs name no layer belongs to the op before it (a Dense layer's
-    softmax is written under the model's output name). An unnamed QUANTIZE or DEQUANTIZE (at the
+    softmax is written under the model's output name), or, with `output_layers` (`output_layers()`),
+    to the output layer whose model output it makes. An unnamed QUANTIZE or DEQUANTIZE (at the
     model's edges) belongs to no layer: (None, ()).
     """
+    named = output_layers or {}
     attributed, current = [], (None, ())
     for operator in operators:
         fused = tuple(
-            dict.fromkeys(layer for name in operator.output_names for layer in layers_of_tensor(name, layer_names))
+            dict.fromkeys(
+                layer
+                for name in operator.output_names
+                for layer in layers_of_tensor(name, layer_names) or filter(None, [named.get(name)])
+            )
         )
         if fused:
             current = (fused[0], fused)
@@ -87,6 +99,21 @@ def attribute_ops(operators, layer_names) -> list:
 
 
 _EDGE_OPS = {"QUANTIZE", "DEQUANTIZE"}
+
+
+def output_layers(summary, layer_names) -> dict:
+    """Tensor name → output layer, for the op that makes each model output (looking through a final
+    DEQUANTIZE). The converter names those tensors by the signature ("StatefulPartitionedCall:0"),
+    so with several output heads the op before would otherwise take a head that is not its own."""
+    producers = {name: operator for operator in summary.operators for name in operator.output_names}
+    found = {}
+    for tensor, key in zip(summary.outputs, summary.output_keys):
+        operator = producers.get(tensor.name)
+        while operator is not None and operator.name in _EDGE_OPS and operator.input_names:
+            operator = producers.get(operator.input_names[0])
+        if operator is not None and key in layer_names:
+            found.update((name, key) for name in operator.output_names)
+    return found
 
 
 def _float_nodes(calibrated: bytes, keep_float, layer_names) -> list:

@@ -19,7 +19,7 @@ from tfcompress import progress
 from tfcompress._io import cache
 from tfcompress.data import Dataset, fit_to_input, fit_to_inputs, keras_inputs, load_data, noise, per_input
 from tfcompress.errors import ConversionError, PreflightError
-from tfcompress.export.calibration import attribute_ops
+from tfcompress.export.calibration import attribute_ops, output_layers
 from tfcompress.export.keras_export import SharedExport
 from tfcompress.export.tflite import ConvertOptions, input_shapes, to_tflite
 from tfcompress.jobs._common import job_outputs, load_model
@@ -232,6 +232,7 @@ def cached_conversion(
         **cache_key,
         "options": dataclasses.asdict(options),
         "versions": library_versions(),
+        "source": cache.source_digest(),
         "inputs": _array_digest(inputs) if options.needs_calibration else None,
     }
     return cache.cached_bytes("conversions", key, convert)
@@ -438,14 +439,15 @@ def _check_inputs(model, calibration: Optional[Dataset], reshape_data: bool):
 def _ops_by_layer(model_bytes: Optional[bytes], layer_names) -> dict:
     """Layer name → its OperatorInfos, read from the tensor names the converter kept.
 
-    Names look like "model/re_lu/Relu;model/conv2d/Conv2D". An op whose output has
-    no layer in its name (the model's last output, often) belongs to the op before it.
+    Names look like "model/re_lu/Relu;model/conv2d/Conv2D". The op making a model output is named
+    by the signature: it belongs to that output's layer.
     """
     if model_bytes is None:
         return {}
-    operators = inspect_tflite(model_bytes).operators
+    summary = inspect_tflite(model_bytes)
+    operators, names = summary.operators, set(layer_names)
     by_layer = {}
-    for operator, (layer, _) in zip(operators, attribute_ops(operators, set(layer_names))):
+    for operator, (layer, _) in zip(operators, attribute_ops(operators, names, output_layers(summary, names))):
         by_layer.setdefault(layer or _MODEL_ROW, []).append(operator)
     return by_layer
 

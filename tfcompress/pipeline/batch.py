@@ -15,7 +15,6 @@ import concurrent.futures
 import dataclasses
 import glob
 import hashlib
-import importlib.metadata
 import json
 import shutil
 import threading
@@ -23,7 +22,7 @@ import time
 from pathlib import Path
 from typing import Callable, Optional
 
-from tfcompress._io.cache import file_digest
+from tfcompress._io.cache import file_digest, source_digest
 from tfcompress._io.files import place_folder, remove_stale, temporary_name, write_atomic
 from tfcompress.errors import DataError, OptionError, OutputError, TfcompressError
 from tfcompress.pipeline import recipe as recipes
@@ -322,16 +321,8 @@ class _Keys:
 def _versions() -> dict:
     return {
         **package_versions({package: package for package in _VERSIONED}),
-        "tfcompress": _source_digest(Path(__file__).resolve().parents[1]),
+        "tfcompress": source_digest(),
     }
-
-
-def _source_digest(package: Path) -> str:
-    """tfcompress's version and its source, so a changed checkout never reuses old entries."""
-    digest = hashlib.sha256(importlib.metadata.version("tfcompress").encode())
-    for path in sorted(p for p in package.rglob("*") if p.suffix in (".py", ".yaml")):
-        digest.update(str(path.relative_to(package)).encode() + b"\0" + path.read_bytes())
-    return digest.hexdigest()
 
 
 def _progress_line(row: dict, done: int, total: int) -> str:
