@@ -65,6 +65,9 @@ def test_a_recurrent_loop_converts_at_batch_1_and_is_unrolled_for_int8(tf_keras,
     # With a constant zero first state the converter left a SPLIT float in 4 of 6 conversions.
     again = tfcompress.convert(path, precision="int8", calibration=tmp_path / "calibration.npz", **data)
     assert again.tflite == report.tflite
+    # With no WHILE left it runs in TFLite Micro (no TILE either: the zero state is a broadcast MUL).
+    micro = tfcompress.to_micro(path, tmp_path / "micro", calibration=tmp_path / "calibration.npz")
+    assert micro.faithfulness.passed and "WHILE" not in micro.ops and "TILE" not in micro.ops
 
 
 def test_a_recurrent_loop_without_a_fixed_length_is_refused_for_int8_before_it_crashes(tf_keras, tmp_path):

@@ -9,7 +9,8 @@ and outputs. The user's model is not changed: a copy is unrolled.
 The first step's state is zeros, so with a constant zero state the converter folds that step's
 recurrent product to a constant and, in 4 of 6 GRU conversions here, left the SPLIT of that
 constant in float (a different model each run). The copy's zero state is computed from the input
-(input × 0) instead: nothing folds, and the conversion is the same every time.
+(the first step's first input value times a row of zeros) instead: nothing folds, and the
+conversion is the same every time.
 """
 
 from tfcompress import _keras
@@ -60,7 +61,7 @@ def _recurrent_parts(layer) -> list:
 def _computed_zero_state(units: int):
     def zero_state(inputs):
         tf = _keras.tensorflow()
-        return [tf.tile(inputs[:, 0, :1] * 0.0, [1, units])]
+        return [inputs[:, 0, :1] * tf.zeros((1, units), inputs.dtype)]  # a broadcast MUL: TFLite Micro has no TILE
 
     return zero_state
 

@@ -250,10 +250,14 @@ FIELD_MODELS = {
         False,
     ),
     "GRU classifier": FieldModel(
-        _sequence_net(lambda layers, seq: layers.GRU(16, return_sequences=seq)), "softmax", False
+        _sequence_net(lambda layers, seq: layers.GRU(16, return_sequences=seq)),
+        "softmax",
+        True,  # unrolled for int8, no WHILE left
     ),
     "SimpleRNN classifier": FieldModel(
-        _sequence_net(lambda layers, seq: layers.SimpleRNN(16, return_sequences=seq)), "softmax", False
+        _sequence_net(lambda layers, seq: layers.SimpleRNN(16, return_sequences=seq)),
+        "softmax",
+        True,  # unrolled for int8, no WHILE left
     ),
     "Bidirectional LSTM": FieldModel(
         _sequence_net(lambda layers, seq: layers.Bidirectional(layers.LSTM(8, return_sequences=seq))), "softmax", False
