@@ -25,6 +25,7 @@ __all__ = [
     "ModelInput",
     "Preprocessing",
     "per_input",
+    "one_or_tuple",
     "keras_inputs",
     "fit_to_inputs",
     "noise",
@@ -85,6 +86,12 @@ def per_input(x) -> tuple:
     if isinstance(x, dict):
         return tuple(x.values())
     return tuple(x) if isinstance(x, (tuple, list)) else (x,)
+
+
+def one_or_tuple(arrays):
+    """Arrays in the form `x` and outputs take: the array itself when there is one, else a tuple."""
+    arrays = tuple(arrays)
+    return arrays[0] if len(arrays) == 1 else arrays
 
 
 def _each(x, function):

@@ -17,7 +17,16 @@ import numpy as np
 
 from tfcompress import progress
 from tfcompress._io import cache
-from tfcompress.data import Dataset, fit_to_input, fit_to_inputs, keras_inputs, load_data, noise, per_input
+from tfcompress.data import (
+    Dataset,
+    fit_to_input,
+    fit_to_inputs,
+    keras_inputs,
+    load_data,
+    noise,
+    one_or_tuple,
+    per_input,
+)
 from tfcompress.errors import ConversionError, PreflightError
 from tfcompress.export.calibration import attribute_ops, output_layers
 from tfcompress.export.keras_export import SharedExport
@@ -429,8 +438,7 @@ def _check_inputs(model, calibration: Optional[Dataset], reshape_data: bool):
     """The check's inputs: an array, or a tuple of one per input for a model with several."""
     shapes = input_shapes(model)
     if calibration is None:
-        arrays = tuple(noise((_CHECK_SAMPLES,) + tuple(shape[1:]), seed) for seed, shape in enumerate(shapes))
-        return arrays[0] if len(arrays) == 1 else arrays
+        return one_or_tuple(noise((_CHECK_SAMPLES,) + tuple(shape[1:]), seed) for seed, shape in enumerate(shapes))
     if len(shapes) == 1:
         return fit_to_input(calibration.take(_CHECK_SAMPLES), shapes[0], reshape=reshape_data).x
     return fit_to_inputs(calibration.take(_CHECK_SAMPLES), keras_inputs(model), reshape=reshape_data).x

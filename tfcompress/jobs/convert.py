@@ -13,7 +13,7 @@ from absl import logging
 
 from tfcompress import progress
 from tfcompress._io.files import path_size
-from tfcompress.data import Dataset, input_data, keras_inputs, noise
+from tfcompress.data import Dataset, input_data, keras_inputs, noise, one_or_tuple
 from tfcompress.errors import ConversionError, DataError
 from tfcompress.export.tflite import ConvertOptions, to_tflite
 from tfcompress.jobs import _cautions as cautions
@@ -232,11 +232,11 @@ def _calibration(
         )
         logging.warning(message)
         warnings.append(message)
-        arrays = tuple(
+        arrays = one_or_tuple(
             noise((_RANDOM_CALIBRATION_SAMPLES,) + tuple(model_input.shape[1:]), seed)
             for seed, model_input in enumerate(inputs)
         )
-        return Dataset(arrays[0] if len(arrays) == 1 else arrays, None, RANDOM_CALIBRATION)
+        return Dataset(arrays, None, RANDOM_CALIBRATION)
     if calibration is None and options.needs_calibration:
         raise DataError(
             f"precision={options.precision} needs calibration data: pass --calibration DATA "

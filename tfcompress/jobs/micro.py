@@ -16,7 +16,7 @@ from absl import logging
 
 from tfcompress import progress
 from tfcompress._io.files import atomic_folder, check_not_inputs, write_atomic, write_json_atomic
-from tfcompress.data import input_data, keras_inputs, per_input
+from tfcompress.data import input_data, keras_inputs, one_or_tuple, per_input
 from tfcompress.errors import ConversionError, DataError, ModelLoadError
 from tfcompress.export.ethosu import compile_for_ethos_u
 from tfcompress.export.micro import arena_with_margin, check_identifier, micro_sources
@@ -441,9 +441,8 @@ def _checked_tflite(path: Path) -> bytes:
 def _micro_inputs(check_data, summary):
     """The inputs TFLite Micro is checked on, in the inputs' dtypes: an array, or a tuple of one per input."""
     if check_data is None:
-        arrays = tuple(
+        return one_or_tuple(
             np.concatenate([random_inputs(detail, seed) for seed in range(_AGREEMENT_SAMPLES)])
             for detail in summary.input_details()
         )
-        return arrays[0] if len(arrays) == 1 else arrays
     return quantize_inputs(check_data.take(_AGREEMENT_SAMPLES).x, summary.input_details())

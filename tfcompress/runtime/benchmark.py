@@ -12,7 +12,7 @@ from typing import Optional
 
 import numpy as np
 
-from tfcompress.data import noise, per_input
+from tfcompress.data import noise, one_or_tuple, per_input
 from tfcompress.errors import OptionError, TfcompressError
 from tfcompress.options import option
 from tfcompress.runtime import metrics
@@ -72,8 +72,7 @@ def comparison_inputs(model_bytes: bytes, eval_x, count: int = 100):
     if eval_x is not None:
         return eval_x
     summary = inspect_tflite(model_bytes)
-    arrays = tuple(noise((count,) + tuple(tensor.shape[1:]), seed) for seed, tensor in enumerate(summary.inputs))
-    return arrays[0] if len(arrays) == 1 else arrays
+    return one_or_tuple(noise((count,) + tuple(tensor.shape[1:]), seed) for seed, tensor in enumerate(summary.inputs))
 
 
 def benchmark_models(

@@ -22,6 +22,7 @@ __all__ = [
     "TfliteSummary",
     "read_tflite",
     "inspect_tflite",
+    "io_counts",
     "constant_values",
     "constant_tensors",
     "precision_of",
@@ -163,6 +164,15 @@ def inspect_tflite(model_bytes: bytes, source: str = "model") -> TfliteSummary:
         input_keys,
         output_keys,
     )
+
+
+def io_counts(model_bytes: bytes) -> tuple:
+    """(inputs, outputs) of the main subgraph, read without parsing every tensor (`inspect_tflite`):
+    the arena search asks it of each probe."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    subgraph = schema.Model.GetRootAs(model_bytes, 0).Subgraphs(0)
+    return subgraph.InputsLength(), subgraph.OutputsLength()
 
 
 def _signature_names(model) -> dict:

@@ -10,7 +10,7 @@ from typing import Optional
 import numpy as np
 
 from tfcompress._io.native import captured_output
-from tfcompress.data import per_input
+from tfcompress.data import one_or_tuple, per_input
 from tfcompress.errors import DataError, ModelLoadError
 
 __all__ = [
@@ -66,8 +66,7 @@ def quantize(x: np.ndarray, detail: dict) -> np.ndarray:
 
 def quantize_inputs(x, details) -> object:
     """`quantize` for each input: an array, or a tuple of one per input (`details` in the same order)."""
-    arrays = tuple(quantize(array, detail) for array, detail in zip(per_input(x), details))
-    return arrays[0] if len(arrays) == 1 else arrays
+    return one_or_tuple(quantize(array, detail) for array, detail in zip(per_input(x), details))
 
 
 def as_input_dtype(x: np.ndarray, dtype, name: str) -> np.ndarray:
@@ -131,8 +130,7 @@ def _check_shapes(details, arrays) -> None:
 
 def _joined(batches: list):
     """Per-batch output tuples → one array per output (the array itself for one output)."""
-    joined = tuple(np.concatenate(parts) for parts in zip(*batches))
-    return joined[0] if len(joined) == 1 else joined
+    return one_or_tuple(np.concatenate(parts) for parts in zip(*batches))
 
 
 def _predict_one_by_one(interpreter, arrays: tuple):

@@ -14,9 +14,9 @@ from typing import Optional
 import numpy as np
 
 from tfcompress._io.native import captured_output
-from tfcompress.data import per_input
+from tfcompress.data import one_or_tuple, per_input
 from tfcompress.errors import ConversionError, ModelLoadError
-from tfcompress.runtime.inspect import inspect_tflite
+from tfcompress.runtime.inspect import io_counts
 from tfcompress.runtime.interpreter import per_output, raw_outputs
 from tfcompress.runtime.isolated import run_isolated
 from tfcompress.runtime.latency import Latency
@@ -131,14 +131,13 @@ def micro_outputs(model_bytes: bytes, inputs, arena_bytes: int, alt_decompressio
     """TFLite Micro's raw outputs for `inputs` (in the model's input dtypes), one invoke each: an
     array, or a tuple of one per output."""
     interpreter = _interpreter(model_bytes, arena_bytes, alt_decompression_bytes)
-    arrays, output_count = per_input(inputs), len(inspect_tflite(model_bytes).outputs)
+    arrays, (_, output_count) = per_input(inputs), io_counts(model_bytes)
     outputs = []
     for index in range(len(arrays[0])):
         _set_inputs(interpreter, tuple(array[index : index + 1] for array in arrays))
         interpreter.invoke()
         outputs.append(tuple(np.array(interpreter.get_output(i)) for i in range(output_count)))
-    joined = tuple(np.concatenate(parts) for parts in zip(*outputs))
-    return joined[0] if output_count == 1 else joined
+    return one_or_tuple(np.concatenate(parts) for parts in zip(*outputs))
 
 
 def _set_inputs(interpreter, samples: tuple) -> None:
@@ -196,7 +195,7 @@ def micro_run_error(model_bytes: bytes, arena_size: int, alt_decompression_bytes
     """
     from tflite_micro import runtime
 
-    input_count = len(inspect_tflite(model_bytes).inputs)
+    input_count, _ = io_counts(model_bytes)
 
     def allocate_and_invoke():
         interpreter = runtime.Interpreter.from_bytes(

@@ -11,6 +11,8 @@ import dataclasses
 
 import numpy as np
 
+from tfcompress.data import one_or_tuple
+
 __all__ = ["FieldModel", "FIELD_MODELS", "FAST_SUBSET", "build_field_model", "sample_inputs", "settle_batch_norm"]
 
 VOCABULARY = 50
@@ -321,7 +323,7 @@ def sample_inputs(name: str, model, count: int, seed: int = 0):
             arrays.append(rng.integers(0, VOCABULARY, shape).astype(np.float32))
         else:
             arrays.append(rng.uniform(0, 1, shape).astype(np.float32))
-    return arrays[0] if len(arrays) == 1 else tuple(arrays)
+    return one_or_tuple(arrays)
 
 
 def sample_arrays(name: str, model, count: int, seed: int = 0) -> dict:
