@@ -29,8 +29,8 @@ def test_auto_writes_the_smallest_model_within_budget_and_a_recipe_that_remakes_
     assert any(name.startswith("int8, float: ") for name in names) and any("percentile" in name for name in names)
     chosen = report.chosen
     within = [c for c in report.candidates if c.within_budget]
-    assert chosen.size_bytes == min(c.size_bytes for c in within)
-    assert chosen.size_bytes < report.float32.size_bytes
+    assert chosen.gzip_bytes == min(c.gzip_bytes for c in within)  # what a download ships
+    assert chosen.gzip_bytes < report.float32.gzip_bytes and chosen.size_bytes < report.float32.size_bytes
     # Measured again, independently: the written model is within the budget on the eval data.
     evaluation = load_data(EVAL)
     keras_accuracy = metrics.accuracy(
@@ -97,3 +97,71 @@ def test_auto_for_micro_tries_only_what_tflite_micro_runs_and_its_recipe_remakes
         remade.passed
         and (tmp_path / "remade" / "micro" / "model.tflite").read_bytes() == (tmp_path / "m.tflite").read_bytes()
     )
+
+
+def test_auto_with_training_scans_bisects_resumes_and_its_recipe_remakes_the_bytes(tmp_path, monkeypatch):
+    from tfcompress import run_recipe
+    from tfcompress.jobs import prune as prune_job
+
+    def search(output):
+        return auto_job.auto(
+            MODEL,
+            calibration=CALIBRATION,
+            eval_data=EVAL,
+            train=CALIBRATION,
+            max_accuracy_drop=1.0,
+            prune_epochs=1,
+            cluster_epochs=1,
+            output=output,
+            state_dir=tmp_path / "state",
+        )
+
+    report = search(tmp_path / "best.tflite")
+    scans = report.search.scans
+    assert [scan.name for scan in scans] == ["dense", "dense_1", "dense_2"]
+    # Pruned alone, a layer loses more the more of it goes (one-shot, allowing 1 pt of noise).
+    assert all(scan.prune_drop[0.99] > scan.prune_drop[0.5] + 1 for scan in scans)
+    probes = [c for c in report.candidates if c.name.startswith("pruned+clustered")]
+    assert 3 <= len(probes) <= report.search.chain_length.bit_length() + 1, [p.name for p in probes]
+    assert all(p.error is None and p.training for p in probes)
+    within = [c for c in report.candidates if c.within_budget]
+    assert report.chosen.gzip_bytes == min(c.gzip_bytes for c in within)
+    assert report.chosen.gzip_bytes < min(c.gzip_bytes for c in report.candidates if not c.training)
+    assert (tmp_path / "best.layers.png").read_bytes()[:4] == b"\x89PNG"
+    recipe = yaml.safe_load((tmp_path / "best.recipe.yaml").read_text())
+    assert [next(iter(step)) for step in recipe["steps"]][-1] == "convert"
+    remade = run_recipe(
+        tmp_path / "best.recipe.yaml",
+        MODEL,
+        tmp_path / "remade",
+        train=CALIBRATION,
+        calibration=CALIBRATION,
+        eval_data=EVAL,
+    )
+    assert remade.passed and (tmp_path / "remade/model.tflite").read_bytes() == (tmp_path / "best.tflite").read_bytes()
+
+    # Killed after the last probe finished training but before its record: only that probe trains again.
+    last = probes[-1].name.split()[1].split("/")[0]
+    (tmp_path / "state" / f"probe-{last}.json").unlink()
+    trained = []
+    original = prune_job.prune
+    monkeypatch.setattr(prune_job, "prune", lambda *args, **kwargs: trained.append(1) or original(*args, **kwargs))
+    again = search(tmp_path / "again.tflite")
+    assert len(trained) == sum("prune" in step for step in probes[-1].training)
+    assert [c.name for c in again.candidates] == [c.name for c in report.candidates]
+    assert (tmp_path / "again.tflite").read_bytes() == (tmp_path / "best.tflite").read_bytes()
+
+
+def test_time_budget_stops_the_search_before_a_probe_would_start(tf_keras):
+    import time
+
+    from tfcompress.data import load_data
+    from tfcompress.jobs.auto_train import training_search
+    from tfcompress.options import LoadOptions, ShrinkOptions
+
+    model = tf_keras.models.load_model(MODEL, compile=False)
+    data = load_data(EVAL)
+    search = training_search(
+        model, data, data, ShrinkOptions(), LoadOptions(), measure=None, deadline=time.monotonic() - 1
+    )
+    assert search.probes == () and "--time_budget" in search.stopped and len(search.scans) == 3

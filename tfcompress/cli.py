@@ -264,7 +264,11 @@ _COMMANDS = {
         (("MODEL", "model"),),
         "MODEL -o OUT.tflite --calibration DATA --eval DATA [flags]",
         "tfcompress auto model.h5 --calibration calib.npz --eval test.npz --max_accuracy_drop 0.5 -o best.tflite",
-        options=(("options", "tfcompress.options:AutoOptions", {}), _LOAD),
+        options=(
+            ("options", "tfcompress.options:AutoOptions", {}),
+            ("shrink", "tfcompress.options:ShrinkOptions", {}),
+            _LOAD,
+        ),
         files=("calibration", "eval", "train", "report"),
         output=("Where to write the chosen .tflite (and NAME.png, NAME.recipe.yaml beside it).", "output"),
         required=("output", "calibration", "eval"),

@@ -32,6 +32,7 @@ __all__ = [
     "CheckOptions",
     "AnalyzeOptions",
     "AutoOptions",
+    "ShrinkOptions",
     "CHECK_TARGETS",
     "OBJECTIVES",
 ]
@@ -380,3 +381,33 @@ class AutoOptions:
             raise OptionError(
                 f"objective must be one of {', '.join(OBJECTIVES)}. Received: objective={self.objective!r}"
             )
+
+
+@dataclasses.dataclass(frozen=True)
+class ShrinkOptions:
+    """How `auto --train` fine-tunes each pruned and clustered probe, and how long its search may run.
+
+    The defaults are the schedule that took LeNet-300-100 to 60x within 0.2 pt on the 60,000
+    Fashion-MNIST images (benchmarks/compress.py): a short schedule loses more than a worse allocation.
+    """
+
+    prune_epochs: int = option(
+        30, "Epochs of each probe's pruning (the sparsity is reached at two thirds).", lower_bound=1
+    )
+    cluster_epochs: int = option(6, "Epochs of each probe's clustering, zeros kept.", lower_bound=1)
+    batch_size: int = option(128, "Batch size of the probes' fine-tuning.", lower_bound=1)
+    learning_rate: float = option(1e-3, "Adam learning rate while pruning; clustering uses a tenth of it.")
+    time_budget: Optional[float] = option(
+        None, "Minutes the training search may take: no probe starts that the last one's time says would end later."
+    )
+
+    def __post_init__(self):
+        if min(self.prune_epochs, self.cluster_epochs, self.batch_size) < 1:
+            raise OptionError(
+                "prune_epochs, cluster_epochs and batch_size must be at least 1. Received: "
+                f"{self.prune_epochs}, {self.cluster_epochs}, {self.batch_size}"
+            )
+        if not self.learning_rate > 0:
+            raise OptionError(f"learning_rate must be positive. Received: learning_rate={self.learning_rate}")
+        if self.time_budget is not None and not self.time_budget > 0:
+            raise OptionError(f"time_budget must be positive minutes. Received: time_budget={self.time_budget}")

@@ -76,31 +76,55 @@ def plot_sensitivity(report, path) -> None:
 
 
 def plot_candidates(candidates, chosen, path, title: str) -> None:
-    """Accuracy drop vs size of every candidate `tfcompress auto` measured; the Pareto front joined."""
+    """Accuracy drop vs gzip size of every candidate `tfcompress auto` measured; the Pareto front joined."""
     plt = require_matplotlib()
     figure, axis = plt.subplots(figsize=(8, 5))
     measured = [c for c in candidates if c.accuracy_drop is not None]
     for candidate in measured:
         marker = "*" if candidate is chosen else "o"
         axis.scatter(
-            candidate.size_bytes / 1024,
+            candidate.gzip_bytes / 1024,
             candidate.accuracy_drop,
             marker=marker,
             s=160 if candidate is chosen else 40,
             color="tab:red" if candidate is chosen else "tab:blue",
         )
         axis.annotate(
-            candidate.name,
-            (candidate.size_bytes / 1024, candidate.accuracy_drop),
+            candidate.name[:40],
+            (candidate.gzip_bytes / 1024, candidate.accuracy_drop),
             fontsize=7,
             xytext=(4, 2),
             textcoords="offset points",
         )
-    front = sorted((c for c in measured if c.pareto), key=lambda c: c.size_bytes)
-    axis.plot([c.size_bytes / 1024 for c in front], [c.accuracy_drop for c in front], color="gray", linewidth=1)
-    axis.set_xlabel("size (KiB)")
+    front = sorted((c for c in measured if c.pareto), key=lambda c: c.gzip_bytes)
+    axis.plot([c.gzip_bytes / 1024 for c in front], [c.accuracy_drop for c in front], color="gray", linewidth=1)
+    axis.set_xscale("log")
+    axis.set_xlabel("size after gzip (KiB, log scale)")
     axis.set_ylabel("accuracy drop vs float (pt)")
     axis.set_title(title, fontsize=10)
+    figure.tight_layout()
+    save_atomic(path, lambda tmp: figure.savefig(tmp, dpi=110, format="png"))
+    plt.close(figure)
+
+
+def plot_layer_scan(scans, path, model_name: str) -> None:
+    """Each layer pruned alone (left) and clustered alone (right), one-shot: where its accuracy gives way."""
+    plt = require_matplotlib()
+    figure, (pruned, clustered) = plt.subplots(1, 2, figsize=(11, 4.5), sharey=True)
+    for scan in scans:
+        label = f"{scan.name} ({scan.weights:,} weights)"
+        pruned.plot([s * 100 for s in scan.prune_drop], list(scan.prune_drop.values()), marker="o", label=label)
+        counts = sorted(scan.cluster_drop)
+        clustered.plot(counts, [scan.cluster_drop[k] for k in counts], marker="o", label=label)
+    pruned.set_xlabel("sparsity of the layer alone (%)")
+    pruned.set_ylabel("accuracy drop, no fine-tuning (pt)")
+    clustered.set_xscale("log", base=2)
+    clustered.invert_xaxis()
+    clustered.set_xlabel("clusters of the layer alone")
+    for axis in (pruned, clustered):
+        axis.axhline(0, color="gray", linewidth=0.5)
+    pruned.legend(fontsize=7)
+    figure.suptitle(f"{model_name}: per-layer sensitivity", fontsize=10)
     figure.tight_layout()
     save_atomic(path, lambda tmp: figure.savefig(tmp, dpi=110, format="png"))
     plt.close(figure)

@@ -2,16 +2,18 @@
 
 Candidates in order of cost: int8; int8 with percentile-clipped ranges; int8 with
 int4 weights; int8 with the 1, 2, 4 most sensitive layers (tfcompress analyze) kept
-float; int16x8; float16; dynamic; and QAT int8 when training data is given. For
-`target="micro"` only what TFLite Micro runs is tried (full-integer int8 with int8 I/O
-at batch 1, per-tensor Dense, no float layers), and each candidate's arena is measured
-in TFLite Micro. Each is converted and measured on the eval data (accuracy, size,
-latency on this machine, the TFLite Micro arena when that is the objective or the
-target). The choice is the best objective among those within the budget; for latency,
-never one slower than the float32 model.
+float; int16x8; float16; dynamic; and, when training data is given, QAT int8 and pruned
+and clustered models whose per-layer settings a sensitivity scan and a bisection find
+(jobs/auto_train.py). For `target="micro"` only what TFLite Micro runs is tried
+(full-integer int8 with int8 I/O at batch 1, per-tensor Dense, no float layers), and each
+candidate's arena is measured in TFLite Micro. Each is converted and measured on the eval
+data (accuracy, size, latency on this machine, the TFLite Micro arena when that is the
+objective or the target). The choice is the best objective among those within the budget
+(size: gzip bytes, what a download ships); for latency, never one slower than float32.
 """
 
 import dataclasses
+import time
 from pathlib import Path
 from typing import Optional
 
@@ -25,9 +27,10 @@ from tfcompress.jobs._common import job_outputs, load_model
 from tfcompress.jobs._loaded import LoadedModel
 from tfcompress.jobs.analyze import analyze
 from tfcompress.jobs.convert import convert_loaded
-from tfcompress.options import AutoOptions, GuardOptions, LoadOptions, gather
+from tfcompress.options import AutoOptions, GuardOptions, LoadOptions, ShrinkOptions, gather
 from tfcompress.report import library_versions, table
 from tfcompress.runtime import metrics
+from tfcompress.runtime.inspect import gzip_size
 from tfcompress.transforms.qat import is_quantize_aware
 from tfcompress.transforms.training import labelled_data
 
@@ -43,7 +46,9 @@ class Candidate:
     name: str
     precision: str
     options: dict  # the convert options that make it (a recipe's convert step)
+    training: tuple = ()  # the recipe steps before the conversion ({"prune": {...}}, ...)
     size_bytes: Optional[int] = None
+    gzip_bytes: Optional[int] = None  # what a download or an update ships: the `size` objective
     accuracy: Optional[float] = None
     accuracy_drop: Optional[float] = None
     latency_us: Optional[float] = None  # p50, LiteRT on this machine
@@ -69,6 +74,8 @@ class AutoReport:
     output: Optional[str]
     recipe: Optional[str]
     plot: Optional[str]
+    search: Optional[object] = None  # auto_train.TrainingSearch, with --train
+    scan_plot: Optional[str] = None
 
     def to_dict(self) -> dict:
         return {
@@ -82,6 +89,8 @@ class AutoReport:
             "output": self.output,
             "recipe": self.recipe,
             "plot": self.plot,
+            "search": self.search.to_dict() if self.search else None,
+            "scan_plot": self.scan_plot,
             "versions": library_versions(),
         }
 
@@ -92,37 +101,51 @@ def auto(
     calibration,
     eval_data,
     options: Optional[AutoOptions] = None,
+    shrink: Optional[ShrinkOptions] = None,
     load: Optional[LoadOptions] = None,
     train=None,
     output=None,
     report_path=None,
     plot_path=None,
+    scan_plot_path=None,
     recipe_path=None,
+    state_dir=None,
     qat_epochs: int = 1,
     **settings,
 ) -> AutoReport:
     """Measures every candidate and writes the best one within `max_accuracy_drop` (points) to `output`.
 
-    `options` and `load` may also be given field by field as keywords (`max_accuracy_drop=0.5`).
-    Next to `output` (unless given elsewhere): `NAME.recipe.yaml` (a recipe that makes the
-    chosen model again) and, where matplotlib is installed, `NAME.png` (accuracy drop vs size).
+    `options`, `shrink` and `load` may also be given field by field as keywords
+    (`max_accuracy_drop=0.5`). With `train`, QAT and pruned + clustered candidates are searched
+    too (jobs/auto_train.py). Next to `output` (unless given elsewhere): `NAME.recipe.yaml` (a
+    recipe that makes the chosen model again), `NAME.auto/` (what a search with `train` measured,
+    so a killed one resumes) and, where matplotlib is installed, `NAME.png` (accuracy drop vs
+    size) and with `train` `NAME.layers.png` (the per-layer sensitivity scan).
     """
-    options, load = gather(settings, (AutoOptions, options), (LoadOptions, load))
+    options, shrink, load = gather(settings, (AutoOptions, options), (ShrinkOptions, shrink), (LoadOptions, load))
     from tfcompress import plots
 
+    started = time.monotonic()
     if output is not None:
         output = Path(output)
         if plot_path is None and plots.matplotlib_installed():  # asked for explicitly, it is required
             plot_path = output.with_suffix(".png")
+            if train is not None and scan_plot_path is None:
+                scan_plot_path = output.with_suffix(".layers.png")
         recipe_path = recipe_path or output.with_name(output.stem + ".recipe.yaml")
+        if train is not None and state_dir is None:
+            state_dir = output.with_suffix(".auto")
     with job_outputs(
-        output, report_path, plot_path, recipe_path, inputs=(model, calibration, eval_data, train)
+        output, report_path, plot_path, scan_plot_path, recipe_path, inputs=(model, calibration, eval_data, train)
     ) as outputs:
-        if plot_path is not None:
+        if plot_path is not None or scan_plot_path is not None:
             plots.require_matplotlib()
         model, model_path = load_model(model, load, one_input_and_output=True)  # it ranks by class accuracy
+        deadline = None if shrink.time_budget is None else started + shrink.time_budget * 60
         with LoadedModel(model, model_path) as loaded:
-            float32, measured, chosen = _search(loaded, calibration, eval_data, train, options, load, qat_epochs)
+            float32, measured, chosen, search = _search(
+                loaded, calibration, eval_data, train, (options, shrink, load), qat_epochs, state_dir, deadline
+            )
         written = output is not None and chosen is not None
         report = AutoReport(
             str(model_path or model.name),
@@ -135,6 +158,8 @@ def auto(
             str(output) if written else None,
             str(recipe_path) if written else None,
             str(plot_path) if plot_path is not None else None,
+            search,
+            str(scan_plot_path) if scan_plot_path is not None and search and search.scans else None,
         )
         if written:
             outputs.bytes(output, chosen.tflite)
@@ -148,15 +173,18 @@ def auto(
                 f"{Path(report.model).name}: candidates, budget {options.max_accuracy_drop} pt",
             ),
         )
+        if report.scan_plot:
+            outputs.file(
+                scan_plot_path, lambda path: plots.plot_layer_scan(search.scans, path, Path(report.model).name)
+            )
         outputs.report(report_path, report)
     return report
 
 
-def _search(
-    loaded: LoadedModel, calibration, eval_data, train, options: AutoOptions, load: LoadOptions, qat_epochs
-) -> tuple:
-    """(float32, every other candidate measured, the chosen one or None); the candidates of one
-    Keras model share its export and its outputs on the eval data."""
+def _search(loaded: LoadedModel, calibration, eval_data, train, settings, qat_epochs, state_dir, deadline) -> tuple:
+    """(float32, every other candidate measured, the chosen one or None, the training search or None);
+    the candidates of one Keras model share its export and its outputs on the eval data."""
+    options, shrink, load = settings
     model = loaded.model
     calibration = input_data(calibration, tuple(model.inputs[0].shape), load.preprocessing, reshape=load.reshape_data)
     evaluation = labelled_data(eval_data, model, load.preprocessing, load.reshape_data, "eval")
@@ -175,10 +203,36 @@ def _search(
 
     float32 = measure(Candidate("float32", "float32", {}))
     measured = [measure(candidate) for candidate in _candidates(model, calibration, options.target)]
+    search = None
     if train is not None:
         measured.append(_qat_candidate(model, train, qat_epochs, load, measure))
+        search = _training_search(model, train, (calibration, evaluation), settings, measure, state_dir, deadline)
+        measured += search.probes
     measured = _mark_pareto(measured, options.objective)
-    return float32, measured, _choose(measured, options.objective, float32)
+    return float32, measured, _choose(measured, options.objective, float32), search
+
+
+def _training_search(model, train, data, settings, measure, state_dir, deadline):
+    """The pruned and clustered candidates, resumed from `state_dir` when it holds this search's probes."""
+    from tfcompress.jobs._search_state import SearchState, search_key
+    from tfcompress.jobs.auto_train import training_search
+
+    (calibration, evaluation), (_, shrink, load) = data, settings
+    training = labelled_data(train, model, load.preprocessing, load.reshape_data, "training")
+    state = None
+    if state_dir is not None:
+        key = search_key(
+            *model.get_weights(),
+            model.to_json(),
+            training.x,
+            training.y,
+            calibration.x,
+            evaluation.x,
+            evaluation.y,
+            *(dataclasses.asdict(each) for each in settings),
+        )
+        state = SearchState(state_dir, key)
+    return training_search(model, training, evaluation, shrink, load, measure, state=state, deadline=deadline)
 
 
 def _candidates(model, calibration, target: str) -> list:
@@ -237,6 +291,7 @@ def _measured(candidate, source: LoadedModel, calibration, evaluation, options: 
     return dataclasses.replace(
         candidate,
         size_bytes=report.size_bytes,
+        gzip_bytes=gzip_size(report.tflite),
         accuracy=report.accuracy,
         accuracy_drop=drop,
         latency_us=report.latency.p50,
@@ -249,17 +304,19 @@ def _measured(candidate, source: LoadedModel, calibration, evaluation, options: 
 def _qat_candidate(model, train, epochs, load: LoadOptions, measure) -> Candidate:
     from tfcompress.jobs.qat import quantize_aware
 
-    candidate = Candidate(f"QAT int8 ({epochs} epoch{'s' if epochs > 1 else ''})", "int8", {})
+    candidate = Candidate(
+        f"QAT int8 ({epochs} epoch{'s' if epochs > 1 else ''})", "int8", {}, training=({"qat": {"epochs": epochs}},)
+    )
     try:
         trained = quantize_aware(model, train, epochs=epochs, load=load, skip_check=True, verbose=2)
     except TfcompressError as error:
         return dataclasses.replace(candidate, error=str(error))
     with LoadedModel(trained.keras_model) as source:
-        return dataclasses.replace(measure(candidate, source), options={"qat_epochs": epochs})
+        return measure(candidate, source)
 
 
 def _objective(candidate: Candidate, objective: str) -> Optional[float]:
-    return {"size": candidate.size_bytes, "latency": candidate.latency_us, "arena": candidate.arena_bytes}[objective]
+    return {"size": candidate.gzip_bytes, "latency": candidate.latency_us, "arena": candidate.arena_bytes}[objective]
 
 
 def _mark_pareto(candidates: list, objective: str) -> list:
@@ -283,18 +340,16 @@ def _choose(candidates: list, objective: str, float32: Candidate) -> Optional[Ca
     eligible = [c for c in candidates if c.within_budget and _objective(c, objective) is not None]
     if objective == "latency":
         eligible = [c for c in eligible if c.latency_us <= float32.latency_us]
-    return min(eligible, key=lambda c: (_objective(c, objective), c.accuracy_drop), default=None)
+    # Pruning and clustering leave the arena as it was: among equal arenas, the smaller download wins.
+    return min(eligible, key=lambda c: (_objective(c, objective), c.gzip_bytes, c.accuracy_drop), default=None)
 
 
 def _recipe_yaml(chosen: Candidate, max_accuracy_drop: float, target: str) -> str:
-    steps = []
-    options = {key: value for key, value in chosen.options.items() if key != "qat_epochs"}
-    if "qat_epochs" in chosen.options:
-        steps.append({"qat": {"epochs": chosen.options["qat_epochs"]}})
+    steps = [*chosen.training]
     if target == "micro":
-        steps.append({"micro": options})
+        steps.append({"micro": chosen.options})
     else:
-        steps.append({"convert": {"precision": chosen.precision, **options}})
+        steps.append({"convert": {"precision": chosen.precision, **chosen.options}})
     recipe = {
         "name": "auto",
         "description": f"chosen by tfcompress auto: {chosen.name}",
@@ -316,6 +371,8 @@ def format_auto_report(report: AutoReport) -> str:
             (
                 candidate.name,
                 f"{candidate.size_bytes:,}",
+                f"{candidate.gzip_bytes:,}",
+                f"{report.float32.size_bytes / candidate.gzip_bytes:.1f}x",
                 f"{candidate.accuracy * 100:.2f}%",
                 f"{candidate.accuracy_drop:+.2f}",
                 f"{candidate.latency_us:.1f}",
@@ -326,9 +383,11 @@ def format_auto_report(report: AutoReport) -> str:
     lines = [
         f"auto: {report.model}, budget {report.max_accuracy_drop} pt, objective {report.objective}, "
         f"target {report.target}",
-        table(("candidate", "size (B)", "accuracy", "drop", "p50 (us)", "arena", ""), rows),
+        table(("candidate", "size (B)", "gzip (B)", "float32/gzip", "accuracy", "drop", "p50 (us)", "arena", ""), rows),
         *failed,
     ]
+    if report.search is not None:
+        lines.append(_search_line(report.search, report.scan_plot))
     if report.chosen is None:
         closest = sorted((c for c in report.candidates if c.accuracy_drop is not None), key=lambda c: c.accuracy_drop)
         lines.append(
@@ -338,3 +397,13 @@ def format_auto_report(report: AutoReport) -> str:
     else:
         lines.append(f"chosen: {report.chosen.name} → {report.output}; recipe {report.recipe}; plot {report.plot}")
     return "\n".join(lines)
+
+
+def _search_line(search, scan_plot) -> str:
+    if not search.scans:
+        return f"training search: {search.stopped}"
+    line = (
+        f"training search: {len(search.scans)} layers scanned ({scan_plot or 'no plot'}), "
+        f"{len(search.probes)} of {search.chain_length - 1} allocation steps fine-tuned by bisection"
+    )
+    return line + (f"; {search.stopped}" if search.stopped else "")

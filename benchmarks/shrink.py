@@ -1,0 +1,248 @@
+"""`auto --train` vs uniform and hand-picked prune + cluster settings, full Fashion-MNIST, all through the CLI.
+
+For each bundled model: `tfcompress auto MODEL --train DIR@train --eval DIR@test
+--max_accuracy_drop 1 --objective size` as the README writes it (wall time, the chosen model's
+gzip size against the float32 `.tflite`, its accuracy drop on the 10k test images), then the
+recipe it wrote re-run with `tfcompress run` and the bytes compared. Then each uniform and
+hand-picked setting as a recipe (prune → cluster keeping the zeros → int8, one scale per
+Dense) through `tfcompress run`, with auto's epochs, batch and learning rates. LeNet-300-100's
+hand-picked rows are benchmarks/compress.py's; lenet5's and dscnn's were written here before
+auto ran, the Deep Compression way (big Dense layers hardest, first and last layers lightest).
+Writes results/shrink.json (one model's rows replaced at a time) and the table in benchmarks/README.md.
+"""
+
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+from absl import app, flags
+
+import render
+
+ROOT = Path(__file__).resolve().parents[1]
+_DATA_DIR = flags.DEFINE_string(
+    "data_dir", "/usr/share/datasets/fashion-mnist", "Fashion-MNIST IDX folder (apt-get install dataset-fashion-mnist)."
+)
+_MODELS = flags.DEFINE_list("models", ["lenet_300_100", "lenet5", "dscnn"], "Bundled sample models.")
+_PARTS = flags.DEFINE_list("parts", ["auto", "settings"], "auto: auto --train; settings: uniform and hand-picked.")
+
+BUDGET = 1.0
+# Fine-tuning per model: (prune epochs, cluster epochs); batch 128, lr 1e-3 then 1e-4, as auto's defaults.
+EPOCHS = {"lenet_300_100": (30, 6), "lenet5": (8, 2), "dscnn": (3, 1)}
+UNIFORM = {
+    "lenet_300_100": {"90% / 16": (0.90, 16), "95% / 8": (0.95, 8)},
+    "lenet5": {"90% / 16": (0.90, 16), "95% / 8": (0.95, 8)},
+    "dscnn": {"80% / 16": (0.80, 16)},
+}
+HAND_PICKED = {
+    "lenet_300_100": {
+        "97/92/70% / 8,8,16": (
+            {"dense": 0.97, "dense_1": 0.92, "dense_2": 0.70},
+            {"dense": 8, "dense_1": 8, "dense_2": 16},
+        ),
+        "96/90/50% / 8,8,16": (
+            {"dense": 0.96, "dense_1": 0.90, "dense_2": 0.50},
+            {"dense": 8, "dense_1": 8, "dense_2": 16},
+        ),
+    },
+    "lenet5": {
+        "conv 50%, dense 95/90/50% / 16,8,8,16": (
+            {"conv2d_1": 0.5, "dense_3": 0.95, "dense_4": 0.9, "dense_5": 0.5},
+            {"conv2d_1": 16, "dense_3": 8, "dense_4": 8, "dense_5": 16},
+        ),
+    },
+    "dscnn": {
+        "pointwise 70% / 16": (
+            {"conv2d_3": 0.7, "conv2d_4": 0.7, "conv2d_5": 0.7, "conv2d_6": 0.7},
+            {"conv2d_3": 16, "conv2d_4": 16, "conv2d_5": 16, "conv2d_6": 16},
+        ),
+    },
+}
+
+
+def main(argv):
+    del argv
+    data = {
+        "--train": f"{_DATA_DIR.value}@train",
+        "--eval": f"{_DATA_DIR.value}@test",
+        "--calibration": str(ROOT / "sample_models/data/fashion_mnist_calib.npz"),
+    }
+    result = render.stored_result("shrink", {"rows": []})
+    for name in _MODELS.value:
+        with tempfile.TemporaryDirectory() as folder:
+            fresh = []
+            if "auto" in _PARTS.value:
+                fresh.append(auto_row(name, data, Path(folder)))
+            if "settings" in _PARTS.value:
+                fresh += [setting_row(name, label, how, data, Path(folder)) for how, label in settings_of(name)]
+        ran = {(row["how"], row["setting"]) for row in fresh}
+        kept = [row for row in result["rows"] if row["model"] != name or (row["how"], row["setting"]) not in ran]
+        result = {
+            "benchmark": "shrink",
+            "budget": BUDGET,
+            "epochs": EPOCHS,
+            "rows": kept + fresh,
+            **{key: value for key, value in _machine().items()},
+        }
+        render.write_result("shrink", result)  # after each model: a long run keeps what it finished
+    render.render_all()
+
+
+def settings_of(name: str) -> list:
+    return [("uniform", label) for label in UNIFORM[name]] + [("hand-picked", label) for label in HAND_PICKED[name]]
+
+
+def auto_row(name: str, data: dict, folder: Path) -> dict:
+    prune_epochs, cluster_epochs = EPOCHS[name]
+    output = folder / f"{name}.tflite"
+    command = [
+        "tfcompress",
+        "auto",
+        str(ROOT / f"sample_models/{name}.h5"),
+        *[part for flag, value in data.items() for part in (flag, value)],
+        "--max_accuracy_drop",
+        str(BUDGET),
+        "--objective",
+        "size",
+        "--prune_epochs",
+        str(prune_epochs),
+        "--cluster_epochs",
+        str(cluster_epochs),
+        "-o",
+        str(output),
+        "--report",
+        str(folder / "auto.json"),
+    ]
+    seconds = _run(command, check=False)  # exit 1: nothing within the budget, a row too
+    report = json.loads((folder / "auto.json").read_text())
+    chosen = next((c for c in report["candidates"] if c["name"] == report["chosen"]), None)
+    if chosen is None:
+        return {"model": name, "how": "auto --train", "setting": "nothing within the budget", "seconds": seconds}
+    remade = folder / "remade"
+    _run(
+        [
+            "tfcompress",
+            "run",
+            str(output.with_suffix(".recipe.yaml")),
+            "--model",
+            command[2],
+            *command[3:9],
+            "-o",
+            str(remade),
+        ]
+    )
+    for picture in (".png", ".layers.png"):
+        if output.with_suffix(picture).exists():
+            (render.RESULTS / "shrink").mkdir(exist_ok=True)
+            (render.RESULTS / "shrink" / f"{name}{picture}").write_bytes(output.with_suffix(picture).read_bytes())
+    float32_bytes = report["float32"]["size_bytes"]
+    return {
+        "model": name,
+        "how": "auto --train",
+        "setting": chosen["name"],
+        "gzip_bytes": chosen["gzip_bytes"],
+        "float32_bytes": float32_bytes,
+        "gzip_ratio": float32_bytes / chosen["gzip_bytes"],
+        "float_accuracy": report["float32"]["accuracy"],
+        "accuracy": chosen["accuracy"],
+        "accuracy_drop": chosen["accuracy_drop"],
+        "seconds": round(seconds, 1),
+        "probes": len([c for c in report["candidates"] if c["name"].startswith("pruned+clustered")]),
+        "chain_length": report["search"]["chain_length"],
+        "recipe_remakes_bytes": (remade / "model.tflite").read_bytes() == output.read_bytes(),
+        "training": chosen["training"],
+    }
+
+
+def setting_row(name: str, label: str, how: str, data: dict, folder: Path) -> dict:
+    prune_epochs, cluster_epochs = EPOCHS[name]
+    if how == "uniform":
+        sparsity, clusters = UNIFORM[name][label]
+        prune, cluster = {"target_sparsity": sparsity}, {"clusters": clusters}
+    else:
+        sparsities, counts = HAND_PICKED[name][label]
+        prune = {"target_sparsity": max(sparsities.values()), "layer_sparsity": sparsities, "layers": _only(sparsities)}
+        cluster = {"clusters": max(counts.values()), "layer_clusters": counts, "layers": _only(counts)}
+    steps_per_epoch = -(-60000 // 128)
+    recipe = {
+        "name": f"{name} {label}",
+        "steps": [
+            {
+                "prune": {
+                    **prune,
+                    "end_step": round(prune_epochs * 2 / 3) * steps_per_epoch,
+                    "epochs": prune_epochs,
+                    "batch_size": 128,
+                    "learning_rate": 1e-3,
+                }
+            },
+            {
+                "cluster": {
+                    **cluster,
+                    "preserve_sparsity": True,
+                    "epochs": cluster_epochs,
+                    "batch_size": 128,
+                    "learning_rate": 1e-4,
+                }
+            },
+            {"convert": {"precision": "int8", "per_tensor_dense": True}},
+        ],
+        "budgets": {"max_accuracy_drop": BUDGET},
+    }
+    path = folder / f"{label.replace('/', '_').replace(' ', '')}.yaml"
+    path.write_text(yaml.safe_dump(recipe, sort_keys=False))
+    output = folder / f"run-{path.stem}"
+    flags_and_data = [part for flag, value in data.items() for part in (flag, value)]
+    seconds = _run(
+        [
+            "tfcompress",
+            "run",
+            str(path),
+            "--model",
+            str(ROOT / f"sample_models/{name}.h5"),
+            *flags_and_data,
+            "-o",
+            str(output),
+        ],
+        check=False,
+    )
+    report = json.loads((output / "report.json").read_text())
+    return {
+        "model": name,
+        "how": how,
+        "setting": label,
+        "gzip_bytes": report["gzip_bytes"],
+        "float32_bytes": report["float32_bytes"],
+        "gzip_ratio": report["float32_bytes"] / report["gzip_bytes"],
+        "accuracy": report["accuracy"],
+        "accuracy_drop": report["accuracy_drop"],
+        "seconds": round(seconds, 1),
+    }
+
+
+def _only(names) -> str:
+    return "^(" + "|".join(names) + ")$"
+
+
+def _run(command, check: bool = True) -> float:
+    """Runs a CLI command with its output streaming to ours (Keras progress, probes); its wall seconds."""
+    print("$", " ".join(command), flush=True)
+    started = time.perf_counter()
+    finished = subprocess.run(command, stdout=sys.stdout, stderr=sys.stderr)
+    if check and finished.returncode != 0:
+        raise SystemExit(f"{command[1]} failed with exit code {finished.returncode}")
+    return time.perf_counter() - started
+
+
+def _machine() -> dict:
+    from tfcompress.report import library_versions, machine_info
+
+    return {"machine": machine_info(threads=1), "versions": library_versions()}
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,49 @@
+"""The allocation chain: from nothing to every layer at its hull's end, bytes falling step by step."""
+
+import pytest
+
+from tfcompress.transforms.allocation import allocation_chain, coded_bytes
+from tfcompress.transforms.layer_scan import LayerScan
+
+SPARSITIES = (0.5, 0.9, 0.99)
+CLUSTERS = (16, 4)
+
+
+def _scan(name, weights, prune_drops, cluster_drops):
+    return LayerScan(name, weights, dict(zip(SPARSITIES, prune_drops)), dict(zip(CLUSTERS, cluster_drops)))
+
+
+def test_coded_bytes_counts_the_zeros_pattern_and_the_cluster_index():
+    assert coded_bytes(8000, 0.0, None) == 8000  # int8, no structure: a byte each
+    assert coded_bytes(8000, 0.0, 16) == 4000  # 4 bits each
+    assert coded_bytes(8000, 0.5, 16) == pytest.approx(1000 + 2000)  # 1 bit for where, 4 for half of them
+    assert coded_bytes(8000, 0.99, 4) < coded_bytes(8000, 0.9, 4) < coded_bytes(8000, 0.9, 16)
+
+
+def test_chain_goes_from_nothing_to_the_smallest_with_bytes_falling():
+    scans = [
+        _scan("big", 100_000, (0.0, 0.4, 8.0), (0.0, 1.0)),
+        _scan("small", 2_000, (0.2, 3.0, 30.0), (0.5, 6.0)),
+    ]
+    chain = allocation_chain(scans)
+    assert chain[0].sparsity == {"big": 0.0, "small": 0.0} and chain[0].clusters == {"big": None, "small": None}
+    assert chain[-1].sparsity == {"big": 0.99, "small": 0.99} and chain[-1].clusters == {"big": 4, "small": 4}
+    sizes = [allocation.estimated_bytes for allocation in chain]
+    assert sizes == sorted(sizes, reverse=True) and len(set(sizes)) == len(sizes)
+    # Free savings come first: the big layer loses nothing at 50% zeros or 16 clusters.
+    assert chain[1].sparsity["small"] == 0.0 and chain[1].clusters["small"] is None
+    # The sensitive small layer is touched only after the big one has given what it gives cheaply.
+    first_small = next(i for i, a in enumerate(chain) if a.sparsity["small"] or a.clusters["small"])
+    assert chain[first_small].sparsity["big"] >= 0.9
+
+
+def test_a_layer_that_falls_apart_stays_light_until_the_end():
+    scans = [
+        _scan("robust", 50_000, (0.0, 0.1, 0.5), (0.0, 0.2)),
+        _scan("fragile", 50_000, (5.0, 40.0, 80.0), (10.0, 60.0)),
+    ]
+    chain = allocation_chain(scans)
+    first_fragile = next(i for i, a in enumerate(chain) if a.sparsity["fragile"] or a.clusters["fragile"])
+    assert chain[first_fragile].sparsity["robust"] == 0.99  # it cost 0.5 pt there; the fragile one 10 at once
+    # Negative one-shot drops (noise) count as none, never as a gain.
+    assert allocation_chain([_scan("x", 5_000, (-0.3, 0.0, 1.0), (-0.1, 0.0))])[1].scan_drop == 0.0

@@ -1,0 +1,166 @@
+"""`auto --train`'s pruned and clustered candidates: a per-layer sensitivity scan, a chain of
+allocations from it, and a bisection of the chain against the budget.
+
+The scan is cheap (no fine-tuning). Each probe of the bisection is the recipe a user would
+run, prune then cluster keeping the zeros, fine-tuned for minutes and measured like every
+other candidate, so probes are kept as they finish (jobs/_search_state.py): a search killed
+at any point resumes with them. `time_budget` ends the search before a probe that, by the
+longest one so far, would end after it.
+"""
+
+import dataclasses
+import math
+import re
+import time
+from typing import Optional
+
+from absl import logging
+
+from tfcompress import progress
+from tfcompress.data import Dataset
+from tfcompress.errors import TfcompressError
+from tfcompress.jobs._loaded import LoadedModel
+from tfcompress.jobs._search_state import SearchState
+from tfcompress.jobs.auto import Candidate
+from tfcompress.options import LoadOptions, ShrinkOptions
+from tfcompress.transforms.allocation import Allocation, allocation_chain
+from tfcompress.transforms.layer_scan import LayerScan, scan_layers, scanned_layer_names
+
+__all__ = ["TrainingSearch", "training_search", "training_steps", "SCAN_SAMPLES"]
+
+SCAN_SAMPLES = 2000  # images of the eval data for the scan: 0.05 pt resolution is enough to rank layers
+PRUNE_END = 2 / 3  # of the pruning epochs; the rest fine-tunes at the final sparsity
+CLUSTER_LEARNING_RATE = 0.1  # of the pruning learning rate: the centroids only settle
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainingSearch:
+    scans: tuple  # LayerScan per scanned layer
+    chain_length: int  # allocations from none (0) to the most aggressive
+    probes: tuple  # Candidate per probe, in the order measured
+    stopped: Optional[str] = None  # why the bisection ended before it converged
+
+    def to_dict(self) -> dict:
+        return {
+            "scans": [scan.to_dict() for scan in self.scans],
+            "chain_length": self.chain_length,
+            "stopped": self.stopped,
+        }
+
+
+def training_search(
+    model,
+    train: Dataset,
+    evaluation: Dataset,
+    shrink: ShrinkOptions,
+    load: LoadOptions,
+    measure,
+    *,
+    state: Optional[SearchState] = None,
+    deadline: Optional[float] = None,
+) -> TrainingSearch:
+    """Bisects the allocation chain for its most aggressive step within the budget; `measure(candidate,
+    source)` converts and measures one fine-tuned model; `deadline` is a `time.monotonic()` value."""
+    names = scanned_layer_names(model)
+    if not names:
+        return TrainingSearch((), 0, (), "no Dense or Conv layer of 1,000 weights or more to prune and cluster")
+    scans = _scan(model, evaluation.take(SCAN_SAMPLES), names, state)
+    chain = allocation_chain(scans)
+    steps_per_epoch = math.ceil(len(train) / shrink.batch_size)
+    within, over, probes, longest = 0, len(chain), [], 0.0
+    while over - within > 1:
+        step = (within + over) // 2
+        if deadline is not None and time.monotonic() + longest > deadline:
+            stopped = f"--time_budget reached after {len(probes)} probe(s); the search had not converged"
+            logging.warning("auto: %s", stopped)
+            return TrainingSearch(tuple(scans), len(chain), tuple(probes), stopped)
+        started = time.monotonic()
+        progress.stage(
+            f"training probe {len(probes) + 1} (step {step} of {len(chain) - 1}, "
+            f"~{math.ceil(math.log2(over - within))} left): {chain[step].describe()}"
+        )
+        probe = _probe(step, len(chain) - 1, chain[step], model, train, shrink, load, steps_per_epoch, measure, state)
+        longest = max(longest, time.monotonic() - started)
+        probes.append(probe)
+        within, over = (step, over) if probe.within_budget else (within, step)
+    return TrainingSearch(tuple(scans), len(chain), tuple(probes))
+
+
+def training_steps(allocation: Allocation, shrink: ShrinkOptions, steps_per_epoch: int) -> list:
+    """The recipe steps that make an allocation: prune (if any layer is), then cluster keeping the zeros."""
+    pruned = {name: s for name, s in allocation.sparsity.items() if s > 0}
+    clustered = {name: k for name, k in allocation.clusters.items() if k is not None}
+    steps = []
+    if pruned:
+        steps.append(
+            {
+                "prune": {
+                    "target_sparsity": max(pruned.values()),
+                    "layer_sparsity": pruned,
+                    "layers": _only(pruned),
+                    "end_step": max(1, round(shrink.prune_epochs * PRUNE_END)) * steps_per_epoch,
+                    "epochs": shrink.prune_epochs,
+                    "batch_size": shrink.batch_size,
+                    "learning_rate": shrink.learning_rate,
+                }
+            }
+        )
+    if clustered:
+        steps.append(
+            {
+                "cluster": {
+                    "clusters": max(clustered.values()),
+                    "layer_clusters": clustered,
+                    "layers": _only(clustered),
+                    "preserve_sparsity": bool(pruned),
+                    "epochs": shrink.cluster_epochs,
+                    "batch_size": shrink.batch_size,
+                    "learning_rate": shrink.learning_rate * CLUSTER_LEARNING_RATE,
+                }
+            }
+        )
+    return steps
+
+
+def _scan(model, data: Dataset, names, state: Optional[SearchState]) -> list:
+    kept = state.load("scan") if state else None
+    if kept is not None:
+        return [LayerScan.from_dict(values) for values in kept[0]]
+    scans = scan_layers(model, data, names)
+    if state:
+        state.save("scan", [scan.to_dict() for scan in scans])
+    return scans
+
+
+def _probe(step, last, allocation, model, train, shrink, load, steps_per_epoch, measure, state) -> Candidate:
+    """One allocation fine-tuned as its recipe steps say, converted and measured (or the kept record)."""
+    record = f"probe-{step}"
+    kept = state.load(record) if state else None
+    if kept is not None:
+        values, tflite = kept
+        return Candidate(**{**values, "training": tuple(values["training"])}, tflite=tflite)
+    from tfcompress.jobs.cluster import cluster
+    from tfcompress.jobs.prune import prune
+
+    steps = tuple(training_steps(allocation, shrink, steps_per_epoch))
+    candidate = Candidate(
+        f"pruned+clustered {step}/{last}: {allocation.describe()}", "int8", {"per_tensor_dense": True}, training=steps
+    )
+    current = model
+    try:
+        for each in steps:
+            ((kind, options),) = each.items()
+            job = {"prune": prune, "cluster": cluster}[kind]
+            current = job(current, train, load=load, verbose=2, **options).keras_model
+    except TfcompressError as error:
+        measured = dataclasses.replace(candidate, error=str(error))
+    else:
+        with LoadedModel(current) as source:
+            measured = measure(candidate, source)
+    if state:
+        state.save(record, measured.to_dict(), measured.tflite)
+    return measured
+
+
+def _only(names) -> str:
+    return "^(" + "|".join(re.escape(name) for name in names) + ")$"

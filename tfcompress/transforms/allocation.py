@@ -1,0 +1,92 @@
+"""Per-layer sparsity and clusters from a sensitivity scan, ordered from the lightest touch to the heaviest.
+
+Each layer starts unpruned and unclustered. A move takes one layer one notch along one of
+its ladders (the next sparsity, or the next smaller cluster count); its price is the
+one-shot accuracy drop it adds (the scan's), its worth the coded bytes it saves. The chain
+takes, step by step, the move saving the most bytes per point of drop (free moves first,
+biggest first), so step i is one global aggressiveness, which `auto` bisects against the
+budget with every probe fine-tuned and measured. Drops add across layers, which is the
+scan's approximation; the fine-tuned measurement is what decides.
+"""
+
+import dataclasses
+import math
+from typing import Optional
+
+__all__ = ["Allocation", "allocation_chain", "coded_bytes", "INT8_VALUES"]
+
+INT8_VALUES = 256  # an unclustered int8 kernel: up to 256 distinct values
+_FREE = 0.01  # points: a smaller added drop is the scan's noise, the move is free
+
+
+@dataclasses.dataclass(frozen=True)
+class Allocation:
+    """Per-layer settings: a sparsity (0: not pruned) and a cluster count (None: not clustered)."""
+
+    sparsity: dict  # layer → fraction of zeros
+    clusters: dict  # layer → shared values, or None
+    estimated_bytes: float  # the scanned kernels, entropy-coded (see coded_bytes)
+    scan_drop: float  # the layers' one-shot drops added: a ranking, not a forecast
+
+    def describe(self) -> str:
+        return ", ".join(f"{name} {self.sparsity[name]:.0%}/{self.clusters[name] or 'int8'}" for name in self.sparsity)
+
+
+def coded_bytes(weights: int, sparsity: float, clusters: Optional[int]) -> float:
+    """What entropy coding (gzip, Huffman) can shrink an int8 kernel to: where the zeros are, plus
+    log2(clusters) bits for each kept weight."""
+    values = clusters or INT8_VALUES
+    return weights * (_binary_entropy(sparsity) + (1 - sparsity) * math.log2(values)) / 8
+
+
+def allocation_chain(scans) -> list:
+    """Allocations from none (step 0) to every layer at the end of both ladders, one notch per step."""
+    ladders = {scan.name: _ladders(scan) for scan in scans}
+    position = {scan.name: (0, 0) for scan in scans}  # (sparsity notch, cluster notch)
+    chain = [_allocation(scans, ladders, position)]
+    while True:
+        moves = [
+            (name, notches)
+            for name, (sparsity, clusters) in position.items()
+            for notches in ((sparsity + 1, clusters), (sparsity, clusters + 1))
+            if notches[0] < len(ladders[name][0]) and notches[1] < len(ladders[name][1])
+        ]
+        if not moves:
+            return chain
+        sizes = {scan.name: scan.weights for scan in scans}
+        name, notches = max(moves, key=lambda move: _worth(ladders, sizes, position, *move))
+        position = {**position, name: notches}
+        chain.append(_allocation(scans, ladders, position))
+
+
+def _ladders(scan) -> tuple:
+    """([(sparsity, drop)] from 0, [(clusters, drop)] from none); negative drops (noise) count as none."""
+    sparsities = [(0.0, 0.0)] + sorted((s, max(d, 0.0)) for s, d in scan.prune_drop.items())
+    clusters = [(None, 0.0)] + sorted(((k, max(d, 0.0)) for k, d in scan.cluster_drop.items()), reverse=True)
+    return sparsities, clusters
+
+
+def _worth(ladders, sizes, position, name, notches) -> tuple:
+    """(bytes saved per point of drop added, bytes saved): a move that adds no drop beats every other."""
+    before, after = (_point(ladders[name], sizes[name], where) for where in (position[name], notches))
+    saved, added = before[1] - after[1], after[0] - before[0]
+    return (saved / max(added, _FREE), saved)
+
+
+def _point(ladders, weights: int, notches) -> tuple:
+    (sparsity, sparsity_drop), (clusters, cluster_drop) = ladders[0][notches[0]], ladders[1][notches[1]]
+    return sparsity_drop + cluster_drop, coded_bytes(weights, sparsity, clusters)
+
+
+def _allocation(scans, ladders, position) -> Allocation:
+    points = {scan.name: _point(ladders[scan.name], scan.weights, position[scan.name]) for scan in scans}
+    return Allocation(
+        sparsity={name: ladders[name][0][position[name][0]][0] for name in position},
+        clusters={name: ladders[name][1][position[name][1]][0] for name in position},
+        estimated_bytes=sum(size for _, size in points.values()),
+        scan_drop=sum(drop for drop, _ in points.values()),
+    )
+
+
+def _binary_entropy(p: float) -> float:
+    return 0.0 if p in (0.0, 1.0) else -(p * math.log2(p) + (1 - p) * math.log2(1 - p))

@@ -1,0 +1,106 @@
+"""Per-layer sensitivity: each layer pruned alone and clustered alone, accuracy measured without fine-tuning.
+
+Deep Compression chose its per-layer sparsities from such a scan: a layer whose accuracy
+falls at 50% zeros needs a light hand, one that holds at 95% can take more. One-shot drops
+overstate what fine-tuning leaves, but they rank the layers and the steps of each ladder,
+which is all the allocation (transforms/allocation.py) uses them for. Pruning zeroes the
+smallest magnitudes, as tfmot's schedule does at its end; clustering is tfmot's, with its
+initial centroids, which is where fine-tuning starts.
+"""
+
+import dataclasses
+
+import numpy as np
+
+from tfcompress import progress
+from tfcompress.data import Dataset
+from tfcompress.errors import OptionError
+from tfcompress.transforms.cluster import ClusterOptions, apply_clustering, clusterable_layer_names, strip_clustering
+from tfcompress.transforms.prune import PruneOptions, prunable_layer_names
+from tfcompress.transforms.training import keras_accuracy
+
+__all__ = ["LayerScan", "scan_layers", "scanned_layer_names", "SPARSITIES", "CLUSTERS", "MIN_WEIGHTS"]
+
+SPARSITIES = (0.5, 0.7, 0.8, 0.9, 0.95, 0.97, 0.98, 0.99)
+CLUSTERS = (32, 16, 8, 4)
+MIN_WEIGHTS = 1000  # a smaller kernel is under 1 KB as int8: pruning it cannot pay for its risk
+
+
+@dataclasses.dataclass(frozen=True)
+class LayerScan:
+    """One layer's one-shot accuracy drops (points against the unchanged model)."""
+
+    name: str
+    weights: int  # elements of its kernel
+    prune_drop: dict  # sparsity → drop, the layer pruned alone
+    cluster_drop: dict  # clusters → drop, the layer clustered alone
+
+    def to_dict(self) -> dict:
+        return {
+            "name": self.name,
+            "weights": self.weights,
+            "prune_drop": {str(key): value for key, value in self.prune_drop.items()},
+            "cluster_drop": {str(key): value for key, value in self.cluster_drop.items()},
+        }
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "LayerScan":
+        return cls(
+            values["name"],
+            values["weights"],
+            {float(key): value for key, value in values["prune_drop"].items()},
+            {int(key): value for key, value in values["cluster_drop"].items()},
+        )
+
+
+def scanned_layer_names(model) -> list:
+    """The layers with a `kernel` (Dense, Conv) that both tfmot steps take, of at least `MIN_WEIGHTS` weights."""
+    try:
+        clusterable, _ = clusterable_layer_names(model, ClusterOptions(clusters=max(CLUSTERS)))
+        prunable = prunable_layer_names(model, PruneOptions())
+    except OptionError:  # nothing to prune or cluster
+        return []
+    return [
+        name
+        for name in prunable
+        if name in clusterable
+        and getattr(model.get_layer(name), "kernel", None) is not None
+        and np.prod(model.get_layer(name).kernel.shape) >= MIN_WEIGHTS
+    ]
+
+
+def scan_layers(model, data: Dataset, layers, *, sparsities=SPARSITIES, clusters=CLUSTERS) -> list:
+    """A `LayerScan` for each named layer, measured on labelled `data`; the model is left as it was."""
+    reference = keras_accuracy(model, data)
+    scans = []
+    for number, name in enumerate(layers, 1):
+        progress.stage(f"sensitivity scan: layer {number} of {len(layers)}, {name}")
+        kernel = model.get_layer(name).kernel
+        original = kernel.numpy()
+        prune_drop = {}
+        for sparsity in sparsities:
+            kernel.assign(_magnitude_pruned(original, sparsity))
+            prune_drop[sparsity] = _drop(reference, keras_accuracy(model, data))
+        kernel.assign(original)
+        cluster_drop = {count: _drop(reference, _clustered_accuracy(model, name, count, data)) for count in clusters}
+        scans.append(LayerScan(name, int(original.size), prune_drop, cluster_drop))
+    return scans
+
+
+def _magnitude_pruned(kernel: np.ndarray, sparsity: float) -> np.ndarray:
+    """The kernel with its `sparsity` fraction of smallest magnitudes set to zero."""
+    magnitudes = np.abs(kernel).ravel()
+    zeros = int(round(sparsity * magnitudes.size))
+    if zeros == 0:
+        return kernel
+    threshold = np.partition(magnitudes, zeros - 1)[zeros - 1]
+    return np.where(np.abs(kernel) <= threshold, 0.0, kernel).astype(kernel.dtype)
+
+
+def _clustered_accuracy(model, name: str, clusters: int, data: Dataset) -> float:
+    clustered = strip_clustering(apply_clustering(model, ClusterOptions(clusters=clusters, layers=f"^{name}$")))
+    return keras_accuracy(clustered, data)
+
+
+def _drop(reference: float, accuracy: float) -> float:
+    return round((reference - accuracy) * 100, 4)
