@@ -2,6 +2,7 @@
 
 import json
 
+import pytest
 import yaml
 
 from tfcompress.data import load_data
@@ -177,3 +178,43 @@ def test_time_budget_stops_the_search_before_a_probe_would_start(tf_keras):
         model, data, data, ShrinkOptions(), LoadOptions(), measure=None, deadline=time.monotonic() - 1
     )
     assert search.probes == () and "--time_budget" in search.stopped and len(search.scans) == 3
+
+
+def test_flash_objective_writes_the_lut_compressed_model_its_recipe_remakes(tmp_path):
+    from tfcompress import run_recipe
+
+    report = auto_job.auto(
+        MODEL,
+        calibration=CALIBRATION,
+        eval_data=EVAL,
+        train=CALIBRATION,
+        target="micro",
+        objective="flash",
+        prune_epochs=1,
+        cluster_epochs=1,
+        output=tmp_path / "m.tflite",
+    )
+    within = [c for c in report.candidates if c.within_budget]
+    assert report.chosen.flash_bytes == min(c.flash_bytes for c in within)
+    assert report.chosen.flash_bytes < 0.6 * report.chosen.size_bytes  # clustered: few index bits per weight
+    # LUT stores whole index bits: pruning a clustered layer adds the zero as a value and saves nothing.
+    assert all(not step.get("prune") for step in report.chosen.training)
+    recipe = yaml.safe_load((tmp_path / "m.recipe.yaml").read_text())
+    assert recipe["steps"][-1] == {"micro": {"per_tensor_dense": True, "compress": "lut"}}
+    run_recipe(
+        tmp_path / "m.recipe.yaml",
+        MODEL,
+        tmp_path / "remade",
+        train=CALIBRATION,
+        calibration=CALIBRATION,
+        eval_data=EVAL,
+    )
+    assert (tmp_path / "remade/micro/model.tflite").read_bytes() == (tmp_path / "m.tflite").read_bytes()
+
+
+def test_flash_objective_needs_the_micro_target():
+    from tfcompress.errors import OptionError
+    from tfcompress.options import AutoOptions
+
+    with pytest.raises(OptionError, match="add --target micro"):
+        AutoOptions(objective="flash")

@@ -359,14 +359,19 @@ class AnalyzeOptions:
             raise OptionError(f"weight_bits must be 8 or 4. Received: weight_bits={self.weight_bits}")
 
 
-OBJECTIVES = ("size", "latency", "arena")
+OBJECTIVES = ("size", "flash", "latency", "arena")
 AUTO_TARGETS = ("mobile", "micro")
 
 
 @dataclasses.dataclass(frozen=True)
 class AutoOptions:
     max_accuracy_drop: float = option(1.0, "Budget: points below the float model.")
-    objective: str = option("size", "What to minimise within the budget.", choices=OBJECTIVES)
+    objective: str = option(
+        "size",
+        "What to minimise within the budget: size (gzip bytes), flash (TFLite Micro with LUT-compressed "
+        "weights; needs --target micro), latency, or arena (TFLite Micro).",
+        choices=OBJECTIVES,
+    )
     target: str = option(
         "mobile",
         "Where the model runs: mobile (LiteRT: every candidate) or micro (TFLite Micro: full-integer int8 "
@@ -380,6 +385,11 @@ class AutoOptions:
         if self.objective not in OBJECTIVES:
             raise OptionError(
                 f"objective must be one of {', '.join(OBJECTIVES)}. Received: objective={self.objective!r}"
+            )
+        if self.objective == "flash" and self.target != "micro":
+            raise OptionError(
+                "objective flash is TFLite Micro's flash with LUT-compressed weights: add --target micro "
+                "(or use --objective size for a download's size)."
             )
 
 

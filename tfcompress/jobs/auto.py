@@ -27,10 +27,12 @@ from tfcompress.jobs._common import job_outputs, load_model
 from tfcompress.jobs._loaded import LoadedModel
 from tfcompress.jobs.analyze import analyze
 from tfcompress.jobs.convert import convert_loaded
+from tfcompress.jobs.micro_lut import lut_compress_verified
 from tfcompress.options import AutoOptions, GuardOptions, LoadOptions, ShrinkOptions, gather
 from tfcompress.report import library_versions, table
 from tfcompress.runtime import metrics
-from tfcompress.runtime.inspect import gzip_size
+from tfcompress.runtime.inspect import gzip_size, inspect_tflite
+from tfcompress.runtime.interpreter import quantize_inputs
 from tfcompress.transforms.qat import is_quantize_aware
 from tfcompress.transforms.training import labelled_data
 
@@ -39,6 +41,7 @@ _PERCENTILES = (99.99, 99.9)
 _FLOAT_LAYER_COUNTS = (1, 2, 4)
 _SAME = 1e-9  # a drop of exactly the budget (10 of 2,000 images for 0.5 pt) is within it
 _MICRO_CONVERSION = {"io_type": "int8", "batch_size": 1}  # what `micro` converts with, besides the options
+_LUT_CHECK_SAMPLES = 500  # as `micro --compress lut`: its outputs must equal the uncompressed model's
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,6 +52,7 @@ class Candidate:
     training: tuple = ()  # the recipe steps before the conversion ({"prune": {...}}, ...)
     size_bytes: Optional[int] = None
     gzip_bytes: Optional[int] = None  # what a download or an update ships: the `size` objective
+    flash_bytes: Optional[int] = None  # objective flash: the .tflite with LUT-compressed weights (then `tflite`)
     accuracy: Optional[float] = None
     accuracy_drop: Optional[float] = None
     latency_us: Optional[float] = None  # p50, LiteRT on this machine
@@ -163,7 +167,7 @@ def auto(
         )
         if written:
             outputs.bytes(output, chosen.tflite)
-            outputs.bytes(recipe_path, _recipe_yaml(chosen, options.max_accuracy_drop, options.target).encode())
+            outputs.bytes(recipe_path, _recipe_yaml(chosen, options).encode())
         outputs.file(
             plot_path,
             lambda path: plots.plot_candidates(
@@ -217,7 +221,7 @@ def _training_search(model, train, data, settings, measure, state_dir, deadline)
     from tfcompress.jobs._search_state import SearchState, search_key
     from tfcompress.jobs.auto_train import training_search
 
-    (calibration, evaluation), (_, shrink, load) = data, settings
+    (calibration, evaluation), (options, shrink, load) = data, settings
     training = labelled_data(train, model, load.preprocessing, load.reshape_data, "training")
     state = None
     if state_dir is not None:
@@ -232,7 +236,9 @@ def _training_search(model, train, data, settings, measure, state_dir, deadline)
             *(dataclasses.asdict(each) for each in settings),
         )
         state = SearchState(state_dir, key)
-    return training_search(model, training, evaluation, shrink, load, measure, state=state, deadline=deadline)
+    return training_search(
+        model, training, evaluation, shrink, load, measure, objective=options.objective, state=state, deadline=deadline
+    )
 
 
 def _candidates(model, calibration, target: str) -> list:
@@ -285,6 +291,14 @@ def _measured(candidate, source: LoadedModel, calibration, evaluation, options: 
             from tfcompress.runtime.tflm import measure_arena
 
             arena = measure_arena(report.tflite)[0]
+        tflite, flash = report.tflite, None
+        if micro and options.objective == "flash":
+            lut = lut_compress_verified(
+                tflite,
+                quantize_inputs(evaluation.take(_LUT_CHECK_SAMPLES).x, inspect_tflite(tflite).input_details()),
+                arena,
+            )
+            tflite, flash, arena = lut.model, len(lut.model), lut.arena_bytes
     except TfcompressError as error:
         return dataclasses.replace(candidate, error=str(error))
     drop = metrics.accuracy_drop(reference_accuracy, report.accuracy)
@@ -296,8 +310,9 @@ def _measured(candidate, source: LoadedModel, calibration, evaluation, options: 
         accuracy_drop=drop,
         latency_us=report.latency.p50,
         arena_bytes=arena,
+        flash_bytes=flash,
         within_budget=drop <= options.max_accuracy_drop + _SAME,
-        tflite=report.tflite,
+        tflite=tflite,
     )
 
 
@@ -316,7 +331,12 @@ def _qat_candidate(model, train, epochs, load: LoadOptions, measure) -> Candidat
 
 
 def _objective(candidate: Candidate, objective: str) -> Optional[float]:
-    return {"size": candidate.gzip_bytes, "latency": candidate.latency_us, "arena": candidate.arena_bytes}[objective]
+    return {
+        "size": candidate.gzip_bytes,
+        "flash": candidate.flash_bytes,
+        "latency": candidate.latency_us,
+        "arena": candidate.arena_bytes,
+    }[objective]
 
 
 def _mark_pareto(candidates: list, objective: str) -> list:
@@ -344,17 +364,17 @@ def _choose(candidates: list, objective: str, float32: Candidate) -> Optional[Ca
     return min(eligible, key=lambda c: (_objective(c, objective), c.gzip_bytes, c.accuracy_drop), default=None)
 
 
-def _recipe_yaml(chosen: Candidate, max_accuracy_drop: float, target: str) -> str:
+def _recipe_yaml(chosen: Candidate, options: AutoOptions) -> str:
     steps = [*chosen.training]
-    if target == "micro":
-        steps.append({"micro": chosen.options})
+    if options.target == "micro":
+        steps.append({"micro": {**chosen.options, **({"compress": "lut"} if options.objective == "flash" else {})}})
     else:
         steps.append({"convert": {"precision": chosen.precision, **chosen.options}})
     recipe = {
         "name": "auto",
         "description": f"chosen by tfcompress auto: {chosen.name}",
         "steps": steps,
-        "budgets": {"max_accuracy_drop": max_accuracy_drop},
+        "budgets": {"max_accuracy_drop": options.max_accuracy_drop},
     }
     return yaml.safe_dump(recipe, sort_keys=False)
 
@@ -377,13 +397,17 @@ def format_auto_report(report: AutoReport) -> str:
                 f"{candidate.accuracy_drop:+.2f}",
                 f"{candidate.latency_us:.1f}",
                 f"{candidate.arena_bytes:,}" if candidate.arena_bytes else "–",
+                f"{candidate.flash_bytes:,}" if candidate.flash_bytes else "–",
                 mark + over,
             )
         )
     lines = [
         f"auto: {report.model}, budget {report.max_accuracy_drop} pt, objective {report.objective}, "
         f"target {report.target}",
-        table(("candidate", "size (B)", "gzip (B)", "float32/gzip", "accuracy", "drop", "p50 (us)", "arena", ""), rows),
+        table(
+            ("candidate", "size (B)", "gzip (B)", "float32/gzip", "accuracy", "drop", "p50 (us)", "arena", "flash", ""),
+            rows,
+        ),
         *failed,
     ]
     if report.search is not None:

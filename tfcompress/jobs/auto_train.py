@@ -23,7 +23,7 @@ from tfcompress.jobs._loaded import LoadedModel
 from tfcompress.jobs._search_state import SearchState
 from tfcompress.jobs.auto import Candidate
 from tfcompress.options import LoadOptions, ShrinkOptions
-from tfcompress.transforms.allocation import Allocation, allocation_chain
+from tfcompress.transforms.allocation import Allocation, allocation_chain, coded_bytes, lut_bytes
 from tfcompress.transforms.layer_scan import LayerScan, scan_layers, scanned_layer_names
 
 __all__ = ["TrainingSearch", "training_search", "training_steps", "SCAN_SAMPLES"]
@@ -56,16 +56,18 @@ def training_search(
     load: LoadOptions,
     measure,
     *,
+    objective: str = "size",
     state: Optional[SearchState] = None,
     deadline: Optional[float] = None,
 ) -> TrainingSearch:
     """Bisects the allocation chain for its most aggressive step within the budget; `measure(candidate,
-    source)` converts and measures one fine-tuned model; `deadline` is a `time.monotonic()` value."""
+    source)` converts and measures one fine-tuned model; the chain's estimate is the objective's (LUT
+    index bits for flash, entropy-coded bytes otherwise); `deadline` is a `time.monotonic()` value."""
     names = scanned_layer_names(model)
     if not names:
         return TrainingSearch((), 0, (), "no Dense or Conv layer of 1,000 weights or more to prune and cluster")
     scans = _scan(model, evaluation.take(SCAN_SAMPLES), names, state)
-    chain = allocation_chain(scans)
+    chain = allocation_chain(scans, lut_bytes if objective == "flash" else coded_bytes)
     steps_per_epoch = math.ceil(len(train) / shrink.batch_size)
     within, over, probes, longest = 0, len(chain), [], 0.0
     while over - within > 1:

@@ -13,7 +13,7 @@ import dataclasses
 import math
 from typing import Optional
 
-__all__ = ["Allocation", "allocation_chain", "coded_bytes", "INT8_VALUES"]
+__all__ = ["Allocation", "allocation_chain", "coded_bytes", "lut_bytes", "INT8_VALUES"]
 
 INT8_VALUES = 256  # an unclustered int8 kernel: up to 256 distinct values
 _FREE = 0.01  # points: a smaller added drop is the scan's noise, the move is free
@@ -25,7 +25,7 @@ class Allocation:
 
     sparsity: dict  # layer → fraction of zeros
     clusters: dict  # layer → shared values, or None
-    estimated_bytes: float  # the scanned kernels, entropy-coded (see coded_bytes)
+    estimated_bytes: float  # the scanned kernels as the objective stores them (coded_bytes, lut_bytes)
     scan_drop: float  # the layers' one-shot drops added: a ranking, not a forecast
 
     def describe(self) -> str:
@@ -39,11 +39,22 @@ def coded_bytes(weights: int, sparsity: float, clusters: Optional[int]) -> float
     return weights * (_binary_entropy(sparsity) + (1 - sparsity) * math.log2(values)) / 8
 
 
-def allocation_chain(scans) -> list:
-    """Allocations from none (step 0) to every layer at the end of both ladders, one notch per step."""
+def lut_bytes(weights: int, sparsity: float, clusters: Optional[int]) -> float:
+    """What TFLite Micro's LUT compression stores: a whole number of index bits per weight, for the
+    clusters plus the zero pruning keeps (so pruning a clustered layer saves nothing here, or costs a bit)."""
+    if clusters is None:
+        return float(weights)
+    values = clusters + (sparsity > 0)
+    return weights * max(1, math.ceil(math.log2(values))) / 8
+
+
+def allocation_chain(scans, cost=coded_bytes) -> list:
+    """Allocations from none (step 0), one notch per step, to the smallest `cost(weights, sparsity,
+    clusters)` estimate (later moves would only add drop)."""
     ladders = {scan.name: _ladders(scan) for scan in scans}
+    sizes = {scan.name: scan.weights for scan in scans}
     position = {scan.name: (0, 0) for scan in scans}  # (sparsity notch, cluster notch)
-    chain = [_allocation(scans, ladders, position)]
+    chain = [_allocation(scans, ladders, position, cost)]
     while True:
         moves = [
             (name, notches)
@@ -52,11 +63,11 @@ def allocation_chain(scans) -> list:
             if notches[0] < len(ladders[name][0]) and notches[1] < len(ladders[name][1])
         ]
         if not moves:
-            return chain
-        sizes = {scan.name: scan.weights for scan in scans}
-        name, notches = max(moves, key=lambda move: _worth(ladders, sizes, position, *move))
+            smallest = min(range(len(chain)), key=lambda step: chain[step].estimated_bytes)
+            return chain[: smallest + 1]
+        name, notches = max(moves, key=lambda move: _worth(ladders, sizes, position, cost, *move))
         position = {**position, name: notches}
-        chain.append(_allocation(scans, ladders, position))
+        chain.append(_allocation(scans, ladders, position, cost))
 
 
 def _ladders(scan) -> tuple:
@@ -66,20 +77,20 @@ def _ladders(scan) -> tuple:
     return sparsities, clusters
 
 
-def _worth(ladders, sizes, position, name, notches) -> tuple:
+def _worth(ladders, sizes, position, cost, name, notches) -> tuple:
     """(bytes saved per point of drop added, bytes saved): a move that adds no drop beats every other."""
-    before, after = (_point(ladders[name], sizes[name], where) for where in (position[name], notches))
+    before, after = (_point(ladders[name], sizes[name], where, cost) for where in (position[name], notches))
     saved, added = before[1] - after[1], after[0] - before[0]
     return (saved / max(added, _FREE), saved)
 
 
-def _point(ladders, weights: int, notches) -> tuple:
+def _point(ladders, weights: int, notches, cost) -> tuple:
     (sparsity, sparsity_drop), (clusters, cluster_drop) = ladders[0][notches[0]], ladders[1][notches[1]]
-    return sparsity_drop + cluster_drop, coded_bytes(weights, sparsity, clusters)
+    return sparsity_drop + cluster_drop, cost(weights, sparsity, clusters)
 
 
-def _allocation(scans, ladders, position) -> Allocation:
-    points = {scan.name: _point(ladders[scan.name], scan.weights, position[scan.name]) for scan in scans}
+def _allocation(scans, ladders, position, cost) -> Allocation:
+    points = {scan.name: _point(ladders[scan.name], scan.weights, position[scan.name], cost) for scan in scans}
     return Allocation(
         sparsity={name: ladders[name][0][position[name][0]][0] for name in position},
         clusters={name: ladders[name][1][position[name][1]][0] for name in position},
