@@ -30,3 +30,12 @@ def test_a_file_where_the_folder_goes_is_refused(tmp_path):
     (tmp_path / "best.auto").write_text("not a folder")
     with pytest.raises(TfcompressError, match="not a folder"):
         SearchState(tmp_path / "best.auto", "k")
+
+
+def test_a_users_files_in_the_folder_are_never_removed(tmp_path):
+    folder = tmp_path / "best.auto"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("mine")
+    SearchState(folder, "a").save("probe-1", {"n": 1}, b"x")
+    SearchState(folder, "b")  # another search: its own records go, the user's file stays
+    assert sorted(path.name for path in folder.iterdir()) == ["key.txt", "notes.txt"]

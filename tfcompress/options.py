@@ -408,7 +408,7 @@ class ShrinkOptions:
     batch_size: int = option(128, "Batch size of the probes' fine-tuning.", lower_bound=1)
     learning_rate: float = option(1e-3, "Adam learning rate while pruning; clustering uses a tenth of it.")
     time_budget: Optional[float] = option(
-        None, "Minutes the training search may take: no probe starts that the last one's time says would end later."
+        None, "Minutes auto may run in all: no probe starts that, by the longest one so far, would end later."
     )
 
     def __post_init__(self):

@@ -8,6 +8,7 @@ that go with it. A record without its bytes, or with other bytes, is measured ag
 
 import hashlib
 import json
+import re
 from pathlib import Path
 from typing import Optional
 
@@ -17,6 +18,8 @@ from tfcompress._io.files import write_atomic, write_json_atomic
 from tfcompress.errors import TfcompressError
 
 __all__ = ["SearchState", "search_key"]
+
+_RECORD = re.compile(r"[a-z]+(-\d+)?\.(json|bin)")
 
 
 def search_key(*parts) -> str:
@@ -43,8 +46,8 @@ class SearchState:
         self.folder.mkdir(exist_ok=True)
         key_file = self.folder / "key.txt"
         if not key_file.is_file() or key_file.read_text()[:100] != key:
-            for stale in self.folder.iterdir():
-                if stale.is_file() and not stale.is_symlink():
+            for stale in self.folder.iterdir():  # only what a search writes: never a user's file
+                if _RECORD.fullmatch(stale.name) and stale.is_file() and not stale.is_symlink():
                     stale.unlink()
             write_atomic(key_file, key.encode())
 

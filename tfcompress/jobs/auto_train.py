@@ -83,6 +83,7 @@ def training_search(
         )
         probe = _probe(step, len(chain) - 1, chain[step], model, train, shrink, load, steps_per_epoch, measure, state)
         longest = max(longest, time.monotonic() - started)
+        progress.stage(f"training probe {len(probes) + 1}: {_outcome(probe)}")
         probes.append(probe)
         within, over = (step, over) if probe.within_budget else (within, step)
     return TrainingSearch(tuple(scans), len(chain), tuple(probes))
@@ -162,6 +163,13 @@ def _probe(step, last, allocation, model, train, shrink, load, steps_per_epoch, 
     if state:
         state.save(record, measured.to_dict(), measured.tflite)
     return measured
+
+
+def _outcome(probe: Candidate) -> str:
+    if probe.error:
+        return f"failed: {probe.error}"
+    verdict = "within the budget" if probe.within_budget else "over the budget"
+    return f"{probe.gzip_bytes:,} B after gzip, accuracy drop {probe.accuracy_drop:+.2f} pt, {verdict}"
 
 
 def _only(names) -> str:
