@@ -1072,6 +1072,17 @@ def _shrink(result: dict) -> str:
             f"**{row['gzip_ratio']:.1f}x** | {row['accuracy'] * 100:.2f}% | {row['accuracy_drop']:+.2f} | "
             f"{row['seconds'] / 60:.1f} min |"
         )
+    kill = result.get("kill")
+    if kill:
+        lines += [
+            "",
+            f"kill -9 (`--parts kill`, bundled 1,000 images, short probes): killed after {kill['probes_before_kill']} "
+            f"probe records, no output written at the kill: {'yes' if not kill['output_at_kill'] else 'NO'}; run "
+            f"again, it kept every record ({'yes' if kill['records_kept'] else 'NO'}), trained "
+            f"{kill['probes_after_kill']} more probes and wrote "
+            f"{'the same bytes' if kill['same_bytes'] else 'DIFFERENT bytes'} as an uninterrupted run "
+            f"({kill['seconds_resumed']:.0f} s resumed, {kill['seconds_uninterrupted']:.0f} s uninterrupted).",
+        ]
     pictures = sorted((RESULTS / "shrink").glob("*.png")) if (RESULTS / "shrink").exists() else []
     lines += ["", *[f"![{path.stem}](results/shrink/{path.name})" for path in pictures]]
     lines += ["", f"Versions: {_versions(result)}"]

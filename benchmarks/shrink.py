@@ -28,7 +28,11 @@ _DATA_DIR = flags.DEFINE_string(
     "data_dir", "/usr/share/datasets/fashion-mnist", "Fashion-MNIST IDX folder (apt-get install dataset-fashion-mnist)."
 )
 _MODELS = flags.DEFINE_list("models", ["lenet_300_100", "lenet5", "dscnn"], "Bundled sample models.")
-_PARTS = flags.DEFINE_list("parts", ["auto", "settings"], "auto: auto --train; settings: uniform and hand-picked.")
+_PARTS = flags.DEFINE_list(
+    "parts",
+    ["auto", "settings", "kill"],
+    "auto: auto --train; settings: uniform and hand-picked; kill: kill -9 of auto --train, then resumed.",
+)
 
 BUDGET = 1.0
 # Fine-tuning per model: (prune epochs, cluster epochs); batch 128, lr 1e-3 then 1e-4, as auto's defaults.
@@ -72,6 +76,10 @@ def main(argv):
         "--calibration": str(ROOT / "sample_models/data/fashion_mnist_calib.npz"),
     }
     result = render.stored_result("shrink", {"rows": []})
+    if "kill" in _PARTS.value:
+        with tempfile.TemporaryDirectory() as folder:
+            result["kill"] = kill_row(Path(folder))
+        render.write_result("shrink", result)
     for name in _MODELS.value:
         with tempfile.TemporaryDirectory() as folder:
             fresh = []
@@ -82,6 +90,7 @@ def main(argv):
         ran = {(row["how"], row["setting"]) for row in fresh}
         kept = [row for row in result["rows"] if row["model"] != name or (row["how"], row["setting"]) not in ran]
         result = {
+            **result,
             "benchmark": "shrink",
             "budget": BUDGET,
             "epochs": EPOCHS,
@@ -90,6 +99,40 @@ def main(argv):
         }
         render.write_result("shrink", result)  # after each model: a long run keeps what it finished
     render.render_all()
+
+
+def kill_row(folder: Path) -> dict:
+    """auto --train on the bundled data (short probes): once uninterrupted, and once killed with SIGKILL
+    after its second probe record, then run again: the same bytes, the records made before the kill kept."""
+    data = ROOT / "sample_models/data"
+    command = [
+        "tfcompress",
+        "auto",
+        str(ROOT / "sample_models/lenet_300_100.h5"),
+        *("--train", str(data / "fashion_mnist_calib.npz"), "--calibration", str(data / "fashion_mnist_calib.npz")),
+        *("--eval", str(data / "fashion_mnist_eval.npz"), "--prune_epochs", "2", "--cluster_epochs", "1"),
+    ]
+    uninterrupted = _run([*command, "-o", str(folder / "whole.tflite")])
+    killed = folder / "killed.tflite"
+    records = folder / "killed.auto"
+    process = subprocess.Popen([*command, "-o", str(killed)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    while len(list(records.glob("probe-*.json"))) < 2 and process.poll() is None:
+        time.sleep(0.2)
+    process.kill()
+    process.wait()
+    written_before_the_end = killed.exists() or any(folder.glob("killed.*.png"))
+    before = {path.name: path.stat().st_mtime_ns for path in records.glob("*.json")}
+    resumed = _run([*command, "-o", str(killed)])
+    after = {path.name: path.stat().st_mtime_ns for path in records.glob("*.json")}
+    return {
+        "probes_before_kill": len([name for name in before if name.startswith("probe-")]),
+        "records_kept": all(after.get(name) == stamp for name, stamp in before.items()),
+        "probes_after_kill": len([name for name in after if name.startswith("probe-") and name not in before]),
+        "output_at_kill": written_before_the_end,  # outputs appear only when the search is done
+        "same_bytes": killed.read_bytes() == (folder / "whole.tflite").read_bytes(),
+        "seconds_uninterrupted": round(uninterrupted, 1),
+        "seconds_resumed": round(resumed, 1),
+    }
 
 
 def settings_of(name: str) -> list:
