@@ -24,7 +24,7 @@ from tfcompress.jobs._search_state import SearchState
 from tfcompress.jobs.auto import Candidate
 from tfcompress.options import LoadOptions, ShrinkOptions
 from tfcompress.transforms.allocation import Allocation, allocation_chain, coded_bytes, lut_bytes
-from tfcompress.transforms.layer_scan import LayerScan, scan_layers, scanned_layer_names
+from tfcompress.transforms.layer_scan import MIN_WEIGHTS, LayerScan, scan_layers, scanned_layer_names
 
 __all__ = ["TrainingSearch", "training_search", "training_steps", "SCAN_SAMPLES"]
 
@@ -65,7 +65,9 @@ def training_search(
     index bits for flash, entropy-coded bytes otherwise); `deadline` is a `time.monotonic()` value."""
     names = scanned_layer_names(model)
     if not names:
-        return TrainingSearch((), 0, (), "no Dense or Conv layer of 1,000 weights or more to prune and cluster")
+        return TrainingSearch(
+            (), 0, (), f"no Dense or Conv layer of {MIN_WEIGHTS} weights or more to prune and cluster"
+        )
     scans = _scan(model, evaluation.take(SCAN_SAMPLES), names, state)
     chain = allocation_chain(scans, lut_bytes if objective == "flash" else coded_bytes)
     steps_per_epoch = math.ceil(len(train) / shrink.batch_size)

@@ -23,7 +23,7 @@ __all__ = ["LayerScan", "scan_layers", "scanned_layer_names", "SPARSITIES", "CLU
 
 SPARSITIES = (0.5, 0.7, 0.8, 0.9, 0.95, 0.97, 0.98, 0.99)
 CLUSTERS = (32, 16, 8, 4)
-MIN_WEIGHTS = 1000  # a smaller kernel is under 1 KB as int8: pruning it cannot pay for its risk
+MIN_WEIGHTS = 256  # fewer weights than this: a quarter of a KB as int8, not worth a scan
 
 
 @dataclasses.dataclass(frozen=True)
