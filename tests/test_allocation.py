@@ -47,3 +47,14 @@ def test_a_layer_that_falls_apart_stays_light_until_the_end():
     assert chain[first_fragile].sparsity["robust"] == 0.99  # it cost 0.5 pt there; the fragile one 10 at once
     # Negative one-shot drops (noise) count as none, never as a gain.
     assert allocation_chain([_scan("x", 5_000, (-0.3, 0.0, 1.0), (-0.1, 0.0))])[1].scan_drop == 0.0
+
+
+def test_for_lut_flash_the_chain_clusters_and_stops_before_pruning_would_add_a_value():
+    from tfcompress.transforms.allocation import lut_bytes
+
+    assert lut_bytes(8000, 0.0, None) == 8000 and lut_bytes(8000, 0.0, 4) == 2000
+    assert lut_bytes(8000, 0.9, 4) == 3000  # the zero is a fifth value: 3 index bits
+    scans = [_scan("big", 100_000, (0.0, 0.0, 0.0), (0.0, 0.1)), _scan("small", 2_000, (0.0, 0.0, 0.0), (0.0, 0.0))]
+    chain = allocation_chain(scans, lut_bytes)
+    assert all(s == 0.0 for a in chain for s in a.sparsity.values())
+    assert chain[-1].clusters == {"big": 4, "small": 4}
