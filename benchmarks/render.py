@@ -1064,6 +1064,9 @@ def _shrink(result: dict) -> str:
             )
             continue
         extra = ""
+        beaten = _beaten_by_auto(row)
+        if beaten:
+            extra = f" ({beaten})"
         if row["how"] == "auto --train":
             remade = "same bytes" if row["recipe_remakes_bytes"] else "DIFFERENT bytes"
             extra = f" ({row['probes']} probes of {row['chain_length'] - 1} steps; recipe re-run: {remade})"
@@ -1089,6 +1092,28 @@ def _shrink(result: dict) -> str:
     return "\n".join(lines)
 
 
+def _auto_probes(model: str) -> list:
+    """What `auto --train` measured for a model (results/shrink/MODEL.auto.json), pruned or not."""
+    path = RESULTS / "shrink" / f"{model}.auto.json"
+    candidates = json.loads(path.read_text())["candidates"] if path.exists() else []
+    return [c for c in candidates if c.get("gzip_bytes") is not None]
+
+
+def _beaten_by_auto(row: dict) -> str:
+    """For a uniform or hand-picked row: auto's smallest measured model at least as small and as accurate."""
+    if row["how"] == "auto --train" or not _auto_probes(row["model"]):
+        return ""
+    dominating = [
+        c
+        for c in _auto_probes(row["model"])
+        if c["gzip_bytes"] <= row["gzip_bytes"] and c["accuracy_drop"] <= row["accuracy_drop"] + 1e-9
+    ]
+    best = min(dominating, key=lambda c: c["gzip_bytes"], default=None)
+    if best is None:
+        return "auto measured nothing as small and as accurate"
+    return f"auto's {best['name'].split(':')[0]}: {best['gzip_bytes']:,} B at {best['accuracy_drop']:+.2f} pt"
+
+
 def _shrink_summary(result: dict) -> str:
     parts = []
     for model in dict.fromkeys(row["model"] for row in result["rows"]):
@@ -1098,7 +1123,13 @@ def _shrink_summary(result: dict) -> str:
         best = max(within, key=lambda row: row["gzip_ratio"], default=None)
         if auto is None:
             continue
-        versus = f"; best setting by hand {best['gzip_ratio']:.1f}x at {best['accuracy_drop']:+.2f} pt" if best else ""
+        versus = ""
+        if best:
+            beaten = _beaten_by_auto(best)
+            versus = (
+                f" (best uniform or hand-picked setting within the budget: {best['gzip_ratio']:.1f}x at "
+                f"{best['accuracy_drop']:+.2f} pt{'; ' + beaten if beaten else ''})"
+            )
         parts.append(
             f"{model} {auto['gzip_ratio']:.1f}x at {auto['accuracy_drop']:+.2f} pt in "
             f"{auto['seconds'] / 60:.0f} min{versus}"

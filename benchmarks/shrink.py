@@ -178,10 +178,12 @@ def auto_row(name: str, data: dict, folder: Path) -> dict:
             str(remade),
         ]
     )
+    kept = render.RESULTS / "shrink"
+    kept.mkdir(exist_ok=True)
+    (kept / f"{name}.auto.json").write_bytes((folder / "auto.json").read_bytes())  # every probe, for the front
     for picture in (".png", ".layers.png"):
         if output.with_suffix(picture).exists():
-            (render.RESULTS / "shrink").mkdir(exist_ok=True)
-            (render.RESULTS / "shrink" / f"{name}{picture}").write_bytes(output.with_suffix(picture).read_bytes())
+            (kept / f"{name}{picture}").write_bytes(output.with_suffix(picture).read_bytes())
     float32_bytes = report["float32"]["size_bytes"]
     return {
         "model": name,
