@@ -116,13 +116,13 @@ def test_auto_with_training_scans_bisects_resumes_and_its_recipe_remakes_the_byt
     from tfcompress import run_recipe
     from tfcompress.jobs import prune as prune_job
 
-    def search(output):
+    def search(output, budget=1.0):
         return auto_job.auto(
             MODEL,
             calibration=CALIBRATION,
             eval_data=EVAL,
             train=CALIBRATION,
-            max_accuracy_drop=1.0,
+            max_accuracy_drop=budget,
             prune_epochs=1,
             cluster_epochs=1,
             output=output,
@@ -164,19 +164,25 @@ def test_auto_with_training_scans_bisects_resumes_and_its_recipe_remakes_the_byt
     assert [c.name for c in again.candidates] == [c.name for c in report.candidates]
     assert (tmp_path / "again.tflite").read_bytes() == (tmp_path / "best.tflite").read_bytes()
 
+    # A tighter budget reuses the probes it passes through, judged against the new budget.
+    tight = search(tmp_path / "tight.tflite", budget=0.0)
+    first = {c.name: c for c in probes}
+    reused = [c for c in tight.candidates if c.name in first]
+    assert reused and all(c.gzip_bytes == first[c.name].gzip_bytes for c in reused)
+    assert all(c.within_budget == (c.accuracy_drop <= 0.0) for c in tight.candidates)
+
 
 def test_time_budget_stops_the_search_before_a_probe_would_start(tf_keras):
     import time
 
     from tfcompress.data import load_data
     from tfcompress.jobs.auto_train import training_search
-    from tfcompress.options import LoadOptions, ShrinkOptions
+    from tfcompress.options import AutoOptions, LoadOptions, ShrinkOptions
 
     model = tf_keras.models.load_model(MODEL, compile=False)
     data = load_data(EVAL)
-    search = training_search(
-        model, data, data, ShrinkOptions(), LoadOptions(), measure=None, deadline=time.monotonic() - 1
-    )
+    settings = (AutoOptions(), ShrinkOptions(), LoadOptions())
+    search = training_search(model, data, data, settings, measure=None, deadline=time.monotonic() - 1)
     assert search.probes == () and "--time_budget" in search.stopped and len(search.scans) == 3
 
 

@@ -65,6 +65,11 @@ class Candidate:
     def to_dict(self) -> dict:
         return {field.name: getattr(self, field.name) for field in dataclasses.fields(self) if field.name != "tflite"}
 
+    def judged(self, max_accuracy_drop: float) -> "Candidate":
+        """The candidate with `within_budget` set for this budget (a kept probe may meet a new one)."""
+        within = self.accuracy_drop is not None and self.accuracy_drop <= max_accuracy_drop + _SAME
+        return dataclasses.replace(self, within_budget=within)
+
 
 @dataclasses.dataclass(frozen=True)
 class AutoReport:
@@ -233,11 +238,13 @@ def _training_search(model, train, data, settings, measure, state_dir, deadline)
             calibration.x,
             evaluation.x,
             evaluation.y,
-            *(dataclasses.asdict(each) for each in settings),
+            {**dataclasses.asdict(options), "max_accuracy_drop": None},  # probes are judged when used
+            dataclasses.asdict(shrink),
+            dataclasses.asdict(load),
         )
         state = SearchState(state_dir, key)
     return training_search(
-        model, training, evaluation, shrink, load, measure, objective=options.objective, state=state, deadline=deadline
+        model, training, evaluation, (options, shrink, load), measure, state=state, deadline=deadline
     )
 
 
@@ -302,7 +309,7 @@ def _measured(candidate, source: LoadedModel, calibration, evaluation, options: 
     except TfcompressError as error:
         return dataclasses.replace(candidate, error=str(error))
     drop = metrics.accuracy_drop(reference_accuracy, report.accuracy)
-    return dataclasses.replace(
+    measured = dataclasses.replace(
         candidate,
         size_bytes=report.size_bytes,
         gzip_bytes=gzip_size(report.tflite),
@@ -311,9 +318,9 @@ def _measured(candidate, source: LoadedModel, calibration, evaluation, options: 
         latency_us=report.latency.p50,
         arena_bytes=arena,
         flash_bytes=flash,
-        within_budget=drop <= options.max_accuracy_drop + _SAME,
         tflite=tflite,
     )
+    return measured.judged(options.max_accuracy_drop)
 
 
 def _qat_candidate(model, train, epochs, load: LoadOptions, measure) -> Candidate:

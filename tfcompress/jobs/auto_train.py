@@ -22,7 +22,7 @@ from tfcompress.errors import TfcompressError
 from tfcompress.jobs._loaded import LoadedModel
 from tfcompress.jobs._search_state import SearchState
 from tfcompress.jobs.auto import Candidate
-from tfcompress.options import LoadOptions, ShrinkOptions
+from tfcompress.options import ShrinkOptions
 from tfcompress.transforms.allocation import Allocation, allocation_chain, coded_bytes, lut_bytes
 from tfcompress.transforms.layer_scan import MIN_WEIGHTS, LayerScan, scan_layers, scanned_layer_names
 
@@ -52,24 +52,24 @@ def training_search(
     model,
     train: Dataset,
     evaluation: Dataset,
-    shrink: ShrinkOptions,
-    load: LoadOptions,
+    settings: tuple,
     measure,
     *,
-    objective: str = "size",
     state: Optional[SearchState] = None,
     deadline: Optional[float] = None,
 ) -> TrainingSearch:
-    """Bisects the allocation chain for its most aggressive step within the budget; `measure(candidate,
-    source)` converts and measures one fine-tuned model; the chain's estimate is the objective's (LUT
-    index bits for flash, entropy-coded bytes otherwise); `deadline` is a `time.monotonic()` value."""
+    """Bisects the allocation chain for its most aggressive step within the budget; `settings` are
+    auto's (AutoOptions, ShrinkOptions, LoadOptions); `measure(candidate, source)` converts and measures
+    one fine-tuned model; the chain's estimate is the objective's (LUT index bits for flash,
+    entropy-coded bytes otherwise); `deadline` is a `time.monotonic()` value."""
+    options, shrink, load = settings
     names = scanned_layer_names(model)
     if not names:
         return TrainingSearch(
             (), 0, (), f"no Dense or Conv layer of {MIN_WEIGHTS} weights or more to prune and cluster"
         )
     scans = _scan(model, evaluation.take(SCAN_SAMPLES), names, state)
-    chain = allocation_chain(scans, lut_bytes if objective == "flash" else coded_bytes)
+    chain = allocation_chain(scans, lut_bytes if options.objective == "flash" else coded_bytes)
     steps_per_epoch = math.ceil(len(train) / shrink.batch_size)
     within, over, probes, longest = 0, len(chain), [], 0.0
     while over - within > 1:
@@ -83,7 +83,7 @@ def training_search(
             f"training probe {len(probes) + 1} (step {step} of {len(chain) - 1}, "
             f"~{math.ceil(math.log2(over - within))} left): {chain[step].describe()}"
         )
-        probe = _probe(step, len(chain) - 1, chain[step], model, train, shrink, load, steps_per_epoch, measure, state)
+        probe = _probe(step, len(chain) - 1, chain[step], model, train, settings, steps_per_epoch, measure, state)
         longest = max(longest, time.monotonic() - started)
         progress.stage(f"training probe {len(probes) + 1}: {_outcome(probe)}")
         probes.append(probe)
@@ -137,13 +137,16 @@ def _scan(model, data: Dataset, names, state: Optional[SearchState]) -> list:
     return scans
 
 
-def _probe(step, last, allocation, model, train, shrink, load, steps_per_epoch, measure, state) -> Candidate:
-    """One allocation fine-tuned as its recipe steps say, converted and measured (or the kept record)."""
+def _probe(step, last, allocation, model, train, settings, steps_per_epoch, measure, state) -> Candidate:
+    """One allocation fine-tuned as its recipe steps say, converted and measured (or the kept record,
+    judged against this run's budget)."""
+    options, shrink, load = settings
     record = f"probe-{step}"
     kept = state.load(record) if state else None
     if kept is not None:
         values, tflite = kept
-        return Candidate(**{**values, "training": tuple(values["training"])}, tflite=tflite)
+        kept = Candidate(**{**values, "training": tuple(values["training"])}, tflite=tflite)
+        return kept.judged(options.max_accuracy_drop)
     from tfcompress.jobs.cluster import cluster
     from tfcompress.jobs.prune import prune
 
