@@ -1067,7 +1067,7 @@ def _shrink(result: dict) -> str:
         beaten = _beaten_by_auto(row)
         if beaten:
             extra = f" ({beaten})"
-        if row["how"] == "auto --train":
+        if row["how"].startswith("auto"):
             remade = "same bytes" if row["recipe_remakes_bytes"] else "DIFFERENT bytes"
             extra = f" ({row['probes']} probes of {row['chain_length'] - 1} steps; recipe re-run: {remade})"
         lines.append(
@@ -1094,14 +1094,14 @@ def _shrink(result: dict) -> str:
 
 def _auto_probes(model: str) -> list:
     """What `auto --train` measured for a model (results/shrink/MODEL.auto.json), pruned or not."""
-    path = RESULTS / "shrink" / f"{model}.auto.json"
-    candidates = json.loads(path.read_text())["candidates"] if path.exists() else []
+    reports = sorted((RESULTS / "shrink").glob(f"{model}.*auto.json")) if (RESULTS / "shrink").exists() else []
+    candidates = [c for path in reports for c in json.loads(path.read_text())["candidates"]]
     return [c for c in candidates if c.get("gzip_bytes") is not None]
 
 
 def _beaten_by_auto(row: dict) -> str:
     """For a uniform or hand-picked row: auto's smallest measured model at least as small and as accurate."""
-    if row["how"] == "auto --train" or not _auto_probes(row["model"]):
+    if row["how"].startswith("auto") or not _auto_probes(row["model"]):
         return ""
     dominating = [
         c
@@ -1119,7 +1119,8 @@ def _shrink_summary(result: dict) -> str:
     for model in dict.fromkeys(row["model"] for row in result["rows"]):
         rows = [row for row in result["rows"] if row["model"] == model and "gzip_bytes" in row]
         auto = next((row for row in rows if row["how"] == "auto --train"), None)
-        within = [row for row in rows if row["how"] != "auto --train" and row["accuracy_drop"] <= result["budget"]]
+        within = [row for row in rows if not row["how"].startswith("auto") and row["accuracy_drop"] <= result["budget"]]
+        tight = next((row for row in rows if row["how"].startswith("auto --train, the hand-picked")), None)
         best = max(within, key=lambda row: row["gzip_ratio"], default=None)
         if auto is None:
             continue
@@ -1128,8 +1129,14 @@ def _shrink_summary(result: dict) -> str:
             beaten = _beaten_by_auto(best)
             versus = (
                 f" (best uniform or hand-picked setting within the budget: {best['gzip_ratio']:.1f}x at "
-                f"{best['accuracy_drop']:+.2f} pt{'; ' + beaten if beaten else ''})"
+                f"{best['accuracy_drop']:+.2f} pt{'; ' + beaten if beaten else ''}"
             )
+            if tight:
+                versus += (
+                    f"; with that drop as its budget, auto {tight['gzip_ratio']:.1f}x at "
+                    f"{tight['accuracy_drop']:+.2f} pt"
+                )
+            versus += ")"
         parts.append(
             f"{model} {auto['gzip_ratio']:.1f}x at {auto['accuracy_drop']:+.2f} pt in "
             f"{auto['seconds'] / 60:.0f} min{versus}"

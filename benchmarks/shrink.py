@@ -30,8 +30,9 @@ _DATA_DIR = flags.DEFINE_string(
 _MODELS = flags.DEFINE_list("models", ["lenet_300_100", "lenet5", "dscnn"], "Bundled sample models.")
 _PARTS = flags.DEFINE_list(
     "parts",
-    ["auto", "settings", "kill"],
-    "auto: auto --train; settings: uniform and hand-picked; kill: kill -9 of auto --train, then resumed.",
+    ["auto", "settings", "tight", "kill"],
+    "auto: auto --train; settings: uniform and hand-picked; tight: auto --train with the best hand-picked "
+    "row's drop as budget; kill: kill -9 of auto --train, then resumed.",
 )
 
 BUDGET = 1.0
@@ -87,8 +88,10 @@ def main(argv):
                 fresh.append(auto_row(name, data, Path(folder)))
             if "settings" in _PARTS.value:
                 fresh += [setting_row(name, label, how, data, Path(folder)) for how, label in settings_of(name)]
-        ran = {(row["how"], row["setting"]) for row in fresh}
-        kept = [row for row in result["rows"] if row["model"] != name or (row["how"], row["setting"]) not in ran]
+            if "tight" in _PARTS.value:
+                fresh.append(tight_row(name, data, Path(folder), result["rows"] + fresh))
+        ran = {_identity(row) for row in fresh}
+        kept = [row for row in result["rows"] if row["model"] != name or _identity(row) not in ran]
         result = {
             **result,
             "benchmark": "shrink",
@@ -135,11 +138,24 @@ def kill_row(folder: Path) -> dict:
     }
 
 
+def tight_row(name: str, data: dict, folder: Path, rows: list) -> dict:
+    """auto --train with the best hand-picked row's accuracy drop as its budget: auto at the same accuracy."""
+    hand = [r for r in rows if r["model"] == name and r["how"] == "hand-picked" and r["accuracy_drop"] <= BUDGET]
+    best = max(hand, key=lambda row: row["gzip_ratio"])
+    budget = max(best["accuracy_drop"], 0.0)
+    return auto_row(name, data, folder, budget=budget, how="auto --train, the hand-picked row's drop as budget")
+
+
+def _identity(row: dict) -> tuple:
+    """Which stored row a fresh one replaces: an auto row by its budget, a setting by its label."""
+    return row["model"], row["how"], row.get("budget", BUDGET) if row["how"].startswith("auto") else row["setting"]
+
+
 def settings_of(name: str) -> list:
     return [("uniform", label) for label in UNIFORM[name]] + [("hand-picked", label) for label in HAND_PICKED[name]]
 
 
-def auto_row(name: str, data: dict, folder: Path) -> dict:
+def auto_row(name: str, data: dict, folder: Path, budget: float = BUDGET, how: str = "auto --train") -> dict:
     prune_epochs, cluster_epochs = EPOCHS[name]
     output = folder / f"{name}.tflite"
     command = [
@@ -148,7 +164,7 @@ def auto_row(name: str, data: dict, folder: Path) -> dict:
         str(ROOT / f"sample_models/{name}.h5"),
         *[part for flag, value in data.items() for part in (flag, value)],
         "--max_accuracy_drop",
-        str(BUDGET),
+        str(budget),
         "--objective",
         "size",
         "--prune_epochs",
@@ -164,7 +180,7 @@ def auto_row(name: str, data: dict, folder: Path) -> dict:
     report = json.loads((folder / "auto.json").read_text())
     chosen = next((c for c in report["candidates"] if c["name"] == report["chosen"]), None)
     if chosen is None:
-        return {"model": name, "how": "auto --train", "setting": "nothing within the budget", "seconds": seconds}
+        return {"model": name, "how": how, "budget": budget, "setting": "nothing within the budget", "seconds": seconds}
     remade = folder / "remade"
     _run(
         [
@@ -180,14 +196,16 @@ def auto_row(name: str, data: dict, folder: Path) -> dict:
     )
     kept = render.RESULTS / "shrink"
     kept.mkdir(exist_ok=True)
-    (kept / f"{name}.auto.json").write_bytes((folder / "auto.json").read_bytes())  # every probe, for the front
+    report_name = f"{name}.auto.json" if budget == BUDGET else f"{name}.budget-{budget}.auto.json"
+    (kept / report_name).write_bytes((folder / "auto.json").read_bytes())  # every probe, for the front
     for picture in (".png", ".layers.png"):
         if output.with_suffix(picture).exists():
             (kept / f"{name}{picture}").write_bytes(output.with_suffix(picture).read_bytes())
     float32_bytes = report["float32"]["size_bytes"]
     return {
         "model": name,
-        "how": "auto --train",
+        "how": how,
+        "budget": budget,
         "setting": chosen["name"],
         "gzip_bytes": chosen["gzip_bytes"],
         "float32_bytes": float32_bytes,
