@@ -157,9 +157,9 @@ def _probe(step, last, allocation, model, train, settings, steps_per_epoch, meas
     current = model
     try:
         for each in steps:
-            ((kind, options),) = each.items()
+            ((kind, step_options),) = each.items()
             job = {"prune": prune, "cluster": cluster}[kind]
-            current = job(current, train, load=load, verbose=2, **options).keras_model
+            current = job(current, train, load=load, verbose=2, **step_options).keras_model
     except TfcompressError as error:
         measured = dataclasses.replace(candidate, error=str(error))
     else:

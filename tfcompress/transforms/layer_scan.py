@@ -78,10 +78,12 @@ def scan_layers(model, data: Dataset, layers, *, sparsities=SPARSITIES, clusters
         kernel = model.get_layer(name).kernel
         original = kernel.numpy()
         prune_drop = {}
-        for sparsity in sparsities:
-            kernel.assign(_magnitude_pruned(original, sparsity))
-            prune_drop[sparsity] = _drop(reference, keras_accuracy(model, data))
-        kernel.assign(original)
+        try:
+            for sparsity in sparsities:
+                kernel.assign(_magnitude_pruned(original, sparsity))
+                prune_drop[sparsity] = _drop(reference, keras_accuracy(model, data))
+        finally:
+            kernel.assign(original)
         cluster_drop = {count: _drop(reference, _clustered_accuracy(model, name, count, data)) for count in clusters}
         scans.append(LayerScan(name, int(original.size), prune_drop, cluster_drop))
     return scans
