@@ -2,6 +2,7 @@
 
 import json
 
+import numpy as np
 import pytest
 import yaml
 
@@ -181,9 +182,11 @@ def test_time_budget_stops_the_search_before_a_probe_would_start(tf_keras):
 
     model = tf_keras.models.load_model(MODEL, compile=False)
     data = load_data(EVAL)
+    weights = [w.copy() for w in model.get_weights()]
     settings = (AutoOptions(), ShrinkOptions(), LoadOptions())
     search = training_search(model, data, data, settings, measure=None, deadline=time.monotonic() - 1)
     assert search.probes == () and "--time_budget" in search.stopped and len(search.scans) == 3
+    assert all(np.array_equal(a, b) for a, b in zip(weights, model.get_weights()))  # the scan put every kernel back
 
 
 def test_flash_objective_writes_the_lut_compressed_model_its_recipe_remakes(tmp_path):
