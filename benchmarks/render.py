@@ -1049,7 +1049,8 @@ def _shrink(result: dict) -> str:
         "",
         f"Every row through the CLI on the 60,000 training and 10,000 test images of Fashion-MNIST, budget "
         f"{result['budget']} pt. `auto --train` was given no per-layer numbers: it scans each layer, bisects "
-        "a chain of per-layer sparsities and cluster counts, fine-tunes every probe, and its recipe is re-run with "
+        "a chain of per-layer sparsities and cluster counts (then the first step over the budget with its "
+        "least-saving moves taken back), fine-tunes every probe, and its recipe is re-run with "
         "`tfcompress run`. Uniform and hand-picked rows are the same prune → cluster (zeros kept) → int8 "
         f"(per-tensor Dense) recipe with the same epochs per probe (prune + cluster: {epochs}; batch 128, "
         "lr 1e-3 then 1e-4). Ratio: float32 `.tflite` over the gzip of the int8 `.tflite`.",

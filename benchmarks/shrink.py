@@ -28,6 +28,7 @@ _DATA_DIR = flags.DEFINE_string(
     "data_dir", "/usr/share/datasets/fashion-mnist", "Fashion-MNIST IDX folder (apt-get install dataset-fashion-mnist)."
 )
 _MODELS = flags.DEFINE_list("models", ["lenet_300_100", "lenet5", "dscnn"], "Bundled sample models.")
+_TIME_BUDGET = flags.DEFINE_float("time_budget", None, "auto's --time_budget in minutes, if any (kept in the row).")
 _PARTS = flags.DEFINE_list(
     "parts",
     ["auto", "settings", "tight", "kill"],
@@ -139,10 +140,11 @@ def kill_row(folder: Path) -> dict:
 
 
 def tight_row(name: str, data: dict, folder: Path, rows: list) -> dict:
-    """auto --train with the best hand-picked row's accuracy drop as its budget: auto at the same accuracy."""
+    """auto --train with the best hand-picked row's accuracy drop as its budget: auto at the same accuracy
+    (a negative drop too: a fine-tuned model can beat the float one)."""
     hand = [r for r in rows if r["model"] == name and r["how"] == "hand-picked" and r["accuracy_drop"] <= BUDGET]
     best = max(hand, key=lambda row: row["gzip_ratio"])
-    budget = max(best["accuracy_drop"], 0.0)
+    budget = best["accuracy_drop"]
     return auto_row(name, data, folder, budget=budget, how="auto --train, the hand-picked row's drop as budget")
 
 
@@ -163,8 +165,8 @@ def auto_row(name: str, data: dict, folder: Path, budget: float = BUDGET, how: s
         "auto",
         str(ROOT / f"sample_models/{name}.h5"),
         *[part for flag, value in data.items() for part in (flag, value)],
-        "--max_accuracy_drop",
-        str(budget),
+        f"--max_accuracy_drop={budget}",  # = keeps a negative budget a value
+        *(["--time_budget", str(_TIME_BUDGET.value)] if _TIME_BUDGET.value else []),
         "--objective",
         "size",
         "--prune_epochs",
@@ -196,11 +198,11 @@ def auto_row(name: str, data: dict, folder: Path, budget: float = BUDGET, how: s
     )
     kept = render.RESULTS / "shrink"
     kept.mkdir(exist_ok=True)
-    report_name = f"{name}.auto.json" if budget == BUDGET else f"{name}.budget-{budget}.auto.json"
-    (kept / report_name).write_bytes((folder / "auto.json").read_bytes())  # every probe, for the front
+    stem = name if budget == BUDGET else f"{name}.budget-{budget}"
+    (kept / f"{stem}.auto.json").write_bytes((folder / "auto.json").read_bytes())  # every probe, for the front
     for picture in (".png", ".layers.png"):
         if output.with_suffix(picture).exists():
-            (kept / f"{name}{picture}").write_bytes(output.with_suffix(picture).read_bytes())
+            (kept / f"{stem}{picture}").write_bytes(output.with_suffix(picture).read_bytes())
     float32_bytes = report["float32"]["size_bytes"]
     return {
         "model": name,
@@ -216,6 +218,7 @@ def auto_row(name: str, data: dict, folder: Path, budget: float = BUDGET, how: s
         "seconds": round(seconds, 1),
         "probes": len([c for c in report["candidates"] if c["name"].startswith("pruned+clustered")]),
         "chain_length": report["search"]["chain_length"],
+        "stopped": report["search"]["stopped"],
         "recipe_remakes_bytes": (remade / "model.tflite").read_bytes() == output.read_bytes(),
         "training": chosen["training"],
     }

@@ -58,3 +58,25 @@ def test_for_lut_flash_the_chain_clusters_and_stops_before_pruning_would_add_a_v
     chain = allocation_chain(scans, lut_bytes)
     assert all(s == 0.0 for a in chain for s in a.sparsity.values())
     assert chain[-1].clusters == {"big": 4, "small": 4}
+
+
+def test_relieved_allocations_take_back_the_least_saving_moves_and_stay_between_the_two_steps():
+    from tfcompress.transforms.allocation import relieved_allocations
+
+    scans = [
+        _scan("big", 100_000, (0.0, 0.4, 8.0), (0.0, 1.0)),
+        _scan("head", 800, (0.5, 3.0, 30.0), (0.0, 0.0)),  # "free" to cluster, by the scan
+    ]
+    chain = allocation_chain(scans)
+    step = next(i for i, a in enumerate(chain) if a.sparsity["big"] == 0.99)  # the big layer's costly last notch
+    relieved = relieved_allocations(chain, step)
+    assert relieved, [a.describe() for a in chain]
+    sizes = [a.estimated_bytes for a in relieved]
+    assert (
+        chain[step].estimated_bytes < sizes[0]
+        and sizes == sorted(sizes)
+        and sizes[-1] < chain[step - 1].estimated_bytes
+    )
+    assert all(a.sparsity["big"] == 0.99 and a.clusters["big"] == chain[step].clusters["big"] for a in relieved)
+    # The head's cluster moves saved least: taken back first, its last one first.
+    assert relieved[0].clusters["head"] == 16 and chain[step].clusters["head"] == 4

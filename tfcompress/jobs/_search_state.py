@@ -19,7 +19,7 @@ from tfcompress.errors import TfcompressError
 
 __all__ = ["SearchState", "search_key"]
 
-_RECORD = re.compile(r"[a-z]+(-\d+)?\.(json|bin)")
+_RECORD = re.compile(r"[a-z]+(-\d+){0,2}\.(json|bin)")
 
 
 def search_key(*parts) -> str:

@@ -435,6 +435,6 @@ def _search_line(search, scan_plot) -> str:
         return f"training search: {search.stopped}"
     line = (
         f"training search: {len(search.scans)} layers scanned ({scan_plot or 'no plot'}), "
-        f"{len(search.probes)} of {search.chain_length - 1} allocation steps fine-tuned by bisection"
+        f"{len(search.probes)} allocations of a {search.chain_length - 1}-step chain fine-tuned by bisection"
     )
     return line + (f"; {search.stopped}" if search.stopped else "")

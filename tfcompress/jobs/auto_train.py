@@ -1,5 +1,7 @@
 """`auto --train`'s pruned and clustered candidates: a per-layer sensitivity scan, a chain of
-allocations from it, and a bisection of the chain against the budget.
+allocations from it, and a bisection of the chain against the budget; then a second bisection
+between its last step within the budget and the first over it, that step with its least-saving
+earlier moves taken back (transforms/allocation.py's `relieved_allocations`).
 
 The scan is cheap (no fine-tuning). Each probe of the bisection is the recipe a user would
 run, prune then cluster keeping the zeros, fine-tuned for minutes and measured like every
@@ -23,12 +25,18 @@ from tfcompress.jobs._loaded import LoadedModel
 from tfcompress.jobs._search_state import SearchState
 from tfcompress.jobs.auto import Candidate
 from tfcompress.options import ShrinkOptions
-from tfcompress.transforms.allocation import Allocation, allocation_chain, coded_bytes, lut_bytes
+from tfcompress.transforms.allocation import (
+    Allocation,
+    allocation_chain,
+    coded_bytes,
+    lut_bytes,
+    relieved_allocations,
+)
 from tfcompress.transforms.layer_scan import MIN_WEIGHTS, LayerScan, scan_layers, scanned_layer_names
 
 __all__ = ["TrainingSearch", "training_search", "training_steps", "SCAN_SAMPLES"]
 
-SCAN_SAMPLES = 2000  # images of the eval data for the scan: 0.05 pt resolution is enough to rank layers
+SCAN_SAMPLES = 2000  # eval images to measure on (0.05 pt ranks layers); as many training images settle BN
 PRUNE_END = 2 / 3  # of the pruning epochs; the rest fine-tunes at the final sparsity
 CLUSTER_LEARNING_RATE = 0.1  # of the pruning learning rate: the centroids only settle
 
@@ -58,7 +66,8 @@ def training_search(
     state: Optional[SearchState] = None,
     deadline: Optional[float] = None,
 ) -> TrainingSearch:
-    """Bisects the allocation chain for its most aggressive step within the budget; `settings` are
+    """Bisects the allocation chain for its most aggressive step within the budget, then the relief
+    between that step and the next; `settings` are
     auto's (AutoOptions, ShrinkOptions, LoadOptions); `measure(candidate, source)` converts and measures
     one fine-tuned model; the chain's estimate is the objective's (LUT index bits for flash,
     entropy-coded bytes otherwise); `deadline` is a `time.monotonic()` value."""
@@ -68,27 +77,81 @@ def training_search(
         return TrainingSearch(
             (), 0, (), f"no Dense or Conv layer of {MIN_WEIGHTS} weights or more to prune and cluster"
         )
-    scans = _scan(model, evaluation.take(SCAN_SAMPLES), names, state)
+    scans = _scan(model, evaluation.take(SCAN_SAMPLES), train.take(SCAN_SAMPLES).x, names, state)
     chain = allocation_chain(scans, lut_bytes if options.objective == "flash" else coded_bytes)
-    steps_per_epoch = math.ceil(len(train) / shrink.batch_size)
-    within, over, probes, longest = 0, len(chain), [], 0.0
-    while over - within > 1:
-        step = (within + over) // 2
-        if deadline is not None and time.monotonic() + longest > deadline:
-            stopped = f"--time_budget reached after {len(probes)} probe(s); the search had not converged"
-            logging.warning("auto: %s", stopped)
-            return TrainingSearch(tuple(scans), len(chain), tuple(probes), stopped)
-        started = time.monotonic()
-        progress.stage(
-            f"training probe {len(probes) + 1} (step {step} of {len(chain) - 1}, "
-            f"~{math.ceil(math.log2(over - within))} left): {chain[step].describe()}"
+    prober = _Prober(model, train, settings, measure, state, deadline)
+    last = len(chain) - 1
+    over = prober.bisect(chain, 0, len(chain), lambda step: (f"probe-{step}", f"{step}/{last}"))
+    if 1 < over < len(chain) and not prober.stopped:  # step `over` failed, the one before it passed
+        relieved = relieved_allocations(chain, over)  # between the two, least aggressive last
+        between = [chain[over - 1], *reversed(relieved), chain[over]]
+        back = len(between) - 1  # index → moves taken back: len(relieved) at 1, one at the end's neighbour
+        prober.bisect(between, 0, back, lambda i: (f"probe-{over}-{back - i}", f"{over}/{last} -{back - i}"))
+    return TrainingSearch(tuple(scans), len(chain), tuple(prober.probes), prober.stopped)
+
+
+class _Prober:
+    """Fine-tunes and measures allocations, each kept as it finishes, while the deadline allows."""
+
+    def __init__(self, model, train: Dataset, settings: tuple, measure, state: Optional[SearchState], deadline):
+        self.model, self.train, self.settings, self.measure = model, train, settings, measure
+        self.state, self.deadline = state, deadline
+        self.steps_per_epoch = math.ceil(len(train) / settings[1].batch_size)
+        self.probes, self.longest, self.stopped = [], 0.0, None
+
+    def bisect(self, allocations: list, within: int, over: int, names) -> int:
+        """The first index over the budget in `allocations` (least aggressive first), between `within`
+        (known within the budget) and `over` (known over it, or the end); `names(index)` is a probe's
+        (record, label)."""
+        while over - within > 1:
+            if self.deadline is not None and time.monotonic() + self.longest > self.deadline:
+                self.stopped = f"--time_budget reached after {len(self.probes)} probe(s); the search had not converged"
+                logging.warning("auto: %s", self.stopped)
+                break
+            index = (within + over) // 2
+            record, label = names(index)
+            started = time.monotonic()
+            progress.stage(
+                f"training probe {len(self.probes) + 1} ({label}, ~{math.ceil(math.log2(over - within))} left): "
+                f"{allocations[index].describe()}"
+            )
+            probe = self._probe(record, label, allocations[index])
+            self.longest = max(self.longest, time.monotonic() - started)
+            progress.stage(f"training probe {len(self.probes) + 1}: {_outcome(probe)}")
+            self.probes.append(probe)
+            within, over = (index, over) if probe.within_budget else (within, index)
+        return over
+
+    def _probe(self, record: str, label: str, allocation: Allocation) -> Candidate:
+        """One allocation fine-tuned as its recipe steps say, converted and measured (or the kept record,
+        judged against this run's budget)."""
+        options, shrink, load = self.settings
+        kept = self.state.load(record) if self.state else None
+        if kept is not None:
+            values, tflite = kept
+            kept = Candidate(**{**values, "training": tuple(values["training"])}, tflite=tflite)
+            return kept.judged(options.max_accuracy_drop)
+        from tfcompress.jobs.cluster import cluster
+        from tfcompress.jobs.prune import prune
+
+        steps = tuple(training_steps(allocation, shrink, self.steps_per_epoch))
+        candidate = Candidate(
+            f"pruned+clustered {label}: {allocation.describe()}", "int8", {"per_tensor_dense": True}, training=steps
         )
-        probe = _probe(step, len(chain) - 1, chain[step], model, train, settings, steps_per_epoch, measure, state)
-        longest = max(longest, time.monotonic() - started)
-        progress.stage(f"training probe {len(probes) + 1}: {_outcome(probe)}")
-        probes.append(probe)
-        within, over = (step, over) if probe.within_budget else (within, step)
-    return TrainingSearch(tuple(scans), len(chain), tuple(probes))
+        current = self.model
+        try:
+            for each in steps:
+                ((kind, step_options),) = each.items()
+                job = {"prune": prune, "cluster": cluster}[kind]
+                current = job(current, self.train, load=load, verbose=2, **step_options).keras_model
+        except TfcompressError as error:
+            measured = dataclasses.replace(candidate, error=str(error))
+        else:
+            with LoadedModel(current) as source:
+                measured = self.measure(candidate, source)
+        if self.state:
+            self.state.save(record, measured.to_dict(), measured.tflite)
+        return measured
 
 
 def training_steps(allocation: Allocation, shrink: ShrinkOptions, steps_per_epoch: int) -> list:
@@ -127,47 +190,14 @@ def training_steps(allocation: Allocation, shrink: ShrinkOptions, steps_per_epoc
     return steps
 
 
-def _scan(model, data: Dataset, names, state: Optional[SearchState]) -> list:
+def _scan(model, data: Dataset, images, names, state: Optional[SearchState]) -> list:
     kept = state.load("scan") if state else None
     if kept is not None:
         return [LayerScan.from_dict(values) for values in kept[0]]
-    scans = scan_layers(model, data, names)
+    scans = scan_layers(model, data, names, images=images)
     if state:
         state.save("scan", [scan.to_dict() for scan in scans])
     return scans
-
-
-def _probe(step, last, allocation, model, train, settings, steps_per_epoch, measure, state) -> Candidate:
-    """One allocation fine-tuned as its recipe steps say, converted and measured (or the kept record,
-    judged against this run's budget)."""
-    options, shrink, load = settings
-    record = f"probe-{step}"
-    kept = state.load(record) if state else None
-    if kept is not None:
-        values, tflite = kept
-        kept = Candidate(**{**values, "training": tuple(values["training"])}, tflite=tflite)
-        return kept.judged(options.max_accuracy_drop)
-    from tfcompress.jobs.cluster import cluster
-    from tfcompress.jobs.prune import prune
-
-    steps = tuple(training_steps(allocation, shrink, steps_per_epoch))
-    candidate = Candidate(
-        f"pruned+clustered {step}/{last}: {allocation.describe()}", "int8", {"per_tensor_dense": True}, training=steps
-    )
-    current = model
-    try:
-        for each in steps:
-            ((kind, step_options),) = each.items()
-            job = {"prune": prune, "cluster": cluster}[kind]
-            current = job(current, train, load=load, verbose=2, **step_options).keras_model
-    except TfcompressError as error:
-        measured = dataclasses.replace(candidate, error=str(error))
-    else:
-        with LoadedModel(current) as source:
-            measured = measure(candidate, source)
-    if state:
-        state.save(record, measured.to_dict(), measured.tflite)
-    return measured
 
 
 def _outcome(probe: Candidate) -> str:
