@@ -67,10 +67,10 @@ def training_search(
     deadline: Optional[float] = None,
 ) -> TrainingSearch:
     """Bisects the allocation chain for its most aggressive step within the budget, then the relief
-    between that step and the next; `settings` are
-    auto's (AutoOptions, ShrinkOptions, LoadOptions); `measure(candidate, source)` converts and measures
-    one fine-tuned model; the chain's estimate is the objective's (LUT index bits for flash,
-    entropy-coded bytes otherwise); `deadline` is a `time.monotonic()` value."""
+    between that step and the next; `settings` are auto's (AutoOptions, ShrinkOptions, LoadOptions);
+    `measure(candidate, source)` converts and measures one fine-tuned model; the chain's estimate is
+    the objective's (LUT index bits for flash, entropy-coded bytes otherwise); `deadline` is a
+    `time.monotonic()` value."""
     options, shrink, load = settings
     names = scanned_layer_names(model)
     if not names:
