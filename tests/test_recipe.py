@@ -45,6 +45,7 @@ def _error(text) -> str:
         ("steps:\n  - convert: {precision: int4}\n", "line 2: convert.precision must be one of"),
         ("steps:\n  - convert: {per_tensor_dense: 1}\n", "line 2: convert.per_tensor_dense must be bool"),
         ("steps:\n  - convert: {}\nbudgets:\n  max_size_bytes: -1\n", "line 4: budget 'max_size_bytes' must be"),
+        ("steps:\n  - convert: {}\nbudgets:\n  max_accuracy_drop: -101\n", "at least -100; got -101"),
         ("steps:\n  - convert: {}\nbudgets:\n  max_flash: 3\n", "line 4: unknown budget 'max_flash'"),
         (
             "steps:\n  - convert: {}\nbudgets:\n  max_arena_bytes: 9000\n",
@@ -98,3 +99,8 @@ def test_folder_data_defaults_beside_the_models(tmp_path):
     (tmp_path / recipes.DATA_DEFAULTS_FILE).write_text("calibration: c.npz\ntest: t.npz\n")
     with pytest.raises(RecipeError, match=r"tfcompress-data.yaml line 2: unknown data role 'test'"):
         recipes.folder_data(tmp_path / "model.h5")
+
+
+def test_a_negative_accuracy_budget_asks_for_a_gain_as_auto_may_write_it():
+    parsed = recipes.parse_recipe("steps:\n  - convert: {}\nbudgets:\n  max_accuracy_drop: -1.8\n", "r.yaml")
+    assert parsed.budgets == {"max_accuracy_drop": -1.8}

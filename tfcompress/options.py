@@ -380,11 +380,6 @@ class AutoOptions:
     )
 
     def __post_init__(self):
-        if not 0 <= self.max_accuracy_drop < float("inf"):  # the recipe auto writes holds it as a budget
-            raise OptionError(
-                "max_accuracy_drop must be a finite number of at least 0 (points below the float model). "
-                f"Received: max_accuracy_drop={self.max_accuracy_drop}"
-            )
         if self.target not in AUTO_TARGETS:
             raise OptionError(f"target must be one of {', '.join(AUTO_TARGETS)}. Received: target={self.target!r}")
         if self.objective not in OBJECTIVES:

@@ -211,8 +211,9 @@ def parse_recipe(text: str, source: str = "recipe", base_dir: Optional[Path] = N
     for key, value in budgets.items():
         if key not in BUDGETS:
             fail(("budgets", key), f"unknown budget '{key}'; budgets: {', '.join(BUDGETS)}.")
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < float("inf"):
-            fail(("budgets", key), f"budget '{key}' must be a finite number of at least 0; got {value!r}.")
+        lowest = -100 if key == "max_accuracy_drop" else 0  # a negative drop asks for a gain over the float model
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not lowest <= value < float("inf"):
+            fail(("budgets", key), f"budget '{key}' must be a finite number of at least {lowest}; got {value!r}.")
     _check_budgets_measurable(budgets, parsed_steps, fail)
     data = _data(_mapping(document, "data", fail), DATA_ROLES, ("data",), base_dir, fail)
     for key in ("name", "description"):

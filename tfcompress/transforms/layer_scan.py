@@ -5,8 +5,7 @@ falls at 50% zeros needs a light hand, one that holds at 95% can take more. One-
 overstate what fine-tuning leaves, but they rank the layers and the steps of each ladder,
 which is all the allocation (transforms/allocation.py) uses them for. Pruning zeroes the
 smallest magnitudes, as tfmot's schedule does at its end; clustering is tfmot's, with its
-initial centroids, which is where fine-tuning starts. BatchNormalization statistics, which
-fine-tuning re-learns first, are re-estimated for every measurement (norm_statistics.py).
+initial centroids, which is where fine-tuning starts.
 """
 
 import dataclasses
@@ -17,7 +16,6 @@ from tfcompress import progress
 from tfcompress.data import Dataset
 from tfcompress.errors import OptionError
 from tfcompress.transforms.cluster import ClusterOptions, apply_clustering, clusterable_layer_names, strip_clustering
-from tfcompress.transforms.norm_statistics import settled_statistics
 from tfcompress.transforms.prune import PruneOptions, prunable_layer_names
 from tfcompress.transforms.training import keras_accuracy
 
@@ -71,10 +69,9 @@ def scanned_layer_names(model) -> list:
     ]
 
 
-def scan_layers(model, data: Dataset, layers, *, images=None, sparsities=SPARSITIES, clusters=CLUSTERS) -> list:
-    """A `LayerScan` for each named layer, measured on labelled `data` with BatchNormalization
-    statistics re-estimated on `images` (training inputs); the model is left as it was."""
-    reference = _accuracy(model, data, images)
+def scan_layers(model, data: Dataset, layers, *, sparsities=SPARSITIES, clusters=CLUSTERS) -> list:
+    """A `LayerScan` for each named layer, measured on labelled `data`; the model is left as it was."""
+    reference = keras_accuracy(model, data)
     scans = []
     for number, name in enumerate(layers, 1):
         progress.stage(f"sensitivity scan: layer {number} of {len(layers)}, {name}")
@@ -84,12 +81,10 @@ def scan_layers(model, data: Dataset, layers, *, images=None, sparsities=SPARSIT
         try:
             for sparsity in sparsities:
                 kernel.assign(_magnitude_pruned(original, sparsity))
-                prune_drop[sparsity] = _drop(reference, _accuracy(model, data, images))
+                prune_drop[sparsity] = _drop(reference, keras_accuracy(model, data))
         finally:
             kernel.assign(original)
-        cluster_drop = {
-            count: _drop(reference, _clustered_accuracy(model, name, count, data, images)) for count in clusters
-        }
+        cluster_drop = {count: _drop(reference, _clustered_accuracy(model, name, count, data)) for count in clusters}
         scans.append(LayerScan(name, int(original.size), prune_drop, cluster_drop))
     return scans
 
@@ -104,14 +99,9 @@ def _magnitude_pruned(kernel: np.ndarray, sparsity: float) -> np.ndarray:
     return np.where(np.abs(kernel) <= threshold, 0.0, kernel).astype(kernel.dtype)
 
 
-def _clustered_accuracy(model, name: str, clusters: int, data: Dataset, images) -> float:
+def _clustered_accuracy(model, name: str, clusters: int, data: Dataset) -> float:
     clustered = strip_clustering(apply_clustering(model, ClusterOptions(clusters=clusters, layers=f"^{name}$")))
-    return _accuracy(clustered, data, images)
-
-
-def _accuracy(model, data: Dataset, images) -> float:
-    with settled_statistics(model, images):
-        return keras_accuracy(model, data)
+    return keras_accuracy(clustered, data)
 
 
 def _drop(reference: float, accuracy: float) -> float:
