@@ -1132,10 +1132,14 @@ def _shrink_summary(result: dict) -> str:
                 f" (best uniform or hand-picked setting within the budget: {best['gzip_ratio']:.1f}x at "
                 f"{best['accuracy_drop']:+.2f} pt{'; ' + beaten if beaten else ''}"
             )
-            if tight:
+            hand = max(
+                (row for row in within if row["how"] == "hand-picked"), key=lambda row: row["gzip_ratio"], default=None
+            )
+            if tight and hand:
                 versus += (
-                    f"; with that drop as its budget, auto {tight['gzip_ratio']:.1f}x at "
-                    f"{tight['accuracy_drop']:+.2f} pt"
+                    f"; with the hand-picked {hand['setting']} row's {hand['accuracy_drop']:+.2f} pt as its "
+                    f"budget, auto {tight['gzip_bytes']:,} B at {tight['accuracy_drop']:+.2f} pt against the "
+                    f"row's {hand['gzip_bytes']:,} B"
                 )
             versus += ")"
         parts.append(

@@ -91,14 +91,12 @@ def main(argv):
                 fresh += [setting_row(name, label, how, data, Path(folder)) for how, label in settings_of(name)]
             if "tight" in _PARTS.value:
                 fresh.append(tight_row(name, data, Path(folder), result["rows"] + fresh))
-        ran = {_identity(row) for row in fresh}
-        kept = [row for row in result["rows"] if row["model"] != name or _identity(row) not in ran]
         result = {
             **result,
             "benchmark": "shrink",
             "budget": BUDGET,
             "epochs": EPOCHS,
-            "rows": kept + fresh,
+            "rows": _merged(result["rows"], fresh),
             **{key: value for key, value in _machine().items()},
         }
         render.write_result("shrink", result)  # after each model: a long run keeps what it finished
@@ -146,6 +144,13 @@ def tight_row(name: str, data: dict, folder: Path, rows: list) -> dict:
     best = max(hand, key=lambda row: row["gzip_ratio"])
     budget = best["accuracy_drop"]
     return auto_row(name, data, folder, budget=budget, how="auto --train, the hand-picked row's drop as budget")
+
+
+def _merged(stored: list, fresh: list) -> list:
+    """Fresh rows replace the stored rows they remeasure in place, so the table keeps its order."""
+    replacing = {_identity(row): row for row in fresh}
+    kept = [replacing.pop(_identity(row), row) for row in stored]
+    return kept + list(replacing.values())
 
 
 def _identity(row: dict) -> tuple:

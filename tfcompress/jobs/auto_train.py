@@ -36,7 +36,7 @@ from tfcompress.transforms.layer_scan import MIN_WEIGHTS, LayerScan, scan_layers
 
 __all__ = ["TrainingSearch", "training_search", "training_steps", "SCAN_SAMPLES"]
 
-SCAN_SAMPLES = 2000  # images of the eval data for the scan: 0.05 pt resolution is enough to rank layers
+SCAN_SAMPLES = 2000  # eval images to measure on (0.05 pt ranks layers); as many training images settle BN
 PRUNE_END = 2 / 3  # of the pruning epochs; the rest fine-tunes at the final sparsity
 CLUSTER_LEARNING_RATE = 0.1  # of the pruning learning rate: the centroids only settle
 
@@ -77,7 +77,7 @@ def training_search(
         return TrainingSearch(
             (), 0, (), f"no Dense or Conv layer of {MIN_WEIGHTS} weights or more to prune and cluster"
         )
-    scans = _scan(model, evaluation.take(SCAN_SAMPLES), names, state)
+    scans = _scan(model, evaluation.take(SCAN_SAMPLES), train.take(SCAN_SAMPLES).x, names, state)
     chain = allocation_chain(scans, lut_bytes if options.objective == "flash" else coded_bytes)
     prober = _Prober(model, train, settings, measure, state, deadline)
     last = len(chain) - 1
@@ -190,11 +190,11 @@ def training_steps(allocation: Allocation, shrink: ShrinkOptions, steps_per_epoc
     return steps
 
 
-def _scan(model, data: Dataset, names, state: Optional[SearchState]) -> list:
+def _scan(model, data: Dataset, images, names, state: Optional[SearchState]) -> list:
     kept = state.load("scan") if state else None
     if kept is not None:
         return [LayerScan.from_dict(values) for values in kept[0]]
-    scans = scan_layers(model, data, names)
+    scans = scan_layers(model, data, names, images=images)
     if state:
         state.save("scan", [scan.to_dict() for scan in scans])
     return scans
