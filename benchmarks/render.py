@@ -6,6 +6,7 @@ The tables are never typed by hand: every benchmark script ends by calling
 
 import json
 import re
+import statistics
 from pathlib import Path
 
 from tfcompress._io.files import write_atomic
@@ -1087,10 +1088,30 @@ def _shrink(result: dict) -> str:
             f"{'the same bytes' if kill['same_bytes'] else 'DIFFERENT bytes'} as an uninterrupted run "
             f"({kill['seconds_resumed']:.0f} s resumed, {kill['seconds_uninterrupted']:.0f} s uninterrupted).",
         ]
+    for seeds in result.get("seeds", []):
+        lines += ["", f"Seeds (`--parts seeds`): {seeds['model']}, {_seeds_sentence(seeds)}."]
     pictures = sorted((RESULTS / "shrink").glob("*.png")) if (RESULTS / "shrink").exists() else []
     lines += ["", *[f"![{path.stem}](results/shrink/{path.name})" for path in pictures]]
     lines += ["", f"Versions: {_versions(result)}"]
     return "\n".join(lines)
+
+
+def _seeds_sentence(seeds: dict, every_run: bool = True) -> str:
+    """The tight comparison's two recipes across fine-tuning seeds: each run (for the table), then the medians."""
+    parts = []
+    for who in ("hand-picked", "auto"):
+        runs = seeds[who]["runs"]
+        median_bytes = statistics.median(run["gzip_bytes"] for run in runs)
+        median_drop = statistics.median(run["accuracy_drop"] for run in runs)
+        medians = f"{median_bytes:,.0f} B at {median_drop:+.2f} pt"
+        if every_run:
+            each = ", ".join(f"{run['gzip_bytes']:,} B at {run['accuracy_drop']:+.2f}" for run in runs)
+            medians = f"{seeds[who]['setting'].split(':')[0]}: {each} (median {medians})"
+        parts.append(f"{who} {medians}")
+    seed_list = ", ".join(str(run["seed"]) for run in seeds["auto"]["runs"])
+    if every_run:
+        return f"the tight comparison's recipes fine-tuned with seeds {seed_list}: {'; '.join(parts)}"
+    return f"the tight comparison's recipes fine-tuned with seeds {seed_list}, medians: {', '.join(parts)}"
 
 
 def _auto_probes(model: str) -> list:
@@ -1141,6 +1162,9 @@ def _shrink_summary(result: dict) -> str:
                     f"budget, auto {tight['gzip_bytes']:,} B at {tight['accuracy_drop']:+.2f} pt against the "
                     f"row's {hand['gzip_bytes']:,} B"
                 )
+            seeds = next((seeds for seeds in result.get("seeds", []) if seeds["model"] == model), None)
+            if seeds:
+                versus += f"; {_seeds_sentence(seeds, every_run=False)}"
             versus += ")"
         parts.append(
             f"{model} {auto['gzip_ratio']:.1f}x at {auto['accuracy_drop']:+.2f} pt in "
