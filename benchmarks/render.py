@@ -1153,10 +1153,15 @@ def _shrink_summary(result: dict) -> str:
                 f" (best uniform or hand-picked setting within the budget: {best['gzip_ratio']:.1f}x at "
                 f"{best['accuracy_drop']:+.2f} pt{'; ' + beaten if beaten else ''}"
             )
-            hand = max(
-                (row for row in within if row["how"] == "hand-picked"), key=lambda row: row["gzip_ratio"], default=None
-            )
-            if tight and hand:
+            hand = next(
+                (
+                    row
+                    for row in within
+                    if tight and row["how"] == "hand-picked" and row["accuracy_drop"] == tight["budget"]
+                ),
+                None,
+            )  # the row whose drop the tight run took as its budget
+            if hand:
                 versus += (
                     f"; with the hand-picked {hand['setting']} row's {hand['accuracy_drop']:+.2f} pt as its "
                     f"budget, auto {tight['gzip_bytes']:,} B at {tight['accuracy_drop']:+.2f} pt against the "
