@@ -68,7 +68,10 @@ def test_int4_model_runs_in_tflite_micro(int4_qat, tmp_path):
 
     _, _, qat4 = int4_qat
     report = to_micro(qat4, tmp_path / "micro", calibration=CALIBRATION, eval_data=EVAL)
-    assert report.max_diff_steps <= 1, report.diff_steps_by_kernels
+    assert report.faithfulness.passed and not report.accepted_difference, report.faithfulness.describe()
+    # LiteRT has no reference int4 kernels, so this is against its optimized ones, whose rounding follows
+    # the CPU: on an AVX-512 machine 2 of 20,000 softmax outputs were 2 steps off, the rest 0 or 1.
+    assert report.max_diff_steps <= 2, report.diff_steps_by_kernels
     assert [weight["bits"] for weight in report.weights if weight["dtype"] in ("INT4", "INT8")] == [8, 4, 4, 8]
     assert report.arena_bytes > 0 and (tmp_path / "micro" / "model_data.cc").is_file()
     assert "int4 weights | 2 tensors" in (tmp_path / "micro" / "report.md").read_text()
