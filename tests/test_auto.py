@@ -1,5 +1,6 @@
 """`tfcompress auto`: every candidate measured, the best one within the budget written with its recipe."""
 
+import dataclasses
 import json
 
 import numpy as np
@@ -43,6 +44,9 @@ def test_auto_writes_the_smallest_model_within_budget_and_a_recipe_that_remakes_
     assert (tmp_path / "best.png").read_bytes()[:4] == b"\x89PNG"
     assert json.loads((tmp_path / "auto.json").read_text())["chosen"] == chosen.name
     assert any(c.pareto for c in report.candidates) and chosen.pareto
+    assert auto_job.format_auto_report(report).endswith(f"plot {tmp_path / 'best.png'}")
+    without_matplotlib = auto_job.format_auto_report(dataclasses.replace(report, plot=None))
+    assert without_matplotlib.endswith("plot not drawn (no matplotlib: pip install 'tfcompress[plot]')")
     remade = run_job.run_recipe(
         tmp_path / "best.recipe.yaml", MODEL, tmp_path / "remade", calibration=CALIBRATION, eval_data=EVAL
     )

@@ -41,6 +41,7 @@ _PERCENTILES = (99.99, 99.9)
 _FLOAT_LAYER_COUNTS = (1, 2, 4)
 _SAME = 1e-9  # a drop of exactly the budget (10 of 2,000 images for 0.5 pt) is within it
 _MICRO_CONVERSION = {"io_type": "int8", "batch_size": 1}  # what `micro` converts with, besides the options
+_NO_MATPLOTLIB = " (no matplotlib: pip install 'tfcompress[plot]')"
 _LUT_CHECK_SAMPLES = 500  # as `micro --compress lut`: its outputs must equal the uncompressed model's
 
 
@@ -426,7 +427,8 @@ def format_auto_report(report: AutoReport) -> str:
             + ", ".join(f"{c.name} ({c.accuracy_drop:+.2f} pt)" for c in closest[:3])
         )
     else:
-        lines.append(f"chosen: {report.chosen.name} → {report.output}; recipe {report.recipe}; plot {report.plot}")
+        plot = report.plot or "not drawn" + (_NO_MATPLOTLIB if report.output else "")  # written beside output
+        lines.append(f"chosen: {report.chosen.name} → {report.output}; recipe {report.recipe}; plot {plot}")
     return "\n".join(lines)
 
 
@@ -434,7 +436,7 @@ def _search_line(search, scan_plot) -> str:
     if not search.scans:
         return f"training search: {search.stopped}"
     line = (
-        f"training search: {len(search.scans)} layers scanned ({scan_plot or 'no plot'}), "
+        f"training search: {len(search.scans)} layers scanned ({scan_plot or 'plot not drawn'}), "
         f"{len(search.probes)} allocations of a {search.chain_length - 1}-step chain fine-tuned by bisection"
     )
     return line + (f"; {search.stopped}" if search.stopped else "")
