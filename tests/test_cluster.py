@@ -107,15 +107,26 @@ def test_pcqat_keeps_zeros_and_clusters_and_its_file_converts_without_calibratio
         assert tensor.unique_values <= before.layers[layer]["clusters"], tensor
 
 
-def test_huffman_code_lengths_are_optimal_and_prefix_free():
-    from tfcompress.runtime.weight_coding import huffman_code_lengths
+def test_huffman_bits_are_those_of_an_optimal_prefix_code():
+    import heapq
 
-    lengths = huffman_code_lengths([5, 2, 1, 1])
-    assert sum(c * n for c, n in zip([5, 2, 1, 1], lengths)) == 15  # 5·1 + 2·2 + 1·3 + 1·3
-    for counts in ([1] * 8, [100, 1], list(range(1, 40))):
-        lengths = huffman_code_lengths(counts)
-        assert sum(2.0**-n for n in lengths) == pytest.approx(1.0)  # Kraft: a complete prefix code
-    assert huffman_code_lengths([7]) == [1]
+    from tfcompress.runtime.weight_coding import huffman_bits
+
+    def one_merge_at_a_time(counts):  # the textbook algorithm: every merge adds its weight to the total
+        heap, bits = list(counts), 0
+        heapq.heapify(heap)
+        while len(heap) > 1:
+            merged = heapq.heappop(heap) + heapq.heappop(heap)
+            bits += merged
+            heapq.heappush(heap, merged)
+        return bits
+
+    assert huffman_bits([5, 2, 1, 1]) == 15  # 5·1 + 2·2 + 1·3 + 1·3
+    assert huffman_bits([1] * 8) == 24 and huffman_bits([100, 1]) == 101 and huffman_bits([7]) == 7
+    random = np.random.default_rng(0)
+    for size in (2, 3, 17, 300, 5000):
+        for counts in (random.integers(1, 50, size), random.geometric(0.3, size), [1] * size + [size * 10]):
+            assert huffman_bits(counts) == one_merge_at_a_time(list(map(int, counts))), (size, counts[:5])
 
 
 def test_inspect_shows_sparsity_and_distinct_values(pruned_then_clustered, run_cli, tmp_path):

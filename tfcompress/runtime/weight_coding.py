@@ -18,7 +18,7 @@ import numpy as np
 
 from tfcompress.runtime.inspect import constant_values, gzip_size
 
-__all__ = ["TensorCoding", "WeightCoding", "code_weights", "code_arrays", "huffman_code_lengths", "unique_per_channel"]
+__all__ = ["TensorCoding", "WeightCoding", "code_weights", "code_arrays", "huffman_bits", "unique_per_channel"]
 
 # Relative-index widths tried for sparse coding; Deep Compression used 5 bits (fc) and 8 (conv).
 INDEX_BITS = range(2, 9)
@@ -80,22 +80,46 @@ def code_weights(model_bytes: bytes) -> WeightCoding:
     return WeightCoding(len(model_bytes), gzip_size(model_bytes), tensors)
 
 
-def huffman_code_lengths(counts) -> list:
-    """Code length in bits of each symbol of an optimal prefix code for these counts."""
+def huffman_bits(counts) -> int:
+    """Coded length in bits of a stream with these symbol counts under an optimal prefix code.
+
+    Merges equal weights a group at a time: a float kernel's 250,000 distinct values (count 1
+    each) take 18 merges instead of 250,000 heap operations. The total is the same for every
+    optimal code, so it does not depend on how ties are broken.
+    """
     if len(counts) == 1:
-        return [1]
-    heap = [(int(count), node) for node, count in enumerate(counts)]
+        return int(counts[0])  # one symbol still costs a bit per occurrence
+    weights, multiplicities = np.unique(np.asarray(counts, dtype=np.int64), return_counts=True)
+    groups = dict(zip(weights.tolist(), multiplicities.tolist()))  # weight → how many nodes of it
+    heap = list(groups)
     heapq.heapify(heap)
-    parent = [-1] * len(counts)
-    while len(heap) > 1:
-        (first_count, first), (second_count, second) = heapq.heappop(heap), heapq.heappop(heap)
-        parent.append(-1)
-        parent[first] = parent[second] = len(parent) - 1
-        heapq.heappush(heap, (first_count + second_count, len(parent) - 1))
-    depth = [0] * len(parent)
-    for node in range(len(parent) - 2, -1, -1):  # a parent is always numbered after its children
-        depth[node] = depth[parent[node]] + 1
-    return depth[: len(counts)]
+    nodes, bits = len(counts), 0
+
+    def add(weight: int, count: int) -> None:
+        if weight not in groups:
+            heapq.heappush(heap, weight)
+        groups[weight] = groups.get(weight, 0) + count
+
+    def take(weight: int, count: int) -> None:
+        groups[weight] -= count
+        if not groups[weight]:
+            del groups[weight]
+            heapq.heappop(heap)  # `weight` is the smallest: the heap's top
+
+    while nodes > 1:
+        smallest = heap[0]
+        pairs = groups[smallest] // 2
+        if pairs:  # the two smallest nodes are both `smallest`: merge them pairwise
+            take(smallest, 2 * pairs)
+            add(2 * smallest, pairs)
+            bits, nodes = bits + 2 * smallest * pairs, nodes - pairs
+        else:  # a lone smallest node merges with one of the next smallest
+            take(smallest, 1)
+            following = heap[0]
+            take(following, 1)
+            add(smallest + following, 1)
+            bits, nodes = bits + smallest + following, nodes - 1
+    return bits
 
 
 def code_arrays(arrays) -> dict:
@@ -143,9 +167,7 @@ def _code_tensor(info, values: np.ndarray) -> TensorCoding:
 
 def _huffman_bytes(counts, symbol_bytes: int) -> int:
     """Coded bits of the stream plus its table (each symbol and its code length)."""
-    lengths = huffman_code_lengths(counts)
-    bits = int(np.dot(np.asarray(counts, dtype=np.int64), np.asarray(lengths, dtype=np.int64)))
-    return -(-bits // 8) + len(counts) * (symbol_bytes + 1)
+    return -(-huffman_bits(counts) // 8) + len(counts) * (symbol_bytes + 1)
 
 
 def _sparse_huffman_bytes(flat: np.ndarray, index_bits: int, symbol_bytes: int) -> int:
