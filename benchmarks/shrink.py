@@ -33,8 +33,9 @@ _MODELS = flags.DEFINE_list("models", ["lenet_300_100", "lenet5", "dscnn"], "Bun
 _TIME_BUDGET = flags.DEFINE_float("time_budget", None, "auto's --time_budget in minutes, if any (kept in the row).")
 _PARTS = flags.DEFINE_list(
     "parts",
-    ["auto", "settings", "tight", "kill"],
-    "auto: auto --train; settings: uniform and hand-picked; tight: auto --train with the best hand-picked "
+    ["auto", "settings", "control", "tight", "kill"],
+    "auto: auto --train; settings: uniform and hand-picked; control: the same fine-tuning with nothing pruned or "
+    "clustered; tight: auto --train with the best hand-picked "
     "row's drop as budget; kill: kill -9 of auto --train, then resumed; seeds: the tight row's recipe and its "
     "hand-picked row's, fine-tuned with other seeds (not in the default: 6 more recipe runs per model).",
 )
@@ -48,6 +49,7 @@ UNIFORM = {
     "lenet5": {"90% / 16": (0.90, 16), "95% / 8": (0.95, 8)},
     "dscnn": {"80% / 16": (0.80, 16)},
 }
+CONTROL = "nothing pruned or clustered"  # the same fine-tuning: what training alone gains or loses
 HAND_PICKED = {
     "lenet_300_100": {
         "97/92/70% / 8,8,16": (
@@ -93,6 +95,8 @@ def main(argv):
                 fresh.append(auto_row(name, data, Path(folder)))
             if "settings" in _PARTS.value:
                 fresh += [setting_row(name, label, how, data, Path(folder)) for how, label in settings_of(name)]
+            if "control" in _PARTS.value:
+                fresh.append(setting_row(name, CONTROL, "control", data, Path(folder)))
             if "tight" in _PARTS.value:
                 fresh.append(tight_row(name, data, Path(folder), result["rows"] + fresh))
             if "seeds" in _PARTS.value:
@@ -277,9 +281,11 @@ def seeds_of(name: str, data: dict, folder: Path, rows: list) -> dict:
 
 
 def _setting_steps(name: str, label: str, how: str) -> list:
-    """A uniform or hand-picked setting's training steps, with auto's epochs, batch and learning rates."""
+    """A uniform, hand-picked or control setting's training steps, with auto's epochs, batch and learning rates."""
     prune_epochs, cluster_epochs = EPOCHS[name]
-    if how == "uniform":
+    if how == "control":  # both steps prune to nothing: the same fine-tuning, every weight kept
+        prune, cluster = {"target_sparsity": 0.0}, None
+    elif how == "uniform":
         sparsity, clusters = UNIFORM[name][label]
         prune, cluster = {"target_sparsity": sparsity}, {"clusters": clusters}
     else:
@@ -297,7 +303,9 @@ def _setting_steps(name: str, label: str, how: str) -> list:
                 "learning_rate": 1e-3,
             }
         },
-        {
+        {"prune": {**prune, "epochs": cluster_epochs, "batch_size": 128, "learning_rate": 1e-4}}
+        if cluster is None
+        else {
             "cluster": {
                 **cluster,
                 "preserve_sparsity": True,
