@@ -123,9 +123,9 @@ def test_huffman_bits_are_those_of_an_optimal_prefix_code():
 
     assert huffman_bits([5, 2, 1, 1]) == 15  # 5·1 + 2·2 + 1·3 + 1·3
     assert huffman_bits([1] * 8) == 24 and huffman_bits([100, 1]) == 101 and huffman_bits([7]) == 7
-    random = np.random.default_rng(0)
+    rng = np.random.default_rng(0)
     for size in (2, 3, 17, 300, 5000):
-        for counts in (random.integers(1, 50, size), random.geometric(0.3, size), [1] * size + [size * 10]):
+        for counts in (rng.integers(1, 50, size), rng.geometric(0.3, size), [1] * size + [size * 10]):
             assert huffman_bits(counts) == one_merge_at_a_time(list(map(int, counts))), (size, counts[:5])
 
 
