@@ -8,6 +8,7 @@ hand-picked setting as a recipe (prune → cluster keeping the zeros → int8, o
 Dense) through `tfcompress run`, with auto's epochs, batch and learning rates. LeNet-300-100's
 hand-picked rows are benchmarks/compress.py's; lenet5's and dscnn's were written here before
 auto ran, the Deep Compression way (big Dense layers hardest, first and last layers lightest).
+The control row is that fine-tuning with nothing pruned or clustered: what training alone gains.
 `--parts seeds` fine-tunes the tight comparison's two recipes again with other seeds, to say how much of
 a fraction of a point between them is the seed.
 Writes results/shrink.json (one model's rows replaced at a time) and the table in benchmarks/README.md.
