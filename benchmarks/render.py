@@ -13,6 +13,7 @@ from tfcompress._io.files import write_atomic
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
+_SETTING_ROWS = ("uniform", "hand-picked")  # shrink rows a person chose, which auto is held against
 START, END = "<!-- benchmarks:start -->", "<!-- benchmarks:end -->"
 
 
@@ -1124,7 +1125,7 @@ def _auto_probes(model: str) -> list:
 
 def _beaten_by_auto(row: dict) -> str:
     """For a uniform or hand-picked row: auto's smallest measured model at least as small and as accurate."""
-    if row["how"] not in ("uniform", "hand-picked") or not _auto_probes(row["model"]):
+    if row["how"] not in _SETTING_ROWS or not _auto_probes(row["model"]):
         return ""
     dominating = [
         c
@@ -1142,7 +1143,7 @@ def _shrink_summary(result: dict) -> str:
     for model in dict.fromkeys(row["model"] for row in result["rows"]):
         rows = [row for row in result["rows"] if row["model"] == model and "gzip_bytes" in row]
         auto = next((row for row in rows if row["how"] == "auto --train"), None)
-        settings = [row for row in rows if row["how"] in ("uniform", "hand-picked")]
+        settings = [row for row in rows if row["how"] in _SETTING_ROWS]
         within = [row for row in settings if row["accuracy_drop"] <= result["budget"]]
         control = next((row for row in rows if row["how"] == "control"), None)
         tight = next((row for row in rows if row["how"].startswith("auto --train, the hand-picked")), None)

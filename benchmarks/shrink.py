@@ -294,28 +294,17 @@ def _setting_steps(name: str, label: str, how: str) -> list:
         prune = {"target_sparsity": max(sparsities.values()), "layer_sparsity": sparsities, "layers": _only(sparsities)}
         cluster = {"clusters": max(counts.values()), "layer_clusters": counts, "layers": _only(counts)}
     steps_per_epoch = -(-60000 // 128)
-    return [
-        {
-            "prune": {
-                **prune,
-                "end_step": round(prune_epochs * 2 / 3) * steps_per_epoch,
-                "epochs": prune_epochs,
-                "batch_size": 128,
-                "learning_rate": 1e-3,
-            }
-        },
-        {"prune": {**prune, "epochs": cluster_epochs, "batch_size": 128, "learning_rate": 1e-4}}
-        if cluster is None
-        else {
-            "cluster": {
-                **cluster,
-                "preserve_sparsity": True,
-                "epochs": cluster_epochs,
-                "batch_size": 128,
-                "learning_rate": 1e-4,
-            }
-        },
-    ]
+    first = {
+        **prune,
+        "end_step": round(prune_epochs * 2 / 3) * steps_per_epoch,
+        "epochs": prune_epochs,
+        "batch_size": 128,
+        "learning_rate": 1e-3,
+    }
+    settle = {"epochs": cluster_epochs, "batch_size": 128, "learning_rate": 1e-4}
+    if cluster is None:
+        return [{"prune": first}, {"prune": {**prune, **settle}}]
+    return [{"prune": first}, {"cluster": {**cluster, "preserve_sparsity": True, **settle}}]
 
 
 def _run_recipe(name: str, label: str, training: list, data: dict, folder: Path) -> tuple:

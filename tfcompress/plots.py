@@ -6,7 +6,16 @@ matplotlib is optional (`pip install 'tfcompress[plot]'`) and imported only here
 from tfcompress._io.files import save_atomic
 from tfcompress.errors import TfcompressError
 
-__all__ = ["require_matplotlib", "matplotlib_installed", "plot_benchmark", "plot_sensitivity", "plot_candidates"]
+__all__ = [
+    "INSTALL_HINT",
+    "require_matplotlib",
+    "matplotlib_installed",
+    "plot_benchmark",
+    "plot_sensitivity",
+    "plot_candidates",
+]
+
+INSTALL_HINT = "pip install 'tfcompress[plot]'"
 
 
 def matplotlib_installed() -> bool:
@@ -19,9 +28,7 @@ def require_matplotlib():
     try:
         import matplotlib
     except ImportError:
-        raise TfcompressError(
-            "--plot needs matplotlib: pip install 'tfcompress[plot]' (or pip install matplotlib)."
-        ) from None
+        raise TfcompressError(f"--plot needs matplotlib: {INSTALL_HINT} (or pip install matplotlib).") from None
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 

@@ -29,6 +29,7 @@ from tfcompress.jobs.analyze import analyze
 from tfcompress.jobs.convert import convert_loaded
 from tfcompress.jobs.micro_lut import lut_compress_verified
 from tfcompress.options import AutoOptions, GuardOptions, LoadOptions, ShrinkOptions, gather
+from tfcompress.plots import INSTALL_HINT
 from tfcompress.report import library_versions, table
 from tfcompress.runtime import metrics
 from tfcompress.runtime.inspect import gzip_size, inspect_tflite
@@ -41,7 +42,6 @@ _PERCENTILES = (99.99, 99.9)
 _FLOAT_LAYER_COUNTS = (1, 2, 4)
 _SAME = 1e-9  # a drop of exactly the budget (10 of 2,000 images for 0.5 pt) is within it
 _MICRO_CONVERSION = {"io_type": "int8", "batch_size": 1}  # what `micro` converts with, besides the options
-_NO_MATPLOTLIB = " (no matplotlib: pip install 'tfcompress[plot]')"
 _LUT_CHECK_SAMPLES = 500  # as `micro --compress lut`: its outputs must equal the uncompressed model's
 
 
@@ -427,7 +427,7 @@ def format_auto_report(report: AutoReport) -> str:
             + ", ".join(f"{c.name} ({c.accuracy_drop:+.2f} pt)" for c in closest[:3])
         )
     else:
-        plot = report.plot or "not drawn" + (_NO_MATPLOTLIB if report.output else "")  # written beside output
+        plot = report.plot or "not drawn" + (f" (no matplotlib: {INSTALL_HINT})" if report.output else "")
         lines.append(f"chosen: {report.chosen.name} → {report.output}; recipe {report.recipe}; plot {plot}")
     return "\n".join(lines)
 
