@@ -1098,22 +1098,18 @@ def _shrink(result: dict) -> str:
     return "\n".join(lines)
 
 
-def _seeds_sentence(seeds: dict, every_run: bool = True) -> str:
-    """The tight comparison's two recipes across fine-tuning seeds: each run (for the table), then the medians."""
+def _seeds_sentence(seeds: dict) -> str:
+    """The tight comparison's two recipes across fine-tuning seeds: each run, then the medians."""
     parts = []
     for who in ("hand-picked", "auto"):
         runs = seeds[who]["runs"]
         median_bytes = statistics.median(run["gzip_bytes"] for run in runs)
         median_drop = statistics.median(run["accuracy_drop"] for run in runs)
-        medians = f"{median_bytes:,.0f} B at {median_drop:+.2f} pt"
-        if every_run:
-            each = ", ".join(f"{run['gzip_bytes']:,} B at {run['accuracy_drop']:+.2f}" for run in runs)
-            medians = f"{seeds[who]['setting'].split(':')[0]}: {each} (median {medians})"
-        parts.append(f"{who} {medians}")
+        each = ", ".join(f"{run['gzip_bytes']:,} B at {run['accuracy_drop']:+.2f}" for run in runs)
+        medians = f"median {median_bytes:,.0f} B at {median_drop:+.2f} pt"
+        parts.append(f"{who} {seeds[who]['setting'].split(':')[0]}: {each} ({medians})")
     seed_list = ", ".join(str(run["seed"]) for run in seeds["auto"]["runs"])
-    if every_run:
-        return f"the tight comparison's recipes fine-tuned with seeds {seed_list}: {'; '.join(parts)}"
-    return f"the tight comparison's recipes fine-tuned with seeds {seed_list}, medians: {', '.join(parts)}"
+    return f"the tight comparison's recipes fine-tuned with seeds {seed_list}: {'; '.join(parts)}"
 
 
 def _auto_probes(model: str) -> list:
@@ -1139,55 +1135,85 @@ def _beaten_by_auto(row: dict) -> str:
 
 
 def _shrink_summary(result: dict) -> str:
-    parts = []
+    """The README's short form: auto against the best setting within the budget, then the tight comparisons."""
+    lines = [
+        f"Training-time compression by itself (`auto --train`, {result['budget']} pt budget, no per-layer numbers "
+        "given; `benchmarks/shrink.py`, full Fashion-MNIST), float32 `.tflite` over the gzip of the int8 one:",
+        "",
+        "| model | auto --train | best uniform or hand-picked setting within the budget | auto's wall time |",
+        "|---|---:|---:|---:|",
+    ]
+    tight = []
     for model in dict.fromkeys(row["model"] for row in result["rows"]):
         rows = [row for row in result["rows"] if row["model"] == model and "gzip_bytes" in row]
         auto = next((row for row in rows if row["how"] == "auto --train"), None)
-        settings = [row for row in rows if row["how"] in _SETTING_ROWS]
-        within = [row for row in settings if row["accuracy_drop"] <= result["budget"]]
-        control = next((row for row in rows if row["how"] == "control"), None)
-        tight = next((row for row in rows if row["how"].startswith("auto --train, the hand-picked")), None)
-        best = max(within, key=lambda row: row["gzip_ratio"], default=None)
         if auto is None:
             continue
-        versus = ""
-        if best:
-            beaten = _beaten_by_auto(best)
-            versus = (
-                f" (best uniform or hand-picked setting within the budget: {best['gzip_ratio']:.1f}x at "
-                f"{best['accuracy_drop']:+.2f} pt{'; ' + beaten if beaten else ''}"
-            )
-            hand = next(
-                (
-                    row
-                    for row in within
-                    if tight and row["how"] == "hand-picked" and row["accuracy_drop"] == tight["budget"]
-                ),
-                None,
-            )  # the row whose drop the tight run took as its budget
-            if hand:
-                versus += (
-                    f"; with the hand-picked {hand['setting']} row's {hand['accuracy_drop']:+.2f} pt as its "
-                    f"budget, auto {tight['gzip_bytes']:,} B at {tight['accuracy_drop']:+.2f} pt against the "
-                    f"row's {hand['gzip_bytes']:,} B"
-                )
-            seeds = next((seeds for seeds in result.get("seeds", []) if seeds["model"] == model), None)
-            if seeds:
-                versus += f"; {_seeds_sentence(seeds, every_run=False)}"
-            if control:
-                versus += f"; the same fine-tuning with nothing removed: {control['accuracy_drop']:+.2f} pt"
-            versus += ")"
-        parts.append(
-            f"{model} {auto['gzip_ratio']:.1f}x at {auto['accuracy_drop']:+.2f} pt in "
-            f"{auto['seconds'] / 60:.0f} min{versus}"
+        within = [row for row in rows if row["how"] in _SETTING_ROWS and row["accuracy_drop"] <= result["budget"]]
+        best = max(within, key=lambda row: row["gzip_ratio"], default=None)
+        best_cell = f"{best['gzip_ratio']:.1f}x at {best['accuracy_drop']:+.2f} pt" if best else "none"
+        lines.append(
+            f"| {model} | {auto['gzip_ratio']:.1f}x at {auto['accuracy_drop']:+.2f} pt | {best_cell} | "
+            f"{auto['seconds'] / 60:.0f} min |"
         )
+        tight += [_tight_clause(model, rows, result.get("seeds", []))]
+    clauses = [clause for clause in tight if clause]
+    if clauses:
+        lines += [
+            "",
+            "With a hand-picked row's accuracy as its budget, auto's model against the row's: "
+            f"{'; '.join(clauses)}. The table, seeds and the control row (what the fine-tuning alone gains): "
+            "[benchmarks/README.md](benchmarks/README.md).",
+        ]
+    return "\n".join(lines)
+
+
+def _tight_clause(model: str, rows: list, all_seeds: list) -> str:
+    """Auto's tight row against the hand-picked row it took its budget from (the seeds' medians where run)."""
+    tight = next((row for row in rows if row["how"].startswith("auto --train, the hand-picked")), None)
+    if tight is None:
+        return ""
+    hand = next(row for row in rows if row["how"] == "hand-picked" and row["accuracy_drop"] == tight["budget"])
+    sizes = (tight["gzip_bytes"], hand["gzip_bytes"])
+    drops = (tight["accuracy_drop"], hand["accuracy_drop"])
+    seeds = next((seeds for seeds in all_seeds if seeds["model"] == model), None)
+    source = ""
+    if seeds:
+        runs = (seeds["auto"]["runs"], seeds["hand-picked"]["runs"])
+        sizes = tuple(statistics.median(run["gzip_bytes"] for run in each) for each in runs)
+        drops = tuple(statistics.median(run["accuracy_drop"] for run in each) for each in runs)
+        source = f", medians of {len(runs[0])} fine-tuning seeds"
     return (
-        f"Training-time compression by itself (`auto --train`, {result['budget']} pt budget, no per-layer numbers "
-        f"given; float32 `.tflite` over gzip of the int8 one, `benchmarks/shrink.py`): {'; '.join(parts)}."
+        f"{model} {sizes[0]:,.0f} B against {sizes[1]:,.0f} B ({sizes[0] / sizes[1] - 1:+.1%}) at "
+        f"{drops[0]:+.2f} against {drops[1]:+.2f} pt{source}"
     )
 
 
+def _scan_prices(result: dict) -> str:
+    control = statistics.median(result["controls"])
+    controls = ", ".join(f"{accuracy * 100:.2f}%" for accuracy in result["controls"])
+    lines = [
+        "## One-shot scan prices against fine-tuned ones: clustering (`benchmarks/scan_prices.py`)",
+        "",
+        f"`{result['model']}`: each layer `auto --train` scans clustered alone through `tfcompress cluster`, "
+        "fine-tuned 1 epoch (batch 128, lr 1e-4, 60,000 training images), measured on the 10,000 test images "
+        f"against the same fine-tuning with nothing clustered ({len(result['controls'])} seeds: {controls}). "
+        "One-shot: the drop the scan stored (`results/shrink/`, 2,000 test images, no fine-tuning), "
+        "which orders the chain.",
+        "",
+        "| layer | clusters | one-shot drop (pt) | fine-tuned drop (pt) |",
+        "|---|---:|---:|---:|",
+    ]
+    for row in result["rows"]:
+        lines.append(
+            f"| {row['layer']} | {row['clusters']} | {row['one_shot_drop']:+.2f} | "
+            f"{(control - row['accuracy']) * 100:+.2f} |"
+        )
+    return "\n".join(lines)
+
+
 RENDERERS = {
+    "scan_prices": _scan_prices,
     "coverage": _coverage,
     "shrink": _shrink,
     "int4": _int4,
