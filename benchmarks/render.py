@@ -1190,26 +1190,93 @@ def _tight_clause(model: str, rows: list, all_seeds: list) -> str:
 
 
 def _scan_prices(result: dict) -> str:
-    control = statistics.median(result["controls"])
-    controls = ", ".join(f"{accuracy * 100:.2f}%" for accuracy in result["controls"])
     lines = [
-        "## One-shot scan prices against fine-tuned ones: clustering (`benchmarks/scan_prices.py`)",
+        "## One-shot scan prices against fine-tuned ones (`benchmarks/scan_prices.py`)",
         "",
-        f"`{result['model']}`: each layer `auto --train` scans clustered alone through `tfcompress cluster`, "
-        "fine-tuned 1 epoch (batch 128, lr 1e-4, 60,000 training images), measured on the 10,000 test images "
-        f"against the same fine-tuning with nothing clustered ({len(result['controls'])} seeds: {controls}). "
-        "One-shot: the drop the scan stored (`results/shrink/`, 2,000 test images, no fine-tuning), "
-        "which orders the chain.",
-        "",
-        "| layer | clusters | one-shot drop (pt) | fine-tuned drop (pt) |",
-        "|---|---:|---:|---:|",
+        f"`{result['model']}`: each layer `auto --train` scans, alone, clustered through `tfcompress cluster` "
+        "or pruned through `tfcompress prune`, fine-tuned as auto's probes fine-tune that step "
+        "(60,000 training images, batch 128), measured on the 10,000 test images against the same "
+        "fine-tuning with nothing touched (`prune --target_sparsity 0`, with seeds). One-shot: the drop the "
+        "scan stored (`results/shrink/`, 2,000 test images, no fine-tuning), which orders the chain.",
     ]
-    for row in result["rows"]:
-        lines.append(
-            f"| {row['layer']} | {row['clusters']} | {row['one_shot_drop']:+.2f} | "
-            f"{(control - row['accuracy']) * 100:+.2f} |"
-        )
+    for part, setting in (("cluster", "clusters"), ("prune", "sparsity")):
+        if part not in result:
+            continue
+        measured = result[part]
+        control = statistics.median(measured["controls"])
+        controls = ", ".join(f"{accuracy * 100:.2f}%" for accuracy in measured["controls"])
+        lines += [
+            "",
+            f"{part.capitalize()} ({' then '.join(f'`{step}`' for step in measured['fine_tuning'])}; "
+            f"control {controls}):",
+            "",
+            f"| layer | {setting} | one-shot drop (pt) | fine-tuned drop (pt) |",
+            "|---|---:|---:|---:|",
+        ]
+        for row in measured["rows"]:
+            shown = f"{row['setting']:.0%}" if part == "prune" else row["setting"]
+            lines.append(
+                f"| {row['layer']} | {shown} | {row['one_shot_drop']:+.2f} | {(control - row['accuracy']) * 100:+.2f} |"
+            )
+    if "chains" in result:
+        lines += ["", *_scan_chains(result["chains"])]
+    if "recipes" in result:
+        lines += ["", *_scan_recipes(result["recipes"], result["chains"]["readings"])]
     return "\n".join(lines)
+
+
+def _scan_recipes(recipes: list, readings: list) -> list:
+    lines = [
+        "The fine-tuned chain's steps, fine-tuned as `auto --train` probes them, as recipes through `tfcompress run` "
+        "(int8, one scale per Dense; the `.tflite` gzipped, accuracy on the 10,000 test images), beside the "
+        "hand-picked recipe's row of the shrink table:",
+        "",
+        "| recipe | per layer (sparsity/clusters) | gzip (B) | accuracy | vs hand-picked |",
+        "|---|---|---:|---:|---|",
+    ]
+    (hand,) = [reading["hand_picked"] for reading in readings]
+    lines.append(
+        f"| hand-picked {hand['setting']} | {hand['allocation']} | {hand['gzip_bytes']:,} | "
+        f"{hand['accuracy'] * 100:.2f}% | |"
+    )
+    for recipe in recipes:
+        versus = (
+            f"{recipe['gzip_bytes'] / hand['gzip_bytes'] - 1:+.1%} bytes, "
+            f"{(recipe['accuracy'] - hand['accuracy']) * 100:+.2f} pt"
+        )
+        lines.append(
+            f"| fine-tuned chain, step {recipe['step']} | {recipe['allocation']} | {recipe['gzip_bytes']:,} | "
+            f"{recipe['accuracy'] * 100:.2f}% | {versus} |"
+        )
+    return lines
+
+
+def _scan_chains(chains: dict) -> list:
+    lengths = chains["lengths"]
+    lines = [
+        "The allocation chain (`transforms/allocation.py`) ordered by each pricing, on the notches measured "
+        "here, read at its first step as small as the hand-picked "
+        "setting by the chain's estimate (the scanned kernels entropy-coded); forecast: the fine-tuned drops "
+        "of its layers' settings added, the chain's own approximation, beside the hand-picked recipe's "
+        "drop below the control row of the shrink table. As risky: the fine-tuned chain's last step whose "
+        "forecast is the hand-picked setting's or less.",
+        "",
+        "| setting | step | per layer (sparsity/clusters) | estimate (B) | forecast drop (pt) | recipe's drop (pt) |",
+        "|---|---:|---|---:|---:|---:|",
+    ]
+    for reading in chains["readings"]:
+        hand = reading["hand_picked"]
+        lines.append(
+            f"| hand-picked {hand['setting']} | | {hand['allocation']} | {hand['estimated_bytes']:,} | "
+            f"{hand['forecast_drop']:+.2f} | {hand['measured_drop']:+.2f} |"
+        )
+        for pricing in ("one-shot", "fine-tuned", "fine-tuned, as risky"):
+            step, last = reading[pricing], lengths[pricing.split(",")[0]] - 1
+            lines.append(
+                f"| chain priced {pricing} | {step['step']}/{last} | {step['allocation']} | "
+                f"{step['estimated_bytes']:,} | {step['forecast_drop']:+.2f} | |"
+            )
+    return lines
 
 
 RENDERERS = {

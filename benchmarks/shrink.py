@@ -16,15 +16,14 @@ Writes results/shrink.json (one model's rows replaced at a time) and the table i
 
 import json
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-import yaml
 from absl import app, flags
 
 import render
+from shrink_recipes import BUDGET, CONTROL, EPOCHS, HAND_PICKED, UNIFORM, run, run_recipe
 
 ROOT = Path(__file__).resolve().parents[1]
 _DATA_DIR = flags.DEFINE_string(
@@ -41,40 +40,7 @@ _PARTS = flags.DEFINE_list(
     "hand-picked row's, fine-tuned with other seeds (not in the default: 6 more recipe runs per model).",
 )
 
-BUDGET = 1.0
 SEEDS = (1, 2, 3)  # the stored rows are seed 0
-# Fine-tuning per model: (prune epochs, cluster epochs); batch 128, lr 1e-3 then 1e-4, as auto's defaults.
-EPOCHS = {"lenet_300_100": (30, 6), "lenet5": (8, 2), "dscnn": (3, 1)}
-UNIFORM = {
-    "lenet_300_100": {"90% / 16": (0.90, 16), "95% / 8": (0.95, 8)},
-    "lenet5": {"90% / 16": (0.90, 16), "95% / 8": (0.95, 8)},
-    "dscnn": {"80% / 16": (0.80, 16)},
-}
-CONTROL = "nothing pruned or clustered"  # the same fine-tuning: what training alone gains or loses
-HAND_PICKED = {
-    "lenet_300_100": {
-        "97/92/70% / 8,8,16": (
-            {"dense": 0.97, "dense_1": 0.92, "dense_2": 0.70},
-            {"dense": 8, "dense_1": 8, "dense_2": 16},
-        ),
-        "96/90/50% / 8,8,16": (
-            {"dense": 0.96, "dense_1": 0.90, "dense_2": 0.50},
-            {"dense": 8, "dense_1": 8, "dense_2": 16},
-        ),
-    },
-    "lenet5": {
-        "conv 50%, dense 95/90/50% / 16,8,8,16": (
-            {"conv2d_1": 0.5, "dense_3": 0.95, "dense_4": 0.9, "dense_5": 0.5},
-            {"conv2d_1": 16, "dense_3": 8, "dense_4": 8, "dense_5": 16},
-        ),
-    },
-    "dscnn": {
-        "pointwise 70% / 16": (
-            {"conv2d_3": 0.7, "conv2d_4": 0.7, "conv2d_5": 0.7, "conv2d_6": 0.7},
-            {"conv2d_3": 16, "conv2d_4": 16, "conv2d_5": 16, "conv2d_6": 16},
-        ),
-    },
-}
 
 
 def main(argv):
@@ -126,7 +92,7 @@ def kill_row(folder: Path) -> dict:
         *("--train", str(data / "fashion_mnist_calib.npz"), "--calibration", str(data / "fashion_mnist_calib.npz")),
         *("--eval", str(data / "fashion_mnist_eval.npz"), "--prune_epochs", "2", "--cluster_epochs", "1"),
     ]
-    uninterrupted = _run([*command, "-o", str(folder / "whole.tflite")])
+    uninterrupted = run([*command, "-o", str(folder / "whole.tflite")])
     killed = folder / "killed.tflite"
     records = folder / "killed.auto"
     process = subprocess.Popen([*command, "-o", str(killed)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -136,7 +102,7 @@ def kill_row(folder: Path) -> dict:
     process.wait()
     written_before_the_end = killed.exists() or any(folder.glob("killed.*.png"))
     before = {path.name: path.stat().st_mtime_ns for path in records.glob("*.json")}
-    resumed = _run([*command, "-o", str(killed)])
+    resumed = run([*command, "-o", str(killed)])
     after = {path.name: path.stat().st_mtime_ns for path in records.glob("*.json")}
     return {
         "probes_before_kill": len([name for name in before if name.startswith("probe-")]),
@@ -199,13 +165,13 @@ def auto_row(name: str, data: dict, folder: Path, budget: float = BUDGET, how: s
         "--report",
         str(folder / "auto.json"),
     ]
-    seconds = _run(command, check=False)  # exit 1: nothing within the budget, a row too
+    seconds = run(command, check=False)  # exit 1: nothing within the budget, a row too
     report = json.loads((folder / "auto.json").read_text())
     chosen = next((c for c in report["candidates"] if c["name"] == report["chosen"]), None)
     if chosen is None:
         return {"model": name, "how": how, "budget": budget, "setting": "nothing within the budget", "seconds": seconds}
     remade = folder / "remade"
-    _run(
+    run(
         [
             "tfcompress",
             "run",
@@ -246,7 +212,7 @@ def auto_row(name: str, data: dict, folder: Path, budget: float = BUDGET, how: s
 
 
 def setting_row(name: str, label: str, how: str, data: dict, folder: Path) -> dict:
-    report, seconds = _run_recipe(name, label, _setting_steps(name, label, how), data, folder)
+    report, seconds = run_recipe(name, label, _setting_steps(name, label, how), data, folder)
     return {
         "model": name,
         "how": how,
@@ -275,7 +241,7 @@ def seeds_of(name: str, data: dict, folder: Path, rows: list) -> dict:
         runs = [{"seed": 0, "gzip_bytes": row["gzip_bytes"], "accuracy_drop": row["accuracy_drop"]}]
         for seed in SEEDS:
             seeded = [{kind: {**options, "seed": seed}} for step in steps for kind, options in step.items()]
-            report, _ = _run_recipe(name, f"{who} seed {seed}", seeded, data, folder)
+            report, _ = run_recipe(name, f"{who} seed {seed}", seeded, data, folder)
             runs.append({"seed": seed, "gzip_bytes": report["gzip_bytes"], "accuracy_drop": report["accuracy_drop"]})
         measured[who] = {"setting": row["setting"], "runs": runs}
     return {"model": name, **measured}
@@ -307,35 +273,8 @@ def _setting_steps(name: str, label: str, how: str) -> list:
     return [{"prune": first}, {"cluster": {**cluster, "preserve_sparsity": True, **settle}}]
 
 
-def _run_recipe(name: str, label: str, training: list, data: dict, folder: Path) -> tuple:
-    """Training steps → int8 with one scale per Dense, as a recipe through `tfcompress run`: its report
-    and wall seconds."""
-    recipe = {
-        "name": f"{name} {label}",
-        "steps": [*training, {"convert": {"precision": "int8", "per_tensor_dense": True}}],
-        "budgets": {"max_accuracy_drop": BUDGET},
-    }
-    path = folder / f"{label.replace('/', '_').replace(' ', '')}.yaml"
-    path.write_text(yaml.safe_dump(recipe, sort_keys=False))
-    output = folder / f"run-{path.stem}"
-    flags_and_data = [part for flag, value in data.items() for part in (flag, value)]
-    command = ["tfcompress", "run", str(path), "--model", str(ROOT / f"sample_models/{name}.h5"), *flags_and_data]
-    seconds = _run([*command, "-o", str(output)], check=False)  # exit 1: over the budget, a row too
-    return json.loads((output / "report.json").read_text()), seconds
-
-
 def _only(names) -> str:
     return "^(" + "|".join(names) + ")$"
-
-
-def _run(command, check: bool = True) -> float:
-    """Runs a CLI command with its output streaming to ours (Keras progress, probes); its wall seconds."""
-    print("$", " ".join(command), flush=True)
-    started = time.perf_counter()
-    finished = subprocess.run(command, stdout=sys.stdout, stderr=sys.stderr)
-    if check and finished.returncode != 0:
-        raise SystemExit(f"{command[1]} failed with exit code {finished.returncode}")
-    return time.perf_counter() - started
 
 
 def _machine() -> dict:

@@ -14,8 +14,10 @@ fine-tuned hand-picked row, every 1x1 conv at 70%, gained 1.8 pt. A clustered la
 as it stands: its fine-tune, a tenth of the rate and fewer epochs, recovers less. Priced with
 re-estimated statistics too (at most 0.2 pt down to 16 clusters), the chain clustered every
 DS-CNN conv to 8 or 4 before pruning any, and its fine-tuned step 18 lost 1.28 pt at 20,389 B
-where this chain's step 27 gains 0.34 pt at 17,529 B (issue #21's notes). The mismatch is the
-price of not fine-tuning per notch.
+where this chain's step 27 gains 0.34 pt at 17,529 B (issue #21's notes). Fine-tuning each
+notch as the probes do would not mend it alone (benchmarks/scan_prices.py): so priced, no DS-CNN
+layer costs more than 1.2 pt at 90% zeros, and the chain on those prices, at the hand-picked row's
+estimated size, was 10.5% bigger and 0.27 pt worse than it; layers fine-tuned together do not add.
 """
 
 import dataclasses
