@@ -1220,34 +1220,49 @@ def _scan_prices(result: dict) -> str:
             )
     if "chains" in result:
         lines += ["", *_scan_chains(result["chains"])]
-    if "recipes" in result:
-        lines += ["", *_scan_recipes(result["recipes"], result["chains"]["readings"])]
+    if "chains" in result:
+        lines += _scan_recipes(result)
     return "\n".join(lines)
 
 
-def _scan_recipes(recipes: list, readings: list) -> list:
-    lines = [
-        "The fine-tuned chain's steps, fine-tuned as `auto --train` probes them, as recipes through `tfcompress run` "
-        "(int8, one scale per Dense; the `.tflite` gzipped, accuracy on the 10,000 test images), beside the "
-        "hand-picked recipe's row of the shrink table:",
-        "",
-        "| recipe | per layer (sparsity/clusters) | gzip (B) | accuracy | vs hand-picked |",
-        "|---|---|---:|---:|---|",
-    ]
-    (hand,) = [reading["hand_picked"] for reading in readings]
-    lines.append(
-        f"| hand-picked {hand['setting']} | {hand['allocation']} | {hand['gzip_bytes']:,} | "
-        f"{hand['accuracy'] * 100:.2f}% | |"
-    )
-    for recipe in recipes:
-        versus = (
-            f"{recipe['gzip_bytes'] / hand['gzip_bytes'] - 1:+.1%} bytes, "
-            f"{(recipe['accuracy'] - hand['accuracy']) * 100:+.2f} pt"
-        )
-        lines.append(
-            f"| fine-tuned chain, step {recipe['step']} | {recipe['allocation']} | {recipe['gzip_bytes']:,} | "
-            f"{recipe['accuracy'] * 100:.2f}% | {versus} |"
-        )
+def _scan_recipes(result: dict) -> list:
+    (reading,) = result["chains"]["readings"]
+    hand = reading["hand_picked"]
+    tables = {
+        "recipes": (
+            "The fine-tuned chain's steps, fine-tuned as `auto --train` probes them, as recipes through "
+            "`tfcompress run` (int8, one scale per Dense; the `.tflite` gzipped, accuracy on the 10,000 test "
+            "images), beside the hand-picked recipe's row of the shrink table:",
+            "fine-tuned chain, step {}",
+        ),
+        "uniform": (
+            "The hand-picked setting's layers all at one other setting, the rest untouched, run the same way "
+            "(the first row is the hand-picked setting run again: the recipes' own noise):",
+            "hand-picked layers at {}",
+        ),
+    }
+    lines = []
+    for part, (intro, label) in tables.items():
+        if part not in result:
+            continue
+        lines += [
+            "",
+            intro,
+            "",
+            "| recipe | per layer (sparsity/clusters) | gzip (B) | accuracy | vs hand-picked |",
+            "|---|---|---:|---:|---|",
+            f"| hand-picked {hand['setting']} (shrink) | {hand['allocation']} | {hand['gzip_bytes']:,} | "
+            f"{hand['accuracy'] * 100:.2f}% | |",
+        ]
+        for recipe in result[part]:
+            versus = (
+                f"{recipe['gzip_bytes'] / hand['gzip_bytes'] - 1:+.1%} bytes, "
+                f"{(recipe['accuracy'] - hand['accuracy']) * 100:+.2f} pt"
+            )
+            lines.append(
+                f"| {label.format(recipe['step'])} | {recipe['allocation']} | {recipe['gzip_bytes']:,} | "
+                f"{recipe['accuracy'] * 100:.2f}% | {versus} |"
+            )
     return lines
 
 

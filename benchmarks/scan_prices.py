@@ -18,11 +18,13 @@ with seeds for its noise):
   read at the hand-picked setting's estimated size and at its forecast drop, those two steps run
   as recipes through `tfcompress run`: would per-notch fine-tuning make the chain find the
   hand-picked setting or better?
+- uniform: the hand-picked setting's layers moved together to its neighbouring settings, the way
+  the chain cannot (it moves one layer a notch at a time), run as recipes the same way.
 
 The one-shot drops are the scan stored by `benchmarks/shrink.py` (`results/shrink/MODEL.auto.json`,
 2,000 test images).
 
-    python benchmarks/scan_prices.py                  # dscnn, about 100 min on 2 cores
+    python benchmarks/scan_prices.py                  # dscnn, about 110 min on 2 cores
     python benchmarks/scan_prices.py --parts recipes  # a part run alone keeps the others' rows
 """
 
@@ -50,9 +52,9 @@ _DATA_DIR = flags.DEFINE_string(
 _MODEL = flags.DEFINE_string("model", "dscnn", "Bundled sample model whose shrink scan is stored.")
 _PARTS = flags.DEFINE_list(
     "parts",
-    ["cluster", "prune", "recipes"],
+    ["cluster", "prune", "recipes", "uniform"],
     "cluster: the scan's cluster counts; prune: SPARSITIES; recipes: the fine-tuned chain's steps (`_chains`) run "
-    "as recipes through `tfcompress run`.",
+    "as recipes through `tfcompress run`; uniform: the hand-picked setting's layers at each of UNIFORM's settings.",
 )
 
 CONTROL_SEEDS = (0, 1, 2)
@@ -60,6 +62,7 @@ SPARSITIES = ("0.5", "0.7", "0.9")  # the scan's ladder up to where its one-shot
 TRAINING_IMAGES = 60_000
 MEASURED = ("cluster", "prune")
 RECIPES = ("fine-tuned", "fine-tuned, as risky")  # the fine-tuned chain's readings run as recipes
+UNIFORM = ((0.7, 16), (0.8, 16), (0.7, 8), (0.8, 8), (0.9, 16))  # (sparsity, clusters) of every hand-picked layer
 
 
 def main(argv):
@@ -79,6 +82,10 @@ def main(argv):
         with tempfile.TemporaryDirectory() as folder:
             readings = result["chains"]["readings"]
             result["recipes"] = [_recipe(reading[step], Path(folder)) for reading in readings for step in RECIPES]
+        render.write_result("scan_prices", result)
+    if "uniform" in _PARTS.value:
+        with tempfile.TemporaryDirectory() as folder:
+            result["uniform"] = [_recipe(reading, Path(folder)) for reading in _uniform(scans)]
         render.write_result("scan_prices", result)
     render.render_all()
 
@@ -123,7 +130,7 @@ def _chains(result: dict, scans: list) -> dict:
     notches measured here, read where it first reaches each hand-picked setting's estimated size; a
     setting's forecast adds its layers' fine-tuned drops (the chain's own approximation), and the
     hand-picked one's is set beside its recipe's drop below the control row (results/shrink.json)."""
-    fine = {part: _fine_tuned_drops(result[part]) for part in ("cluster", "prune")}
+    fine = {part: _fine_tuned_drops(result[part]) for part in MEASURED}
     drops = {
         "one-shot": lambda scan, part, notch: scan[f"{part}_drop"][notch],
         "fine-tuned": lambda scan, part, notch: fine[part][scan["name"], _setting(part, notch)],
@@ -177,8 +184,20 @@ def _as_risky(chain: list, forecast: float, fine: dict) -> dict:
     return {"step": step, **_reading(chain[step], fine)}
 
 
+def _uniform(scans: list) -> list:
+    """The layers of the (first) hand-picked setting, all at one of UNIFORM's settings, the others untouched:
+    a family that moves the layers together, where the chain moves one at a time."""
+    (sparsities, _), *_ = HAND_PICKED[_MODEL.value].values()
+    weights = {scan["name"]: scan["weights"] for scan in scans}
+    settings = []
+    for sparsity, clusters in UNIFORM:
+        allocation = _allocation(weights, dict.fromkeys(sparsities, sparsity), dict.fromkeys(sparsities, clusters))
+        settings.append({"step": f"{sparsity:.0%} / {clusters}", **_allocation_fields(allocation)})
+    return settings
+
+
 def _recipe(reading: dict, folder: Path) -> dict:
-    """A chain step fine-tuned as `auto --train` probes it, as a recipe through `tfcompress run`."""
+    """An allocation fine-tuned as `auto --train` probes it, as a recipe through `tfcompress run`."""
     prune_epochs, cluster_epochs = EPOCHS[_MODEL.value]
     allocation = Allocation(reading["sparsity"], reading["clusters"], reading["estimated_bytes"], scan_drop=0.0)
     shrink = ShrinkOptions(prune_epochs=prune_epochs, cluster_epochs=cluster_epochs)
@@ -219,12 +238,15 @@ def _allocation(weights: dict, sparsities: dict, counts: dict) -> Allocation:
 def _reading(allocation: Allocation, fine: dict) -> dict:
     forecast = sum(fine["prune"][name, s] for name, s in allocation.sparsity.items() if s > 0)
     forecast += sum(fine["cluster"][name, k] for name, k in allocation.clusters.items() if k is not None)
+    return {**_allocation_fields(allocation), "forecast_drop": round(forecast, 2)}
+
+
+def _allocation_fields(allocation: Allocation) -> dict:
     return {
         "allocation": allocation.describe(),
         "sparsity": allocation.sparsity,
         "clusters": allocation.clusters,
         "estimated_bytes": round(allocation.estimated_bytes),
-        "forecast_drop": round(forecast, 2),
     }
 
 

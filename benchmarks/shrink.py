@@ -5,9 +5,8 @@ For each bundled model: `tfcompress auto MODEL --train DIR@train --eval DIR@test
 gzip size against the float32 `.tflite`, its accuracy drop on the 10k test images), then the
 recipe it wrote re-run with `tfcompress run` and the bytes compared. Then each uniform and
 hand-picked setting as a recipe (prune → cluster keeping the zeros → int8, one scale per
-Dense) through `tfcompress run`, with auto's epochs, batch and learning rates. LeNet-300-100's
-hand-picked rows are benchmarks/compress.py's; lenet5's and dscnn's were written here before
-auto ran, the Deep Compression way (big Dense layers hardest, first and last layers lightest).
+Dense) through `tfcompress run`, with auto's epochs, batch and learning rates (the settings and
+the recipe runner are benchmarks/shrink_recipes.py's).
 The control row is that fine-tuning with nothing pruned or clustered: what training alone gains.
 `--parts seeds` fine-tunes the tight comparison's two recipes again with other seeds, to say how much of
 a fraction of a point between them is the seed.
