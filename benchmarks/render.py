@@ -1219,15 +1219,12 @@ def _scan_prices(result: dict) -> str:
                 f"| {row['layer']} | {shown} | {row['one_shot_drop']:+.2f} | {(control - row['accuracy']) * 100:+.2f} |"
             )
     if "chains" in result:
-        lines += ["", *_scan_chains(result["chains"])]
-    if "chains" in result:
-        lines += _scan_recipes(result)
+        lines += ["", *_scan_chains(result["chains"]), *_scan_recipes(result)]
     return "\n".join(lines)
 
 
 def _scan_recipes(result: dict) -> list:
-    (reading,) = result["chains"]["readings"]
-    hand = reading["hand_picked"]
+    hand = result["chains"]["readings"][0]["hand_picked"]  # the one scan_prices.py's recipes are held against
     tables = {
         "recipes": (
             "The fine-tuned chain's steps, fine-tuned as `auto --train` probes them, as recipes through "
