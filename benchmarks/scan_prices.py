@@ -92,8 +92,7 @@ def main(argv):
 
 def _part(part: str, scans: list, folder: Path) -> dict:
     """The part's fine-tuning, its controls, and a row per layer and notch."""
-    prune_epochs, cluster_epochs = EPOCHS[_MODEL.value]
-    settle = ["--epochs", cluster_epochs, "--batch_size", "128", "--learning_rate", "1e-4"]  # the probes' clustering
+    settle = _probe_flags("cluster")
     if part == "cluster":
         notches = [(scan["name"], count, drop) for scan in scans for count, drop in scan["cluster_drop"].items()]
         control = [["prune", "--target_sparsity", "0", *settle]]
@@ -103,8 +102,7 @@ def _part(part: str, scans: list, folder: Path) -> dict:
 
     else:
         notches = [(scan["name"], sparsity, scan["prune_drop"][sparsity]) for scan in scans for sparsity in SPARSITIES]
-        end_step = round(prune_epochs * 2 / 3) * math.ceil(TRAINING_IMAGES / 128)
-        first = ["--epochs", prune_epochs, "--end_step", end_step, "--batch_size", "128", "--learning_rate", "1e-3"]
+        first = _probe_flags("prune")
         control = [["prune", "--target_sparsity", "0", *first], ["prune", "--target_sparsity", "0", *settle]]
 
         def steps(layer, sparsity):
@@ -198,10 +196,8 @@ def _uniform(scans: list) -> list:
 
 def _recipe(reading: dict, folder: Path) -> dict:
     """An allocation fine-tuned as `auto --train` probes it, as a recipe through `tfcompress run`."""
-    prune_epochs, cluster_epochs = EPOCHS[_MODEL.value]
     allocation = Allocation(reading["sparsity"], reading["clusters"], reading["estimated_bytes"], scan_drop=0.0)
-    shrink = ShrinkOptions(prune_epochs=prune_epochs, cluster_epochs=cluster_epochs)
-    steps = training_steps(allocation, shrink, math.ceil(TRAINING_IMAGES / shrink.batch_size))
+    steps = _probe_steps(allocation)
     data = {
         "--train": f"{_DATA_DIR.value}@train",
         "--eval": f"{_DATA_DIR.value}@test",
@@ -215,6 +211,20 @@ def _recipe(reading: dict, folder: Path) -> dict:
         "accuracy": report["accuracy"],
         "seconds": round(seconds, 1),
     }
+
+
+def _probe_steps(allocation: Allocation) -> list:
+    """The recipe steps auto's probe of `allocation` runs, with this model's epochs (jobs/auto_train.py)."""
+    prune_epochs, cluster_epochs = EPOCHS[_MODEL.value]
+    shrink = ShrinkOptions(prune_epochs=prune_epochs, cluster_epochs=cluster_epochs)
+    return training_steps(allocation, shrink, math.ceil(TRAINING_IMAGES / shrink.batch_size))
+
+
+def _probe_flags(kind: str) -> list:
+    """How auto's probes fine-tune a prune or a cluster step, as `tfcompress` flags."""
+    (options,) = [step[kind] for step in _probe_steps(Allocation({"L": 0.5}, {"L": 16}, 0.0, 0.0)) if kind in step]
+    timing = ("epochs", "end_step", "batch_size", "learning_rate")
+    return [part for key in timing if key in options for part in (f"--{key}", options[key])]
 
 
 def _setting(part: str, notch: str):
