@@ -1073,7 +1073,11 @@ def _shrink(result: dict) -> str:
             extra = f" ({beaten})"
         if row["how"].startswith("auto"):
             remade = "same bytes" if row["recipe_remakes_bytes"] else "DIFFERENT bytes"
-            extra = f" ({row['probes']} probes of {row['chain_length'] - 1} steps; recipe re-run: {remade})"
+            sizes = row.get("chain_sizes", "entropy formula")
+            extra = (
+                f" ({row['probes']} probes of {row['chain_length'] - 1} steps; recipe re-run: {remade}; "
+                f"chain sizes: {sizes}{', at ' + row['commit'] if 'commit' in row else ''})"
+            )
         lines.append(
             f"| `{row['model']}` | {row['how']} | {row['setting']}{extra} | {row['gzip_bytes']:,} | "
             f"**{row['gzip_ratio']:.1f}x** | {row['accuracy'] * 100:.2f}% | {row['accuracy_drop']:+.2f} | "

@@ -39,8 +39,10 @@ from absl import app, flags
 
 from tfcompress.jobs.auto_train import training_steps
 from tfcompress.options import ShrinkOptions
-from tfcompress.transforms.allocation import Allocation, allocation_chain, coded_bytes
-from tfcompress.transforms.layer_scan import LayerScan
+from tfcompress.transforms.allocation import Allocation, allocation_chain
+from tfcompress.transforms.kernel_bytes import kernel_bytes
+from tfcompress.transforms.layer_scan import CLUSTERS, LayerScan
+from tfcompress.transforms.layer_scan import SPARSITIES as SCANNED_SPARSITIES
 
 import render
 from shrink_recipes import CONTROL, EPOCHS, HAND_PICKED, run_recipe
@@ -69,6 +71,7 @@ def main(argv):
     del argv
     name = _MODEL.value
     scans = json.loads((render.RESULTS / "shrink" / f"{name}.auto.json").read_text())["search"]["scans"]
+    stored = _stored_bytes(name, scans)
     result = render.stored_result("scan_prices", {"benchmark": "scan_prices", "model": name})
     for part in MEASURED:
         if part in _PARTS.value:
@@ -76,7 +79,7 @@ def main(argv):
                 result[part] = _part(part, scans, Path(folder))
             render.write_result("scan_prices", result)
     if set(MEASURED) <= result.keys():
-        result["chains"] = _chains(result, scans)
+        result["chains"] = _chains(result, scans, stored)
         render.write_result("scan_prices", result)
     if "recipes" in _PARTS.value:
         with tempfile.TemporaryDirectory() as folder:
@@ -85,7 +88,7 @@ def main(argv):
         render.write_result("scan_prices", result)
     if "uniform" in _PARTS.value:
         with tempfile.TemporaryDirectory() as folder:
-            result["uniform"] = [_recipe(reading, Path(folder)) for reading in _uniform(scans)]
+            result["uniform"] = [_recipe(reading, Path(folder)) for reading in _uniform(stored)]
         render.write_result("scan_prices", result)
     render.render_all()
 
@@ -123,7 +126,7 @@ def _part(part: str, scans: list, folder: Path) -> dict:
     return {"fine_tuning": fine_tuning, "controls": controls, "rows": rows}
 
 
-def _chains(result: dict, scans: list) -> dict:
+def _chains(result: dict, scans: list, stored: dict) -> dict:
     """The allocation chain priced by the scan's one-shot drops and by the fine-tuned ones, both on the
     notches measured here, read where it first reaches each hand-picked setting's estimated size; a
     setting's forecast adds its layers' fine-tuned drops (the chain's own approximation), and the
@@ -141,6 +144,7 @@ def _chains(result: dict, scans: list) -> dict:
                     scan["weights"],
                     {float(s): drop(scan, "prune", s) for s in SPARSITIES},
                     {int(k): drop(scan, "cluster", k) for k in scan["cluster_drop"]},
+                    stored[scan["name"]],
                 )
                 for scan in scans
             ]
@@ -151,7 +155,7 @@ def _chains(result: dict, scans: list) -> dict:
     recipes = {row["setting"]: row for row in shrink_rows if row["model"] == result["model"]}
     readings = []
     for label, (sparsities, counts) in HAND_PICKED[result["model"]].items():
-        hand = _allocation({scan["name"]: scan["weights"] for scan in scans}, sparsities, counts)
+        hand = _allocation(stored, sparsities, counts)
         recipe = recipes[label]  # shrink's row, through `tfcompress run`
         measured = {
             "measured_drop": round((recipes[CONTROL]["accuracy"] - recipe["accuracy"]) * 100, 2),
@@ -182,14 +186,13 @@ def _as_risky(chain: list, forecast: float, fine: dict) -> dict:
     return {"step": step, **_reading(chain[step], fine)}
 
 
-def _uniform(scans: list) -> list:
+def _uniform(stored: dict) -> list:
     """The layers of the (first) hand-picked setting, all at one of UNIFORM's settings, the others untouched:
     a family that moves the layers together, where the chain moves one at a time."""
     (sparsities, _), *_ = HAND_PICKED[_MODEL.value].values()
-    weights = {scan["name"]: scan["weights"] for scan in scans}
     settings = []
     for sparsity, clusters in UNIFORM:
-        allocation = _allocation(weights, dict.fromkeys(sparsities, sparsity), dict.fromkeys(sparsities, clusters))
+        allocation = _allocation(stored, dict.fromkeys(sparsities, sparsity), dict.fromkeys(sparsities, clusters))
         settings.append({"step": f"{sparsity:.0%} / {clusters}", **_allocation_fields(allocation)})
     return settings
 
@@ -238,10 +241,18 @@ def _fine_tuned_drops(measured: dict) -> dict:
     return {(row["layer"], row["setting"]): round((control - row["accuracy"]) * 100, 2) for row in measured["rows"]}
 
 
-def _allocation(weights: dict, sparsities: dict, counts: dict) -> Allocation:
-    sparsity = {name: sparsities.get(name, 0.0) for name in weights}
-    clusters = {name: counts.get(name) for name in weights}
-    size = sum(coded_bytes(weights[name], sparsity[name], clusters[name]) for name in weights)
+def _stored_bytes(name: str, scans: list) -> dict:
+    """Each scanned layer's deflated int8 kernel at every notch of the scan, as auto's chain prices them."""
+    import tf_keras
+
+    model = tf_keras.models.load_model(ROOT / f"sample_models/{name}.h5", compile=False)
+    return {scan["name"]: kernel_bytes(model.get_layer(scan["name"]), SCANNED_SPARSITIES, CLUSTERS) for scan in scans}
+
+
+def _allocation(stored: dict, sparsities: dict, counts: dict) -> Allocation:
+    sparsity = {name: sparsities.get(name, 0.0) for name in stored}
+    clusters = {name: counts.get(name) for name in stored}
+    size = sum(stored[name][sparsity[name], clusters[name]] for name in stored)
     return Allocation(sparsity, clusters, size, scan_drop=0.0)
 
 

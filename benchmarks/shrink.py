@@ -40,6 +40,7 @@ _PARTS = flags.DEFINE_list(
 )
 
 SEEDS = (1, 2, 3)  # the stored rows are seed 0
+CHAIN_SIZES = "deflated kernels"  # how auto's chain priced bytes (rows without it: an entropy formula)
 
 
 def main(argv):
@@ -207,6 +208,8 @@ def auto_row(name: str, data: dict, folder: Path, budget: float = BUDGET, how: s
         "stopped": report["search"]["stopped"],
         "recipe_remakes_bytes": (remade / "model.tflite").read_bytes() == output.read_bytes(),
         "training": chosen["training"],
+        "chain_sizes": CHAIN_SIZES,
+        "commit": _commit(),
     }
 
 
@@ -274,6 +277,13 @@ def _setting_steps(name: str, label: str, how: str) -> list:
 
 def _only(names) -> str:
     return "^(" + "|".join(names) + ")$"
+
+
+def _commit() -> str:
+    """The checkout the row was measured on (a row is kept until its model's parts are run again)."""
+    head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+    dirty = subprocess.run(["git", "-C", str(ROOT), "diff", "--quiet", "HEAD", "--", "tfcompress"]).returncode
+    return head.stdout.strip() + ("+changes" if dirty else "")
 
 
 def _machine() -> dict:

@@ -1,8 +1,8 @@
 """The allocation chain: from nothing to every layer at its hull's end, bytes falling step by step."""
 
-import pytest
+import math
 
-from tfcompress.transforms.allocation import allocation_chain, coded_bytes
+from tfcompress.transforms.allocation import allocation_chain, lut_bytes
 from tfcompress.transforms.layer_scan import LayerScan
 
 SPARSITIES = (0.5, 0.9, 0.99)
@@ -10,14 +10,17 @@ CLUSTERS = (16, 4)
 
 
 def _scan(name, weights, prune_drops, cluster_drops):
-    return LayerScan(name, weights, dict(zip(SPARSITIES, prune_drops)), dict(zip(CLUSTERS, cluster_drops)))
+    """A scan whose kernel stores where its zeros are (their entropy) and log2(values) bits per kept weight."""
+    stored = {
+        (sparsity, clusters): weights * (_entropy(sparsity) + (1 - sparsity) * math.log2(clusters or 256)) / 8
+        for sparsity in (0.0, *SPARSITIES)
+        for clusters in (None, *CLUSTERS)
+    }
+    return LayerScan(name, weights, dict(zip(SPARSITIES, prune_drops)), dict(zip(CLUSTERS, cluster_drops)), stored)
 
 
-def test_coded_bytes_counts_the_zeros_pattern_and_the_cluster_index():
-    assert coded_bytes(8000, 0.0, None) == 8000  # int8, no structure: a byte each
-    assert coded_bytes(8000, 0.0, 16) == 4000  # 4 bits each
-    assert coded_bytes(8000, 0.5, 16) == pytest.approx(1000 + 2000)  # 1 bit for where, 4 for half of them
-    assert coded_bytes(8000, 0.99, 4) < coded_bytes(8000, 0.9, 4) < coded_bytes(8000, 0.9, 16)
+def _entropy(p):
+    return 0.0 if p == 0.0 else -(p * math.log2(p) + (1 - p) * math.log2(1 - p))
 
 
 def test_chain_goes_from_nothing_to_the_smallest_with_bytes_falling():
@@ -50,10 +53,9 @@ def test_a_layer_that_falls_apart_stays_light_until_the_end():
 
 
 def test_for_lut_flash_the_chain_clusters_and_stops_before_pruning_would_add_a_value():
-    from tfcompress.transforms.allocation import lut_bytes
-
-    assert lut_bytes(8000, 0.0, None) == 8000 and lut_bytes(8000, 0.0, 4) == 2000
-    assert lut_bytes(8000, 0.9, 4) == 3000  # the zero is a fifth value: 3 index bits
+    layer = _scan("layer", 8000, (0.0, 0.0, 0.0), (0.0, 0.0))
+    assert lut_bytes(layer, 0.0, None) == 8000 and lut_bytes(layer, 0.0, 4) == 2000
+    assert lut_bytes(layer, 0.9, 4) == 3000  # the zero is a fifth value: 3 index bits
     scans = [_scan("big", 100_000, (0.0, 0.0, 0.0), (0.0, 0.1)), _scan("small", 2_000, (0.0, 0.0, 0.0), (0.0, 0.0))]
     chain = allocation_chain(scans, lut_bytes)
     assert all(s == 0.0 for a in chain for s in a.sparsity.values())

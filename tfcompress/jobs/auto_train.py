@@ -28,9 +28,9 @@ from tfcompress.options import ShrinkOptions
 from tfcompress.transforms.allocation import (
     Allocation,
     allocation_chain,
-    coded_bytes,
     lut_bytes,
     relieved_allocations,
+    stored_bytes,
 )
 from tfcompress.transforms.layer_scan import MIN_WEIGHTS, LayerScan, scan_layers, scanned_layer_names
 
@@ -69,7 +69,7 @@ def training_search(
     """Bisects the allocation chain for its most aggressive step within the budget, then the relief
     between that step and the next; `settings` are auto's (AutoOptions, ShrinkOptions, LoadOptions);
     `measure(candidate, source)` converts and measures one fine-tuned model; the chain's estimate is
-    the objective's (LUT index bits for flash, entropy-coded bytes otherwise); `deadline` is a
+    the objective's (LUT index bits for flash, the scan's deflated kernels otherwise); `deadline` is a
     `time.monotonic()` value."""
     options, shrink, load = settings
     names = scanned_layer_names(model)
@@ -78,7 +78,7 @@ def training_search(
             (), 0, (), f"no Dense or Conv layer of {MIN_WEIGHTS} weights or more to prune and cluster"
         )
     scans = _scan(model, evaluation.take(SCAN_SAMPLES), train.take(SCAN_SAMPLES).x, names, state)
-    chain = allocation_chain(scans, lut_bytes if options.objective == "flash" else coded_bytes)
+    chain = allocation_chain(scans, lut_bytes if options.objective == "flash" else stored_bytes)
     prober = _Prober(model, train, settings, measure, state, deadline)
     last = len(chain) - 1
     over = prober.bisect(chain, 0, len(chain), lambda step: (f"probe-{step}", f"{step}/{last}"))

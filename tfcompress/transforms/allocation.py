@@ -2,7 +2,8 @@
 
 Each layer starts unpruned and unclustered. A move takes one layer one notch along one of
 its ladders (the next sparsity, or the next smaller cluster count); its price is the
-one-shot accuracy drop it adds (the scan's), its worth the coded bytes it saves. The chain
+one-shot accuracy drop it adds (the scan's), its worth the bytes it saves: the scan's
+deflated int8 kernels for `size` (kernel_bytes.py), LUT index bits for `flash`. The chain
 takes, step by step, the move saving the most bytes per point of drop (free moves first,
 biggest first), so step i is one global aggressiveness, which `auto` bisects against the
 budget with every probe fine-tuned and measured. Drops add across layers, which is the
@@ -19,9 +20,8 @@ import dataclasses
 import math
 from typing import Optional
 
-__all__ = ["Allocation", "allocation_chain", "relieved_allocations", "coded_bytes", "lut_bytes", "INT8_VALUES"]
+__all__ = ["Allocation", "allocation_chain", "relieved_allocations", "stored_bytes", "lut_bytes"]
 
-INT8_VALUES = 256  # an unclustered int8 kernel: up to 256 distinct values
 _FREE = 0.01  # points: a smaller added drop is the scan's noise, the move is free
 
 
@@ -31,34 +31,32 @@ class Allocation:
 
     sparsity: dict  # layer → fraction of zeros
     clusters: dict  # layer → shared values, or None
-    estimated_bytes: float  # the scanned kernels as the objective stores them (coded_bytes, lut_bytes)
+    estimated_bytes: float  # the scanned kernels as the objective stores them (stored_bytes, lut_bytes)
     scan_drop: float  # the layers' one-shot drops added: a ranking, not a forecast
 
     def describe(self) -> str:
         return ", ".join(f"{name} {self.sparsity[name]:.0%}/{self.clusters[name] or 'int8'}" for name in self.sparsity)
 
 
-def coded_bytes(weights: int, sparsity: float, clusters: Optional[int]) -> float:
-    """What entropy coding (gzip, Huffman) can shrink an int8 kernel to: where the zeros are, plus
-    log2(clusters) bits for each kept weight."""
-    values = clusters or INT8_VALUES
-    return weights * (_binary_entropy(sparsity) + (1 - sparsity) * math.log2(values)) / 8
+def stored_bytes(scan, sparsity: float, clusters: Optional[int]) -> float:
+    """What the layer's int8 kernel takes after gzip at these notches, as the scan measured it."""
+    return float(scan.stored_bytes[sparsity, clusters])
 
 
-def lut_bytes(weights: int, sparsity: float, clusters: Optional[int]) -> float:
+def lut_bytes(scan, sparsity: float, clusters: Optional[int]) -> float:
     """What TFLite Micro's LUT compression stores: a whole number of index bits per weight, for the
     clusters plus the zero pruning keeps (so pruning a clustered layer saves nothing here, or costs a bit)."""
     if clusters is None:
-        return float(weights)
+        return float(scan.weights)
     values = clusters + (sparsity > 0)
-    return weights * max(1, math.ceil(math.log2(values))) / 8
+    return scan.weights * max(1, math.ceil(math.log2(values))) / 8
 
 
-def allocation_chain(scans, cost=coded_bytes) -> list:
-    """Allocations from none (step 0), one notch per step, to the smallest `cost(weights, sparsity,
+def allocation_chain(scans, cost=stored_bytes) -> list:
+    """Allocations from none (step 0), one notch per step, to the smallest `cost(scan, sparsity,
     clusters)` estimate (later moves would only add drop)."""
     ladders = {scan.name: _ladders(scan) for scan in scans}
-    sizes = {scan.name: scan.weights for scan in scans}
+    layers = {scan.name: scan for scan in scans}
     position = {scan.name: (0, 0) for scan in scans}  # (sparsity notch, cluster notch)
     chain = [_allocation(scans, ladders, position, cost)]
     while True:
@@ -71,7 +69,7 @@ def allocation_chain(scans, cost=coded_bytes) -> list:
         if not moves:
             smallest = min(range(len(chain)), key=lambda step: chain[step].estimated_bytes)
             return chain[: smallest + 1]
-        name, notches = max(moves, key=lambda move: _worth(ladders, sizes, position, cost, *move))
+        name, notches = max(moves, key=lambda move: _worth(ladders, layers, position, cost, *move))
         position = {**position, name: notches}
         chain.append(_allocation(scans, ladders, position, cost))
 
@@ -127,27 +125,23 @@ def _ladders(scan) -> tuple:
     return sparsities, clusters
 
 
-def _worth(ladders, sizes, position, cost, name, notches) -> tuple:
+def _worth(ladders, layers, position, cost, name, notches) -> tuple:
     """(bytes saved per point of drop added, bytes saved): a move that adds no drop beats every other."""
-    before, after = (_point(ladders[name], sizes[name], where, cost) for where in (position[name], notches))
+    before, after = (_point(ladders[name], layers[name], where, cost) for where in (position[name], notches))
     saved, added = before[1] - after[1], after[0] - before[0]
     return (saved / max(added, _FREE), saved)
 
 
-def _point(ladders, weights: int, notches, cost) -> tuple:
+def _point(ladders, scan, notches, cost) -> tuple:
     (sparsity, sparsity_drop), (clusters, cluster_drop) = ladders[0][notches[0]], ladders[1][notches[1]]
-    return sparsity_drop + cluster_drop, cost(weights, sparsity, clusters)
+    return sparsity_drop + cluster_drop, cost(scan, sparsity, clusters)
 
 
 def _allocation(scans, ladders, position, cost) -> Allocation:
-    points = {scan.name: _point(ladders[scan.name], scan.weights, position[scan.name], cost) for scan in scans}
+    points = {scan.name: _point(ladders[scan.name], scan, position[scan.name], cost) for scan in scans}
     return Allocation(
         sparsity={name: ladders[name][0][position[name][0]][0] for name in position},
         clusters={name: ladders[name][1][position[name][1]][0] for name in position},
         estimated_bytes=sum(size for _, size in points.values()),
         scan_drop=sum(drop for drop, _ in points.values()),
     )
-
-
-def _binary_entropy(p: float) -> float:
-    return 0.0 if p in (0.0, 1.0) else -(p * math.log2(p) + (1 - p) * math.log2(1 - p))

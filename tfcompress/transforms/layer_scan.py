@@ -28,6 +28,7 @@ from tfcompress import progress
 from tfcompress.data import Dataset
 from tfcompress.errors import OptionError
 from tfcompress.transforms.cluster import ClusterOptions, apply_clustering, clusterable_layer_names, strip_clustering
+from tfcompress.transforms.kernel_bytes import kernel_bytes, magnitude_pruned
 from tfcompress.transforms.norm_statistics import settled_statistics
 from tfcompress.transforms.prune import PruneOptions, prunable_layer_names
 from tfcompress.transforms.training import keras_accuracy
@@ -41,12 +42,14 @@ MIN_WEIGHTS = 256  # fewer weights than this: a quarter of a KB as int8, not wor
 
 @dataclasses.dataclass(frozen=True)
 class LayerScan:
-    """One layer's one-shot accuracy drops (points against the unchanged model)."""
+    """One layer's one-shot accuracy drops (points against the unchanged model), and what each
+    combination of its notches stores (kernel_bytes.py)."""
 
     name: str
     weights: int  # elements of its kernel
     prune_drop: dict  # sparsity → drop, the layer pruned alone
     cluster_drop: dict  # clusters → drop, the layer clustered alone
+    stored_bytes: dict  # (sparsity, clusters or None) → the int8 kernel's bytes after deflate
 
     def to_dict(self) -> dict:
         return {
@@ -54,6 +57,7 @@ class LayerScan:
             "weights": self.weights,
             "prune_drop": {str(key): value for key, value in self.prune_drop.items()},
             "cluster_drop": {str(key): value for key, value in self.cluster_drop.items()},
+            "stored_bytes": {f"{s}/{k or 'int8'}": size for (s, k), size in self.stored_bytes.items()},
         }
 
     @classmethod
@@ -63,6 +67,7 @@ class LayerScan:
             values["weights"],
             {float(key): value for key, value in values["prune_drop"].items()},
             {int(key): value for key, value in values["cluster_drop"].items()},
+            {_notches(key): size for key, size in values["stored_bytes"].items()},
         )
 
 
@@ -97,24 +102,20 @@ def scan_layers(model, data: Dataset, layers, *, images=None, sparsities=SPARSIT
         prune_drop = {}
         try:
             for sparsity in sparsities:
-                kernel.assign(_magnitude_pruned(original, sparsity))
+                kernel.assign(magnitude_pruned(original, sparsity))
                 with settled_statistics(model, images):
                     prune_drop[sparsity] = _drop(settled_reference, keras_accuracy(model, data))
         finally:
             kernel.assign(original)
         cluster_drop = {count: _drop(reference, _clustered_accuracy(model, name, count, data)) for count in clusters}
-        scans.append(LayerScan(name, int(original.size), prune_drop, cluster_drop))
+        stored = kernel_bytes(model.get_layer(name), sparsities, clusters)
+        scans.append(LayerScan(name, int(original.size), prune_drop, cluster_drop, stored))
     return scans
 
 
-def _magnitude_pruned(kernel: np.ndarray, sparsity: float) -> np.ndarray:
-    """The kernel with its `sparsity` fraction of smallest magnitudes set to zero."""
-    magnitudes = np.abs(kernel).ravel()
-    zeros = int(round(sparsity * magnitudes.size))
-    if zeros == 0:
-        return kernel
-    threshold = np.partition(magnitudes, zeros - 1)[zeros - 1]
-    return np.where(np.abs(kernel) <= threshold, 0.0, kernel).astype(kernel.dtype)
+def _notches(key: str) -> tuple:
+    sparsity, clusters = key.split("/")
+    return float(sparsity), None if clusters == "int8" else int(clusters)
 
 
 def _clustered_accuracy(model, name: str, clusters: int, data: Dataset) -> float:
