@@ -1295,8 +1295,35 @@ def _scan_chains(chains: dict) -> list:
     return lines
 
 
+def _size_prices(result: dict) -> str:
+    lines = [
+        "## The chain's size price against the file's gzip (`benchmarks/size_prices.py`)",
+        "",
+        "`auto --train` ranks per-layer moves by the bytes they save, priced on the float model before any "
+        "fine-tuning. Each pricing of the scanned kernels is held against the gzip of every fine-tuned file "
+        "`benchmarks/shrink.py` measured (auto's probes and the hand-picked recipes): the rest of a file is "
+        "the same for every setting, so a good price fits the gzip on a line of slope 1. Entropy formula: "
+        "what auto used before, a bit of entropy for where the zeros are plus log2(values) per kept weight. "
+        "Deflated kernels: what it uses now, each kernel pruned, clustered, quantized as the converter "
+        f"stores it, and deflated. Wrong way: pairs of settings more than {result['close']:.1%} apart in gzip "
+        "that the price orders the other way round.",
+        "",
+        "| model | settings | pricing | slope | scatter sd (B) | largest miss (B) | rank correlation | wrong way |",
+        "|---|---:|---|---:|---:|---:|---:|---:|",
+    ]
+    for measured in result["models"]:
+        for pricing, fit in measured["fits"].items():
+            lines.append(
+                f"| `{measured['model']}` | {fit['settings']} | {pricing} | {fit['slope']:.2f} | "
+                f"{fit['residual_sd']:,} | {fit['residual_max']:,} | {fit['spearman']:.3f} | "
+                f"{fit['wrong_way_pairs']} of {fit['pairs']} |"
+            )
+    return "\n".join([*lines, "", "![size prices](results/size_prices.png)"])
+
+
 RENDERERS = {
     "scan_prices": _scan_prices,
+    "size_prices": _size_prices,
     "coverage": _coverage,
     "shrink": _shrink,
     "int4": _int4,

@@ -13,6 +13,7 @@ a fraction of a point between them is the seed.
 Writes results/shrink.json (one model's rows replaced at a time) and the table in benchmarks/README.md.
 """
 
+import functools
 import json
 import subprocess
 import tempfile
@@ -45,6 +46,7 @@ CHAIN_SIZES = "deflated kernels"  # how auto's chain priced bytes (rows without 
 
 def main(argv):
     del argv
+    _commit()
     data = {
         "--train": f"{_DATA_DIR.value}@train",
         "--eval": f"{_DATA_DIR.value}@test",
@@ -279,8 +281,10 @@ def _only(names) -> str:
     return "^(" + "|".join(names) + ")$"
 
 
+@functools.cache
 def _commit() -> str:
-    """The checkout the row was measured on (a row is kept until its model's parts are run again)."""
+    """The checkout the rows are measured on, read when the run starts (a row is kept until its model's
+    parts are run again)."""
     head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
     dirty = subprocess.run(["git", "-C", str(ROOT), "diff", "--quiet", "HEAD", "--", "tfcompress"]).returncode
     return head.stdout.strip() + ("+changes" if dirty else "")

@@ -5,7 +5,8 @@ falls at 50% zeros needs a light hand, one that holds at 95% can take more. One-
 overstate what fine-tuning leaves, but they rank the layers and the steps of each ladder,
 which is all the allocation (transforms/allocation.py) uses them for. Pruning zeroes the
 smallest magnitudes, as tfmot's schedule does at its end; clustering is tfmot's, with its
-initial centroids, which is where fine-tuning starts.
+initial centroids, which is where fine-tuning starts. Each pair of notches is also priced in
+bytes, the kernel made and deflated (kernel_bytes.py), for the chain's `size` objective.
 
 A pruned layer is measured with BatchNormalization statistics re-estimated on training images
 (norm_statistics.py): its long fine-tune, at the full learning rate, re-learns them and more.
