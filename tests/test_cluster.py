@@ -59,6 +59,32 @@ def test_clusters_and_zeros_survive_stripping(pruned_then_clustered):
     assert cluster_counts(load_model(path)) == {name: v["unique_values"] for name, v in report.layers.items()}
 
 
+@pytest.mark.parametrize("preserve_sparsity", [True, False])
+def test_zeros_of_a_pruned_layer_left_unclustered_survive_only_when_asked(pruned_then_clustered, preserve_sparsity):
+    """Clustering only the last layer still fine-tunes the others: with preserve_sparsity their pruned
+    zeros stay zeros (a callback puts them back after each batch), without it they grow back."""
+    from tfcompress import cluster, load_model
+    from tfcompress.transforms.prune import layer_sparsity
+
+    path, _ = pruned_then_clustered
+    clustered = cluster(
+        load_model(path),
+        CALIBRATION,
+        clusters=4,
+        layers="^dense_2$",
+        preserve_sparsity=preserve_sparsity,
+        epochs=2,
+        learning_rate=1e-3,
+        verbose=0,
+    )
+    before, after = layer_sparsity(load_model(path)), layer_sparsity(clustered.keras_model)
+    if preserve_sparsity:
+        assert after["dense"] == before["dense"] and after["dense_1"] == before["dense_1"] > 0.78
+    else:
+        assert after["dense"] < 0.5 and after["dense_1"] < 0.5, after  # 10% and 13% when measured
+    assert clustered.layers["dense_2"]["unique_values"] <= 4
+
+
 def test_clustered_int8_model_holds_at_most_k_values_and_codes_small(pruned_then_clustered):
     from tfcompress import code_weights, convert
 

@@ -57,7 +57,8 @@ def cluster(
     fit = {"training": training, "strategy": strategy, "callbacks": callbacks, "verbose": verbose}
     with training_run(model, train, val, output=output, report_path=report_path, load=load, **fit) as run:
         chosen, skipped = clustering.clusterable_layer_names(run.model, options)
-        wrapped, metrics = run.fit(lambda: clustering.apply_clustering(run.model, options))
+        kept = [clustering.zeros_kept()] if options.preserve_sparsity else []
+        wrapped, metrics = run.fit(lambda: clustering.apply_clustering(run.model, options), callbacks=kept)
         stripped = clustering.strip_clustering(wrapped)
         output_format = run.outputs.keras(stripped, output, input_was_keras3=run.input_was_keras3)
         per_channel = [name for name in chosen if clustering.clusters_per_channel(stripped.get_layer(name), options)]
