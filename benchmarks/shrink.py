@@ -33,8 +33,8 @@ _MODELS = flags.DEFINE_list("models", ["lenet_300_100", "lenet5", "dscnn"], "Bun
 _TIME_BUDGET = flags.DEFINE_float("time_budget", None, "auto's --time_budget in minutes, if any (kept in the row).")
 _PARTS = flags.DEFINE_list(
     "parts",
-    ["auto", "settings", "control", "tight", "kill"],
-    "auto: auto --train; settings: uniform and hand-picked; control: the same fine-tuning with nothing pruned or "
+    ["auto", "uniform", "hand-picked", "control", "tight", "kill"],
+    "auto: auto --train; uniform, hand-picked: those settings; control: the same fine-tuning with nothing pruned or "
     "clustered; tight: auto --train with the best hand-picked "
     "row's drop as budget; kill: kill -9 of auto --train, then resumed; seeds: the tight row's recipe and its "
     "hand-picked row's, fine-tuned with other seeds (not in the default: 6 more recipe runs per model).",
@@ -62,8 +62,11 @@ def main(argv):
             fresh = []
             if "auto" in _PARTS.value:
                 fresh.append(auto_row(name, data, Path(folder)))
-            if "settings" in _PARTS.value:
-                fresh += [setting_row(name, label, how, data, Path(folder)) for how, label in settings_of(name)]
+            fresh += [
+                setting_row(name, label, how, data, Path(folder))
+                for how, label in settings_of(name)
+                if how in _PARTS.value
+            ]
             if "control" in _PARTS.value:
                 fresh.append(setting_row(name, CONTROL, "control", data, Path(folder)))
             if "tight" in _PARTS.value:
@@ -227,6 +230,7 @@ def setting_row(name: str, label: str, how: str, data: dict, folder: Path) -> di
         "accuracy": report["accuracy"],
         "accuracy_drop": report["accuracy_drop"],
         "seconds": round(seconds, 1),
+        "commit": _commit(),
     }
 
 
