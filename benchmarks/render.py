@@ -1095,11 +1095,18 @@ def _shrink(result: dict) -> str:
             f"({kill['seconds_resumed']:.0f} s resumed, {kill['seconds_uninterrupted']:.0f} s uninterrupted).",
         ]
     for seeds in result.get("seeds", []):
-        lines += ["", f"Seeds (`--parts seeds`): {seeds['model']}, {_seeds_sentence(seeds)}."]
+        if _current(seeds, result["rows"]):
+            lines += ["", f"Seeds (`--parts seeds`): {seeds['model']}, {_seeds_sentence(seeds)}."]
     pictures = sorted((RESULTS / "shrink").glob("*.png")) if (RESULTS / "shrink").exists() else []
     lines += ["", *[f"![{path.stem}](results/shrink/{path.name})" for path in pictures]]
     lines += ["", f"Versions: {_versions(result)}"]
     return "\n".join(lines)
+
+
+def _current(seeds: dict, rows: list) -> bool:
+    """Whether seeds were run for the recipe the model's tight row holds now (a re-run may choose another)."""
+    tight = [r for r in rows if r["model"] == seeds["model"] and r["how"].startswith("auto --train, the hand")]
+    return bool(tight) and tight[0]["setting"] == seeds["auto"]["setting"]
 
 
 def _seeds_sentence(seeds: dict) -> str:
@@ -1180,7 +1187,7 @@ def _tight_clause(model: str, rows: list, all_seeds: list) -> str:
     hand = next(row for row in rows if row["how"] == "hand-picked" and row["accuracy_drop"] == tight["budget"])
     sizes = (tight["gzip_bytes"], hand["gzip_bytes"])
     drops = (tight["accuracy_drop"], hand["accuracy_drop"])
-    seeds = next((seeds for seeds in all_seeds if seeds["model"] == model), None)
+    seeds = next((seeds for seeds in all_seeds if seeds["model"] == model and _current(seeds, rows)), None)
     source = ""
     if seeds:
         runs = (seeds["auto"]["runs"], seeds["hand-picked"]["runs"])

@@ -71,9 +71,10 @@ def main(argv):
                 fresh.append(setting_row(name, CONTROL, "control", data, Path(folder)))
             if "tight" in _PARTS.value:
                 fresh.append(tight_row(name, data, Path(folder), result["rows"] + fresh))
+            if "seeds" in _PARTS.value or "tight" in _PARTS.value:  # a new tight row may hold another recipe
+                result["seeds"] = [s for s in result.get("seeds", []) if s["model"] != name]
             if "seeds" in _PARTS.value:
-                seeds = seeds_of(name, data, Path(folder), _merged(result["rows"], fresh))
-                result["seeds"] = [*(s for s in result.get("seeds", []) if s["model"] != name), seeds]
+                result["seeds"].append(seeds_of(name, data, Path(folder), _merged(result["rows"], fresh)))
         result = {
             **result,
             "benchmark": "shrink",
