@@ -1278,8 +1278,8 @@ def _scan_chains(chains: dict) -> list:
     lengths = chains["lengths"]
     lines = [
         "The allocation chain (`transforms/allocation.py`) ordered by each pricing, on the notches measured "
-        "here, read at its first step as small as the hand-picked "
-        "setting by the chain's estimate (the scanned kernels entropy-coded); forecast: the fine-tuned drops "
+        "here, read at its first step as small as the hand-picked setting by the chain's estimate (the "
+        "scanned kernels deflated, as auto prices them); forecast: the fine-tuned drops "
         "of its layers' settings added, the chain's own approximation, beside the hand-picked recipe's "
         "drop below the control row of the shrink table. As risky: the fine-tuned chain's last step whose "
         "forecast is the hand-picked setting's or less.",
