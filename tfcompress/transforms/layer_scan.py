@@ -18,7 +18,8 @@ DS-CNN conv to 8 or 4 before pruning any, and its fine-tuned step 18 lost 1.28 p
 where this chain's step 27 gains 0.34 pt at 17,529 B (issue #21's notes). Fine-tuning each
 notch as the probes do would not mend it alone (benchmarks/scan_prices.py): so priced, no DS-CNN
 layer costs more than 1.2 pt at 90% zeros, and the chain on those prices, at the hand-picked row's
-estimated size, was 10.5% bigger and 0.27 pt worse than it; layers fine-tuned together do not add.
+estimated size, was 1.1% smaller and 0.42 pt worse than it (forecast -0.03 pt, measured 1.20 pt
+below the control): layers fine-tuned together do not add.
 """
 
 import dataclasses
