@@ -138,11 +138,9 @@ def zeros_kept():
                 if type(layer).__name__.startswith("ClusterWeights")
                 for weight in layer.weights
             }
-            self.masks = [
-                (weight, (weight.numpy() != 0).astype(weight.numpy().dtype))
-                for weight in self.model.trainable_weights
-                if id(weight) not in wrapped and len(weight.shape) >= 2 and not np.all(weight.numpy())
-            ]
+            kernels = [w for w in self.model.trainable_weights if id(w) not in wrapped and len(w.shape) >= 2]
+            values = [kernel.numpy() for kernel in kernels]
+            self.masks = [(k, (v != 0).astype(v.dtype)) for k, v in zip(kernels, values) if not np.all(v)]
 
         def on_train_batch_end(self, batch, logs=None):
             for weight, kept in self.masks:
