@@ -2,6 +2,7 @@
 
 import dataclasses
 import json
+import re
 
 import numpy as np
 import pytest
@@ -12,6 +13,7 @@ from tfcompress.jobs import auto as auto_job
 from tfcompress.pipeline import run as run_job
 from tfcompress.runtime import metrics
 from tfcompress.runtime.interpreter import predict
+from tfcompress.transforms.allocation import allocation_chain, uniform_front
 
 from conftest import CALIBRATION, EVAL, SAMPLE_MODELS
 
@@ -140,13 +142,21 @@ def test_auto_with_training_scans_bisects_resumes_and_its_recipe_remakes_the_byt
     # Pruned alone, a layer loses more the more of it goes (one-shot, allowing 1 pt of noise).
     assert all(scan.prune_drop[0.99] > scan.prune_drop[0.5] + 1 for scan in scans)
     probes = [c for c in report.candidates if c.name.startswith("pruned+clustered")]
-    on_chain = [p for p in probes if " -" not in p.name.split(":")[0]]
-    assert 3 <= len(on_chain) <= report.search.chain_length.bit_length() + 1, [p.name for p in probes]
+    labels = [p.name.split(":")[0].removeprefix("pruned+clustered ") for p in probes]  # "14/36", "14/36 -2", ...
+    on_chain = [p for p, label in zip(probes, labels) if re.fullmatch(r"\d+/\d+", label)]
+    relief = [p for p, label in zip(probes, labels) if re.fullmatch(r"\d+/\d+ -\d+", label)]
+    uniform = [p for p, label in zip(probes, labels) if label.startswith("uniform ")]
+    assert probes == on_chain + relief + uniform, labels  # chain, relief, then uniform settings
+    assert 3 <= len(on_chain) <= report.search.chain_length.bit_length() + 1, labels
     # Then the step over the budget, with its least-saving earlier moves taken back, bisected too.
-    relief = probes[len(on_chain) :]
-    steps_over = [p.name.split(":")[0].split()[1] for p in on_chain if not p.within_budget]  # "14/36", ...
+    steps_over = [p.name.split(":")[0].split()[1] for p in on_chain if not p.within_budget]
     over = min(steps_over, key=lambda step: int(step.split("/")[0]))  # where the bisection ended
-    assert relief and all(p.name.startswith(f"pruned+clustered {over} -") for p in relief), [p.name for p in probes]
+    assert relief and all(p.name.startswith(f"pruned+clustered {over} -") for p in relief), labels
+    # Last, uniform settings, only those the scan estimates smaller than the chain's best step within the budget.
+    front = dict(uniform_front(report.search.scans))
+    best_step = max(int(label.split("/")[0]) for p, label in zip(probes, labels) if p in on_chain and p.within_budget)
+    best_estimate = allocation_chain(report.search.scans)[best_step].estimated_bytes
+    assert all(front[label].estimated_bytes < best_estimate for label in labels[len(on_chain) + len(relief) :])
     assert all(p.error is None and p.training for p in probes)
     within = [c for c in report.candidates if c.within_budget]
     assert report.chosen.gzip_bytes == min(c.gzip_bytes for c in within)

@@ -435,8 +435,10 @@ def format_auto_report(report: AutoReport) -> str:
 def _search_line(search, scan_plot) -> str:
     if not search.scans:
         return f"training search: {search.stopped}"
+    uniform = sum(probe.name.startswith("pruned+clustered uniform") for probe in search.probes)
     line = (
         f"training search: {len(search.scans)} layers scanned ({scan_plot or 'plot not drawn'}), "
-        f"{len(search.probes)} allocations of a {search.chain_length - 1}-step chain fine-tuned by bisection"
+        f"{len(search.probes) - uniform} allocations of a {search.chain_length - 1}-step chain fine-tuned by "
+        f"bisection, then {uniform} uniform setting(s)"
     )
     return line + (f"; {search.stopped}" if search.stopped else "")

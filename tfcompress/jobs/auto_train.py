@@ -1,7 +1,10 @@
 """`auto --train`'s pruned and clustered candidates: a per-layer sensitivity scan, a chain of
 allocations from it, and a bisection of the chain against the budget; then a second bisection
 between its last step within the budget and the first over it, that step with its least-saving
-earlier moves taken back (transforms/allocation.py's `relieved_allocations`).
+earlier moves taken back (transforms/allocation.py's `relieved_allocations`); last, the uniform
+settings (`uniform_front`) the scan estimates smaller than the best allocation within the budget,
+from the least aggressive on, since the chain's one-shot prices can pass over a plain setting
+that holds up once fine-tuned.
 
 The scan is cheap (no fine-tuning). Each probe of the bisection is the recipe a user would
 run, prune then cluster keeping the zeros, fine-tuned for minutes and measured like every
@@ -31,6 +34,7 @@ from tfcompress.transforms.allocation import (
     lut_bytes,
     relieved_allocations,
     stored_bytes,
+    uniform_front,
 )
 from tfcompress.transforms.layer_scan import MIN_WEIGHTS, LayerScan, scan_layers, scanned_layer_names
 
@@ -67,7 +71,8 @@ def training_search(
     deadline: Optional[float] = None,
 ) -> TrainingSearch:
     """Bisects the allocation chain for its most aggressive step within the budget, then the relief
-    between that step and the next; `settings` are auto's (AutoOptions, ShrinkOptions, LoadOptions);
+    between that step and the next, then the uniform settings estimated smaller than what passed;
+    `settings` are auto's (AutoOptions, ShrinkOptions, LoadOptions);
     `measure(candidate, source)` converts and measures one fine-tuned model; the chain's estimate is
     the objective's (LUT index bits for flash, the scan's deflated kernels otherwise); `deadline` is a
     `time.monotonic()` value."""
@@ -78,7 +83,8 @@ def training_search(
             (), 0, (), f"no Dense or Conv layer of {MIN_WEIGHTS} weights or more to prune and cluster"
         )
     scans = _scan(model, evaluation.take(SCAN_SAMPLES), train.take(SCAN_SAMPLES).x, names, state)
-    chain = allocation_chain(scans, lut_bytes if options.objective == "flash" else stored_bytes)
+    cost = lut_bytes if options.objective == "flash" else stored_bytes
+    chain = allocation_chain(scans, cost)
     prober = _Prober(model, train, settings, measure, state, deadline)
     last = len(chain) - 1
     over = prober.bisect(chain, 0, len(chain), lambda step: (f"probe-{step}", f"{step}/{last}"))
@@ -87,6 +93,12 @@ def training_search(
         between = [chain[over - 1], *reversed(relieved), chain[over]]
         back = len(between) - 1  # index → moves taken back: len(relieved) at 1, one at the end's neighbour
         prober.bisect(between, 0, back, lambda i: (f"probe-{over}-{back - i}", f"{over}/{last} -{back - i}"))
+    front = uniform_front(scans, cost)
+    smaller = [index for index, (_, setting) in enumerate(front) if setting.estimated_bytes < prober.smallest_within]
+    prober.gallop(
+        [front[index][1] for index in smaller],
+        lambda i: (f"uniform-{smaller[i]}", front[smaller[i]][0]),
+    )
     return TrainingSearch(tuple(scans), len(chain), tuple(prober.probes), prober.stopped)
 
 
@@ -98,29 +110,45 @@ class _Prober:
         self.state, self.deadline = state, deadline
         self.steps_per_epoch = math.ceil(len(train) / settings[1].batch_size)
         self.probes, self.longest, self.stopped = [], 0.0, None
+        self.smallest_within = math.inf  # the estimate of the smallest allocation within the budget so far
 
     def bisect(self, allocations: list, within: int, over: int, names) -> int:
         """The first index over the budget in `allocations` (least aggressive first), between `within`
         (known within the budget) and `over` (known over it, or the end); `names(index)` is a probe's
         (record, label)."""
-        while over - within > 1:
-            if self.deadline is not None and time.monotonic() + self.longest > self.deadline:
-                self.stopped = f"--time_budget reached after {len(self.probes)} probe(s); the search had not converged"
-                logging.warning("auto: %s", self.stopped)
-                break
+        while over - within > 1 and self._time_left():
             index = (within + over) // 2
-            record, label = names(index)
-            started = time.monotonic()
-            progress.stage(
-                f"training probe {len(self.probes) + 1} ({label}, ~{math.ceil(math.log2(over - within))} left): "
-                f"{allocations[index].describe()}"
-            )
-            probe = self._probe(record, label, allocations[index])
-            self.longest = max(self.longest, time.monotonic() - started)
-            progress.stage(f"training probe {len(self.probes) + 1}: {_outcome(probe)}")
-            self.probes.append(probe)
-            within, over = (index, over) if probe.within_budget else (within, index)
+            passed = self._try(allocations[index], *names(index), f"~{math.ceil(math.log2(over - within))} left")
+            within, over = (index, over) if passed else (within, index)
         return over
+
+    def gallop(self, allocations: list, names) -> int:
+        """`bisect` for a list whose last setting within the budget is likely near its start: indices
+        0, 1, 3, 7, ... until one is over, then bisection below it."""
+        within, index = -1, 0
+        while index < len(allocations) and self._time_left():
+            if not self._try(allocations[index], *names(index), "from the least aggressive"):
+                return self.bisect(allocations, within, index, names)
+            within, index = index, 2 * index + 1
+        return self.bisect(allocations, within, len(allocations), names)
+
+    def _time_left(self) -> bool:
+        if self.deadline is not None and time.monotonic() + self.longest > self.deadline:
+            self.stopped = f"--time_budget reached after {len(self.probes)} probe(s); the search had not converged"
+            logging.warning("auto: %s", self.stopped)
+        return self.stopped is None
+
+    def _try(self, allocation: Allocation, record: str, label: str, where: str) -> bool:
+        """Probes one allocation, keeps it, and says whether it is within the budget."""
+        started = time.monotonic()
+        progress.stage(f"training probe {len(self.probes) + 1} ({label}, {where}): {allocation.describe()}")
+        probe = self._probe(record, label, allocation)
+        self.longest = max(self.longest, time.monotonic() - started)
+        progress.stage(f"training probe {len(self.probes) + 1}: {_outcome(probe)}")
+        self.probes.append(probe)
+        if probe.within_budget:
+            self.smallest_within = min(self.smallest_within, allocation.estimated_bytes)
+        return probe.within_budget
 
     def _probe(self, record: str, label: str, allocation: Allocation) -> Candidate:
         """One allocation fine-tuned as its recipe steps say, converted and measured (or the kept record,

@@ -14,13 +14,18 @@ clusters rather than 16: −0.2 pt one-shot, +0.17 pt fine-tuned), and the chain
 when the bisection ends at a step over the budget, `relieved_allocations` offers that step
 with its least-saving earlier moves taken back, one more at a time: sizes between the two
 steps, for `auto` to bisect as well.
+
+The chain's per-layer drops are one-shot and do not add once fine-tuned, so it can miss a plain
+setting a person would try first: one sparsity and one cluster count for every layer, or for every
+layer but the first and last (Deep Compression's habit). `uniform_front` lists those settings that
+no other of them beats on both the estimate and the scan's drop, for `auto` to bisect too.
 """
 
 import dataclasses
 import math
 from typing import Optional
 
-__all__ = ["Allocation", "allocation_chain", "relieved_allocations", "stored_bytes", "lut_bytes"]
+__all__ = ["Allocation", "allocation_chain", "relieved_allocations", "uniform_front", "stored_bytes", "lut_bytes"]
 
 _FREE = 0.01  # points: a smaller added drop is the scan's noise, the move is free
 
@@ -101,6 +106,31 @@ def relieved_allocations(chain: list, step: int) -> list:
         )
         relieved.append(current)
     return relieved
+
+
+def uniform_front(scans, cost=stored_bytes) -> list:
+    """(label, Allocation) for each uniform setting, over every layer or every layer but the first and
+    last, that no other uniform setting beats on both `cost` and the scan's drop, least aggressive first."""
+    ladders = {scan.name: _ladders(scan) for scan in scans}
+    scopes = {"": scans, ", first and last kept": scans[1:-1] if len(scans) > 2 else []}
+    sparsities, clusters = ladders[scans[0].name] if scans else ([], [])
+    settings = [
+        (
+            f"uniform {sparsities[s][0]:.0%}/{clusters[k][0] or 'int8'}{suffix}",
+            _allocation(scans, ladders, {scan.name: (s, k) if scan in touched else (0, 0) for scan in scans}, cost),
+        )
+        for suffix, touched in scopes.items()
+        if touched
+        for s in range(len(sparsities))
+        for k in range(len(clusters))
+        if (s, k) != (0, 0)
+    ]
+    front, safest = [], math.inf
+    for label, allocation in sorted(settings, key=lambda item: (item[1].estimated_bytes, item[1].scan_drop)):
+        if allocation.scan_drop < safest:
+            front.append((label, allocation))
+            safest = allocation.scan_drop
+    return front[::-1]
 
 
 def _move(before: Allocation, after: Allocation) -> tuple:
