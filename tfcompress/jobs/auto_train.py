@@ -122,18 +122,18 @@ class _Prober:
             within, over = (index, over) if passed else (within, index)
         return over
 
-    def gallop(self, allocations: list, names) -> int:
+    def gallop(self, allocations: list, names) -> None:
         """`bisect` for a list whose last setting within the budget is likely near its start: indices
         0, 1, 3, 7, ... until one is over, then bisection below it."""
         within, index = -1, 0
         while index < len(allocations) and self._time_left():
             if not self._try(allocations[index], *names(index), "from the least aggressive"):
-                return self.bisect(allocations, within, index, names)
+                break
             within, index = index, 2 * index + 1
-        return self.bisect(allocations, within, len(allocations), names)
+        self.bisect(allocations, within, min(index, len(allocations)), names)
 
     def _time_left(self) -> bool:
-        if self.deadline is not None and time.monotonic() + self.longest > self.deadline:
+        if self.stopped is None and self.deadline is not None and time.monotonic() + self.longest > self.deadline:
             self.stopped = f"--time_budget reached after {len(self.probes)} probe(s); the search had not converged"
             logging.warning("auto: %s", self.stopped)
         return self.stopped is None
