@@ -41,6 +41,7 @@ _PARTS = flags.DEFINE_list(
 )
 
 SEEDS = (1, 2, 3)  # the stored rows are seed 0
+TIGHT = "auto --train, the hand-picked row's drop as budget"  # one row per model: its budget follows that row
 CHAIN_SIZES = "deflated kernels"  # how auto's chain priced bytes (rows without it: an entropy formula)
 
 
@@ -70,7 +71,7 @@ def main(argv):
             if "control" in _PARTS.value:
                 fresh.append(setting_row(name, CONTROL, "control", data, Path(folder)))
             if "tight" in _PARTS.value:
-                fresh.append(tight_row(name, data, Path(folder), result["rows"] + fresh))
+                fresh.append(tight_row(name, data, Path(folder), _merged(result["rows"], fresh)))
             if "seeds" in _PARTS.value or "tight" in _PARTS.value:  # a new tight row may hold another recipe
                 result["seeds"] = [s for s in result.get("seeds", []) if s["model"] != name]
             if "seeds" in _PARTS.value:
@@ -125,7 +126,9 @@ def tight_row(name: str, data: dict, folder: Path, rows: list) -> dict:
     """auto --train with the best hand-picked row's accuracy drop as its budget: auto at the same accuracy
     (a negative drop too: fine-tuning can gain over the float model)."""
     budget = _best_hand_picked(name, rows)["accuracy_drop"]
-    return auto_row(name, data, folder, budget=budget, how="auto --train, the hand-picked row's drop as budget")
+    for earlier in (render.RESULTS / "shrink").glob(f"{name}.budget-*"):  # another budget's probes and plots
+        earlier.unlink()
+    return auto_row(name, data, folder, budget=budget, how=TIGHT)
 
 
 def _best_hand_picked(name: str, rows: list) -> dict:
@@ -142,7 +145,10 @@ def _merged(stored: list, fresh: list) -> list:
 
 
 def _identity(row: dict) -> tuple:
-    """Which stored row a fresh one replaces: an auto row by its budget, a setting by its label."""
+    """Which stored row a fresh one replaces: the tight row by its model (its budget follows the hand-picked
+    row), another auto row by its budget, a setting by its label."""
+    if row["how"] == TIGHT:
+        return row["model"], row["how"]
     return row["model"], row["how"], row.get("budget", BUDGET) if row["how"].startswith("auto") else row["setting"]
 
 
