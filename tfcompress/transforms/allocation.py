@@ -112,12 +112,13 @@ def uniform_front(scans, cost=stored_bytes) -> list:
     """(label, Allocation) for each uniform setting, over every layer or every layer but the first and
     last, that no other uniform setting beats on both `cost` and the scan's drop, least aggressive first."""
     ladders = {scan.name: _ladders(scan) for scan in scans}
-    scopes = {"": scans, ", first and last kept": scans[1:-1] if len(scans) > 2 else []}
-    sparsities, clusters = ladders[scans[0].name] if scans else ([], [])
+    names = [scan.name for scan in scans]
+    scopes = {"": set(names), ", first and last kept": set(names[1:-1]) if len(names) > 2 else set()}
+    sparsities, clusters = ladders[names[0]] if names else ([], [])
     settings = [
         (
             f"uniform {sparsities[s][0]:.0%}/{clusters[k][0] or 'int8'}{suffix}",
-            _allocation(scans, ladders, {scan.name: (s, k) if scan in touched else (0, 0) for scan in scans}, cost),
+            _allocation(scans, ladders, {name: (s, k) if name in touched else (0, 0) for name in names}, cost),
         )
         for suffix, touched in scopes.items()
         if touched
