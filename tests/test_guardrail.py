@@ -38,3 +38,46 @@ def test_distill_checks_the_student_against_the_teacher(tmp_path):
     check = report.accuracy_check
     assert check["before_is"] == "the teacher" and check["before"] > check["after"], check
     assert "from the teacher's" in check["warning"] and "training steps" in check["warning"]
+
+
+def _pruned_lenet5(tf_keras, path):
+    """lenet5 with its Dense kernels 90% zeros by magnitude, as `prune` leaves them."""
+    from tfcompress.transforms.kernel_bytes import magnitude_pruned
+
+    model = tf_keras.models.load_model(LENET5, compile=False)
+    for layer in model.layers:
+        if isinstance(layer, tf_keras.layers.Dense):
+            layer.kernel.assign(magnitude_pruned(layer.kernel.numpy(), 0.9))
+    model.save(path, include_optimizer=False)
+    return path
+
+
+def test_steps_that_let_pruned_zeros_grow_back_say_so_and_name_the_flag_that_keeps_them(tf_keras, run_cli, tmp_path):
+    pruned = _pruned_lenet5(tf_keras, tmp_path / "pruned.h5")
+    code, out, err = run_cli("qat", pruned, "--train", CALIBRATION, "-o", tmp_path / "qat.h5", "--report",
+                             tmp_path / "qat.json")  # fmt: skip
+    assert code == 0, err
+    (warning,) = json.loads((tmp_path / "qat.json").read_text())["warnings"]
+    assert (
+        warning.startswith("qat let the pruned zeros grow back in dense_3 (90% → ") and "--preserve sparsity" in warning
+    )
+    assert f"WARNING: {warning}" in out
+
+    from tfcompress import cluster, distill
+
+    loose = cluster(pruned, CALIBRATION, clusters=8, epochs=1, verbose=0)
+    (warning,) = loose.warnings
+    assert "dense_3 (90% → 0%)" in warning and "--preserve_sparsity" in warning, warning
+    kept = cluster(pruned, CALIBRATION, clusters=8, preserve_sparsity=True, epochs=1, verbose=0)
+    assert kept.warnings == () and kept.layers["dense_3"]["sparsity"] >= 0.9
+    taught = distill(LENET5, CALIBRATION, student=pruned, epochs=1, verbose=0)
+    (warning,) = taught.warnings
+    assert warning.startswith("distill let the pruned zeros grow back") and "prune the student after" in warning
+
+
+def test_a_step_that_keeps_the_zeros_or_had_none_does_not_warn(tf_keras, tmp_path):
+    from tfcompress import quantize_aware
+
+    pruned = _pruned_lenet5(tf_keras, tmp_path / "pruned.h5")
+    assert quantize_aware(pruned, CALIBRATION, preserve="sparsity", epochs=1, verbose=0).warnings == ()
+    assert quantize_aware(LENET5, CALIBRATION, epochs=1, verbose=0).warnings == ()

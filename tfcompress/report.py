@@ -420,9 +420,10 @@ def _ratio(size: int, report: ConversionReport) -> str:
     return f" ({report.float32_bytes / size:.1f}x smaller than the float32 .tflite, {report.float32_bytes:,} B)"
 
 
-def format_metrics(metrics: dict, accuracy_check: Optional[dict] = None) -> str:
+def format_metrics(metrics: dict, accuracy_check: Optional[dict] = None, warnings=()) -> str:
     """The lines a training job ends with: the last epoch's loss and accuracy, then accuracy before
-    and after on the guard's data, with its warning when the drop was too large."""
+    and after on the guard's data, with its warning when the drop was too large, then the step's
+    other `warnings`."""
     lines = ["last epoch: " + ", ".join(f"{name} {value:.4f}" for name, value in metrics.items())]
     if accuracy_check:
         lines.append(
@@ -431,6 +432,7 @@ def format_metrics(metrics: dict, accuracy_check: Optional[dict] = None) -> str:
         )
         if accuracy_check["warning"]:
             lines.append(f"WARNING: {accuracy_check['warning']}")
+    lines += [f"WARNING: {warning}" for warning in warnings]
     return "\n".join(lines)
 
 

@@ -244,6 +244,7 @@ class TrainingResult:
     output_format: Optional[str] = None  # which Keras wrote the output, and why (see keras_io.save_model)
     keras_model: object = dataclasses.field(default=None, repr=False, compare=False)
     accuracy_check: Optional[dict] = None  # accuracy before and after, and a warning on a large drop
+    warnings: tuple = ()  # what else the step did that the user did not ask (zeros grown back)
 
     def to_dict(self) -> dict:
         from tfcompress.report import library_versions
@@ -255,6 +256,7 @@ class TrainingResult:
             **self.own_dict(),
             "metrics": self.metrics,
             "accuracy_check": self.accuracy_check,
+            "warnings": list(self.warnings),
             "options": self.options,
             "output_format": self.output_format,
             "versions": library_versions(),

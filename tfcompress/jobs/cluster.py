@@ -13,6 +13,7 @@ from tfcompress.options import LoadOptions, TrainOptions, gather
 from tfcompress.report import format_metrics, format_weight_sizes, table
 from tfcompress.runtime.weight_coding import code_arrays
 from tfcompress.transforms import cluster as clustering
+from tfcompress.transforms.guardrail import zeros_lost
 from tfcompress.transforms.prune import layer_sparsity
 
 __all__ = ["ClusterReport", "cluster", "format_cluster_report"]
@@ -60,6 +61,8 @@ def cluster(
         kept = [clustering.zeros_kept()] if options.preserve_sparsity else []
         wrapped, metrics = run.fit(lambda: clustering.apply_clustering(run.model, options), callbacks=kept)
         stripped = clustering.strip_clustering(wrapped)
+        remedy = "Pass --preserve_sparsity to keep them."
+        lost = None if options.preserve_sparsity else zeros_lost(run.model, stripped, "cluster", remedy)
         output_format = run.outputs.keras(stripped, output, input_was_keras3=run.input_was_keras3)
         per_channel = [name for name in chosen if clustering.clusters_per_channel(stripped.get_layer(name), options)]
         unique = clustering.cluster_counts(stripped, per_channel)
@@ -78,6 +81,7 @@ def cluster(
             layers=layers,
             skipped=skipped,
             weights=code_arrays(stripped.get_weights()),
+            warnings=(lost,) if lost else (),
         )
         run.outputs.report(report_path, result)
     return result
@@ -99,7 +103,7 @@ def format_cluster_report(report: ClusterReport) -> str:
         table(("layer", "clusters", "per channel", "distinct values", "sparsity"), rows),
     ]
     lines += [f"left alone: {name} ({why})" for name, why in report.skipped.items()]
-    lines.append(format_metrics(report.metrics, report.accuracy_check))
+    lines.append(format_metrics(report.metrics, report.accuracy_check, report.warnings))
     lines.append(format_weight_sizes(report.weights))
     if report.output_format:
         lines.append(f"written as {report.output_format}")

@@ -22,7 +22,7 @@ from tfcompress.transforms import augment as augmentations
 from tfcompress.transforms import distill as kd
 from tfcompress.transforms.distribute import strategy_named
 from tfcompress.transforms.graph import copy_model, flatten_nested
-from tfcompress.transforms.guardrail import AccuracyCheck, accuracy_check, guard_data, visible_causes
+from tfcompress.transforms.guardrail import AccuracyCheck, accuracy_check, guard_data, visible_causes, zeros_lost
 from tfcompress.transforms.training import keras_accuracy, strategy_scope, training_data
 
 __all__ = ["DistillReport", "distill", "format_distill_report"]
@@ -111,11 +111,10 @@ def distill(
         x = np.concatenate([train_data.x, unlabeled_x]) if len(unlabeled_x) else train_data.x
         label_rows = kd.label_distributions(train_data.y, classes, unlabelled=len(unlabeled_x))
         input_was_keras3 = keras_io.saved_by_keras3(teacher_path)
+        given = student
         with strategy_scope(strategy):  # before the teacher's softmax is switched off, which its config shows
             student = (
-                kd.scale_width(teacher, options.width_multiplier, training.seed)
-                if student is None
-                else copy_model(student)
+                kd.scale_width(teacher, options.width_multiplier, training.seed) if given is None else copy_model(given)
             )
         keras_io.check_output_format(student, output, input_was_keras3=input_was_keras3)
         started = time.perf_counter()
@@ -149,6 +148,8 @@ def distill(
             else {"teacher": keras_accuracy(teacher, val_data), "student": keras_accuracy(student, val_data)}
         )
         check = _accuracy_check(teacher, student, val_data, train_data, training, accuracy)
+        remedy = "distill holds no weight at zero: prune the student after distilling."
+        lost = None if given is None else zeros_lost(given, student, "distill", remedy)
         result = DistillReport(
             model=str(teacher_path or teacher.name),
             output=None if output is None else str(output),
@@ -161,6 +162,7 @@ def distill(
             samples={"labelled": len(train_data), "unlabeled": len(unlabeled_x)},
             training_seconds=training_seconds,
             accuracy_check=check.to_dict(),
+            warnings=(lost,) if lost else (),
         )
         outputs.report(report_path, result)
     return result
@@ -227,7 +229,7 @@ def format_distill_report(report: DistillReport) -> str:
             f"validation accuracy: teacher {report.accuracy['teacher'] * 100:.2f}%, "
             f"student {report.accuracy['student'] * 100:.2f}%"
         )
-    lines.append(format_metrics(report.metrics, report.accuracy_check))
+    lines.append(format_metrics(report.metrics, report.accuracy_check, report.warnings))
     if report.output_format:
         lines.append(f"written as {report.output_format}")
     return "\n".join(lines)

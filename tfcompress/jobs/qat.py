@@ -13,6 +13,7 @@ from tfcompress.jobs.check import check_model
 from tfcompress.options import GuardOptions, LoadOptions, TrainOptions, gather
 from tfcompress.report import format_metrics
 from tfcompress.transforms import qat
+from tfcompress.transforms.guardrail import zeros_lost
 
 __all__ = ["QatReport", "quantize_aware", "format_qat_report"]
 
@@ -87,11 +88,14 @@ def quantize_aware(
             qat_model = qat.as_default_scheme(qat_model, run.model)
         if options.preserve in ("clusters", "both"):
             qat.check_clusters_kept(run.model, qat_model)
+        remedy = "Pass --preserve sparsity (or both) to keep them."
+        lost = None if options.preserve in ("sparsity", "both") else zeros_lost(run.model, qat_model, "qat", remedy)
         output_format = run.outputs.keras(qat_model, output)
         result = QatReport(
             **run.result_fields(output, metrics, options, output_format, qat_model),
             float_layers=tuple(plan for plan in plans if plan.action == qat.KEEP_FLOAT),
             check_verdict=verdict,
+            warnings=(lost,) if lost else (),
         )
         run.outputs.report(report_path, result)
     return result
@@ -100,7 +104,7 @@ def quantize_aware(
 def format_qat_report(report: QatReport) -> str:
     lines = [
         f"qat: {report.model} → {report.output or '(not saved)'}",
-        format_metrics(report.metrics, report.accuracy_check),
+        format_metrics(report.metrics, report.accuracy_check, report.warnings),
     ]
     lines += [f"trained in float: {plan.name} ({plan.layer_type}): {plan.reason}" for plan in report.float_layers]
     if report.output_format:

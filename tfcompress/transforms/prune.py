@@ -155,13 +155,14 @@ def strip_pruning(model):
 
 
 def layer_sparsity(model) -> dict:
-    """Layer name → fraction of exact zeros in its kernel (after stripping)."""
+    """Layer name → fraction of exact zeros in its kernel (after stripping; a QAT wrapper by the layer it wraps)."""
     result = {}
     for layer in model.layers:
         kernels = [w for w in layer.weights if len(w.shape) >= 2]
         if kernels:
             values = np.concatenate([np.ravel(w.numpy()) for w in kernels])
-            result[layer.name] = float(np.mean(values == 0.0))
+            quantized = type(layer).__name__.startswith("QuantizeWrapper")
+            result[layer.layer.name if quantized else layer.name] = float(np.mean(values == 0.0))
     return result
 
 
