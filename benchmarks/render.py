@@ -1200,6 +1200,35 @@ def _tight_clause(model: str, rows: list, all_seeds: list) -> str:
     )
 
 
+def _tight_gap(result: dict) -> str:
+    lines = [
+        f"## Why auto misses {result['model']}'s tight comparison (`benchmarks/tight_gap.py`)",
+        "",
+        f"`benchmarks/shrink.py`'s tight row gave `auto --train` the hand-picked row's drop, "
+        f"{result['budget']:+.2f} pt (one seed), as its budget. The chain step after auto's pick is the probe "
+        "that failed; here it and settings next to it, made as auto makes a probe's recipe, are fine-tuned "
+        "with seeds 0-3 (full Fashion-MNIST, 10k test images; the first two rows are `shrink.py --parts "
+        "seeds`).",
+        "",
+        "| setting | per layer (sparsity/clusters) | gzip (B) at drop (pt), by seed | median gzip (B) | median drop |",
+        "|---|---|---|---:|---:|",
+    ]
+    named = [
+        {"label": "hand-picked", "setting": result["hand-picked"]["setting"], "runs": result["hand-picked"]["runs"]},
+        {"label": "auto's pick", **result["auto"]},
+        *result["rows"],
+    ]
+    for row in named:
+        runs = row["runs"]
+        each = ", ".join(f"{run['gzip_bytes']:,} at {run['accuracy_drop']:+.2f}" for run in runs)
+        lines.append(
+            f"| {row['label']} | {row['setting'].split(': ')[-1]} | {each} | "
+            f"{statistics.median(run['gzip_bytes'] for run in runs):,.0f} | "
+            f"{statistics.median(run['accuracy_drop'] for run in runs):+.2f} |"
+        )
+    return "\n".join(lines)
+
+
 def _scan_prices(result: dict) -> str:
     lines = [
         "## One-shot scan prices against fine-tuned ones (`benchmarks/scan_prices.py`)",
@@ -1330,6 +1359,7 @@ def _size_prices(result: dict) -> str:
 
 RENDERERS = {
     "scan_prices": _scan_prices,
+    "tight_gap": _tight_gap,
     "size_prices": _size_prices,
     "coverage": _coverage,
     "shrink": _shrink,

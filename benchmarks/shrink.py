@@ -23,7 +23,7 @@ from pathlib import Path
 from absl import app, flags
 
 import render
-from shrink_recipes import BUDGET, CONTROL, EPOCHS, HAND_PICKED, UNIFORM, run, run_recipe
+from shrink_recipes import BUDGET, CONTROL, EPOCHS, HAND_PICKED, SEEDS, TIGHT, UNIFORM, run, run_recipe
 
 ROOT = Path(__file__).resolve().parents[1]
 _DATA_DIR = flags.DEFINE_string(
@@ -40,8 +40,6 @@ _PARTS = flags.DEFINE_list(
     "hand-picked row's, fine-tuned with other seeds (not in the default: 6 more recipe runs per model).",
 )
 
-SEEDS = (1, 2, 3)  # the stored rows are seed 0
-TIGHT = "auto --train, the hand-picked row's drop as budget"  # one row per model: its budget follows that row
 CHAIN_SIZES = "deflated kernels"  # how auto's chain priced bytes (rows without it: an entropy formula)
 
 

@@ -22,6 +22,8 @@ UNIFORM = {
     "lenet5": {"90% / 16": (0.90, 16), "95% / 8": (0.95, 8)},
     "dscnn": {"80% / 16": (0.80, 16)},
 }
+SEEDS = (1, 2, 3)  # fine-tuning seeds a recipe is run again with; the stored rows are seed 0
+TIGHT = "auto --train, the hand-picked row's drop as budget"  # shrink's row held against a hand-picked one
 CONTROL = "nothing pruned or clustered"  # the same fine-tuning: what training alone gains or loses
 HAND_PICKED = {
     "lenet_300_100": {
