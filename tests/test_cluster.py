@@ -110,6 +110,27 @@ def test_clustered_int8_model_holds_at_most_k_values_and_codes_small(pruned_then
     assert code_weights(dense.tflite).huffman_bytes > 0.9 * dense.size_bytes  # dense int8 hardly codes
 
 
+def test_a_clustered_model_converted_with_a_scale_per_dense_channel_is_warned_of(pruned_then_clustered):
+    """Per-channel scales turn each Dense layer's shared values into many bytes: larger after gzip."""
+    from tfcompress import convert
+
+    path, _ = pruned_then_clustered
+    reports = {
+        per_tensor: convert(
+            path, precision="int8", calibration=CALIBRATION, per_tensor_dense=per_tensor, latency_runs=0
+        ).to_dict()
+        for per_tensor in (False, True)
+    }
+    (warning,) = [w for w in reports[False]["warnings"] if "clustered" in w]
+    assert (
+        warning.startswith("the Dense layers dense, dense_1, dense_2 are clustered") and "--per_tensor_dense" in warning
+    )
+    assert not any("clustered" in w for w in reports[True]["warnings"])
+    assert reports[False]["gzip_bytes"] > 1.05 * reports[True]["gzip_bytes"], reports
+    plain = convert(LENET, precision="int8", calibration=CALIBRATION, latency_runs=0).to_dict()
+    assert not any("clustered" in w for w in plain["warnings"])
+
+
 def test_pcqat_keeps_zeros_and_clusters_and_its_file_converts_without_calibration(pruned_then_clustered, tmp_path):
     from tfcompress import code_weights, convert, quantize_aware
 

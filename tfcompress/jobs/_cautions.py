@@ -13,9 +13,10 @@ from tfcompress.export.unroll import loops
 from tfcompress.runtime import metrics
 from tfcompress.runtime.interpreter import per_output
 from tfcompress.runtime.task import QUANTITIES
+from tfcompress.transforms.cluster import is_clustered
 from tfcompress.transforms.graph import recurrent_layers
 
-__all__ = ["for_recurrent_layers", "scaled_twice", "meaningless_measures"]
+__all__ = ["for_recurrent_layers", "scaled_twice", "clusters_spread", "meaningless_measures"]
 
 
 def for_recurrent_layers(model, options: ConvertOptions) -> tuple:
@@ -53,6 +54,33 @@ def scaled_twice(model, applied: Optional[dict]) -> tuple:
     )
     logging.warning(message)
     return (message,)
+
+
+def clusters_spread(model, options: ConvertOptions) -> tuple:
+    """A warning when clustered Dense kernels are quantized with a scale per output channel: each
+    channel rescales the shared values, so they become many distinct bytes and the file gzips larger
+    (a LeNet-300-100 clustered to 16 values: 160,183 B against 138,733 B with --per_tensor_dense)."""
+    if not options.needs_calibration or options.per_tensor_dense:
+        return ()
+    clustered = [layer.name for layer in _dense_layers(model) if is_clustered(layer.kernel.numpy())]
+    if not clustered:
+        return ()
+    message = (
+        f"the Dense layers {', '.join(clustered)} are clustered, and {options.precision} gives each of their "
+        "output channels its own scale, which turns the shared values into many: the file gzips larger than "
+        "it needs to; pass --per_tensor_dense to keep them shared"
+    )
+    logging.warning(message)
+    return (message,)
+
+
+def _dense_layers(model):
+    """The Dense layers at any depth, in the model's order."""
+    for layer in model.layers:
+        if type(layer).__name__ == "Dense":
+            yield layer
+        elif hasattr(layer, "layers"):
+            yield from _dense_layers(layer)
 
 
 def _first_layer(model):

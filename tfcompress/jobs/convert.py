@@ -126,6 +126,7 @@ def convert_loaded(
     float32_bytes, keras_outputs, tflite_outputs = _measured_beside_keras(loaded, options, tflite_bytes, check_data)
     applied = next((data.preprocessing for data in (check_data, calibration_data) if data is not None), None)
     warnings.extend(cautions.scaled_twice(model, applied))
+    warnings.extend(cautions.clusters_spread(model, options))
     if check_data is not None:
         tasks = resolve_tasks(load.task, summary)
         by_output = metrics.fidelity_by_output(tflite_outputs, keras_outputs, tasks, summary.output_keys, check_data.x)

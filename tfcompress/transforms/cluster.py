@@ -27,9 +27,12 @@ __all__ = [
     "cluster_counts",
     "clusters_per_channel",
     "kernel_of",
+    "is_clustered",
     "INITS",
+    "MAX_CLUSTERS",
 ]
 
+MAX_CLUSTERS = 1024  # tfmot treats a kernel with more distinct values than this as not clustered
 INITS = {"kmeans++": "KMEANS_PLUS_PLUS", "linear": "LINEAR", "density": "DENSITY_BASED", "random": "RANDOM"}
 
 
@@ -167,6 +170,11 @@ def cluster_counts(model, per_channel_layers=()) -> dict:
         else:
             counts[layer.name] = len(np.unique(kernel))
     return counts
+
+
+def is_clustered(kernel: np.ndarray) -> bool:
+    """Few shared values: at most tfmot's limit, and at most a quarter of the weights."""
+    return len(np.unique(kernel)) <= min(MAX_CLUSTERS, kernel.size // 4)
 
 
 def kernel_of(layer) -> Optional[np.ndarray]:

@@ -17,7 +17,7 @@ import numpy as np
 from tfcompress import _keras
 from tfcompress.errors import OptionError, PreflightError
 from tfcompress.options import WEIGHT_BITS, option
-from tfcompress.transforms.cluster import kernel_of
+from tfcompress.transforms.cluster import MAX_CLUSTERS, is_clustered, kernel_of
 from tfcompress.transforms.graph import flatten_nested, is_graph_model
 
 __all__ = [
@@ -47,8 +47,6 @@ _FOLDS_INTO = ("Conv2D", "DepthwiseConv2D", "Dense")
 _QAT_LAYERS = ("QuantizeLayer", "QuantizeWrapper", "QuantizeWrapperV2")
 _OP_LAYERS = ("TFOpLambda", "SlicingOpLambda", "Lambda")
 PRESERVE = (None, "sparsity", "clusters", "both")
-# tfmot treats a kernel with more distinct values than this as not clustered.
-_MAX_CLUSTERS = 1024
 
 
 @dataclasses.dataclass(frozen=True)
@@ -144,11 +142,6 @@ def apply_qat(model, preserve=None, weight_bits: int = 8, layer_bits: Optional[d
         return tfmot.quantization.keras.quantize_apply(annotated, scheme), plans
 
 
-def _is_clustered(kernel) -> bool:
-    """Few shared values: at most tfmot's limit, and at most a quarter of the weights."""
-    return len(np.unique(kernel)) <= min(_MAX_CLUSTERS, kernel.size // 4)
-
-
 def _n_bit_scheme(weight_bits: int, layer_bits: dict):
     """tfmot's n-bit scheme (symmetric weights, per channel for convolutions, per tensor for Dense;
     8-bit activations) whose registry gives the layers in `layer_bits` their own width. Through the
@@ -209,10 +202,10 @@ def _check_preservable(model, quantized_names, preserve) -> None:
             f"preserve={preserve!r} keeps pruned zeros, but no kernel of '{model.name}' has any; "
             "run `tfcompress prune` first."
         )
-    if preserve in ("clusters", "both") and not any(_is_clustered(kernel) for kernel in kernels):
+    if preserve in ("clusters", "both") and not any(is_clustered(kernel) for kernel in kernels):
         raise OptionError(
             f"preserve={preserve!r} keeps shared weight values, but no kernel of '{model.name}' is "
-            f"clustered (≤ {_MAX_CLUSTERS} distinct values); run `tfcompress cluster` first."
+            f"clustered (≤ {MAX_CLUSTERS} distinct values); run `tfcompress cluster` first."
         )
 
 
@@ -247,7 +240,7 @@ def check_clusters_kept(clustered_model, qat_model) -> None:
     grown = {
         name: (before[name], after[name])
         for name in before
-        if name in after and before[name] <= _MAX_CLUSTERS and after[name] > before[name]
+        if name in after and before[name] <= MAX_CLUSTERS and after[name] > before[name]
     }
     if grown:
         details = ", ".join(f"{name} {old} → {new}" for name, (old, new) in grown.items())
