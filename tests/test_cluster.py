@@ -131,6 +131,17 @@ def test_a_clustered_model_converted_with_a_scale_per_dense_channel_is_warned_of
     assert not any("clustered" in w for w in plain["warnings"])
 
 
+def test_clustered_means_few_shared_values_among_the_weights_pruning_kept():
+    from tfcompress.transforms.cluster import is_clustered
+
+    rng = np.random.default_rng(0)
+    trained = rng.normal(size=(784, 300)).astype(np.float32)
+    nearly_all_pruned = np.where(rng.random(trained.shape) < 0.999, 0.0, trained)  # ~235 values, none shared
+    clustered = rng.choice(np.linspace(-1, 1, 8), size=trained.shape) * (rng.random(trained.shape) < 0.2)
+    assert is_clustered(clustered)
+    assert not any(map(is_clustered, (trained, nearly_all_pruned, np.zeros_like(trained))))
+
+
 def test_pcqat_keeps_zeros_and_clusters_and_its_file_converts_without_calibration(pruned_then_clustered, tmp_path):
     from tfcompress import code_weights, convert, quantize_aware
 

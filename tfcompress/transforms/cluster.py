@@ -173,8 +173,10 @@ def cluster_counts(model, per_channel_layers=()) -> dict:
 
 
 def is_clustered(kernel: np.ndarray) -> bool:
-    """Few shared values: at most tfmot's limit, and at most a quarter of the weights."""
-    return len(np.unique(kernel)) <= min(MAX_CLUSTERS, kernel.size // 4)
+    """Few shared values among the weights pruning kept: at most tfmot's limit, and at most a quarter
+    of them (a kernel pruned to 99.9% holds few values, none shared)."""
+    kept = kernel[kernel != 0]
+    return kept.size > 0 and len(np.unique(kept)) <= min(MAX_CLUSTERS, kept.size // 4)
 
 
 def kernel_of(layer) -> Optional[np.ndarray]:
