@@ -131,6 +131,18 @@ def test_a_clustered_model_converted_with_a_scale_per_dense_channel_is_warned_of
     assert not any("clustered" in w for w in plain["warnings"])
 
 
+def test_auto_converts_a_clustered_model_with_one_scale_per_dense_tensor(pruned_then_clustered, tmp_path):
+    from tfcompress import auto, convert
+
+    path, _ = pruned_then_clustered
+    report = auto(path, calibration=CALIBRATION, eval_data=EVAL, max_accuracy_drop=1.0, output=tmp_path / "a.tflite")
+    int8 = next(c for c in report.candidates if c.name == "int8")
+    assert int8.options == {"per_tensor_dense": True}
+    assert all(c.options.get("per_tensor_dense") for c in report.candidates if c.precision in ("int8", "int16x8"))
+    spread = convert(path, precision="int8", calibration=CALIBRATION, latency_runs=0)
+    assert int8.gzip_bytes < 0.95 * spread.gzip_bytes, (int8.gzip_bytes, spread.gzip_bytes)
+
+
 def test_clustered_means_few_shared_values_among_the_weights_pruning_kept():
     from tfcompress.transforms.cluster import is_clustered
 

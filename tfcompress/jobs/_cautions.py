@@ -13,7 +13,7 @@ from tfcompress.export.unroll import loops
 from tfcompress.runtime import metrics
 from tfcompress.runtime.interpreter import per_output
 from tfcompress.runtime.task import QUANTITIES
-from tfcompress.transforms.cluster import is_clustered
+from tfcompress.transforms.cluster import clustered_dense_layers
 from tfcompress.transforms.graph import recurrent_layers
 
 __all__ = ["for_recurrent_layers", "scaled_twice", "clusters_spread", "meaningless_measures"]
@@ -62,7 +62,7 @@ def clusters_spread(model, options: ConvertOptions) -> tuple:
     (a LeNet-300-100 clustered to 16 values: 160,183 B against 138,733 B with --per_tensor_dense)."""
     if not options.needs_calibration or options.per_tensor_dense:
         return ()
-    clustered = [layer.name for layer in _dense_layers(model) if is_clustered(layer.kernel.numpy())]
+    clustered = clustered_dense_layers(model)
     if not clustered:
         return ()
     message = (
@@ -72,15 +72,6 @@ def clusters_spread(model, options: ConvertOptions) -> tuple:
     )
     logging.warning(message)
     return (message,)
-
-
-def _dense_layers(model):
-    """The Dense layers at any depth, in the model's order."""
-    for layer in model.layers:
-        if type(layer).__name__ == "Dense":
-            yield layer
-        elif hasattr(layer, "layers"):
-            yield from _dense_layers(layer)
 
 
 def _first_layer(model):

@@ -28,6 +28,7 @@ __all__ = [
     "clusters_per_channel",
     "kernel_of",
     "is_clustered",
+    "clustered_dense_layers",
     "INITS",
     "MAX_CLUSTERS",
 ]
@@ -177,6 +178,18 @@ def is_clustered(kernel: np.ndarray) -> bool:
     of them (a kernel pruned to 99.9% holds few values, none shared)."""
     kept = kernel[kernel != 0]
     return kept.size > 0 and len(np.unique(kept)) <= min(MAX_CLUSTERS, kept.size // 4)
+
+
+def clustered_dense_layers(model) -> list:
+    """The names of the clustered Dense layers at any depth, in the model's order: those that int8 with
+    a scale per output channel would spread over many values (convert with `per_tensor_dense`)."""
+    found = []
+    for layer in model.layers:
+        if type(layer).__name__ == "Dense" and is_clustered(layer.kernel.numpy()):
+            found.append(layer.name)
+        elif hasattr(layer, "layers"):
+            found += clustered_dense_layers(layer)
+    return found
 
 
 def kernel_of(layer) -> Optional[np.ndarray]:
