@@ -151,7 +151,9 @@ def test_post_training_int4_packs_every_kernel_and_loses_nothing_on_15_levels(tf
     # the int4 file runs (biases rescaled to the new kernel scales) and is as close to Keras as int8
     assert four.fidelity.mean_abs_error <= 1.25 * eight.fidelity.mean_abs_error, (four.fidelity, eight.fidelity)
     assert four.fidelity.top1_agreement >= eight.fidelity.top1_agreement - 0.01
-    assert abs(four.accuracy - eight.accuracy) <= 0.01 and not four.warnings
+    assert abs(four.accuracy - eight.accuracy) <= 0.01
+    (warning,) = four.warnings  # no int4 loss to point at QAT; its 15-level Dense kernel reads as clustered
+    assert "are clustered" in warning and "--per_tensor_dense" in warning
 
 
 def test_nibbles_are_packed_low_first_and_a_large_post_training_loss_points_at_qat():
