@@ -46,7 +46,7 @@ def main(argv):
     name = _MODEL.value
     shrink = render.stored_result("shrink", {"rows": []})
     tight = next(row for row in shrink["rows"] if row["model"] == name and row["how"] == TIGHT)
-    hand_label, (hand_sparsity, hand_clusters) = _hand_picked(name, tight["budget"], shrink["rows"])
+    hand_label, hand = _hand_picked(name, tight["budget"], shrink["rows"])
     step, last = map(int, re.match(r"pruned\+clustered (\d+)/(\d+):", tight["setting"]).groups())
     probes = json.loads((render.RESULTS / "shrink" / f"{name}.budget-{tight['budget']}.auto.json").read_text())
     failed = next(c for c in probes["candidates"] if c["name"].startswith(f"pruned+clustered {step + 1}/{last}:"))
@@ -55,19 +55,7 @@ def main(argv):
     after, before = _allocation(failed["training"], layers), _allocation(chosen["training"], layers)
     if _steps(name, after) != failed["training"]:
         raise SystemExit(f"{failed['name']}: its training steps are not what training_steps makes of it")
-    settings = {
-        f"chain step {step + 1} (auto's probe over the budget)": after,
-        "that step, a finer notch": _finer_notch(before, after),
-        "that step, the hand-picked cluster counts where it clusters harder": _merged(
-            after,
-            clusters={
-                layer: _gentler_clusters(after.clusters[layer], hand_clusters.get(layer)) for layer in after.clusters
-            },
-        ),
-        "that step, the hand-picked sparsities where it prunes less": _merged(
-            after, sparsity={layer: max(s, hand_sparsity.get(layer, 0.0)) for layer, s in after.sparsity.items()}
-        ),
-    }
+    settings = {f"chain step {step + 1} (auto's probe over the budget)": after, **_neighbours(before, after, hand)}
     data = {
         "--train": f"{_DATA_DIR.value}@train",
         "--eval": f"{_DATA_DIR.value}@test",
@@ -75,22 +63,9 @@ def main(argv):
     }
     rows = []
     with tempfile.TemporaryDirectory() as folder:
-        for label, allocation in ((label, a) for label, a in settings.items() if a is not None):
-            runs = (
-                [{"seed": 0, "gzip_bytes": failed["gzip_bytes"], "accuracy_drop": failed["accuracy_drop"]}]
-                if allocation == after
-                else []
-            )
-            for seed in (0, *SEEDS)[len(runs) :]:
-                seeded = [
-                    {kind: {**options, "seed": seed}}
-                    for each in _steps(name, allocation)
-                    for kind, options in each.items()
-                ]
-                report, _ = run_recipe(name, f"gap {len(rows)} seed {seed}", seeded, data, Path(folder))
-                runs.append(
-                    {"seed": seed, "gzip_bytes": report["gzip_bytes"], "accuracy_drop": report["accuracy_drop"]}
-                )
+        for label, allocation in settings.items():
+            measured = failed if allocation == after else None  # seed 0 of the failed step: auto's own probe
+            runs = _seed_runs(name, allocation, measured, data, Path(folder), f"gap {len(rows)}")
             rows.append({"label": label, "setting": allocation.describe(), "runs": runs})
     seeds = next(s for s in shrink.get("seeds", []) if s["model"] == name)
     render.write_result(
@@ -106,6 +81,34 @@ def main(argv):
         },
     )
     render.render_all()
+
+
+def _neighbours(before: Allocation, after: Allocation, hand: tuple) -> dict:
+    """Settings next to the failed step `after` (`before`: auto's pick), labelled; `hand`: the hand-picked
+    setting's (sparsities, cluster counts)."""
+    sparsities, counts = hand
+    neighbours = {
+        "that step, a finer notch": _finer_notch(before, after),
+        "that step, the hand-picked cluster counts where it clusters harder": _merged(
+            after, clusters={layer: _gentler_clusters(k, counts.get(layer)) for layer, k in after.clusters.items()}
+        ),
+        "that step, the hand-picked sparsities where it prunes less": _merged(
+            after, sparsity={layer: max(s, sparsities.get(layer, 0.0)) for layer, s in after.sparsity.items()}
+        ),
+    }
+    return {label: allocation for label, allocation in neighbours.items() if allocation is not None}
+
+
+def _seed_runs(name: str, allocation: Allocation, measured, data: dict, folder: Path, label: str) -> list:
+    """The allocation's recipe fine-tuned with seeds 0 and SEEDS (seed 0 taken from `measured` if given)."""
+    runs = [] if measured is None else [{"seed": 0, **{k: measured[k] for k in ("gzip_bytes", "accuracy_drop")}}]
+    for seed in (0, *SEEDS)[len(runs) :]:
+        seeded = [
+            {kind: {**options, "seed": seed}} for step in _steps(name, allocation) for kind, options in step.items()
+        ]
+        report, _ = run_recipe(name, f"{label} seed {seed}", seeded, data, folder)
+        runs.append({"seed": seed, "gzip_bytes": report["gzip_bytes"], "accuracy_drop": report["accuracy_drop"]})
+    return runs
 
 
 def _hand_picked(name: str, budget: float, rows: list) -> tuple:
