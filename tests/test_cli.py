@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from tfcompress.data import load_data
+from tfcompress.errors import ConversionError
 from tfcompress.runtime import metrics
 from tfcompress.runtime.interpreter import predict
 
@@ -72,6 +73,37 @@ def test_random_calibration_is_marked(run_cli, tmp_path, tiny_h5):
     assert code == 0 and "WARNING: calibrating on random noise" in out
     report = json.loads((tmp_path / "r.json").read_text())
     assert report["calibration"]["random"] is True and report["warnings"]
+
+
+def test_a_warning_is_said_once(tmp_path, tiny_h5):
+    """In its own process, where the log reaches stderr: the report's WARNING line, not the log line too."""
+    result = subprocess.run(
+        [sys.executable, "-m", "tfcompress", "convert", str(tiny_h5), "--calibration", "random"]
+        + ["-o", str(tmp_path / "m.tflite")],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "WARNING: calibrating on random noise" in result.stdout
+    assert "calibrating on random noise" not in result.stderr
+
+
+def test_a_warning_before_an_error_is_said_first(run_cli, monkeypatch, tmp_path, tiny_h5):
+    """A failed command prints no report, so the warnings it held may be why: they come before the error."""
+    from tfcompress.jobs import benchmark, convert
+
+    def warns_then_fails(*args, **kwargs):
+        benchmark._warnings(np.zeros((4, 3)))  # logs "the reference model's output is the same ..."
+        benchmark._warnings(np.zeros((4, 3)))
+        raise ConversionError("the converter failed.")
+
+    monkeypatch.setattr(convert, "convert", warns_then_fails)
+    code, out, err = run_cli("convert", tiny_h5, "--precision", "float32", "-o", tmp_path / "m.tflite")
+    assert code == 2 and not out
+    assert err.splitlines() == [
+        f"tfcompress convert: warning: {metrics.constant_output(np.zeros((4, 3)))}",
+        "tfcompress convert: error: the converter failed.",
+    ]
 
 
 def test_dashed_flag_spelling_is_accepted(run_cli, tmp_path, tiny_h5):

@@ -17,6 +17,7 @@ from typing import Callable, Optional
 from absl import flags
 
 from tfcompress.errors import TfcompressError, one_line
+from tfcompress.held_warnings import HeldWarnings, holding
 from tfcompress.options import MICRO_CONVERSION_OPTIONS
 
 __all__ = ["main", "run_main", "run_tool"]
@@ -317,8 +318,9 @@ def _define_flags(name: str, command: _Command, flag_values) -> dict:
     return holders
 
 
-def _run(name: str, command: _Command, positional: list, values: dict) -> int:
-    """Calls the command's job with the options the flags describe, prints its result, returns the exit code."""
+def _run(name: str, command: _Command, positional: list, values: dict, held) -> int:
+    """Calls the command's job with the options the flags describe, prints its result and the warnings
+    it does not carry (held_warnings.py), returns the exit code."""
     from tfcompress.options import from_flags
 
     arguments = _positional_arguments(name, command, positional)
@@ -328,7 +330,9 @@ def _run(name: str, command: _Command, positional: list, values: dict) -> int:
         arguments[command.output[1]] = values["output"]
     arguments.update({_FILE_FLAGS[flag][1]: values[flag] for flag in command.files})
     result = _resolve(command.job)(**arguments)
-    print(_resolve(command.formatter)(result))
+    printed = _resolve(command.formatter)(result)
+    print(printed)
+    _say(name, held.unsaid(printed))
     return 1 if command.failed and command.failed(result) else 0
 
 
@@ -393,7 +397,8 @@ def main(argv) -> int:
             f"flags:\n{flag_values.get_help()}"
         )
         return 0
-    warnings.showwarning = lambda message, *_: print(f"tfcompress {name}: warning: {message}", file=sys.stderr)
+    warnings.showwarning = lambda message, *_: _say(name, [message])
+    held = HeldWarnings()
     try:
         positional = flag_values([f"tfcompress {name}"] + args)[1:]
         values = {key: holder.value for key, holder in holders.items()}
@@ -404,19 +409,26 @@ def main(argv) -> int:
         _check_required(name, command, values)
         _check_outputs(name, positional, values)
         _check_inputs(name, positional, values)
-        with progress.command(name):
-            return _run(name, command, positional, values)
+        with progress.command(name), holding(held):
+            return _run(name, command, positional, values, held)
     except flags.Error as error:
         print(f"tfcompress {name}: {error}. See `tfcompress {name} --help`.", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
+        _say(name, held.unsaid())
         print(f"tfcompress {name}: interrupted; nothing was written.", file=sys.stderr)
         return _INTERRUPTED
     except (TfcompressError, OSError, MemoryError, RecursionError) as error:
+        _say(name, held.unsaid())
         if flag_values.is_parsed() and flag_values["verbose"].value:
             traceback.print_exc()
         print(f"tfcompress {name}: error: {_one_line(error)}", file=sys.stderr)
         return 2
+
+
+def _say(name: str, messages) -> None:
+    for message in messages:
+        print(f"tfcompress {name}: warning: {message}", file=sys.stderr)
 
 
 def _check_outputs(name, positional, values) -> None:
