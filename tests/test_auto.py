@@ -73,6 +73,39 @@ def test_no_candidate_within_budget_exits_1_naming_the_closest(run_cli, tmp_path
     assert not (tmp_path / "x.tflite").exists()
 
 
+def test_the_chosen_models_conversion_warnings_are_shown_once(run_cli, tmp_path, tf_keras):
+    """Every candidate of a model that rescales its own input warns that the uint8 data was scaled too;
+    the report says it once, for the model written."""
+    tf_keras.utils.set_random_seed(0)
+    model = tf_keras.Sequential(
+        [
+            tf_keras.Input((28, 28, 1)),
+            tf_keras.layers.Rescaling(1 / 255),
+            tf_keras.layers.Flatten(),
+            tf_keras.layers.Dense(10, activation="softmax"),
+        ]
+    )
+    model.save(tmp_path / "rescales.h5")
+    code, out, _ = run_cli(
+        "auto",
+        tmp_path / "rescales.h5",
+        "--calibration",
+        CALIBRATION,
+        "--eval",
+        EVAL,
+        "--max_accuracy_drop",
+        "100",
+        "-o",
+        tmp_path / "best.tflite",
+        "--report",
+        tmp_path / "auto.json",
+    )
+    assert code == 0
+    assert out.count("WARNING: the model's first layer 'rescaling' (Rescaling) scales its input") == 1
+    report = json.loads((tmp_path / "auto.json").read_text())
+    assert all(candidate["warnings"] for candidate in report["candidates"] if not candidate["error"])
+
+
 def test_arena_objective_with_a_qat_candidate(tmp_path):
     report = auto_job.auto(
         MODEL,

@@ -60,6 +60,7 @@ class Candidate:
     latency_us: Optional[float] = None  # p50, LiteRT on this machine
     arena_bytes: Optional[int] = None  # measured in TFLite Micro: target micro, or objective arena
     error: Optional[str] = None
+    warnings: tuple = ()  # the conversion's (convert's report): the chosen one's are the user's
     within_budget: bool = False
     pareto: bool = False
     tflite: bytes = dataclasses.field(default=b"", repr=False, compare=False)
@@ -324,6 +325,7 @@ def _measured(candidate, source: LoadedModel, calibration, evaluation, options: 
         latency_us=report.latency.p50,
         arena_bytes=arena,
         flash_bytes=flash,
+        warnings=tuple(report.warnings),
         tflite=tflite,
     )
     return measured.judged(options.max_accuracy_drop)
@@ -434,7 +436,14 @@ def format_auto_report(report: AutoReport) -> str:
     else:
         plot = report.plot or "not drawn" + (f" (no matplotlib: {INSTALL_HINT})" if report.output else "")
         lines.append(f"chosen: {report.chosen.name} → {report.output}; recipe {report.recipe}; plot {plot}")
+    lines += [f"WARNING: {warning}" for warning in _warnings_to_show(report)]
     return "\n".join(lines)
+
+
+def _warnings_to_show(report: AutoReport) -> list:
+    """The chosen model's conversion warnings; with none chosen, every candidate's, each once."""
+    shown = (report.chosen,) if report.chosen is not None else (report.float32, *report.candidates)
+    return list(dict.fromkeys(warning for candidate in shown for warning in candidate.warnings))
 
 
 def _search_line(search, scan_plot) -> str:

@@ -157,7 +157,10 @@ class _Prober:
         kept = self.state.load(record) if self.state else None
         if kept is not None:
             values, tflite = kept
-            kept = Candidate(**{**values, "training": tuple(values["training"])}, tflite=tflite)
+            kept = Candidate(
+                **{**values, "training": tuple(values["training"]), "warnings": tuple(values.get("warnings", ()))},
+                tflite=tflite,
+            )
             return kept.judged(options.max_accuracy_drop)
         from tfcompress.jobs.cluster import cluster
         from tfcompress.jobs.prune import prune
