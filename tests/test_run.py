@@ -77,6 +77,21 @@ def test_a_broken_budget_exits_1_and_says_which(run_cli, tmp_path):
     assert (tmp_path / "out" / "model.tflite").stat().st_size == report["size_bytes"]
 
 
+def test_a_steps_warnings_are_in_the_run_report_once(run_cli, tmp_path):
+    """Clustering without preserve_sparsity undoes the pruning before it: `run` says so, naming the step."""
+    recipe = tmp_path / "regrow.yaml"
+    recipe.write_text(
+        "steps:\n  - prune: {target_sparsity: 0.8, epochs: 1}\n  - cluster: {clusters: 8, epochs: 1}\n"
+        "  - convert: {precision: int8, per_tensor_dense: true}\nbudgets: {max_accuracy_drop: 100}\n"
+    )
+    code, out, err = run_cli("run", recipe, "--model", MODEL, "-o", tmp_path / "out")
+    assert code == 0, err
+    assert out.count("WARNING: cluster: cluster let the pruned zeros grow back in dense (80% → 0%)") == 1
+    assert "grow back" not in err
+    steps = json.loads((tmp_path / "out" / "report.json").read_text())["steps"]
+    assert [bool(step["report"].get("warnings")) for step in steps] == [False, True, False]
+
+
 def test_missing_data_fails_before_any_step_trains(tmp_path, monkeypatch):
     from tfcompress.jobs import prune as prune_job
 
