@@ -13,6 +13,7 @@ objective or the target). The choice is the best objective among those within th
 """
 
 import dataclasses
+import math
 import time
 from pathlib import Path
 from typing import Optional
@@ -44,6 +45,9 @@ _FLOAT_LAYER_COUNTS = (1, 2, 4)
 _SAME = 1e-9  # a drop of exactly the budget (10 of 2,000 images for 0.5 pt) is within it
 _MICRO_CONVERSION = {"io_type": "int8", "batch_size": 1}  # what `micro` converts with, besides the options
 _LUT_CHECK_SAMPLES = 500  # as `micro --compress lut`: its outputs must equal the uncompressed model's
+# A trained candidate's fall in accuracy is measured on --eval and judged against the budget, and the search
+# means some to fail: the training steps' own check (guardrail.py) would warn of models the user never gets.
+JUDGED_BY_THE_BUDGET = math.inf
 
 
 @dataclasses.dataclass(frozen=True)
@@ -338,11 +342,14 @@ def _qat_candidate(model, train, epochs, load: LoadOptions, measure) -> Candidat
         f"QAT int8 ({epochs} epoch{'s' if epochs > 1 else ''})", "int8", {}, training=({"qat": {"epochs": epochs}},)
     )
     try:
-        trained = quantize_aware(model, train, epochs=epochs, load=load, skip_check=True, verbose=2)
+        trained = quantize_aware(
+            model, train, epochs=epochs, load=load, skip_check=True, verbose=2, warn_accuracy_drop=JUDGED_BY_THE_BUDGET
+        )
     except TfcompressError as error:
         return dataclasses.replace(candidate, error=str(error))
     with LoadedModel(trained.keras_model) as source:
-        return measure(candidate, source)
+        measured = measure(candidate, source)
+    return dataclasses.replace(measured, warnings=(*(f"qat: {w}" for w in trained.warnings), *measured.warnings))
 
 
 def _objective(candidate: Candidate, objective: str) -> Optional[float]:

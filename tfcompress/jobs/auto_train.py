@@ -26,7 +26,7 @@ from tfcompress.data import Dataset
 from tfcompress.errors import TfcompressError
 from tfcompress.jobs._loaded import LoadedModel
 from tfcompress.jobs._search_state import SearchState
-from tfcompress.jobs.auto import Candidate
+from tfcompress.jobs.auto import JUDGED_BY_THE_BUDGET, Candidate
 from tfcompress.options import ShrinkOptions
 from tfcompress.transforms.allocation import (
     Allocation,
@@ -169,17 +169,22 @@ class _Prober:
         candidate = Candidate(
             f"pruned+clustered {label}: {allocation.describe()}", "int8", {"per_tensor_dense": True}, training=steps
         )
-        current = self.model
+        current, warnings = self.model, []
         try:
             for each in steps:
                 ((kind, step_options),) = each.items()
                 job = {"prune": prune, "cluster": cluster}[kind]
-                current = job(current, self.train, load=load, verbose=2, **step_options).keras_model
+                trained = job(
+                    current, self.train, load=load, verbose=2, warn_accuracy_drop=JUDGED_BY_THE_BUDGET, **step_options
+                )
+                current = trained.keras_model
+                warnings += [f"{kind}: {warning}" for warning in trained.warnings]
         except TfcompressError as error:
             measured = dataclasses.replace(candidate, error=str(error))
         else:
             with LoadedModel(current) as source:
                 measured = self.measure(candidate, source)
+            measured = dataclasses.replace(measured, warnings=(*warnings, *measured.warnings))
         if self.state:
             self.state.save(record, measured.to_dict(), measured.tflite)
         return measured
