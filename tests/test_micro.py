@@ -191,7 +191,9 @@ def test_outputs_further_from_keras_than_litert_are_refused_unless_accepted(tflm
     assert saved["micro"]["accepted_difference"] and not verification["passed"]
     assert verification["micro_error"] > 5 * max(verification["litert_errors"].values())
     assert any("--accept_micro_difference" in warning for warning in report.warnings)
-    assert "NOT as faithful as LiteRT (accepted)" in (tmp_path / "accepted" / "report.md").read_text()
+    markdown = (tmp_path / "accepted" / "report.md").read_text()
+    assert "NOT as faithful as LiteRT (accepted)" in markdown
+    assert "WARNING: packaged with --accept_micro_difference although" in markdown
 
 
 def test_a_residual_net_passes_when_tflite_micro_is_as_close_to_keras_as_litert(tmp_path):

@@ -393,11 +393,15 @@ def format_micro_report(report: MicroReport) -> str:
 | TFLite Micro vs LiteRT | {agreement} |
 | TFLite Micro latency (host, Python build) | p50 {report.micro_latency["p50"]:,.0f} us |
 
-{_ethos_u_rows(report.ethos_u)}{format_lut_section(report.lut) if report.lut else ""}
+{_ethos_u_rows(report.ethos_u)}{format_lut_section(report.lut) if report.lut else ""}{_warning_lines(report)}
 Files: {", ".join(f"`{name}`" for name in report.files)}. Include the `.h`, compile the `.cc`,
 give the interpreter an arena of the declared size, and register the ops with the generated
 `..._register_ops(resolver)`.
 """
+
+
+def _warning_lines(report: MicroReport) -> str:
+    return "\n".join(f"WARNING: {warning}\n" for warning in report.warnings)
 
 
 def _fidelity_rows(report: MicroReport) -> str:
