@@ -162,6 +162,18 @@ def test_budgets_and_errors_set_the_exit_code_and_the_rest_finish(models, tmp_pa
     assert not (tmp_path / "b" / "broken").exists()
 
 
+def test_a_models_warnings_reach_the_progress_line_and_the_summary(models, tmp_path):
+    """Calibrated on noise, every model is warned of; a build log shows it per model, the summary names it."""
+    noise = tmp_path / "noise.yaml"
+    noise.write_text("steps:\n  - convert: {precision: int8, calibration: random}\nbudgets: {max_accuracy_drop: 100}\n")
+    result = _tool("--inputs", models / "lenet5.h5", "--recipe", noise, "--output_dir", tmp_path / "out")
+    assert result.returncode == 0, result.stderr
+    assert "[1/1] lenet5: passed" in result.stdout and "1 warning (summary.md)" in result.stdout
+    (row,) = json.loads((tmp_path / "out" / "summary.json").read_text())["models"]
+    assert [warning.split(":")[:2] for warning in row["warnings"]] == [["convert", " calibrating on random noise"]]
+    assert f"- `lenet5`: {row['warnings'][0]}" in (tmp_path / "out" / "summary.md").read_text()
+
+
 def test_a_killed_batch_resumes_and_ends_as_a_clean_run_would(models, tmp_path):
     clean = _tool("--input_dir", models, "--recipe", _RECIPE, "--output_dir", tmp_path / "clean")
     assert clean.returncode == 0, clean.stderr

@@ -26,6 +26,7 @@ __all__ = [
     "format_weight_sizes",
     "preprocessing_text",
     "format_metrics",
+    "step_warnings",
     "table",
     "markdown_table",
     "print_report",
@@ -434,6 +435,18 @@ def format_metrics(metrics: dict, accuracy_check: Optional[dict] = None, warning
             lines.append(f"WARNING: {accuracy_check['warning']}")
     lines += [f"WARNING: {warning}" for warning in warnings]
     return "\n".join(lines)
+
+
+def step_warnings(steps) -> list:
+    """ "STEP: warning" for what each step of a `run` report warned of (a training step's accuracy check
+    too), each once: `run` prints them, a batch's summary lists them per model."""
+    found = []
+    for step in steps:
+        report = step["report"]
+        check = report.get("accuracy_check") or {}
+        for warning in ([check["warning"]] if check.get("warning") else []) + list(report.get("warnings", ())):
+            found.append(f"{step['step']}: {warning}")
+    return list(dict.fromkeys(found))
 
 
 def format_weight_sizes(weights: dict) -> str:

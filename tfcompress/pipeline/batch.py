@@ -30,7 +30,7 @@ from tfcompress.pipeline.cache import FolderCache
 from tfcompress.pipeline.object_cache import ObjectStoreCache, is_store_url
 from tfcompress.pipeline.shards import ONE_MACHINE, Shard
 from tfcompress.pipeline.worker import WorkerPool
-from tfcompress.report import package_versions
+from tfcompress.report import package_versions, step_warnings
 
 __all__ = [
     "BatchOptions",
@@ -244,6 +244,7 @@ def _result_columns(report: dict) -> dict:
         "arena_bytes": report.get("arena_bytes"),
         "latency_us": latency.get("p50"),
         "broken_budgets": [b["name"] for b in report.get("budgets", []) if not b["passed"]],
+        "warnings": step_warnings(report.get("steps", [])),
     }
 
 
@@ -260,6 +261,7 @@ def _row(model, name, record, cache, seconds) -> dict:
         "arena_bytes": record.get("arena_bytes"),
         "latency_us": record.get("latency_us"),
         "broken_budgets": record.get("broken_budgets", []),
+        "warnings": record.get("warnings", []),
         "error": None,
     }
 
@@ -327,7 +329,9 @@ def _versions() -> dict:
 
 def _progress_line(row: dict, done: int, total: int) -> str:
     detail = row["error"] or ", ".join(
-        part for part in (_size_text(row["size_bytes"]), _drop_text(row["accuracy_drop"])) if part
+        part
+        for part in (_size_text(row["size_bytes"]), _drop_text(row["accuracy_drop"]), _warnings_text(row["warnings"]))
+        if part
     )
     return (
         f"[{done}/{total}] {row['name']}: {row['status']} in {row['seconds']:.1f} s "
@@ -341,6 +345,10 @@ def _size_text(size) -> str:
 
 def _drop_text(drop) -> str:
     return f"drop {drop:+.2f} pt" if drop is not None else ""
+
+
+def _warnings_text(warnings) -> str:
+    return f"{len(warnings)} warning{'s' if len(warnings) > 1 else ''} (summary.md)" if warnings else ""
 
 
 def _latency_text(latency) -> str:
@@ -373,4 +381,8 @@ def markdown_summary(recipe_name: str, result: BatchResult, shard: Shard = ONE_M
     errors = [row for row in result.rows if row["error"]]
     if errors:
         lines += ["", "Errors (see logs/NAME.log):", ""] + [f"- `{row['name']}`: {row['error']}" for row in errors]
+    warned = [row for row in result.rows if row.get("warnings")]  # a shard merged from an older version has none
+    if warned:
+        lines += ["", "Warnings (see NAME/report.md):", ""]
+        lines += [f"- `{row['name']}`: {warning}" for row in warned for warning in row["warnings"]]
     return "\n".join(lines) + "\n"

@@ -18,7 +18,7 @@ from tfcompress._io.files import atomic_folder, check_not_inputs, path_size, wri
 from tfcompress.errors import DataError, ModelLoadError, TfcompressError
 from tfcompress.options import LoadOptions, gather
 from tfcompress.pipeline import recipe as recipes
-from tfcompress.report import library_versions
+from tfcompress.report import library_versions, step_warnings
 from tfcompress.report_schema import schema_version
 from tfcompress.runtime.metrics import accuracy_drop
 from tfcompress.runtime.weight_coding import code_weights
@@ -357,23 +357,12 @@ def format_run_report(report: RunReport) -> str:
         lines.append(f"arena: {result['arena_bytes']:,} bytes (TFLite Micro, measured)")
     if result["latency_us"] is not None:
         lines.append(f"latency p50: {result['latency_us']['p50']:.1f} us")
-    lines += [f"WARNING: {step}: {warning}" for step, warning in _step_warnings(report.steps)]
+    lines += [f"WARNING: {warning}" for warning in step_warnings(report.steps)]
     for budget in report.budgets:
         value = "not measured" if budget.value is None else _number(budget.value)
         lines.append(f"budget {budget.name} ≤ {_number(budget.limit)}: {value} → {'ok' if budget.passed else 'FAILED'}")
     lines.append("PASSED" if report.passed else "FAILED: a budget was broken")
     return "\n".join(lines)
-
-
-def _step_warnings(steps) -> list:
-    """(step, warning) for what each step's own report warned of (a training step's accuracy check too), each once."""
-    found = []
-    for step in steps:
-        report = step["report"]
-        check = report.get("accuracy_check") or {}
-        for warning in ([check["warning"]] if check.get("warning") else []) + list(report.get("warnings", ())):
-            found.append((step["step"], warning))
-    return list(dict.fromkeys(found))
 
 
 def _number(value: float) -> str:
