@@ -107,6 +107,58 @@ def test_the_chosen_models_conversion_warnings_are_shown_once(run_cli, tmp_path,
     assert all(candidate["warnings"] for candidate in report["candidates"] if not candidate["error"])
 
 
+@pytest.mark.parametrize("outputs", [3, 16], ids=["regression", "reconstruction"])
+def test_a_model_without_classes_is_judged_by_relative_error(run_cli, tmp_path, tf_keras, outputs):
+    """A regressor (3 outputs) or an autoencoder (its input back): no labels, a budget on the error against Keras."""
+    tf_keras.utils.set_random_seed(0)
+    model = tf_keras.Sequential(
+        [
+            tf_keras.Input((16,)),
+            tf_keras.layers.Dense(64, activation="relu"),
+            tf_keras.layers.Dense(8, activation="relu"),
+            tf_keras.layers.Dense(outputs),
+        ]
+    )
+    model.save(tmp_path / "model.h5")
+    inputs = np.random.default_rng(0).normal(size=(400, 16)).astype(np.float32)
+    np.savez(tmp_path / "inputs.npz", x=inputs)
+    data = ("--calibration", tmp_path / "inputs.npz", "--eval", tmp_path / "inputs.npz")
+
+    code, _, err = run_cli("auto", tmp_path / "model.h5", *data, "-o", tmp_path / "refused.tflite")
+    assert code == 2 and "has no labels" in err and "pass --max_relative_error" in err
+    budget = ("--max_relative_error", "0.03", "--report", tmp_path / "auto.json")
+    trained = ("--train", tmp_path / "inputs.npz", "-o", tmp_path / "trained.tflite")
+    code, _, err = run_cli("auto", tmp_path / "model.h5", *data, *budget, *trained)
+    assert code == 2 and "leave out --train" in err and not (tmp_path / "auto.json").exists()
+
+    code, out, err = run_cli("auto", tmp_path / "model.h5", *data, *budget, "-o", tmp_path / "best.tflite")
+    assert code == 0, err
+    assert "budget 3.00% relative error" in out and "relative error" in out.splitlines()[1]
+    report = json.loads((tmp_path / "auto.json").read_text())
+    assert report["max_relative_error"] == 0.03 and report["max_accuracy_drop"] is None
+    within = [c for c in report["candidates"] if c["within_budget"]]
+    chosen = next(c for c in report["candidates"] if c["name"] == report["chosen"])
+    assert chosen["gzip_bytes"] == min(c["gzip_bytes"] for c in within)
+    assert all((c["relative_error"] <= 0.03) == c["within_budget"] for c in report["candidates"])
+    # Measured again, independently: the written model is within the budget.
+    written = (tmp_path / "best.tflite").read_bytes()
+    reference = model.predict(inputs, verbose=0)
+    error = predict(written, inputs) - reference
+    assert np.sqrt(np.mean(error**2) / np.mean(reference**2)) == pytest.approx(chosen["relative_error"], rel=1e-3)
+    code, out, err = run_cli(
+        "run", tmp_path / "best.recipe.yaml", "--model", tmp_path / "model.h5", *data, "-o", tmp_path / "remade"
+    )
+    assert code == 0, err
+    assert re.search(r"budget max_relative_error ≤ 3\.00%: \d+\.\d\d% → ok", out), out
+    assert (tmp_path / "remade" / "model.tflite").read_bytes() == written
+
+
+def test_relative_error_is_refused_for_a_classifier(run_cli, tmp_path):
+    data = ("--calibration", CALIBRATION, "--eval", EVAL)
+    code, _, err = run_cli("auto", MODEL, *data, "--max_relative_error", "0.02", "-o", tmp_path / "m.tflite")
+    assert code == 2 and "reads as class scores: use --max_accuracy_drop" in err and not list(tmp_path.iterdir())
+
+
 def test_arena_objective_with_a_qat_candidate(tmp_path):
     report = auto_job.auto(
         MODEL,

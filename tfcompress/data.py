@@ -493,7 +493,10 @@ def _labels(y, path: Path) -> Optional[np.ndarray]:
     y = y.reshape(len(y))
     if not np.issubdtype(y.dtype, np.integer):
         if not np.issubdtype(y.dtype, np.floating) or not np.all(np.isfinite(y)) or np.any(y != np.round(y)):
-            raise DataError(f"{path}: y must hold integer class labels (or one-hot rows); got {y.dtype}.")
+            raise DataError(
+                f"{path}: y must hold integer class labels (or one-hot rows); got {y.dtype} values. For a "
+                "regression or reconstruction model leave y out: its outputs are measured against the Keras model's."
+            )
     if len(y) and y.min() < 0:
         raise DataError(f"{path}: y holds the negative label {int(y.min())}; class labels start at 0.")
     return y.astype(np.int64)

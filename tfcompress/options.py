@@ -366,6 +366,11 @@ AUTO_TARGETS = ("mobile", "micro")
 @dataclasses.dataclass(frozen=True)
 class AutoOptions:
     max_accuracy_drop: float = option(1.0, "Budget: points below the float model.")
+    max_relative_error: Optional[float] = option(
+        None,
+        "Budget instead of accuracy, for a model whose output is a quantity (regression, reconstruction): "
+        "RMS error against the Keras outputs over their RMS, on the --eval inputs (0.02: 2%); needs no labels.",
+    )
     objective: str = option(
         "size",
         "What to minimise within the budget: size (gzip bytes), flash (TFLite Micro with LUT-compressed "
@@ -385,6 +390,11 @@ class AutoOptions:
         if self.objective not in OBJECTIVES:
             raise OptionError(
                 f"objective must be one of {', '.join(OBJECTIVES)}. Received: objective={self.objective!r}"
+            )
+        if self.max_relative_error is not None and not self.max_relative_error > 0:
+            raise OptionError(
+                "max_relative_error must be a positive fraction. "
+                f"Received: max_relative_error={self.max_relative_error}"
             )
         if self.objective == "flash" and self.target != "micro":
             raise OptionError(

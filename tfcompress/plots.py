@@ -82,32 +82,42 @@ def plot_sensitivity(report, path) -> None:
     plt.close(figure)
 
 
-def plot_candidates(candidates, chosen, path, title: str) -> None:
-    """Accuracy drop vs gzip size of every candidate `tfcompress auto` measured; the Pareto front joined."""
+_JUDGED_BY = {
+    "accuracy_drop": ("accuracy drop vs float (pt)", 1),
+    "relative_error": ("error relative to Keras (%)", 100),
+}
+
+
+def plot_candidates(candidates, chosen, path, title: str, measure: str = "accuracy_drop") -> None:
+    """The budget's measure (accuracy drop, or relative error) vs gzip size of every candidate `tfcompress
+    auto` measured; the Pareto front joined."""
     plt = require_matplotlib()
     figure, axis = plt.subplots(figsize=(8, 5))
-    measured = [c for c in candidates if c.accuracy_drop is not None]
+    label, scale = _JUDGED_BY[measure]
+    measured = [c for c in candidates if getattr(c, measure) is not None]
     for candidate in measured:
         marker = "*" if candidate is chosen else "o"
         axis.scatter(
             candidate.gzip_bytes / 1024,
-            candidate.accuracy_drop,
+            getattr(candidate, measure) * scale,
             marker=marker,
             s=160 if candidate is chosen else 40,
             color="tab:red" if candidate is chosen else "tab:blue",
         )
         axis.annotate(
             candidate.name[:40],
-            (candidate.gzip_bytes / 1024, candidate.accuracy_drop),
+            (candidate.gzip_bytes / 1024, getattr(candidate, measure) * scale),
             fontsize=7,
             xytext=(4, 2),
             textcoords="offset points",
         )
     front = sorted((c for c in measured if c.pareto), key=lambda c: c.gzip_bytes)
-    axis.plot([c.gzip_bytes / 1024 for c in front], [c.accuracy_drop for c in front], color="gray", linewidth=1)
+    axis.plot(
+        [c.gzip_bytes / 1024 for c in front], [getattr(c, measure) * scale for c in front], color="gray", linewidth=1
+    )
     axis.set_xscale("log")
     axis.set_xlabel("size after gzip (KiB, log scale)")
-    axis.set_ylabel("accuracy drop vs float (pt)")
+    axis.set_ylabel(label)
     axis.set_title(title, fontsize=10)
     figure.tight_layout()
     save_atomic(path, lambda tmp: figure.savefig(tmp, dpi=110, format="png"))

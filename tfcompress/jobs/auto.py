@@ -22,7 +22,7 @@ import yaml
 
 from tfcompress import progress
 from tfcompress.data import input_data
-from tfcompress.errors import TfcompressError
+from tfcompress.errors import DataError, OptionError, TfcompressError, one_line
 from tfcompress.export.tflite import ConvertOptions, layer_kinds
 from tfcompress.jobs._common import job_outputs, load_model
 from tfcompress.jobs._loaded import LoadedModel
@@ -39,7 +39,7 @@ from tfcompress.transforms.cluster import clustered_dense_layers
 from tfcompress.transforms.qat import is_quantize_aware
 from tfcompress.transforms.training import labelled_data
 
-__all__ = ["Candidate", "AutoReport", "auto", "format_auto_report"]
+__all__ = ["Budget", "Candidate", "AutoReport", "auto", "format_auto_report"]
 _PERCENTILES = (99.99, 99.9)
 _FLOAT_LAYER_COUNTS = (1, 2, 4)
 _SAME = 1e-9  # a drop of exactly the budget (10 of 2,000 images for 0.5 pt) is within it
@@ -48,6 +48,30 @@ _LUT_CHECK_SAMPLES = 500  # as `micro --compress lut`: its outputs must equal th
 # A trained candidate's fall in accuracy is measured on --eval and judged against the budget, and the search
 # means some to fail: the training steps' own check (guardrail.py) would warn of models the user never gets.
 JUDGED_BY_THE_BUDGET = math.inf
+
+
+@dataclasses.dataclass(frozen=True)
+class Budget:
+    """What every candidate is held to: a classifier's top-1 accuracy drop in points on labelled eval
+    data, or, given `max_relative_error`, the RMS error of its outputs against the Keras model's over
+    their RMS on the eval inputs: a regression or an autoencoder has no classes to count."""
+
+    measure: str  # "accuracy_drop" or "relative_error", a Candidate field
+    limit: float
+
+    @classmethod
+    def of(cls, options: AutoOptions) -> "Budget":
+        if options.max_relative_error is not None:
+            return cls("relative_error", options.max_relative_error)
+        return cls("accuracy_drop", options.max_accuracy_drop)
+
+    def value(self, candidate) -> Optional[float]:
+        return getattr(candidate, self.measure)
+
+    def describe(self, value: Optional[float] = None) -> str:
+        """The limit, or a value, in the measure's words: "+1.00 pt", "2.00% relative error"."""
+        shown = self.limit if value is None else value
+        return f"{shown:+.2f} pt" if self.measure == "accuracy_drop" else f"{shown:.2%} relative error"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,6 +85,7 @@ class Candidate:
     flash_bytes: Optional[int] = None  # objective flash: the .tflite with LUT-compressed weights (then `tflite`)
     accuracy: Optional[float] = None
     accuracy_drop: Optional[float] = None
+    relative_error: Optional[float] = None  # RMS error against the Keras outputs over their RMS, on the eval inputs
     latency_us: Optional[float] = None  # p50, LiteRT on this machine
     arena_bytes: Optional[int] = None  # measured in TFLite Micro: target micro, or objective arena
     error: Optional[str] = None
@@ -72,16 +97,16 @@ class Candidate:
     def to_dict(self) -> dict:
         return {field.name: getattr(self, field.name) for field in dataclasses.fields(self) if field.name != "tflite"}
 
-    def judged(self, max_accuracy_drop: float) -> "Candidate":
+    def judged(self, budget: Budget) -> "Candidate":
         """The candidate with `within_budget` set for this budget (a kept probe may meet a new one)."""
-        within = self.accuracy_drop is not None and self.accuracy_drop <= max_accuracy_drop + _SAME
-        return dataclasses.replace(self, within_budget=within)
+        value = budget.value(self)
+        return dataclasses.replace(self, within_budget=value is not None and value <= budget.limit + _SAME)
 
 
 @dataclasses.dataclass(frozen=True)
 class AutoReport:
     model: str
-    max_accuracy_drop: float
+    budget: Budget
     objective: str
     target: str
     float32: Candidate
@@ -96,7 +121,8 @@ class AutoReport:
     def to_dict(self) -> dict:
         return {
             "model": self.model,
-            "max_accuracy_drop": self.max_accuracy_drop,
+            "max_accuracy_drop": self.budget.limit if self.budget.measure == "accuracy_drop" else None,
+            "max_relative_error": self.budget.limit if self.budget.measure == "relative_error" else None,
             "objective": self.objective,
             "target": self.target,
             "float32": self.float32.to_dict(),
@@ -139,6 +165,11 @@ def auto(
     size) and with `train` `NAME.layers.png` (the per-layer sensitivity scan).
     """
     options, shrink, load = gather(settings, (AutoOptions, options), (ShrinkOptions, shrink), (LoadOptions, load))
+    if train is not None and options.max_relative_error is not None:
+        raise OptionError(
+            "auto --train prunes and clusters by top-1 accuracy, so it needs --max_accuracy_drop and class labels; "
+            "with --max_relative_error, leave out --train (the post-training candidates are tried)."
+        )
     from tfcompress import plots
 
     started = time.monotonic()
@@ -165,7 +196,7 @@ def auto(
         written = output is not None and chosen is not None
         report = AutoReport(
             str(model_path or model.name),
-            options.max_accuracy_drop,
+            Budget.of(options),
             options.objective,
             options.target,
             float32,
@@ -186,7 +217,8 @@ def auto(
                 [float32, *measured],
                 chosen,
                 path,
-                f"{Path(report.model).name}: candidates, budget {options.max_accuracy_drop} pt",
+                f"{Path(report.model).name}: candidates, budget {report.budget.describe()}",
+                report.budget.measure,
             ),
         )
         if report.scan_plot:
@@ -202,30 +234,45 @@ def _search(loaded: LoadedModel, calibration, eval_data, train, settings, qat_ep
     the candidates of one Keras model share its export and its outputs on the eval data."""
     options, shrink, load = settings
     model = loaded.model
+    budget = Budget.of(options)
     calibration = input_data(calibration, tuple(model.inputs[0].shape), load.preprocessing, reshape=load.reshape_data)
-    evaluation = labelled_data(eval_data, model, load.preprocessing, load.reshape_data, "eval")
-    reference_accuracy = metrics.accuracy(loaded.keras_outputs(evaluation.x), evaluation.y)
+    if budget.measure == "relative_error":
+        evaluation = input_data(eval_data, tuple(model.inputs[0].shape), load.preprocessing, reshape=load.reshape_data)
+        reference_accuracy = None
+    else:
+        evaluation = _labelled_eval(eval_data, model, load)
+        reference_accuracy = metrics.accuracy(loaded.keras_outputs(evaluation.x), evaluation.y)
 
     def measure(candidate: Candidate, source: LoadedModel = loaded) -> Candidate:
         progress.stage(f"measuring the candidate {candidate.name}")
-        return _measured(
-            candidate,
-            source,
-            calibration,
-            evaluation,
-            options,
-            reference_accuracy,
-        )
+        return _measured(candidate, source, calibration, evaluation, (options, budget), reference_accuracy)
 
     float32 = measure(Candidate("float32", "float32", {}))
+    if budget.measure == "relative_error" and float32.error is None and float32.relative_error is None:
+        raise OptionError(
+            f"--max_relative_error judges a model whose output is a quantity; {loaded.name}'s output reads as "
+            "class scores: use --max_accuracy_drop with labelled eval data."
+        )
     measured = [measure(candidate) for candidate in _candidates(model, calibration, options.target)]
     search = None
     if train is not None:
         measured.append(_qat_candidate(model, train, qat_epochs, load, measure))
         search = _training_search(model, train, (calibration, evaluation), settings, measure, state_dir, deadline)
         measured += search.probes
-    measured = _mark_pareto(measured, options.objective)
-    return float32, measured, _choose(measured, options.objective, float32), search
+    measured = _mark_pareto(measured, options.objective, budget)
+    return float32, measured, _choose(measured, options.objective, float32, budget), search
+
+
+def _labelled_eval(eval_data, model, load: LoadOptions):
+    """The eval data with class labels, or an error that names the budget for a model without classes."""
+    try:
+        return labelled_data(eval_data, model, load.preprocessing, load.reshape_data, "eval")
+    except DataError as error:
+        raise DataError(
+            f"{one_line(error).rstrip('.')}. auto holds a classifier to its top-1 accuracy; for a model whose "
+            "output is a quantity (regression, reconstruction), pass --max_relative_error (0.02 allows 2% error "
+            "against the Keras outputs; no labels needed)."
+        ) from error
 
 
 def _training_search(model, train, data, settings, measure, state_dir, deadline):
@@ -287,9 +334,10 @@ def _candidates(model, calibration, target: str) -> list:
     return candidates
 
 
-def _measured(candidate, source: LoadedModel, calibration, evaluation, options: AutoOptions, reference_accuracy):
+def _measured(candidate, source: LoadedModel, calibration, evaluation, judging: tuple, reference_accuracy):
     """The candidate converted and measured; its drop is against the original model (not a QAT one).
     For micro, an int8 candidate converts as `tfcompress micro` does and must run in TFLite Micro."""
+    options, budget = judging
     micro = options.target == "micro" and candidate.precision == "int8"
     try:
         (conversion,) = gather(
@@ -320,19 +368,21 @@ def _measured(candidate, source: LoadedModel, calibration, evaluation, options: 
     except TfcompressError as error:
         return dataclasses.replace(candidate, error=str(error))
     drop = metrics.accuracy_drop(reference_accuracy, report.accuracy)
+    relative_error = report.fidelity.relative_error if report.fidelity is not None else None
     measured = dataclasses.replace(
         candidate,
         size_bytes=report.size_bytes,
         gzip_bytes=gzip_size(report.tflite),
         accuracy=report.accuracy,
         accuracy_drop=drop,
+        relative_error=relative_error,
         latency_us=report.latency.p50,
         arena_bytes=arena,
         flash_bytes=flash,
         warnings=tuple(report.warnings),
         tflite=tflite,
     )
-    return measured.judged(options.max_accuracy_drop)
+    return measured.judged(budget)
 
 
 def _qat_candidate(model, train, epochs, load: LoadOptions, measure) -> Candidate:
@@ -361,12 +411,12 @@ def _objective(candidate: Candidate, objective: str) -> Optional[float]:
     }[objective]
 
 
-def _mark_pareto(candidates: list, objective: str) -> list:
-    """On the front: no other candidate is as good in both accuracy drop and objective, and better in one."""
+def _mark_pareto(candidates: list, objective: str, budget: Budget) -> list:
+    """On the front: no other candidate is as good in both the budget's measure and objective, and better in one."""
     points = {
-        id(c): (c.accuracy_drop, _objective(c, objective))
+        id(c): (budget.value(c), _objective(c, objective))
         for c in candidates
-        if c.accuracy_drop is not None and _objective(c, objective) is not None
+        if budget.value(c) is not None and _objective(c, objective) is not None
     }
 
     def on_front(candidate) -> bool:
@@ -378,12 +428,12 @@ def _mark_pareto(candidates: list, objective: str) -> list:
     return [dataclasses.replace(c, pareto=on_front(c)) for c in candidates]
 
 
-def _choose(candidates: list, objective: str, float32: Candidate) -> Optional[Candidate]:
+def _choose(candidates: list, objective: str, float32: Candidate, budget: Budget) -> Optional[Candidate]:
     eligible = [c for c in candidates if c.within_budget and _objective(c, objective) is not None]
     if objective == "latency":
         eligible = [c for c in eligible if c.latency_us <= float32.latency_us]
     # Pruning and clustering leave the arena as it was: among equal arenas, the smaller download wins.
-    return min(eligible, key=lambda c: (_objective(c, objective), c.gzip_bytes, c.accuracy_drop), default=None)
+    return min(eligible, key=lambda c: (_objective(c, objective), c.gzip_bytes, budget.value(c)), default=None)
 
 
 def _recipe_yaml(chosen: Candidate, options: AutoOptions) -> str:
@@ -396,7 +446,7 @@ def _recipe_yaml(chosen: Candidate, options: AutoOptions) -> str:
         "name": "auto",
         "description": f"chosen by tfcompress auto: {chosen.name}",
         "steps": steps,
-        "budgets": {"max_accuracy_drop": options.max_accuracy_drop},
+        "budgets": {f"max_{Budget.of(options).measure}": Budget.of(options).limit},
     }
     return yaml.safe_dump(recipe, sort_keys=False)
 
@@ -415,8 +465,7 @@ def format_auto_report(report: AutoReport) -> str:
                 f"{candidate.size_bytes:,}",
                 f"{candidate.gzip_bytes:,}",
                 f"{report.float32.size_bytes / candidate.gzip_bytes:.1f}x",
-                f"{candidate.accuracy * 100:.2f}%",
-                f"{candidate.accuracy_drop:+.2f}",
+                *_judged_columns(candidate, report.budget),
                 f"{candidate.latency_us:.1f}",
                 f"{candidate.arena_bytes:,}" if candidate.arena_bytes else "–",
                 f"{candidate.flash_bytes:,}" if candidate.flash_bytes else "–",
@@ -424,10 +473,12 @@ def format_auto_report(report: AutoReport) -> str:
             )
         )
     lines = [
-        f"auto: {report.model}, budget {report.max_accuracy_drop} pt, objective {report.objective}, "
+        f"auto: {report.model}, budget {report.budget.describe()}, objective {report.objective}, "
         f"target {report.target}",
         table(
-            ("candidate", "size (B)", "gzip (B)", "float32/gzip", "accuracy", "drop", "p50 (us)", "arena", "flash", ""),
+            ("candidate", "size (B)", "gzip (B)", "float32/gzip")
+            + (("accuracy", "drop") if report.budget.measure == "accuracy_drop" else ("relative error",))
+            + ("p50 (us)", "arena", "flash", ""),
             rows,
         ),
         *failed,
@@ -435,16 +486,23 @@ def format_auto_report(report: AutoReport) -> str:
     if report.search is not None:
         lines.append(_search_line(report.search, report.scan_plot))
     if report.chosen is None:
-        closest = sorted((c for c in report.candidates if c.accuracy_drop is not None), key=lambda c: c.accuracy_drop)
+        budget = report.budget
+        closest = sorted((c for c in report.candidates if budget.value(c) is not None), key=budget.value)
         lines.append(
             "no candidate within the budget; closest: "
-            + ", ".join(f"{c.name} ({c.accuracy_drop:+.2f} pt)" for c in closest[:3])
+            + ", ".join(f"{c.name} ({budget.describe(budget.value(c))})" for c in closest[:3])
         )
     else:
         plot = report.plot or "not drawn" + (f" (no matplotlib: {INSTALL_HINT})" if report.output else "")
         lines.append(f"chosen: {report.chosen.name} → {report.output}; recipe {report.recipe}; plot {plot}")
     lines += [f"WARNING: {warning}" for warning in _warnings_to_show(report)]
     return "\n".join(lines)
+
+
+def _judged_columns(candidate: Candidate, budget: Budget) -> tuple:
+    if budget.measure == "relative_error":
+        return (f"{candidate.relative_error:.2%}",)
+    return f"{candidate.accuracy * 100:.2f}%", f"{candidate.accuracy_drop:+.2f}"
 
 
 def _warnings_to_show(report: AutoReport) -> list:

@@ -26,7 +26,7 @@ from tfcompress.data import Dataset
 from tfcompress.errors import TfcompressError
 from tfcompress.jobs._loaded import LoadedModel
 from tfcompress.jobs._search_state import SearchState
-from tfcompress.jobs.auto import JUDGED_BY_THE_BUDGET, Candidate
+from tfcompress.jobs.auto import JUDGED_BY_THE_BUDGET, Budget, Candidate
 from tfcompress.options import ShrinkOptions
 from tfcompress.transforms.allocation import (
     Allocation,
@@ -161,7 +161,7 @@ class _Prober:
                 **{**values, "training": tuple(values["training"]), "warnings": tuple(values.get("warnings", ()))},
                 tflite=tflite,
             )
-            return kept.judged(options.max_accuracy_drop)
+            return kept.judged(Budget.of(options))
         from tfcompress.jobs.cluster import cluster
         from tfcompress.jobs.prune import prune
 

@@ -72,6 +72,8 @@ TRANSFORMS = ("prune", "cluster", "qat", "distill", "lowrank")
 EXPORTS = ("convert", "micro")
 BUDGETS = {
     "max_accuracy_drop": "percentage points below the original model's accuracy (needs eval data)",
+    "max_relative_error": "RMS error of a quantity output (regression, reconstruction) against the Keras model "
+    "the last export converted, over its RMS (0.02: 2%)",
     "max_size_bytes": "bytes of the final .tflite",
     "max_arena_bytes": "TFLite Micro arena, measured (needs a micro step or benchmark micro: true)",
     "max_latency_us": "median latency on this machine (needs convert or benchmark)",
@@ -312,6 +314,7 @@ def _check_budgets_measurable(budgets, steps, fail) -> None:
     needs = {
         "max_size_bytes": ("a convert or micro step", bool(kinds & set(EXPORTS))),
         "max_accuracy_drop": ("a convert or micro step", bool(kinds & set(EXPORTS))),
+        "max_relative_error": ("a convert or micro step", bool(kinds & set(EXPORTS))),
         "max_arena_bytes": ("a micro step or benchmark with micro: true", "micro" in kinds or micro_benchmark),
         "max_latency_us": ("a convert or benchmark step", bool(kinds & {"convert", "benchmark"})),
     }

@@ -301,6 +301,7 @@ def _final_result(model, exported, last_tflite, output_dir, original_accuracy, m
 def _budget_value(name, result, measured) -> Optional[float]:
     return {
         "max_accuracy_drop": result["accuracy_drop"],
+        "max_relative_error": (result["fidelity"] or {}).get("relative_error"),
         "max_size_bytes": result["size_bytes"],
         "max_arena_bytes": measured.get("arena_bytes"),
         "max_latency_us": (measured.get("latency_us") or {}).get("p50"),
@@ -359,10 +360,15 @@ def format_run_report(report: RunReport) -> str:
         lines.append(f"latency p50: {result['latency_us']['p50']:.1f} us")
     lines += [f"WARNING: {warning}" for warning in step_warnings(report.steps)]
     for budget in report.budgets:
-        value = "not measured" if budget.value is None else _number(budget.value)
-        lines.append(f"budget {budget.name} ≤ {_number(budget.limit)}: {value} → {'ok' if budget.passed else 'FAILED'}")
+        shown = _percent if budget.name == "max_relative_error" else _number
+        value = "not measured" if budget.value is None else shown(budget.value)
+        lines.append(f"budget {budget.name} ≤ {shown(budget.limit)}: {value} → {'ok' if budget.passed else 'FAILED'}")
     lines.append("PASSED" if report.passed else "FAILED: a budget was broken")
     return "\n".join(lines)
+
+
+def _percent(fraction: float) -> str:
+    return f"{fraction:.2%}"
 
 
 def _number(value: float) -> str:
