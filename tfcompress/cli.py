@@ -39,6 +39,7 @@ commands:
   lowrank MODEL -o OUT.h5 --energy E        truncated-SVD factorization of Dense/Conv2D, optional fine-tune
   analyze MODEL --calibration D per-layer int8 sensitivity: error per layer, ranked; PNG with --plot
   auto MODEL -o OUT.tflite ...  the smallest/fastest conversion within --max_accuracy_drop, measured
+                                (--max_relative_error E: a regressor or autoencoder, against its Keras outputs)
   run RECIPE --model M -o DIR   a recipe (YAML, or built-in: mobile_int8, mobile_float16, mcu_int8,
                                 mcu_int4, deep_compression, deep_compression_mcu) step by step, budgets judged
 
