@@ -1,7 +1,7 @@
 """A command's warnings said once. The jobs log each warning as they find it (a Python caller or a
 `tools/` script sees it there) and also put it in their report, which the CLI prints with its
 `WARNING:` lines; a CLI command would otherwise show it twice, and `auto`, which converts a model
-eight ways, up to eight times more. So while a command runs, tfcompress's own warnings are held,
+a dozen ways, a dozen times. So while a command runs, tfcompress's own warnings are held,
 each once; after its report is printed, only those the report does not carry go to stderr, and
 when the command fails, all of them go there before the error: they may be why it failed.
 """

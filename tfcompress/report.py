@@ -438,8 +438,8 @@ def format_metrics(metrics: dict, accuracy_check: Optional[dict] = None, warning
 
 
 def step_warnings(steps) -> list:
-    """ "STEP: warning" for what each step of a `run` report warned of (a training step's accuracy check
-    too), each once: `run` prints them, a batch's summary lists them per model."""
+    """What each step of a `run` report warned of (a training step's accuracy check too), each once, as
+    "STEP: warning": `run` prints them, a batch's summary lists them per model."""
     found = []
     for step in steps:
         report = step["report"]

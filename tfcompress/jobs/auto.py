@@ -245,7 +245,7 @@ def _search(loaded: LoadedModel, calibration, eval_data, train, settings, qat_ep
 
     def measure(candidate: Candidate, source: LoadedModel = loaded) -> Candidate:
         progress.stage(f"measuring the candidate {candidate.name}")
-        return _measured(candidate, source, calibration, evaluation, (options, budget), reference_accuracy)
+        return _measured(candidate, source, calibration, evaluation, options, budget, reference_accuracy)
 
     float32 = measure(Candidate("float32", "float32", {}))
     if budget.measure == "relative_error" and float32.error is None and float32.relative_error is None:
@@ -334,10 +334,11 @@ def _candidates(model, calibration, target: str) -> list:
     return candidates
 
 
-def _measured(candidate, source: LoadedModel, calibration, evaluation, judging: tuple, reference_accuracy):
+def _measured(
+    candidate, source: LoadedModel, calibration, evaluation, options: AutoOptions, budget: Budget, reference_accuracy
+):
     """The candidate converted and measured; its drop is against the original model (not a QAT one).
     For micro, an int8 candidate converts as `tfcompress micro` does and must run in TFLite Micro."""
-    options, budget = judging
     micro = options.target == "micro" and candidate.precision == "int8"
     try:
         (conversion,) = gather(
