@@ -85,3 +85,24 @@ def test_keep_float_takes_any_name_check_or_analyze_gives(fused_model, inputs, n
     )
     assert set(report.float_ops) == float_ops
     assert report.fidelity.samples == 64 and report.fidelity.max_abs_error < 0.05  # against the Keras model
+
+
+@pytest.fixture(scope="module")
+def regressor(tf_keras):
+    tf_keras.utils.set_random_seed(4)
+    inputs = tf_keras.Input((8,))
+    hidden = tf_keras.layers.Dense(16, activation="relu", name="hidden")(inputs)
+    return tf_keras.Model(inputs, tf_keras.layers.Dense(2, name="head")(hidden))
+
+
+def test_the_layer_that_makes_the_model_output_is_named_by_check_analyze_and_keep_float(regressor):
+    """A regressor's last Dense writes its op under the signature's output name, not its own: it is
+    still that layer's (before, analyze gave it to the layer before, and --keep_float head was refused)."""
+    from tfcompress.data import Dataset
+
+    data = Dataset(np.random.default_rng(1).normal(size=(64, 8)).astype(np.float32), None, "seeded")
+    rows = {layer.name: layer.ops for layer in check(regressor, calibration=data).layers}
+    assert rows["head"] == ("FULLY_CONNECTED",)
+    assert [layer.layer for layer in analyze(regressor, data, samples=16).layers] == ["hidden", "head"]
+    report = convert(regressor, calibration=data, keep_float=["head"], latency_runs=0, skip_check=True)
+    assert list(report.float_ops) == ["FULLY_CONNECTED"] and report.fidelity.relative_error < 0.05

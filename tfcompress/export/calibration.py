@@ -128,10 +128,13 @@ def _float_nodes(calibrated: bytes, keep_float, layer_names) -> list:
             f"keep_float names layers the model does not have: {', '.join(unknown)}. "
             f"Its layers: {', '.join(layer_names)}."
         )
-    operators = inspect_tflite(calibrated).operators
+    summary = inspect_tflite(calibrated)
+    operators = summary.operators
     nodes = [
         name
-        for operator, (_, fused) in zip(operators, attribute_ops(operators, layer_names))
+        for operator, (_, fused) in zip(
+            operators, attribute_ops(operators, layer_names, output_layers(summary, layer_names))
+        )
         if set(fused) & set(keep_float)
         for name in operator.output_names
     ]

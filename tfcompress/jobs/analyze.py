@@ -19,7 +19,7 @@ import numpy as np
 from tfcompress import _keras
 from tfcompress._io.native import captured_output
 from tfcompress.data import input_data
-from tfcompress.export.calibration import attribute_ops, calibrate_only
+from tfcompress.export.calibration import attribute_ops, calibrate_only, output_layers
 from tfcompress.export.keras_export import SharedExport
 from tfcompress.export.tflite import ConvertOptions, layer_kinds, to_tflite
 from tfcompress.jobs._common import job_outputs, load_model
@@ -179,10 +179,11 @@ def _layer_errors(model, export: SharedExport, calibration, samples, kinds) -> t
     converter.representative_dataset = _samples(calibration)
     with captured_output():
         debug_model = bytes(convert.mlir_quantize(calibrate_only(converter), enable_numeric_verify=True))
-    operators = inspect_tflite(debug_model).operators
+    summary = inspect_tflite(debug_model)
+    operators = summary.operators
     layer_of = {
         name: layer
-        for operator, (layer, _) in zip(operators, attribute_ops(operators, kinds))
+        for operator, (layer, _) in zip(operators, attribute_ops(operators, kinds, output_layers(summary, kinds)))
         for name in operator.output_names
     }
     graph = flatbuffer_utils.convert_bytearray_to_object(debug_model)
