@@ -68,6 +68,10 @@ class Budget:
     def value(self, candidate) -> Optional[float]:
         return getattr(candidate, self.measure)
 
+    def as_recipe_budget(self) -> dict:
+        """The recipe's budget that `run` judges the same way: max_accuracy_drop or max_relative_error."""
+        return {f"max_{self.measure}": self.limit}
+
     def describe(self, value: Optional[float] = None) -> str:
         """The limit, or a value, in the measure's words: "+1.00 pt", "2.00% relative error"."""
         shown = self.limit if value is None else value
@@ -210,7 +214,7 @@ def auto(
         )
         if written:
             outputs.bytes(output, chosen.tflite)
-            outputs.bytes(recipe_path, _recipe_yaml(chosen, options).encode())
+            outputs.bytes(recipe_path, _recipe_yaml(chosen, options, report.budget).encode())
         outputs.file(
             plot_path,
             lambda path: plots.plot_candidates(
@@ -437,7 +441,7 @@ def _choose(candidates: list, objective: str, float32: Candidate, budget: Budget
     return min(eligible, key=lambda c: (_objective(c, objective), c.gzip_bytes, budget.value(c)), default=None)
 
 
-def _recipe_yaml(chosen: Candidate, options: AutoOptions) -> str:
+def _recipe_yaml(chosen: Candidate, options: AutoOptions, budget: Budget) -> str:
     steps = [*chosen.training]
     if options.target == "micro":
         steps.append({"micro": {**chosen.options, **({"compress": "lut"} if options.objective == "flash" else {})}})
@@ -447,7 +451,7 @@ def _recipe_yaml(chosen: Candidate, options: AutoOptions) -> str:
         "name": "auto",
         "description": f"chosen by tfcompress auto: {chosen.name}",
         "steps": steps,
-        "budgets": {f"max_{Budget.of(options).measure}": Budget.of(options).limit},
+        "budgets": budget.as_recipe_budget(),
     }
     return yaml.safe_dump(recipe, sort_keys=False)
 
