@@ -81,7 +81,7 @@ def test_the_chosen_models_conversion_warnings_are_shown_once(run_cli, tmp_path,
     model = tf_keras.Sequential(
         [
             tf_keras.Input((28, 28, 1)),
-            tf_keras.layers.Rescaling(1 / 255),
+            tf_keras.layers.Rescaling(1 / 255, name="rescaling"),  # named: auto-names count up per process
             tf_keras.layers.Flatten(),
             tf_keras.layers.Dense(10, activation="softmax"),
         ]

@@ -164,7 +164,7 @@ def test_data_scaled_twice_is_warned_about_and_the_scaling_is_recorded(tf_keras,
     model = tf_keras.Sequential(
         [
             tf_keras.Input((8, 8, 1)),
-            tf_keras.layers.Rescaling(1 / 255),
+            tf_keras.layers.Rescaling(1 / 255, name="rescaling"),  # named: auto-names count up per process
             tf_keras.layers.Flatten(),
             tf_keras.layers.Dense(4, activation="softmax"),
         ]
