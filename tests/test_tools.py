@@ -67,6 +67,20 @@ def test_h5_to_tflite_then_benchmark_tflite(tmp_path):
     assert missing.returncode == 2 and "Traceback" not in missing.stderr
 
 
+def test_a_tools_warning_is_said_once(tmp_path, tiny_h5):
+    """The report's WARNING line, and not absl's log line on stderr too."""
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "tools" / "h5_to_tflite.py"), str(tiny_h5), str(tmp_path / "m.tflite")]
+        + ["--calibration=random"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    assert (result.stdout + result.stderr).count("calibrating on random noise") == 1
+    assert "WARNING: calibrating on random noise" in result.stdout
+
+
 @pytest.mark.parametrize("tool", TOOLS, ids=lambda path: path.name)
 def test_tool_usage_errors_exit_2_and_flags_take_hyphens(tool, tmp_path):
     """Exit 1 means "a budget was broken" in CI; a typo must not read as that."""

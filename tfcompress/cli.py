@@ -7,7 +7,6 @@ only with --verbose). Flags may be spelled --calibration_samples or
 """
 
 import dataclasses
-import os
 import re
 import sys
 import traceback
@@ -17,7 +16,7 @@ from typing import Callable, Optional
 from absl import flags
 
 from tfcompress.errors import TfcompressError, one_line
-from tfcompress.held_warnings import HeldWarnings, holding
+from tfcompress.held_warnings import HeldWarnings, holding, recording_stdout
 from tfcompress.options import MICRO_CONVERSION_OPTIONS
 
 __all__ = ["main", "run_main", "run_tool"]
@@ -333,7 +332,7 @@ def _run(name: str, command: _Command, positional: list, values: dict, held) -> 
     result = _resolve(command.job)(**arguments)
     printed = _resolve(command.formatter)(result)
     print(printed)
-    _say(name, held.unsaid(printed))
+    _say(f"tfcompress {name}", held.unsaid(printed))
     return 1 if command.failed and command.failed(result) else 0
 
 
@@ -367,6 +366,7 @@ def _and(items) -> str:
 
 
 _INTERRUPTED = 130
+_INPUT_PROBLEMS = (TfcompressError, OSError, MemoryError, RecursionError)  # exit 2 with one line
 
 
 def main(argv) -> int:
@@ -398,7 +398,7 @@ def main(argv) -> int:
             f"flags:\n{flag_values.get_help()}"
         )
         return 0
-    warnings.showwarning = lambda message, *_: _say(name, [message])
+    warnings.showwarning = lambda message, *_: _say(f"tfcompress {name}", [message])
     held = HeldWarnings()
     try:
         positional = flag_values([f"tfcompress {name}"] + args)[1:]
@@ -416,20 +416,21 @@ def main(argv) -> int:
         print(f"tfcompress {name}: {error}. See `tfcompress {name} --help`.", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        _say(name, held.unsaid())
+        _say(f"tfcompress {name}", held.unsaid())
         print(f"tfcompress {name}: interrupted; nothing was written.", file=sys.stderr)
         return _INTERRUPTED
-    except (TfcompressError, OSError, MemoryError, RecursionError) as error:
-        _say(name, held.unsaid())
+    except _INPUT_PROBLEMS as error:
+        _say(f"tfcompress {name}", held.unsaid())
         if flag_values.is_parsed() and flag_values["verbose"].value:
             traceback.print_exc()
         print(f"tfcompress {name}: error: {_one_line(error)}", file=sys.stderr)
         return 2
 
 
-def _say(name: str, messages) -> None:
+def _say(speaker: str, messages) -> None:
+    """Warnings on stderr, each as `SPEAKER: warning: ...` ("tfcompress convert", or a tool's name)."""
     for message in messages:
-        print(f"tfcompress {name}: warning: {message}", file=sys.stderr)
+        print(f"{speaker}: warning: {message}", file=sys.stderr)
 
 
 def _check_outputs(name, positional, values) -> None:
@@ -488,17 +489,35 @@ def _underscore_flag_name(arg: str) -> str:
 
 def run_tool(main) -> None:
     """Runs a `tools/` script's absl `main` the way the CLI runs a command: flags may be written
-    with - or _, and a usage error exits 2 with one line (exit 1 means a broken budget there)."""
+    with - or _; a usage error or a problem with the input exits 2 with one line (exit 1 means a broken
+    budget there), after the warnings held so far; a warning the script's output shows is not
+    repeated on stderr."""
+    from pathlib import Path
+
     from absl import app
+
+    tool = Path(sys.argv[0]).stem
 
     def parse(argv):
         try:
             return flags.FLAGS([argv[0]] + [_underscore_flag_name(arg) for arg in argv[1:]])
         except flags.Error as error:
-            print(f"{os.path.basename(argv[0])}: {error}. See --help.", file=sys.stderr)
+            print(f"{tool}: {error}. See --help.", file=sys.stderr)
             sys.exit(2)
 
-    app.run(main, flags_parser=parse)
+    def main_saying_each_warning_once(argv):
+        held = HeldWarnings()
+        with holding(held), recording_stdout() as shown:
+            try:
+                code = main(argv)
+            except _INPUT_PROBLEMS as error:
+                _say(tool, held.unsaid())
+                print(f"{tool}: error: {_one_line(error)}", file=sys.stderr)
+                return 2
+        _say(tool, held.unsaid(shown.text()))
+        return code
+
+    app.run(main_saying_each_warning_once, flags_parser=parse)
 
 
 def run_main():

@@ -17,12 +17,9 @@ Kubernetes JOB_COMPLETION_INDEX, SLURM arrays, GitLab CI parallel); then
 `--merge out0,out1 --output_dir out` joins the shards' outputs into one.
 """
 
-import sys
-
 from absl import app, flags
 
 from tfcompress.cli import run_tool
-from tfcompress.errors import TfcompressError
 from tfcompress.pipeline import batch, merge, shards
 
 _INPUT_DIR = flags.DEFINE_string("input_dir", None, "Folder of models (.h5, .keras, SavedModel folders).")
@@ -66,11 +63,7 @@ def main(argv):
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}", exitcode=2)
     if _OUTPUT_DIR.value is None:
         raise app.UsageError("--output_dir is required.", exitcode=2)
-    try:
-        result = merge.merge_outputs(_MERGE.value, _OUTPUT_DIR.value) if _MERGE.value else _run_shard()
-    except TfcompressError as error:
-        print(f"compress_models: error: {error}", file=sys.stderr)
-        return 2
+    result = merge.merge_outputs(_MERGE.value, _OUTPUT_DIR.value) if _MERGE.value else _run_shard()
     counts = result.to_dict()["counts"]
     print(
         f"{f'merged {len(_MERGE.value)} shards: ' if _MERGE.value else ''}{counts['passed']} passed, "

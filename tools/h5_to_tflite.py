@@ -3,13 +3,10 @@
 python tools/h5_to_tflite.py model.h5 model.tflite --calibration data.npz --eval test.npz
 """
 
-import sys
-
 from absl import app, flags
 
 import tfcompress
 from tfcompress.cli import run_tool
-from tfcompress.errors import TfcompressError
 
 _PRECISION = flags.DEFINE_enum(
     "precision",
@@ -25,18 +22,14 @@ _REPORT = flags.DEFINE_string("report", None, "Also write the JSON report here."
 def main(argv):
     if len(argv) != 3:
         raise app.UsageError("usage: h5_to_tflite.py MODEL OUT.tflite [flags]", exitcode=2)
-    try:
-        report = tfcompress.convert(
-            argv[1],
-            output=argv[2],
-            precision=_PRECISION.value,
-            calibration=_CALIBRATION.value,
-            eval_data=_EVAL.value,
-            report_path=_REPORT.value,
-        )
-    except TfcompressError as error:
-        print(f"h5_to_tflite: error: {error}", file=sys.stderr)
-        return 2
+    report = tfcompress.convert(
+        argv[1],
+        output=argv[2],
+        precision=_PRECISION.value,
+        calibration=_CALIBRATION.value,
+        eval_data=_EVAL.value,
+        report_path=_REPORT.value,
+    )
     tfcompress.print_report(report)
     return 0
 
