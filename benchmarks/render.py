@@ -1357,9 +1357,49 @@ def _size_prices(result: dict) -> str:
     return "\n".join([*lines, "", "![size prices](results/size_prices.png)"])
 
 
+def _unlabelled(result: dict) -> str:
+    lines = [
+        "## Training steps on data without labels (`benchmarks/unlabelled.py`)",
+        "",
+        f"`tfcompress prune --target_sparsity {result['sparsity']} --epochs {result['epochs']}` on full "
+        f"Fashion-MNIST ({result['training_samples']:,} training images; {result['test_samples']:,} test images "
+        "measured). Without labels, the step fine-tunes towards the outputs of the model it started from. "
+        '"not fine-tuned": the same sparsity by magnitude, no training.',
+        "",
+        "lenet5, the bundled classifier:",
+        "",
+        "| fine-tuned on | seed | test accuracy | top-1 agreement with the original | time (s) |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for row in result["classifier"]:
+        seconds = f"{row['seconds']:.0f}" if "seconds" in row else ""
+        lines.append(
+            f"| {row['how']} | {row.get('seed', '')} | {row['accuracy'] * 100:.2f}% | {row['agreement'] * 100:.2f}% "
+            f"| {seconds} |"
+        )
+    autoencoder = result["autoencoder"]
+    lines += [
+        "",
+        f"A dense autoencoder ({autoencoder['layers']}, trained here for {autoencoder['epochs']} epochs), which has "
+        "no labels to train on: how far its outputs moved from the original's (RMS change over RMS) and its "
+        "reconstruction error against the test images.",
+        "",
+        "| fine-tuned on | outputs moved | reconstruction MSE | time (s) |",
+        "|---|---:|---:|---:|",
+    ]
+    for row in autoencoder["rows"]:
+        seconds = f"{row['seconds']:.0f}" if "seconds" in row else ""
+        lines.append(
+            f"| {row['how']} | {row['relative_error'] * 100:.2f}% | {row['reconstruction_mse']:.5f} | {seconds} |"
+        )
+    lines += ["", f"Versions: {_versions(result)}"]
+    return "\n".join(lines)
+
+
 RENDERERS = {
     "scan_prices": _scan_prices,
     "tight_gap": _tight_gap,
+    "unlabelled": _unlabelled,
     "size_prices": _size_prices,
     "coverage": _coverage,
     "shrink": _shrink,

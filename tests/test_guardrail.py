@@ -14,7 +14,7 @@ def test_a_prune_that_collapses_accuracy_warns_with_the_causes_it_can_see(run_cl
     assert code == 0, err
     check = json.loads((tmp_path / "report.json").read_text())["accuracy_check"]
     assert check["drop"] > 10 and check["after"] < check["before"], check
-    assert "1,000 training images for 80% sparsity" in check["warning"]
+    assert "1,000 training samples for 80% sparsity" in check["warning"]
     assert "64 training steps" in check["warning"] and "not held out" in check["data"]
     assert "WARNING: accuracy fell" in out
 
@@ -24,7 +24,7 @@ def test_a_gentle_step_measures_on_the_validation_data_and_does_not_warn(tmp_pat
 
     report = prune(LENET5, CALIBRATION, val=EVAL, target_sparsity=0.2, epochs=1, verbose=0)
     check = report.accuracy_check
-    assert check["data"] == "the validation data (2,000 images)" and check["warning"] is None, check
+    assert check["data"] == "the validation data (2,000 samples)" and check["warning"] is None, check
     assert abs(check["drop"]) <= 3.0
     # the same step with a limit it cannot meet warns
     strict = prune(LENET5, CALIBRATION, val=EVAL, target_sparsity=0.2, epochs=1, verbose=0, warn_accuracy_drop=-100)

@@ -484,19 +484,35 @@ def _check_arrays(x, y, path) -> None:
 
 
 def _labels(y, path: Path) -> Optional[np.ndarray]:
-    """Class indices; one-hot rows are turned into indices."""
+    """Class indices; one-hot rows (or rows of class probabilities) are turned into indices."""
     if y is None:
         return None
     y = np.asarray(y)
     if y.ndim == 2 and y.shape[1] > 1:
+        if not _class_rows(y):
+            raise DataError(_not_labels(path, f"{y.shape[1]} values per sample that are not one-hot rows"))
         return np.argmax(y, axis=1).astype(np.int64)
     y = y.reshape(len(y))
     if not np.issubdtype(y.dtype, np.integer):
         if not np.issubdtype(y.dtype, np.floating) or not np.all(np.isfinite(y)) or np.any(y != np.round(y)):
-            raise DataError(
-                f"{path}: y must hold integer class labels (or one-hot rows); got {y.dtype} values. For a "
-                "regression or reconstruction model leave y out: its outputs are measured against the Keras model's."
-            )
+            raise DataError(_not_labels(path, f"{y.dtype} values"))
     if len(y) and y.min() < 0:
         raise DataError(f"{path}: y holds the negative label {int(y.min())}; class labels start at 0.")
     return y.astype(np.int64)
+
+
+def _class_rows(y: np.ndarray) -> bool:
+    """Whether each row is a class distribution (one-hot, smoothed or soft labels): regression targets
+    or multi-hot rows are not, and their argmax would be a meaningless label."""
+    if not (np.issubdtype(y.dtype, np.integer) or np.issubdtype(y.dtype, np.floating)):
+        return False
+    rows = y.astype(np.float64)
+    return bool(np.all(np.isfinite(rows)) and rows.min() >= 0 and np.allclose(rows.sum(axis=1), 1.0, atol=1e-3))
+
+
+def _not_labels(path, held: str) -> str:
+    return (
+        f"{path}: y must hold integer class labels (or one-hot rows); got {held}. For a regression, "
+        "multi-label or reconstruction model leave y out: its outputs are measured against the Keras model's, "
+        "and training steps fine-tune towards them."
+    )

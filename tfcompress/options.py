@@ -277,6 +277,11 @@ class TrainOptions:
     warn_accuracy_drop: float = option(
         3.0, "Warn when top-1 accuracy falls by more points than this (on --val, else on training images)."
     )
+    warn_relative_error: float = option(
+        0.1,
+        "Data without labels: warn when the outputs move by more than this fraction (RMS change over RMS) "
+        "from the model's before the step.",
+    )
 
     def __post_init__(self):
         if self.strategy not in STRATEGIES:

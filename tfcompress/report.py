@@ -421,19 +421,23 @@ def _ratio(size: int, report: ConversionReport) -> str:
     return f" ({report.float32_bytes / size:.1f}x smaller than the float32 .tflite, {report.float32_bytes:,} B)"
 
 
-def format_metrics(metrics: dict, accuracy_check: Optional[dict] = None, warnings=()) -> str:
-    """The lines a training job ends with: the last epoch's loss and accuracy, then accuracy before
-    and after on the guard's data, with its warning when the drop was too large, then the step's
-    other `warnings`."""
-    lines = ["last epoch: " + ", ".join(f"{name} {value:.4f}" for name, value in metrics.items())]
+def format_metrics(report) -> str:
+    """The lines a training job's report (a `TrainingResult`) ends with: the last epoch's metrics, then
+    the guard's check (accuracy before and after, or on data without labels how far the outputs moved)
+    with its warning when over the limit, then the step's other warnings."""
+    lines = ["last epoch: " + ", ".join(f"{name} {value:.4f}" for name, value in report.metrics.items())]
+    accuracy_check, output_check = report.accuracy_check, report.output_check
     if accuracy_check:
         lines.append(
             f"accuracy {accuracy_check['before']:.2%} before, {accuracy_check['after']:.2%} after "
             f"({accuracy_check['drop']:+.2f} pt drop) on {accuracy_check['data']}"
         )
-        if accuracy_check["warning"]:
-            lines.append(f"WARNING: {accuracy_check['warning']}")
-    lines += [f"WARNING: {warning}" for warning in warnings]
+    if output_check:
+        lines.append(
+            f"outputs moved {output_check['relative_error']:.2%} (RMS change over RMS) on {output_check['data']}"
+        )
+    lines += [f"WARNING: {check['warning']}" for check in (accuracy_check, output_check) if check and check["warning"]]
+    lines += [f"WARNING: {warning}" for warning in report.warnings]
     return "\n".join(lines)
 
 
@@ -443,8 +447,10 @@ def step_warnings(steps) -> list:
     found = []
     for step in steps:
         report = step["report"]
-        check = report.get("accuracy_check") or {}
-        for warning in ([check["warning"]] if check.get("warning") else []) + list(report.get("warnings", ())):
+        checks = (report.get("accuracy_check") or {}, report.get("output_check") or {})
+        for warning in [check["warning"] for check in checks if check.get("warning")] + list(
+            report.get("warnings", ())
+        ):
             found.append(f"{step['step']}: {warning}")
     return list(dict.fromkeys(found))
 

@@ -16,6 +16,8 @@ import dataclasses
 from pathlib import Path
 from typing import ClassVar, Optional
 
+import numpy as np
+
 from tfcompress import keras_io, progress
 from tfcompress._io.files import check_writable, json_bytes, write_atomic
 from tfcompress.errors import ModelLoadError
@@ -111,8 +113,8 @@ class TrainingRun:
     model: object
     model_path: Optional[Path]
     input_was_keras3: bool
-    train: object  # labelled Dataset, or None when the step trains only optionally
-    held_out: object  # labelled Dataset or None
+    train: object  # Dataset (labelled, or fine-tuned towards the model's outputs), or None: no training
+    held_out: object  # Dataset or None
     validates: bool  # whether fit() reports metrics on the held-out data (not for eval data)
     outputs: Outputs
     training: TrainOptions
@@ -124,30 +126,44 @@ class TrainingRun:
 
     def fit(self, build, *, callbacks=(), sparsity=None) -> tuple:
         """`build()` the model to train under the strategy and fine-tune it there: (it, the last epoch's metrics).
-        `callbacks` are the step's own, run before the user's. Accuracy is measured before and after
-        (transforms.guardrail); `sparsity` (prune's) helps name the cause of a drop."""
-        from tfcompress.transforms.guardrail import accuracy_check, guard_data, visible_causes
-        from tfcompress.transforms.training import fine_tune, keras_accuracy, outputs_probabilities, strategy_scope
+        `callbacks` are the step's own, run before the user's. Accuracy is measured before and after, or on
+        data without labels how far the outputs moved (transforms.guardrail); `sparsity` (prune's) helps
+        name the cause of a drop."""
+        from tfcompress.runtime.metrics import accuracy as top1_accuracy
+        from tfcompress.transforms import guardrail
+        from tfcompress.transforms.training import fine_tune, fit_targets, strategy_scope
 
-        data, described = guard_data(self.held_out, self.held_out_role, self.train)
-        before = keras_accuracy(self.model, data)
+        data, described = guardrail.guard_data(self.held_out, self.held_out_role, self.train)
+        before = _predicted(self.model, data)
+        targets = fit_targets(self.model, self.train, self.held_out if self.validates else None)
+        if targets.described != "labels":
+            progress.stage(f"fine-tuning towards {targets.described}")
         with strategy_scope(self.strategy):
             trained = build()
             metrics = fine_tune(
                 trained,
                 self.train,
+                targets,
                 self.training,
-                from_logits=not outputs_probabilities(self.model),  # the float model: wrappers hide its activation
                 val=self.held_out if self.validates else None,
                 callbacks=[*callbacks, *self.callbacks],
                 verbose=self.verbose,
             )
-        causes = visible_causes(self.training, len(self.train), sparsity)
-        self.checks.append(accuracy_check(described, before, keras_accuracy(trained, data), self.training, causes))
+        causes = guardrail.visible_causes(self.training, len(self.train), sparsity)
+        after = _predicted(trained, data)
+        if data.y is None:
+            self.checks.append(guardrail.output_check(described, before, after, self.training, causes))
+        else:
+            accuracy = (top1_accuracy(outputs, data.y) for outputs in (before, after))
+            self.checks.append(guardrail.accuracy_check(described, *accuracy, self.training, causes))
         return trained, metrics
 
     def result_fields(self, output, metrics, options, output_format, keras_model) -> dict:
         """The `TrainingResult` fields of this run's result."""
+        from tfcompress.transforms.guardrail import AccuracyCheck
+
+        last_check = self.checks[-1] if self.checks else None
+        labelled = isinstance(last_check, AccuracyCheck)
         return {
             "model": str(self.model_path or self.model.name),
             "output": None if output is None else str(output),
@@ -155,8 +171,13 @@ class TrainingRun:
             "options": options_dict(options, self.training),
             "output_format": output_format,
             "keras_model": keras_model,
-            "accuracy_check": self.checks[-1].to_dict() if self.checks else None,
+            "accuracy_check": last_check.to_dict() if labelled else None,
+            "output_check": last_check.to_dict() if last_check and not labelled else None,
         }
+
+
+def _predicted(model, data) -> np.ndarray:
+    return model.predict(data.x, batch_size=256, verbose=0)
 
 
 def options_dict(*options) -> dict:
@@ -185,7 +206,6 @@ def training_run(
     data fitted to the model's input with its labels checked."""
     from tfcompress.transforms.distribute import strategy_named
     from tfcompress.transforms.graph import flatten_nested
-    from tfcompress.transforms.training import labelled_data
 
     if isinstance(strategy, str):  # `strategy="multi_worker"` from Python or a recipe step: reported as chosen
         training, strategy = dataclasses.replace(training, strategy=strategy), None
@@ -198,11 +218,7 @@ def training_run(
         loaded = loaded if quantize_aware else flatten_nested(loaded)
         input_was_keras3 = not quantize_aware and keras_io.saved_by_keras3(model_path)
         keras_io.check_output_format(loaded, output, input_was_keras3=input_was_keras3, quantize_aware=quantize_aware)
-        data = {
-            role: labelled_data(value, loaded, load.preprocessing, load.reshape_data, role)
-            for role, value in (("training", train), (held_out_role, held_out))
-            if value is not None
-        }
+        data = _fitted_data(loaded, load, {"training": train, held_out_role: held_out})
         yield TrainingRun(
             model=loaded,
             model_path=model_path,
@@ -217,6 +233,23 @@ def training_run(
             verbose=verbose,
             held_out_role=held_out_role,
         )
+
+
+def _fitted_data(model, load: LoadOptions, given: dict) -> dict:
+    """Role → `Dataset` fitted to the model input (roles given None left out). With labelled training
+    data every role needs labels that fit the output; without, labels are checked where present."""
+    from tfcompress.transforms.training import check_labels, fitted_data
+
+    data = {
+        role: fitted_data(value, model, load.preprocessing, load.reshape_data)
+        for role, value in given.items()
+        if value is not None
+    }
+    labelled = "training" in data and data["training"].y is not None
+    for role, dataset in data.items():
+        if labelled or dataset.y is not None:
+            check_labels(model, dataset, role)
+    return data
 
 
 @contextlib.contextmanager
@@ -244,6 +277,7 @@ class TrainingResult:
     output_format: Optional[str] = None  # which Keras wrote the output, and why (see keras_io.save_model)
     keras_model: object = dataclasses.field(default=None, repr=False, compare=False)
     accuracy_check: Optional[dict] = None  # accuracy before and after, and a warning on a large drop
+    output_check: Optional[dict] = None  # data without labels: how far the outputs moved, and a warning
     warnings: tuple = ()  # what else the step did that the user did not ask (zeros grown back)
 
     def to_dict(self) -> dict:
@@ -256,6 +290,7 @@ class TrainingResult:
             **self.own_dict(),
             "metrics": self.metrics,
             "accuracy_check": self.accuracy_check,
+            "output_check": self.output_check,
             "warnings": list(self.warnings),
             "options": self.options,
             "output_format": self.output_format,

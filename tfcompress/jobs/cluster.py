@@ -103,7 +103,7 @@ def format_cluster_report(report: ClusterReport) -> str:
         table(("layer", "clusters", "per channel", "distinct values", "sparsity"), rows),
     ]
     lines += [f"left alone: {name} ({why})" for name, why in report.skipped.items()]
-    lines.append(format_metrics(report.metrics, report.accuracy_check, report.warnings))
+    lines.append(format_metrics(report))
     lines.append(format_weight_sizes(report.weights))
     if report.output_format:
         lines.append(f"written as {report.output_format}")

@@ -229,7 +229,7 @@ def format_distill_report(report: DistillReport) -> str:
             f"validation accuracy: teacher {report.accuracy['teacher'] * 100:.2f}%, "
             f"student {report.accuracy['student'] * 100:.2f}%"
         )
-    lines.append(format_metrics(report.metrics, report.accuracy_check, report.warnings))
+    lines.append(format_metrics(report))
     if report.output_format:
         lines.append(f"written as {report.output_format}")
     return "\n".join(lines)

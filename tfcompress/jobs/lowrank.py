@@ -71,7 +71,8 @@ def lowrank(
     ) as run:
 
         def measured(keras_model):
-            return keras_accuracy(keras_model, run.held_out) if run.held_out is not None else None
+            labelled = run.held_out is not None and run.held_out.y is not None
+            return keras_accuracy(keras_model, run.held_out) if labelled else None
 
         accuracy = {"original": measured(run.model)}
         with strategy_scope(run.strategy):
@@ -113,8 +114,11 @@ def format_lowrank_report(report: LowRankReport) -> str:
     stages = [f"{stage} {value * 100:.2f}%" for stage, value in report.accuracy.items() if value is not None]
     if stages:
         lines.append("accuracy: " + ", ".join(stages))
-    if report.accuracy_check and report.accuracy_check["warning"]:
-        lines.append(f"WARNING: {report.accuracy_check['warning']}")
+    lines += [
+        f"WARNING: {check['warning']}"
+        for check in (report.accuracy_check, report.output_check)
+        if check and check["warning"]
+    ]
     if report.output_format:
         lines.append(f"written as {report.output_format}")
     return "\n".join(lines)

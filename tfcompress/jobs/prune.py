@@ -85,7 +85,7 @@ def format_prune_report(report: PruneReport) -> str:
             ("layer", "target", "reached"),
             [(name, f"{values['target']:.2f}", f"{values['sparsity']:.3f}") for name, values in report.layers.items()],
         ),
-        format_metrics(report.metrics, report.accuracy_check),
+        format_metrics(report),
     ]
     lines.append(format_weight_sizes(report.weights))
     if report.output_format:

@@ -104,7 +104,7 @@ def quantize_aware(
 def format_qat_report(report: QatReport) -> str:
     lines = [
         f"qat: {report.model} → {report.output or '(not saved)'}",
-        format_metrics(report.metrics, report.accuracy_check, report.warnings),
+        format_metrics(report),
     ]
     lines += [f"trained in float: {plan.name} ({plan.layer_type}): {plan.reason}" for plan in report.float_layers]
     if report.output_format:

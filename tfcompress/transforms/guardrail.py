@@ -6,7 +6,9 @@ few steps can leave a model far worse than it came in (prune on lenet5 with the 
 training step measures top-1 accuracy before and after on the held-out data it has (`--val`,
 or lowrank's `--eval`), else on up to `GUARD_SAMPLES` of its training images (said so: they
 are not held out), and a drop of more than `warn_accuracy_drop` points is a warning, in the
-output and the report, that names the causes the settings show.
+output and the report, that names the causes the settings show. On data without labels the step
+fine-tunes towards the outputs it started from, and the check measures how far it moved them
+(`OutputCheck`: RMS change over RMS, the measure of convert's fidelity) against `warn_relative_error`.
 
 A step can also undo the step before it without losing any accuracy: fine-tuning moves every
 weight it is not told to hold, so `qat` without `--preserve sparsity` grew a LeNet-300-100
@@ -18,12 +20,23 @@ import dataclasses
 import math
 from typing import Optional
 
+import numpy as np
 from absl import logging
 
 from tfcompress.data import Dataset
+from tfcompress.runtime.metrics import fidelity
 from tfcompress.transforms.prune import layer_sparsity
 
-__all__ = ["AccuracyCheck", "accuracy_check", "guard_data", "visible_causes", "zeros_lost", "GUARD_SAMPLES"]
+__all__ = [
+    "AccuracyCheck",
+    "OutputCheck",
+    "accuracy_check",
+    "output_check",
+    "guard_data",
+    "visible_causes",
+    "zeros_lost",
+    "GUARD_SAMPLES",
+]
 
 GUARD_SAMPLES = 2000
 _FEW_IMAGES = 10_000  # fewer than this for a high sparsity: pruned models recover on more data
@@ -70,12 +83,47 @@ def accuracy_check(data: str, before: float, after: float, training, causes, **f
     return check
 
 
+@dataclasses.dataclass(frozen=True)
+class OutputCheck:
+    """How far a training step on data without labels moved the model's outputs, on the data named by `data`."""
+
+    data: str
+    relative_error: float  # RMS of the change over the RMS of the outputs before
+    limit: float  # the relative error that makes a warning
+    causes: tuple = ()
+
+    @property
+    def warning(self) -> Optional[str]:
+        if self.relative_error <= self.limit:
+            return None
+        because = "; ".join(self.causes) or "nothing in the settings explains it: check the data"
+        return (
+            f"the outputs moved {self.relative_error:.1%} (RMS, relative to the model's before this step) on "
+            f"{self.data}, more than --warn_relative_error {self.limit:g}. Likely: {because}"
+        )
+
+    def to_dict(self) -> dict:
+        return {**dataclasses.asdict(self), "warning": self.warning}
+
+
+def output_check(data: str, before, after, training, causes) -> OutputCheck:
+    """The check of one training step on data without labels, from the outputs `before` and `after` it;
+    its warning logged when their relative error is over `training.warn_relative_error`."""
+    moved = fidelity(after, before, task="regression").relative_error
+    if moved is None:  # the outputs before were all zero
+        moved = math.inf if np.any(after != before) else 0.0
+    check = OutputCheck(data, moved, training.warn_relative_error, causes)
+    if check.warning:
+        logging.warning(check.warning)
+    return check
+
+
 def guard_data(held_out: Optional[Dataset], role: str, train: Dataset) -> tuple:
     """(the data the check measures on, how the report names it)."""
     if held_out is not None:
-        return held_out, f"the {role} data ({len(held_out):,} images)"
+        return held_out, f"the {role} data ({len(held_out):,} samples)"
     data = train.take(GUARD_SAMPLES)
-    return data, f"{len(data):,} training images, not held out (pass --val for held-out data)"
+    return data, f"{len(data):,} training samples, not held out (pass --val for held-out data)"
 
 
 def visible_causes(training, train_samples: int, sparsity: Optional[float] = None) -> tuple:
@@ -83,8 +131,8 @@ def visible_causes(training, train_samples: int, sparsity: Optional[float] = Non
     causes = []
     if sparsity is not None and sparsity >= _HIGH_SPARSITY and train_samples < _FEW_IMAGES:
         causes.append(
-            f"{train_samples:,} training images for {sparsity:.0%} sparsity (pruned models recover on "
-            "tens of thousands of images)"
+            f"{train_samples:,} training samples for {sparsity:.0%} sparsity (pruned models recover on "
+            "tens of thousands)"
         )
     if training.learning_rate > _HIGH_LEARNING_RATE:
         causes.append(f"learning rate {training.learning_rate:g} (fine-tuning usually takes 1e-4 or less)")

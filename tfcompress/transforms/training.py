@@ -1,10 +1,14 @@
-"""Fine-tuning shared by the training-time steps (QAT, pruning, clustering).
+"""Fine-tuning shared by the training-time steps (QAT, pruning, clustering, low-rank).
 
 Labels are checked against the model's output before the first step, so a mismatch
-is a one-line error instead of a shape error deep inside `fit`.
+is a one-line error instead of a shape error deep inside `fit`. Data without labels (a
+regressor's or an autoencoder's, or any model's unlabelled inputs) fine-tunes towards the
+outputs of the model the step started from: compression should keep the function, and those
+outputs are what convert's fidelity and `auto --max_relative_error` measure against.
 """
 
 import contextlib
+import dataclasses
 import math
 from typing import Optional
 
@@ -18,7 +22,10 @@ from tfcompress.runtime.metrics import accuracy
 
 __all__ = [
     "check_labels",
+    "FitTargets",
     "fine_tune",
+    "fit_targets",
+    "fitted_data",
     "optimizer",
     "outputs_probabilities",
     "training_data",
@@ -49,36 +56,57 @@ def outputs_probabilities(model) -> bool:
     return isinstance(last, keras.layers.Softmax) or getattr(last, "activation", None) is keras.activations.softmax
 
 
+@dataclasses.dataclass(frozen=True)
+class FitTargets:
+    """What fine-tuning fits the model to, on the training and the held-out data, and with which loss."""
+
+    train: np.ndarray
+    val: Optional[np.ndarray]
+    loss: object  # a Keras loss
+    metrics: tuple
+    described: str  # for the report: "labels", or what the outputs are kept close to
+
+
+def fit_targets(model, train: Dataset, val: Optional[Dataset]) -> FitTargets:
+    """Class labels when `train` has them; else `model`'s own outputs (the float model, before the step
+    wraps it): cross-entropy to its probabilities for a softmax output, mean squared error otherwise."""
+    keras = _keras.tf_keras()
+    probabilities = outputs_probabilities(model)
+    if train.y is not None:
+        loss = keras.losses.SparseCategoricalCrossentropy(from_logits=not probabilities)
+        val_labels = val.y.astype(np.int64) if val is not None else None
+        return FitTargets(train.y.astype(np.int64), val_labels, loss, ("accuracy",), "labels")
+
+    def outputs(data):
+        return np.asarray(model.predict(data.x, batch_size=256, verbose=0), np.float32)
+
+    loss = keras.losses.CategoricalCrossentropy() if probabilities else keras.losses.MeanSquaredError()
+    described = f"the model's own outputs ({'cross-entropy' if probabilities else 'mean squared error'}): no labels"
+    return FitTargets(outputs(train), outputs(val) if val is not None else None, loss, (), described)
+
+
 def fine_tune(
     model,
     train: Dataset,
+    targets: FitTargets,
     options: TrainOptions,
     *,
-    from_logits: bool,
     val: Optional[Dataset] = None,
     callbacks=(),
     verbose="auto",
 ) -> dict:
-    """Compiles and fits `model` in place; returns the last epoch's metrics.
-
-    `from_logits` comes from the float model (`outputs_probabilities`): once wrapped for
-    QAT, its last layer no longer shows its activation.
-    """
+    """Compiles and fits `model` in place towards `targets` (`fit_targets`); returns the last epoch's metrics."""
     keras = _keras.tf_keras()
     keras.utils.set_random_seed(options.seed)
-    model.compile(
-        optimizer=optimizer(options, len(train)),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=from_logits),
-        metrics=["accuracy"],
-    )
+    model.compile(optimizer=optimizer(options, len(train)), loss=targets.loss, metrics=list(targets.metrics))
     history = model.fit(
         train.x,
-        train.y.astype(np.int64),
+        targets.train,
         epochs=options.epochs,
         batch_size=options.batch_size,
         shuffle=True,
         callbacks=list(callbacks),
-        validation_data=(val.x, val.y.astype(np.int64)) if val is not None else None,
+        validation_data=(val.x, targets.val) if val is not None else None,
         verbose=_keras.training_verbosity(verbose),
     )
     return {name: float(values[-1]) for name, values in history.history.items()}
@@ -103,10 +131,16 @@ def training_data(train, val, model, preprocessing, reshape_data) -> tuple:
 
 def labelled_data(data, model, preprocessing, reshape_data, role: str) -> Dataset:
     """One labelled `Dataset` fitted to the model input, its labels checked against the output."""
+    dataset = fitted_data(data, model, preprocessing, reshape_data)
+    check_labels(model, dataset, role)
+    return dataset
+
+
+def fitted_data(data, model, preprocessing, reshape_data) -> Dataset:
+    """One `Dataset` fitted to the model input, with or without labels."""
     dataset = as_dataset(data, preprocessing)
     if model.inputs is not None:
         dataset = fit_to_input(dataset, tuple(model.inputs[0].shape), reshape=reshape_data)
-    check_labels(model, dataset, role)
     return dataset
 
 
