@@ -38,6 +38,7 @@ def render_all() -> None:
     summaries += [_hostile_summary(results["hostile"])] if "hostile" in results else []
     summaries += [_coverage_summary(results["coverage"])] if "coverage" in results else []
     summaries += [_shrink_summary(results["shrink"])] if "shrink" in results else []
+    summaries += [_unlabelled_summary(results["unlabelled"])] if "unlabelled" in results else []
     if summaries:
         _replace_readme_section("\n\n".join(summaries))
 
@@ -729,6 +730,21 @@ def _hostile_summary(result: dict) -> str:
         "kill -9 mid-write, ...) refused in one line with nothing written and no input changed; slowest "
         f"{max(row['seconds'] for row in rows):.1f} s, "
         f"largest peak memory {max(row['peak_mb'] for row in measured):,} MB."
+    )
+
+
+def _unlabelled_summary(result: dict) -> str:
+    def accuracy(how):
+        values = [row["accuracy"] * 100 for row in result["classifier"] if row["how"] == how]
+        return f"{min(values):.2f}–{max(values):.2f}%" if len(values) > 1 else f"{values[0]:.2f}%"
+
+    moved = {row["how"]: row["relative_error"] * 100 for row in result["autoencoder"]["rows"]}
+    return (
+        f"Training steps without labels (`benchmarks/unlabelled.py`, full Fashion-MNIST): lenet5 pruned to "
+        f"{result['sparsity']:.0%} for {result['epochs']} epochs reaches {accuracy('own outputs, no labels')} on "
+        f"the test set fine-tuned towards its own outputs, {accuracy('labels')} on the labels; a dense "
+        f"autoencoder's outputs move {moved['own outputs, no labels']:.0f}% (RMS) instead of "
+        f"{moved['not fine-tuned']:.0f}% not fine-tuned."
     )
 
 

@@ -42,6 +42,21 @@ def test_one_hot_labels_become_indices(tmp_path):
     np.testing.assert_array_equal(load_data(tmp_path / "d.npz").y, [2, 0, 1])
 
 
+@pytest.mark.parametrize(
+    "y",
+    [np.random.default_rng(0).normal(size=(3, 3)), np.array([[1, 1, 0], [0, 1, 1], [1, 0, 0]])],
+    ids=["regression targets", "multi-hot rows"],
+)
+def test_rows_that_are_not_class_distributions_are_not_taken_for_labels(tmp_path, y):
+    """Their argmax would read as class labels and make a meaningless accuracy."""
+    np.savez(tmp_path / "d.npz", x=np.zeros((3, 2), np.float32), y=y)
+    with pytest.raises(DataError, match="3 values per sample that are not one-hot rows.*leave y out"):
+        load_data(tmp_path / "d.npz")
+    soft = np.array([[0.1, 0.7, 0.2], [0.9, 0.05, 0.05], [0.0, 0.0, 1.0]])
+    np.savez(tmp_path / "soft.npz", x=np.zeros((3, 2), np.float32), y=soft)
+    np.testing.assert_array_equal(load_data(tmp_path / "soft.npz").y, [1, 0, 2])
+
+
 def test_image_folder_one_subfolder_per_class(tmp_path):
     from PIL import Image
 
