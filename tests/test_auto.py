@@ -127,9 +127,6 @@ def test_a_model_without_classes_is_judged_by_relative_error(run_cli, tmp_path, 
     code, _, err = run_cli("auto", tmp_path / "model.h5", *data, "-o", tmp_path / "refused.tflite")
     assert code == 2 and "has no labels" in err and "pass --max_relative_error" in err
     budget = ("--max_relative_error", "0.03", "--report", tmp_path / "auto.json")
-    trained = ("--train", tmp_path / "inputs.npz", "-o", tmp_path / "trained.tflite")
-    code, _, err = run_cli("auto", tmp_path / "model.h5", *data, *budget, *trained)
-    assert code == 2 and "leave out --train" in err and not (tmp_path / "auto.json").exists()
 
     code, out, err = run_cli("auto", tmp_path / "model.h5", *data, *budget, "-o", tmp_path / "best.tflite")
     assert code == 0, err
@@ -150,6 +147,57 @@ def test_a_model_without_classes_is_judged_by_relative_error(run_cli, tmp_path, 
     )
     assert code == 0, err
     assert re.search(r"budget max_relative_error ≤ 3\.00%: \d+\.\d\d% → ok", out), out
+    assert (tmp_path / "remade" / "model.tflite").read_bytes() == written
+
+
+def test_auto_with_training_shrinks_a_model_without_classes_within_its_error(run_cli, tmp_path, tf_keras):
+    """No labels anywhere: the scan prices each layer by the outputs' relative error, the probes
+    fine-tune towards the model's own outputs, and the budget judges them as it judges the rest."""
+    tf_keras.utils.set_random_seed(0)
+    layers = tf_keras.layers
+    model = tf_keras.Sequential(
+        [
+            tf_keras.Input((16,)),
+            layers.Dense(128, activation="relu", name="wide"),
+            layers.Dense(64, activation="relu", name="narrow"),
+            layers.Dense(3),
+        ]
+    )
+    model.save(tmp_path / "model.h5")
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "train.npz", x=rng.normal(size=(2000, 16)).astype(np.float32))
+    np.savez(tmp_path / "eval.npz", x=rng.normal(size=(500, 16)).astype(np.float32))
+    report = auto_job.auto(
+        tmp_path / "model.h5",
+        calibration=tmp_path / "eval.npz",
+        eval_data=tmp_path / "eval.npz",
+        train=tmp_path / "train.npz",
+        max_relative_error=0.05,
+        prune_epochs=2,
+        cluster_epochs=1,
+        output=tmp_path / "best.tflite",
+    )
+    scans = report.search.scans
+    assert [scan.name for scan in scans] == ["wide", "narrow"]  # named: auto-names count up per process
+    # One-shot, a layer's outputs move further the more of it goes (relative error in percent).
+    assert all(scan.prune_drop[0.99] > scan.prune_drop[0.5] > 5 for scan in scans), scans
+    probes = [c for c in report.candidates if c.name.startswith("pruned+clustered")]
+    assert probes and all(probe.error is None and probe.accuracy_drop is None for probe in probes)
+    assert all((probe.relative_error <= 0.05) == probe.within_budget for probe in probes)
+    within = [c for c in report.candidates if c.within_budget]
+    assert report.chosen.gzip_bytes == min(c.gzip_bytes for c in within)
+    assert report.chosen in probes, report.chosen.name  # pruned and clustered: far smaller than any conversion
+    # Measured again, independently, and made again by its recipe.
+    written = (tmp_path / "best.tflite").read_bytes()
+    inputs = np.load(tmp_path / "eval.npz")["x"]
+    reference = model.predict(inputs, verbose=0)
+    error = predict(written, inputs) - reference
+    assert np.sqrt(np.mean(error**2) / np.mean(reference**2)) == pytest.approx(report.chosen.relative_error, rel=1e-3)
+    data = ("--train", tmp_path / "train.npz", "--calibration", tmp_path / "eval.npz", "--eval", tmp_path / "eval.npz")
+    code, out, err = run_cli(
+        "run", tmp_path / "best.recipe.yaml", "--model", tmp_path / "model.h5", *data, "-o", tmp_path / "remade"
+    )
+    assert code == 0, err
     assert (tmp_path / "remade" / "model.tflite").read_bytes() == written
 
 

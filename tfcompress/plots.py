@@ -124,9 +124,14 @@ def plot_candidates(candidates, chosen, path, title: str, measure: str = "accura
     plt.close(figure)
 
 
-def plot_layer_scan(scans, path, model_name: str) -> None:
-    """Each layer pruned alone (left) and clustered alone (right), one-shot: where its accuracy gives way."""
+def plot_layer_scan(scans, path, model_name: str, measure: str = "accuracy_drop") -> None:
+    """Each layer pruned alone (left) and clustered alone (right), one-shot: where its accuracy gives way
+    (`measure` "relative_error": where its outputs do)."""
     plt = require_matplotlib()
+    if measure == "accuracy_drop":
+        loss = "accuracy drop, no fine-tuning (pt)"
+    else:
+        loss = "relative error of the outputs, no fine-tuning (%)"
     figure, (pruned, clustered) = plt.subplots(1, 2, figsize=(11, 4.5))  # clustering drops are far smaller
     for scan in scans:
         label = f"{scan.name} ({scan.weights:,} weights)"
@@ -134,11 +139,11 @@ def plot_layer_scan(scans, path, model_name: str) -> None:
         counts = sorted(scan.cluster_drop)
         clustered.plot(counts, [scan.cluster_drop[k] for k in counts], marker="o", label=label)
     pruned.set_xlabel("sparsity of the layer alone (%)")
-    pruned.set_ylabel("accuracy drop, no fine-tuning (pt)")
+    pruned.set_ylabel(loss)
     clustered.set_xscale("log", base=2)
     clustered.set_xticks(counts, [str(count) for count in counts])
     clustered.invert_xaxis()
-    clustered.set_ylabel("accuracy drop, no fine-tuning (pt)")
+    clustered.set_ylabel(loss)
     clustered.set_xlabel("clusters of the layer alone")
     for axis in (pruned, clustered):
         axis.axhline(0, color="gray", linewidth=0.5)

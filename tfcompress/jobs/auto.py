@@ -34,10 +34,10 @@ from tfcompress.plots import INSTALL_HINT
 from tfcompress.report import library_versions, table
 from tfcompress.runtime import metrics
 from tfcompress.runtime.inspect import gzip_size, inspect_tflite
-from tfcompress.runtime.interpreter import quantize_inputs
+from tfcompress.runtime.interpreter import predict, quantize_inputs
 from tfcompress.transforms.cluster import clustered_dense_layers
 from tfcompress.transforms.qat import is_quantize_aware
-from tfcompress.transforms.training import labelled_data
+from tfcompress.transforms.training import check_labels, fitted_data, labelled_data
 
 __all__ = ["Budget", "Candidate", "AutoReport", "auto", "format_auto_report"]
 _PERCENTILES = (99.99, 99.9)
@@ -45,9 +45,10 @@ _FLOAT_LAYER_COUNTS = (1, 2, 4)
 _SAME = 1e-9  # a drop of exactly the budget (10 of 2,000 images for 0.5 pt) is within it
 _MICRO_CONVERSION = {"io_type": "int8", "batch_size": 1}  # what `micro` converts with, besides the options
 _LUT_CHECK_SAMPLES = 500  # as `micro --compress lut`: its outputs must equal the uncompressed model's
-# A trained candidate's fall in accuracy is measured on --eval and judged against the budget, and the search
-# means some to fail: the training steps' own check (guardrail.py) would warn of models the user never gets.
-JUDGED_BY_THE_BUDGET = math.inf
+# A trained candidate's fall in accuracy (or its error) is measured on --eval and judged against the budget, and
+# the search means some to fail: the training steps' own checks (guardrail.py) would warn of models the user
+# never gets.
+JUDGED_BY_THE_BUDGET = {"warn_accuracy_drop": math.inf, "warn_relative_error": math.inf}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -169,11 +170,6 @@ def auto(
     size) and with `train` `NAME.layers.png` (the per-layer sensitivity scan).
     """
     options, shrink, load = gather(settings, (AutoOptions, options), (ShrinkOptions, shrink), (LoadOptions, load))
-    if train is not None and options.max_relative_error is not None:
-        raise OptionError(
-            "auto --train prunes and clusters by top-1 accuracy, so it needs --max_accuracy_drop and class labels; "
-            "with --max_relative_error, leave out --train (the post-training candidates are tried)."
-        )
     from tfcompress import plots
 
     started = time.monotonic()
@@ -227,7 +223,8 @@ def auto(
         )
         if report.scan_plot:
             outputs.file(
-                scan_plot_path, lambda path: plots.plot_layer_scan(search.scans, path, Path(report.model).name)
+                scan_plot_path,
+                lambda path: plots.plot_layer_scan(search.scans, path, Path(report.model).name, report.budget.measure),
             )
         outputs.report(report_path, report)
     return report
@@ -242,14 +239,14 @@ def _search(loaded: LoadedModel, calibration, eval_data, train, settings, qat_ep
     calibration = input_data(calibration, tuple(model.inputs[0].shape), load.preprocessing, reshape=load.reshape_data)
     if budget.measure == "relative_error":
         evaluation = input_data(eval_data, tuple(model.inputs[0].shape), load.preprocessing, reshape=load.reshape_data)
-        reference_accuracy = None
+        original = _Original(None, loaded.keras_outputs(evaluation.x))
     else:
         evaluation = _labelled_eval(eval_data, model, load)
-        reference_accuracy = metrics.accuracy(loaded.keras_outputs(evaluation.x), evaluation.y)
+        original = _Original(metrics.accuracy(loaded.keras_outputs(evaluation.x), evaluation.y), None)
 
     def measure(candidate: Candidate, source: LoadedModel = loaded) -> Candidate:
         progress.stage(f"measuring the candidate {candidate.name}")
-        return _measured(candidate, source, calibration, evaluation, options, budget, reference_accuracy)
+        return _measured(candidate, source, calibration, evaluation, options, budget, original)
 
     float32 = measure(Candidate("float32", "float32", {}))
     if budget.measure == "relative_error" and float32.error is None and float32.relative_error is None:
@@ -285,7 +282,9 @@ def _training_search(model, train, data, settings, measure, state_dir, deadline)
     from tfcompress.jobs.auto_train import training_search
 
     (calibration, evaluation), (options, shrink, load) = data, settings
-    training = labelled_data(train, model, load.preprocessing, load.reshape_data, "training")
+    training = fitted_data(train, model, load.preprocessing, load.reshape_data)  # labels optional: training.py
+    if training.y is not None:
+        check_labels(model, training, "training")
     state = None
     if state_dir is not None:
         key = search_key(
@@ -296,7 +295,7 @@ def _training_search(model, train, data, settings, measure, state_dir, deadline)
             calibration.x,
             evaluation.x,
             evaluation.y,
-            {**dataclasses.asdict(options), "max_accuracy_drop": None},  # probes are judged when used
+            {**dataclasses.asdict(options), "max_accuracy_drop": None, "max_relative_error": None},  # judged when used
             dataclasses.asdict(shrink),
             dataclasses.asdict(load),
         )
@@ -338,11 +337,18 @@ def _candidates(model, calibration, target: str) -> list:
     return candidates
 
 
-def _measured(
-    candidate, source: LoadedModel, calibration, evaluation, options: AutoOptions, budget: Budget, reference_accuracy
-):
-    """The candidate converted and measured; its drop is against the original model (not a QAT one).
-    For micro, an int8 candidate converts as `tfcompress micro` does and must run in TFLite Micro."""
+@dataclasses.dataclass(frozen=True)
+class _Original:
+    """The user's model on the eval data: every candidate is held against it, not against the Keras model
+    it was converted from (a QAT, pruned or clustered one)."""
+
+    accuracy: Optional[float]  # top-1, for the accuracy budget
+    outputs: object  # for the relative-error budget, else None
+
+
+def _measured(candidate, source: LoadedModel, calibration, evaluation, options: AutoOptions, budget: Budget, original):
+    """The candidate converted and measured against the `_Original`. For micro, an int8 candidate
+    converts as `tfcompress micro` does and must run in TFLite Micro."""
     micro = options.target == "micro" and candidate.precision == "int8"
     try:
         (conversion,) = gather(
@@ -372,8 +378,11 @@ def _measured(
             tflite, flash, arena = lut.model, len(lut.model), lut.arena_bytes
     except TfcompressError as error:
         return dataclasses.replace(candidate, error=str(error))
-    drop = metrics.accuracy_drop(reference_accuracy, report.accuracy)
-    relative_error = report.fidelity.relative_error if report.fidelity is not None else None
+    drop = metrics.accuracy_drop(original.accuracy, report.accuracy)
+    relative_error = None
+    if original.outputs is not None and report.fidelity is not None and report.fidelity.relative_error is not None:
+        outputs = predict(report.tflite, evaluation.x)  # against the original, not the model converted
+        relative_error = metrics.fidelity(outputs, original.outputs, task="regression").relative_error
     measured = dataclasses.replace(
         candidate,
         size_bytes=report.size_bytes,
@@ -398,7 +407,7 @@ def _qat_candidate(model, train, epochs, load: LoadOptions, measure) -> Candidat
     )
     try:
         trained = quantize_aware(
-            model, train, epochs=epochs, load=load, skip_check=True, verbose=2, warn_accuracy_drop=JUDGED_BY_THE_BUDGET
+            model, train, epochs=epochs, load=load, skip_check=True, verbose=2, **JUDGED_BY_THE_BUDGET
         )
     except TfcompressError as error:
         return dataclasses.replace(candidate, error=str(error))

@@ -144,7 +144,7 @@ class _Prober:
         progress.stage(f"training probe {len(self.probes) + 1} ({label}, {where}): {allocation.describe()}")
         probe = self._probe(record, label, allocation)
         self.longest = max(self.longest, time.monotonic() - started)
-        progress.stage(f"training probe {len(self.probes) + 1}: {_outcome(probe)}")
+        progress.stage(f"training probe {len(self.probes) + 1}: {_outcome(probe, Budget.of(self.settings[0]))}")
         self.probes.append(probe)
         if probe.within_budget:
             self.smallest_within = min(self.smallest_within, allocation.estimated_bytes)
@@ -174,9 +174,7 @@ class _Prober:
             for each in steps:
                 ((kind, step_options),) = each.items()
                 job = {"prune": prune, "cluster": cluster}[kind]
-                trained = job(
-                    current, self.train, load=load, verbose=2, warn_accuracy_drop=JUDGED_BY_THE_BUDGET, **step_options
-                )
+                trained = job(current, self.train, load=load, verbose=2, **JUDGED_BY_THE_BUDGET, **step_options)
                 current = trained.keras_model
                 warnings += [f"{kind}: {warning}" for warning in trained.warnings]
         except TfcompressError as error:
@@ -236,11 +234,14 @@ def _scan(model, data: Dataset, images, names, state: Optional[SearchState]) -> 
     return scans
 
 
-def _outcome(probe: Candidate) -> str:
+def _outcome(probe: Candidate, budget: Budget) -> str:
     if probe.error:
         return f"failed: {probe.error}"
     verdict = "within the budget" if probe.within_budget else "over the budget"
-    return f"{probe.gzip_bytes:,} B after gzip, accuracy drop {probe.accuracy_drop:+.2f} pt, {verdict}"
+    measured = budget.describe(budget.value(probe))
+    if budget.measure == "accuracy_drop":
+        measured = f"accuracy drop {measured}"
+    return f"{probe.gzip_bytes:,} B after gzip, {measured}, {verdict}"
 
 
 def _only(names) -> str:

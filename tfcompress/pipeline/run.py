@@ -141,8 +141,8 @@ def _run_steps(recipe, model, output_dir, defaults, load: LoadOptions) -> RunRep
             }
         )
 
-    original_accuracy = _original_accuracy(model, current, exported, defaults.get("eval"), load)
-    result = _final_result(model, exported, last_tflite, output_dir, original_accuracy, measured)
+    original = _against_original(model, current, exported, last_tflite, defaults.get("eval"), load)
+    result = _final_result(model, exported, last_tflite, output_dir, original, measured)
     budgets = tuple(
         BudgetResult(name, float(limit), _budget_value(name, result, measured))
         for name, limit in recipe.budgets.items()
@@ -242,29 +242,40 @@ def _measurements(kind, report) -> dict:
     return {}
 
 
-def _original_accuracy(model, current, exported, eval_data, load: LoadOptions) -> Optional[float]:
-    """The input model's accuracy: the export measured it when no transform came first."""
+def _against_original(model, current, exported, last_tflite, eval_data, load: LoadOptions) -> dict:
+    """The input model's accuracy, and the last export's relative error against the input model's outputs
+    (for a quantity; None for classes): the export measured both itself when no transform came first."""
     if exported is None or eval_data is None:
-        return None
+        return {"accuracy": None, "relative_error": None}
+    contract = exported.to_dict()
+    relative_error = (contract["fidelity"] or {}).get("relative_error")
     if current == model:
-        return (exported.to_dict()["reference"] or {}).get("accuracy")
+        return {"accuracy": (contract["reference"] or {}).get("accuracy"), "relative_error": relative_error}
     from tfcompress.jobs._common import load_model
-    from tfcompress.transforms.training import keras_accuracy, labelled_data
+    from tfcompress.runtime.interpreter import predict
+    from tfcompress.runtime.metrics import accuracy, fidelity
+    from tfcompress.transforms.training import check_labels, fitted_data
 
     original, _ = load_model(model, load)
-    labelled = labelled_data(eval_data, original, load.preprocessing, load.reshape_data, "eval")
-    return keras_accuracy(original, labelled)
+    data = fitted_data(eval_data, original, load.preprocessing, load.reshape_data)
+    outputs = original.predict(data.x, batch_size=256, verbose=0)
+    if data.y is not None:
+        check_labels(original, data, "eval")
+    if relative_error is not None:
+        exported_outputs = predict(Path(last_tflite).read_bytes(), data.x)
+        relative_error = fidelity(exported_outputs, outputs, task="regression").relative_error
+    return {"accuracy": accuracy(outputs, data.y) if data.y is not None else None, "relative_error": relative_error}
 
 
-def _final_result(model, exported, last_tflite, output_dir, original_accuracy, measured) -> dict:
-    """The report contract's keys, for the last exported model against the input model."""
+def _final_result(model, exported, last_tflite, output_dir, original: dict, measured) -> dict:
+    """The report contract's keys, for the last exported model against the input model (`_against_original`)."""
     result = {
         "model": str(model),
         "output": None,
         "precision": None,
         "size_bytes": None,
         "gzip_bytes": None,
-        "reference": {"path": str(model), "size_bytes": path_size(model), "accuracy": original_accuracy},
+        "reference": {"path": str(model), "size_bytes": path_size(model), "accuracy": original["accuracy"]},
         "accuracy": None,
         "accuracy_drop": None,
         "fidelity": None,
@@ -294,14 +305,15 @@ def _final_result(model, exported, last_tflite, output_dir, original_accuracy, m
             "latency_us": measured.get("latency_us"),
         }
     )
-    result["accuracy_drop"] = accuracy_drop(original_accuracy, accuracy)
+    result["accuracy_drop"] = accuracy_drop(original["accuracy"], accuracy)
+    result["relative_error"] = original["relative_error"]
     return result
 
 
 def _budget_value(name, result, measured) -> Optional[float]:
     return {
         "max_accuracy_drop": result["accuracy_drop"],
-        "max_relative_error": (result["fidelity"] or {}).get("relative_error"),
+        "max_relative_error": result.get("relative_error"),
         "max_size_bytes": result["size_bytes"],
         "max_arena_bytes": measured.get("arena_bytes"),
         "max_latency_us": (measured.get("latency_us") or {}).get("p50"),

@@ -20,6 +20,10 @@ notch as the probes do would not mend it alone (benchmarks/scan_prices.py): so p
 layer costs more than 1.2 pt at 90% zeros, and the chain on those prices, at the hand-picked row's
 estimated size, was 1.1% smaller and 0.42 pt worse than it (forecast -0.03 pt, measured 1.20 pt
 below the control): layers fine-tuned together do not add.
+
+A model without classes (eval data without labels, `auto --max_relative_error`) is priced by the
+relative RMS error of its outputs against the unchanged model's, in percent: like the accuracy
+drops, it only has to rank the layers and their notches.
 """
 
 import dataclasses
@@ -29,11 +33,11 @@ import numpy as np
 from tfcompress import progress
 from tfcompress.data import Dataset
 from tfcompress.errors import OptionError
+from tfcompress.runtime.metrics import accuracy, fidelity
 from tfcompress.transforms.cluster import ClusterOptions, apply_clustering, clusterable_layer_names, strip_clustering
 from tfcompress.transforms.kernel_bytes import kernel_bytes, magnitude_pruned
 from tfcompress.transforms.norm_statistics import settled_statistics
 from tfcompress.transforms.prune import PruneOptions, prunable_layer_names
-from tfcompress.transforms.training import keras_accuracy
 
 __all__ = ["LayerScan", "scan_layers", "scanned_layer_names", "SPARSITIES", "CLUSTERS", "MIN_WEIGHTS"]
 
@@ -44,8 +48,9 @@ MIN_WEIGHTS = 256  # fewer weights than this: a quarter of a KB as int8, not wor
 
 @dataclasses.dataclass(frozen=True)
 class LayerScan:
-    """One layer's one-shot accuracy drops (points against the unchanged model), and what each
-    combination of its notches stores (kernel_bytes.py)."""
+    """One layer's one-shot accuracy drops (points against the unchanged model; on data without
+    labels, the relative error of its outputs in percent), and what each combination of its
+    notches stores (kernel_bytes.py)."""
 
     name: str
     weights: int  # elements of its kernel
@@ -90,12 +95,12 @@ def scanned_layer_names(model) -> list:
 
 
 def scan_layers(model, data: Dataset, layers, *, images=None, sparsities=SPARSITIES, clusters=CLUSTERS) -> list:
-    """A `LayerScan` for each named layer, measured on labelled `data`, pruned ones with
-    BatchNormalization statistics re-estimated on `images` (training inputs, or None: as they are);
-    the model is left as it was."""
-    reference = keras_accuracy(model, data)
+    """A `LayerScan` for each named layer, measured on `data` (labelled: accuracy drops; else the
+    outputs' relative error), pruned ones with BatchNormalization statistics re-estimated on `images`
+    (training inputs, or None: as they are); the model is left as it was."""
+    reference = _outputs(model, data)
     with settled_statistics(model, images):
-        settled_reference = keras_accuracy(model, data)
+        settled_reference = _outputs(model, data)
     scans = []
     for number, name in enumerate(layers, 1):
         progress.stage(f"sensitivity scan: layer {number} of {len(layers)}, {name}")
@@ -106,10 +111,12 @@ def scan_layers(model, data: Dataset, layers, *, images=None, sparsities=SPARSIT
             for sparsity in sparsities:
                 kernel.assign(magnitude_pruned(original, sparsity))
                 with settled_statistics(model, images):
-                    prune_drop[sparsity] = _drop(settled_reference, keras_accuracy(model, data))
+                    prune_drop[sparsity] = _drop(settled_reference, _outputs(model, data), data)
         finally:
             kernel.assign(original)
-        cluster_drop = {count: _drop(reference, _clustered_accuracy(model, name, count, data)) for count in clusters}
+        cluster_drop = {
+            count: _drop(reference, _outputs(_clustered(model, name, count), data), data) for count in clusters
+        }
         stored = kernel_bytes(model.get_layer(name), sparsities, clusters)
         scans.append(LayerScan(name, int(original.size), prune_drop, cluster_drop, stored))
     return scans
@@ -120,10 +127,16 @@ def _notches(key: str) -> tuple:
     return float(sparsity), None if clusters == "int8" else int(clusters)
 
 
-def _clustered_accuracy(model, name: str, clusters: int, data: Dataset) -> float:
-    clustered = strip_clustering(apply_clustering(model, ClusterOptions(clusters=clusters, layers=f"^{name}$")))
-    return keras_accuracy(clustered, data)
+def _clustered(model, name: str, clusters: int):
+    return strip_clustering(apply_clustering(model, ClusterOptions(clusters=clusters, layers=f"^{name}$")))
 
 
-def _drop(reference: float, accuracy: float) -> float:
-    return round((reference - accuracy) * 100, 4)
+def _outputs(model, data: Dataset):
+    return model.predict(data.x, batch_size=256, verbose=0)
+
+
+def _drop(reference, outputs, data: Dataset) -> float:
+    """Points of top-1 accuracy lost against the `reference` outputs; without labels, their relative error (%)."""
+    if data.y is None:
+        return round(fidelity(outputs, reference, task="regression").relative_error * 100, 4)
+    return round((accuracy(reference, data.y) - accuracy(outputs, data.y)) * 100, 4)
