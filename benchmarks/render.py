@@ -739,13 +739,23 @@ def _unlabelled_summary(result: dict) -> str:
         return f"{min(values):.2f}–{max(values):.2f}%" if len(values) > 1 else f"{values[0]:.2f}%"
 
     moved = {row["how"]: row["relative_error"] * 100 for row in result["autoencoder"]["rows"]}
-    return (
+    summary = (
         f"Training steps without labels (`benchmarks/unlabelled.py`, full Fashion-MNIST): lenet5 pruned to "
         f"{result['sparsity']:.0%} for {result['epochs']} epochs reaches {accuracy('own outputs, no labels')} on "
         f"the test set fine-tuned towards its own outputs, {accuracy('labels')} on the labels; a dense "
         f"autoencoder's outputs move {moved['own outputs, no labels']:.0f}% (RMS) instead of "
         f"{moved['not fine-tuned']:.0f}% not fine-tuned."
     )
+    runs = {run["how"]: run for run in result.get("auto", {}).get("runs", ()) if run["chosen"]}
+    if len(runs) == 2:
+        post, trained = runs["post-training only"], runs["with --train"]
+        summary += (
+            f" `auto --train --max_relative_error {result['auto']['budget']}` on that autoencoder: "
+            f"{trained['gzip_bytes']:,} B after gzip at {trained['relative_error']:.2%} error, "
+            f"{post['gzip_bytes'] / trained['gzip_bytes']:.2f}x smaller than the best post-training candidate "
+            f"({post['chosen']}, {post['gzip_bytes']:,} B)."
+        )
+    return summary
 
 
 def _hostile(result: dict) -> str:
@@ -1408,8 +1418,36 @@ def _unlabelled(result: dict) -> str:
         lines.append(
             f"| {row['how']} | {row['relative_error'] * 100:.2f}% | {row['reconstruction_mse']:.5f} | {seconds} |"
         )
+    if "auto" in result:
+        lines += ["", *_unlabelled_auto(result["auto"])]
     lines += ["", f"Versions: {_versions(result)}"]
     return "\n".join(lines)
+
+
+def _unlabelled_auto(auto: dict) -> list:
+    lines = [
+        f"`tfcompress auto --max_relative_error {auto['budget']} --task reconstruction` on the same autoencoder, the "
+        "test images as "
+        f"`--eval` (no labels); with `--train`, the training images alone and `{auto['training']}`. The chosen "
+        ".tflite's error is measured again here against the Keras model's outputs.",
+        "",
+        "| auto | chosen | gzip (B) | vs float32 gzip | error (auto's) | error (measured here) | reconstruction MSE "
+        "| candidates | time (s) |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for run in auto["runs"]:
+        if run["chosen"] is None:
+            lines.append(
+                f"| {run['how']} | none within the budget | | | | | | {run['candidates']} | {run['seconds']:.0f} |"
+            )
+            continue
+        lines.append(
+            f"| {run['how']} | {run['chosen']} | {run['gzip_bytes']:,} | "
+            f"{run['float32_gzip_bytes'] / run['gzip_bytes']:.1f}x smaller | {run['reported_error'] * 100:.2f}% | "
+            f"{run['relative_error'] * 100:.2f}% | {run['reconstruction_mse']:.5f} | {run['candidates']} | "
+            f"{run['seconds']:.0f} |"
+        )
+    return lines
 
 
 RENDERERS = {

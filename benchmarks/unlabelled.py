@@ -11,7 +11,12 @@ Two models on full Fashion-MNIST (60k training images, the 10k test images measu
   over RMS, as the report's `output_check` says on its own data) and its reconstruction error
   against the test images themselves, the task it is for.
 
-    python benchmarks/unlabelled.py   # about 15 min on 2 cores
+Then `tfcompress auto --max_relative_error 0.05 --task reconstruction` (its sigmoid output would read as
+yes/no scores) on the autoencoder, post-training candidates only
+and with `--train` (the images alone; shorter probes than the defaults), the chosen .tflite's error
+measured again here against the Keras model's outputs on the test images.
+
+    python benchmarks/unlabelled.py   # about 30 min on 2 cores (--parts prune or auto: one of the two)
 """
 
 import json
@@ -27,6 +32,7 @@ from absl import app, flags
 from tfcompress import _keras
 from tfcompress.data import load_data
 from tfcompress.report import library_versions, machine_info
+from tfcompress.runtime.interpreter import predict
 from tfcompress.runtime.metrics import fidelity
 from tfcompress.transforms.kernel_bytes import magnitude_pruned
 
@@ -37,34 +43,55 @@ _DATA_DIR = flags.DEFINE_string(
     "data_dir", "/usr/share/datasets/fashion-mnist", "Fashion-MNIST IDX folder (apt-get install dataset-fashion-mnist)."
 )
 _SEEDS = flags.DEFINE_list("seeds", ["0", "1"], "Fine-tuning seeds (--seed) of each classifier run.")
+_PARTS = flags.DEFINE_list(
+    "parts",
+    ["prune", "auto"],
+    "prune: lenet5 and the autoencoder pruned with and without labels; auto: auto --max_relative_error on the "
+    "autoencoder, with and without --train. A run of some parts keeps the others' stored rows.",
+)
 
 SPARSITY = 0.8
 EPOCHS = 2
 AUTOENCODER_EPOCHS = 5
+AUTO_BUDGET = 0.05
+AUTO_TRAINING = ("--prune_epochs=6", "--cluster_epochs=2", "--time_budget=30")  # the defaults: 30 and 6 epochs
+CALIBRATION = ROOT / "sample_models/data/fashion_mnist_calib.npz"
 
 
 def main(argv):
     del argv
     train, test = load_data(f"{_DATA_DIR.value}@train"), load_data(f"{_DATA_DIR.value}@test")
+    result = render.stored_result("unlabelled", {})
     with tempfile.TemporaryDirectory() as folder:
         folder = Path(folder)
-        images = folder / "images.npz"
-        np.savez(images, x=(train.x * 255).round().astype(np.uint8))  # stored as the IDX file is: uint8
-        rows = _classifier_rows(folder, images, test)
-        autoencoder = _autoencoder_rows(folder, images, train, test)
-    result = {
-        "benchmark": "unlabelled",
-        "sparsity": SPARSITY,
-        "epochs": EPOCHS,
-        "training_samples": len(train),
-        "test_samples": len(test),
-        "classifier": rows,
-        "autoencoder": autoencoder,
-        "machine": machine_info(threads=1),
-        "versions": library_versions(),
-    }
+        images, test_images = folder / "images.npz", folder / "test_images.npz"
+        np.savez(images, x=_as_stored(train.x))
+        np.savez(test_images, x=_as_stored(test.x))
+        autoencoder = folder / "autoencoder.h5"
+        _trained_autoencoder(train.x).save(autoencoder, include_optimizer=False)
+        if "prune" in _PARTS.value:
+            result["classifier"] = _classifier_rows(folder, images, test)
+            result["autoencoder"] = _autoencoder_rows(folder, images, autoencoder, test)
+        if "auto" in _PARTS.value:
+            result["auto"] = _auto_rows(folder, images, test_images, autoencoder, test)
+    result.update(
+        {
+            "benchmark": "unlabelled",
+            "sparsity": SPARSITY,
+            "epochs": EPOCHS,
+            "training_samples": len(train),
+            "test_samples": len(test),
+            "machine": machine_info(threads=1),
+            "versions": library_versions(),
+        }
+    )
     render.write_result("unlabelled", result)
     render.render_all()
+
+
+def _as_stored(x) -> np.ndarray:
+    """Images as the IDX files store them (uint8), so the loader scales them as it scales those."""
+    return (x * 255).round().astype(np.uint8)
 
 
 def _classifier_rows(folder: Path, images: Path, test) -> list:
@@ -84,15 +111,13 @@ def _classifier_rows(folder: Path, images: Path, test) -> list:
     return rows
 
 
-def _autoencoder_rows(folder: Path, images: Path, train, test) -> dict:
-    model = folder / "autoencoder.h5"
-    original = _trained_autoencoder(train.x)
-    original.save(model, include_optimizer=False)
+def _autoencoder_rows(folder: Path, images: Path, model: Path, test) -> dict:
+    keras = _keras.tf_keras()
+    original = keras.models.load_model(model, compile=False)
     reference = original.predict(test.x, batch_size=256, verbose=0)
     rows = [{"how": "original", **_reconstructed(reference, reference, test.x)}]
     rows.append({"how": "not fine-tuned", **_reconstructed(_one_shot(original, test.x), reference, test.x)})
     pruned, report, seconds = _prune(folder, model, images, "autoencoder-pruned", seed="0")
-    keras = _keras.tf_keras()
     outputs = keras.models.load_model(pruned, compile=False).predict(test.x, batch_size=256, verbose=0)
     rows.append(
         {
@@ -104,6 +129,36 @@ def _autoencoder_rows(folder: Path, images: Path, train, test) -> dict:
     )
     print(rows[-1], flush=True)
     return {"layers": "784-128-32-128-784", "epochs": AUTOENCODER_EPOCHS, "rows": rows}
+
+
+def _auto_rows(folder: Path, images: Path, test_images: Path, model: Path, test) -> dict:
+    """`tfcompress auto --max_relative_error` on the autoencoder, post-training only and with `--train`
+    (the images alone); the chosen .tflite measured again here against the Keras model's outputs."""
+    reference = _keras.tf_keras().models.load_model(model, compile=False).predict(test.x, batch_size=256, verbose=0)
+    runs = []
+    for how, training in (("post-training only", []), ("with --train", ["--train", str(images), *AUTO_TRAINING])):
+        tag = "train" if training else "post"
+        output, report_path = folder / f"auto-{tag}.tflite", folder / f"auto-{tag}.json"
+        started = time.perf_counter()
+        done = subprocess.run(
+            [sys.executable, "-m", "tfcompress", "auto", str(model), "--calibration", str(CALIBRATION)]
+            + ["--eval", str(test_images), f"--max_relative_error={AUTO_BUDGET}", "-o", str(output)]
+            + ["--report", str(report_path), "--task=reconstruction", "--quiet", *training],
+        )
+        seconds = time.perf_counter() - started
+        if done.returncode not in (0, 1):  # 1: no candidate within the budget, reported
+            raise SystemExit(f"auto ({how}) failed with exit code {done.returncode}")
+        report = json.loads(report_path.read_text())
+        chosen = next((c for c in report["candidates"] if c["name"] == report["chosen"]), None)
+        run = {"how": how, "seconds": seconds, "candidates": len(report["candidates"]), "chosen": report["chosen"]}
+        run["float32_gzip_bytes"] = report["float32"]["gzip_bytes"]
+        if chosen is not None:
+            outputs = predict(output.read_bytes(), test.x)
+            run.update(gzip_bytes=chosen["gzip_bytes"], reported_error=chosen["relative_error"])
+            run.update(_reconstructed(outputs, reference, test.x))
+        runs.append(run)
+        print(run, flush=True)
+    return {"budget": AUTO_BUDGET, "training": " ".join(AUTO_TRAINING), "runs": runs}
 
 
 def _prune(folder: Path, model: Path, data, name: str, seed: str) -> tuple:

@@ -201,10 +201,51 @@ def test_auto_with_training_shrinks_a_model_without_classes_within_its_error(run
     assert (tmp_path / "remade" / "model.tflite").read_bytes() == written
 
 
+def test_an_autoencoder_ending_in_a_sigmoid_is_told_with_task(run_cli, tmp_path, tf_keras):
+    """Its last op reads as yes/no scores; --task reconstruction says what it is, and its recipe says so too."""
+    tf_keras.utils.set_random_seed(0)
+    layers = tf_keras.layers
+    model = tf_keras.Sequential(
+        [tf_keras.Input((16,)), layers.Dense(8, activation="relu"), layers.Dense(16, activation="sigmoid")]
+    )
+    model.save(tmp_path / "model.h5")
+    np.savez(tmp_path / "inputs.npz", x=np.random.default_rng(0).uniform(size=(300, 16)).astype(np.float32))
+    data = ("--calibration", tmp_path / "inputs.npz", "--eval", tmp_path / "inputs.npz")
+    budget = ("--max_relative_error", "0.05", "-o", tmp_path / "best.tflite")
+    code, _, err = run_cli("auto", tmp_path / "model.h5", *data, *budget)
+    assert code == 2 and "--task reconstruction" in err and not list(tmp_path.glob("best*"))
+    code, out, err = run_cli("auto", tmp_path / "model.h5", *data, *budget, "--task", "reconstruction")
+    assert code == 0, err
+    assert "task: reconstruction" in (tmp_path / "best.recipe.yaml").read_text()
+    code, out, err = run_cli(
+        "run", tmp_path / "best.recipe.yaml", "--model", tmp_path / "model.h5", *data, "-o", tmp_path / "remade"
+    )
+    assert code == 0 and re.search(r"budget max_relative_error ≤ 5\.00%: \d+\.\d\d% → ok", out), out + err
+
+
+def test_a_logits_classifier_is_told_with_task(run_cli, tmp_path, tf_keras):
+    """No softmax at the end: its outputs read as a quantity, so top-1 accuracy needs --task logits."""
+    tf_keras.utils.set_random_seed(0)
+    layers = tf_keras.layers
+    model = tf_keras.Sequential([tf_keras.Input((28, 28, 1)), layers.Flatten(), layers.Dense(10, name="logits")])
+    model.save(tmp_path / "model.h5")
+    data = ("--calibration", CALIBRATION, "--eval", EVAL, "--report", tmp_path / "auto.json")
+    code, _, err = run_cli("auto", tmp_path / "model.h5", *data, "-o", tmp_path / "refused.tflite")
+    assert code == 2 and "--task logits" in err and not (tmp_path / "auto.json").exists()
+    code, _, err = run_cli("auto", tmp_path / "model.h5", *data, "--task", "logits", "-o", tmp_path / "m.tflite")
+    assert code in (0, 1), err
+    report = json.loads((tmp_path / "auto.json").read_text())
+    assert all(c["accuracy"] is not None for c in report["candidates"] if not c["error"])
+
+
 def test_relative_error_is_refused_for_a_classifier(run_cli, tmp_path):
     data = ("--calibration", CALIBRATION, "--eval", EVAL)
     code, _, err = run_cli("auto", MODEL, *data, "--max_relative_error", "0.02", "-o", tmp_path / "m.tflite")
-    assert code == 2 and "reads as class scores: use --max_accuracy_drop" in err and not list(tmp_path.iterdir())
+    assert (
+        code == 2
+        and "reads as class scores (a softmax or sigmoid makes it): use --max_accuracy_drop" in err
+        and not list(tmp_path.iterdir())
+    )
 
 
 def test_arena_objective_with_a_qat_candidate(tmp_path):

@@ -35,6 +35,7 @@ from tfcompress.report import library_versions, table
 from tfcompress.runtime import metrics
 from tfcompress.runtime.inspect import gzip_size, inspect_tflite
 from tfcompress.runtime.interpreter import predict, quantize_inputs
+from tfcompress.runtime.task import AUTO as AUTO_TASK
 from tfcompress.transforms.cluster import clustered_dense_layers
 from tfcompress.transforms.qat import is_quantize_aware
 from tfcompress.transforms.training import check_labels, fitted_data, labelled_data
@@ -210,7 +211,7 @@ def auto(
         )
         if written:
             outputs.bytes(output, chosen.tflite)
-            outputs.bytes(recipe_path, _recipe_yaml(chosen, options, report.budget).encode())
+            outputs.bytes(recipe_path, _recipe_yaml(chosen, options, report.budget, load.task).encode())
         outputs.file(
             plot_path,
             lambda path: plots.plot_candidates(
@@ -239,10 +240,10 @@ def _search(loaded: LoadedModel, calibration, eval_data, train, settings, qat_ep
     calibration = input_data(calibration, tuple(model.inputs[0].shape), load.preprocessing, reshape=load.reshape_data)
     if budget.measure == "relative_error":
         evaluation = input_data(eval_data, tuple(model.inputs[0].shape), load.preprocessing, reshape=load.reshape_data)
-        original = _Original(None, loaded.keras_outputs(evaluation.x))
+        original = _Original(None, loaded.keras_outputs(evaluation.x), load.task)
     else:
         evaluation = _labelled_eval(eval_data, model, load)
-        original = _Original(metrics.accuracy(loaded.keras_outputs(evaluation.x), evaluation.y), None)
+        original = _Original(metrics.accuracy(loaded.keras_outputs(evaluation.x), evaluation.y), None, load.task)
 
     def measure(candidate: Candidate, source: LoadedModel = loaded) -> Candidate:
         progress.stage(f"measuring the candidate {candidate.name}")
@@ -252,7 +253,14 @@ def _search(loaded: LoadedModel, calibration, eval_data, train, settings, qat_ep
     if budget.measure == "relative_error" and float32.error is None and float32.relative_error is None:
         raise OptionError(
             f"--max_relative_error judges a model whose output is a quantity; {loaded.name}'s output reads as "
-            "class scores: use --max_accuracy_drop with labelled eval data."
+            "class scores (a softmax or sigmoid makes it): use --max_accuracy_drop with labelled eval data, or, "
+            "if it is a quantity (an autoencoder ending in a sigmoid), say so with --task reconstruction."
+        )
+    if budget.measure == "accuracy_drop" and float32.error is None and float32.accuracy is None:
+        raise OptionError(
+            f"auto holds a classifier to its top-1 accuracy, but {loaded.name}'s output reads as a quantity (no "
+            "softmax or sigmoid makes it): if it outputs class logits, say so with --task logits; if it is a "
+            "quantity, pass --max_relative_error."
         )
     measured = [measure(candidate) for candidate in _candidates(model, calibration, options.target)]
     search = None
@@ -344,6 +352,7 @@ class _Original:
 
     accuracy: Optional[float]  # top-1, for the accuracy budget
     outputs: object  # for the relative-error budget, else None
+    task: str  # how the outputs read (--task: auto, or what the user says they are)
 
 
 def _measured(candidate, source: LoadedModel, calibration, evaluation, options: AutoOptions, budget: Budget, original):
@@ -361,7 +370,7 @@ def _measured(candidate, source: LoadedModel, calibration, evaluation, options: 
             (ConvertOptions, None),
         )
         report = convert_loaded(
-            source, conversion, LoadOptions(), GuardOptions(skip_check=True), calibration, evaluation
+            source, conversion, LoadOptions(task=original.task), GuardOptions(skip_check=True), calibration, evaluation
         )
         arena = None
         if micro or (options.objective == "arena" and candidate.precision == "int8" and not report.float_ops):
@@ -450,12 +459,16 @@ def _choose(candidates: list, objective: str, float32: Candidate, budget: Budget
     return min(eligible, key=lambda c: (_objective(c, objective), c.gzip_bytes, budget.value(c)), default=None)
 
 
-def _recipe_yaml(chosen: Candidate, options: AutoOptions, budget: Budget) -> str:
+def _recipe_yaml(chosen: Candidate, options: AutoOptions, budget: Budget, task: str) -> str:
+    """The recipe that makes `chosen` again and judges it by the same budget (and the `--task` given, which
+    decides how the export measures the outputs)."""
     steps = [*chosen.training]
+    told = {} if task == AUTO_TASK else {"task": task}
     if options.target == "micro":
-        steps.append({"micro": {**chosen.options, **({"compress": "lut"} if options.objective == "flash" else {})}})
+        lut = {"compress": "lut"} if options.objective == "flash" else {}
+        steps.append({"micro": {**chosen.options, **lut, **told}})
     else:
-        steps.append({"convert": {"precision": chosen.precision, **chosen.options}})
+        steps.append({"convert": {"precision": chosen.precision, **chosen.options, **told}})
     recipe = {
         "name": "auto",
         "description": f"chosen by tfcompress auto: {chosen.name}",

@@ -23,7 +23,14 @@ import yaml
 from tfcompress._io import limits
 from tfcompress.errors import RecipeError
 from tfcompress.export.tflite import ConvertOptions
-from tfcompress.options import MICRO_CONVERSION_OPTIONS, GuardOptions, MicroOptions, TrainOptions, recipe_schema
+from tfcompress.options import (
+    MICRO_CONVERSION_OPTIONS,
+    GuardOptions,
+    LoadOptions,
+    MicroOptions,
+    TrainOptions,
+    recipe_schema,
+)
 from tfcompress.runtime.benchmark import BenchmarkOptions
 from tfcompress.transforms.cluster import ClusterOptions
 from tfcompress.transforms.distill import DistillOptions
@@ -49,6 +56,7 @@ __all__ = [
 DATA_ROLES = ("train", "val", "unlabeled", "calibration", "eval")
 _TRAINING_ROLES = ("train", "val")
 _GATE = ("skip_check",)
+_TASK = recipe_schema(LoadOptions, only=("task",))  # how an export reads the outputs, as --task says
 # step → (options and what a recipe may write there, data roles it reads): from the options' declarations
 _STEPS = {
     "prune": (recipe_schema(TrainOptions, PruneOptions), _TRAINING_ROLES),
@@ -56,12 +64,13 @@ _STEPS = {
     "qat": ({**recipe_schema(TrainOptions, QatOptions), **recipe_schema(GuardOptions, only=_GATE)}, _TRAINING_ROLES),
     "distill": ({**recipe_schema(TrainOptions, DistillOptions), "student": str}, (*_TRAINING_ROLES, "unlabeled")),
     "lowrank": (recipe_schema(TrainOptions, LowRankOptions), ("train", "eval")),
-    "convert": (recipe_schema(ConvertOptions, GuardOptions), ("calibration", "eval")),
+    "convert": ({**recipe_schema(ConvertOptions, GuardOptions), **_TASK}, ("calibration", "eval")),
     "micro": (
         {
             **recipe_schema(MicroOptions),
             **recipe_schema(ConvertOptions, only=MICRO_CONVERSION_OPTIONS),
             **recipe_schema(GuardOptions, only=_GATE),
+            **_TASK,
         },
         ("calibration", "eval"),
     ),
@@ -72,8 +81,8 @@ TRANSFORMS = ("prune", "cluster", "qat", "distill", "lowrank")
 EXPORTS = ("convert", "micro")
 BUDGETS = {
     "max_accuracy_drop": "percentage points below the original model's accuracy (needs eval data)",
-    "max_relative_error": "RMS error of a quantity output (regression, reconstruction) against the Keras model "
-    "the last export converted, over its RMS (0.02: 2%)",
+    "max_relative_error": "RMS error of a quantity output (regression, reconstruction) against the original "
+    "model's outputs, over their RMS (0.02: 2%; needs eval data)",
     "max_size_bytes": "bytes of the final .tflite",
     "max_arena_bytes": "TFLite Micro arena, measured (needs a micro step or benchmark micro: true)",
     "max_latency_us": "median latency on this machine (needs convert or benchmark)",
