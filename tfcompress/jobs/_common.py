@@ -236,18 +236,17 @@ def training_run(
 
 
 def _fitted_data(model, load: LoadOptions, given: dict) -> dict:
-    """Role → `Dataset` fitted to the model input (roles given None left out). With labelled training
-    data every role needs labels that fit the output; without, labels are checked where present."""
+    """Role → `Dataset` fitted to the model input (roles given None left out), labels checked where
+    present. With labelled training data every role needs labels."""
     from tfcompress.transforms.training import check_labels, fitted_data
 
     data = {
-        role: fitted_data(value, model, load.preprocessing, load.reshape_data)
+        role: fitted_data(value, model, load.preprocessing, load.reshape_data, role)
         for role, value in given.items()
         if value is not None
     }
-    labelled = "training" in data and data["training"].y is not None
-    for role, dataset in data.items():
-        if labelled or dataset.y is not None:
+    if "training" in data and data["training"].y is not None:
+        for role, dataset in data.items():
             check_labels(model, dataset, role)
     return data
 

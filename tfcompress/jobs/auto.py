@@ -38,7 +38,7 @@ from tfcompress.runtime.interpreter import predict, quantize_inputs
 from tfcompress.runtime.task import AUTO as AUTO_TASK
 from tfcompress.transforms.cluster import clustered_dense_layers
 from tfcompress.transforms.qat import is_quantize_aware
-from tfcompress.transforms.training import check_labels, fitted_data, labelled_data
+from tfcompress.transforms.training import fitted_data, labelled_data
 
 __all__ = ["Budget", "Candidate", "AutoReport", "auto", "format_auto_report"]
 _PERCENTILES = (99.99, 99.9)
@@ -290,9 +290,7 @@ def _training_search(model, train, data, settings, measure, state_dir, deadline)
     from tfcompress.jobs.auto_train import training_search
 
     (calibration, evaluation), (options, shrink, load) = data, settings
-    training = fitted_data(train, model, load.preprocessing, load.reshape_data)  # labels optional: training.py
-    if training.y is not None:
-        check_labels(model, training, "training")
+    training = fitted_data(train, model, load.preprocessing, load.reshape_data, "training")  # labels optional
     state = None
     if state_dir is not None:
         key = search_key(

@@ -254,13 +254,11 @@ def _against_original(model, current, exported, last_tflite, eval_data, load: Lo
     from tfcompress.jobs._common import load_model
     from tfcompress.runtime.interpreter import predict
     from tfcompress.runtime.metrics import accuracy, fidelity
-    from tfcompress.transforms.training import check_labels, fitted_data
+    from tfcompress.transforms.training import fitted_data
 
     original, _ = load_model(model, load)
-    data = fitted_data(eval_data, original, load.preprocessing, load.reshape_data)
+    data = fitted_data(eval_data, original, load.preprocessing, load.reshape_data, "eval")
     outputs = original.predict(data.x, batch_size=256, verbose=0)
-    if data.y is not None:
-        check_labels(original, data, "eval")
     if relative_error is not None:
         exported_outputs = predict(Path(last_tflite).read_bytes(), data.x)
         relative_error = fidelity(exported_outputs, outputs, task="regression").relative_error

@@ -77,10 +77,7 @@ class AccuracyCheck:
 
 def accuracy_check(data: str, before: float, after: float, training, causes, **fields) -> AccuracyCheck:
     """The check of one training step, its warning logged when the drop is over `training.warn_accuracy_drop`."""
-    check = AccuracyCheck(data, before, after, training.warn_accuracy_drop, causes, **fields)
-    if check.warning:
-        logging.warning(check.warning)
-    return check
+    return _logged(AccuracyCheck(data, before, after, training.warn_accuracy_drop, causes, **fields))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -112,7 +109,11 @@ def output_check(data: str, before, after, training, causes) -> OutputCheck:
     moved = fidelity(after, before, task="regression").relative_error
     if moved is None:  # the outputs before were all zero
         moved = math.inf if np.any(after != before) else 0.0
-    check = OutputCheck(data, moved, training.warn_relative_error, causes)
+    return _logged(OutputCheck(data, moved, training.warn_relative_error, causes))
+
+
+def _logged(check):
+    """`check` (an AccuracyCheck or OutputCheck), its warning logged when it has one."""
     if check.warning:
         logging.warning(check.warning)
     return check

@@ -131,16 +131,18 @@ def training_data(train, val, model, preprocessing, reshape_data) -> tuple:
 
 def labelled_data(data, model, preprocessing, reshape_data, role: str) -> Dataset:
     """One labelled `Dataset` fitted to the model input, its labels checked against the output."""
-    dataset = fitted_data(data, model, preprocessing, reshape_data)
-    check_labels(model, dataset, role)
+    dataset = fitted_data(data, model, preprocessing, reshape_data, role)
+    check_labels(model, dataset, role)  # present, too
     return dataset
 
 
-def fitted_data(data, model, preprocessing, reshape_data) -> Dataset:
-    """One `Dataset` fitted to the model input, with or without labels."""
+def fitted_data(data, model, preprocessing, reshape_data, role: str) -> Dataset:
+    """One `Dataset` fitted to the model input; its labels, where it has any, checked against the output."""
     dataset = as_dataset(data, preprocessing)
     if model.inputs is not None:
         dataset = fit_to_input(dataset, tuple(model.inputs[0].shape), reshape=reshape_data)
+    if dataset.y is not None:
+        check_labels(model, dataset, role)
     return dataset
 
 
