@@ -34,7 +34,7 @@ from tfcompress.data import load_data
 from tfcompress.report import library_versions, machine_info
 from tfcompress.runtime.interpreter import predict
 from tfcompress.runtime.metrics import fidelity
-from tfcompress.transforms.kernel_bytes import magnitude_pruned
+from tfcompress.testing.pruned import one_shot_pruned
 
 import render
 
@@ -176,13 +176,7 @@ def _prune(folder: Path, model: Path, data, name: str, seed: str) -> tuple:
 
 def _one_shot(original, inputs) -> np.ndarray:
     """The outputs of `original` with its Dense and Conv2D kernels pruned by magnitude, not fine-tuned."""
-    keras = _keras.tf_keras()
-    model = keras.models.clone_model(original)
-    model.set_weights(original.get_weights())
-    for layer in model.layers:
-        if isinstance(layer, (keras.layers.Dense, keras.layers.Conv2D)):
-            layer.kernel.assign(magnitude_pruned(layer.kernel.numpy(), SPARSITY))
-    return model.predict(inputs, batch_size=256, verbose=0)
+    return one_shot_pruned(original, SPARSITY).predict(inputs, batch_size=256, verbose=0)
 
 
 def _classified(outputs, reference, labels) -> dict:

@@ -99,7 +99,7 @@ def test_missing_data_fails_before_any_step_trains(tmp_path, monkeypatch):
     isolated = tmp_path / "models"
     isolated.mkdir()
     (isolated / "m.h5").write_bytes(MODEL.read_bytes())
-    with pytest.raises(DataError, match=r"step 1 \(prune, line 10\) trains, so it needs labelled data: pass --train"):
+    with pytest.raises(DataError, match=r"step 1 \(prune, line 10\) trains, so it needs training data: pass --train"):
         run_job.run_recipe(
             "deep_compression", isolated / "m.h5", tmp_path / "out", calibration=CALIBRATION, eval_data=EVAL
         )

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import tfcompress
-from tfcompress.errors import DataError, ModelLoadError
+from tfcompress.errors import DataError
 from tfcompress.runtime.inspect import inspect_tflite
 from tfcompress.runtime.interpreter import predict, quantize_inputs
 from tfcompress.runtime.tflm import measure_arena, micro_outputs
@@ -132,10 +132,13 @@ def test_data_that_does_not_name_the_inputs_is_refused_with_what_to_do(several, 
         tfcompress.convert(path, precision="int8", calibration=single, latency_runs=0)
 
 
-def test_training_jobs_refuse_several_inputs_naming_them(several):
-    _, path, named, _, _ = several
-    with pytest.raises(ModelLoadError, match=r"3 inputs \('zz_image', 'aa_meta', 'mm_extra'\).*convert, micro"):
-        tfcompress.prune(path, train=named, epochs=1)
+def test_training_takes_several_inputs_and_outputs_keeping_their_names_and_order(several):
+    _, path, _, numbered, _ = several
+    report = tfcompress.prune(path, train=numbered, target_sparsity=0.5, epochs=1, verbose=0)
+    pruned = report.keras_model
+    assert pruned.input_names == ["zz_image", "aa_meta", "mm_extra"] and pruned.output_names == ["zz_label", "aa_box"]
+    assert report.output_check["output"] in {"zz_label", "aa_box"} and report.accuracy_check is None
+    assert all(layer["sparsity"] == pytest.approx(0.5, abs=0.05) for layer in report.layers.values()), report.layers
 
 
 def test_check_gives_each_output_head_its_own_ops_and_judges_tflite_micro_per_output(several):

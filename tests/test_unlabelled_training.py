@@ -9,7 +9,7 @@ import pytest
 from tfcompress.keras_io import load_model
 from tfcompress.runtime.metrics import fidelity
 from tfcompress.testing.field_zoo import build_field_model, sample_inputs
-from tfcompress.transforms.kernel_bytes import magnitude_pruned
+from tfcompress.testing.pruned import one_shot_pruned
 
 from conftest import CALIBRATION, EVAL, SAMPLE_MODELS
 
@@ -29,16 +29,6 @@ def _moved(model, original, inputs) -> float:
     return fidelity(model.predict(inputs, verbose=0), reference, task="regression").relative_error
 
 
-def _one_shot_pruned(tf_keras, original, sparsity):
-    """The model pruned by magnitude with no fine-tuning: what training has to improve on."""
-    model = tf_keras.models.clone_model(original)
-    model.set_weights(original.get_weights())
-    for layer in model.layers:
-        if isinstance(layer, (tf_keras.layers.Dense, tf_keras.layers.Conv2D)):
-            layer.kernel.assign(magnitude_pruned(layer.kernel.numpy(), sparsity))
-    return model
-
-
 def test_a_pruned_regressor_is_fine_tuned_towards_its_own_outputs(tf_keras, tmp_path):
     from tfcompress import prune
 
@@ -51,7 +41,7 @@ def test_a_pruned_regressor_is_fine_tuned_towards_its_own_outputs(tf_keras, tmp_
     check = report.output_check
     assert check["data"] == "the validation data (500 samples)"
     assert check["relative_error"] == pytest.approx(_moved(report.keras_model, original, val), rel=1e-4)
-    one_shot = _moved(_one_shot_pruned(tf_keras, original, 0.7), original, val)
+    one_shot = _moved(one_shot_pruned(original, 0.7), original, val)
     assert check["relative_error"] < one_shot / 2, (check, one_shot)
 
 
@@ -88,7 +78,7 @@ def test_a_classifier_without_labels_keeps_its_predictions(tf_keras):
         predicted = model.predict(evaluation.x, verbose=0)
         return np.mean(np.argmax(predicted, -1) == np.argmax(original.predict(evaluation.x, verbose=0), -1))
 
-    one_shot = agreement(_one_shot_pruned(tf_keras, original, 0.5))
+    one_shot = agreement(one_shot_pruned(original, 0.5))
     assert agreement(report.keras_model) >= max(0.9, one_shot + 0.02), one_shot
 
 

@@ -64,8 +64,11 @@ _FILE_FLAGS = {
         "calibration",
     ),
     "eval": ("Labelled data for accuracy and fidelity (benchmark: labels optional).", "eval_data"),
-    "train": ("Labelled training data.", "train"),
-    "val": ("Labelled validation data (optional).", "val"),
+    "train": (
+        "Training data: with labels (y) it fits them; without, the model's own outputs (distill needs labels).",
+        "train",
+    ),
+    "val": ("Validation data (optional; labelled if --train is).", "val"),
     "unlabeled": (
         "Inputs without labels, which the teacher labels (any data format; labels in it are ignored).",
         "unlabeled",

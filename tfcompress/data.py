@@ -26,6 +26,7 @@ __all__ = [
     "Preprocessing",
     "per_input",
     "one_or_tuple",
+    "concatenated",
     "keras_inputs",
     "fit_to_inputs",
     "noise",
@@ -92,6 +93,11 @@ def one_or_tuple(arrays):
     """Arrays in the form `x` and outputs take: the array itself when there is one, else a tuple."""
     arrays = tuple(arrays)
     return arrays[0] if len(arrays) == 1 else arrays
+
+
+def concatenated(first, second):
+    """The samples of `second` after those of `first`, input by input (two arrays, or two tuples)."""
+    return one_or_tuple(np.concatenate(pair) for pair in zip(per_input(first), per_input(second)))
 
 
 def _each(x, function):

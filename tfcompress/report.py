@@ -433,9 +433,9 @@ def format_metrics(report) -> str:
             f"({accuracy_check['drop']:+.2f} pt drop) on {accuracy_check['data']}"
         )
     if output_check:
-        lines.append(
-            f"outputs moved {output_check['relative_error']:.2%} (RMS change over RMS) on {output_check['data']}"
-        )
+        which = output_check.get("output")
+        moved = "outputs moved" if which is None else f"output '{which}' (of several, the one that moved most) moved"
+        lines.append(f"{moved} {output_check['relative_error']:.2%} (RMS change over RMS) on {output_check['data']}")
     lines += [f"WARNING: {check['warning']}" for check in (accuracy_check, output_check) if check and check["warning"]]
     lines += [f"WARNING: {warning}" for warning in report.warnings]
     return "\n".join(lines)

@@ -32,6 +32,7 @@ __all__ = [
     "to_tflite",
     "input_shapes",
     "layer_kinds",
+    "representative_dataset",
 ]
 
 PRECISIONS = ("float32", "float16", "dynamic", "int8", "int16x8")
@@ -273,6 +274,11 @@ _CONVERTER_HINTS = {
     "but int8 calibration of such a loop crashed TensorFlow 2.21's converter here",
 }
 _IO_DTYPES = {"float32": lambda tf: tf.float32, "int8": lambda tf: tf.int8, "uint8": lambda tf: tf.uint8}
+
+
+def representative_dataset(model, calibration: Dataset):
+    """The converter's `representative_dataset` for `model` from its calibration data (see below)."""
+    return _representative_dataset(calibration, _calibration_inputs(model))
 
 
 def _representative_dataset(calibration: Dataset, model_inputs):

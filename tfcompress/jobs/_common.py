@@ -86,11 +86,10 @@ def job_outputs(*paths, inputs=()):
         raise
 
 
-def load_model(model, load: LoadOptions, *, needs_layers: bool = False, one_input_and_output: bool = False) -> tuple:
+def load_model(model, load: LoadOptions, *, needs_layers: bool = False, one_output: bool = False) -> tuple:
     """(tf_keras model, its file or None): a job takes a model or a model file. A job that trains or
-    analyzes layers (`needs_layers`) refuses a SavedModel that is only a serving signature, and
-    with `one_input_and_output` (implied) a model with several inputs or outputs: training here fits
-    one array to one output's class labels."""
+    analyzes layers (`needs_layers`) refuses a SavedModel that is only a serving signature, and one that
+    measures one output (`one_output`: distill, analyze, auto) a model with several."""
     progress.stage("loading the model")
     custom_objects = load.custom_objects  # a file to import, or the dict given from Python
     if isinstance(custom_objects, str):
@@ -101,8 +100,8 @@ def load_model(model, load: LoadOptions, *, needs_layers: bool = False, one_inpu
             f"{path} is a SavedModel without Keras metadata: it has a serving signature to convert (convert, "
             "micro, check), but no layers to train or analyze. Save the Keras model itself as .keras or .h5."
         )
-    if needs_layers or one_input_and_output:
-        keras_io.require_one_input_and_output(loaded, path)
+    if one_output:
+        keras_io.require_one_output(loaded, path)
     return loaded, path
 
 
@@ -152,7 +151,8 @@ class TrainingRun:
         causes = guardrail.visible_causes(self.training, len(self.train), sparsity)
         after = _predicted(trained, data)
         if data.y is None:
-            self.checks.append(guardrail.output_check(described, before, after, self.training, causes))
+            names = tuple(getattr(self.model, "output_names", None) or ())
+            self.checks.append(guardrail.output_check(described, before, after, self.training, causes, names))
         else:
             accuracy = (top1_accuracy(outputs, data.y) for outputs in (before, after))
             self.checks.append(guardrail.accuracy_check(described, *accuracy, self.training, causes))

@@ -18,10 +18,11 @@ import numpy as np
 
 from tfcompress import _keras
 from tfcompress._io.native import captured_output
-from tfcompress.data import input_data
+from tfcompress.data import input_data, keras_inputs, per_input
 from tfcompress.export.calibration import attribute_ops, calibrate_only, output_layers
+from tfcompress.export.io_order import in_keras_order, keras_names
 from tfcompress.export.keras_export import SharedExport
-from tfcompress.export.tflite import ConvertOptions, layer_kinds, to_tflite
+from tfcompress.export.tflite import ConvertOptions, layer_kinds, representative_dataset, to_tflite
 from tfcompress.jobs._common import job_outputs, load_model
 from tfcompress.jobs._loaded import LoadedModel
 from tfcompress.options import AnalyzeOptions, LoadOptions, gather
@@ -105,7 +106,7 @@ def analyze(
             from tfcompress import plots
 
             plots.require_matplotlib()
-        model, model_path = load_model(model, load, needs_layers=True)
+        model, model_path = load_model(model, load, needs_layers=True, one_output=True)
         with LoadedModel(model, model_path) as loaded:
             report = _analyze(loaded, calibration, eval_data, options, load, calibration_samples)
         outputs.report(json_path, report)
@@ -117,7 +118,7 @@ def _analyze(
     loaded: LoadedModel, calibration, eval_data, options: AnalyzeOptions, load: LoadOptions, calibration_samples: int
 ) -> SensitivityReport:
     model, export = loaded.model, loaded.export
-    calibration = input_data(calibration, tuple(model.inputs[0].shape), load.preprocessing, reshape=load.reshape_data)
+    calibration = input_data(calibration, keras_inputs(model), load.preprocessing, reshape=load.reshape_data)
     kinds = layer_kinds(model)
     statistics, owners = _layer_errors(
         model, export, calibration.take(calibration_samples), calibration.take(options.samples), kinds
@@ -176,9 +177,10 @@ def _layer_errors(model, export: SharedExport, calibration, samples, kinds) -> t
     converter = tf.lite.TFLiteConverter.from_keras_model(model)
     export.share_with(converter, None)
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    converter.representative_dataset = _samples(calibration)
+    converter.representative_dataset = representative_dataset(model, calibration)
     with captured_output():
         debug_model = bytes(convert.mlir_quantize(calibrate_only(converter), enable_numeric_verify=True))
+    debug_model = in_keras_order(debug_model, *keras_names(model))
     summary = inspect_tflite(debug_model)
     operators = summary.operators
     layer_of = {
@@ -195,11 +197,12 @@ def _layer_errors(model, export: SharedExport, calibration, samples, kinds) -> t
     with captured_output():  # LiteRT announces its XNNPACK delegate from C++
         interpreter = tf.lite.Interpreter(model_content=debug_model, experimental_preserve_all_tensors=True)
         interpreter.allocate_tensors()
-    input_index = interpreter.get_input_details()[0]["index"]
+    inputs = list(zip(interpreter.get_input_details(), per_input(samples.x)))  # in the Keras order, as the data
     details = {detail["index"]: detail for detail in interpreter.get_tensor_details()}
     noise, signal, count = (collections.defaultdict(float) for _ in range(3))
     for index in range(len(samples)):
-        interpreter.set_tensor(input_index, samples.x[index : index + 1].astype(np.float32))
+        for detail, x in inputs:
+            interpreter.set_tensor(detail["index"], x[index : index + 1].astype(detail["dtype"]))
         interpreter.invoke()
         for quantized, reference in verified:
             scale, zero_point = details[quantized]["quantization"]
@@ -216,14 +219,6 @@ def _layer_errors(model, export: SharedExport, calibration, samples, kinds) -> t
         for quantized, _ in verified
     }
     return statistics, {name: layer_of.get(name) or name for name in statistics}
-
-
-def _samples(data):
-    def generate():
-        for index in range(len(data)):
-            yield [data.x[index : index + 1].astype(np.float32)]
-
-    return generate
 
 
 def _int8_accuracy(model, export: SharedExport, calibration, evaluation, keep_float) -> float:

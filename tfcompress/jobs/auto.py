@@ -21,7 +21,7 @@ from typing import Optional
 import yaml
 
 from tfcompress import progress
-from tfcompress.data import input_data
+from tfcompress.data import input_data, keras_inputs, per_input
 from tfcompress.errors import DataError, OptionError, TfcompressError, one_line
 from tfcompress.export.tflite import ConvertOptions, layer_kinds
 from tfcompress.jobs._common import job_outputs, load_model
@@ -188,7 +188,7 @@ def auto(
     ) as outputs:
         if plot_path is not None or scan_plot_path is not None:
             plots.require_matplotlib()
-        model, model_path = load_model(model, load, one_input_and_output=True)  # it ranks by class accuracy
+        model, model_path = load_model(model, load, one_output=True)  # it ranks by one output's accuracy or error
         deadline = None if shrink.time_budget is None else started + shrink.time_budget * 60
         with LoadedModel(model, model_path) as loaded:
             float32, measured, chosen, search = _search(
@@ -237,9 +237,9 @@ def _search(loaded: LoadedModel, calibration, eval_data, train, settings, qat_ep
     options, shrink, load = settings
     model = loaded.model
     budget = Budget.of(options)
-    calibration = input_data(calibration, tuple(model.inputs[0].shape), load.preprocessing, reshape=load.reshape_data)
+    calibration = input_data(calibration, keras_inputs(model), load.preprocessing, reshape=load.reshape_data)
     if budget.measure == "relative_error":
-        evaluation = input_data(eval_data, tuple(model.inputs[0].shape), load.preprocessing, reshape=load.reshape_data)
+        evaluation = input_data(eval_data, keras_inputs(model), load.preprocessing, reshape=load.reshape_data)
         original = _Original(None, loaded.keras_outputs(evaluation.x), load.task)
     else:
         evaluation = _labelled_eval(eval_data, model, load)
@@ -296,10 +296,10 @@ def _training_search(model, train, data, settings, measure, state_dir, deadline)
         key = search_key(
             *model.get_weights(),
             model.to_json(),
-            training.x,
+            *per_input(training.x),
             training.y,
-            calibration.x,
-            evaluation.x,
+            *per_input(calibration.x),
+            *per_input(evaluation.x),
             evaluation.y,
             {**dataclasses.asdict(options), "max_accuracy_drop": None, "max_relative_error": None},  # judged when used
             dataclasses.asdict(shrink),

@@ -13,7 +13,7 @@ from typing import Optional
 import numpy as np
 
 from tfcompress import keras_io
-from tfcompress.data import input_data
+from tfcompress.data import concatenated, input_data, keras_inputs
 from tfcompress.errors import ModelMismatchError, OptionError
 from tfcompress.jobs._common import TrainingResult, job_outputs, load_model, options_dict
 from tfcompress.options import LoadOptions, TrainOptions, gather
@@ -98,18 +98,19 @@ def distill(
         )
     strategy = _strategy(strategy or training.strategy)
     with job_outputs(output, report_path, inputs=(teacher, student, train, val, unlabeled)) as outputs:
-        teacher, teacher_path = load_model(teacher, load, needs_layers=True)
+        teacher, teacher_path = load_model(teacher, load, needs_layers=True, one_output=True)
         teacher = flatten_nested(teacher)
         if student is not None:
             student = flatten_nested(load_model(student, load, needs_layers=True)[0])
             _check_fits(teacher, student)
-        input_shape = tuple(teacher.inputs[0].shape)
-        augmentations.check_fits_input(options.augment, input_shape[1:])
+        inputs = keras_inputs(teacher)
+        augmentations.check_fits_inputs(options.augment, [model_input.shape[1:] for model_input in inputs])
         train_data, val_data = training_data(train, val, teacher, load.preprocessing, load.reshape_data)
-        unlabeled_x = _unlabeled_inputs(unlabeled, input_shape, load)
+        unlabeled_data = input_data(unlabeled, inputs, load.preprocessing, reshape=load.reshape_data)
+        unlabelled_count = len(unlabeled_data) if unlabeled_data is not None else 0
         classes = int(teacher.outputs[0].shape[-1])
-        x = np.concatenate([train_data.x, unlabeled_x]) if len(unlabeled_x) else train_data.x
-        label_rows = kd.label_distributions(train_data.y, classes, unlabelled=len(unlabeled_x))
+        x = concatenated(train_data.x, unlabeled_data.x) if unlabelled_count else train_data.x
+        label_rows = kd.label_distributions(train_data.y, classes, unlabelled=unlabelled_count)
         input_was_keras3 = keras_io.saved_by_keras3(teacher_path)
         given = student
         with strategy_scope(strategy):  # before the teacher's softmax is switched off, which its config shows
@@ -159,7 +160,7 @@ def distill(
             keras_model=student,
             accuracy=accuracy,
             params={"teacher": int(teacher.count_params()), "student": int(student.count_params())},
-            samples={"labelled": len(train_data), "unlabeled": len(unlabeled_x)},
+            samples={"labelled": len(train_data), "unlabeled": unlabelled_count},
             training_seconds=training_seconds,
             accuracy_check=check.to_dict(),
             warnings=(lost,) if lost else (),
@@ -179,24 +180,18 @@ def _accuracy_check(teacher, student, val_data, train_data, training, accuracy: 
     )
 
 
-def _unlabeled_inputs(unlabeled, input_shape, load) -> np.ndarray:
-    """The unlabelled inputs fitted to the model (an empty array when none are given)."""
-    if unlabeled is None:
-        return np.zeros((0, *input_shape[1:]), np.float32)
-    return input_data(unlabeled, input_shape, load.preprocessing, reshape=load.reshape_data).x
-
-
-def _logits(logits_model, x: np.ndarray) -> np.ndarray:
+def _logits(logits_model, x) -> np.ndarray:
     return logits_model.predict(x, batch_size=256, verbose=0)
 
 
 def _check_fits(teacher, student) -> None:
     for role in ("inputs", "outputs"):
-        expected = tuple(getattr(teacher, role)[0].shape[1:])
-        received = tuple(getattr(student, role)[0].shape[1:])
+        expected = [tuple(tensor.shape[1:]) for tensor in getattr(teacher, role)]
+        received = [tuple(tensor.shape[1:]) for tensor in getattr(student, role)]
         if expected != received:
             raise ModelMismatchError(
-                f"The student's {role} have shape {received} but the teacher's have {expected}; "
+                f"The student's {role} have shape {', '.join(map(str, received))} but the teacher's have "
+                f"{', '.join(map(str, expected))}; "
                 f"a student must take the same inputs and predict the same classes."
             )
 

@@ -41,7 +41,7 @@ __all__ = [
     "check_output_format",
     "to_keras3",
     "load_custom_objects",
-    "require_one_input_and_output",
+    "require_one_output",
     "saved_by_keras3",
     "PARITY_ATOL",
     "KERAS3_FORMAT",
@@ -311,17 +311,16 @@ def _load_keras3(path: Path, config: dict, trust_model_code: bool, custom_object
     return model
 
 
-def require_one_input_and_output(model, path) -> None:
-    """Training (and auto's accuracy ranking) fits one array to one output's class labels: a model with
-    more is refused by its tensors' names."""
-    for role, tensors in (("inputs", model.inputs), ("outputs", model.outputs)):
-        if tensors is not None and len(tensors) > 1:
-            names = ", ".join(f"'{tensor.name.split(':')[0].split('/')[0]}'" for tensor in tensors)
-            raise ModelLoadError(
-                f"{path or model.name} has {len(tensors)} {role} ({names}); training, analyze and auto take "
-                "models with one input and one output so far (convert, micro, check and benchmark take "
-                "several). Compress each part as its own model."
-            )
+def require_one_output(model, path) -> None:
+    """distill, analyze and auto measure one output (against class labels, or its relative error): a
+    model with several is refused by their names."""
+    if model.outputs is not None and len(model.outputs) > 1:
+        names = ", ".join(f"'{tensor.name.split(':')[0].split('/')[0]}'" for tensor in model.outputs)
+        raise ModelLoadError(
+            f"{path or model.name} has {len(model.outputs)} outputs ({names}); distill, analyze and auto take "
+            "models with one output so far; prune, cluster, qat and lowrank take several (fine-tuned towards the "
+            "model's own outputs), and so do convert, micro, check and benchmark."
+        )
 
 
 def _failing_layer(translated: dict, tf_keras) -> str:

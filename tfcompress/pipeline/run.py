@@ -161,7 +161,7 @@ def _check_data(recipe, defaults) -> None:
         )
         if step.kind in _NEEDS_TRAIN and "train" not in has:
             raise DataError(
-                f"{step.label(index)} trains, so it needs labelled data: pass --train DATA, "
+                f"{step.label(index)} trains, so it needs training data: pass --train DATA, "
                 "or set train: in the recipe."
             )
         if needs_calibration and "calibration" not in has:
@@ -243,25 +243,36 @@ def _measurements(kind, report) -> dict:
 
 
 def _against_original(model, current, exported, last_tflite, eval_data, load: LoadOptions) -> dict:
-    """The input model's accuracy, and the last export's relative error against the input model's outputs
-    (for a quantity; None for classes): the export measured both itself when no transform came first."""
+    """The input model's accuracy, and the last export's relative error against the input model's outputs:
+    for a quantity (None for classes; a model with several outputs: the largest over those that are
+    quantities). The export measured both itself when no transform came first."""
     if exported is None or eval_data is None:
         return {"accuracy": None, "relative_error": None}
     contract = exported.to_dict()
-    relative_error = (contract["fidelity"] or {}).get("relative_error")
+    by_output = contract["fidelity_by_output"] or [contract["fidelity"] or {}]
+    quantities = [index for index, measured in enumerate(by_output) if measured.get("relative_error") is not None]
     if current == model:
+        relative_error = max((by_output[index]["relative_error"] for index in quantities), default=None)
         return {"accuracy": (contract["reference"] or {}).get("accuracy"), "relative_error": relative_error}
+    from tfcompress.data import as_dataset, per_input
     from tfcompress.jobs._common import load_model
     from tfcompress.runtime.interpreter import predict
     from tfcompress.runtime.metrics import accuracy, fidelity
     from tfcompress.transforms.training import fitted_data
 
     original, _ = load_model(model, load)
-    data = fitted_data(eval_data, original, load.preprocessing, load.reshape_data, "eval")
+    data = as_dataset(eval_data, load.preprocessing)
+    if len(original.outputs) > 1:  # labels fit one output (convert said so): each is measured against the model's
+        data = dataclasses.replace(data, y=None)
+    data = fitted_data(data, original, load.preprocessing, load.reshape_data, "eval")
     outputs = original.predict(data.x, batch_size=256, verbose=0)
-    if relative_error is not None:
-        exported_outputs = predict(Path(last_tflite).read_bytes(), data.x)
-        relative_error = fidelity(exported_outputs, outputs, task="regression").relative_error
+    relative_error = None
+    if quantities:
+        exported_outputs = per_input(predict(Path(last_tflite).read_bytes(), data.x))
+        relative_error = max(
+            fidelity(exported_outputs[index], per_input(outputs)[index], task="regression").relative_error
+            for index in quantities
+        )
     return {"accuracy": accuracy(outputs, data.y) if data.y is not None else None, "relative_error": relative_error}
 
 

@@ -8,7 +8,7 @@ generators, so a run repeats exactly.
 from tfcompress import _keras
 from tfcompress.errors import OptionError
 
-__all__ = ["AUGMENTATIONS", "check_names", "check_fits_input", "BatchAugmenter"]
+__all__ = ["AUGMENTATIONS", "check_names", "check_fits_inputs", "BatchAugmenter"]
 
 AUGMENTATIONS = ("shift", "flip", "mixup")
 _IMAGE_ONLY = ("shift", "flip")
@@ -21,13 +21,19 @@ def check_names(names) -> None:
         raise OptionError(f"augment takes {', '.join(AUGMENTATIONS)}. Received: augment={','.join(names)}")
 
 
-def check_fits_input(names, input_shape) -> None:
-    """Shift and flip move pixels, so they need an image input: (height, width[, channels])."""
+def check_fits_inputs(names, input_shapes) -> None:
+    """Each batch is augmented as one array, so augmenting needs a model with one input; shift and flip
+    move pixels, so they need an image input: (height, width[, channels])."""
+    if names and len(input_shapes) > 1:
+        raise OptionError(
+            f"augment={','.join(names)} needs a model with one input, but it takes {len(input_shapes)}. "
+            "Leave augment out."
+        )
     image_only = [name for name in names if name in _IMAGE_ONLY]
-    if image_only and len(input_shape) not in (2, 3):
+    if image_only and len(input_shapes[0]) not in (2, 3):
         raise OptionError(
             f"augment={','.join(image_only)} needs an image input (height, width[, channels]), but the "
-            f"model takes {tuple(input_shape)}. Use augment=mixup, which fits any input."
+            f"model takes {tuple(input_shapes[0])}. Use augment=mixup, which fits any input."
         )
 
 

@@ -16,6 +16,7 @@ from typing import Optional
 import numpy as np
 
 from tfcompress import _keras
+from tfcompress.data import per_input
 from tfcompress.errors import ModelMismatchError, OptionError
 from tfcompress.options import option
 from tfcompress.transforms import augment as augmentations
@@ -199,7 +200,7 @@ def train_student(
             student_logits, teacher_logits, augmentations.BatchAugmenter(options.augment, training.seed)
         )
     model.compile(
-        optimizer=optimizer(training, len(x)),
+        optimizer=optimizer(training, len(per_input(x)[0])),
         loss=distillation_loss(options),
         metrics=[labelled_accuracy()],
     )

@@ -17,6 +17,7 @@ __all__ = [
     "is_graph_model",
     "check_layer_pattern",
     "final_layer",
+    "output_units_layers",
     "output_units_layer",
     "copy_model",
 ]
@@ -63,15 +64,24 @@ def final_layer(model):
 
 
 def output_units_layer(model):
-    """The layer whose units or filters set the output size (found back through Softmax, BatchNorm, ...)."""
+    """The layer whose units or filters set a single-output model's output size."""
+    return output_units_layers(model)[0]
+
+
+def output_units_layers(model) -> tuple:
+    """For each output, the layer whose units or filters set its size (found back through Softmax,
+    BatchNorm, ...)."""
     tf = _keras.tensorflow()
-    layer = final_layer(model)
-    while not {"units", "filters"} & set(layer.get_config()):
-        inbound = tf.nest.flatten(layer.inbound_nodes[0].inbound_layers)
-        if len(inbound) != 1:
-            break
-        layer = inbound[0]
-    return layer
+    found = []
+    for tensor in model.outputs:
+        layer = tensor._keras_history.layer
+        while not {"units", "filters"} & set(layer.get_config()):
+            inbound = tf.nest.flatten(layer.inbound_nodes[0].inbound_layers)
+            if len(inbound) != 1:
+                break
+            layer = inbound[0]
+        found.append(layer)
+    return tuple(found)
 
 
 def copy_model(model):

@@ -88,14 +88,16 @@ class OutputCheck:
     relative_error: float  # RMS of the change over the RMS of the outputs before
     limit: float  # the relative error that makes a warning
     causes: tuple = ()
+    output: Optional[str] = None  # a model with several outputs: the one that moved most, which this measures
 
     @property
     def warning(self) -> Optional[str]:
         if self.relative_error <= self.limit:
             return None
         because = "; ".join(self.causes) or "nothing in the settings explains it: check the data"
+        moved = "the outputs" if self.output is None else f"output '{self.output}' (the one that moved most)"
         return (
-            f"the outputs moved {self.relative_error:.1%} (RMS, relative to the model's before this step) on "
+            f"{moved} moved {self.relative_error:.1%} (RMS, relative to the model's before this step) on "
             f"{self.data}, more than --warn_relative_error {self.limit:g}. Likely: {because}"
         )
 
@@ -103,13 +105,22 @@ class OutputCheck:
         return {**dataclasses.asdict(self), "warning": self.warning}
 
 
-def output_check(data: str, before, after, training, causes) -> OutputCheck:
-    """The check of one training step on data without labels, from the outputs `before` and `after` it;
-    its warning logged when their relative error is over `training.warn_relative_error`."""
+def output_check(data: str, before, after, training, causes, names=()) -> OutputCheck:
+    """The check of one training step on data without labels, from the outputs `before` and `after` it
+    (an array, or a list of one per output, named by `names`: the output that moved most is the check);
+    its warning logged when that relative error is over `training.warn_relative_error`."""
+    before, after = (list(outputs) if isinstance(outputs, (list, tuple)) else [outputs] for outputs in (before, after))
+    moved = [_moved(old, new) for old, new in zip(before, after)]
+    most = int(np.argmax(moved))
+    output = names[most] if len(moved) > 1 else None
+    return _logged(OutputCheck(data, moved[most], training.warn_relative_error, causes, output))
+
+
+def _moved(before, after) -> float:
     moved = fidelity(after, before, task="regression").relative_error
     if moved is None:  # the outputs before were all zero
         moved = math.inf if np.any(after != before) else 0.0
-    return _logged(OutputCheck(data, moved, training.warn_relative_error, causes))
+    return moved
 
 
 def _logged(check):

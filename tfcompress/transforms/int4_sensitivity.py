@@ -15,6 +15,7 @@ from typing import Optional
 
 import numpy as np
 
+from tfcompress.data import per_input
 from tfcompress.export.int4 import int4_steps
 from tfcompress.runtime import metrics
 from tfcompress.runtime.interpreter import inference_batch_size
@@ -34,7 +35,7 @@ class LayerAt4Bits:
     accuracy: Optional[float] = None  # with only this kernel at 4 bits (labelled eval data)
 
 
-def int4_sensitivity(model, samples: np.ndarray, evaluation=None) -> tuple:
+def int4_sensitivity(model, samples, evaluation=None) -> tuple:
     """A `LayerAt4Bits` per kernel layer (nested models' too), in graph order.
 
     The model's weights are put back after each layer, also when a prediction fails."""
@@ -81,10 +82,16 @@ def _at_4_bits(kernel: np.ndarray, kind: str) -> np.ndarray:
     return (steps * scales).reshape(kernel.shape).astype(kernel.dtype)
 
 
-def _predict(model, x: np.ndarray) -> np.ndarray:
-    outputs = model.predict(x, batch_size=inference_batch_size(x.shape[1:]), verbose=0)
+def _predict(model, x) -> np.ndarray:
+    """The outputs on `x` (an array, or one per input), several outputs as one row per sample."""
+    arrays = per_input(x)
+    batch_size = inference_batch_size((sum(int(np.prod(array.shape[1:])) for array in arrays),))
+    outputs = model.predict(x, batch_size=batch_size, verbose=0)
+    samples = len(arrays[0])
     return (
-        np.concatenate([np.reshape(o, (len(x), -1)) for o in outputs], axis=1) if isinstance(outputs, list) else outputs
+        np.concatenate([np.reshape(o, (samples, -1)) for o in outputs], axis=1)
+        if isinstance(outputs, list)
+        else outputs
     )
 
 

@@ -18,7 +18,7 @@ import numpy as np
 from tfcompress import _keras
 from tfcompress.errors import OptionError
 from tfcompress.options import option
-from tfcompress.transforms.graph import check_layer_pattern, copy_model, output_units_layer, rebuild
+from tfcompress.transforms.graph import check_layer_pattern, copy_model, output_units_layers, rebuild
 
 __all__ = ["LowRankOptions", "Factorization", "factorize"]
 
@@ -69,13 +69,13 @@ def factorize(model, options: LowRankOptions) -> tuple:
     """(factored model, [Factorization], {layer: why left alone}); `model` itself is not changed."""
     keras = _keras.tf_keras()
     factored, skipped, replacements, factor_weights = [], {}, {}, {}
-    output_name = output_units_layer(model).name
+    output_names = {layer.name for layer in output_units_layers(model)}
     for layer in model.layers:
         if type(layer) not in (keras.layers.Dense, keras.layers.Conv2D):
             continue
         if options.layers is not None and not re.search(options.layers, layer.name):
             continue
-        if layer.name == output_name and options.layers is None:
+        if layer.name in output_names and options.layers is None:
             skipped[layer.name] = "the output layer: a low rank there merges classes (name it in layers to factor it)"
             continue
         if getattr(layer, "groups", 1) != 1:

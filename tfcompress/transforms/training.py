@@ -15,7 +15,7 @@ from typing import Optional
 import numpy as np
 
 from tfcompress import _keras
-from tfcompress.data import Dataset, as_dataset, fit_to_input
+from tfcompress.data import Dataset, as_dataset, fit_to_inputs, keras_inputs
 from tfcompress.errors import DataError
 from tfcompress.options import TrainOptions
 from tfcompress.runtime.metrics import accuracy
@@ -27,7 +27,7 @@ __all__ = [
     "fit_targets",
     "fitted_data",
     "optimizer",
-    "outputs_probabilities",
+    "softmax_outputs",
     "training_data",
     "labelled_data",
     "keras_accuracy",
@@ -41,6 +41,11 @@ def check_labels(model, data: Dataset, role: str = "training") -> None:
         raise DataError(f"The {role} data {data.source} has no labels (y); pass labelled data (an .npz with x and y).")
     if model.outputs is None:  # a subclassed model: its output size is unknown before a call
         return
+    if len(model.outputs) > 1:
+        raise DataError(
+            f"The {role} data {data.source} has labels (y), but the model has {len(model.outputs)} outputs and "
+            "labels fit one. Leave y out: the training steps then fine-tune every output towards the model's own."
+        )
     classes = int(model.outputs[0].shape[-1])
     if data.y.min() < 0 or data.y.max() >= classes:
         raise DataError(
@@ -49,39 +54,51 @@ def check_labels(model, data: Dataset, role: str = "training") -> None:
         )
 
 
-def outputs_probabilities(model) -> bool:
-    """Whether the (float) model ends in a softmax, so its loss takes probabilities, not logits."""
+def softmax_outputs(model) -> tuple:
+    """For each output of the (float) model, whether it comes from a softmax, so its loss takes
+    probabilities, not logits."""
     keras = _keras.tf_keras()
-    last = model.layers[-1]
-    return isinstance(last, keras.layers.Softmax) or getattr(last, "activation", None) is keras.activations.softmax
+    layers = [tensor._keras_history.layer for tensor in model.outputs] if model.outputs else [model.layers[-1]]
+    return tuple(
+        isinstance(layer, keras.layers.Softmax) or getattr(layer, "activation", None) is keras.activations.softmax
+        for layer in layers
+    )
 
 
 @dataclasses.dataclass(frozen=True)
 class FitTargets:
     """What fine-tuning fits the model to, on the training and the held-out data, and with which loss."""
 
-    train: np.ndarray
-    val: Optional[np.ndarray]
-    loss: object  # a Keras loss
+    train: object  # labels, the outputs, or a list of outputs for a model with several
+    val: object
+    loss: object  # a Keras loss, or one per output
     metrics: tuple
     described: str  # for the report: "labels", or what the outputs are kept close to
 
 
 def fit_targets(model, train: Dataset, val: Optional[Dataset]) -> FitTargets:
     """Class labels when `train` has them; else `model`'s own outputs (the float model, before the step
-    wraps it): cross-entropy to its probabilities for a softmax output, mean squared error otherwise."""
+    wraps it), each output with its loss: cross-entropy to its probabilities for a softmax output, mean
+    squared error otherwise."""
     keras = _keras.tf_keras()
-    probabilities = outputs_probabilities(model)
+    softmax = softmax_outputs(model)
     if train.y is not None:
-        loss = keras.losses.SparseCategoricalCrossentropy(from_logits=not probabilities)
+        loss = keras.losses.SparseCategoricalCrossentropy(from_logits=not softmax[0])
         val_labels = val.y.astype(np.int64) if val is not None else None
         return FitTargets(train.y.astype(np.int64), val_labels, loss, ("accuracy",), "labels")
 
     def outputs(data):
-        return np.asarray(model.predict(data.x, batch_size=256, verbose=0), np.float32)
+        predicted = model.predict(data.x, batch_size=256, verbose=0)
+        return (
+            [np.asarray(each, np.float32) for each in predicted]
+            if len(softmax) > 1
+            else np.asarray(predicted, np.float32)
+        )
 
-    loss = keras.losses.CategoricalCrossentropy() if probabilities else keras.losses.MeanSquaredError()
-    described = f"the model's own outputs ({'cross-entropy' if probabilities else 'mean squared error'}): no labels"
+    losses = [keras.losses.CategoricalCrossentropy() if each else keras.losses.MeanSquaredError() for each in softmax]
+    measures = sorted({"cross-entropy" if each else "mean squared error" for each in softmax})
+    described = f"the model's own outputs ({' and '.join(measures)}): no labels"
+    loss = losses if len(losses) > 1 else losses[0]
     return FitTargets(outputs(train), outputs(val) if val is not None else None, loss, (), described)
 
 
@@ -140,7 +157,7 @@ def fitted_data(data, model, preprocessing, reshape_data, role: str) -> Dataset:
     """One `Dataset` fitted to the model input; its labels, where it has any, checked against the output."""
     dataset = as_dataset(data, preprocessing)
     if model.inputs is not None:
-        dataset = fit_to_input(dataset, tuple(model.inputs[0].shape), reshape=reshape_data)
+        dataset = fit_to_inputs(dataset, keras_inputs(model), reshape=reshape_data)
     if dataset.y is not None:
         check_labels(model, dataset, role)
     return dataset
