@@ -31,6 +31,14 @@ def test_a_gentle_step_measures_on_the_validation_data_and_does_not_warn(tmp_pat
     assert strict.accuracy_check["warning"].startswith("accuracy fell")
 
 
+def test_a_drop_of_exactly_the_limit_does_not_warn():
+    """97.4% to 94.4% on 500 samples is 3.0000000000000027 pt in floats: it warned "fell 3.0 pt, more than 3"."""
+    from tfcompress.transforms.guardrail import AccuracyCheck
+
+    assert AccuracyCheck("500 samples", 0.974, 0.944, limit=3.0).warning is None
+    assert AccuracyCheck("500 samples", 0.974, 0.942, limit=3.0).warning.startswith("accuracy fell 3.2 pt")
+
+
 def test_distill_checks_the_student_against_the_teacher(tmp_path):
     from tfcompress import distill
 
