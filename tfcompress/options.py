@@ -275,12 +275,14 @@ class TrainOptions:
         choices=STRATEGIES,
     )
     warn_accuracy_drop: float = option(
-        3.0, "Warn when top-1 accuracy falls by more points than this (on --val, else on training images)."
+        3.0,
+        "Warn when top-1 accuracy falls by more points than this (on --val, else on training images); without "
+        "labels, when a softmax output can be expected to have lost that much, its probabilities standing in for them.",
     )
     warn_relative_error: float = option(
         0.1,
-        "Data without labels: warn when the outputs move by more than this fraction (RMS change over RMS) "
-        "from the model's before the step.",
+        "Data without labels: warn when an output that is not a softmax moves by more than this fraction (RMS "
+        "change over RMS) from the model's before the step.",
     )
 
     def __post_init__(self):

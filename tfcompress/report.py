@@ -26,6 +26,7 @@ __all__ = [
     "format_weight_sizes",
     "preprocessing_text",
     "format_metrics",
+    "named_output",
     "step_warnings",
     "table",
     "markdown_table",
@@ -433,12 +434,34 @@ def format_metrics(report) -> str:
             f"({accuracy_check['drop']:+.2f} pt drop) on {accuracy_check['data']}"
         )
     if output_check:
-        which = output_check.get("output")
-        moved = "outputs moved" if which is None else f"output '{which}' (of several, the one that moved most) moved"
-        lines.append(f"{moved} {output_check['relative_error']:.2%} (RMS change over RMS) on {output_check['data']}")
+        lines += _output_check_lines(output_check)
     lines += [f"WARNING: {check['warning']}" for check in (accuracy_check, output_check) if check and check["warning"]]
     lines += [f"WARNING: {warning}" for warning in report.warnings]
     return "\n".join(lines)
+
+
+def named_output(name: Optional[str], among: int, most: str) -> str:
+    """How a check names the output it measured: not at all for a model with one output, and with why
+    it was picked where it was one of several of its kind."""
+    if name is None:
+        return ""
+    return f"output '{name}'" + (f" (of {among}, the one that {most})" if among > 1 else "")
+
+
+def _output_check_lines(check: dict) -> list:
+    """What a training step without labels did to the outputs: a softmax's expected accuracy, a quantity's RMS."""
+    lines = []
+    if check.get("accuracy_drop") is not None:
+        named = named_output(check.get("classifier_output"), check.get("softmax_outputs", 1), "lost most")
+        lines.append(
+            f"{named + ': ' if named else ''}top-1 class kept on {check['top1_kept']:.2%} of {check['data']}; "
+            f"expected accuracy drop {check['accuracy_drop']:+.2f} pt (no labels: the probabilities before this "
+            "step stand in for them)"
+        )
+    if check.get("relative_error") is not None:
+        moved = named_output(check.get("output"), check.get("quantity_outputs", 1), "moved most") or "outputs"
+        lines.append(f"{moved} moved {check['relative_error']:.2%} (RMS change over RMS) on {check['data']}")
+    return lines
 
 
 def step_warnings(steps) -> list:

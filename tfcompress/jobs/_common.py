@@ -130,7 +130,7 @@ class TrainingRun:
         name the cause of a drop."""
         from tfcompress.runtime.metrics import accuracy as top1_accuracy
         from tfcompress.transforms import guardrail
-        from tfcompress.transforms.training import fine_tune, fit_targets, strategy_scope
+        from tfcompress.transforms.training import fine_tune, fit_targets, softmax_outputs, strategy_scope
 
         data, described = guardrail.guard_data(self.held_out, self.held_out_role, self.train)
         before = _predicted(self.model, data)
@@ -139,6 +139,8 @@ class TrainingRun:
             progress.stage(f"fine-tuning towards {targets.described}")
         with strategy_scope(self.strategy):
             trained = build()
+            if len(trained.outputs or ()) > 1:  # tfmot's wrappers rename the output layers the losses are named by
+                trained.output_names = list(self.model.output_names)
             metrics = fine_tune(
                 trained,
                 self.train,
@@ -152,7 +154,8 @@ class TrainingRun:
         after = _predicted(trained, data)
         if data.y is None:
             names = tuple(getattr(self.model, "output_names", None) or ())
-            self.checks.append(guardrail.output_check(described, before, after, self.training, causes, names))
+            softmax = softmax_outputs(self.model)
+            self.checks.append(guardrail.output_check(described, before, after, self.training, causes, names, softmax))
         else:
             accuracy = (top1_accuracy(outputs, data.y) for outputs in (before, after))
             self.checks.append(guardrail.accuracy_check(described, *accuracy, self.training, causes))
