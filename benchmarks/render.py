@@ -37,6 +37,9 @@ def render_all() -> None:
     summaries += [_int4_summary(results["int4"])] if "int4" in results else []
     summaries += [_hostile_summary(results["hostile"])] if "hostile" in results else []
     summaries += [_coverage_summary(results["coverage"])] if "coverage" in results else []
+    summaries += [_training_coverage_summary(results["training_coverage"])] if "training_coverage" in results else []
+    summaries += [_several_io_summary(results["several_io"])] if "several_io" in results else []
+    summaries += [_label_free_guard_summary(results["label_free_guard"])] if "label_free_guard" in results else []
     summaries += [_shrink_summary(results["shrink"])] if "shrink" in results else []
     summaries += [_unlabelled_summary(results["unlabelled"])] if "unlabelled" in results else []
     if summaries:
@@ -1450,7 +1453,169 @@ def _unlabelled_auto(auto: dict) -> list:
     return lines
 
 
+def _label_free_guard(result: dict) -> str:
+    limit, relative = result["accuracy_limit"], result["relative_limit"]
+    lines = [
+        "## The guard of a training step without labels (`benchmarks/label_free_guard.py`)",
+        "",
+        "The bundled classifiers pruned or clustered through the CLI on the first N Fashion-MNIST training images "
+        f"without labels; the guard measures on {result['held_out']:,} held-out test images without labels "
+        f"(`--val`), the real drop is measured on all {result['test_samples']:,} labelled test images. The guard "
+        "expects the accuracy lost that the probabilities before the step give (their largest, less theirs at the "
+        "new top-1 class); beside it the share of top-1 classes changed, and the probabilities' RMS change over "
+        f"RMS that it judged before (against {relative:g}). A verdict is right when it warns exactly where the "
+        f"real drop is over {limit:g} pt.",
+        "",
+        "| model | step | images | real drop (pt) | guard's expected drop (pt) | top-1 changed | RMS moved | "
+        "guard warns | RMS > 0.1 would warn | time (s) |",
+        "|---|---|---:|---:|---:|---:|---:|---|---|---:|",
+    ]
+    for row in result["rows"]:
+        harmful = row["real_drop"] > limit
+        lines.append(
+            f"| {row['model']} | `{row['step']}` | {row['training_images']:,} | {row['real_drop']:+.2f} | "
+            f"{row['expected_drop']:+.2f} | {row['changed']:.1f}% | {row['rms_moved']:.1%} | "
+            f"{_verdict(row['warning'] is not None, harmful)} | {_verdict(row['rms_moved'] > relative, harmful)} | "
+            f"{row['seconds']:.0f} |"
+        )
+    rows = result["rows"]
+    right = sum((row["warning"] is not None) == (row["real_drop"] > limit) for row in rows)
+    rms_right = sum((row["rms_moved"] > relative) == (row["real_drop"] > limit) for row in rows)
+    errors = {
+        measure: statistics.median(abs(row[measure] - row["real_drop"]) for row in rows)
+        for measure in ("expected_drop", "changed")
+    }
+    lines += [
+        "",
+        f"Right verdicts: the guard {right} of {len(rows)}, the RMS rule {rms_right} of {len(rows)}. Median miss "
+        f"of the real drop: the expected drop {errors['expected_drop']:.2f} pt, the share changed "
+        f"{errors['changed']:.2f} pt.",
+        "",
+        "![label-free guard](results/label_free_guard.png)",
+        "",
+        f"Versions: {_versions(result)}",
+    ]
+    return "\n".join(lines)
+
+
+def _several_io(result: dict) -> str:
+    float32 = result["rows"][0]
+    lines = [
+        "## A two-input, two-output model compressed without labels (`benchmarks/several_io.py`)",
+        "",
+        f"A model of {result['model']}, trained here for {result['epochs']} epochs on the "
+        f"{result['training_samples']:,} Fashion-MNIST training images, then compressed through the CLI on the two "
+        "views alone (a two-head model trains without labels: each head towards its own outputs). Each `.tflite` "
+        "run on the "
+        f"{result['test_samples']:,} test images: class accuracy, and the reconstruction's mean squared error "
+        "against the images.",
+        "",
+        "| model | gzip (B) | smaller than float32 | class accuracy | drop (pt) | reconstruction MSE | time (s) |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for row in result["rows"]:
+        lines.append(
+            f"| {row['how']} | {row['gzip_bytes']:,} | {float32['gzip_bytes'] / row['gzip_bytes']:.1f}x | "
+            f"{row['accuracy']:.2%} | {(float32['accuracy'] - row['accuracy']) * 100:+.2f} | "
+            f"{row['reconstruction_mse']:.5f} | {row['seconds']:.0f} |"
+        )
+    lines += [
+        "",
+        f"Each step's guard, on {result['held_out']:,} held-out images without labels, against the class accuracy "
+        "the step lost on the labelled test images (Keras models):",
+        "",
+        "| step | class: expected drop (pt) | real drop (pt) | top-1 kept | image moved (RMS) | warning | time (s) |",
+        "|---|---:|---:|---:|---:|---|---:|",
+    ]
+    for step in result["steps"]:
+        lines.append(
+            f"| `{step['command']}` | {step['expected_drop']:+.2f} | {step['real_drop']:+.2f} | "
+            f"{step['top1_kept']:.2%} | {step['image_moved']:.2%} | {_short(step['warning'] or 'none')} | "
+            f"{step['seconds']:.0f} |"
+        )
+    return "\n".join([*lines, "", f"Versions: {_versions(result)}"])
+
+
+def _training_coverage(result: dict) -> str:
+    steps = result["steps"]
+    lines = [
+        "## The training steps on the architectures users bring (`benchmarks/training_coverage.py`)",
+        "",
+        "The coverage suite's architectures (random weights, BatchNorm statistics settled), saved as Keras 2 `.h5`, "
+        f"each step run through the CLI in its own process for one epoch on {result['training_samples']} inputs "
+        f"of the model's own kind without labels, {result['held_out']} held-out ones as `--val`: "
+        + ", ".join(f"`{command} {settings}`" for command, settings in steps.items())
+        + ". A cell gives the guard's check (a softmax: top-1 kept and the expected drop; else how far the "
+        "outputs moved), or the one-line refusal; a bug is anything else.",
+        "",
+        "| architecture | in/out | " + " | ".join(steps) + " |",
+        "|---|---|" + "---|" * len(steps),
+    ]
+    for row in result["rows"]:
+        cells = [_training_cell(row.get(command)) for command in steps]
+        lines.append(f"| {row['name']} | {row['inputs']}/{row['outputs']} | " + " | ".join(cells) + " |")
+    return "\n".join([*lines, "", _training_coverage_summary(result), "", f"Versions: {_versions(result)}"])
+
+
+def _training_cell(step) -> str:
+    if step is None:
+        return "not run"
+    if step["status"] != "ok":
+        message = re.sub(r"^tfcompress \w+: error: ", "", step["message"])
+        message = re.sub(r"\S*/tfcompress-training-coverage-[^/]+/\d+/", "", message)  # the run's scratch folder
+        return f"{'**BUG**' if step['status'] == 'bug' else 'refused'}: {_short(message, 200)}"
+    check, parts = step["check"], []
+    if check.get("accuracy_drop") is not None:
+        parts.append(f"top-1 kept {check['top1_kept']:.0%}, {check['accuracy_drop']:+.1f} pt")
+    if check.get("relative_error") is not None:
+        parts.append(f"moved {check['relative_error']:.1%}")
+    return f"ok: {'; '.join(parts)} ({step['seconds']:.0f} s)"
+
+
+def _training_coverage_summary(result: dict) -> str:
+    rows, counts = result["rows"], []
+    for command in result["steps"]:
+        statuses = [row[command]["status"] for row in rows if command in row]
+        counts.append(
+            f"`{command}` {statuses.count('ok')} ran, {statuses.count('refused')} refused in one line, "
+            f"{statuses.count('bug')} bugs"
+        )
+    return (
+        f"Training steps (`benchmarks/training_coverage.py`, {len(rows)} architectures, random weights, no "
+        f"labels): {'; '.join(counts)}."
+    )
+
+
+def _several_io_summary(result: dict) -> str:
+    float32, compressed = result["rows"][0], result["rows"][-1]
+    return (
+        "Two inputs and two outputs (`benchmarks/several_io.py`): a two-view Fashion-MNIST model with a class head "
+        f"and an image head, pruned and clustered through the CLI without labels and converted to int8, is "
+        f"{float32['gzip_bytes'] / compressed['gzip_bytes']:.1f}x smaller than its float32 `.tflite` by gzip, its "
+        f"class accuracy {float32['accuracy']:.2%} → {compressed['accuracy']:.2%} on the test set, reconstruction MSE "
+        f"{float32['reconstruction_mse']:.4f} → {compressed['reconstruction_mse']:.4f}."
+    )
+
+
+def _label_free_guard_summary(result: dict) -> str:
+    rows, limit = result["rows"], result["accuracy_limit"]
+    right = sum((row["warning"] is not None) == (row["real_drop"] > limit) for row in rows)
+    errors = statistics.median(abs(row["expected_drop"] - row["real_drop"]) for row in rows)
+    return (
+        f"The guard without labels (`benchmarks/label_free_guard.py`): on {len(rows)} prune and cluster steps of "
+        f"the bundled classifiers it warned exactly where the labels showed a drop over {limit:g} pt in {right} "
+        f"of {len(rows)}; its expected drop missed the real one by {errors:.2f} pt (median)."
+    )
+
+
+def _verdict(warns: bool, harmful: bool) -> str:
+    return ("warns" if warns else "quiet") + ("" if warns == harmful else " (wrong)")
+
+
 RENDERERS = {
+    "label_free_guard": _label_free_guard,
+    "training_coverage": _training_coverage,
+    "several_io": _several_io,
     "scan_prices": _scan_prices,
     "tight_gap": _tight_gap,
     "unlabelled": _unlabelled,
