@@ -1580,9 +1580,10 @@ def _training_coverage_summary(result: dict) -> str:
             f"`{command}` {statuses.count('ok')} ran, {statuses.count('refused')} refused in one line, "
             f"{statuses.count('bug')} bugs"
         )
+    not_run = f" Not run yet: {', '.join(result['not_run'])}." if result.get("not_run") else ""
     return (
         f"Training steps (`benchmarks/training_coverage.py`, {len(rows)} architectures, random weights, no "
-        f"labels): {'; '.join(counts)}."
+        f"labels): {'; '.join(counts)}.{not_run}"
     )
 
 
