@@ -40,6 +40,7 @@ def render_all() -> None:
     summaries += [_training_coverage_summary(results["training_coverage"])] if "training_coverage" in results else []
     summaries += [_several_io_summary(results["several_io"])] if "several_io" in results else []
     summaries += [_label_free_guard_summary(results["label_free_guard"])] if "label_free_guard" in results else []
+    summaries += [_binary_summary(results["binary"])] if "binary" in results else []
     summaries += [_shrink_summary(results["shrink"])] if "shrink" in results else []
     summaries += [_unlabelled_summary(results["unlabelled"])] if "unlabelled" in results else []
     if summaries:
@@ -1458,22 +1459,25 @@ def _label_free_guard(result: dict) -> str:
     lines = [
         "## The guard of a training step without labels (`benchmarks/label_free_guard.py`)",
         "",
-        "The bundled classifiers pruned or clustered through the CLI on the first N Fashion-MNIST training images "
-        f"without labels; the guard measures on {result['held_out']:,} held-out test images without labels "
-        f"(`--val`), the real drop is measured on all {result['test_samples']:,} labelled test images. The guard "
-        "expects the accuracy lost that the probabilities before the step give (their largest, less theirs at the "
-        "new top-1 class); beside it the share of top-1 classes changed, and the probabilities' RMS change over "
-        f"RMS that it judged before (against {relative:g}). A verdict is right when it warns exactly where the "
-        f"real drop is over {limit:g} pt.",
+        "The bundled classifiers (softmax), and two trained here: `top_or_not`, one sigmoid unit (is it a T-shirt, "
+        "pullover, coat or shirt), and `cnn_logits`, 10 classes as logits (pruned with `--task logits`), pruned or "
+        "clustered through the CLI on the first N Fashion-MNIST training images without labels; the guard measures "
+        f"on {result['held_out']:,} held-out test images without labels (`--val`), the real drop (top-1; the "
+        f"sigmoid's at 0.5) is measured on all {result['test_samples']:,} labelled test images. The guard expects "
+        "the accuracy lost that the scores before the step give (their largest probability, less theirs at the new "
+        "top-1 class; a sigmoid unit is two classes); beside it the share of classes changed, and the outputs' RMS "
+        f"change over RMS that it judged these outputs by before (against {relative:g}). A verdict is right when it "
+        f"warns exactly where the real drop is over {limit:g} pt.",
         "",
-        "| model | step | images | real drop (pt) | guard's expected drop (pt) | top-1 changed | RMS moved | "
-        "guard warns | RMS > 0.1 would warn | time (s) |",
-        "|---|---|---:|---:|---:|---:|---:|---|---|---:|",
+        "| model | output | step | images | real drop (pt) | guard's expected drop (pt) | classes changed | "
+        "RMS moved | guard warns | RMS > 0.1 would warn | time (s) |",
+        "|---|---|---|---:|---:|---:|---:|---:|---|---|---:|",
     ]
     for row in result["rows"]:
         harmful = row["real_drop"] > limit
         lines.append(
-            f"| {row['model']} | `{row['step']}` | {row['training_images']:,} | {row['real_drop']:+.2f} | "
+            f"| {row['model']} | {row['task']} | `{row['step']}` | {row['training_images']:,} | "
+            f"{row['real_drop']:+.2f} | "
             f"{row['expected_drop']:+.2f} | {row['changed']:.1f}% | {row['rms_moved']:.1%} | "
             f"{_verdict(row['warning'] is not None, harmful)} | {_verdict(row['rms_moved'] > relative, harmful)} | "
             f"{row['seconds']:.0f} |"
@@ -1485,11 +1489,18 @@ def _label_free_guard(result: dict) -> str:
         measure: statistics.median(abs(row[measure] - row["real_drop"]) for row in rows)
         for measure in ("expected_drop", "changed")
     }
+    labelled = result["labelled_binary"]
     lines += [
         "",
-        f"Right verdicts: the guard {right} of {len(rows)}, the RMS rule {rms_right} of {len(rows)}. Median miss "
-        f"of the real drop: the expected drop {errors['expected_drop']:.2f} pt, the share changed "
-        f"{errors['changed']:.2f} pt.",
+        f"Right verdicts: the guard {right} of {len(rows)} ({_right_by_task(rows, limit)}), the RMS rule "
+        f"{rms_right} of {len(rows)}. Median miss of the real drop: the expected drop "
+        f"{errors['expected_drop']:.2f} pt, the share changed {errors['changed']:.2f} pt.",
+        "",
+        f'With its labels, `top_or_not` (refused before: "the model outputs 1 classes"), `{labelled["step"]}` on '
+        f"{labelled['training_images']:,} images: {labelled['accuracy_before']:.2%} → {labelled['accuracy_after']:.2%} "
+        f"at 0.5 on the test set; the guard measured {labelled['guard']['before']:.2%} → "
+        f"{labelled['guard']['after']:.2%} on {labelled['guard']['data']}"
+        f"{', and warned' if labelled['guard']['warning'] else ', no warning'} ({labelled['seconds']:.0f} s).",
         "",
         "![label-free guard](results/label_free_guard.png)",
         "",
@@ -1587,6 +1598,41 @@ def _training_coverage_summary(result: dict) -> str:
     )
 
 
+def _binary(result: dict) -> str:
+    lines = [
+        "## A binary classifier, as small as it gets within a point (`benchmarks/binary.py`)",
+        "",
+        f"`top_or_not`, a small CNN with one sigmoid unit (is it a T-shirt, pullover, coat or shirt; "
+        f"{result['positives']:,} of the {result['test_samples']:,} test images are), trained here for "
+        f"{result['trained_epochs']} epochs on the Fashion-MNIST training images, then through the CLI on its 0/1 "
+        f"labels: `auto --train --max_accuracy_drop {result['budget']:g} --objective size` (prune "
+        f"{result['epochs']['prune']} and cluster {result['epochs']['cluster']} epochs, the test images as `--eval`) "
+        "and `run` of the recipe it wrote. Each `.tflite` run here on the test images, accuracy at 0.5.",
+        "",
+        "| model | size (B) | gzip (B) | float32 / gzip | accuracy | drop (pt) | time (s) |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for row in result["rows"]:
+        how = f"{row['how']}: {row['chosen']}" if row.get("chosen") else row["how"]
+        lines.append(
+            f"| {how} | {row['size_bytes']:,} | {row['gzip_bytes']:,} | {row['gzip_ratio']:.1f}x | "
+            f"{row['accuracy']:.2%} | {row['accuracy_drop']:+.2f} | {row['seconds']:.0f} |"
+        )
+    same = "the same bytes" if result["remade_same_bytes"] else "different bytes"
+    lines += ["", f"`run` of auto's recipe made {same} as auto's choice.", "", f"Versions: {_versions(result)}"]
+    return "\n".join(lines)
+
+
+def _binary_summary(result: dict) -> str:
+    chosen = next(row for row in result["rows"] if row["how"] == "auto --train")
+    return (
+        "A binary classifier (`benchmarks/binary.py`, one sigmoid unit on Fashion-MNIST, judged at 0.5 on its 0/1 "
+        f"labels): `auto --train` within {result['budget']:g} pt made it {chosen['gzip_ratio']:.1f}x smaller than "
+        f"its float32 `.tflite` by gzip at {chosen['accuracy_drop']:+.2f} pt, and `run` of its recipe made "
+        f"{'the same bytes' if result['remade_same_bytes'] else 'different bytes'}."
+    )
+
+
 def _several_io_summary(result: dict) -> str:
     float32, compressed = result["rows"][0], result["rows"][-1]
     return (
@@ -1604,9 +1650,20 @@ def _label_free_guard_summary(result: dict) -> str:
     errors = statistics.median(abs(row["expected_drop"] - row["real_drop"]) for row in rows)
     return (
         f"The guard without labels (`benchmarks/label_free_guard.py`): on {len(rows)} prune and cluster steps of "
-        f"the bundled classifiers it warned exactly where the labels showed a drop over {limit:g} pt in {right} "
-        f"of {len(rows)}; its expected drop missed the real one by {errors:.2f} pt (median)."
+        "softmax, sigmoid and logits classifiers it warned exactly where the labels showed a drop over "
+        f"{limit:g} pt in {right} of {len(rows)} ({_right_by_task(rows, limit)}); its expected drop missed the "
+        f"real one by {errors:.2f} pt (median)."
     )
+
+
+def _right_by_task(rows: list, limit: float) -> str:
+    """Right verdicts of the guard, per kind of output: "softmax 11 of 12, ..."."""
+    counts = []
+    for task in dict.fromkeys(row["task"] for row in rows):
+        of_task = [row for row in rows if row["task"] == task]
+        right = sum((row["warning"] is not None) == (row["real_drop"] > limit) for row in of_task)
+        counts.append(f"{task} {right} of {len(of_task)}")
+    return ", ".join(counts)
 
 
 def _verdict(warns: bool, harmful: bool) -> str:
@@ -1614,6 +1671,7 @@ def _verdict(warns: bool, harmful: bool) -> str:
 
 
 RENDERERS = {
+    "binary": _binary,
     "label_free_guard": _label_free_guard,
     "training_coverage": _training_coverage,
     "several_io": _several_io,

@@ -37,11 +37,9 @@ from tfcompress.runtime.metrics import fidelity
 from tfcompress.testing.pruned import one_shot_pruned
 
 import render
+from fashion import DATA_DIR, as_stored
 
 ROOT = Path(__file__).resolve().parents[1]
-_DATA_DIR = flags.DEFINE_string(
-    "data_dir", "/usr/share/datasets/fashion-mnist", "Fashion-MNIST IDX folder (apt-get install dataset-fashion-mnist)."
-)
 _SEEDS = flags.DEFINE_list("seeds", ["0", "1"], "Fine-tuning seeds (--seed) of each classifier run.")
 _PARTS = flags.DEFINE_list(
     "parts",
@@ -60,13 +58,13 @@ CALIBRATION = ROOT / "sample_models/data/fashion_mnist_calib.npz"
 
 def main(argv):
     del argv
-    train, test = load_data(f"{_DATA_DIR.value}@train"), load_data(f"{_DATA_DIR.value}@test")
+    train, test = load_data(f"{DATA_DIR.value}@train"), load_data(f"{DATA_DIR.value}@test")
     result = render.stored_result("unlabelled", {})
     with tempfile.TemporaryDirectory() as folder:
         folder = Path(folder)
         images, test_images = folder / "images.npz", folder / "test_images.npz"
-        np.savez(images, x=_as_stored(train.x))
-        np.savez(test_images, x=_as_stored(test.x))
+        np.savez(images, x=as_stored(train.x))
+        np.savez(test_images, x=as_stored(test.x))
         autoencoder = folder / "autoencoder.h5"
         _trained_autoencoder(train.x).save(autoencoder, include_optimizer=False)
         if "prune" in _PARTS.value:
@@ -89,11 +87,6 @@ def main(argv):
     render.render_all()
 
 
-def _as_stored(x) -> np.ndarray:
-    """Images as the IDX files store them (uint8), so the loader scales them as it scales those."""
-    return (x * 255).round().astype(np.uint8)
-
-
 def _classifier_rows(folder: Path, images: Path, test) -> list:
     model = ROOT / "sample_models" / "lenet5.h5"
     keras = _keras.tf_keras()
@@ -101,7 +94,7 @@ def _classifier_rows(folder: Path, images: Path, test) -> list:
     reference = original.predict(test.x, batch_size=256, verbose=0)
     rows = [{"how": "original", **_classified(reference, reference, test.y)}]
     rows.append({"how": "not fine-tuned", **_classified(_one_shot(original, test.x), reference, test.y)})
-    labelled = f"{_DATA_DIR.value}@train"
+    labelled = f"{DATA_DIR.value}@train"
     for seed in _SEEDS.value:
         for how, tag, data in (("labels", "labelled", labelled), ("own outputs, no labels", "unlabelled", images)):
             pruned, _, seconds = _prune(folder, model, data, f"lenet5-{tag}-{seed}", seed)
@@ -117,7 +110,8 @@ def _autoencoder_rows(folder: Path, images: Path, model: Path, test) -> dict:
     reference = original.predict(test.x, batch_size=256, verbose=0)
     rows = [{"how": "original", **_reconstructed(reference, reference, test.x)}]
     rows.append({"how": "not fine-tuned", **_reconstructed(_one_shot(original, test.x), reference, test.x)})
-    pruned, report, seconds = _prune(folder, model, images, "autoencoder-pruned", seed="0")
+    # its sigmoid output would read as yes/no scores, as convert reads it: it is a quantity
+    pruned, report, seconds = _prune(folder, model, images, "autoencoder-pruned", "0", ("--task=reconstruction",))
     outputs = keras.models.load_model(pruned, compile=False).predict(test.x, batch_size=256, verbose=0)
     rows.append(
         {
@@ -161,14 +155,14 @@ def _auto_rows(folder: Path, images: Path, test_images: Path, model: Path, test)
     return {"budget": AUTO_BUDGET, "training": " ".join(AUTO_TRAINING), "runs": runs}
 
 
-def _prune(folder: Path, model: Path, data, name: str, seed: str) -> tuple:
+def _prune(folder: Path, model: Path, data, name: str, seed: str, told=()) -> tuple:
     """`tfcompress prune` as a user runs it: (the pruned .h5, its report, seconds)."""
     output, report = folder / f"{name}.h5", folder / f"{name}.json"
     started = time.perf_counter()
     subprocess.run(
         [sys.executable, "-m", "tfcompress", "prune", str(model), "--train", str(data), "-o", str(output)]
         + [f"--target_sparsity={SPARSITY}", f"--epochs={EPOCHS}", f"--seed={seed}", f"--report={report}"]
-        + ["--quiet"],
+        + ["--quiet", *told],
         check=True,
     )
     return output, json.loads(report.read_text()), time.perf_counter() - started

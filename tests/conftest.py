@@ -60,6 +60,15 @@ KERAS2_SAMPLES = ["lenet_300_100", "lenet5", "dscnn", "resnet8", "mobilenetv2_03
 KERAS3_SAMPLES = ["lenet5_keras3.keras", "lenet5_keras3.h5"]
 
 
+def saved_field_model(tf_keras, name: str, path):
+    """A field_zoo architecture with its seeded random weights, saved to `path`: (the model, path)."""
+    from tfcompress.testing.field_zoo import build_field_model
+
+    model = build_field_model(name, tf_keras)
+    model.save(path, include_optimizer=False)
+    return model, path
+
+
 @pytest.fixture(scope="session")
 def tf_keras():
     from tfcompress import _keras

@@ -77,7 +77,7 @@ def test_qat_cli_rejects_labels_the_model_cannot_output(run_cli, tmp_path, tf_ke
     model.save(tmp_path / "four.h5")
     code, _, err = run_cli("qat", tmp_path / "four.h5", "-o", tmp_path / "out.h5", "--train", CALIBRATION)
     assert code == 2
-    assert "outputs 4 classes" in err and len(err.strip().splitlines()) == 1
+    assert "takes labels 0..3 for its classes" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "out.h5").exists()
 
 

@@ -14,7 +14,7 @@ def test_the_learning_rate_follows_its_schedule_to_the_last_step(tf_keras, sched
     data = Dataset(rng.random((100, 4), np.float32), rng.integers(0, 3, 100), "arrays")
     model = tf_keras.Sequential([tf_keras.Input((4,)), tf_keras.layers.Dense(3, activation="softmax")])
     options = TrainOptions(epochs=3, batch_size=25, learning_rate=1e-3, learning_rate_schedule=schedule)
-    fine_tune(model, data, fit_targets(model, data, None), options, verbose=0)
+    fine_tune(model, data, fit_targets(model, data, None, ("softmax",)), options, verbose=0)
 
     config = model.optimizer.get_config()["learning_rate"]
     if schedule == "constant":

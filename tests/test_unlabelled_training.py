@@ -8,19 +8,13 @@ import pytest
 
 from tfcompress.keras_io import load_model
 from tfcompress.runtime.metrics import fidelity
-from tfcompress.testing.field_zoo import build_field_model, sample_inputs
+from tfcompress.testing.field_zoo import sample_inputs
 from tfcompress.testing.pruned import one_shot_pruned
 
-from conftest import CALIBRATION, EVAL, SAMPLE_MODELS
+from conftest import CALIBRATION, EVAL, SAMPLE_MODELS, saved_field_model
 
 REGRESSOR = "regression head"
 AUTOENCODER = "dense autoencoder (anomaly detection)"
-
-
-def _saved(tf_keras, name, path):
-    model = build_field_model(name, tf_keras)
-    model.save(path, include_optimizer=False)
-    return model, path
 
 
 def _moved(model, original, inputs) -> float:
@@ -32,7 +26,7 @@ def _moved(model, original, inputs) -> float:
 def test_a_pruned_regressor_is_fine_tuned_towards_its_own_outputs(tf_keras, tmp_path):
     from tfcompress import prune
 
-    original, path = _saved(tf_keras, REGRESSOR, tmp_path / "regressor.h5")
+    original, path = saved_field_model(tf_keras, REGRESSOR, tmp_path / "regressor.h5")
     train, val = (sample_inputs(REGRESSOR, original, count, seed) for count, seed in ((3000, 0), (500, 1)))
     report = prune(path, train, val=val, target_sparsity=0.7, epochs=3, learning_rate=1e-3, verbose=0)
 
@@ -46,7 +40,7 @@ def test_a_pruned_regressor_is_fine_tuned_towards_its_own_outputs(tf_keras, tmp_
 
 
 def test_an_autoencoder_clusters_from_the_command_line_without_labels(tf_keras, run_cli, tmp_path):
-    original, path = _saved(tf_keras, AUTOENCODER, tmp_path / "autoencoder.h5")
+    original, path = saved_field_model(tf_keras, AUTOENCODER, tmp_path / "autoencoder.h5")
     np.savez(tmp_path / "inputs.npz", x=sample_inputs(AUTOENCODER, original, 1000))
     report_path = tmp_path / "report.json"
     code, out, err = run_cli("cluster", path, "--train", tmp_path / "inputs.npz", "--clusters", "16", "--epochs", "2",
@@ -125,7 +119,7 @@ def test_a_classifier_that_loses_its_predictions_warns_by_the_accuracy_it_can_be
 
 
 def test_a_step_that_moves_the_outputs_too_far_warns_once_with_its_causes(tf_keras, run_cli, tmp_path):
-    original, path = _saved(tf_keras, REGRESSOR, tmp_path / "regressor.h5")
+    original, path = saved_field_model(tf_keras, REGRESSOR, tmp_path / "regressor.h5")
     np.savez(tmp_path / "inputs.npz", x=sample_inputs(REGRESSOR, original, 500))
     code, out, err = run_cli("prune", path, "--train", tmp_path / "inputs.npz", "--target_sparsity", "0.9",
                              "--learning_rate", "0.1", "-o", tmp_path / "pruned.h5")  # fmt: skip

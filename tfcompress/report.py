@@ -449,13 +449,14 @@ def named_output(name: Optional[str], among: int, most: str) -> str:
 
 
 def _output_check_lines(check: dict) -> list:
-    """What a training step without labels did to the outputs: a softmax's expected accuracy, a quantity's RMS."""
+    """What a training step without labels did to the outputs: class scores' expected accuracy, a quantity's RMS."""
     lines = []
     if check.get("accuracy_drop") is not None:
-        named = named_output(check.get("classifier_output"), check.get("softmax_outputs", 1), "lost most")
+        named = named_output(check.get("classifier_output"), check.get("classifier_outputs", 1), "lost most")
+        kept = "side of 0.5" if check.get("classifier_task") == "sigmoid" else "top-1 class"
         lines.append(
-            f"{named + ': ' if named else ''}top-1 class kept on {check['top1_kept']:.2%} of {check['data']}; "
-            f"expected accuracy drop {check['accuracy_drop']:+.2f} pt (no labels: the probabilities before this "
+            f"{named + ': ' if named else ''}{kept} kept on {check['top1_kept']:.2%} of {check['data']}; "
+            f"expected accuracy drop {check['accuracy_drop']:+.2f} pt (no labels: the scores before this "
             "step stand in for them)"
         )
     if check.get("relative_error") is not None:

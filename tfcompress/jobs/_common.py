@@ -121,6 +121,7 @@ class TrainingRun:
     callbacks: tuple  # the user's Keras callbacks
     verbose: object
     held_out_role: str = "validation"
+    tasks: tuple = ()  # how each output reads (transforms.training.output_tasks): what fine-tuning and the check use
     checks: list = dataclasses.field(default_factory=list)  # AccuracyCheck of each fit, in order
 
     def fit(self, build, *, callbacks=(), sparsity=None) -> tuple:
@@ -128,13 +129,13 @@ class TrainingRun:
         `callbacks` are the step's own, run before the user's. Accuracy is measured before and after, or on
         data without labels how far the outputs moved (transforms.guardrail); `sparsity` (prune's) helps
         name the cause of a drop."""
-        from tfcompress.runtime.metrics import accuracy as top1_accuracy
+        from tfcompress.runtime.metrics import task_accuracy
         from tfcompress.transforms import guardrail
-        from tfcompress.transforms.training import fine_tune, fit_targets, softmax_outputs, strategy_scope
+        from tfcompress.transforms.training import fine_tune, fit_targets, strategy_scope
 
         data, described = guardrail.guard_data(self.held_out, self.held_out_role, self.train)
         before = _predicted(self.model, data)
-        targets = fit_targets(self.model, self.train, self.held_out if self.validates else None)
+        targets = fit_targets(self.model, self.train, self.held_out if self.validates else None, self.tasks)
         if targets.described != "labels":
             progress.stage(f"fine-tuning towards {targets.described}")
         with strategy_scope(self.strategy):
@@ -154,10 +155,10 @@ class TrainingRun:
         after = _predicted(trained, data)
         if data.y is None:
             names = tuple(getattr(self.model, "output_names", None) or ())
-            softmax = softmax_outputs(self.model)
-            self.checks.append(guardrail.output_check(described, before, after, self.training, causes, names, softmax))
+            check = guardrail.output_check(described, before, after, self.training, causes, names, self.tasks)
+            self.checks.append(check)
         else:
-            accuracy = (top1_accuracy(outputs, data.y) for outputs in (before, after))
+            accuracy = (task_accuracy(outputs, data.y, self.tasks[0]) for outputs in (before, after))
             self.checks.append(guardrail.accuracy_check(described, *accuracy, self.training, causes))
         return trained, metrics
 
@@ -209,6 +210,7 @@ def training_run(
     data fitted to the model's input with its labels checked."""
     from tfcompress.transforms.distribute import strategy_named
     from tfcompress.transforms.graph import flatten_nested
+    from tfcompress.transforms.training import output_tasks
 
     if isinstance(strategy, str):  # `strategy="multi_worker"` from Python or a recipe step: reported as chosen
         training, strategy = dataclasses.replace(training, strategy=strategy), None
@@ -222,6 +224,7 @@ def training_run(
         input_was_keras3 = not quantize_aware and keras_io.saved_by_keras3(model_path)
         keras_io.check_output_format(loaded, output, input_was_keras3=input_was_keras3, quantize_aware=quantize_aware)
         data = _fitted_data(loaded, load, {"training": train, held_out_role: held_out})
+        tasks = output_tasks(loaded, load.task, labelled=any(dataset.y is not None for dataset in data.values()))
         yield TrainingRun(
             model=loaded,
             model_path=model_path,
@@ -235,22 +238,23 @@ def training_run(
             callbacks=tuple(callbacks),
             verbose=verbose,
             held_out_role=held_out_role,
+            tasks=tasks,
         )
 
 
 def _fitted_data(model, load: LoadOptions, given: dict) -> dict:
     """Role → `Dataset` fitted to the model input (roles given None left out), labels checked where
-    present. With labelled training data every role needs labels."""
+    present, against the output read as `--task` says. With labelled training data every role needs labels."""
     from tfcompress.transforms.training import check_labels, fitted_data
 
     data = {
-        role: fitted_data(value, model, load.preprocessing, load.reshape_data, role)
+        role: fitted_data(value, model, load.preprocessing, load.reshape_data, role, load.task)
         for role, value in given.items()
         if value is not None
     }
     if "training" in data and data["training"].y is not None:
         for role, dataset in data.items():
-            check_labels(model, dataset, role)
+            check_labels(model, dataset, role, load.task)
     return data
 
 

@@ -31,7 +31,7 @@ from tfcompress.runtime import metrics
 from tfcompress.runtime.inspect import inspect_tflite
 from tfcompress.runtime.interpreter import predict
 from tfcompress.transforms.int4_sensitivity import SUGGEST_BELOW_MEDIAN_DB, int4_sensitivity, keep_at_8_bits
-from tfcompress.transforms.training import labelled_data
+from tfcompress.transforms.training import labelled_data, output_tasks
 
 __all__ = ["LayerSensitivity", "SensitivityReport", "analyze", "format_sensitivity", "ROUNDING_ONLY"]
 
@@ -134,23 +134,24 @@ def _analyze(
         for tensor, values in statistics.items()
     ]
     float_accuracy = int8_accuracy = evaluation = None
+    task = output_tasks(model, load.task, labelled=True)[0]  # how the labels meet the output
     if eval_data is not None:
-        evaluation = labelled_data(eval_data, model, load.preprocessing, load.reshape_data, "eval")
-        float_accuracy = metrics.accuracy(loaded.keras_outputs(evaluation.x), evaluation.y)
-        int8_accuracy = _int8_accuracy(model, export, calibration.take(calibration_samples), evaluation, ())
+        evaluation = labelled_data(eval_data, model, load.preprocessing, load.reshape_data, "eval", load.task)
+        float_accuracy = metrics.task_accuracy(loaded.keras_outputs(evaluation.x), evaluation.y, task)
+        int8_accuracy = _int8_accuracy(model, export, calibration.take(calibration_samples), evaluation, (), task)
         most_sensitive = list(
             dict.fromkeys(
                 layer.layer for layer in sorted(layers, key=lambda each: -each.rmse_over_scale) if layer.layer in kinds
             )
         )
         gains = {
-            name: _int8_accuracy(model, export, calibration.take(calibration_samples), evaluation, (name,))
+            name: _int8_accuracy(model, export, calibration.take(calibration_samples), evaluation, (name,), task)
             for name in most_sensitive[: options.try_float]
         }
         layers = [dataclasses.replace(layer, accuracy_kept_float=gains.get(layer.layer)) for layer in layers]
     int4_layers = ()
     if options.weight_bits == 4:
-        int4_layers = int4_sensitivity(model, calibration.take(options.samples).x, evaluation)
+        int4_layers = int4_sensitivity(model, calibration.take(options.samples).x, evaluation, task)
     return SensitivityReport(
         loaded.name,
         tuple(layers),
@@ -221,9 +222,10 @@ def _layer_errors(model, export: SharedExport, calibration, samples, kinds) -> t
     return statistics, {name: layer_of.get(name) or name for name in statistics}
 
 
-def _int8_accuracy(model, export: SharedExport, calibration, evaluation, keep_float) -> float:
+def _int8_accuracy(model, export: SharedExport, calibration, evaluation, keep_float, task: str) -> float:
     options = ConvertOptions(precision="int8", keep_float=tuple(keep_float))
-    return metrics.accuracy(predict(to_tflite(model, options, calibration, export=export), evaluation.x), evaluation.y)
+    outputs = predict(to_tflite(model, options, calibration, export=export), evaluation.x)
+    return metrics.task_accuracy(outputs, evaluation.y, task)
 
 
 def format_sensitivity(report: SensitivityReport) -> str:

@@ -38,7 +38,7 @@ from tfcompress.runtime.interpreter import predict, quantize_inputs
 from tfcompress.runtime.task import AUTO as AUTO_TASK
 from tfcompress.transforms.cluster import clustered_dense_layers
 from tfcompress.transforms.qat import is_quantize_aware
-from tfcompress.transforms.training import fitted_data, labelled_data
+from tfcompress.transforms.training import fitted_data, labelled_data, output_tasks
 
 __all__ = ["Budget", "Candidate", "AutoReport", "auto", "format_auto_report"]
 _PERCENTILES = (99.99, 99.9)
@@ -243,7 +243,9 @@ def _search(loaded: LoadedModel, calibration, eval_data, train, settings, qat_ep
         original = _Original(None, loaded.keras_outputs(evaluation.x), load.task)
     else:
         evaluation = _labelled_eval(eval_data, model, load)
-        original = _Original(metrics.accuracy(loaded.keras_outputs(evaluation.x), evaluation.y), None, load.task)
+        task = output_tasks(model, load.task, labelled=True)[0]
+        accuracy = metrics.task_accuracy(loaded.keras_outputs(evaluation.x), evaluation.y, task)
+        original = _Original(accuracy, None, load.task)
 
     def measure(candidate: Candidate, source: LoadedModel = loaded) -> Candidate:
         progress.stage(f"measuring the candidate {candidate.name}")
@@ -275,7 +277,7 @@ def _search(loaded: LoadedModel, calibration, eval_data, train, settings, qat_ep
 def _labelled_eval(eval_data, model, load: LoadOptions):
     """The eval data with class labels, or an error that names the budget for a model without classes."""
     try:
-        return labelled_data(eval_data, model, load.preprocessing, load.reshape_data, "eval")
+        return labelled_data(eval_data, model, load.preprocessing, load.reshape_data, "eval", load.task)
     except DataError as error:
         raise DataError(
             f"{one_line(error).rstrip('.')}. auto holds a classifier to its top-1 accuracy; for a model whose "
@@ -290,7 +292,8 @@ def _training_search(model, train, data, settings, measure, state_dir, deadline)
     from tfcompress.jobs.auto_train import training_search
 
     (calibration, evaluation), (options, shrink, load) = data, settings
-    training = fitted_data(train, model, load.preprocessing, load.reshape_data, "training")  # labels optional
+    # labels optional
+    training = fitted_data(train, model, load.preprocessing, load.reshape_data, "training", load.task)
     state = None
     if state_dir is not None:
         key = search_key(

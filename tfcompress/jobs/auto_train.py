@@ -37,6 +37,7 @@ from tfcompress.transforms.allocation import (
     uniform_front,
 )
 from tfcompress.transforms.layer_scan import MIN_WEIGHTS, LayerScan, scan_layers, scanned_layer_names
+from tfcompress.transforms.training import output_tasks
 
 __all__ = ["TrainingSearch", "training_search", "training_steps", "SCAN_SAMPLES"]
 
@@ -82,7 +83,8 @@ def training_search(
         return TrainingSearch(
             (), 0, (), f"no Dense or Conv layer of {MIN_WEIGHTS} weights or more to prune and cluster"
         )
-    scans = _scan(model, evaluation.take(SCAN_SAMPLES), train.take(SCAN_SAMPLES).x, names, state)
+    task = output_tasks(model, load.task, labelled=True)[0]  # how the eval labels meet the output
+    scans = _scan(model, evaluation.take(SCAN_SAMPLES), train.take(SCAN_SAMPLES).x, names, state, task)
     cost = lut_bytes if options.objective == "flash" else stored_bytes
     chain = allocation_chain(scans, cost)
     prober = _Prober(model, train, settings, measure, state, deadline)
@@ -224,11 +226,11 @@ def training_steps(allocation: Allocation, shrink: ShrinkOptions, steps_per_epoc
     return steps
 
 
-def _scan(model, data: Dataset, images, names, state: Optional[SearchState]) -> list:
+def _scan(model, data: Dataset, images, names, state: Optional[SearchState], task: str) -> list:
     kept = state.load("scan") if state else None
     if kept is not None:
         return [LayerScan.from_dict(values) for values in kept[0]]
-    scans = scan_layers(model, data, names, images=images)
+    scans = scan_layers(model, data, names, images=images, task=task)
     if state:
         state.save("scan", [scan.to_dict() for scan in scans])
     return scans

@@ -72,7 +72,7 @@ def lowrank(
 
         def measured(keras_model):
             labelled = run.held_out is not None and run.held_out.y is not None
-            return keras_accuracy(keras_model, run.held_out) if labelled else None
+            return keras_accuracy(keras_model, run.held_out, run.tasks[0]) if labelled else None
 
         accuracy = {"original": measured(run.model)}
         with strategy_scope(run.strategy):

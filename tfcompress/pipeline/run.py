@@ -257,14 +257,14 @@ def _against_original(model, current, exported, last_tflite, eval_data, load: Lo
     from tfcompress.data import as_dataset, per_input
     from tfcompress.jobs._common import load_model
     from tfcompress.runtime.interpreter import predict
-    from tfcompress.runtime.metrics import accuracy, fidelity
-    from tfcompress.transforms.training import fitted_data
+    from tfcompress.runtime.metrics import fidelity, task_accuracy
+    from tfcompress.transforms.training import fitted_data, output_tasks
 
     original, _ = load_model(model, load)
     data = as_dataset(eval_data, load.preprocessing)
     if len(original.outputs) > 1:  # labels fit one output (convert said so): each is measured against the model's
         data = dataclasses.replace(data, y=None)
-    data = fitted_data(data, original, load.preprocessing, load.reshape_data, "eval")
+    data = fitted_data(data, original, load.preprocessing, load.reshape_data, "eval", load.task)
     outputs = original.predict(data.x, batch_size=256, verbose=0)
     relative_error = None
     if quantities:
@@ -273,7 +273,10 @@ def _against_original(model, current, exported, last_tflite, eval_data, load: Lo
             fidelity(exported_outputs[index], per_input(outputs)[index], task="regression").relative_error
             for index in quantities
         )
-    return {"accuracy": accuracy(outputs, data.y) if data.y is not None else None, "relative_error": relative_error}
+    if data.y is None:
+        return {"accuracy": None, "relative_error": relative_error}
+    task = output_tasks(original, load.task, labelled=True)[0]
+    return {"accuracy": task_accuracy(outputs, data.y, task), "relative_error": relative_error}
 
 
 def _final_result(model, exported, last_tflite, output_dir, original: dict, measured) -> dict:

@@ -8,7 +8,7 @@ look like a regression from the graph alone, so `--task logits` says so.
 
 import numpy as np
 
-__all__ = ["TASKS", "CLASSIFIERS", "QUANTITIES", "detect_task", "resolve_task", "resolve_tasks"]
+__all__ = ["TASKS", "CLASSIFIERS", "QUANTITIES", "class_probabilities", "detect_task", "resolve_task", "resolve_tasks"]
 
 TASKS = ("softmax", "logits", "sigmoid", "regression", "reconstruction")
 CLASSIFIERS = ("softmax", "logits")
@@ -41,6 +41,18 @@ def resolve_task(requested: str, summary, output_index: int = 0) -> str:
 def resolve_tasks(requested: str, summary) -> tuple:
     """The task of each output: a `--task` other than "auto" applies to every output."""
     return tuple(resolve_task(requested, summary, index) for index in range(len(summary.outputs)))
+
+
+def class_probabilities(outputs, task: str) -> np.ndarray:
+    """Class scores as probabilities over the last axis: a softmax's as they are, logits through a
+    softmax, and each sigmoid unit as its two classes, no and yes."""
+    outputs = np.asarray(outputs, np.float64)
+    if task == "sigmoid":
+        return np.stack([1 - outputs, outputs], axis=-1)
+    if task == "logits":
+        exponentials = np.exp(outputs - np.max(outputs, axis=-1, keepdims=True))
+        return exponentials / np.sum(exponentials, axis=-1, keepdims=True)
+    return outputs
 
 
 def _elements(tensor) -> int:

@@ -8,9 +8,10 @@ or lowrank's `--eval`), else on up to `GUARD_SAMPLES` of its training images (sa
 are not held out), and a drop of more than `warn_accuracy_drop` points is a warning, in the
 output and the report, that names the causes the settings show. On data without labels the step
 fine-tunes towards the outputs it started from, and the check (`OutputCheck`) measures how far it
-moved them: a quantity output by RMS change over RMS (the measure of convert's fidelity) against
-`warn_relative_error`; a softmax output by the accuracy it can be expected to have lost, with the
-model's own probabilities before the step standing in for the labels, against `warn_accuracy_drop`.
+moved them, each output read as convert reads it (or as `--task` says): a quantity by RMS change
+over RMS (the measure of convert's fidelity) against `warn_relative_error`; class scores (a softmax,
+logits, or a sigmoid's yes/no units) by the accuracy they can be expected to have lost, with the
+model's own scores before the step standing in for the labels, against `warn_accuracy_drop`.
 Neither the RMS change of probabilities nor the share of changed top-1 classes says that: lenet5
 pruned to 50% on 1,000 images moved 21% and changed the class of 6.0% of held-out images, and
 lost 1.35 pt of test accuracy; the expected loss was 2.0 pt (`benchmarks/label_free_guard.py`).
@@ -31,6 +32,7 @@ from absl import logging
 from tfcompress.data import Dataset
 from tfcompress.report import named_output
 from tfcompress.runtime.metrics import fidelity
+from tfcompress.runtime.task import QUANTITIES, class_probabilities
 from tfcompress.transforms.prune import layer_sparsity
 
 __all__ = [
@@ -92,36 +94,40 @@ def accuracy_check(data: str, before: float, after: float, training, causes, **f
 @dataclasses.dataclass(frozen=True)
 class OutputCheck:
     """How far a training step on data without labels moved the model's outputs, on the data named by
-    `data`: its quantity outputs by RMS, its softmax outputs by the accuracy they can be expected to
-    have lost (a model has one kind, or both)."""
+    `data`: its quantity outputs by RMS, its class-score outputs (softmax, logits, sigmoid) by the
+    accuracy they can be expected to have lost (a model has one kind, or both)."""
 
     data: str
     relative_error: Optional[float]  # RMS of the change over the RMS before, of the quantity output that moved most
     limit: float  # the relative error that makes a warning
     causes: tuple = ()
     output: Optional[str] = None  # a model with several outputs: the quantity output `relative_error` measures
-    accuracy_drop: Optional[float] = None  # points, expected from the probabilities before: of the softmax output
-    top1_kept: Optional[float] = None  # that output's share of samples whose top-1 class held
+    accuracy_drop: Optional[float] = None  # points, expected from the scores before: of the class-score output
+    top1_kept: Optional[float] = None  # that output's share of samples whose top-1 class (sigmoid: side of 0.5) held
     accuracy_limit: float = math.inf  # the expected drop that makes a warning
-    classifier_output: Optional[str] = None  # a model with several outputs: the softmax output measured
+    classifier_output: Optional[str] = None  # a model with several outputs: the class-score output measured
+    classifier_task: Optional[str] = None  # how that output reads: softmax, logits or sigmoid
     quantity_outputs: int = 1  # how many outputs of each kind the check measured
-    softmax_outputs: int = 0
+    classifier_outputs: int = 0
 
     @property
     def warning(self) -> Optional[str]:
         over = []
         if self.accuracy_drop is not None and self.accuracy_drop > self.accuracy_limit + _ROUNDING:
-            named = named_output(self.classifier_output, self.softmax_outputs, "lost most")
+            named = named_output(self.classifier_output, self.classifier_outputs, "lost most")
+            changed = "side of 0.5" if self.classifier_task == "sigmoid" else "top-1 class"
             over.append(
                 f"{named + ': ' if named else ''}accuracy can be expected to have fallen {self.accuracy_drop:.1f} pt, "
-                f"the top-1 class changed on {1 - self.top1_kept:.1%} of {self.data}, more than --warn_accuracy_drop "
-                f"{self.accuracy_limit:g} (without labels, the probabilities before this step stand in for them)"
+                f"the {changed} changed on {1 - self.top1_kept:.1%} of {self.data}, more than --warn_accuracy_drop "
+                f"{self.accuracy_limit:g} (without labels, the scores before this step stand in for them)"
             )
         if self.relative_error is not None and self.relative_error > self.limit:
             moved = named_output(self.output, self.quantity_outputs, "moved most") or "the outputs"
+            only_output = self.quantity_outputs == 1 and not self.classifier_outputs
             over.append(
                 f"{moved} moved {self.relative_error:.1%} (RMS, relative to the model's before this step) on "
                 f"{self.data}, more than --warn_relative_error {self.limit:g}"
+                + (" (if they are class logits, say so with --task logits)" if only_output else "")
             )
         if not over:
             return None
@@ -132,30 +138,32 @@ class OutputCheck:
         return {**dataclasses.asdict(self), "warning": self.warning}
 
 
-def output_check(data: str, before, after, training, causes, names=(), softmax=()) -> OutputCheck:
+def output_check(data: str, before, after, training, causes, names=(), tasks=()) -> OutputCheck:
     """The check of one training step on data without labels, from the outputs `before` and `after` it
-    (an array, or a list of one per output, named by `names`; `softmax` says which are probabilities):
-    the quantity output that moved most and the softmax output that lost most, each judged by its
-    limit in `training`, its warning logged."""
+    (an array, or a list of one per output, named by `names`; `tasks` says how each reads, as
+    runtime.task names them; none: quantities): the quantity output that moved most and the
+    class-score output that lost most, each judged by its limit in `training`, its warning logged."""
     before, after = (list(outputs) if isinstance(outputs, (list, tuple)) else [outputs] for outputs in (before, after))
-    softmax = tuple(softmax) or (False,) * len(before)
+    tasks = tuple(tasks) or ("regression",) * len(before)
     several = len(before) > 1
     moved, lost = {}, {}
-    for index, probabilities in enumerate(softmax):
-        if probabilities:
-            lost[index] = expected_accuracy_drop(before[index], after[index])
-        else:
+    for index, task in enumerate(tasks):
+        if task in QUANTITIES:
             moved[index] = _moved(before[index], after[index])
+        else:
+            scores = [class_probabilities(outputs[index], task) for outputs in (before, after)]
+            lost[index] = expected_accuracy_drop(*scores)
     fields = {"relative_error": None}
     if moved:
         most = max(moved, key=moved.get)
         fields.update(relative_error=moved[most], output=names[most] if several else None)
     if lost:
         most = max(lost, key=lost.get)
-        fields.update(accuracy_drop=lost[most], top1_kept=top1_kept(before[most], after[most]))
+        kept = top1_kept(*(class_probabilities(outputs[most], tasks[most]) for outputs in (before, after)))
+        fields.update(accuracy_drop=lost[most], top1_kept=kept, classifier_task=tasks[most])
         fields.update(classifier_output=names[most] if several else None)
     limits = {"limit": training.warn_relative_error, "accuracy_limit": training.warn_accuracy_drop}
-    counts = {"quantity_outputs": len(moved), "softmax_outputs": len(lost)}
+    counts = {"quantity_outputs": len(moved), "classifier_outputs": len(lost)}
     return _logged(OutputCheck(data, causes=causes, **limits, **counts, **fields))
 
 

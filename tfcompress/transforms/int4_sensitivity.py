@@ -35,8 +35,9 @@ class LayerAt4Bits:
     accuracy: Optional[float] = None  # with only this kernel at 4 bits (labelled eval data)
 
 
-def int4_sensitivity(model, samples, evaluation=None) -> tuple:
-    """A `LayerAt4Bits` per kernel layer (nested models' too), in graph order.
+def int4_sensitivity(model, samples, evaluation=None, task: str = "softmax") -> tuple:
+    """A `LayerAt4Bits` per kernel layer (nested models' too), in graph order; accuracy on labelled
+    `evaluation` as `task` reads the output (runtime.metrics.task_accuracy).
 
     The model's weights are put back after each layer, also when a prediction fails."""
     reference = _predict(model, samples)
@@ -48,7 +49,7 @@ def int4_sensitivity(model, samples, evaluation=None) -> tuple:
             outputs = _predict(model, samples)
             accuracy = None
             if evaluation is not None:
-                accuracy = metrics.accuracy(_predict(model, evaluation.x), evaluation.y)
+                accuracy = metrics.task_accuracy(_predict(model, evaluation.x), evaluation.y, task)
         finally:
             layer.set_weights(original)
         results.append(

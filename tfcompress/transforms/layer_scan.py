@@ -33,7 +33,7 @@ import numpy as np
 from tfcompress import progress
 from tfcompress.data import Dataset
 from tfcompress.errors import OptionError
-from tfcompress.runtime.metrics import accuracy, fidelity
+from tfcompress.runtime.metrics import fidelity, task_accuracy
 from tfcompress.transforms.cluster import ClusterOptions, apply_clustering, clusterable_layer_names, strip_clustering
 from tfcompress.transforms.kernel_bytes import kernel_bytes, magnitude_pruned
 from tfcompress.transforms.norm_statistics import settled_statistics
@@ -94,10 +94,12 @@ def scanned_layer_names(model) -> list:
     ]
 
 
-def scan_layers(model, data: Dataset, layers, *, images=None, sparsities=SPARSITIES, clusters=CLUSTERS) -> list:
-    """A `LayerScan` for each named layer, measured on `data` (labelled: accuracy drops; else the
-    outputs' relative error), pruned ones with BatchNormalization statistics re-estimated on `images`
-    (training inputs, or None: as they are); the model is left as it was."""
+def scan_layers(
+    model, data: Dataset, layers, *, images=None, sparsities=SPARSITIES, clusters=CLUSTERS, task: str = "softmax"
+) -> list:
+    """A `LayerScan` for each named layer, measured on `data` (labelled: accuracy drops, the output
+    read as `task`; else the outputs' relative error), pruned ones with BatchNormalization statistics
+    re-estimated on `images` (training inputs, or None: as they are); the model is left as it was."""
     reference = _outputs(model, data)
     with settled_statistics(model, images):
         settled_reference = _outputs(model, data)
@@ -111,11 +113,11 @@ def scan_layers(model, data: Dataset, layers, *, images=None, sparsities=SPARSIT
             for sparsity in sparsities:
                 kernel.assign(magnitude_pruned(original, sparsity))
                 with settled_statistics(model, images):
-                    prune_drop[sparsity] = _drop(settled_reference, _outputs(model, data), data)
+                    prune_drop[sparsity] = _drop(settled_reference, _outputs(model, data), data, task)
         finally:
             kernel.assign(original)
         cluster_drop = {
-            count: _drop(reference, _outputs(_clustered(model, name, count), data), data) for count in clusters
+            count: _drop(reference, _outputs(_clustered(model, name, count), data), data, task) for count in clusters
         }
         stored = kernel_bytes(model.get_layer(name), sparsities, clusters)
         scans.append(LayerScan(name, int(original.size), prune_drop, cluster_drop, stored))
@@ -135,8 +137,9 @@ def _outputs(model, data: Dataset):
     return model.predict(data.x, batch_size=256, verbose=0)
 
 
-def _drop(reference, outputs, data: Dataset) -> float:
-    """Points of top-1 accuracy lost against the `reference` outputs; without labels, their relative error (%)."""
+def _drop(reference, outputs, data: Dataset, task: str) -> float:
+    """Points of accuracy (as `task` reads the output) lost against the `reference` outputs; without
+    labels, their relative error (%)."""
     if data.y is None:
         return round(fidelity(outputs, reference, task="regression").relative_error * 100, 4)
-    return round((accuracy(reference, data.y) - accuracy(outputs, data.y)) * 100, 4)
+    return round((task_accuracy(reference, data.y, task) - task_accuracy(outputs, data.y, task)) * 100, 4)

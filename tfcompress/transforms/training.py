@@ -18,7 +18,8 @@ from tfcompress import _keras
 from tfcompress.data import Dataset, as_dataset, fit_to_inputs, keras_inputs
 from tfcompress.errors import DataError
 from tfcompress.options import TrainOptions
-from tfcompress.runtime.metrics import accuracy
+from tfcompress.runtime.metrics import task_accuracy
+from tfcompress.runtime.task import AUTO, CLASSIFIERS, QUANTITIES, class_probabilities
 
 __all__ = [
     "check_labels",
@@ -27,7 +28,7 @@ __all__ = [
     "fit_targets",
     "fitted_data",
     "optimizer",
-    "softmax_outputs",
+    "output_tasks",
     "training_data",
     "labelled_data",
     "keras_accuracy",
@@ -35,8 +36,9 @@ __all__ = [
 ]
 
 
-def check_labels(model, data: Dataset, role: str = "training") -> None:
-    """Class labels that fit the model's output: present, and below its number of classes."""
+def check_labels(model, data: Dataset, role: str = "training", requested: Optional[str] = None) -> None:
+    """Labels that fit the model's output: present, and a class it has. With `requested` (a `--task`,
+    see `output_tasks`) a sigmoid output of one unit takes 0 and 1; without, class indices."""
     if data.y is None:
         raise DataError(f"The {role} data {data.source} has no labels (y); pass labelled data (an .npz with x and y).")
     if model.outputs is None:  # a subclassed model: its output size is unknown before a call
@@ -46,23 +48,46 @@ def check_labels(model, data: Dataset, role: str = "training") -> None:
             f"The {role} data {data.source} has labels (y), but the model has {len(model.outputs)} outputs and "
             "labels fit one. Leave y out: the training steps then fine-tune every output towards the model's own."
         )
-    classes = int(model.outputs[0].shape[-1])
+    task = output_tasks(model, requested, labelled=True)[0] if requested is not None else None
+    units = int(np.prod(model.outputs[0].shape[1:]))
+    if task in QUANTITIES or (task == "sigmoid" and units > 1):
+        kind = f"{units} yes/no scores (a sigmoid)" if task == "sigmoid" else f"a quantity (--task {task})"
+        raise DataError(
+            f"The {role} data {data.source} has class labels (y), one per sample, but the model's output reads as "
+            f"{kind}. Leave y out: the training steps then fine-tune towards the model's own outputs."
+        )
+    classes = 2 if task == "sigmoid" else int(model.outputs[0].shape[-1])
     if data.y.min() < 0 or data.y.max() >= classes:
+        yes_no = classes == 2 and task == "sigmoid"
+        takes = "labels 0 and 1 for its one yes/no score" if yes_no else f"labels 0..{classes - 1} for its classes"
         raise DataError(
             f"The {role} labels in {data.source} range over {int(data.y.min())}..{int(data.y.max())}, "
-            f"but the model outputs {classes} classes. Pass labels 0..{classes - 1}."
+            f"but the model takes {takes}."
         )
 
 
-def softmax_outputs(model) -> tuple:
-    """For each output of the (float) model, whether it comes from a softmax, so its loss takes
-    probabilities, not logits."""
+def output_tasks(model, requested: str = AUTO, labelled: bool = False) -> tuple:
+    """How each output of the (float) model reads, as convert reads the converted one (runtime.task):
+    `requested` (a `--task`) for every output, else softmax, sigmoid or a quantity from the activation
+    that makes it, looking through layers that only reshape it. With class labels (`labelled`) what
+    reads as a quantity is class logits."""
+    if requested != AUTO:
+        return (requested,) * len(model.outputs or [None])
+    if model.outputs is None:  # a subclassed model: its last layer makes the output
+        detected = (_activation_task(model.layers[-1]),)
+    else:
+        detected = tuple(_activation_task(*tensor._keras_history[:2]) for tensor in model.outputs)
+    return tuple("logits" if labelled and task in QUANTITIES else task for task in detected)
+
+
+def _activation_task(layer, node_index: int = 0) -> str:
     keras = _keras.tf_keras()
-    layers = [tensor._keras_history.layer for tensor in model.outputs] if model.outputs else [model.layers[-1]]
-    return tuple(
-        isinstance(layer, keras.layers.Softmax) or getattr(layer, "activation", None) is keras.activations.softmax
-        for layer in layers
-    )
+    while isinstance(layer, (keras.layers.Reshape, keras.layers.Flatten)):
+        layer, node_index = layer.get_input_at(node_index)._keras_history[:2]
+    activation = getattr(layer, "activation", None)
+    if isinstance(layer, keras.layers.Softmax) or activation is keras.activations.softmax:
+        return "softmax"
+    return "sigmoid" if activation is keras.activations.sigmoid else "regression"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,27 +101,38 @@ class FitTargets:
     described: str  # for the report: "labels", or what the outputs are kept close to
 
 
-def fit_targets(model, train: Dataset, val: Optional[Dataset]) -> FitTargets:
-    """Class labels when `train` has them; else `model`'s own outputs (the float model, before the step
-    wraps it), each output with its loss: cross-entropy to its probabilities for a softmax output, mean
-    squared error otherwise."""
+def fit_targets(model, train: Dataset, val: Optional[Dataset], tasks: tuple) -> FitTargets:
+    """Labels when `train` has them (`tasks`, from `output_tasks`: class indices, or 0 and 1 for one
+    sigmoid unit); else `model`'s own outputs (the float model, before the step wraps it), each with
+    its loss: cross-entropy to the probabilities of a softmax, or of logits (mean squared error of
+    logits lost 31.7 pt where this lost 8.6: a 10-class CNN pruned to 80% on 5,000 Fashion-MNIST
+    images, benchmarks/label_free_guard.py), mean squared error otherwise (for a sigmoid as good as
+    binary cross-entropy there)."""
     keras = _keras.tf_keras()
-    softmax = softmax_outputs(model)
     if train.y is not None:
-        loss = keras.losses.SparseCategoricalCrossentropy(from_logits=not softmax[0])
+        if tasks[0] == "sigmoid":
+            shape = (-1, *model.outputs[0].shape[1:])
+            labels = [None if data is None else data.y.astype(np.float32).reshape(shape) for data in (train, val)]
+            return FitTargets(*labels, keras.losses.BinaryCrossentropy(), ("accuracy",), "labels")
+        loss = keras.losses.SparseCategoricalCrossentropy(from_logits=tasks[0] != "softmax")
         val_labels = val.y.astype(np.int64) if val is not None else None
         return FitTargets(train.y.astype(np.int64), val_labels, loss, ("accuracy",), "labels")
 
     def outputs(data):
         predicted = model.predict(data.x, batch_size=256, verbose=0)
-        return (
-            [np.asarray(each, np.float32) for each in predicted]
-            if len(softmax) > 1
-            else np.asarray(predicted, np.float32)
-        )
+        fitted = [
+            class_probabilities(each, task).astype(np.float32) if task == "logits" else np.asarray(each, np.float32)
+            for each, task in zip(predicted if len(tasks) > 1 else [predicted], tasks)
+        ]
+        return fitted if len(tasks) > 1 else fitted[0]
 
-    losses = [keras.losses.CategoricalCrossentropy() if each else keras.losses.MeanSquaredError() for each in softmax]
-    measures = sorted({"cross-entropy" if each else "mean squared error" for each in softmax})
+    losses = [
+        keras.losses.CategoricalCrossentropy(from_logits=task == "logits")
+        if task in CLASSIFIERS
+        else keras.losses.MeanSquaredError()
+        for task in tasks
+    ]
+    measures = sorted({"cross-entropy" if task in CLASSIFIERS else "mean squared error" for task in tasks})
     described = f"the model's own outputs ({' and '.join(measures)}): no labels"
     loss = losses if len(losses) > 1 else losses[0]
     return FitTargets(outputs(train), outputs(val) if val is not None else None, loss, (), described)
@@ -146,26 +182,28 @@ def training_data(train, val, model, preprocessing, reshape_data) -> tuple:
     )
 
 
-def labelled_data(data, model, preprocessing, reshape_data, role: str) -> Dataset:
-    """One labelled `Dataset` fitted to the model input, its labels checked against the output."""
-    dataset = fitted_data(data, model, preprocessing, reshape_data, role)
-    check_labels(model, dataset, role)  # present, too
+def labelled_data(data, model, preprocessing, reshape_data, role: str, requested: Optional[str] = None) -> Dataset:
+    """One labelled `Dataset` fitted to the model input, its labels checked against the output (read
+    as `requested` says, see `check_labels`)."""
+    dataset = fitted_data(data, model, preprocessing, reshape_data, role, requested)
+    check_labels(model, dataset, role, requested)  # present, too
     return dataset
 
 
-def fitted_data(data, model, preprocessing, reshape_data, role: str) -> Dataset:
-    """One `Dataset` fitted to the model input; its labels, where it has any, checked against the output."""
+def fitted_data(data, model, preprocessing, reshape_data, role: str, requested: Optional[str] = None) -> Dataset:
+    """One `Dataset` fitted to the model input; its labels, where it has any, checked against the
+    output (read as `requested` says, see `check_labels`)."""
     dataset = as_dataset(data, preprocessing)
     if model.inputs is not None:
         dataset = fit_to_inputs(dataset, keras_inputs(model), reshape=reshape_data)
     if dataset.y is not None:
-        check_labels(model, dataset, role)
+        check_labels(model, dataset, role, requested)
     return dataset
 
 
-def keras_accuracy(model, data: Dataset) -> float:
-    """Top-1 accuracy of a Keras model on labelled data, as a fraction."""
-    return accuracy(model.predict(data.x, batch_size=256, verbose=0), data.y)
+def keras_accuracy(model, data: Dataset, task: str = "softmax") -> float:
+    """The accuracy of a Keras model on labelled data, as a fraction: top-1, or one sigmoid unit's at 0.5."""
+    return task_accuracy(model.predict(data.x, batch_size=256, verbose=0), data.y, task)
 
 
 def strategy_scope(strategy):
