@@ -58,8 +58,8 @@ def check_labels(model, data: Dataset, role: str = "training", requested: Option
         )
     classes = 2 if task == "sigmoid" else int(model.outputs[0].shape[-1])
     if data.y.min() < 0 or data.y.max() >= classes:
-        yes_no = classes == 2 and task == "sigmoid"
-        takes = "labels 0 and 1 for its one yes/no score" if yes_no else f"labels 0..{classes - 1} for its classes"
+        one_score = task == "sigmoid"
+        takes = "labels 0 and 1 for its one yes/no score" if one_score else f"labels 0..{classes - 1} for its classes"
         raise DataError(
             f"The {role} labels in {data.source} range over {int(data.y.min())}..{int(data.y.max())}, "
             f"but the model takes {takes}."
