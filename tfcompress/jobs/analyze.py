@@ -31,7 +31,7 @@ from tfcompress.runtime import metrics
 from tfcompress.runtime.inspect import inspect_tflite
 from tfcompress.runtime.interpreter import predict
 from tfcompress.transforms.int4_sensitivity import SUGGEST_BELOW_MEDIAN_DB, int4_sensitivity, keep_at_8_bits
-from tfcompress.transforms.training import labelled_data, output_tasks
+from tfcompress.transforms.training import label_task, labelled_data
 
 __all__ = ["LayerSensitivity", "SensitivityReport", "analyze", "format_sensitivity", "ROUNDING_ONLY"]
 
@@ -134,7 +134,7 @@ def _analyze(
         for tensor, values in statistics.items()
     ]
     float_accuracy = int8_accuracy = evaluation = None
-    task = output_tasks(model, load.task, labelled=True)[0]  # how the labels meet the output
+    task = label_task(model, load.task)
     if eval_data is not None:
         evaluation = labelled_data(eval_data, model, load.preprocessing, load.reshape_data, "eval", load.task)
         float_accuracy = metrics.task_accuracy(loaded.keras_outputs(evaluation.x), evaluation.y, task)

@@ -38,7 +38,7 @@ from tfcompress.runtime.interpreter import predict, quantize_inputs
 from tfcompress.runtime.task import AUTO as AUTO_TASK
 from tfcompress.transforms.cluster import clustered_dense_layers
 from tfcompress.transforms.qat import is_quantize_aware
-from tfcompress.transforms.training import fitted_data, labelled_data, output_tasks
+from tfcompress.transforms.training import fitted_data, label_task, labelled_data
 
 __all__ = ["Budget", "Candidate", "AutoReport", "auto", "format_auto_report"]
 _PERCENTILES = (99.99, 99.9)
@@ -243,8 +243,7 @@ def _search(loaded: LoadedModel, calibration, eval_data, train, settings, qat_ep
         original = _Original(None, loaded.keras_outputs(evaluation.x), load.task)
     else:
         evaluation = _labelled_eval(eval_data, model, load)
-        task = output_tasks(model, load.task, labelled=True)[0]
-        accuracy = metrics.task_accuracy(loaded.keras_outputs(evaluation.x), evaluation.y, task)
+        accuracy = metrics.task_accuracy(loaded.keras_outputs(evaluation.x), evaluation.y, label_task(model, load.task))
         original = _Original(accuracy, None, load.task)
 
     def measure(candidate: Candidate, source: LoadedModel = loaded) -> Candidate:

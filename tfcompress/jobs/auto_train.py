@@ -37,7 +37,7 @@ from tfcompress.transforms.allocation import (
     uniform_front,
 )
 from tfcompress.transforms.layer_scan import MIN_WEIGHTS, LayerScan, scan_layers, scanned_layer_names
-from tfcompress.transforms.training import output_tasks
+from tfcompress.transforms.training import label_task
 
 __all__ = ["TrainingSearch", "training_search", "training_steps", "SCAN_SAMPLES"]
 
@@ -83,7 +83,7 @@ def training_search(
         return TrainingSearch(
             (), 0, (), f"no Dense or Conv layer of {MIN_WEIGHTS} weights or more to prune and cluster"
         )
-    task = output_tasks(model, load.task, labelled=True)[0]  # how the eval labels meet the output
+    task = label_task(model, load.task)
     scans = _scan(model, evaluation.take(SCAN_SAMPLES), train.take(SCAN_SAMPLES).x, names, state, task)
     cost = lut_bytes if options.objective == "flash" else stored_bytes
     chain = allocation_chain(scans, cost)

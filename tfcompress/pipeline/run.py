@@ -258,7 +258,7 @@ def _against_original(model, current, exported, last_tflite, eval_data, load: Lo
     from tfcompress.jobs._common import load_model
     from tfcompress.runtime.interpreter import predict
     from tfcompress.runtime.metrics import fidelity, task_accuracy
-    from tfcompress.transforms.training import fitted_data, output_tasks
+    from tfcompress.transforms.training import fitted_data, label_task
 
     original, _ = load_model(model, load)
     data = as_dataset(eval_data, load.preprocessing)
@@ -275,8 +275,8 @@ def _against_original(model, current, exported, last_tflite, eval_data, load: Lo
         )
     if data.y is None:
         return {"accuracy": None, "relative_error": relative_error}
-    task = output_tasks(original, load.task, labelled=True)[0]
-    return {"accuracy": task_accuracy(outputs, data.y, task), "relative_error": relative_error}
+    accuracy = task_accuracy(outputs, data.y, label_task(original, load.task))
+    return {"accuracy": accuracy, "relative_error": relative_error}
 
 
 def _final_result(model, exported, last_tflite, output_dir, original: dict, measured) -> dict:

@@ -32,6 +32,7 @@ __all__ = [
     "training_data",
     "labelled_data",
     "keras_accuracy",
+    "label_task",
     "strategy_scope",
 ]
 
@@ -48,7 +49,7 @@ def check_labels(model, data: Dataset, role: str = "training", requested: Option
             f"The {role} data {data.source} has labels (y), but the model has {len(model.outputs)} outputs and "
             "labels fit one. Leave y out: the training steps then fine-tune every output towards the model's own."
         )
-    task = output_tasks(model, requested, labelled=True)[0] if requested is not None else None
+    task = label_task(model, requested) if requested is not None else None
     units = int(np.prod(model.outputs[0].shape[1:]))
     if task in QUANTITIES or (task == "sigmoid" and units > 1):
         kind = f"{units} yes/no scores (a sigmoid)" if task == "sigmoid" else f"a quantity (--task {task})"
@@ -78,6 +79,11 @@ def output_tasks(model, requested: str = AUTO, labelled: bool = False) -> tuple:
     else:
         detected = tuple(_activation_task(*tensor._keras_history[:2]) for tensor in model.outputs)
     return tuple("logits" if labelled and task in QUANTITIES else task for task in detected)
+
+
+def label_task(model, requested: str = AUTO) -> str:
+    """How class labels meet the model's (one) output: its task read with labels (`output_tasks`)."""
+    return output_tasks(model, requested, labelled=True)[0]
 
 
 def _activation_task(layer, node_index: int = 0) -> str:
