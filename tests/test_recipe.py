@@ -64,6 +64,9 @@ def _error(text) -> str:
         ("steps:\n  - convert: {\n", "r.yaml line 3: not valid YAML"),
         ("steps:\n  - prune: {unlabeled: u.npz}\n", "line 2: unknown option 'unlabeled' for step prune"),
         ("steps:\n  - distill: {augment: [rotate]}\n", "line 2: distill.augment must be one of shift, flip, mixup"),
+        ("steps:\n  - prune:\n      layer_sparsity: {dense: high}\n", "line 3: prune.layer_sparsity must be a number"),
+        ("steps:\n  - convert: {output_task: image}\n", "line 2: convert.output_task must map names to values"),
+        ("steps:\n  - convert: {output_task: {image: pixels}}\n", "convert.output_task must be one of auto, softmax"),
     ],
 )
 def test_validation_errors_name_the_key_and_its_line(text, expected):

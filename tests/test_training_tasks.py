@@ -136,7 +136,9 @@ def test_output_tasks_reads_the_activation_through_reshapes(tf_keras):
     read = ("softmax", "softmax", "sigmoid", "sigmoid", "regression")
     assert output_tasks(model) == read
     assert output_tasks(model, labelled=True) == read[:-1] + ("logits",)
-    assert output_tasks(model, "reconstruction", labelled=True) == ("reconstruction",) * 5
+    assert output_tasks(model, ("reconstruction",) * 5, labelled=True) == ("reconstruction",) * 5
+    asked = ("auto", "logits", "auto", "regression", "auto")  # what --output_task asks of some, by name
+    assert output_tasks(model, asked, labelled=True) == ("softmax", "logits", "sigmoid", "regression", "logits")
 
 
 def test_analyze_and_auto_measure_a_binary_classifier_at_0_5(binary, tmp_path):
@@ -194,3 +196,60 @@ def test_logits_fine_tune_towards_their_probabilities_by_cross_entropy(tf_keras)
     assert isinstance(cross_entropy, tf_keras.losses.CategoricalCrossentropy)
     assert cross_entropy.get_config()["from_logits"] and isinstance(squared, tf_keras.losses.MeanSquaredError)
     assert targets.described == "the model's own outputs (cross-entropy and mean squared error): no labels"
+
+
+def _label_and_image(tf_keras):
+    """A class head and an image head whose sigmoid makes pixels (a reconstruction, read as yes/no scores
+    from the graph alone)."""
+    tf_keras.utils.set_random_seed(5)
+    layers = tf_keras.layers
+    image = tf_keras.Input((8, 8, 1), name="pixels_in")
+    code = layers.Dense(16, activation="relu")(layers.Flatten()(image))
+    label = layers.Dense(3, activation="softmax", name="label")(code)
+    pixels = layers.Reshape((8, 8, 1), name="image")(layers.Dense(64, activation="sigmoid")(code))
+    return tf_keras.Model(image, [label, pixels])
+
+
+def test_output_task_says_how_one_output_of_several_reads(tf_keras, run_cli, tmp_path):
+    """--task is one for every output; --output_task names the image head a reconstruction, so convert and the
+    training guard measure it by RMS while the class head keeps its softmax measures."""
+    from tfcompress.runtime.metrics import fidelity
+
+    model = _label_and_image(tf_keras)
+    path = tmp_path / "label_and_image.h5"
+    model.save(path)
+    x = np.random.default_rng(1).uniform(0, 1, (400, 8, 8, 1)).astype(np.float32)
+    np.savez(tmp_path / "train.npz", x=x[:300])
+    np.savez(tmp_path / "val.npz", x=x[300:])
+    data = ["--calibration", tmp_path / "train.npz", "--eval", tmp_path / "val.npz"]
+    reconstruction = ["--output_task", "image=reconstruction"]
+    for told, image_task in (([], "sigmoid"), (reconstruction, "reconstruction")):
+        report_path = tmp_path / f"convert_{image_task}.json"
+        code, _, err = run_cli("convert", path, "--precision", "int8", *data, *told,
+                               "-o", tmp_path / f"{image_task}.tflite", "--report", report_path)  # fmt: skip
+        assert code == 0, err
+        by_output = {each["output"]: each for each in json.loads(report_path.read_text())["fidelity_by_output"]}
+        assert (by_output["label"]["task"], by_output["image"]["task"]) == ("softmax", image_task)
+        assert (by_output["image"]["relative_error"] is not None) == (image_task == "reconstruction")
+
+    for told, counts in (([], (0, 2)), (reconstruction, (1, 1))):
+        report_path, pruned_path = tmp_path / f"prune_{len(told)}.json", tmp_path / f"pruned_{len(told)}.h5"
+        code, _, err = run_cli("prune", path, "--train", tmp_path / "train.npz", "--val", tmp_path / "val.npz",
+                               "--target_sparsity", "0.5", "--epochs", "1", *told,
+                               "-o", pruned_path, "--report", report_path)  # fmt: skip
+        assert code == 0, err
+        check = json.loads(report_path.read_text())["output_check"]
+        assert (check["quantity_outputs"], check["classifier_outputs"]) == counts
+        if told:
+            pruned = tf_keras.models.load_model(pruned_path, compile=False)
+            moved = fidelity(_outputs(pruned, x[300:])[1], _outputs(model, x[300:])[1], task="regression")
+            assert check["output"] == "image" and check["classifier_output"] == "label"
+            assert check["relative_error"] == pytest.approx(moved.relative_error, rel=1e-4)
+
+    code, out, err = run_cli(
+        "convert", path, *data, "--output_task", "pixels=reconstruction", "-o", tmp_path / "m.tflite"
+    )
+    assert code == 2 and not (tmp_path / "m.tflite").exists(), err
+    assert "--output_task names 'pixels', but the model's outputs are 'label', 'image'; use those names." in err
+    code, out, err = run_cli("convert", path, "--output_task", "image=pixels", "-o", tmp_path / "m.tflite")
+    assert code == 2 and "output_task[image] must be one of auto, softmax" in err and "Traceback" not in err, err

@@ -133,7 +133,7 @@ def from_flags(cls, values: dict, *, only=None):
             if kind == "list" and value is not None:
                 value = tuple(item(text) for text in value)
             elif kind == "mapping":
-                value = parse_name_values(value or "", field.name)
+                value = parse_name_values(value or "", field.name, item)
         except ValueError as error:
             raise flags.Error(f"--{field.name}: {error}") from None
         settings[field.name] = value
@@ -143,14 +143,14 @@ def from_flags(cls, values: dict, *, only=None):
 
 
 def recipe_schema(*classes, only=None) -> dict:
-    """option name → what a recipe may write there: a type, a tuple of choices, [item type] or dict."""
+    """option name → what a recipe may write there: a type, a tuple of choices, [item type] or {str: item type}."""
     schema = {}
     for cls in classes:
         for field, kind, item in settable_fields(cls, only):
             if kind == "list":
                 schema[field.name] = [field.metadata["choices"] or item]
             elif kind == "mapping":
-                schema[field.name] = dict
+                schema[field.name] = {str: field.metadata["choices"] or item}  # names to values of that kind
             else:
                 schema[field.name] = field.metadata["choices"] or item
             if field.metadata["was"]:
@@ -199,13 +199,13 @@ def _default(field):
     return field.default_factory() if field.default is dataclasses.MISSING else field.default
 
 
-def parse_name_values(text: str, name: str = "option") -> dict:
-    """`dense=0.96,dense_1=0.9` → {"dense": 0.96, "dense_1": 0.9}."""
+def parse_name_values(text: str, name: str = "option", value_type=float) -> dict:
+    """`dense=0.96,dense_1=0.9` → {"dense": 0.96, "dense_1": 0.9} (values read as `value_type`)."""
     result = {}
     for item in filter(None, text.split(",")):
         key, equals, value = item.partition("=")
         try:
-            result[key.strip()] = float(value)
+            result[key.strip()] = value_type(value.strip())
         except ValueError:
             equals = ""
         if not equals or not key.strip():
@@ -236,15 +236,34 @@ class LoadOptions:
         "its last op), softmax, logits, sigmoid, regression or reconstruction.",
         choices=(AUTO,) + TASKS,
     )
+    output_task: dict[str, str] = option(
+        {},
+        "The task of named outputs, over --task: for a model whose outputs read differently, e.g. "
+        "image=reconstruction,label=softmax.",
+        choices=(AUTO,) + TASKS,
+    )
 
     def __post_init__(self):
-        if self.task not in (AUTO,) + TASKS:
-            raise OptionError(f"task must be one of {', '.join((AUTO,) + TASKS)}. Received: task={self.task!r}")
+        for name, task in {"task": self.task, **{f"output_task[{k}]": v for k, v in self.output_task.items()}}.items():
+            if task not in (AUTO,) + TASKS:
+                raise OptionError(f"{name} must be one of {', '.join((AUTO,) + TASKS)}. Received: {name}={task!r}")
         if isinstance(self.custom_objects, str) and not self.trust_model_code:
             raise OptionError(
                 f"--custom_objects imports and runs {self.custom_objects}; pass "
                 "--trust_model_code as well if you trust that code."
             )
+
+    def asked_tasks(self, output_names) -> tuple:
+        """What --task and --output_task ask of each output, by name ("auto" where neither says): the
+        `requested` that runtime.task.resolve_tasks and training.output_tasks take."""
+        names = tuple(output_names or (None,))  # None: a subclassed model's one output, unnamed before a call
+        unknown = sorted(set(self.output_task) - set(names))
+        if unknown:
+            raise OptionError(
+                f"--output_task names {', '.join(map(repr, unknown))}, but the model's outputs are "
+                f"{', '.join(repr(name) for name in names if name is not None) or 'unnamed'}; use those names."
+            )
+        return tuple(self.output_task.get(name, self.task) for name in names)
 
     @property
     def preprocessing(self):

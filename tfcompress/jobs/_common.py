@@ -224,7 +224,11 @@ def training_run(
         input_was_keras3 = not quantize_aware and keras_io.saved_by_keras3(model_path)
         keras_io.check_output_format(loaded, output, input_was_keras3=input_was_keras3, quantize_aware=quantize_aware)
         data = _fitted_data(loaded, load, {"training": train, held_out_role: held_out})
-        tasks = output_tasks(loaded, load.task, labelled=any(dataset.y is not None for dataset in data.values()))
+        tasks = output_tasks(
+            loaded,
+            load.asked_tasks(loaded.output_names),
+            labelled=any(dataset.y is not None for dataset in data.values()),
+        )
         yield TrainingRun(
             model=loaded,
             model_path=model_path,
@@ -247,14 +251,15 @@ def _fitted_data(model, load: LoadOptions, given: dict) -> dict:
     present, against the output read as `--task` says. With labelled training data every role needs labels."""
     from tfcompress.transforms.training import check_labels, fitted_data
 
+    asked = load.asked_tasks(model.output_names)
     data = {
-        role: fitted_data(value, model, load.preprocessing, load.reshape_data, role, load.task)
+        role: fitted_data(value, model, load.preprocessing, load.reshape_data, role, asked)
         for role, value in given.items()
         if value is not None
     }
     if "training" in data and data["training"].y is not None:
         for role, dataset in data.items():
-            check_labels(model, dataset, role, load.task)
+            check_labels(model, dataset, role, asked)
     return data
 
 

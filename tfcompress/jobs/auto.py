@@ -211,7 +211,7 @@ def auto(
         )
         if written:
             outputs.bytes(output, chosen.tflite)
-            outputs.bytes(recipe_path, _recipe_yaml(chosen, options, report.budget, load.task).encode())
+            outputs.bytes(recipe_path, _recipe_yaml(chosen, options, report.budget, load).encode())
         outputs.file(
             plot_path,
             lambda path: plots.plot_candidates(
@@ -240,11 +240,13 @@ def _search(loaded: LoadedModel, calibration, eval_data, train, settings, qat_ep
     calibration = input_data(calibration, keras_inputs(model), load.preprocessing, reshape=load.reshape_data)
     if budget.measure == "relative_error":
         evaluation = input_data(eval_data, keras_inputs(model), load.preprocessing, reshape=load.reshape_data)
-        original = _Original(None, loaded.keras_outputs(evaluation.x), load.task)
+        original = _Original(None, loaded.keras_outputs(evaluation.x), _reading(load))
     else:
         evaluation = _labelled_eval(eval_data, model, load)
-        accuracy = metrics.task_accuracy(loaded.keras_outputs(evaluation.x), evaluation.y, label_task(model, load.task))
-        original = _Original(accuracy, None, load.task)
+        accuracy = metrics.task_accuracy(
+            loaded.keras_outputs(evaluation.x), evaluation.y, label_task(model, load.asked_tasks(model.output_names))
+        )
+        original = _Original(accuracy, None, _reading(load))
 
     def measure(candidate: Candidate, source: LoadedModel = loaded) -> Candidate:
         progress.stage(f"measuring the candidate {candidate.name}")
@@ -276,7 +278,9 @@ def _search(loaded: LoadedModel, calibration, eval_data, train, settings, qat_ep
 def _labelled_eval(eval_data, model, load: LoadOptions):
     """The eval data with class labels, or an error that names the budget for a model without classes."""
     try:
-        return labelled_data(eval_data, model, load.preprocessing, load.reshape_data, "eval", load.task)
+        return labelled_data(
+            eval_data, model, load.preprocessing, load.reshape_data, "eval", load.asked_tasks(model.output_names)
+        )
     except DataError as error:
         raise DataError(
             f"{one_line(error).rstrip('.')}. auto holds a classifier to its top-1 accuracy; for a model whose "
@@ -292,7 +296,9 @@ def _training_search(model, train, data, settings, measure, state_dir, deadline)
 
     (calibration, evaluation), (options, shrink, load) = data, settings
     # labels optional
-    training = fitted_data(train, model, load.preprocessing, load.reshape_data, "training", load.task)
+    training = fitted_data(
+        train, model, load.preprocessing, load.reshape_data, "training", load.asked_tasks(model.output_names)
+    )
     state = None
     if state_dir is not None:
         key = search_key(
@@ -352,7 +358,12 @@ class _Original:
 
     accuracy: Optional[float]  # top-1, for the accuracy budget
     outputs: object  # for the relative-error budget, else None
-    task: str  # how the outputs read (--task: auto, or what the user says they are)
+    reading: LoadOptions  # how the outputs read: --task and --output_task, as the user gave them
+
+
+def _reading(load: LoadOptions) -> LoadOptions:
+    """Of `load`, what says how the outputs read, for the candidates' conversions."""
+    return LoadOptions(task=load.task, output_task=load.output_task)
 
 
 def _measured(candidate, source: LoadedModel, calibration, evaluation, options: AutoOptions, budget: Budget, original):
@@ -370,7 +381,7 @@ def _measured(candidate, source: LoadedModel, calibration, evaluation, options: 
             (ConvertOptions, None),
         )
         report = convert_loaded(
-            source, conversion, LoadOptions(task=original.task), GuardOptions(skip_check=True), calibration, evaluation
+            source, conversion, original.reading, GuardOptions(skip_check=True), calibration, evaluation
         )
         arena = None
         if micro or (options.objective == "arena" and candidate.precision == "int8" and not report.float_ops):
@@ -459,11 +470,12 @@ def _choose(candidates: list, objective: str, float32: Candidate, budget: Budget
     return min(eligible, key=lambda c: (_objective(c, objective), c.gzip_bytes, budget.value(c)), default=None)
 
 
-def _recipe_yaml(chosen: Candidate, options: AutoOptions, budget: Budget, task: str) -> str:
-    """The recipe that makes `chosen` again and judges it by the same budget (and the `--task` given, which
-    decides how the export measures the outputs)."""
+def _recipe_yaml(chosen: Candidate, options: AutoOptions, budget: Budget, load: LoadOptions) -> str:
+    """The recipe that makes `chosen` again and judges it by the same budget (and the `--task` and
+    `--output_task` given, which decide how the export measures the outputs)."""
     steps = [*chosen.training]
-    told = {} if task == AUTO_TASK else {"task": task}
+    told = {} if load.task == AUTO_TASK else {"task": load.task}
+    told.update({"output_task": dict(load.output_task)} if load.output_task else {})
     if options.target == "micro":
         lut = {"compress": "lut"} if options.objective == "flash" else {}
         steps.append({"micro": {**chosen.options, **lut, **told}})

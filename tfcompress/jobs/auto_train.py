@@ -83,7 +83,7 @@ def training_search(
         return TrainingSearch(
             (), 0, (), f"no Dense or Conv layer of {MIN_WEIGHTS} weights or more to prune and cluster"
         )
-    task = label_task(model, load.task)
+    task = label_task(model, load.asked_tasks(model.output_names))
     scans = _scan(model, evaluation.take(SCAN_SAMPLES), train.take(SCAN_SAMPLES).x, names, state, task)
     cost = lut_bytes if options.objective == "flash" else stored_bytes
     chain = allocation_chain(scans, cost)

@@ -53,7 +53,7 @@ def benchmark(
         if not named_models:
             raise ModelLoadError("benchmark needs at least one .tflite model.")
         first = inspect_tflite(named_models[0][1], named_models[0][0])
-        tasks = resolve_tasks(load.task, first)
+        tasks = resolve_tasks(load.asked_tasks(first.output_keys), first)
         evaluation = input_data(eval_data, first.model_inputs(), load.preprocessing, reshape=load.reshape_data)
         eval_x = evaluation.x if evaluation is not None else None
         labels = evaluation.y if evaluation is not None else None

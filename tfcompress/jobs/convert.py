@@ -128,7 +128,7 @@ def convert_loaded(
     warnings.extend(cautions.scaled_twice(model, applied))
     warnings.extend(cautions.clusters_spread(model, options))
     if check_data is not None:
-        tasks = resolve_tasks(load.task, summary)
+        tasks = resolve_tasks(load.asked_tasks(summary.output_keys), summary)
         by_output = metrics.fidelity_by_output(tflite_outputs, keras_outputs, tasks, summary.output_keys, check_data.x)
         fidelity = by_output[0]
         warnings.extend(cautions.meaningless_measures(keras_outputs, evaluation, tasks))

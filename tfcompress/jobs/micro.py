@@ -259,7 +259,7 @@ class _Package:
         if converted is not None:
             accuracy = converted.accuracy
         elif eval_data is not None and check_data.y is not None:
-            tasks = resolve_tasks(self.load.task, summary)
+            tasks = resolve_tasks(self.load.asked_tasks(summary.output_keys), summary)
             if len(tasks) == 1:
                 accuracy = metrics.task_accuracy(predict(tflite_bytes, check_data.x), check_data.y, tasks[0])
         lut = None

@@ -56,7 +56,7 @@ __all__ = [
 DATA_ROLES = ("train", "val", "unlabeled", "calibration", "eval")
 _TRAINING_ROLES = ("train", "val")
 _GATE = ("skip_check",)
-_TASK = recipe_schema(LoadOptions, only=("task",))  # how an export reads the outputs, as --task says
+_TASK = recipe_schema(LoadOptions, only=("task", "output_task"))  # how an export reads the outputs
 # step → (options and what a recipe may write there, data roles it reads): from the options' declarations
 _STEPS = {
     "prune": (recipe_schema(TrainOptions, PruneOptions), _TRAINING_ROLES),
@@ -274,12 +274,12 @@ def _checked_value(value, wanted, name, path, fail):
         return [_checked_value(item, wanted[0], name, path, fail) for item in value]
     if wanted is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
-    if wanted is dict:
-        if not isinstance(value, dict) or not all(
-            isinstance(v, (int, float)) and not isinstance(v, bool) for v in value.values()
-        ):
-            fail(path, f"{name} must map layer names to numbers, e.g. {{dense: 0.9}}; got {value!r}.")
-        return {str(k): float(v) for k, v in value.items()}
+    if isinstance(wanted, dict):  # {str: value type}: names to values
+        (value_type,) = wanted.values()
+        if not isinstance(value, dict):
+            example = "{dense: 0.9}" if value_type is float else "{image: reconstruction}"
+            fail(path, f"{name} must map names to values, e.g. {example}; got {value!r}.")
+        return {str(k): _checked_value(v, value_type, name, path, fail) for k, v in value.items()}
     if not isinstance(value, wanted) or (wanted is not bool and isinstance(value, bool)):
         fail(path, f"{name} must be {'a number' if wanted is float else wanted.__name__}; got {value!r}.")
     return value

@@ -264,7 +264,9 @@ def _against_original(model, current, exported, last_tflite, eval_data, load: Lo
     data = as_dataset(eval_data, load.preprocessing)
     if len(original.outputs) > 1:  # labels fit one output (convert said so): each is measured against the model's
         data = dataclasses.replace(data, y=None)
-    data = fitted_data(data, original, load.preprocessing, load.reshape_data, "eval", load.task)
+    data = fitted_data(
+        data, original, load.preprocessing, load.reshape_data, "eval", load.asked_tasks(original.output_names)
+    )
     outputs = original.predict(data.x, batch_size=256, verbose=0)
     relative_error = None
     if quantities:
@@ -275,7 +277,7 @@ def _against_original(model, current, exported, last_tflite, eval_data, load: Lo
         )
     if data.y is None:
         return {"accuracy": None, "relative_error": relative_error}
-    accuracy = task_accuracy(outputs, data.y, label_task(original, load.task))
+    accuracy = task_accuracy(outputs, data.y, label_task(original, load.asked_tasks(original.output_names)))
     return {"accuracy": accuracy, "relative_error": relative_error}
 
 

@@ -3,7 +3,8 @@
 A softmax output is a class distribution (top-1 agreement), a sigmoid output is one or more yes/no
 scores (agreement at 0.5), and anything else is a quantity: a regression, or, when the output has the
 input's shape, a reconstruction whose per-sample error is the score (anomaly detection). Class logits
-look like a regression from the graph alone, so `--task logits` says so.
+look like a regression from the graph alone, so `--task logits` says so (`--output_task NAME=logits`
+for one output of several).
 """
 
 import numpy as np
@@ -38,9 +39,10 @@ def resolve_task(requested: str, summary, output_index: int = 0) -> str:
     return detect_task(summary, output_index) if requested == AUTO else requested
 
 
-def resolve_tasks(requested: str, summary) -> tuple:
-    """The task of each output: a `--task` other than "auto" applies to every output."""
-    return tuple(resolve_task(requested, summary, index) for index in range(len(summary.outputs)))
+def resolve_tasks(requested: tuple, summary) -> tuple:
+    """The task of each output: `requested` holds one per output (`LoadOptions.asked_tasks`), each
+    detected where it is "auto"."""
+    return tuple(resolve_task(asked, summary, index) for index, asked in enumerate(requested))
 
 
 def class_probabilities(outputs, task: str) -> np.ndarray:

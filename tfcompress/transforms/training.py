@@ -37,9 +37,9 @@ __all__ = [
 ]
 
 
-def check_labels(model, data: Dataset, role: str = "training", requested: Optional[str] = None) -> None:
-    """Labels that fit the model's output: present, and a class it has. With `requested` (a `--task`,
-    see `output_tasks`) a sigmoid output of one unit takes 0 and 1; without, class indices."""
+def check_labels(model, data: Dataset, role: str = "training", requested: Optional[tuple] = None) -> None:
+    """Labels that fit the model's output: present, and a class it has. With `requested` (see
+    `output_tasks`) a sigmoid output of one unit takes 0 and 1; without, class indices."""
     if data.y is None:
         raise DataError(f"The {role} data {data.source} has no labels (y); pass labelled data (an .npz with x and y).")
     if model.outputs is None:  # a subclassed model: its output size is unknown before a call
@@ -67,23 +67,29 @@ def check_labels(model, data: Dataset, role: str = "training", requested: Option
         )
 
 
-def output_tasks(model, requested: str = AUTO, labelled: bool = False) -> tuple:
+def output_tasks(model, requested: Optional[tuple] = None, labelled: bool = False) -> tuple:
     """How each output of the (float) model reads, as convert reads the converted one (runtime.task):
-    `requested` (a `--task`) for every output, else softmax, sigmoid or a quantity from the activation
-    that makes it, looking through layers that only reshape it. With class labels (`labelled`) what
-    reads as a quantity is class logits."""
-    if requested != AUTO:
-        return (requested,) * len(model.outputs or [None])
+    as `requested` says (one per output, `LoadOptions.asked_tasks`; None: all "auto"), else softmax,
+    sigmoid or a quantity from the activation that makes it, looking through layers that only
+    reshape it. With class labels (`labelled`) what reads as a quantity is class logits."""
     if model.outputs is None:  # a subclassed model: its last layer makes the output
-        detected = (_activation_task(model.layers[-1]),)
+        made_by = [(model.layers[-1], 0)]
     else:
-        detected = tuple(_activation_task(*tensor._keras_history[:2]) for tensor in model.outputs)
-    return tuple("logits" if labelled and task in QUANTITIES else task for task in detected)
+        made_by = [tensor._keras_history[:2] for tensor in model.outputs]
+    requested = requested or (AUTO,) * len(made_by)
+    return tuple(
+        asked if asked != AUTO else _detected_task(*layer, labelled) for asked, layer in zip(requested, made_by)
+    )
 
 
-def label_task(model, requested: str = AUTO) -> str:
+def label_task(model, requested: Optional[tuple] = None) -> str:
     """How class labels meet the model's (one) output: its task read with labels (`output_tasks`)."""
     return output_tasks(model, requested, labelled=True)[0]
+
+
+def _detected_task(layer, node_index: int, labelled: bool) -> str:
+    task = _activation_task(layer, node_index)
+    return "logits" if labelled and task in QUANTITIES else task
 
 
 def _activation_task(layer, node_index: int = 0) -> str:
@@ -188,7 +194,7 @@ def training_data(train, val, model, preprocessing, reshape_data) -> tuple:
     )
 
 
-def labelled_data(data, model, preprocessing, reshape_data, role: str, requested: Optional[str] = None) -> Dataset:
+def labelled_data(data, model, preprocessing, reshape_data, role: str, requested: Optional[tuple] = None) -> Dataset:
     """One labelled `Dataset` fitted to the model input, its labels checked against the output (read
     as `requested` says, see `check_labels`)."""
     dataset = fitted_data(data, model, preprocessing, reshape_data, role, requested)
@@ -196,7 +202,7 @@ def labelled_data(data, model, preprocessing, reshape_data, role: str, requested
     return dataset
 
 
-def fitted_data(data, model, preprocessing, reshape_data, role: str, requested: Optional[str] = None) -> Dataset:
+def fitted_data(data, model, preprocessing, reshape_data, role: str, requested: Optional[tuple] = None) -> Dataset:
     """One `Dataset` fitted to the model input; its labels, where it has any, checked against the
     output (read as `requested` says, see `check_labels`)."""
     dataset = as_dataset(data, preprocessing)
