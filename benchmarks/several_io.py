@@ -71,7 +71,7 @@ def main(argv):
             ("cluster", pruned, clustered, CLUSTER),
         ):
             report, seconds = _tfcompress(command, source, output, settings, files)
-            steps.append({"command": f"{command} {' '.join(settings)}", "seconds": seconds, **_guard(report)})
+            steps.append({"command": f"{command} {' '.join(settings + READING)}", "seconds": seconds, **_guard(report)})
             steps[-1].update(_real_drop(source, output, test))
             print(steps[-1], flush=True)
 
