@@ -8,7 +8,8 @@ import json
 import numpy as np
 import pytest
 
-from tfcompress.runtime.task import class_probabilities
+from tfcompress.runtime.interpreter import predict
+from tfcompress.runtime.task import class_probabilities, yes_probability
 from tfcompress.testing.field_zoo import sample_inputs
 from tfcompress.transforms.guardrail import expected_accuracy_drop
 
@@ -17,6 +18,7 @@ from conftest import saved_field_model
 BINARY = "sigmoid binary head"
 MULTI_LABEL = "sigmoid multi-label head"
 LOGITS = "logits classifier (no softmax)"
+ONE_UNIT = "regression head"  # one linear unit: with 0/1 labels, the logit of a binary classifier
 
 
 def _outputs(model, inputs):
@@ -118,6 +120,50 @@ def test_class_logits_are_judged_as_classes_when_task_says_so(tf_keras, tmp_path
     assert check["classifier_task"] == "logits" and check["relative_error"] is None, check
     assert check["accuracy_drop"] == pytest.approx(expected_accuracy_drop(*probabilities), abs=1e-6)
     assert check["top1_kept"] == pytest.approx(np.mean(np.argmax(before, -1) == np.argmax(after, -1)))
+
+
+def test_a_binary_classifier_with_one_logit_trains_on_0_1_labels_and_is_measured_at_0(tf_keras, run_cli, tmp_path):
+    """One linear unit trained with binary cross-entropy from logits: its 0/1 labels were refused ("takes
+    labels 0..0"), and a softmax of one logit agrees with anything, so --task logits measured 100% top-1."""
+    from tfcompress import analyze, prune
+
+    original, path = saved_field_model(tf_keras, ONE_UNIT, tmp_path / "one_logit.h5")
+    x = sample_inputs(ONE_UNIT, original, 2500)
+    y = (x[:, 0] + x[:, 1] > 1).astype(np.int64)
+    np.savez(tmp_path / "train.npz", x=x[:2000], y=y[:2000])
+    np.savez(tmp_path / "val.npz", x=x[2000:], y=y[2000:])
+    report_path = tmp_path / "report.json"
+    code, _, err = run_cli("prune", path, "--train", tmp_path / "train.npz", "--val", tmp_path / "val.npz",
+                           "--target_sparsity", "0.5", "--epochs", "4", "--learning_rate", "1e-2",
+                           "-o", tmp_path / "pruned.h5", "--report", report_path)  # fmt: skip
+    assert code == 0, err
+    report = json.loads(report_path.read_text())
+    pruned = tf_keras.models.load_model(tmp_path / "pruned.h5", compile=False)
+    at_zero = [float(np.mean((_outputs(model, x[2000:])[:, 0] > 0) == y[2000:])) for model in (original, pruned)]
+    check = report["accuracy_check"]
+    assert (check["before"], check["after"]) == pytest.approx(at_zero), (check, at_zero)
+    assert report["metrics"]["val_accuracy"] == pytest.approx(at_zero[1], abs=1e-6)
+    assert at_zero[1] > at_zero[0] + 0.2 and at_zero[1] > 0.85, at_zero
+
+    convert_report = tmp_path / "convert.json"
+    code, _, err = run_cli("convert", tmp_path / "pruned.h5", "--precision", "int8", "--calibration",
+                           tmp_path / "train.npz", "--eval", tmp_path / "val.npz", "--task", "logits",
+                           "-o", tmp_path / "pruned.tflite", "--report", convert_report)  # fmt: skip
+    assert code == 0, err
+    converted = json.loads(convert_report.read_text())
+    logits = predict((tmp_path / "pruned.tflite").read_bytes(), x[2000:])
+    assert converted["accuracy"] == pytest.approx(np.mean((logits[:, 0] > 0) == y[2000:]))
+    agreement = np.mean((logits[:, 0] > 0) == (_outputs(pruned, x[2000:])[:, 0] > 0))
+    assert converted["fidelity"]["threshold_agreement"] == pytest.approx(agreement)
+    assert converted["fidelity"]["top1_agreement"] is None
+    sensitivity = analyze(tmp_path / "pruned.h5", tmp_path / "train.npz", eval_data=tmp_path / "val.npz", try_float=1)
+    assert sensitivity.float_accuracy == pytest.approx(at_zero[1])
+
+    unlabelled = prune(path, x[:2000], val=x[2000:], target_sparsity=0.6, epochs=2, verbose=0, task="logits")
+    before, after = (yes_probability(_outputs(model, x[2000:])) for model in (original, unlabelled.keras_model))
+    two_class = [np.concatenate([1 - scores, scores], axis=-1) for scores in (before, after)]
+    assert unlabelled.output_check["accuracy_drop"] == pytest.approx(expected_accuracy_drop(*two_class), abs=1e-6)
+    assert unlabelled.output_check["top1_kept"] == pytest.approx(np.mean((before > 0.5) == (after > 0.5)))
 
 
 def test_output_tasks_reads_the_activation_through_reshapes(tf_keras):

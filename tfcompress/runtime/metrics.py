@@ -7,7 +7,7 @@ import numpy as np
 
 from tfcompress.errors import DataError
 from tfcompress.runtime.interpreter import per_output
-from tfcompress.runtime.task import CLASSIFIERS, QUANTITIES
+from tfcompress.runtime.task import QUANTITIES, YES_AT, yes_no
 
 __all__ = [
     "Fidelity",
@@ -37,7 +37,7 @@ class Fidelity:
     # Classifiers: samples whose two largest outputs are exactly equal. An int8 softmax has steps
     # of 1/256, so near-ties round to a tie and arg-max falls back to the lower class index.
     top1_ties: Optional[int] = None
-    threshold_agreement: Optional[float] = None  # sigmoid: fraction of outputs on the same side of 0.5
+    threshold_agreement: Optional[float] = None  # yes/no scores: fraction on the same side of 0.5 (one logit: of 0)
     relative_error: Optional[float] = None  # quantities: RMS of the error / RMS of the reference
     snr_db: Optional[float] = None  # quantities: the reference's power over the error's, in dB
     # Reconstructions: rank correlation of the per-sample reconstruction errors (anomaly scores).
@@ -82,17 +82,17 @@ def accuracy(outputs: np.ndarray, labels: Optional[np.ndarray]) -> Optional[floa
 
 def task_accuracy(outputs: np.ndarray, labels: Optional[np.ndarray], task: str) -> Optional[float]:
     """Accuracy where the labels fit the task: class labels for a classifier, 0/1 labels for one
-    sigmoid output; None otherwise (a regression's outputs are not classes, and multi-label
-    sigmoid outputs need a label per output)."""
+    sigmoid output or one logit; None otherwise (a regression's outputs are not classes, and
+    multi-label sigmoid outputs need a label per output)."""
     if labels is None or task in QUANTITIES:
         return None
-    if task != "sigmoid":
+    if not yes_no(task, outputs.shape[-1]):
         return accuracy(outputs, labels)
     scores = outputs.reshape(len(outputs), -1)
     if scores.shape[1] != 1:
         return None
     _check_labels(labels, len(outputs), 2)
-    return float(np.mean((scores[:, 0] > 0.5) == labels))
+    return float(np.mean((scores[:, 0] > YES_AT[task]) == labels))
 
 
 def _check_labels(labels: np.ndarray, samples: int, classes: int) -> None:
@@ -118,12 +118,13 @@ def fidelity(outputs: np.ndarray, reference: np.ndarray, task: str = "softmax", 
     outputs, reference = outputs.astype(np.float64), reference.astype(np.float64)
     difference = np.abs(outputs - reference)
     measures = {}
-    if task in CLASSIFIERS:
+    if yes_no(task, outputs.shape[-1]):
+        yes = YES_AT[task]
+        measures["threshold_agreement"] = float(np.mean((outputs > yes) == (reference > yes)))
+    elif task not in QUANTITIES:
         measures["top1_agreement"] = float(np.mean(np.argmax(outputs, axis=-1) == np.argmax(reference, axis=-1)))
         top_two = np.sort(outputs, axis=-1)[..., -2:]
         measures["top1_ties"] = int(np.sum(top_two[..., 0] == top_two[..., 1])) if outputs.shape[-1] > 1 else 0
-    elif task == "sigmoid":
-        measures["threshold_agreement"] = float(np.mean((outputs > 0.5) == (reference > 0.5)))
     else:
         error_power, reference_power = np.mean(difference**2), np.mean(reference**2)
         measures["relative_error"] = float(np.sqrt(error_power / reference_power)) if reference_power else None

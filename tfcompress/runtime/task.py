@@ -9,12 +9,24 @@ for one output of several).
 
 import numpy as np
 
-__all__ = ["TASKS", "CLASSIFIERS", "QUANTITIES", "class_probabilities", "detect_task", "resolve_task", "resolve_tasks"]
+__all__ = [
+    "TASKS",
+    "CLASSIFIERS",
+    "QUANTITIES",
+    "YES_AT",
+    "class_probabilities",
+    "detect_task",
+    "resolve_task",
+    "resolve_tasks",
+    "yes_no",
+    "yes_probability",
+]
 
 TASKS = ("softmax", "logits", "sigmoid", "regression", "reconstruction")
 CLASSIFIERS = ("softmax", "logits")
 QUANTITIES = ("regression", "reconstruction")
 AUTO = "auto"
+YES_AT = {"sigmoid": 0.5, "logits": 0.0}  # where a yes/no score says yes: a probability, or one logit
 
 # Ops that carry a value to the output without changing what it means.
 _PASS_THROUGH = {"QUANTIZE", "DEQUANTIZE", "RESHAPE", "SQUEEZE", "EXPAND_DIMS", "CAST"}
@@ -45,10 +57,23 @@ def resolve_tasks(requested: tuple, summary) -> tuple:
     return tuple(resolve_task(asked, summary, index) for index, asked in enumerate(requested))
 
 
+def yes_no(task: str, last_axis: int) -> bool:
+    """Whether outputs of `task` with `last_axis` values per position are yes/no scores: a sigmoid's,
+    or one logit (of yes against no, a binary classifier trained with cross-entropy from logits)."""
+    return task == "sigmoid" or (task == "logits" and last_axis == 1)
+
+
+def yes_probability(logits) -> np.ndarray:
+    """The probability of yes that one logit says (its sigmoid)."""
+    return 0.5 * (1 + np.tanh(np.asarray(logits, np.float64) / 2))
+
+
 def class_probabilities(outputs, task: str) -> np.ndarray:
     """Class scores as probabilities over the last axis: a softmax's as they are, logits through a
-    softmax, and each sigmoid unit as its two classes, no and yes."""
+    softmax, and each sigmoid unit (or one logit) as its two classes, no and yes."""
     outputs = np.asarray(outputs, np.float64)
+    if task == "logits" and outputs.shape[-1] == 1:
+        outputs, task = yes_probability(outputs), "sigmoid"
     if task == "sigmoid":
         return np.stack([1 - outputs, outputs], axis=-1)
     if task == "logits":

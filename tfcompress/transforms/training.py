@@ -9,6 +9,7 @@ outputs are what convert's fidelity and `auto --max_relative_error` measure agai
 
 import contextlib
 import dataclasses
+import functools
 import math
 from typing import Optional
 
@@ -19,7 +20,7 @@ from tfcompress.data import Dataset, as_dataset, fit_to_inputs, keras_inputs
 from tfcompress.errors import DataError
 from tfcompress.options import TrainOptions
 from tfcompress.runtime.metrics import task_accuracy
-from tfcompress.runtime.task import AUTO, CLASSIFIERS, QUANTITIES, class_probabilities
+from tfcompress.runtime.task import AUTO, CLASSIFIERS, QUANTITIES, YES_AT, class_probabilities, yes_no, yes_probability
 
 __all__ = [
     "check_labels",
@@ -50,17 +51,17 @@ def check_labels(model, data: Dataset, role: str = "training", requested: Option
             "labels fit one. Leave y out: the training steps then fine-tune every output towards the model's own."
         )
     task = label_task(model, requested) if requested is not None else None
-    units = int(np.prod(model.outputs[0].shape[1:]))
-    if task in QUANTITIES or (task == "sigmoid" and units > 1):
-        kind = f"{units} yes/no scores (a sigmoid)" if task == "sigmoid" else f"a quantity (--task {task})"
+    units, last_axis = int(np.prod(model.outputs[0].shape[1:])), int(model.outputs[0].shape[-1])
+    binary = yes_no(task, last_axis)
+    if task in QUANTITIES or (binary and units > 1):
+        kind = f"{units} yes/no scores (a {task})" if binary else f"a quantity (--task {task})"
         raise DataError(
             f"The {role} data {data.source} has class labels (y), one per sample, but the model's output reads as "
             f"{kind}. Leave y out: the training steps then fine-tune towards the model's own outputs."
         )
-    classes = 2 if task == "sigmoid" else int(model.outputs[0].shape[-1])
+    classes = 2 if binary else last_axis
     if data.y.min() < 0 or data.y.max() >= classes:
-        one_score = task == "sigmoid"
-        takes = "labels 0 and 1 for its one yes/no score" if one_score else f"labels 0..{classes - 1} for its classes"
+        takes = "labels 0 and 1 for its one yes/no score" if binary else f"labels 0..{classes - 1} for its classes"
         raise DataError(
             f"The {role} labels in {data.source} range over {int(data.y.min())}..{int(data.y.max())}, "
             f"but the model takes {takes}."
@@ -109,45 +110,62 @@ class FitTargets:
     train: object  # labels, the outputs, or a list of outputs for a model with several
     val: object
     loss: object  # a Keras loss, or one per output
-    metrics: tuple
+    metrics: tuple  # Keras metric names, or functions that make one (under the training's strategy scope)
     described: str  # for the report: "labels", or what the outputs are kept close to
 
 
 def fit_targets(model, train: Dataset, val: Optional[Dataset], tasks: tuple) -> FitTargets:
     """Labels when `train` has them (`tasks`, from `output_tasks`: class indices, or 0 and 1 for one
-    sigmoid unit); else `model`'s own outputs (the float model, before the step wraps it), each with
-    its loss: cross-entropy to the probabilities of a softmax, or of logits (mean squared error of
-    logits lost 31.7 pt where this lost 8.6: a 10-class CNN pruned to 80% on 5,000 Fashion-MNIST
-    images, benchmarks/label_free_guard.py), mean squared error otherwise (for a sigmoid as good as
-    binary cross-entropy there)."""
+    sigmoid unit or one logit); else `model`'s own outputs (the float model, before the step wraps
+    it), each with its loss: cross-entropy to the probabilities of a softmax, or of logits (mean
+    squared error of logits lost 31.7 pt where this lost 8.6: a 10-class CNN pruned to 80% on 5,000
+    Fashion-MNIST images, benchmarks/label_free_guard.py), mean squared error otherwise (for a
+    sigmoid as good as binary cross-entropy there)."""
     keras = _keras.tf_keras()
     if train.y is not None:
-        if tasks[0] == "sigmoid":
+        last_axis = model.outputs[0].shape[-1] if model.outputs is not None else None
+        if yes_no(tasks[0], last_axis):
             shape = (-1, *model.outputs[0].shape[1:])
             labels = [None if data is None else data.y.astype(np.float32).reshape(shape) for data in (train, val)]
-            return FitTargets(*labels, keras.losses.BinaryCrossentropy(), ("accuracy",), "labels")
+            loss = keras.losses.BinaryCrossentropy(from_logits=tasks[0] == "logits")
+            accuracy = functools.partial(keras.metrics.BinaryAccuracy, "accuracy", threshold=YES_AT[tasks[0]])
+            return FitTargets(*labels, loss, (accuracy,), "labels")
         loss = keras.losses.SparseCategoricalCrossentropy(from_logits=tasks[0] != "softmax")
         val_labels = val.y.astype(np.int64) if val is not None else None
         return FitTargets(train.y.astype(np.int64), val_labels, loss, ("accuracy",), "labels")
 
     def outputs(data):
         predicted = model.predict(data.x, batch_size=256, verbose=0)
-        fitted = [
-            class_probabilities(each, task).astype(np.float32) if task == "logits" else np.asarray(each, np.float32)
-            for each, task in zip(predicted if len(tasks) > 1 else [predicted], tasks)
-        ]
+        fitted = [_own_target(each, task) for each, task in zip(predicted if len(tasks) > 1 else [predicted], tasks)]
         return fitted if len(tasks) > 1 else fitted[0]
 
-    losses = [
-        keras.losses.CategoricalCrossentropy(from_logits=task == "logits")
-        if task in CLASSIFIERS
-        else keras.losses.MeanSquaredError()
-        for task in tasks
-    ]
+    train_targets = outputs(train)
+    last_axes = [np.shape(target)[-1] for target in (train_targets if len(tasks) > 1 else [train_targets])]
+    losses = [_own_loss(task, last_axis) for task, last_axis in zip(tasks, last_axes)]
     measures = sorted({"cross-entropy" if task in CLASSIFIERS else "mean squared error" for task in tasks})
     described = f"the model's own outputs ({' and '.join(measures)}): no labels"
     loss = losses if len(losses) > 1 else losses[0]
-    return FitTargets(outputs(train), outputs(val) if val is not None else None, loss, (), described)
+    return FitTargets(train_targets, outputs(val) if val is not None else None, loss, (), described)
+
+
+def _own_target(outputs, task: str) -> np.ndarray:
+    """What fine-tuning without labels fits one output to: its probabilities for logits (for one
+    logit, of yes), else the outputs themselves."""
+    if task != "logits":
+        return np.asarray(outputs, np.float32)
+    if np.shape(outputs)[-1] == 1:
+        return yes_probability(outputs).astype(np.float32)
+    return class_probabilities(outputs, task).astype(np.float32)
+
+
+def _own_loss(task: str, last_axis: int):
+    """The loss to `_own_target`: cross-entropy for class scores (binary for one logit), else mean squared error."""
+    keras = _keras.tf_keras()
+    if task == "logits" and last_axis == 1:
+        return keras.losses.BinaryCrossentropy(from_logits=True)
+    if task in CLASSIFIERS:
+        return keras.losses.CategoricalCrossentropy(from_logits=task == "logits")
+    return keras.losses.MeanSquaredError()
 
 
 def fine_tune(
@@ -163,7 +181,8 @@ def fine_tune(
     """Compiles and fits `model` in place towards `targets` (`fit_targets`); returns the last epoch's metrics."""
     keras = _keras.tf_keras()
     keras.utils.set_random_seed(options.seed)
-    model.compile(optimizer=optimizer(options, len(train)), loss=targets.loss, metrics=list(targets.metrics))
+    metrics = [metric if isinstance(metric, str) else metric() for metric in targets.metrics]
+    model.compile(optimizer=optimizer(options, len(train)), loss=targets.loss, metrics=metrics)
     history = model.fit(
         train.x,
         targets.train,
