@@ -43,6 +43,23 @@ def test_analyze_ranks_the_keras_layers_and_measures_keeping_one_float(tmp_path,
     assert ranked[0].layer in analyze_job.format_sensitivity(report)
 
 
+def test_a_layer_of_two_ops_has_a_row_for_each_named_by_its_op(tmp_path, tf_keras):
+    """A Dense with a sigmoid becomes FULLY_CONNECTED and LOGISTIC: two rows, which must not read alike."""
+    tf_keras.utils.set_random_seed(0)
+    layers = tf_keras.layers
+    model = tf_keras.Sequential([tf_keras.Input((8,)), layers.Dense(16, "relu"), layers.Dense(1, "sigmoid")])
+    model.save(tmp_path / "yes_no.h5")
+    x = np.random.default_rng(0).normal(size=(200, 8)).astype(np.float32)
+    np.savez(tmp_path / "x.npz", x=x)
+
+    report = analyze_job.analyze(tmp_path / "yes_no.h5", tmp_path / "x.npz", samples=20)
+    head = model.layers[-1].name
+    assert sorted(layer.op for layer in report.layers if layer.layer == head) == ["FULLY_CONNECTED", "LOGISTIC"]
+    table = analyze_job.format_sensitivity(report)
+    assert f"{head} (FULLY_CONNECTED)" in table and f"{head} (LOGISTIC)" in table
+    assert f"{model.layers[0].name} (" not in table  # a layer of one op keeps its plain name
+
+
 def test_keep_float_leaves_exactly_that_layer_in_float(tf_keras):
     model = tf_keras.models.load_model(LENET5, compile=False)
     dense = next(layer.name for layer in model.layers if isinstance(layer, tf_keras.layers.Dense))

@@ -63,7 +63,7 @@ def plot_benchmark(report, path) -> None:
 def plot_sensitivity(report, path) -> None:
     """Each int8 op's error in graph order: RMSE per quantization step, and SQNR."""
     plt = require_matplotlib()
-    labels = [f"{layer.layer} ({layer.kind})" if layer.kind else layer.layer[:40] for layer in report.layers]
+    labels = [f"{report.row_name(layer)} ({layer.kind})" if layer.kind else layer.layer[:40] for layer in report.layers]
     positions = range(len(labels))
     figure, (rmse_axis, sqnr_axis) = plt.subplots(1, 2, figsize=(11, 0.32 * len(labels) + 1.6), sharey=True)
     rmse = [layer.rmse_over_scale for layer in report.layers]

@@ -46,6 +46,7 @@ class LayerSensitivity:
     rmse_over_scale: float
     sqnr_db: float
     accuracy_kept_float: Optional[float] = None  # int8 accuracy with only this layer in float
+    op: str = ""  # the TFLite op, e.g. LOGISTIC: a layer of several ops (a Dense and its sigmoid) has a row for each
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,6 +63,11 @@ class SensitivityReport:
     def keep_at_8_bits(self) -> tuple:
         """The layers to keep at 8 bits when the others go to 4."""
         return keep_at_8_bits(self.int4_layers)
+
+    def row_name(self, row: LayerSensitivity) -> str:
+        """How a table or plot names a row: its layer, and its op where the layer has several rows."""
+        several = sum(layer.layer == row.layer for layer in self.layers) > 1
+        return f"{row.layer} ({row.op})" if several and row.op else row.layer
 
     def ranked(self) -> list:
         """Most sensitive first."""
@@ -120,7 +126,7 @@ def _analyze(
     model, export = loaded.model, loaded.export
     calibration = input_data(calibration, keras_inputs(model), load.preprocessing, reshape=load.reshape_data)
     kinds = layer_kinds(model)
-    statistics, owners = _layer_errors(
+    statistics, owners, ops = _layer_errors(
         model, export, calibration.take(calibration_samples), calibration.take(options.samples), kinds
     )
     layers = [
@@ -130,6 +136,7 @@ def _analyze(
             tensor,
             float(values["rmse_over_scale"]),
             float(values["sqnr_db"]),
+            op=ops.get(tensor, ""),
         )
         for tensor, values in statistics.items()
     ]
@@ -166,7 +173,7 @@ def _analyze(
 
 def _layer_errors(model, export: SharedExport, calibration, samples, kinds) -> tuple:
     """(int8 op output tensor name → {"rmse_over_scale", "sqnr_db"}, in op order; that tensor name →
-    its layer, as `check` and `--keep_float` name it).
+    its layer, as `check` and `--keep_float` name it; → its op).
 
     The quantizer's debug mode (what TFLite's QuantizationDebugger runs) adds a NumericVerify
     op after each int8 op, fed by the op's output and its float twin's on the same quantized
@@ -221,7 +228,8 @@ def _layer_errors(model, export: SharedExport, calibration, samples, kinds) -> t
         }
         for quantized, _ in verified
     }
-    return statistics, {name: layer_of.get(name) or name for name in statistics}
+    op_of = {name: operator.name for operator in operators for name in operator.output_names}
+    return statistics, {name: layer_of.get(name) or name for name in statistics}, op_of
 
 
 def _int8_accuracy(model, export: SharedExport, calibration, evaluation, keep_float, task: str) -> float:
@@ -240,7 +248,7 @@ def format_sensitivity(report: SensitivityReport) -> str:
     rows = [
         (
             rank,
-            layer.layer,
+            report.row_name(layer),
             layer.kind,
             f"{layer.rmse_over_scale:.3f}",
             f"{layer.sqnr_db:.1f}",
