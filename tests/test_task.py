@@ -87,6 +87,12 @@ def test_labels_that_do_not_fit_a_regression_are_not_turned_into_an_accuracy(tas
     )
     assert report.accuracy is None and report.reference.accuracy is None
     assert any("--task logits" in warning for warning in report.warnings)
+    told = tfcompress.convert(
+        paths["regression"], calibration=folder / "x.npz", eval_data=folder / "xy.npz", task="regression"
+    )
+    assert [warning for warning in told.warnings if "labels are not used" in warning] == [
+        "the eval labels are not used: the model's output reads as regression as --task says"
+    ]
     as_logits = tfcompress.convert(
         paths["regression"], precision="int8", calibration=folder / "x.npz", eval_data=folder / "xy.npz", task="logits"
     )

@@ -96,7 +96,7 @@ def test_without_labels_a_sigmoid_output_is_judged_by_the_accuracy_it_can_be_exp
     before, after = _outputs(original, val), _outputs(report.keras_model, val)
     two_class = [np.stack([1 - scores, scores], axis=-1) for scores in (before, after)]
     assert check["accuracy_drop"] == pytest.approx(expected_accuracy_drop(*two_class), abs=1e-6)
-    assert check["top1_kept"] == pytest.approx(np.mean((before > 0.5) == (after > 0.5)))
+    assert check["top1_kept"] == pytest.approx(np.mean((before > 0.5) == (after > 0.5))) and check["yes_at"] == 0.5
     assert 0 < check["accuracy_drop"] < 3 and check["warning"] is None, check
 
 
@@ -117,7 +117,7 @@ def test_class_logits_are_judged_as_classes_when_task_says_so(tf_keras, tmp_path
         return
     probabilities = [class_probabilities(logits, "logits") for logits in (before, after)]
     np.testing.assert_allclose(probabilities[0].sum(axis=-1), 1.0, rtol=1e-9)
-    assert check["classifier_task"] == "logits" and check["relative_error"] is None, check
+    assert check["classifier_task"] == "logits" and check["relative_error"] is None and check["yes_at"] is None, check
     assert check["accuracy_drop"] == pytest.approx(expected_accuracy_drop(*probabilities), abs=1e-6)
     assert check["top1_kept"] == pytest.approx(np.mean(np.argmax(before, -1) == np.argmax(after, -1)))
 
@@ -164,6 +164,7 @@ def test_a_binary_classifier_with_one_logit_trains_on_0_1_labels_and_is_measured
     two_class = [np.concatenate([1 - scores, scores], axis=-1) for scores in (before, after)]
     assert unlabelled.output_check["accuracy_drop"] == pytest.approx(expected_accuracy_drop(*two_class), abs=1e-6)
     assert unlabelled.output_check["top1_kept"] == pytest.approx(np.mean((before > 0.5) == (after > 0.5)))
+    assert unlabelled.output_check["yes_at"] == 0.0
 
 
 def test_output_tasks_reads_the_activation_through_reshapes(tf_keras):

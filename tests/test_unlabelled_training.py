@@ -107,6 +107,25 @@ def test_of_several_outputs_of_a_kind_the_check_names_the_one_that_moved_most():
     assert check.warning.startswith("output 'b' (of 2, the one that moved most) moved 50.0% (RMS"), check.warning
 
 
+def test_a_one_logit_warning_names_the_side_of_0_and_a_told_task_gets_no_hint():
+    """One logit is a yes/no score: what changed is its side of 0, not a top-1 class. A quantity the user
+    named with --task is not a guess, so the warning does not suggest --task logits."""
+    from tfcompress.options import TrainOptions
+    from tfcompress.transforms.guardrail import output_check
+
+    logits = np.linspace(-3, 3, 10)[:, None]
+    flipped = output_check("10 samples", logits, -logits, TrainOptions(), (), tasks=("logits",))
+    assert (flipped.yes_at, flipped.top1_kept) == (0.0, 0.0)
+    assert "the side of 0 changed on 100.0% of 10 samples" in flipped.warning, flipped.warning
+    sigmoid = output_check("10 samples", 1 / (1 + np.exp(-logits)), 1 / (1 + np.exp(logits)), TrainOptions(), (),
+                           tasks=("sigmoid",))  # fmt: skip
+    assert sigmoid.yes_at == 0.5 and "the side of 0.5 changed" in sigmoid.warning, sigmoid.warning
+    guessed, told = (output_check("10 samples", logits, logits * 2, TrainOptions(), (), task_told=told)
+                     for told in (False, True))  # fmt: skip
+    assert "--task logits" in guessed.warning and "--task logits" not in told.warning, told.warning
+    assert told.yes_at is None and told.warning.startswith("the outputs moved 100.0%"), told.warning
+
+
 def test_a_classifier_that_loses_its_predictions_warns_by_the_accuracy_it_can_be_expected_to_lose(run_cli, tmp_path):
     np.savez(tmp_path / "images.npz", x=np.load(CALIBRATION)["x"])
     code, out, err = run_cli("prune", SAMPLE_MODELS / "lenet5.h5", "--train", tmp_path / "images.npz",

@@ -266,6 +266,11 @@ class LoadOptions:
         return tuple(self.output_task.get(name, self.task) for name in names)
 
     @property
+    def tells_task(self) -> bool:
+        """Whether --task or --output_task says how an output reads (else each is read from the graph)."""
+        return self.task != AUTO or bool(self.output_task)
+
+    @property
     def preprocessing(self):
         from tfcompress.data import Preprocessing
 

@@ -453,7 +453,7 @@ def _output_check_lines(check: dict) -> list:
     lines = []
     if check.get("accuracy_drop") is not None:
         named = named_output(check.get("classifier_output"), check.get("classifier_outputs", 1), "lost most")
-        kept = "side of 0.5" if check.get("classifier_task") == "sigmoid" else "top-1 class"
+        kept = "top-1 class" if check.get("yes_at") is None else f"side of {check['yes_at']:g}"
         lines.append(
             f"{named + ': ' if named else ''}{kept} kept on {check['top1_kept']:.2%} of {check['data']}; "
             f"expected accuracy drop {check['accuracy_drop']:+.2f} pt (no labels: the scores before this "

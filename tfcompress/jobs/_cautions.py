@@ -82,9 +82,9 @@ def _first_layer(model):
     return _first_layer(layers[0]) if hasattr(layers[0], "layers") else layers[0]
 
 
-def meaningless_measures(keras_outputs, evaluation: Optional[Dataset], tasks: tuple) -> tuple:
+def meaningless_measures(keras_outputs, evaluation: Optional[Dataset], tasks: tuple, task_told: bool) -> tuple:
     """Warnings for measures that would mislead: a constant reference, labels the task cannot use.
-    `tasks`: one per output."""
+    `tasks`: one per output; `task_told`: whether the user said how they read."""
     found = [metrics.constant_output(outputs) for outputs in per_output(keras_outputs)]
     labelled = evaluation is not None and evaluation.y is not None
     if labelled and len(tasks) > 1:
@@ -94,10 +94,9 @@ def meaningless_measures(keras_outputs, evaluation: Optional[Dataset], tasks: tu
         )
     task = tasks[0]
     if labelled and len(tasks) == 1 and task in QUANTITIES:
-        found.append(
-            f"the eval labels are not used: the model's output reads as {task} (it ends in no softmax or "
-            "sigmoid); if its outputs are class scores, pass --task logits"
-        )
+        read = "as --task says" if task_told else "(it ends in no softmax or sigmoid)"
+        hint = "" if task_told else "; if its outputs are class scores, pass --task logits"
+        found.append(f"the eval labels are not used: the model's output reads as {task} {read}{hint}")
     for message in filter(None, found):
         logging.warning(message)
     return tuple(filter(None, found))

@@ -122,6 +122,7 @@ class TrainingRun:
     verbose: object
     held_out_role: str = "validation"
     tasks: tuple = ()  # how each output reads (transforms.training.output_tasks): what fine-tuning and the check use
+    task_told: bool = False  # whether --task or --output_task said how an output reads
     checks: list = dataclasses.field(default_factory=list)  # AccuracyCheck of each fit, in order
 
     def fit(self, build, *, callbacks=(), sparsity=None) -> tuple:
@@ -155,7 +156,9 @@ class TrainingRun:
         after = _predicted(trained, data)
         if data.y is None:
             names = tuple(getattr(self.model, "output_names", None) or ())
-            check = guardrail.output_check(described, before, after, self.training, causes, names, self.tasks)
+            check = guardrail.output_check(
+                described, before, after, self.training, causes, names, self.tasks, self.task_told
+            )
             self.checks.append(check)
         else:
             accuracy = (task_accuracy(outputs, data.y, self.tasks[0]) for outputs in (before, after))
@@ -224,11 +227,8 @@ def training_run(
         input_was_keras3 = not quantize_aware and keras_io.saved_by_keras3(model_path)
         keras_io.check_output_format(loaded, output, input_was_keras3=input_was_keras3, quantize_aware=quantize_aware)
         data = _fitted_data(loaded, load, {"training": train, held_out_role: held_out})
-        tasks = output_tasks(
-            loaded,
-            load.asked_tasks(loaded.output_names),
-            labelled=any(dataset.y is not None for dataset in data.values()),
-        )
+        asked = load.asked_tasks(loaded.output_names)
+        tasks = output_tasks(loaded, asked, labelled=any(dataset.y is not None for dataset in data.values()))
         yield TrainingRun(
             model=loaded,
             model_path=model_path,
@@ -243,6 +243,7 @@ def training_run(
             verbose=verbose,
             held_out_role=held_out_role,
             tasks=tasks,
+            task_told=load.tells_task,
         )
 
 

@@ -131,7 +131,7 @@ def convert_loaded(
         tasks = resolve_tasks(load.asked_tasks(summary.output_keys), summary)
         by_output = metrics.fidelity_by_output(tflite_outputs, keras_outputs, tasks, summary.output_keys, check_data.x)
         fidelity = by_output[0]
-        warnings.extend(cautions.meaningless_measures(keras_outputs, evaluation, tasks))
+        warnings.extend(cautions.meaningless_measures(keras_outputs, evaluation, tasks, load.tells_task))
         if evaluation is not None and len(tasks) == 1:
             reference_accuracy = metrics.task_accuracy(keras_outputs, evaluation.y, tasks[0])
             accuracy = metrics.task_accuracy(tflite_outputs, evaluation.y, tasks[0])

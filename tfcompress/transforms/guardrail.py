@@ -32,7 +32,7 @@ from absl import logging
 from tfcompress.data import Dataset
 from tfcompress.report import named_output
 from tfcompress.runtime.metrics import fidelity
-from tfcompress.runtime.task import QUANTITIES, class_probabilities
+from tfcompress.runtime.task import QUANTITIES, YES_AT, class_probabilities, yes_no
 from tfcompress.transforms.prune import layer_sparsity
 
 __all__ = [
@@ -103,19 +103,21 @@ class OutputCheck:
     causes: tuple = ()
     output: Optional[str] = None  # a model with several outputs: the quantity output `relative_error` measures
     accuracy_drop: Optional[float] = None  # points, expected from the scores before: of the class-score output
-    top1_kept: Optional[float] = None  # that output's share of samples whose top-1 class (sigmoid: side of 0.5) held
+    top1_kept: Optional[float] = None  # that output's share of samples whose top-1 class (yes/no: side of yes_at) held
+    yes_at: Optional[float] = None  # a yes/no output (a sigmoid's, one logit): the score from which it says yes
     accuracy_limit: float = math.inf  # the expected drop that makes a warning
     classifier_output: Optional[str] = None  # a model with several outputs: the class-score output measured
     classifier_task: Optional[str] = None  # how that output reads: softmax, logits or sigmoid
     quantity_outputs: int = 1  # how many outputs of each kind the check measured
     classifier_outputs: int = 0
+    task_told: bool = False  # --task or --output_task said how the outputs read: no hint to say so
 
     @property
     def warning(self) -> Optional[str]:
         over = []
         if self.accuracy_drop is not None and self.accuracy_drop > self.accuracy_limit + _ROUNDING:
             named = named_output(self.classifier_output, self.classifier_outputs, "lost most")
-            changed = "side of 0.5" if self.classifier_task == "sigmoid" else "top-1 class"
+            changed = "top-1 class" if self.yes_at is None else f"side of {self.yes_at:g}"
             over.append(
                 f"{named + ': ' if named else ''}accuracy can be expected to have fallen {self.accuracy_drop:.1f} pt, "
                 f"the {changed} changed on {1 - self.top1_kept:.1%} of {self.data}, more than --warn_accuracy_drop "
@@ -123,11 +125,11 @@ class OutputCheck:
             )
         if self.relative_error is not None and self.relative_error > self.limit:
             moved = named_output(self.output, self.quantity_outputs, "moved most") or "the outputs"
-            only_output = self.quantity_outputs == 1 and not self.classifier_outputs
+            hint = self.quantity_outputs == 1 and not self.classifier_outputs and not self.task_told
             over.append(
                 f"{moved} moved {self.relative_error:.1%} (RMS, relative to the model's before this step) on "
                 f"{self.data}, more than --warn_relative_error {self.limit:g}"
-                + (" (if they are class logits, say so with --task logits)" if only_output else "")
+                + (" (if they are class logits, say so with --task logits)" if hint else "")
             )
         if not over:
             return None
@@ -138,11 +140,12 @@ class OutputCheck:
         return {**dataclasses.asdict(self), "warning": self.warning}
 
 
-def output_check(data: str, before, after, training, causes, names=(), tasks=()) -> OutputCheck:
+def output_check(data: str, before, after, training, causes, names=(), tasks=(), task_told=False) -> OutputCheck:
     """The check of one training step on data without labels, from the outputs `before` and `after` it
     (an array, or a list of one per output, named by `names`; `tasks` says how each reads, as
-    runtime.task names them; none: quantities): the quantity output that moved most and the
-    class-score output that lost most, each judged by its limit in `training`, its warning logged."""
+    runtime.task names them, and `task_told` whether the user said so; none: quantities): the quantity
+    output that moved most and the class-score output that lost most, each judged by its limit in
+    `training`, its warning logged."""
     before, after = (list(outputs) if isinstance(outputs, (list, tuple)) else [outputs] for outputs in (before, after))
     tasks = tuple(tasks) or ("regression",) * len(before)
     several = len(before) > 1
@@ -161,10 +164,12 @@ def output_check(data: str, before, after, training, causes, names=(), tasks=())
         most = max(lost, key=lost.get)
         kept = top1_kept(*(class_probabilities(outputs[most], tasks[most]) for outputs in (before, after)))
         fields.update(accuracy_drop=lost[most], top1_kept=kept, classifier_task=tasks[most])
+        if yes_no(tasks[most], np.shape(before[most])[-1]):
+            fields.update(yes_at=YES_AT[tasks[most]])
         fields.update(classifier_output=names[most] if several else None)
     limits = {"limit": training.warn_relative_error, "accuracy_limit": training.warn_accuracy_drop}
     counts = {"quantity_outputs": len(moved), "classifier_outputs": len(lost)}
-    return _logged(OutputCheck(data, causes=causes, **limits, **counts, **fields))
+    return _logged(OutputCheck(data, causes=causes, task_told=task_told, **limits, **counts, **fields))
 
 
 def expected_accuracy_drop(before, after) -> float:
