@@ -25,20 +25,29 @@ def is_top(labels) -> np.ndarray:
 
 def trained_cnn(task: str, train, path: Path, epochs: int) -> Path:
     """A small CNN (two convolutions, 64 units) trained here, seeded, on the labelled training images:
-    "sigmoid", one unit telling a top (`is_top`); "logits", the ten classes without a softmax."""
+    "sigmoid", one unit telling a top (`is_top`); "one_logit", the same from one linear unit (binary
+    cross-entropy from logits); "logits", the ten classes without a softmax."""
     keras = _keras.tf_keras()
     keras.utils.set_random_seed(0)
     layers = keras.layers
     model = keras.Sequential(
         [keras.Input((28, 28, 1)), layers.Conv2D(16, 3, activation="relu"), layers.MaxPooling2D()]
         + [layers.Conv2D(32, 3, activation="relu"), layers.MaxPooling2D(), layers.Flatten()]
-        + [layers.Dense(64, activation="relu"), layers.Dense(1, "sigmoid") if task == "sigmoid" else layers.Dense(10)]
+        + [layers.Dense(64, activation="relu"), _head(task, layers)]
     )
-    if task == "sigmoid":
-        labels, loss = is_top(train.y).astype(np.float32), "binary_crossentropy"
+    if task in ("sigmoid", "one_logit"):
+        labels = is_top(train.y).astype(np.float32)
+        loss = keras.losses.BinaryCrossentropy(from_logits=task == "one_logit")
     else:
         labels, loss = train.y, keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-    model.compile(keras.optimizers.Adam(1e-3), loss, metrics=["accuracy"])
+    accuracy = keras.metrics.BinaryAccuracy("accuracy", threshold=0.0) if task == "one_logit" else "accuracy"
+    model.compile(keras.optimizers.Adam(1e-3), loss, metrics=[accuracy])
     model.fit(train.x, labels, epochs=epochs, batch_size=128, verbose=2)
     model.save(path, include_optimizer=False)
     return path
+
+
+def _head(task: str, layers):
+    if task == "sigmoid":
+        return layers.Dense(1, "sigmoid")
+    return layers.Dense(1 if task == "one_logit" else 10)

@@ -1623,6 +1623,43 @@ def _binary(result: dict) -> str:
     return "\n".join(lines)
 
 
+def _one_logit(result: dict) -> str:
+    lines = [
+        "## A binary classifier with one logit (`benchmarks/one_logit.py`)",
+        "",
+        f"Two small CNNs tell a top from the rest of Fashion-MNIST ({result['positives']:,} of the "
+        f"{result['test_samples']:,} test images are tops), trained here alike for {result['trained_epochs']} epochs: "
+        "one ends in a sigmoid, one in a linear unit trained with binary cross-entropy from logits. Through the "
+        f"CLI: `prune {result['prune']}` on the 0/1 labels and on the images alone (held out: {result['held_out']:,} "
+        "test images), then `convert --precision int8 --per_tensor_dense` (`--task logits` for the logit). "
+        "Accuracy on the test images at 0.5 (the logit: at 0); the prune's guard beside what the step did to the "
+        "Keras model on the test images.",
+        "",
+        "| head | model | int8 accuracy | drop (pt) | Keras before → after | guard |",
+        "|---|---|---:|---:|---|---|",
+    ]
+    for row in result["rows"]:
+        keras, guard = row.get("keras_accuracy"), row.get("guard")
+        before_after = f"{keras[0]:.2%} → {keras[1]:.2%}" if keras else ""
+        lines.append(
+            f"| {row['head']} | {row['how']} | {row['accuracy']:.2%} | {row['accuracy_drop']:+.2f} | {before_after} | "
+            f"{_guard_cell(guard)} |"
+        )
+    lines += ["", f"Versions: {_versions(result)}"]
+    return "\n".join(lines)
+
+
+def _guard_cell(guard) -> str:
+    """A training step's check in a cell: measured accuracies with labels, the expected drop without."""
+    if guard is None:
+        return ""
+    if "before" in guard:
+        measured = f"{guard['before']:.2%} → {guard['after']:.2%} held out"
+    else:
+        measured = f"expected drop {guard['accuracy_drop']:+.2f} pt, {guard['top1_kept']:.2%} kept"
+    return measured + (", warns" if guard["warning"] else "")
+
+
 def _binary_summary(result: dict) -> str:
     chosen = next(row for row in result["rows"] if row["how"] == "auto --train")
     return (
@@ -1672,6 +1709,7 @@ def _verdict(warns: bool, harmful: bool) -> str:
 
 RENDERERS = {
     "binary": _binary,
+    "one_logit": _one_logit,
     "label_free_guard": _label_free_guard,
     "training_coverage": _training_coverage,
     "several_io": _several_io,
