@@ -6,7 +6,7 @@ very batch the student sees."""
 import numpy as np
 import pytest
 
-from conftest import CALIBRATION, EVAL, SAMPLE_MODELS
+from conftest import CALIBRATION, EVAL, SAMPLE_MODELS, saved_field_model
 
 LENET5 = SAMPLE_MODELS / "lenet5.h5"
 
@@ -190,6 +190,26 @@ def test_a_student_with_other_classes_is_refused(run_cli, tmp_path, tf_keras):
     assert "outputs have shape (5,) but the teacher's have (10,)" in err, err
 
 
+@pytest.mark.parametrize(
+    "name, told, reads_as",
+    [
+        ("sigmoid multi-label head", (), "6 yes/no scores (a sigmoid)"),
+        ("regression head", ("--task", "regression"), "a quantity (--task regression)"),
+    ],
+)
+def test_a_teacher_whose_output_class_labels_cannot_train_is_refused(run_cli, tmp_path, tf_keras, name, told, reads_as):
+    """Before, these were told to leave the labels out, which distill needs."""
+    from tfcompress.testing.field_zoo import sample_inputs
+
+    teacher, path = saved_field_model(tf_keras, name, tmp_path / "teacher.h5")
+    x = sample_inputs(name, teacher, 64)
+    np.savez(tmp_path / "train.npz", x=x, y=(x[:, 0] > 0.5).astype(np.int64))
+    code, _, err = run_cli("distill", "--teacher", path, "--width_multiplier", "0.5", "--train",
+                           tmp_path / "train.npz", *told, "-o", tmp_path / "s.h5")  # fmt: skip
+    assert code == 2 and "Traceback" not in err and not (tmp_path / "s.h5").exists(), err
+    assert f"distill trains a student on class labels, but the teacher's output reads as {reads_as}" in err, err
+
+
 def test_a_student_identical_to_the_teacher_has_nothing_to_learn_on_augmented_batches():
     """Function matching: if the teacher saw anything but the student's augmented batch, the KL
     term between two copies of one model would not be zero."""
@@ -287,6 +307,7 @@ def test_distill_cli_with_unlabelled_data_and_augmentation(tmp_path, run_cli):
     assert "trained on 200 labelled + 800 unlabelled" in out and "function matching (shift, flip, mixup" in out, out
     report = json.loads((tmp_path / "distill.json").read_text())
     assert report["samples"] == {"labelled": 200, "unlabeled": 800}
+    assert "10 training steps (1 epoch(s) of batch 100): more epochs" in report["accuracy_check"]["causes"]
     assert report["options"]["augment"] == ["shift", "flip", "mixup"]
     assert report["training_seconds"] > 0
 
@@ -305,3 +326,46 @@ def test_pixel_augmentations_on_a_model_without_image_input_are_one_line(run_cli
     assert not (tmp_path / "s.h5").exists()
     code, _, err = run_cli("distill", *arguments, "--augment", "mixup", "--epochs", "1", "-o", tmp_path / "s.h5")
     assert code == 0, err
+
+
+@pytest.mark.parametrize("name", ["sigmoid binary head", "regression head"])
+def test_a_yes_no_teacher_is_distilled_as_the_two_classes_it_tells_apart(tf_keras, run_cli, tmp_path, name):
+    """One sigmoid unit, or one linear unit whose 0/1 labels make it the logit of yes: distill refused
+    the labels ("takes labels 0..0"). Its logit z is distilled as the classes [0, z], and each model is
+    measured at its own threshold (0.5; the logit: 0)."""
+    import json
+
+    from tfcompress.runtime.task import yes_probability
+    from tfcompress.testing.field_zoo import build_field_model, sample_inputs
+    from tfcompress.transforms.distill import exposed_logits
+
+    teacher = build_field_model(name, tf_keras)
+    x = sample_inputs(name, teacher, 3000)
+    y = (x[:, 0] + x[:, 1] > 1).astype(np.int64)
+    sigmoid = name.startswith("sigmoid")
+    teacher.compile(tf_keras.optimizers.Adam(1e-2), tf_keras.losses.BinaryCrossentropy(from_logits=not sigmoid))
+    teacher.fit(x[:2000], y[:2000], epochs=15, batch_size=64, verbose=0)
+    teacher.save(tmp_path / "teacher.h5", include_optimizer=False)
+    np.savez(tmp_path / "train.npz", x=x[:2000], y=y[:2000])
+    np.savez(tmp_path / "val.npz", x=x[2000:], y=y[2000:])
+
+    outputs = teacher.predict(x[2000:], verbose=0)
+    yes = outputs if sigmoid else yes_probability(outputs)
+    with exposed_logits(teacher, yes_no=True) as two_classes:
+        np.testing.assert_allclose(
+            _softmax(two_classes.predict(x[2000:], verbose=0)), np.hstack([1 - yes, yes]), atol=1e-5
+        )
+    np.testing.assert_array_equal(teacher.predict(x[2000:], verbose=0), outputs)  # the sigmoid is back on
+
+    code, _, err = run_cli("distill", "--teacher", tmp_path / "teacher.h5", "--width_multiplier", "0.5",
+                           "--train", tmp_path / "train.npz", "--val", tmp_path / "val.npz", "--epochs", "15",
+                           "--learning_rate", "1e-2", "--batch_size", "64", "-o", tmp_path / "student.h5",
+                           "--report", tmp_path / "distill.json")  # fmt: skip
+    assert code == 0, err
+    accuracy = json.loads((tmp_path / "distill.json").read_text())["accuracy"]
+    student = tf_keras.models.load_model(tmp_path / "student.h5", compile=False)
+    at = 0.5 if sigmoid else 0.0
+    measured = {role: float(np.mean((model.predict(x[2000:], verbose=0)[:, 0] > at) == y[2000:]))
+                for role, model in (("teacher", teacher), ("student", student))}  # fmt: skip
+    assert accuracy == pytest.approx(measured), (accuracy, measured)
+    assert measured["teacher"] > 0.9 and measured["student"] > 0.85, measured

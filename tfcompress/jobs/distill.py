@@ -18,12 +18,13 @@ from tfcompress.errors import ModelMismatchError, OptionError
 from tfcompress.jobs._common import TrainingResult, job_outputs, load_model, options_dict
 from tfcompress.options import LoadOptions, TrainOptions, gather
 from tfcompress.report import format_metrics
+from tfcompress.runtime.task import QUANTITIES, yes_no
 from tfcompress.transforms import augment as augmentations
 from tfcompress.transforms import distill as kd
 from tfcompress.transforms.distribute import strategy_named
 from tfcompress.transforms.graph import copy_model, flatten_nested
 from tfcompress.transforms.guardrail import AccuracyCheck, accuracy_check, guard_data, visible_causes, zeros_lost
-from tfcompress.transforms.training import keras_accuracy, strategy_scope, training_data
+from tfcompress.transforms.training import keras_accuracy, label_task, strategy_scope, training_data
 
 __all__ = ["DistillReport", "distill", "format_distill_report"]
 
@@ -86,7 +87,7 @@ def distill(
     may also be given field by field as keywords. `train`/`val`: labelled data (a file, a
     `Dataset`, `(x, y)` arrays or a tf.data dataset). `unlabeled`: inputs the teacher alone
     supervises (any data form; labels in it are ignored). Teachers ending in softmax are fine: the
-    logits before it are used.
+    logits before it are used; a yes/no teacher (one sigmoid unit, or one logit) takes labels 0 and 1.
     """
     options, training, load = gather(
         settings, (kd.DistillOptions, options), (TrainOptions, training or TRAINING), (LoadOptions, load)
@@ -105,10 +106,13 @@ def distill(
             _check_fits(teacher, student)
         inputs = keras_inputs(teacher)
         augmentations.check_fits_inputs(options.augment, [model_input.shape[1:] for model_input in inputs])
-        train_data, val_data = training_data(train, val, teacher, load.preprocessing, load.reshape_data)
+        requested = load.asked_tasks(teacher.output_names)
+        task = label_task(teacher, requested)
+        two_classes = _yes_no_teacher(teacher, task)
+        classes = 2 if two_classes else int(teacher.outputs[0].shape[-1])
+        train_data, val_data = training_data(train, val, teacher, load.preprocessing, load.reshape_data, requested)
         unlabeled_data = input_data(unlabeled, inputs, load.preprocessing, reshape=load.reshape_data)
         unlabelled_count = len(unlabeled_data) if unlabeled_data is not None else 0
-        classes = int(teacher.outputs[0].shape[-1])
         x = concatenated(train_data.x, unlabeled_data.x) if unlabelled_count else train_data.x
         label_rows = kd.label_distributions(train_data.y, classes, unlabelled=unlabelled_count)
         input_was_keras3 = keras_io.saved_by_keras3(teacher_path)
@@ -119,7 +123,8 @@ def distill(
             )
         keras_io.check_output_format(student, output, input_was_keras3=input_was_keras3)
         started = time.perf_counter()
-        with kd.exposed_logits(teacher) as teacher_logits:
+        tasks = {"teacher": task, "student": label_task(student, requested)}
+        with kd.exposed_logits(teacher, two_classes) as teacher_logits:
             train_targets = label_rows if options.augment else kd.packed_targets(label_rows, _logits(teacher_logits, x))
             val_pair = (
                 None
@@ -129,7 +134,7 @@ def distill(
                     kd.packed_targets(kd.label_distributions(val_data.y, classes), _logits(teacher_logits, val_data.x)),
                 )
             )
-            with strategy_scope(strategy), kd.exposed_logits(student) as student_logits:
+            with strategy_scope(strategy), kd.exposed_logits(student, two_classes) as student_logits:
                 metrics = kd.train_student(
                     student_logits,
                     x,
@@ -143,12 +148,10 @@ def distill(
                 )
         training_seconds = round(time.perf_counter() - started, 1)
         output_format = outputs.keras(student, output, input_was_keras3=input_was_keras3)
-        accuracy = (
-            {"teacher": None, "student": None}
-            if val_data is None
-            else {"teacher": keras_accuracy(teacher, val_data), "student": keras_accuracy(student, val_data)}
-        )
-        check = _accuracy_check(teacher, student, val_data, train_data, training, accuracy)
+        models = {"teacher": teacher, "student": student}
+        accuracy = {role: None if val_data is None else keras_accuracy(model, val_data, tasks[role])
+                    for role, model in models.items()}  # fmt: skip
+        check = _accuracy_check(models, tasks, val_data, train_data, len(x), training, accuracy)
         remedy = "distill holds no weight at zero: prune the student after distilling."
         lost = None if given is None else zeros_lost(given, student, "distill", remedy)
         result = DistillReport(
@@ -169,15 +172,33 @@ def distill(
     return result
 
 
-def _accuracy_check(teacher, student, val_data, train_data, training, accuracy: dict) -> AccuracyCheck:
-    """The student against the teacher, on the validation data (measured already) or training images."""
+def _accuracy_check(
+    models: dict, tasks: dict, val_data, train_data, trained_on: int, training, accuracy: dict
+) -> AccuracyCheck:
+    """The student against the teacher, on the validation data (measured already) or training images.
+    `trained_on`: the samples the student trained on, unlabelled ones counted, for the causes."""
     data, described = guard_data(val_data, "validation", train_data)
     before, after = accuracy["teacher"], accuracy["student"]
     if val_data is None:
-        before, after = keras_accuracy(teacher, data), keras_accuracy(student, data)
+        before, after = (keras_accuracy(models[role], data, tasks[role]) for role in ("teacher", "student"))
     return accuracy_check(
-        described, before, after, training, visible_causes(training, len(train_data)), before_is="the teacher"
+        described, before, after, training, visible_causes(training, trained_on), before_is="the teacher"
     )
+
+
+def _yes_no_teacher(teacher, task: str) -> bool:
+    """Whether the teacher is a binary classifier of one yes/no unit, distilled as its two classes;
+    refused in one line where its output is not class scores that class labels can train."""
+    units = int(teacher.outputs[0].shape[-1])
+    binary = yes_no(task, units)
+    if task in QUANTITIES or (binary and units > 1):
+        kind = f"{units} yes/no scores (a {task})" if binary else f"a quantity (--task {task})"
+        raise OptionError(
+            f"distill trains a student on class labels, but the teacher's output reads as {kind}: distill a "
+            "classifier (a softmax, logits, or one yes/no unit); prune, cluster and lowrank fine-tune other "
+            "models towards their own outputs."
+        )
+    return binary
 
 
 def _logits(logits_model, x) -> np.ndarray:

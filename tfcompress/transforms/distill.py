@@ -6,7 +6,8 @@ with t and s the teacher's and student's pre-softmax logits and y the label as a
 the teacher's logits are computed once and packed beside the label as the target, so `fit`
 trains the student with its usual progress bar and no teacher forward pass per step. With
 augmentation (function matching) the teacher runs on each augmented batch, which costs one
-teacher forward pass per step.
+teacher forward pass per step. A yes/no output (one sigmoid unit, or one logit z) is distilled as
+the two classes it tells apart, with logits [0, z]: their softmax is [1 − sigmoid(z), sigmoid(z)].
 """
 
 import contextlib
@@ -60,29 +61,42 @@ class DistillOptions:
 
 
 @contextlib.contextmanager
-def exposed_logits(model):
-    """Yields a model (sharing `model`'s weights) that outputs the pre-softmax logits.
+def exposed_logits(model, yes_no: bool = False):
+    """Yields a model (sharing `model`'s weights) that outputs the logits before its softmax or sigmoid;
+    with `yes_no` (one unit), as the two classes it tells apart: [0, z].
 
-    A final Softmax (or Activation('softmax')) layer is cut off; a final layer with a
-    softmax activation has it switched to linear while inside, and back on exit.
+    A final Softmax (or Activation('softmax' or 'sigmoid')) layer is cut off; a final layer with a
+    softmax or sigmoid activation has it switched to linear while inside, and back on exit.
     """
     keras = _keras.tf_keras()
     last = final_layer(model)
-    softmax = keras.activations.softmax
-    if isinstance(last, keras.layers.Softmax) or (
-        isinstance(last, keras.layers.Activation) and last.activation is softmax
-    ):
-        yield keras.Model(model.inputs, last.input)
-    elif getattr(last, "activation", None) is softmax:
+    squash = getattr(last, "activation", None)
+    if squash not in (keras.activations.softmax, keras.activations.sigmoid):
+        squash = None
+    if isinstance(last, keras.layers.Softmax) or (isinstance(last, keras.layers.Activation) and squash):
+        yield _two_classes(keras.Model(model.inputs, last.input)) if yes_no else keras.Model(model.inputs, last.input)
+    elif squash:
         last.activation = keras.activations.linear
         _forget_traced_functions(model)
         try:
-            yield model
+            yield _two_classes(model) if yes_no else model
         finally:
-            last.activation = softmax
+            last.activation = squash
             _forget_traced_functions(model)
     else:
-        yield model
+        yield _two_classes(model) if yes_no else model
+
+
+def _two_classes(logit_model):
+    """`logit_model`, whose one logit z says yes, as the logits [0, z] of no and yes."""
+    keras = _keras.tf_keras()
+    tf = _keras.tensorflow()
+
+    class NoAndYes(keras.layers.Layer):
+        def call(self, z):
+            return tf.concat([tf.zeros_like(z), z], axis=-1)
+
+    return keras.Model(logit_model.inputs, NoAndYes()(logit_model(logit_model.inputs)))
 
 
 def _forget_traced_functions(model) -> None:

@@ -205,11 +205,12 @@ def optimizer(options: TrainOptions, samples: int):
     return keras.optimizers.Adam(keras.optimizers.schedules.CosineDecay(options.learning_rate, steps))
 
 
-def training_data(train, val, model, preprocessing, reshape_data) -> tuple:
-    """(train, val or None) as labelled `Dataset`s fitted to the model input, labels checked."""
+def training_data(train, val, model, preprocessing, reshape_data, requested: Optional[tuple] = None) -> tuple:
+    """(train, val or None) as labelled `Dataset`s fitted to the model input, labels checked (against
+    the output read as `requested` says, see `check_labels`)."""
     return (
-        labelled_data(train, model, preprocessing, reshape_data, "training"),
-        labelled_data(val, model, preprocessing, reshape_data, "validation") if val is not None else None,
+        labelled_data(train, model, preprocessing, reshape_data, "training", requested),
+        labelled_data(val, model, preprocessing, reshape_data, "validation", requested) if val is not None else None,
     )
 
 
