@@ -141,11 +141,10 @@ def _analyze(
         for tensor, values in statistics.items()
     ]
     float_accuracy = int8_accuracy = evaluation = None
-    task = label_task(model, load.asked_tasks(model.output_names))
+    asked = load.asked_tasks(model.output_names)
+    task = label_task(model, asked)
     if eval_data is not None:
-        evaluation = labelled_data(
-            eval_data, model, load.preprocessing, load.reshape_data, "eval", load.asked_tasks(model.output_names)
-        )
+        evaluation = labelled_data(eval_data, model, load.preprocessing, load.reshape_data, "eval", asked)
         float_accuracy = metrics.task_accuracy(loaded.keras_outputs(evaluation.x), evaluation.y, task)
         int8_accuracy = _int8_accuracy(model, export, calibration.take(calibration_samples), evaluation, (), task)
         most_sensitive = list(

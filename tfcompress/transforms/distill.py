@@ -74,7 +74,8 @@ def exposed_logits(model, yes_no: bool = False):
     if squash not in (keras.activations.softmax, keras.activations.sigmoid):
         squash = None
     if isinstance(last, keras.layers.Softmax) or (isinstance(last, keras.layers.Activation) and squash):
-        yield _two_classes(keras.Model(model.inputs, last.input)) if yes_no else keras.Model(model.inputs, last.input)
+        logits = keras.Model(model.inputs, last.input)
+        yield _two_classes(logits) if yes_no else logits
     elif squash:
         last.activation = keras.activations.linear
         _forget_traced_functions(model)

@@ -40,7 +40,7 @@ __all__ = [
 
 def check_labels(model, data: Dataset, role: str = "training", requested: Optional[tuple] = None) -> None:
     """Labels that fit the model's output: present, and a class it has. With `requested` (see
-    `output_tasks`) a sigmoid output of one unit takes 0 and 1; without, class indices."""
+    `output_tasks`) one yes/no unit (a sigmoid's, or one logit) takes 0 and 1; without, class indices."""
     if data.y is None:
         raise DataError(f"The {role} data {data.source} has no labels (y); pass labelled data (an .npz with x and y).")
     if model.outputs is None:  # a subclassed model: its output size is unknown before a call
