@@ -41,6 +41,7 @@ def render_all() -> None:
     summaries += [_several_io_summary(results["several_io"])] if "several_io" in results else []
     summaries += [_label_free_guard_summary(results["label_free_guard"])] if "label_free_guard" in results else []
     summaries += [_binary_summary(results["binary"])] if "binary" in results else []
+    summaries += [_one_logit_summary(results["one_logit"])] if "one_logit" in results else []
     summaries += [_shrink_summary(results["shrink"])] if "shrink" in results else []
     summaries += [_unlabelled_summary(results["unlabelled"])] if "unlabelled" in results else []
     if summaries:
@@ -1632,8 +1633,11 @@ def _one_logit(result: dict) -> str:
         "one ends in a sigmoid, one in a linear unit trained with binary cross-entropy from logits. Through the "
         f"CLI: `prune {result['prune']}` on the 0/1 labels and on the images alone (held out: {result['held_out']:,} "
         "test images), then `convert --precision int8 --per_tensor_dense` (`--task logits` for the logit). "
-        "Accuracy on the test images at 0.5 (the logit: at 0); the prune's guard beside what the step did to the "
-        "Keras model on the test images.",
+        f"Then `distill {result['distill']}` of each on few labels: {result['kd_epochs']} epochs of KD over "
+        f"{result['labelled']:,} labelled and {result['unlabelled']:,} unlabelled training images, against the "
+        f"same student on the {result['labelled']:,} labels alone (`--alpha 0`) for as many steps. "
+        "Accuracy on the test images at 0.5 (the logit: at 0); the step's guard (distill's: teacher → student) "
+        "beside what the step did to the Keras model on the test images.",
         "",
         "| head | model | int8 accuracy | drop (pt) | Keras before → after | guard |",
         "|---|---|---:|---:|---|---|",
@@ -1668,6 +1672,26 @@ def _binary_summary(result: dict) -> str:
         f"its float32 `.tflite` by gzip at {chosen['accuracy_drop']:+.2f} pt, and `run` of its recipe made "
         f"{'the same bytes' if result['remade_same_bytes'] else 'different bytes'}."
     )
+
+
+def _one_logit_summary(result: dict) -> str:
+    """The one-logit head's rows beside the sigmoid's: the same steps should give them the same numbers."""
+    accuracy = {(row["head"], row["how"].split(",")[0]): row["accuracy"] for row in result["rows"]}
+    pruned = "pruned 80% on 0/1 labels"
+    return (
+        "A binary classifier ending in one logit (`benchmarks/one_logit.py`) goes through `prune` and `convert` "
+        f"as the same with a sigmoid does: {pruned}, int8, {accuracy['one_logit', pruned]:.2%} against the "
+        f"sigmoid's {accuracy['sigmoid', pruned]:.2%}; `distill` at width 0.5 on {result['labelled']:,} labels and "
+        f"{result['unlabelled']:,} unlabelled images made an int8 student of {_student(result, 'KD'):.2%} (teacher "
+        f"{accuracy['one_logit', 'float32']:.2%}; the student on the labels alone: "
+        f"{_student(result, 'labels alone'):.2%})."
+    )
+
+
+def _student(result: dict, made: str) -> float:
+    """The int8 accuracy of the one-logit head's student whose row says how it was `made` (KD, labels alone)."""
+    students = [row for row in result["rows"] if row["head"] == "one_logit" and row["how"].startswith("student")]
+    return next(row["accuracy"] for row in students if made in row["how"])
 
 
 def _several_io_summary(result: dict) -> str:
