@@ -150,6 +150,7 @@ BAD_INPUTS = {
     "unwritable output": (lambda d, m: ["convert", m, "--calibration", CALIBRATION], "does not exist"),
     "custom layer": (lambda d, m: ["convert", _custom_layer_model(d)], "--custom_objects"),
     "unknown precision": (lambda d, m: ["convert", m, "--precision", "int4"], "--precision"),
+    "int8 model LiteRT aborts on": (lambda d, m: ["convert", *_squared_difference_of_near_values(d)], "LiteRT crashes"),
 }
 
 
@@ -162,6 +163,18 @@ def _truncated(model, folder):
 def _noise(folder):
     (folder / "noise.h5").write_bytes(np.random.default_rng(0).bytes(4096))
     return folder / "noise.h5"
+
+
+def _squared_difference_of_near_values(folder):
+    """(x - (x + 1e-4))² calibrates to an output scale LiteRT's int8 SQUARED_DIFFERENCE aborts on
+    (as a QAT ConvNeXt's LayerNormalization does)."""
+    import tensorflow as tf
+    import tf_keras
+
+    inputs = tf_keras.Input((8,))
+    tf_keras.Model(inputs, tf.math.squared_difference(inputs, inputs + 1e-4)).save(folder / "near.h5")
+    calibration = 10 * np.random.default_rng(0).random((64, 8), dtype=np.float32)
+    return folder / "near.h5", "--calibration", _save_npz(folder / "near.npz", x=calibration)
 
 
 def _custom_layer_model(folder):

@@ -1,9 +1,13 @@
 """`tfcompress qat`: the check first, unsupported layers kept in float, a QAT model that
 converts to int8 from its learned ranges, and a step under a MirroredStrategy."""
 
+import re
+from pathlib import Path
+
 import numpy as np
 import pytest
 
+import custom_layers
 from conftest import CALIBRATION, EVAL, subclassed_classifier
 
 
@@ -79,6 +83,44 @@ def test_qat_cli_rejects_labels_the_model_cannot_output(run_cli, tmp_path, tf_ke
     assert code == 2
     assert "takes labels 0..3 for its classes" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "out.h5").exists()
+
+
+def _layer_scale(tf_keras):
+    from tfcompress._keras import application_layers
+
+    return application_layers()["LayerScale"](0.5, 32)
+
+
+def _scale_by_half(tf_keras):
+    return custom_layers.ScaleBy(0.5)
+
+
+@pytest.mark.parametrize(
+    "layer, loader_options",
+    [
+        (_layer_scale, ()),  # tf_keras's own, unregistered
+        (_scale_by_half, ("--custom_objects", Path(custom_layers.__file__), "--trust_model_code")),
+    ],
+    ids=["convnext_layer_scale", "user_layer"],
+)
+def test_qat_takes_a_layer_class_keras_does_not_register(run_cli, tmp_path, tf_keras, layer, loader_options):
+    """tfmot rebuilds the model from its config: an unregistered class came back as its name
+    ("'str' object is not callable", ConvNeXtTiny in benchmarks/training_coverage.py)."""
+    from tfcompress import load_model
+
+    model = _small_cnn(tf_keras, lambda layers: lambda x: layer(tf_keras)(x))
+    model.save(tmp_path / "scaled.h5")
+    code, out, err = run_cli(
+        "qat", tmp_path / "scaled.h5", "--train", CALIBRATION, "--epochs", "2", "--learning_rate", "1e-3",
+        "-o", tmp_path / "qat.h5", *loader_options,
+    )  # fmt: skip
+    assert code == 0, err
+    assert re.search(r"trained in float: \S+ \((LayerScale|ScaleBy)\)", out + err), out + err
+    trained = load_model(tmp_path / "qat.h5", custom_objects=custom_layers.__dict__)
+    assert type(layer(tf_keras)).__name__ in {type(each).__name__ for each in trained.layers}
+    data = np.load(EVAL)
+    accuracy = np.mean(np.argmax(trained(data["x"][:500].astype(np.float32) / 255), 1) == data["y"][:500])
+    assert accuracy > 0.5, accuracy
 
 
 def test_one_qat_step_under_a_mirrored_strategy(tf_keras):

@@ -5,6 +5,9 @@ tensor's scale and zero point, outputs dequantized with the output's, so a float
 and an int8 model are compared on the same numbers.
 """
 
+import hashlib
+import os
+import signal
 from typing import Optional
 
 import numpy as np
@@ -12,6 +15,7 @@ import numpy as np
 from tfcompress._io.native import captured_output
 from tfcompress.data import one_or_tuple, per_input
 from tfcompress.errors import DataError, ModelLoadError
+from tfcompress.runtime.isolated import run_isolated
 
 __all__ = [
     "make_interpreter",
@@ -26,6 +30,8 @@ __all__ = [
 ]
 
 _BATCH_VALUES = 1 << 22  # input values per evaluation batch: 250 Fashion-MNIST images, 27 at 224×224×3
+_PROBE_SECONDS = 300  # a child still preparing the model after this proves nothing either way
+_RAN_IN_A_CHILD = set()  # (digest, resolver) of models a child prepared and ran without crashing
 
 
 def inference_batch_size(sample_shape) -> int:
@@ -43,15 +49,45 @@ def make_interpreter(model_bytes: bytes, *, threads: int = 1, xnnpack: bool = Tr
     resolver = OpResolverType.AUTO if xnnpack else OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
     if reference_kernels:
         resolver = OpResolverType.BUILTIN_REF
-    try:
+
+    def prepared():
         with captured_output():  # LiteRT prints "INFO: Created TensorFlow Lite XNNPACK delegate" from C++
             interpreter = Interpreter(
                 model_content=model_bytes, num_threads=threads, experimental_op_resolver_type=resolver
             )
             interpreter.allocate_tensors()
         return interpreter
+
+    _refuse_if_it_crashes(model_bytes, resolver, prepared)
+    try:
+        return prepared()
     except (ValueError, RuntimeError) as error:
         raise ModelLoadError(f"LiteRT cannot load the model: {str(error).splitlines()[0]}") from None
+
+
+def _refuse_if_it_crashes(model_bytes: bytes, resolver, prepared) -> None:
+    """LiteRT aborts the whole process when a kernel's check fails as it prepares an op (an int8
+    SQUARED_DIFFERENCE or ADD whose output scale is far smaller than its inputs', tensorflow#60815),
+    without a word. Each model is run once on zeros in a forked child first, so the user gets a
+    message instead of a dead process."""
+    key = (hashlib.sha256(model_bytes).digest(), resolver)
+    if key in _RAN_IN_A_CHILD or not hasattr(os, "fork"):
+        return
+    child = run_isolated(lambda: _invoke_on_zeros(prepared()), time_limit=_PROBE_SECONDS)
+    if child.signal not in (None, signal.SIGALRM):
+        raise ModelLoadError(
+            f"LiteRT crashes ({signal.Signals(child.signal).name}) running this model, and would crash "
+            "an app on a device too: one of its kernels cannot take the quantization scales the converter "
+            "gave an op. Convert with another --precision, or keep the layers around that op in float "
+            "(--keep_float)."
+        )
+    _RAN_IN_A_CHILD.add(key)
+
+
+def _invoke_on_zeros(interpreter) -> None:
+    for detail in interpreter.get_input_details():
+        interpreter.set_tensor(detail["index"], np.zeros(detail["shape"], detail["dtype"]))
+    interpreter.invoke()
 
 
 def quantize(x: np.ndarray, detail: dict) -> np.ndarray:

@@ -8,6 +8,7 @@ user's process. Needs os.fork (Linux, macOS).
 import dataclasses
 import faulthandler
 import os
+import signal
 from typing import Callable, Optional
 
 __all__ = ["ChildResult", "run_isolated"]
@@ -20,14 +21,16 @@ class ChildResult:
     signal: Optional[int]  # the signal that killed it, if it crashed
 
 
-def run_isolated(action: Callable[[], object]) -> ChildResult:
+def run_isolated(action: Callable[[], object], *, time_limit: Optional[int] = None) -> ChildResult:
     """Calls `action()` in a forked child. Import what it needs first, in the parent,
-    so each child does not pay for the import again."""
+    so each child does not pay for the import again. A child still running after
+    `time_limit` seconds is stopped by SIGALRM (a lock some other thread held at the fork)."""
     reader, writer = os.pipe()
     pid = os.fork()
     if pid == 0:
         os.close(reader)
         faulthandler.disable()  # a crash is reported by the exit status, not a traceback dump
+        signal.alarm(time_limit or 0)
         os.dup2(writer, 1)
         os.dup2(writer, 2)
         code = 1

@@ -138,8 +138,14 @@ def apply_qat(model, preserve=None, weight_bits: int = 8, layer_bits: Optional[d
     annotated = _keras.tf_keras().models.clone_model(flat, clone_function=annotate_supported)
     annotated.set_weights(flat.get_weights())
     scheme = _n_bit_scheme(options.weight_bits, layer_bits) if options.low_bit else _scheme(preserve)
-    with tfmot.quantization.keras.quantize_scope():
+    with tfmot.quantization.keras.quantize_scope(_layer_classes(flat)):
         return tfmot.quantization.keras.quantize_apply(annotated, scheme), plans
+
+
+def _layer_classes(model) -> dict:
+    """The model's layer classes by name: quantize_apply rebuilds the model from its config, and a
+    class Keras does not register (ConvNeXt's LayerScale, a user's own layer) came back as its name."""
+    return {type(layer).__name__: type(layer) for layer in model.layers}
 
 
 def _n_bit_scheme(weight_bits: int, layer_bits: dict):
