@@ -11,11 +11,14 @@ import signal
 from typing import Optional
 
 import numpy as np
+from absl import logging
 
 from tfcompress._io.native import captured_output
 from tfcompress.data import one_or_tuple, per_input
 from tfcompress.errors import DataError, ModelLoadError
+from tfcompress.runtime.inspect import inspect_tflite
 from tfcompress.runtime.isolated import run_isolated
+from tfcompress.runtime.kernel_limits import ops_litert_aborts_on
 
 __all__ = [
     "make_interpreter",
@@ -31,7 +34,7 @@ __all__ = [
 
 _BATCH_VALUES = 1 << 22  # input values per evaluation batch: 250 Fashion-MNIST images, 27 at 224×224×3
 _PROBE_SECONDS = 300  # a child still preparing the model after this proves nothing either way
-_RAN_IN_A_CHILD = set()  # (digest, resolver) of models a child prepared and ran without crashing
+_PROBED = {}  # (digest, resolver) → LiteRT's error running the model in a child, or None: it ran
 
 
 def inference_batch_size(sample_shape) -> int:
@@ -58,36 +61,54 @@ def make_interpreter(model_bytes: bytes, *, threads: int = 1, xnnpack: bool = Tr
             interpreter.allocate_tensors()
         return interpreter
 
-    _refuse_if_it_crashes(model_bytes, resolver, prepared)
+    failure = _failure_in_a_child(model_bytes, resolver, prepared)
+    if failure and resolver == OpResolverType.AUTO and "XNNPACK" in failure:
+        logging.warning(
+            "LiteRT's default XNNPACK delegate cannot run this model (%s); it is measured with LiteRT's own "
+            "kernels, and an app must create its interpreter without the default delegate.",
+            failure.rstrip("."),
+        )
+        return make_interpreter(model_bytes, threads=threads, xnnpack=False)
     try:
         return prepared()
     except (ValueError, RuntimeError) as error:
         raise ModelLoadError(f"LiteRT cannot load the model: {str(error).splitlines()[0]}") from None
 
 
-def _refuse_if_it_crashes(model_bytes: bytes, resolver, prepared) -> None:
-    """LiteRT aborts the whole process when a kernel's check fails as it prepares an op (an int8
+def _failure_in_a_child(model_bytes: bytes, resolver, prepared) -> Optional[str]:
+    """What LiteRT said running the model once on zeros in a forked child, if it failed.
+
+    LiteRT aborts the whole process when a kernel's check fails as it prepares an op (an int8
     SQUARED_DIFFERENCE or ADD whose output scale is far smaller than its inputs', tensorflow#60815),
-    without a word. Each model is run once on zeros in a forked child first, so the user gets a
-    message instead of a dead process."""
+    without a word: such a model is refused with a message instead of ending the user's process.
+    And the XNNPACK delegate fails some models only at their first invoke, which a child sees too."""
     key = (hashlib.sha256(model_bytes).digest(), resolver)
-    if key in _RAN_IN_A_CHILD or not hasattr(os, "fork"):
-        return
-    child = run_isolated(lambda: _invoke_on_zeros(prepared()), time_limit=_PROBE_SECONDS)
+    if key in _PROBED or not hasattr(os, "fork"):
+        return _PROBED.get(key)
+    child = run_isolated(lambda: _run_on_zeros(prepared), time_limit=_PROBE_SECONDS)
     if child.signal not in (None, signal.SIGALRM):
+        named = ops_litert_aborts_on(inspect_tflite(model_bytes))
+        cause = "; ".join(named) or "one of its kernels cannot take the quantization scales the converter gave an op"
         raise ModelLoadError(
             f"LiteRT crashes ({signal.Signals(child.signal).name}) running this model, and would crash "
-            "an app on a device too: one of its kernels cannot take the quantization scales the converter "
-            "gave an op. Convert with another --precision, or keep the layers around that op in float "
-            "(--keep_float)."
+            f"an app on a device too: {cause}. Convert with another --precision, or keep the layers around "
+            "that op in float (--keep_float)."
         )
-    _RAN_IN_A_CHILD.add(key)
+    failed = not child.succeeded and child.signal is None
+    _PROBED[key] = child.printed.strip().splitlines()[-1] if failed and child.printed.strip() else None
+    return _PROBED[key]
 
 
-def _invoke_on_zeros(interpreter) -> None:
-    for detail in interpreter.get_input_details():
-        interpreter.set_tensor(detail["index"], np.zeros(detail["shape"], detail["dtype"]))
-    interpreter.invoke()
+def _run_on_zeros(prepared) -> None:
+    """Runs the model once on zeros; LiteRT's error, if any, is the last line the parent reads."""
+    try:
+        interpreter = prepared()
+        for detail in interpreter.get_input_details():
+            interpreter.set_tensor(detail["index"], np.zeros(detail["shape"], detail["dtype"]))
+        interpreter.invoke()
+    except (ValueError, RuntimeError) as error:
+        os.write(2, ("\n" + " ".join(str(error).split())).encode())  # to the pipe, whatever sys.stderr is now
+        raise
 
 
 def quantize(x: np.ndarray, detail: dict) -> np.ndarray:
@@ -178,7 +199,10 @@ def _predict_one_by_one(interpreter, arrays: tuple):
 def _invoke(interpreter, batch: tuple) -> tuple:
     for detail, part in zip(interpreter.get_input_details(), batch):
         interpreter.set_tensor(detail["index"], quantize(part, detail))
-    interpreter.invoke()
+    try:
+        interpreter.invoke()
+    except RuntimeError as error:
+        raise ModelLoadError(f"LiteRT fails running the model: {' '.join(str(error).split())}") from None
     return tuple(
         dequantize(interpreter.get_tensor(detail["index"]), detail) for detail in interpreter.get_output_details()
     )
