@@ -61,17 +61,20 @@ def test_make_interpreter_refuses_the_model_naming_the_op(near_the_limit):
     assert output["dtype"] == np.float32
 
 
-def test_a_model_xnnpack_cannot_run_is_measured_without_it(tf_keras, monkeypatch, caplog):
+def test_a_model_xnnpack_cannot_run_is_measured_without_it(tf_keras, monkeypatch, run_cli, tmp_path):
     """XNNPACK failed a QAT ConvNeXtTiny with one LayerNormalization kept float at its first invoke
     ("failed to create XNNPACK runtime"); no small model found here does that, so LiteRT's
     interpreter is given that failure wherever it would use the default delegate. The model is this
     test's own: LiteRT runs each model in a child once per process, and another test's ran there."""
+    import json
+
     from ai_edge_litert import interpreter as litert
 
     tf_keras.utils.set_random_seed(60815)
     model = tf_keras.Sequential([tf_keras.Input((12,)), tf_keras.layers.Dense(5, activation="tanh")])
-    model_bytes = to_tflite(model, ConvertOptions("float32"))
+    model.save(tmp_path / "tanh.h5")
     x = np.random.default_rng(0).random((20, 12), dtype=np.float32)
+    np.savez(tmp_path / "x.npz", x=x)
 
     class FailsWithXnnpack(litert.Interpreter):
         def __init__(self, *args, experimental_op_resolver_type=litert.OpResolverType.AUTO, **kwargs):
@@ -84,5 +87,18 @@ def test_a_model_xnnpack_cannot_run_is_measured_without_it(tf_keras, monkeypatch
             super().invoke()
 
     monkeypatch.setattr(litert, "Interpreter", FailsWithXnnpack)
+    code, out, err = run_cli(
+        "convert", tmp_path / "tanh.h5", "--precision", "float32", "--eval", tmp_path / "x.npz",
+        "-o", tmp_path / "tanh.tflite", "--report", tmp_path / "report.json",
+    )  # fmt: skip
+    assert code == 0, err
+    warned = "XNNPACK delegate cannot run this model (failed to create XNNPACK runtime"
+    assert (out + err).count(warned) == 1, out + err
+    assert any(warned in warning for warning in json.loads((tmp_path / "report.json").read_text())["warnings"])
+    model_bytes = (tmp_path / "tanh.tflite").read_bytes()
     np.testing.assert_allclose(predict(model_bytes, x), model(x).numpy(), atol=1e-5)
-    assert "XNNPACK delegate cannot run this model (failed to create XNNPACK runtime" in caplog.text
+    code, out, err = run_cli("benchmark", tmp_path / "tanh.tflite", "--runs", "5", "--json", tmp_path / "b.json")
+    assert code == 0, err
+    assert (out + err).count(warned) == 1, out + err
+    (measured,) = json.loads((tmp_path / "b.json").read_text())["models"]
+    assert any(warned in warning for warning in measured["warnings"])

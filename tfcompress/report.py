@@ -141,7 +141,7 @@ class BenchmarkReport:
     eval_source: Optional[str]
     options: dict
     machine: dict
-    warnings: tuple = ()  # about the comparison itself (a reference whose output never changes)
+    warnings: tuple = ()  # about the comparison (a reference whose output never changes, a model XNNPACK cannot run)
     preprocessing: Optional[dict] = None  # what was applied to the stored eval data
 
     def to_dict(self) -> dict:

@@ -19,7 +19,7 @@ from tfcompress.report import BenchmarkReport, Reference, machine_info, markdown
 from tfcompress.runtime import metrics
 from tfcompress.runtime.benchmark import BenchmarkOptions, benchmark_models, comparison_inputs
 from tfcompress.runtime.inspect import inspect_tflite, read_tflite
-from tfcompress.runtime.interpreter import per_output, predict
+from tfcompress.runtime.interpreter import per_output, predict, xnnpack_warning
 from tfcompress.runtime.task import resolve_tasks
 
 __all__ = ["benchmark"]
@@ -74,7 +74,7 @@ def benchmark(
             evaluation.source if evaluation else None,
             dataclasses.asdict(options),
             machine_info(options.threads),
-            _warnings(reference_outputs),
+            _warnings(reference_outputs, named_models),
             evaluation.preprocessing if evaluation else None,
         )
         outputs.report(json_path, report)
@@ -83,13 +83,13 @@ def benchmark(
     return report
 
 
-def _warnings(reference_outputs) -> tuple:
-    if reference_outputs is None:
-        return ()
-    messages = tuple(filter(None, (metrics.constant_output(outputs) for outputs in per_output(reference_outputs))))
+def _warnings(reference_outputs, named_models) -> tuple:
+    constant = () if reference_outputs is None else per_output(reference_outputs)
+    messages = tuple(filter(None, (metrics.constant_output(outputs) for outputs in constant)))
     for message in messages:
         logging.warning(message)
-    return messages
+    delegate = {name: xnnpack_warning(data) for name, data in named_models}
+    return messages + tuple(f"{name}: {message}" for name, message in delegate.items() if message)
 
 
 def _reference(reference, inputs, labels, load: LoadOptions, tasks: tuple):

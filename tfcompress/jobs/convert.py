@@ -24,7 +24,7 @@ from tfcompress.options import GuardOptions, LoadOptions, gather
 from tfcompress.report import ConversionReport, Reference
 from tfcompress.runtime import metrics
 from tfcompress.runtime.inspect import file_parts, gzip_size, inspect_tflite, weight_tensors
-from tfcompress.runtime.interpreter import predict
+from tfcompress.runtime.interpreter import predict, xnnpack_warning
 from tfcompress.runtime.latency import measure_latency
 from tfcompress.runtime.task import resolve_tasks
 from tfcompress.transforms.qat import has_low_bit_weights, is_quantize_aware
@@ -142,6 +142,7 @@ def convert_loaded(
     if latency_runs:
         progress.stage("measuring latency")
     latency = measure_latency(tflite_bytes, runs=latency_runs, warmup=10) if latency_runs else None
+    warnings.extend(filter(None, [xnnpack_warning(tflite_bytes)]))
     return ConversionReport(
         float32_bytes=float32_bytes,
         model=loaded.name,

@@ -22,6 +22,7 @@ from tfcompress.runtime.kernel_limits import ops_litert_aborts_on
 
 __all__ = [
     "make_interpreter",
+    "xnnpack_warning",
     "predict",
     "per_output",
     "raw_outputs",
@@ -63,16 +64,25 @@ def make_interpreter(model_bytes: bytes, *, threads: int = 1, xnnpack: bool = Tr
 
     failure = _failure_in_a_child(model_bytes, resolver, prepared)
     if failure and resolver == OpResolverType.AUTO and "XNNPACK" in failure:
-        logging.warning(
-            "LiteRT's default XNNPACK delegate cannot run this model (%s); it is measured with LiteRT's own "
-            "kernels, and an app must create its interpreter without the default delegate.",
-            failure.rstrip("."),
-        )
+        logging.warning(xnnpack_warning(model_bytes))
         return make_interpreter(model_bytes, threads=threads, xnnpack=False)
     try:
         return prepared()
     except (ValueError, RuntimeError) as error:
         raise ModelLoadError(f"LiteRT cannot load the model: {str(error).splitlines()[0]}") from None
+
+
+def xnnpack_warning(model_bytes: bytes) -> Optional[str]:
+    """What `make_interpreter` warned of if LiteRT's XNNPACK delegate failed this model, for a report."""
+    from ai_edge_litert.interpreter import OpResolverType
+
+    failure = _PROBED.get((hashlib.sha256(model_bytes).digest(), OpResolverType.AUTO))
+    if not failure or "XNNPACK" not in failure:
+        return None
+    return (
+        f"LiteRT's default XNNPACK delegate cannot run this model ({failure.rstrip('.')}); it is measured "
+        "with LiteRT's own kernels, and an app must create its interpreter without the default delegate."
+    )
 
 
 def _failure_in_a_child(model_bytes: bytes, resolver, prepared) -> Optional[str]:
