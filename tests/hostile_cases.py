@@ -147,6 +147,23 @@ def tiny_tflite(folder: Path, name: str = "model.tflite") -> Path:
     return path
 
 
+def kernel_aborting_tflite(folder: Path) -> Path:
+    """An int8 (x - (x + 1e-4))² on inputs over [0, 10): its SQUARED_DIFFERENCE's output scale is
+    below what LiteRT's kernel takes, and LiteRT aborts the process preparing it (tensorflow#60815)."""
+    import tensorflow as tf
+
+    from tfcompress.data import as_dataset
+    from tfcompress.export.tflite import ConvertOptions, to_tflite
+
+    keras = tf_keras()
+    inputs = keras.Input((8,))
+    model = keras.Model(inputs, tf.math.squared_difference(inputs, inputs + 1e-4))
+    calibration = as_dataset(10 * np.random.default_rng(0).random((64, 8), dtype=np.float32))
+    path = folder / "aborts.tflite"
+    path.write_bytes(to_tflite(model, ConvertOptions("int8"), calibration))
+    return path
+
+
 def nested_lambda_model(folder: Path, kinds, flavour: str, name: str) -> Path:
     """A Lambda that writes MARKER, inside `kinds` (outermost first) of TimeDistributed ("td"),
     nested Sequential ("seq") and nested functional ("func") models; saved by Keras 2 (.h5) or
@@ -779,6 +796,14 @@ def cases() -> list:
         )
     )
     add(Case("tflite_is_fifo", "tflite", lambda f: ["benchmark", str(fifo(f / "m.tflite"))], "FIFO"))
+    add(
+        Case(
+            "tflite_litert_aborts_preparing_an_op",
+            "tflite",
+            lambda f: ["benchmark", str(kernel_aborting_tflite(f))],
+            "SQUARED_DIFFERENCE",
+        )
+    )
     add(
         Case(
             "tflite_empty",
