@@ -93,8 +93,8 @@ def test_a_warning_before_an_error_is_said_first(run_cli, monkeypatch, tmp_path,
     from tfcompress.jobs import benchmark, convert
 
     def warns_then_fails(*args, **kwargs):
-        benchmark._warnings(np.zeros((4, 3)))  # logs "the reference model's output is the same ..."
-        benchmark._warnings(np.zeros((4, 3)))
+        benchmark._warnings(np.zeros((4, 3)), ())  # logs "the reference model's output is the same ..."
+        benchmark._warnings(np.zeros((4, 3)), ())
         raise ConversionError("the converter failed.")
 
     monkeypatch.setattr(convert, "convert", warns_then_fails)
