@@ -147,20 +147,29 @@ def tiny_tflite(folder: Path, name: str = "model.tflite") -> Path:
     return path
 
 
-def kernel_aborting_tflite(folder: Path) -> Path:
-    """An int8 (x - (x + 1e-4))² on inputs over [0, 10): its SQUARED_DIFFERENCE's output scale is
-    below what LiteRT's kernel takes, and LiteRT aborts the process preparing it (tensorflow#60815)."""
+def squared_difference_of_near_values(folder: Path) -> tuple:
+    """(an .h5 of (x - (x + 1e-4))², calibration inputs over [0, 10)): in int8 its SQUARED_DIFFERENCE's
+    output scale is below what LiteRT's kernel takes, and LiteRT aborts the process preparing it
+    (tensorflow#60815), as it does on a QAT ConvNeXt's LayerNormalization."""
     import tensorflow as tf
-
-    from tfcompress.data import as_dataset
-    from tfcompress.export.tflite import ConvertOptions, to_tflite
 
     keras = tf_keras()
     inputs = keras.Input((8,))
-    model = keras.Model(inputs, tf.math.squared_difference(inputs, inputs + 1e-4))
-    calibration = as_dataset(10 * np.random.default_rng(0).random((64, 8), dtype=np.float32))
+    keras.Model(inputs, tf.math.squared_difference(inputs, inputs + 1e-4)).save(folder / "near.h5")
+    calibration = folder / "near.npz"
+    np.savez(calibration, x=10 * np.random.default_rng(0).random((64, 8), dtype=np.float32))
+    return folder / "near.h5", calibration
+
+
+def kernel_aborting_tflite(folder: Path) -> Path:
+    """`squared_difference_of_near_values` converted to int8."""
+    from tfcompress.data import load_data
+    from tfcompress.export.tflite import ConvertOptions, to_tflite
+
+    model_path, calibration = squared_difference_of_near_values(folder)
+    model = tf_keras().models.load_model(model_path, compile=False)
     path = folder / "aborts.tflite"
-    path.write_bytes(to_tflite(model, ConvertOptions("int8"), calibration))
+    path.write_bytes(to_tflite(model, ConvertOptions("int8"), load_data(calibration)))
     return path
 
 

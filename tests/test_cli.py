@@ -14,6 +14,7 @@ from tfcompress.runtime import metrics
 from tfcompress.runtime.interpreter import predict
 
 import custom_layers
+import hostile_cases
 from conftest import CALIBRATION, CONTRACT_KEYS, EVAL, SAMPLE_MODELS
 
 
@@ -150,7 +151,7 @@ BAD_INPUTS = {
     "unwritable output": (lambda d, m: ["convert", m, "--calibration", CALIBRATION], "does not exist"),
     "custom layer": (lambda d, m: ["convert", _custom_layer_model(d)], "--custom_objects"),
     "unknown precision": (lambda d, m: ["convert", m, "--precision", "int4"], "--precision"),
-    "int8 model LiteRT aborts on": (lambda d, m: ["convert", *_squared_difference_of_near_values(d)], "LiteRT crashes"),
+    "int8 model LiteRT aborts on": (lambda d, m: ["convert", *_near_values_with_calibration(d)], "LiteRT crashes"),
 }
 
 
@@ -165,16 +166,9 @@ def _noise(folder):
     return folder / "noise.h5"
 
 
-def _squared_difference_of_near_values(folder):
-    """(x - (x + 1e-4))² calibrates to an output scale LiteRT's int8 SQUARED_DIFFERENCE aborts on
-    (as a QAT ConvNeXt's LayerNormalization does)."""
-    import tensorflow as tf
-    import tf_keras
-
-    inputs = tf_keras.Input((8,))
-    tf_keras.Model(inputs, tf.math.squared_difference(inputs, inputs + 1e-4)).save(folder / "near.h5")
-    calibration = 10 * np.random.default_rng(0).random((64, 8), dtype=np.float32)
-    return folder / "near.h5", "--calibration", _save_npz(folder / "near.npz", x=calibration)
+def _near_values_with_calibration(folder):
+    model, calibration = hostile_cases.squared_difference_of_near_values(folder)
+    return model, "--calibration", calibration
 
 
 def _custom_layer_model(folder):

@@ -62,9 +62,10 @@ def make_interpreter(model_bytes: bytes, *, threads: int = 1, xnnpack: bool = Tr
             interpreter.allocate_tensors()
         return interpreter
 
-    failure = _failure_in_a_child(model_bytes, resolver, prepared)
-    if failure and resolver == OpResolverType.AUTO and "XNNPACK" in failure:
-        logging.warning(xnnpack_warning(model_bytes))
+    _run_in_a_child_first(model_bytes, resolver, prepared)
+    delegate_failed = xnnpack_warning(model_bytes) if resolver == OpResolverType.AUTO else None
+    if delegate_failed:
+        logging.warning(delegate_failed)
         return make_interpreter(model_bytes, threads=threads, xnnpack=False)
     try:
         return prepared()
@@ -85,8 +86,8 @@ def xnnpack_warning(model_bytes: bytes) -> Optional[str]:
     )
 
 
-def _failure_in_a_child(model_bytes: bytes, resolver, prepared) -> Optional[str]:
-    """What LiteRT said running the model once on zeros in a forked child, if it failed.
+def _run_in_a_child_first(model_bytes: bytes, resolver, prepared) -> None:
+    """Runs the model once on zeros in a forked child, keeping LiteRT's error if it failed (`_PROBED`).
 
     LiteRT aborts the whole process when a kernel's check fails as it prepares an op (an int8
     SQUARED_DIFFERENCE or ADD whose output scale is far smaller than its inputs', tensorflow#60815),
@@ -94,7 +95,7 @@ def _failure_in_a_child(model_bytes: bytes, resolver, prepared) -> Optional[str]
     And the XNNPACK delegate fails some models only at their first invoke, which a child sees too."""
     key = (hashlib.sha256(model_bytes).digest(), resolver)
     if key in _PROBED or not hasattr(os, "fork"):
-        return _PROBED.get(key)
+        return
     child = run_isolated(lambda: _run_on_zeros(prepared), time_limit=_PROBE_SECONDS)
     if child.signal not in (None, signal.SIGALRM):
         named = ops_litert_aborts_on(inspect_tflite(model_bytes))
@@ -106,7 +107,6 @@ def _failure_in_a_child(model_bytes: bytes, resolver, prepared) -> Optional[str]
         )
     failed = not child.succeeded and child.signal is None
     _PROBED[key] = child.printed.strip().splitlines()[-1] if failed and child.printed.strip() else None
-    return _PROBED[key]
 
 
 def _run_on_zeros(prepared) -> None:
