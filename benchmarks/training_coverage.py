@@ -1,17 +1,20 @@
 """The training steps on the architectures users bring (tfcompress/testing/field_zoo.py), through the CLI.
 
 Each architecture, with seeded random weights (its BatchNorm statistics settled on its inputs), is
-saved by Keras 2 (.h5) and run through `tfcompress prune`, `cluster` and `qat` as a user runs them,
-each in its own process, for one epoch on 512 inputs of its own kind without labels (so every
-architecture, classifier or not, one output or several, trains the same way), with 128 held-out
-inputs as `--val`. A step passes with its guard's check, or is refused with the one-line message a
-user would see (exit 2); anything else (a traceback, a killed process, no answer within the time
-limit) counts as a bug. Writes results/training_coverage.json.
+saved by Keras 2 (.h5) and run through `tfcompress prune`, `cluster`, `qat`, `lowrank` and `distill`
+(the model as the teacher of a half-width student) as a user runs them, each in its own process,
+for one epoch on 512 inputs of its own kind without labels (so every architecture, classifier or
+not, one output or several, trains the same way), with 128 held-out inputs as `--val` (lowrank's
+`--eval`). A step passes with its guard's check, or is refused with the one-line message a user
+would see (exit 2); anything else (a traceback, a killed process, no answer within the time limit)
+counts as a bug. `--steps` runs some steps and keeps the stored rows' others. Writes
+results/training_coverage.json.
 
     python benchmarks/training_coverage.py --rows_dir ROWS   # resumable; 2 cores: about 40 min for the 32
     # small architectures, 2 to 14 min for each Keras application (ResNet50: 14 min). On a loaded machine
     # NASNetMobile's and VGG16's steps passed the 900 s --time_limit; the stored rows of the last six
     # applications were measured with --time_limit 3600 (each step 30 to 180 s there)
+    python benchmarks/training_coverage.py --rows_dir ROWS --steps lowrank,distill   # adds two steps to the rows
 """
 
 import json
@@ -46,13 +49,20 @@ STEPS = {
     "prune": ("--target_sparsity=0.5", "--epochs=1"),
     "cluster": ("--clusters=16", "--epochs=1"),
     "qat": ("--epochs=1",),
+    "lowrank": ("--rank_ratio=0.5", "--epochs=1"),
+    "distill": ("--width_multiplier=0.5", "--epochs=1"),
 }
+_STEPS = flags.DEFINE_list("steps", list(STEPS), "Steps to run; the stored rows keep their results of the others.")
+HELD_OUT_FLAG = {"lowrank": "--eval"}  # the others': --val
+MODEL_FLAG = {"distill": "--teacher"}  # the others take the model first
 
 
 def main(argv):
     del argv
     import tf_keras
 
+    stored = render.stored_result("training_coverage", {"rows": []})
+    stored_rows = {row["name"]: row for row in stored["rows"]}
     rows = []
     with tempfile.TemporaryDirectory(prefix="tfcompress-training-coverage-") as work:
         rows_dir = Path(_ROWS_DIR.value or work)
@@ -61,11 +71,10 @@ def main(argv):
             print(f"[{index + 1}/{len(_MODELS.value)}] {name}", flush=True)
             row_path = rows_dir / f"{list(FIELD_MODELS).index(name)}.json"
             if not row_path.exists():
-                row = _architecture_row(name, tf_keras, Path(work) / str(index))
-                row_path.write_text(json.dumps(row))
+                row = _architecture_row(name, tf_keras, Path(work) / str(index), _STEPS.value)
+                row_path.write_text(json.dumps({**stored_rows.get(name, {}), **row}))
             rows.append(json.loads(row_path.read_text()))
             print(rows[-1], flush=True)
-    stored = render.stored_result("training_coverage", {"rows": []})
     kept = [row for row in stored["rows"] if row["name"] not in {row["name"] for row in rows}]
     order = list(FIELD_MODELS)
     rows = sorted(kept + rows, key=lambda row: order.index(row["name"]) if row["name"] in order else len(order))
@@ -84,19 +93,20 @@ def main(argv):
     render.render_all()
 
 
-def _architecture_row(name: str, keras, folder: Path) -> dict:
+def _architecture_row(name: str, keras, folder: Path, steps: list) -> dict:
     folder.mkdir(parents=True)
     model = build_field_model(name, keras)
     settle_batch_norm(model, sample_inputs(name, model, 64, seed=3))
     path = folder / "model.h5"
     model.save(path)
-    data = {"--train": folder / "train.npz", "--val": folder / "val.npz"}
-    np.savez(data["--train"], **sample_arrays(name, model, TRAINING_SAMPLES, seed=1))
-    np.savez(data["--val"], **sample_arrays(name, model, HELD_OUT, seed=2))
+    train, held_out = folder / "train.npz", folder / "val.npz"
+    np.savez(train, **sample_arrays(name, model, TRAINING_SAMPLES, seed=1))
+    np.savez(held_out, **sample_arrays(name, model, HELD_OUT, seed=2))
     row = {"name": name, "params": int(model.count_params()), "inputs": len(model.inputs)}
     row["outputs"] = len(model.outputs)
-    for command, settings in STEPS.items():
-        row[command] = _step(command, path, data, settings, folder)
+    for command in steps:
+        data = {"--train": train, HELD_OUT_FLAG.get(command, "--val"): held_out}
+        row[command] = _step(command, path, data, STEPS[command], folder)
     return row
 
 
@@ -104,10 +114,11 @@ def _step(command: str, model: Path, data: dict, settings: tuple, folder: Path) 
     """One CLI step in its own process: ok with the guard's check, refused with its one line, or a bug."""
     report = folder / f"{command}.json"
     arguments = [str(part) for pair in data.items() for part in pair]
+    model_arguments = [MODEL_FLAG[command], str(model)] if command in MODEL_FLAG else [str(model)]
     started = time.perf_counter()
     try:
         done = subprocess.run(
-            [sys.executable, "-m", "tfcompress", command, str(model), *arguments, *settings]
+            [sys.executable, "-m", "tfcompress", command, *model_arguments, *arguments, *settings]
             + ["-o", str(folder / f"{command}.h5"), "--report", str(report), "--quiet"],
             capture_output=True,
             text=True,

@@ -96,6 +96,19 @@ def test_width_multiplier_scales_the_body_and_keeps_the_classes(name):
     assert student.predict(np.zeros((2, 28, 28, 1), np.float32), verbose=0).shape == (2, 10)
 
 
+@pytest.mark.parametrize("name", ["TimeDistributed Dense", "Bidirectional LSTM"])
+def test_width_multiplier_scales_the_layers_a_wrapper_holds(tf_keras, name):
+    """Before, a wrapped layer kept its width and the "half-width" student had the teacher's size."""
+    from tfcompress.testing.field_zoo import build_field_model, sample_inputs
+    from tfcompress.transforms.distill import scale_width
+
+    teacher = build_field_model(name, tf_keras)
+    student = scale_width(teacher, 0.5)
+    assert student.count_params() <= 0.6 * teacher.count_params(), (student.count_params(), teacher.count_params())
+    x = sample_inputs(name, teacher, 4)
+    assert student.predict(x, verbose=0).shape == teacher.predict(x, verbose=0).shape
+
+
 def test_a_student_identical_to_the_teacher_has_nothing_to_learn(tmp_path):
     """With alpha 1 the loss is the KL term alone, which is zero for identical logits (a wrong
     logits exposure would break this). The learning rate is tiny because Adam scales even
@@ -207,7 +220,29 @@ def test_a_teacher_whose_output_class_labels_cannot_train_is_refused(run_cli, tm
     code, _, err = run_cli("distill", "--teacher", path, "--width_multiplier", "0.5", "--train",
                            tmp_path / "train.npz", *told, "-o", tmp_path / "s.h5")  # fmt: skip
     assert code == 2 and "Traceback" not in err and not (tmp_path / "s.h5").exists(), err
-    assert f"distill trains a student on class labels, but the teacher's output reads as {reads_as}" in err, err
+    assert f"distill trains a student on class scores, but the teacher's output reads as {reads_as}" in err, err
+
+
+@pytest.mark.parametrize(
+    "name, refused",
+    [
+        (
+            "regression head",
+            "reads as a quantity (--task regression) (if they are class logits, say so with --task logits)",
+        ),
+        ("LSTM sequence regression", "its output has shape (20, 8) per sample (a sequence or a map)"),
+    ],
+)
+def test_a_teacher_without_class_scores_is_refused_on_data_without_labels(run_cli, tmp_path, tf_keras, name, refused):
+    """Without labels nothing says a linear output is logits; a sequence of scores per sample was a traceback."""
+    from tfcompress.testing.field_zoo import sample_inputs
+
+    teacher, path = saved_field_model(tf_keras, name, tmp_path / "teacher.h5")
+    np.save(tmp_path / "inputs.npy", sample_inputs(name, teacher, 64))
+    code, _, err = run_cli("distill", "--teacher", path, "--width_multiplier", "0.5", "--train",
+                           tmp_path / "inputs.npy", "-o", tmp_path / "s.h5")  # fmt: skip
+    assert code == 2 and "Traceback" not in err and not (tmp_path / "s.h5").exists(), err
+    assert refused in err, err
 
 
 def test_a_student_identical_to_the_teacher_has_nothing_to_learn_on_augmented_batches():
@@ -253,6 +288,37 @@ def test_unlabelled_data_brings_the_student_closer_to_the_teacher():
         predicted = report.keras_model.predict(x_eval, verbose=0).argmax(axis=1)
         agreement[name] = float(np.mean(predicted == teacher_classes))
     assert agreement["with unlabelled"] > agreement["labels only"] + 0.15, agreement
+
+
+def test_training_data_without_labels_is_supervised_by_the_teacher_alone(tmp_path, run_cli):
+    """A user with images and no labels: the teacher labels them all, the guard reads the teacher's
+    scores as the labels (its count of kept classes is the student's agreement with the teacher),
+    and the student learns the task: measured against the real labels it never saw."""
+    import json
+
+    from tfcompress import load_model
+
+    images = np.load(CALIBRATION)["x"]
+    np.save(tmp_path / "images.npy", images)
+    code, out, err = run_cli(
+        "distill", "--teacher", LENET5, "--width_multiplier", "0.5", "--train", tmp_path / "images.npy",
+        "--epochs", "4", "-o", tmp_path / "student.h5", "--report", tmp_path / "distill.json",
+    )  # fmt: skip
+    assert code == 0, err
+    assert "trained on 0 labelled + 1,000 unlabelled" in out and "the teacher's scores stand in" in out, out
+    assert "accuracy 0.0000" not in out  # no labels to measure the training accuracy by
+    report = json.loads((tmp_path / "distill.json").read_text())
+    assert report["samples"] == {"labelled": 0, "unlabeled": 1000} and report["accuracy_check"] is None
+    check = report["output_check"]
+    assert check["data"].startswith("1,000 training samples") and check["stand_in"] == "the teacher's scores"
+    x = images.astype(np.float32) / 255
+    teacher, student = (
+        load_model(path).predict(x, verbose=0).argmax(axis=1) for path in (LENET5, tmp_path / "student.h5")
+    )
+    assert abs(check["top1_kept"] - np.mean(teacher == student)) <= 0.002, check
+    evaluation = np.load(EVAL)
+    test_classes = load_model(tmp_path / "student.h5").predict(evaluation["x"].astype(np.float32) / 255, verbose=0)
+    assert np.mean(test_classes.argmax(axis=1) == evaluation["y"]) > 0.6  # as with labels (4 epochs on 1,000)
 
 
 def test_function_matching_repeats_exactly():

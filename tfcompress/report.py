@@ -456,8 +456,8 @@ def _output_check_lines(check: dict) -> list:
         kept = "top-1 class" if check.get("yes_at") is None else f"side of {check['yes_at']:g}"
         lines.append(
             f"{named + ': ' if named else ''}{kept} kept on {check['top1_kept']:.2%} of {check['data']}; "
-            f"expected accuracy drop {check['accuracy_drop']:+.2f} pt (no labels: the scores before this "
-            "step stand in for them)"
+            f"expected accuracy drop {check['accuracy_drop']:+.2f} pt (no labels: "
+            f"{check.get('stand_in', 'the scores before this step')} stand in for them)"
         )
     if check.get("relative_error") is not None:
         moved = named_output(check.get("output"), check.get("quantity_outputs", 1), "moved most") or "outputs"

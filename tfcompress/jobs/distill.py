@@ -1,9 +1,10 @@
 """The distill job: teacher logits → student (given, or the teacher at a smaller width) → KD training → save.
 
-The teacher labels unlabelled data too (`unlabeled`): its logits once, or on every augmented
-batch (`augment`, function matching). The report puts teacher and student side by side (params,
-validation accuracy) and counts the samples of each kind, so "is the smaller network good
-enough" is answered in the same run that trains it.
+The teacher labels unlabelled data too (`unlabeled`, or training data without labels): its
+logits once, or on every augmented batch (`augment`, function matching). The report puts teacher
+and student side by side (params, validation accuracy) and counts the samples of each kind, so "is
+the smaller network good enough" is answered in the same run that trains it. Without labels to
+measure on, the guard reads the teacher's scores as the labels (`guardrail.output_check`).
 """
 
 import dataclasses
@@ -13,7 +14,7 @@ from typing import Optional
 import numpy as np
 
 from tfcompress import keras_io
-from tfcompress.data import concatenated, input_data, keras_inputs
+from tfcompress.data import Dataset, as_dataset, concatenated, fit_to_inputs, input_data, keras_inputs
 from tfcompress.errors import ModelMismatchError, OptionError
 from tfcompress.jobs._common import TrainingResult, job_outputs, load_model, options_dict
 from tfcompress.options import LoadOptions, TrainOptions, gather
@@ -23,8 +24,15 @@ from tfcompress.transforms import augment as augmentations
 from tfcompress.transforms import distill as kd
 from tfcompress.transforms.distribute import strategy_named
 from tfcompress.transforms.graph import copy_model, flatten_nested
-from tfcompress.transforms.guardrail import AccuracyCheck, accuracy_check, guard_data, visible_causes, zeros_lost
-from tfcompress.transforms.training import keras_accuracy, label_task, strategy_scope, training_data
+from tfcompress.transforms.guardrail import (
+    AccuracyCheck,
+    accuracy_check,
+    guard_data,
+    output_check,
+    visible_causes,
+    zeros_lost,
+)
+from tfcompress.transforms.training import check_labels, keras_accuracy, output_tasks, strategy_scope
 
 __all__ = ["DistillReport", "distill", "format_distill_report"]
 
@@ -84,10 +92,10 @@ def distill(
 
     Give the student as a model (or file) or as `width_multiplier`: the teacher's own
     architecture with fewer units/filters, freshly initialised. `options`, `training` and `load`
-    may also be given field by field as keywords. `train`/`val`: labelled data (a file, a
-    `Dataset`, `(x, y)` arrays or a tf.data dataset). `unlabeled`: inputs the teacher alone
-    supervises (any data form; labels in it are ignored). Teachers ending in softmax are fine: the
-    logits before it are used; a yes/no teacher (one sigmoid unit, or one logit) takes labels 0 and 1.
+    may also be given field by field as keywords. `train`/`val`: data (a file, a `Dataset`, `(x, y)`
+    arrays or a tf.data dataset), with labels or without (then the teacher alone supervises them, as
+    it does `unlabeled`: inputs in any data form, labels in it ignored). Teachers ending in softmax
+    are fine: the logits before it are used; a yes/no teacher (one sigmoid unit, or one logit) takes labels 0 and 1.
     """
     options, training, load = gather(
         settings, (kd.DistillOptions, options), (TrainOptions, training or TRAINING), (LoadOptions, load)
@@ -107,14 +115,18 @@ def distill(
         inputs = keras_inputs(teacher)
         augmentations.check_fits_inputs(options.augment, [model_input.shape[1:] for model_input in inputs])
         requested = load.asked_tasks(teacher.output_names)
-        task = label_task(teacher, requested)
-        two_classes = _yes_no_teacher(teacher, task)
+        train_data, val_data = (None if data is None else _fitted(data, inputs, load) for data in (train, val))
+        labelled = train_data.y is not None
+        task = output_tasks(teacher, requested, labelled)[0]
+        two_classes = _yes_no_teacher(teacher, task, load.tells_task)
+        for data, role in ((train_data, "training"), (val_data, "validation")):
+            if data is not None and data.y is not None:
+                check_labels(teacher, data, role, requested)
         classes = 2 if two_classes else int(teacher.outputs[0].shape[-1])
-        train_data, val_data = training_data(train, val, teacher, load.preprocessing, load.reshape_data, requested)
         unlabeled_data = input_data(unlabeled, inputs, load.preprocessing, reshape=load.reshape_data)
         unlabelled_count = len(unlabeled_data) if unlabeled_data is not None else 0
         x = concatenated(train_data.x, unlabeled_data.x) if unlabelled_count else train_data.x
-        label_rows = kd.label_distributions(train_data.y, classes, unlabelled=unlabelled_count)
+        label_rows = _label_rows(train_data, classes, unlabelled_count)
         input_was_keras3 = keras_io.saved_by_keras3(teacher_path)
         given = student
         with strategy_scope(strategy):  # before the teacher's softmax is switched off, which its config shows
@@ -123,17 +135,13 @@ def distill(
             )
         keras_io.check_output_format(student, output, input_was_keras3=input_was_keras3)
         started = time.perf_counter()
-        tasks = {"teacher": task, "student": label_task(student, requested)}
+        tasks = {"teacher": task, "student": output_tasks(student, requested, labelled)[0]}
         with kd.exposed_logits(teacher, two_classes) as teacher_logits:
             train_targets = label_rows if options.augment else kd.packed_targets(label_rows, _logits(teacher_logits, x))
-            val_pair = (
-                None
-                if val_data is None
-                else (
-                    val_data.x,
-                    kd.packed_targets(kd.label_distributions(val_data.y, classes), _logits(teacher_logits, val_data.x)),
-                )
-            )
+            val_pair = None
+            if val_data is not None:
+                val_logits = _logits(teacher_logits, val_data.x)
+                val_pair = (val_data.x, kd.packed_targets(_label_rows(val_data, classes), val_logits))
             with strategy_scope(strategy), kd.exposed_logits(student, two_classes) as student_logits:
                 metrics = kd.train_student(
                     student_logits,
@@ -149,9 +157,10 @@ def distill(
         training_seconds = round(time.perf_counter() - started, 1)
         output_format = outputs.keras(student, output, input_was_keras3=input_was_keras3)
         models = {"teacher": teacher, "student": student}
-        accuracy = {role: None if val_data is None else keras_accuracy(model, val_data, tasks[role])
+        labelled_val = val_data is not None and val_data.y is not None
+        accuracy = {role: keras_accuracy(model, val_data, tasks[role]) if labelled_val else None
                     for role, model in models.items()}  # fmt: skip
-        check = _accuracy_check(models, tasks, val_data, train_data, len(x), training, accuracy)
+        check = _check(models, tasks, val_data, train_data, len(x), training, accuracy)
         remedy = "distill holds no weight at zero: prune the student after distilling."
         lost = None if given is None else zeros_lost(given, student, "distill", remedy)
         result = DistillReport(
@@ -163,42 +172,78 @@ def distill(
             keras_model=student,
             accuracy=accuracy,
             params={"teacher": int(teacher.count_params()), "student": int(student.count_params())},
-            samples={"labelled": len(train_data), "unlabeled": unlabelled_count},
+            samples=_samples(train_data, unlabelled_count),
             training_seconds=training_seconds,
-            accuracy_check=check.to_dict(),
+            accuracy_check=check.to_dict() if isinstance(check, AccuracyCheck) else None,
+            output_check=None if isinstance(check, AccuracyCheck) else check.to_dict(),
             warnings=(lost,) if lost else (),
         )
         outputs.report(report_path, result)
     return result
 
 
-def _accuracy_check(
-    models: dict, tasks: dict, val_data, train_data, trained_on: int, training, accuracy: dict
-) -> AccuracyCheck:
-    """The student against the teacher, on the validation data (measured already) or training images.
-    `trained_on`: the samples the student trained on, unlabelled ones counted, for the causes."""
+def _check(models: dict, tasks: dict, val_data, train_data, trained_on: int, training, accuracy: dict):
+    """The student against the teacher, on the validation data (measured already) or training samples:
+    top-1 accuracy where that data has labels, else the accuracy the student can be expected to have
+    lost with the teacher's scores standing in for labels. `trained_on`: the samples the student
+    trained on, unlabelled ones counted, for the causes."""
     data, described = guard_data(val_data, "validation", train_data)
+    causes = visible_causes(training, trained_on)
+    if data.y is None:
+        before, after = (_predicted(models[role], data) for role in ("teacher", "student"))
+        stand_in = "the teacher's scores"
+        return output_check(described, before, after, training, causes, tasks=(tasks["teacher"],), stand_in=stand_in)
     before, after = accuracy["teacher"], accuracy["student"]
     if val_data is None:
         before, after = (keras_accuracy(models[role], data, tasks[role]) for role in ("teacher", "student"))
-    return accuracy_check(
-        described, before, after, training, visible_causes(training, trained_on), before_is="the teacher"
-    )
+    return accuracy_check(described, before, after, training, causes, before_is="the teacher")
 
 
-def _yes_no_teacher(teacher, task: str) -> bool:
+def _label_rows(data, classes: int, unlabelled: int = 0) -> np.ndarray:
+    """The hard-label term's targets of `data` then of `unlabelled` more samples: none where there are no labels."""
+    if data.y is None:
+        return kd.label_distributions(np.zeros(0, np.int64), classes, unlabelled=len(data) + unlabelled)
+    return kd.label_distributions(data.y, classes, unlabelled=unlabelled)
+
+
+def _samples(train_data, unlabelled: int) -> dict:
+    """The report's count of samples with labels and without (the teacher's outputs alone)."""
+    if train_data.y is None:
+        return {"labelled": 0, "unlabeled": len(train_data) + unlabelled}
+    return {"labelled": len(train_data), "unlabeled": unlabelled}
+
+
+def _fitted(data, inputs, load: LoadOptions) -> Dataset:
+    """`data` as a `Dataset` fitted to the teacher's inputs; its labels are checked once the teacher's
+    task is known, which depends on whether there are any."""
+    return fit_to_inputs(as_dataset(data, load.preprocessing), inputs, reshape=load.reshape_data)
+
+
+def _yes_no_teacher(teacher, task: str, task_told: bool) -> bool:
     """Whether the teacher is a binary classifier of one yes/no unit, distilled as its two classes;
-    refused in one line where its output is not class scores that class labels can train."""
-    units = int(teacher.outputs[0].shape[-1])
+    refused in one line where its output is not one set of class scores per sample."""
+    shape = tuple(teacher.outputs[0].shape[1:])
+    if len(shape) != 1:
+        raise OptionError(
+            f"distill takes a teacher with one set of class scores per sample, but its output has shape {shape} "
+            "per sample (a sequence or a map); prune, cluster and lowrank fine-tune such models towards their "
+            "own outputs."
+        )
+    units = shape[0]
     binary = yes_no(task, units)
     if task in QUANTITIES or (binary and units > 1):
         kind = f"{units} yes/no scores (a {task})" if binary else f"a quantity (--task {task})"
+        hint = "" if task_told or binary else " (if they are class logits, say so with --task logits)"
         raise OptionError(
-            f"distill trains a student on class labels, but the teacher's output reads as {kind}: distill a "
-            "classifier (a softmax, logits, or one yes/no unit); prune, cluster and lowrank fine-tune other "
+            f"distill trains a student on class scores, but the teacher's output reads as {kind}{hint}: distill "
+            "a classifier (a softmax, logits, or one yes/no unit); prune, cluster and lowrank fine-tune other "
             "models towards their own outputs."
         )
     return binary
+
+
+def _predicted(model, data) -> np.ndarray:
+    return model.predict(data.x, batch_size=256, verbose=0)
 
 
 def _logits(logits_model, x) -> np.ndarray:

@@ -162,9 +162,10 @@ def labelled_accuracy():
 def scale_width(model, width_multiplier: float, seed: int = 0):
     """A freshly initialised copy of `model`'s architecture with `width_multiplier` × its units/filters.
 
-    Dense, Conv and SeparableConv layers have their `units`/`filters` scaled (at least
-    1) and a DepthwiseConv2D its `depth_multiplier`; the layer that produces the output
-    keeps its size, so student and teacher predict the same classes.
+    Dense, Conv, SeparableConv and recurrent layers have their `units`/`filters` scaled (at least
+    1) and a DepthwiseConv2D its `depth_multiplier`, inside wrappers (TimeDistributed,
+    Bidirectional) too; the layer that produces the output keeps its size, so student and teacher
+    predict the same classes.
     """
     if not 0.0 < width_multiplier <= 1.0:
         raise OptionError(f"width_multiplier must be in (0, 1]. Received: width_multiplier={width_multiplier}")
@@ -173,11 +174,8 @@ def scale_width(model, width_multiplier: float, seed: int = 0):
     kept = output_units_layer(model).name
     for layer_config in config["layers"]:
         settings = layer_config["config"]
-        if settings.get("name") == kept:
-            continue
-        for key in ("units", "filters", "depth_multiplier"):
-            if isinstance(settings.get(key), int):
-                settings[key] = max(1, round(settings[key] * width_multiplier))
+        if settings.get("name") != kept:
+            _scale_layer(settings, width_multiplier)
     keras.utils.set_random_seed(seed)
     try:
         return type(model).from_config(config)
@@ -186,6 +184,17 @@ def scale_width(model, width_multiplier: float, seed: int = 0):
             f"Cannot derive a student at width {width_multiplier} from {model.name}: "
             f"{error}. Pass a student model with --student instead."
         ) from None
+
+
+def _scale_layer(settings: dict, width_multiplier: float) -> None:
+    """One layer's config scaled in place, with the layers a wrapper holds (a TimeDistributed's, or a
+    Bidirectional's two)."""
+    for key in ("units", "filters", "depth_multiplier"):
+        if isinstance(settings.get(key), int):
+            settings[key] = max(1, round(settings[key] * width_multiplier))
+    for wrapped in ("layer", "backward_layer"):
+        if isinstance(settings.get(wrapped), dict) and isinstance(settings[wrapped].get("config"), dict):
+            _scale_layer(settings[wrapped]["config"], width_multiplier)
 
 
 def train_student(
@@ -205,7 +214,7 @@ def train_student(
     Without `options.augment`, `targets` are packed (`packed_targets`). With it, `targets` are the
     label distributions and `teacher_logits` (the logits-exposed teacher) runs on every augmented
     batch. `val`: (x, packed targets) or None. `training` is a `TrainOptions` (epochs, batch
-    size, learning rate, seed).
+    size, learning rate, seed). Accuracy is shown where the training data has labels to measure it by.
     """
     keras = _keras.tf_keras()
     keras.utils.set_random_seed(training.seed)
@@ -217,7 +226,7 @@ def train_student(
     model.compile(
         optimizer=optimizer(training, len(per_input(x)[0])),
         loss=distillation_loss(options),
-        metrics=[labelled_accuracy()],
+        metrics=[labelled_accuracy()] if np.any(targets[:, : student_logits.outputs[0].shape[-1]]) else [],
     )
     history = model.fit(
         x,

@@ -111,6 +111,7 @@ class OutputCheck:
     quantity_outputs: int = 1  # how many outputs of each kind the check measured
     classifier_outputs: int = 0
     task_told: bool = False  # --task or --output_task said how the outputs read: no hint to say so
+    stand_in: str = "the scores before this step"  # what stands in for labels (distill: "the teacher's scores")
 
     @property
     def warning(self) -> Optional[str]:
@@ -121,7 +122,7 @@ class OutputCheck:
             over.append(
                 f"{named + ': ' if named else ''}accuracy can be expected to have fallen {self.accuracy_drop:.1f} pt, "
                 f"the {changed} changed on {1 - self.top1_kept:.1%} of {self.data}, more than --warn_accuracy_drop "
-                f"{self.accuracy_limit:g} (without labels, the scores before this step stand in for them)"
+                f"{self.accuracy_limit:g} (without labels, {self.stand_in} stand in for them)"
             )
         if self.relative_error is not None and self.relative_error > self.limit:
             moved = named_output(self.output, self.quantity_outputs, "moved most") or "the outputs"
@@ -140,10 +141,13 @@ class OutputCheck:
         return {**dataclasses.asdict(self), "warning": self.warning}
 
 
-def output_check(data: str, before, after, training, causes, names=(), tasks=(), task_told=False) -> OutputCheck:
+def output_check(
+    data: str, before, after, training, causes, names=(), tasks=(), task_told=False, **more
+) -> OutputCheck:
     """The check of one training step on data without labels, from the outputs `before` and `after` it
     (an array, or a list of one per output, named by `names`; `tasks` says how each reads, as
-    runtime.task names them, and `task_told` whether the user said so; none: quantities): the quantity
+    runtime.task names them, and `task_told` whether the user said so; none: quantities; `more`: other
+    `OutputCheck` fields, such as what stands in for labels): the quantity
     output that moved most and the class-score output that lost most, each judged by its limit in
     `training`, its warning logged."""
     before, after = (list(outputs) if isinstance(outputs, (list, tuple)) else [outputs] for outputs in (before, after))
@@ -169,7 +173,7 @@ def output_check(data: str, before, after, training, causes, names=(), tasks=(),
         fields.update(classifier_output=names[most] if several else None)
     limits = {"limit": training.warn_relative_error, "accuracy_limit": training.warn_accuracy_drop}
     counts = {"quantity_outputs": len(moved), "classifier_outputs": len(lost)}
-    return _logged(OutputCheck(data, causes=causes, task_told=task_told, **limits, **counts, **fields))
+    return _logged(OutputCheck(data, causes=causes, task_told=task_told, **limits, **counts, **fields, **more))
 
 
 def expected_accuracy_drop(before, after) -> float:
