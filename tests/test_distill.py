@@ -204,45 +204,71 @@ def test_a_student_with_other_classes_is_refused(run_cli, tmp_path, tf_keras):
 
 
 @pytest.mark.parametrize(
-    "name, told, reads_as",
+    "name, told, refused",
     [
-        ("sigmoid multi-label head", (), "6 yes/no scores (a sigmoid)"),
-        ("regression head", ("--task", "regression"), "a quantity (--task regression)"),
+        ("sigmoid multi-label head", (), "the model's output reads as 6 yes/no scores (a sigmoid). Leave y out"),
+        ("regression head", ("--task", "regression"), "reads as a quantity (--task regression). Leave y out"),
+        ("U-Net-lite segmentation", (), "output (softmax, (32, 32, 3) per sample) is not one set of class scores"),
     ],
 )
-def test_a_teacher_whose_output_class_labels_cannot_train_is_refused(run_cli, tmp_path, tf_keras, name, told, reads_as):
-    """Before, these were told to leave the labels out, which distill needs."""
+def test_labels_a_teacher_without_one_set_of_class_scores_cannot_take_are_refused(
+    run_cli, tmp_path, tf_keras, name, told, refused
+):
+    """Such teachers are distilled by matching their outputs, with no labels."""
     from tfcompress.testing.field_zoo import sample_inputs
 
     teacher, path = saved_field_model(tf_keras, name, tmp_path / "teacher.h5")
     x = sample_inputs(name, teacher, 64)
-    np.savez(tmp_path / "train.npz", x=x, y=(x[:, 0] > 0.5).astype(np.int64))
+    np.savez(tmp_path / "train.npz", x=x, y=(x.reshape(len(x), -1)[:, 0] > 0.5).astype(np.int64))
     code, _, err = run_cli("distill", "--teacher", path, "--width_multiplier", "0.5", "--train",
                            tmp_path / "train.npz", *told, "-o", tmp_path / "s.h5")  # fmt: skip
     assert code == 2 and "Traceback" not in err and not (tmp_path / "s.h5").exists(), err
-    assert f"distill trains a student on class scores, but the teacher's output reads as {reads_as}" in err, err
+    assert refused in err, err
 
 
 @pytest.mark.parametrize(
-    "name, refused",
+    "name, loss",
     [
-        (
-            "regression head",
-            "reads as a quantity (--task regression) (if they are class logits, say so with --task logits)",
-        ),
-        ("LSTM sequence regression", "its output has shape (20, 8) per sample (a sequence or a map)"),
+        ("regression head", "MeanSquaredError"),
+        ("LSTM sequence regression", "MeanSquaredError"),
+        ("conv autoencoder", "MeanSquaredError"),
+        ("sigmoid multi-label head", "MeanSquaredError"),
+        ("U-Net-lite segmentation", "CategoricalCrossentropy"),
     ],
 )
-def test_a_teacher_without_class_scores_is_refused_on_data_without_labels(run_cli, tmp_path, tf_keras, name, refused):
-    """Without labels nothing says a linear output is logits; a sequence of scores per sample was a traceback."""
+def test_a_teacher_without_one_set_of_class_scores_is_distilled_by_matching_its_outputs(
+    run_cli, tmp_path, tf_keras, name, loss
+):
+    """Regressors, autoencoders, multi-label heads and segmenters: a half-width student trained towards
+    the teacher's outputs comes closer to them than it started, and the guard measures that distance."""
+    import json
+
+    from tfcompress import load_model
+    from tfcompress.runtime.metrics import fidelity
     from tfcompress.testing.field_zoo import sample_inputs
+    from tfcompress.transforms.distill import scale_width
 
     teacher, path = saved_field_model(tf_keras, name, tmp_path / "teacher.h5")
-    np.save(tmp_path / "inputs.npy", sample_inputs(name, teacher, 64))
-    code, _, err = run_cli("distill", "--teacher", path, "--width_multiplier", "0.5", "--train",
-                           tmp_path / "inputs.npy", "-o", tmp_path / "s.h5")  # fmt: skip
-    assert code == 2 and "Traceback" not in err and not (tmp_path / "s.h5").exists(), err
-    assert refused in err, err
+    np.save(tmp_path / "train.npy", sample_inputs(name, teacher, 256, seed=1))
+    held_out = sample_inputs(name, teacher, 64, seed=2)
+    np.save(tmp_path / "val.npy", held_out)
+    code, out, err = run_cli("distill", "--teacher", path, "--width_multiplier", "0.5", "--train",
+                             tmp_path / "train.npy", "--val", tmp_path / "val.npy", "--epochs", "5",
+                             "-o", tmp_path / "s.h5", "--report", tmp_path / "r.json")  # fmt: skip
+    assert code == 0, err
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["matched"] == f"the teacher's outputs, by {loss}" and report["accuracy_check"] is None
+    assert report["params"]["student"] < 0.6 * report["params"]["teacher"]
+    assert f"matched the teacher's outputs, by {loss}" in out
+    teacher_outputs = load_model(path).predict(held_out, verbose=0)
+    trained = load_model(tmp_path / "s.h5").predict(held_out, verbose=0)
+    untrained = scale_width(load_model(path), 0.5).predict(held_out, verbose=0)  # the CLI's student, seed 0
+    distance = {key: fidelity(outputs, teacher_outputs, task="regression").relative_error
+                for key, outputs in (("trained", trained), ("untrained", untrained))}  # fmt: skip
+    assert distance["trained"] < 0.8 * distance["untrained"], distance
+    check = report["output_check"]
+    if check["relative_error"] is not None:  # a quantity: the guard's measure is the same distance
+        assert check["relative_error"] == pytest.approx(distance["trained"], rel=1e-3), check
 
 
 def test_a_student_identical_to_the_teacher_has_nothing_to_learn_on_augmented_batches():

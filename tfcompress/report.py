@@ -457,11 +457,13 @@ def _output_check_lines(check: dict) -> list:
         lines.append(
             f"{named + ': ' if named else ''}{kept} kept on {check['top1_kept']:.2%} of {check['data']}; "
             f"expected accuracy drop {check['accuracy_drop']:+.2f} pt (no labels: "
-            f"{check.get('stand_in', 'the scores before this step')} stand in for them)"
+            f"the scores of {check.get('before_is', 'the model before this step')} stand in for them)"
         )
     if check.get("relative_error") is not None:
         moved = named_output(check.get("output"), check.get("quantity_outputs", 1), "moved most") or "outputs"
-        lines.append(f"{moved} moved {check['relative_error']:.2%} (RMS change over RMS) on {check['data']}")
+        before_is = check.get("before_is", "the model before this step")
+        relative = f"(RMS, relative to those of {before_is})"
+        lines.append(f"{moved} moved {check['relative_error']:.2%} {relative} on {check['data']}")
     return lines
 
 

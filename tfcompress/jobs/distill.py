@@ -13,7 +13,7 @@ from typing import Optional
 
 import numpy as np
 
-from tfcompress import keras_io
+from tfcompress import keras_io, progress
 from tfcompress.data import Dataset, as_dataset, concatenated, fit_to_inputs, input_data, keras_inputs
 from tfcompress.errors import ModelMismatchError, OptionError
 from tfcompress.jobs._common import TrainingResult, job_outputs, load_model, options_dict
@@ -32,7 +32,14 @@ from tfcompress.transforms.guardrail import (
     visible_causes,
     zeros_lost,
 )
-from tfcompress.transforms.training import check_labels, keras_accuracy, output_tasks, strategy_scope
+from tfcompress.transforms.training import (
+    check_labels,
+    fine_tune,
+    fit_targets,
+    keras_accuracy,
+    output_tasks,
+    strategy_scope,
+)
 
 __all__ = ["DistillReport", "distill", "format_distill_report"]
 
@@ -46,6 +53,7 @@ class DistillReport(TrainingResult):
     accuracy: dict  # validation accuracy {"teacher", "student"}: fraction or None
     samples: dict  # {"labelled": n, "unlabeled": n}
     training_seconds: float
+    matched: Optional[str] = None  # a teacher without one set of class scores: what the student matched
 
     @property
     def teacher(self) -> str:
@@ -64,6 +72,7 @@ class DistillReport(TrainingResult):
             "params": {**self.params, "ratio": self.params_ratio},
             "accuracy": self.accuracy,
             "samples": self.samples,
+            "matched": self.matched,
             "training_seconds": self.training_seconds,
         }
 
@@ -118,15 +127,20 @@ def distill(
         train_data, val_data = (None if data is None else _fitted(data, inputs, load) for data in (train, val))
         labelled = train_data.y is not None
         task = output_tasks(teacher, requested, labelled)[0]
-        two_classes = _yes_no_teacher(teacher, task, load.tells_task)
+        matching = not _class_scores(teacher, task)
         for data, role in ((train_data, "training"), (val_data, "validation")):
             if data is not None and data.y is not None:
                 check_labels(teacher, data, role, requested)
-        classes = 2 if two_classes else int(teacher.outputs[0].shape[-1])
+                if matching:
+                    raise OptionError(_no_labels_to_match(teacher, task, role))
+        if matching and options.augment:
+            raise OptionError(
+                "--augment (function matching) distills class scores; this teacher's outputs are matched as they "
+                "are, on the data given: leave --augment out."
+            )
         unlabeled_data = input_data(unlabeled, inputs, load.preprocessing, reshape=load.reshape_data)
         unlabelled_count = len(unlabeled_data) if unlabeled_data is not None else 0
         x = concatenated(train_data.x, unlabeled_data.x) if unlabelled_count else train_data.x
-        label_rows = _label_rows(train_data, classes, unlabelled_count)
         input_was_keras3 = keras_io.saved_by_keras3(teacher_path)
         given = student
         with strategy_scope(strategy):  # before the teacher's softmax is switched off, which its config shows
@@ -136,24 +150,13 @@ def distill(
         keras_io.check_output_format(student, output, input_was_keras3=input_was_keras3)
         started = time.perf_counter()
         tasks = {"teacher": task, "student": output_tasks(student, requested, labelled)[0]}
-        with kd.exposed_logits(teacher, two_classes) as teacher_logits:
-            train_targets = label_rows if options.augment else kd.packed_targets(label_rows, _logits(teacher_logits, x))
-            val_pair = None
-            if val_data is not None:
-                val_logits = _logits(teacher_logits, val_data.x)
-                val_pair = (val_data.x, kd.packed_targets(_label_rows(val_data, classes), val_logits))
-            with strategy_scope(strategy), kd.exposed_logits(student, two_classes) as student_logits:
-                metrics = kd.train_student(
-                    student_logits,
-                    x,
-                    train_targets,
-                    options,
-                    training,
-                    teacher_logits=teacher_logits,
-                    val=val_pair,
-                    callbacks=callbacks,
-                    verbose=verbose,
-                )
+        fit = {"strategy": strategy, "callbacks": callbacks, "verbose": verbose}
+        if matching:
+            samples = dataclasses.replace(train_data, x=x)
+            metrics, matched = _matched(teacher, student, samples, val_data, task, training, **fit)
+        else:
+            kd_data = {"x": x, "train": train_data, "val": val_data, "unlabelled": unlabelled_count}
+            metrics, matched = _distilled(teacher, student, kd_data, task, options, training, **fit), None
         training_seconds = round(time.perf_counter() - started, 1)
         output_format = outputs.keras(student, output, input_was_keras3=input_was_keras3)
         models = {"teacher": teacher, "student": student}
@@ -173,6 +176,7 @@ def distill(
             accuracy=accuracy,
             params={"teacher": int(teacher.count_params()), "student": int(student.count_params())},
             samples=_samples(train_data, unlabelled_count),
+            matched=matched,
             training_seconds=training_seconds,
             accuracy_check=check.to_dict() if isinstance(check, AccuracyCheck) else None,
             output_check=None if isinstance(check, AccuracyCheck) else check.to_dict(),
@@ -184,15 +188,15 @@ def distill(
 
 def _check(models: dict, tasks: dict, val_data, train_data, trained_on: int, training, accuracy: dict):
     """The student against the teacher, on the validation data (measured already) or training samples:
-    top-1 accuracy where that data has labels, else the accuracy the student can be expected to have
-    lost with the teacher's scores standing in for labels. `trained_on`: the samples the student
-    trained on, unlabelled ones counted, for the causes."""
+    top-1 accuracy where that data has labels, else how far the student's outputs are from the
+    teacher's (class scores: the accuracy it can be expected to have lost, the teacher's scores standing
+    in for labels). `trained_on`: the samples the student trained on, unlabelled ones counted, for the causes."""
     data, described = guard_data(val_data, "validation", train_data)
     causes = visible_causes(training, trained_on)
     if data.y is None:
         before, after = (_predicted(models[role], data) for role in ("teacher", "student"))
-        stand_in = "the teacher's scores"
-        return output_check(described, before, after, training, causes, tasks=(tasks["teacher"],), stand_in=stand_in)
+        teacher_task = (tasks["teacher"],)
+        return output_check(described, before, after, training, causes, tasks=teacher_task, before_is="the teacher")
     before, after = accuracy["teacher"], accuracy["student"]
     if val_data is None:
         before, after = (keras_accuracy(models[role], data, tasks[role]) for role in ("teacher", "student"))
@@ -219,27 +223,59 @@ def _fitted(data, inputs, load: LoadOptions) -> Dataset:
     return fit_to_inputs(as_dataset(data, load.preprocessing), inputs, reshape=load.reshape_data)
 
 
-def _yes_no_teacher(teacher, task: str, task_told: bool) -> bool:
-    """Whether the teacher is a binary classifier of one yes/no unit, distilled as its two classes;
-    refused in one line where its output is not one set of class scores per sample."""
+def _class_scores(teacher, task: str) -> bool:
+    """Whether the teacher gives one set of class scores per sample (a softmax, logits, or one yes/no
+    unit), which distill softens and blends with labels; other outputs are matched as they are."""
     shape = tuple(teacher.outputs[0].shape[1:])
-    if len(shape) != 1:
-        raise OptionError(
-            f"distill takes a teacher with one set of class scores per sample, but its output has shape {shape} "
-            "per sample (a sequence or a map); prune, cluster and lowrank fine-tune such models towards their "
-            "own outputs."
-        )
-    units = shape[0]
-    binary = yes_no(task, units)
-    if task in QUANTITIES or (binary and units > 1):
-        kind = f"{units} yes/no scores (a {task})" if binary else f"a quantity (--task {task})"
-        hint = "" if task_told or binary else " (if they are class logits, say so with --task logits)"
-        raise OptionError(
-            f"distill trains a student on class scores, but the teacher's output reads as {kind}{hint}: distill "
-            "a classifier (a softmax, logits, or one yes/no unit); prune, cluster and lowrank fine-tune other "
-            "models towards their own outputs."
-        )
-    return binary
+    return len(shape) == 1 and task not in QUANTITIES and not (task == "sigmoid" and shape[0] > 1)
+
+
+def _no_labels_to_match(teacher, task: str, role: str) -> str:
+    shape = tuple(teacher.outputs[0].shape[1:])
+    logits = task in QUANTITIES and len(shape) == 1
+    hint = " (or, if they are class logits, say so with --task logits)" if logits else ""
+    return (
+        f"The {role} data has labels (y), but the teacher's output ({task}, {shape} per sample) is not one set of "
+        f"class scores: distill matches such outputs as they are, without labels. Leave y out{hint}."
+    )
+
+
+def _distilled(teacher, student, data: dict, task: str, options, training, *, strategy, callbacks, verbose) -> dict:
+    """Trains `student` on the teacher's softened class scores blended with the labels (Hinton's KD):
+    the last epoch's metrics. `data`: the samples `x` (the training data's, then the unlabelled), the
+    `train` and `val` datasets, and the count of `unlabelled` samples."""
+    two_classes = yes_no(task, int(teacher.outputs[0].shape[-1]))
+    classes = 2 if two_classes else int(teacher.outputs[0].shape[-1])
+    x, val = data["x"], data["val"]
+    label_rows = _label_rows(data["train"], classes, data["unlabelled"])
+    with kd.exposed_logits(teacher, two_classes) as teacher_logits:
+        train_targets = label_rows if options.augment else kd.packed_targets(label_rows, _logits(teacher_logits, x))
+        val_pair = None
+        if val is not None:
+            val_pair = (val.x, kd.packed_targets(_label_rows(val, classes), _logits(teacher_logits, val.x)))
+        with strategy_scope(strategy), kd.exposed_logits(student, two_classes) as student_logits:
+            return kd.train_student(
+                student_logits,
+                x,
+                train_targets,
+                options,
+                training,
+                teacher_logits=teacher_logits,
+                val=val_pair,
+                callbacks=callbacks,
+                verbose=verbose,
+            )
+
+
+def _matched(teacher, student, train, val, task: str, training, *, strategy, callbacks, verbose) -> tuple:
+    """Trains `student` towards the teacher's outputs, each with its loss, as the training steps fine-tune
+    a model towards its own (`fit_targets`): (the last epoch's metrics, what it matched)."""
+    targets = fit_targets(teacher, train, val, (task,))
+    matched = f"the teacher's outputs, by {type(targets.loss).__name__}"
+    progress.stage(f"training the student towards {matched}")
+    with strategy_scope(strategy):
+        metrics = fine_tune(student, train, targets, training, val=val, callbacks=callbacks, verbose=verbose)
+    return metrics, matched
 
 
 def _predicted(model, data) -> np.ndarray:
@@ -285,6 +321,8 @@ def format_distill_report(report: DistillReport) -> str:
     augment = report.options.get("augment") or ()
     matching = f", function matching ({', '.join(augment)}; the teacher ran on every batch)" if augment else ""
     lines.append(f"trained on {samples}{matching}: {report.options['epochs']} epochs, {report.training_seconds:g} s")
+    if report.matched:
+        lines.append(f"matched {report.matched} (not one set of class scores: no temperature, no labels)")
     if report.accuracy["teacher"] is not None:
         lines.append(
             f"validation accuracy: teacher {report.accuracy['teacher'] * 100:.2f}%, "

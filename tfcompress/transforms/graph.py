@@ -70,18 +70,25 @@ def output_units_layer(model):
 
 def output_units_layers(model) -> tuple:
     """For each output, the layer whose units or filters set its size (found back through Softmax,
-    BatchNorm, ...)."""
+    BatchNorm, ...; a TimeDistributed or Bidirectional layer sets it by the layer it holds)."""
     tf = _keras.tensorflow()
     found = []
     for tensor in model.outputs:
         layer = tensor._keras_history.layer
-        while not {"units", "filters"} & set(layer.get_config()):
+        while not _sets_width(layer.get_config()):
             inbound = tf.nest.flatten(layer.inbound_nodes[0].inbound_layers)
             if len(inbound) != 1:
                 break
             layer = inbound[0]
         found.append(layer)
     return tuple(found)
+
+
+def _sets_width(config: dict) -> bool:
+    wrapped = config.get("layer")
+    if isinstance(wrapped, dict) and isinstance(wrapped.get("config"), dict):
+        return _sets_width(wrapped["config"])
+    return bool({"units", "filters"} & set(config))
 
 
 def copy_model(model):

@@ -111,7 +111,7 @@ class OutputCheck:
     quantity_outputs: int = 1  # how many outputs of each kind the check measured
     classifier_outputs: int = 0
     task_told: bool = False  # --task or --output_task said how the outputs read: no hint to say so
-    stand_in: str = "the scores before this step"  # what stands in for labels (distill: "the teacher's scores")
+    before_is: str = "the model before this step"  # distill: "the teacher"
 
     @property
     def warning(self) -> Optional[str]:
@@ -122,13 +122,13 @@ class OutputCheck:
             over.append(
                 f"{named + ': ' if named else ''}accuracy can be expected to have fallen {self.accuracy_drop:.1f} pt, "
                 f"the {changed} changed on {1 - self.top1_kept:.1%} of {self.data}, more than --warn_accuracy_drop "
-                f"{self.accuracy_limit:g} (without labels, {self.stand_in} stand in for them)"
+                f"{self.accuracy_limit:g} (without labels, the scores of {self.before_is} stand in for them)"
             )
         if self.relative_error is not None and self.relative_error > self.limit:
             moved = named_output(self.output, self.quantity_outputs, "moved most") or "the outputs"
             hint = self.quantity_outputs == 1 and not self.classifier_outputs and not self.task_told
             over.append(
-                f"{moved} moved {self.relative_error:.1%} (RMS, relative to the model's before this step) on "
+                f"{moved} moved {self.relative_error:.1%} (RMS, relative to the outputs of {self.before_is}) on "
                 f"{self.data}, more than --warn_relative_error {self.limit:g}"
                 + (" (if they are class logits, say so with --task logits)" if hint else "")
             )
@@ -147,7 +147,7 @@ def output_check(
     """The check of one training step on data without labels, from the outputs `before` and `after` it
     (an array, or a list of one per output, named by `names`; `tasks` says how each reads, as
     runtime.task names them, and `task_told` whether the user said so; none: quantities; `more`: other
-    `OutputCheck` fields, such as what stands in for labels): the quantity
+    `OutputCheck` fields, such as what the outputs are compared with): the quantity
     output that moved most and the class-score output that lost most, each judged by its limit in
     `training`, its warning logged."""
     before, after = (list(outputs) if isinstance(outputs, (list, tuple)) else [outputs] for outputs in (before, after))
