@@ -331,12 +331,12 @@ def test_training_data_without_labels_is_supervised_by_the_teacher_alone(tmp_pat
         "--epochs", "4", "-o", tmp_path / "student.h5", "--report", tmp_path / "distill.json",
     )  # fmt: skip
     assert code == 0, err
-    assert "trained on 0 labelled + 1,000 unlabelled" in out and "the teacher's scores stand in" in out, out
+    assert "trained on 0 labelled + 1,000 unlabelled" in out and "the scores of the teacher stand in" in out, out
     assert "accuracy 0.0000" not in out  # no labels to measure the training accuracy by
     report = json.loads((tmp_path / "distill.json").read_text())
     assert report["samples"] == {"labelled": 0, "unlabeled": 1000} and report["accuracy_check"] is None
     check = report["output_check"]
-    assert check["data"].startswith("1,000 training samples") and check["stand_in"] == "the teacher's scores"
+    assert check["data"].startswith("1,000 training samples") and check["before_is"] == "the teacher"
     x = images.astype(np.float32) / 255
     teacher, student = (
         load_model(path).predict(x, verbose=0).argmax(axis=1) for path in (LENET5, tmp_path / "student.h5")
