@@ -1425,8 +1425,32 @@ def _unlabelled(result: dict) -> str:
         )
     if "auto" in result:
         lines += ["", *_unlabelled_auto(result["auto"])]
+    if "distill" in result:
+        lines += ["", *_unlabelled_distill(result["distill"])]
     lines += ["", f"Versions: {_versions(result)}"]
     return "\n".join(lines)
+
+
+def _unlabelled_distill(distill: dict) -> list:
+    lines = [
+        f"`tfcompress distill --width_multiplier {distill['width_multiplier']} --task reconstruction` of the same "
+        f"autoencoder on the training images alone ({distill['epochs']} epochs, batch 128; the test images as "
+        "`--val`): a teacher that is not a classifier has its outputs matched. Beside it, the same student "
+        "architecture trained here on reconstructing the images, as the teacher was, for as many epochs and with the "
+        "same seed.",
+        "",
+        "| student | seed | params | distance from the teacher (RMS) | distill's guard said | reconstruction MSE "
+        "| time (s) |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for row in distill["rows"]:
+        reported = f"{row['reported_error'] * 100:.2f}%" if "reported_error" in row else ""
+        seconds = f"{row['seconds']:.0f}" if "seconds" in row else ""
+        lines.append(
+            f"| {row['how']} | {row.get('seed', '')} | {row['params']:,} | {row['relative_error'] * 100:.2f}% | "
+            f"{reported} | {row['reconstruction_mse']:.5f} | {seconds} |"
+        )
+    return lines
 
 
 def _unlabelled_auto(auto: dict) -> list:

@@ -16,7 +16,12 @@ yes/no scores) on the autoencoder, post-training candidates only
 and with `--train` (the images alone; shorter probes than the defaults), the chosen .tflite's error
 measured again here against the Keras model's outputs on the test images.
 
-    python benchmarks/unlabelled.py   # about 30 min on 2 cores (--parts prune or auto: one of the two)
+And `tfcompress distill --width_multiplier 0.5 --task reconstruction` of the autoencoder on the images
+alone (a teacher that is not a classifier: its outputs are matched), beside the same half-width
+architecture trained on the images themselves for as many epochs as the teacher was, per seed: its
+reconstruction error on the test images, and how far its outputs are from the teacher's.
+
+    python benchmarks/unlabelled.py   # about 30 min on 2 cores (--parts prune, auto or distill: some of them)
 """
 
 import json
@@ -43,9 +48,10 @@ ROOT = Path(__file__).resolve().parents[1]
 _SEEDS = flags.DEFINE_list("seeds", ["0", "1"], "Fine-tuning seeds (--seed) of each classifier run.")
 _PARTS = flags.DEFINE_list(
     "parts",
-    ["prune", "auto"],
+    ["prune", "auto", "distill"],
     "prune: lenet5 and the autoencoder pruned with and without labels; auto: auto --max_relative_error on the "
-    "autoencoder, with and without --train. A run of some parts keeps the others' stored rows.",
+    "autoencoder, with and without --train; distill: a half-width autoencoder distilled from it, against the same "
+    "trained on the images. A run of some parts keeps the others' stored rows.",
 )
 
 SPARSITY = 0.8
@@ -72,6 +78,8 @@ def main(argv):
             result["autoencoder"] = _autoencoder_rows(folder, images, autoencoder, test)
         if "auto" in _PARTS.value:
             result["auto"] = _auto_rows(folder, images, test_images, autoencoder, test)
+        if "distill" in _PARTS.value:
+            result["distill"] = _distill_rows(folder, images, test_images, autoencoder, train.x, test)
     result.update(
         {
             "benchmark": "unlabelled",
@@ -153,6 +161,48 @@ def _auto_rows(folder: Path, images: Path, test_images: Path, model: Path, test)
         runs.append(run)
         print(run, flush=True)
     return {"budget": AUTO_BUDGET, "training": " ".join(AUTO_TRAINING), "runs": runs}
+
+
+def _distill_rows(folder: Path, images: Path, test_images: Path, model: Path, train_images, test) -> dict:
+    """A width-0.5 student of the autoencoder by `tfcompress distill` (its outputs matched, on the images
+    alone), against the same architecture trained on reconstructing the images, per seed."""
+    from tfcompress.transforms.distill import scale_width
+
+    keras = _keras.tf_keras()
+    teacher = keras.models.load_model(model, compile=False)
+    reference = teacher.predict(test.x, batch_size=256, verbose=0)
+    rows = [{"how": "teacher", "params": int(teacher.count_params()), **_reconstructed(reference, reference, test.x)}]
+    for seed in _SEEDS.value:
+        output, report_path = folder / f"student-{seed}.h5", folder / f"student-{seed}.json"
+        started = time.perf_counter()
+        subprocess.run(
+            [sys.executable, "-m", "tfcompress", "distill", "--teacher", str(model), "--width_multiplier=0.5"]
+            + ["--train", str(images), "--val", str(test_images), f"--epochs={AUTOENCODER_EPOCHS}"]
+            + ["--batch_size=128", f"--seed={seed}", "--task=reconstruction", "-o", str(output)]
+            + ["--report", str(report_path), "--quiet"],
+            check=True,
+        )
+        seconds = time.perf_counter() - started
+        report = json.loads(report_path.read_text())
+        student = keras.models.load_model(output, compile=False)
+        outputs = student.predict(test.x, batch_size=256, verbose=0)
+        rows.append(
+            {"how": "distilled (teacher's outputs)", "seed": int(seed), "seconds": seconds,
+             "matched": report["matched"], "params": int(student.count_params()),
+             "reported_error": report["output_check"]["relative_error"], **_reconstructed(outputs, reference, test.x)}
+        )  # fmt: skip
+        print(rows[-1], flush=True)
+        direct = scale_width(teacher, 0.5, int(seed))
+        direct.compile(keras.optimizers.Adam(1e-3), "mse")
+        started = time.perf_counter()
+        direct.fit(train_images, train_images, epochs=AUTOENCODER_EPOCHS, batch_size=128, verbose=2)
+        outputs = direct.predict(test.x, batch_size=256, verbose=0)
+        rows.append(
+            {"how": "trained on the images", "seed": int(seed), "seconds": time.perf_counter() - started,
+             "params": int(direct.count_params()), **_reconstructed(outputs, reference, test.x)}
+        )  # fmt: skip
+        print(rows[-1], flush=True)
+    return {"width_multiplier": 0.5, "epochs": AUTOENCODER_EPOCHS, "rows": rows}
 
 
 def _prune(folder: Path, model: Path, data, name: str, seed: str, told=()) -> tuple:
