@@ -216,12 +216,42 @@ def test_each_head_of_a_two_output_model_is_fine_tuned_towards_its_own_outputs(t
     assert {"label", "box"} <= set(factored.skipped) and factored.layers, factored.skipped
 
 
-def test_labels_for_a_two_output_model_and_distilling_it_are_refused_saying_what_to_do(two_heads):
+def test_labels_for_a_two_output_model_are_refused_saying_what_to_do(two_heads):
     _, path, files, _ = two_heads
-    with pytest.raises(DataError, match="model has 2 outputs and labels fit one. Leave y out"):
-        tfcompress.prune(path, files["labelled"], epochs=1)
-    with pytest.raises(ModelLoadError, match=r"2 outputs \('label', 'box'\); distill, analyze and auto"):
-        tfcompress.distill(path, files["labelled"], width_multiplier=0.5, epochs=1)
+    for step in (tfcompress.prune, tfcompress.distill):
+        with pytest.raises(DataError, match="model has 2 outputs and labels fit one. Leave y out"):
+            step(path, files["labelled"], epochs=1, **({"width_multiplier": 0.5} if step is tfcompress.distill else {}))
+    with pytest.raises(ModelLoadError, match=r"2 outputs \('label', 'box'\); analyze and auto"):
+        tfcompress.analyze(path, files["inputs"])
+
+
+def test_a_two_output_teacher_is_distilled_head_by_head(two_heads, run_cli, tmp_path):
+    """A half-width student matches each head of the teacher, with the head's own loss, and comes closer
+    to both than it started; the guard judges the label head by its expected drop, the box by its distance."""
+    import json
+
+    from tfcompress.transforms.distill import scale_width
+
+    model, path, files, held_out = two_heads
+    code, out, err = run_cli("distill", "--teacher", path, "--width_multiplier", "0.5", "--train", files["inputs"],
+                             "--val", files["val_inputs"], "--epochs", "10", "--learning_rate", "3e-3",
+                             "-o", tmp_path / "student.h5", "--report", tmp_path / "r.json")  # fmt: skip
+    assert code == 0, err
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["matched"] == "the teacher's outputs, by CategoricalCrossentropy, MeanSquaredError", report
+    student = tfcompress.load_model(tmp_path / "student.h5")
+    assert student.output_names == ["label", "box"] and student.count_params() < 0.6 * model.count_params()
+    untrained = scale_width(model, 0.5).predict(held_out, verbose=0)
+    outputs = zip(student.predict(held_out, verbose=0), model.predict(held_out, verbose=0), untrained)
+    for name, (after, teacher, start) in zip(("label", "box"), outputs):
+        distance = fidelity(after, teacher, task="regression").relative_error
+        assert distance < 0.7 * fidelity(start, teacher, task="regression").relative_error, name
+        if name == "box":
+            assert report["output_check"]["relative_error"] == pytest.approx(distance, rel=1e-3)
+        else:
+            assert fidelity(after, teacher).top1_agreement > 0.8
+    check = report["output_check"]
+    assert check["output"] == "box" and check["classifier_output"] == "label" and check["before_is"] == "the teacher"
 
 
 def test_a_recipe_on_a_two_output_model_judges_its_quantity_output_against_the_input_model(

@@ -89,7 +89,7 @@ def job_outputs(*paths, inputs=()):
 def load_model(model, load: LoadOptions, *, needs_layers: bool = False, one_output: bool = False) -> tuple:
     """(tf_keras model, its file or None): a job takes a model or a model file. A job that trains or
     analyzes layers (`needs_layers`) refuses a SavedModel that is only a serving signature, and one that
-    measures one output (`one_output`: distill, analyze, auto) a model with several."""
+    measures one output (`one_output`: analyze, auto) a model with several."""
     progress.stage("loading the model")
     custom_objects = load.custom_objects  # a file to import, or the dict given from Python
     if isinstance(custom_objects, str):

@@ -116,7 +116,7 @@ def distill(
         )
     strategy = _strategy(strategy or training.strategy)
     with job_outputs(output, report_path, inputs=(teacher, student, train, val, unlabeled)) as outputs:
-        teacher, teacher_path = load_model(teacher, load, needs_layers=True, one_output=True)
+        teacher, teacher_path = load_model(teacher, load, needs_layers=True)
         teacher = flatten_nested(teacher)
         if student is not None:
             student = flatten_nested(load_model(student, load, needs_layers=True)[0])
@@ -126,13 +126,13 @@ def distill(
         requested = load.asked_tasks(teacher.output_names)
         train_data, val_data = (None if data is None else _fitted(data, inputs, load) for data in (train, val))
         labelled = train_data.y is not None
-        task = output_tasks(teacher, requested, labelled)[0]
-        matching = not _class_scores(teacher, task)
+        teacher_tasks = output_tasks(teacher, requested, labelled)
+        matching = len(teacher_tasks) > 1 or not _class_scores(teacher, teacher_tasks[0])
         for data, role in ((train_data, "training"), (val_data, "validation")):
             if data is not None and data.y is not None:
-                check_labels(teacher, data, role, requested)
+                check_labels(teacher, data, role, requested)  # refuses labels for several outputs
                 if matching:
-                    raise OptionError(_no_labels_to_match(teacher, task, role))
+                    raise OptionError(_no_labels_to_match(teacher, teacher_tasks[0], role))
         if matching and options.augment:
             raise OptionError(
                 "--augment (function matching) distills class scores; this teacher's outputs are matched as they "
@@ -149,19 +149,20 @@ def distill(
             )
         keras_io.check_output_format(student, output, input_was_keras3=input_was_keras3)
         started = time.perf_counter()
-        tasks = {"teacher": task, "student": output_tasks(student, requested, labelled)[0]}
+        tasks = {"teacher": teacher_tasks, "student": output_tasks(student, requested, labelled)}
         fit = {"strategy": strategy, "callbacks": callbacks, "verbose": verbose}
         if matching:
             samples = dataclasses.replace(train_data, x=x)
-            metrics, matched = _matched(teacher, student, samples, val_data, task, training, **fit)
+            metrics, matched = _matched(teacher, student, samples, val_data, teacher_tasks, training, **fit)
         else:
             kd_data = {"x": x, "train": train_data, "val": val_data, "unlabelled": unlabelled_count}
-            metrics, matched = _distilled(teacher, student, kd_data, task, options, training, **fit), None
+            metrics = _distilled(teacher, student, kd_data, teacher_tasks[0], options, training, **fit)
+            matched = None
         training_seconds = round(time.perf_counter() - started, 1)
         output_format = outputs.keras(student, output, input_was_keras3=input_was_keras3)
         models = {"teacher": teacher, "student": student}
         labelled_val = val_data is not None and val_data.y is not None
-        accuracy = {role: keras_accuracy(model, val_data, tasks[role]) if labelled_val else None
+        accuracy = {role: keras_accuracy(model, val_data, tasks[role][0]) if labelled_val else None
                     for role, model in models.items()}  # fmt: skip
         check = _check(models, tasks, val_data, train_data, len(x), training, accuracy)
         remedy = "distill holds no weight at zero: prune the student after distilling."
@@ -195,11 +196,11 @@ def _check(models: dict, tasks: dict, val_data, train_data, trained_on: int, tra
     causes = visible_causes(training, trained_on)
     if data.y is None:
         before, after = (_predicted(models[role], data) for role in ("teacher", "student"))
-        teacher_task = (tasks["teacher"],)
-        return output_check(described, before, after, training, causes, tasks=teacher_task, before_is="the teacher")
+        names, teacher_tasks = tuple(models["teacher"].output_names), tasks["teacher"]
+        return output_check(described, before, after, training, causes, names, teacher_tasks, before_is="the teacher")
     before, after = accuracy["teacher"], accuracy["student"]
     if val_data is None:
-        before, after = (keras_accuracy(models[role], data, tasks[role]) for role in ("teacher", "student"))
+        before, after = (keras_accuracy(models[role], data, tasks[role][0]) for role in ("teacher", "student"))
     return accuracy_check(described, before, after, training, causes, before_is="the teacher")
 
 
@@ -267,11 +268,12 @@ def _distilled(teacher, student, data: dict, task: str, options, training, *, st
             )
 
 
-def _matched(teacher, student, train, val, task: str, training, *, strategy, callbacks, verbose) -> tuple:
-    """Trains `student` towards the teacher's outputs, each with its loss, as the training steps fine-tune
-    a model towards its own (`fit_targets`): (the last epoch's metrics, what it matched)."""
-    targets = fit_targets(teacher, train, val, (task,))
-    matched = f"the teacher's outputs, by {type(targets.loss).__name__}"
+def _matched(teacher, student, train, val, tasks: tuple, training, *, strategy, callbacks, verbose) -> tuple:
+    """Trains `student` towards the teacher's outputs (`tasks`: how each reads), each with its loss, as the
+    training steps fine-tune a model towards its own (`fit_targets`): (the last epoch's metrics, what it matched)."""
+    targets = fit_targets(teacher, train, val, tasks)
+    losses = targets.loss if isinstance(targets.loss, list) else [targets.loss]
+    matched = f"the teacher's outputs, by {', '.join(type(loss).__name__ for loss in losses)}"
     progress.stage(f"training the student towards {matched}")
     with strategy_scope(strategy):
         metrics = fine_tune(student, train, targets, training, val=val, callbacks=callbacks, verbose=verbose)

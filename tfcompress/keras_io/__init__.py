@@ -312,14 +312,14 @@ def _load_keras3(path: Path, config: dict, trust_model_code: bool, custom_object
 
 
 def require_one_output(model, path) -> None:
-    """distill, analyze and auto measure one output (against class labels, or its relative error): a
-    model with several is refused by their names."""
+    """analyze and auto measure one output (against class labels, or its relative error): a model
+    with several is refused by their names."""
     if model.outputs is not None and len(model.outputs) > 1:
         names = ", ".join(f"'{tensor.name.split(':')[0].split('/')[0]}'" for tensor in model.outputs)
         raise ModelLoadError(
-            f"{path or model.name} has {len(model.outputs)} outputs ({names}); distill, analyze and auto take "
-            "models with one output so far; prune, cluster, qat and lowrank take several (fine-tuned towards the "
-            "model's own outputs), and so do convert, micro, check and benchmark."
+            f"{path or model.name} has {len(model.outputs)} outputs ({names}); analyze and auto take models with "
+            "one output so far; prune, cluster, qat, lowrank and distill take several (trained towards the "
+            "outputs of the model, or of the teacher), and so do convert, micro, check and benchmark."
         )
 
 

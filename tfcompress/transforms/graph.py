@@ -18,7 +18,6 @@ __all__ = [
     "check_layer_pattern",
     "final_layer",
     "output_units_layers",
-    "output_units_layer",
     "copy_model",
 ]
 
@@ -61,11 +60,6 @@ def is_graph_model(model) -> bool:
 def final_layer(model):
     """The layer that produces a single-output graph model's output."""
     return model.outputs[0]._keras_history.layer
-
-
-def output_units_layer(model):
-    """The layer whose units or filters set a single-output model's output size."""
-    return output_units_layers(model)[0]
 
 
 def output_units_layers(model) -> tuple:
