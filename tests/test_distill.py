@@ -109,6 +109,25 @@ def test_width_multiplier_scales_the_layers_a_wrapper_holds(tf_keras, name):
     assert student.predict(x, verbose=0).shape == teacher.predict(x, verbose=0).shape
 
 
+def test_width_multiplier_keeps_the_width_a_residual_merge_with_the_input_needs(tf_keras):
+    """A Transformer block adds the input to the feed-forward output: that Dense keeps the input's width
+    (the student could not be built before), the one before it narrows."""
+    from tfcompress.testing.field_zoo import build_field_model, sample_inputs
+    from tfcompress.transforms.distill import scale_width
+
+    name = "Transformer block (MHA + LayerNorm + GELU)"
+    teacher = build_field_model(name, tf_keras)
+    student = scale_width(teacher, 0.5)
+    teacher_units, student_units = ({layer.name: layer.units for layer in model.layers if hasattr(layer, "units")}
+                                    for model in (teacher, student))  # fmt: skip
+    residual = next(name for name, units in teacher_units.items() if units == 32)
+    hidden = next(name for name, units in teacher_units.items() if units == 64)
+    assert student_units[residual] == 32 and student_units[hidden] == 32, student_units
+    x = sample_inputs(name, teacher, 4)
+    assert student.predict(x, verbose=0).shape == teacher.predict(x, verbose=0).shape
+    assert student.count_params() < 0.8 * teacher.count_params()
+
+
 def test_a_student_identical_to_the_teacher_has_nothing_to_learn(tmp_path):
     """With alpha 1 the loss is the KL term alone, which is zero for identical logits (a wrong
     logits exposure would break this). The learning rate is tiny because Adam scales even

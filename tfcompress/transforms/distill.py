@@ -21,7 +21,7 @@ from tfcompress.data import per_input
 from tfcompress.errors import ModelMismatchError, OptionError
 from tfcompress.options import option
 from tfcompress.transforms import augment as augmentations
-from tfcompress.transforms.graph import final_layer, output_units_layers
+from tfcompress.transforms.graph import final_layer, fixed_width_layers
 from tfcompress.transforms.training import optimizer
 
 __all__ = [
@@ -165,13 +165,13 @@ def scale_width(model, width_multiplier: float, seed: int = 0):
     Dense, Conv, SeparableConv and recurrent layers have their `units`/`filters` scaled (at least
     1) and a DepthwiseConv2D its `depth_multiplier`, inside wrappers (TimeDistributed,
     Bidirectional) too; the layers that produce the outputs keep their size, so student and teacher
-    predict the same classes.
+    predict the same classes, and so do those a residual merge meets with the input (`fixed_width_layers`).
     """
     if not 0.0 < width_multiplier <= 1.0:
         raise OptionError(f"width_multiplier must be in (0, 1]. Received: width_multiplier={width_multiplier}")
     keras = _keras.tf_keras()
     config = model.get_config()
-    kept = {layer.name for layer in output_units_layers(model)}
+    kept = fixed_width_layers(model)
     for layer_config in config["layers"]:
         settings = layer_config["config"]
         if settings.get("name") not in kept:

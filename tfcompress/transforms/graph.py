@@ -18,6 +18,7 @@ __all__ = [
     "check_layer_pattern",
     "final_layer",
     "output_units_layers",
+    "fixed_width_layers",
     "copy_model",
 ]
 
@@ -76,6 +77,46 @@ def output_units_layers(model) -> tuple:
             layer = inbound[0]
         found.append(layer)
     return tuple(found)
+
+
+def fixed_width_layers(model) -> set:
+    """Names of the layers whose units or filters a narrower copy of `model` must keep: those that set an
+    output's size, and those whose output an elementwise merge (Add, Multiply, ...) meets with a tensor of a
+    width that stays: the model's input (a Transformer's residual stream) or a kept layer's output."""
+    keras, tf = _keras.tf_keras(), _keras.tensorflow()
+    layers = keras.layers
+    merges = [layer for layer in model.layers
+              if isinstance(layer, (layers.Add, layers.Subtract, layers.Multiply, layers.Average, layers.Maximum,
+                                    layers.Minimum))]  # fmt: skip
+    kept = {layer.name for layer in output_units_layers(model)}
+    sources = {merge.name: set().union(*map(_width_sources, tf.nest.flatten(merge.input))) for merge in merges}
+    changed = True
+    while changed:
+        changed = False
+        for merged in sources.values():
+            if _INPUT in merged or merged & kept:
+                widened = merged - kept - {_INPUT}
+                kept |= widened
+                changed = changed or bool(widened)
+    return kept
+
+
+_INPUT = None  # a width source: the model's input
+
+
+def _width_sources(tensor) -> set:
+    """The layers whose units or filters set `tensor`'s last dimension (`_INPUT`: the model's input), found
+    back through layers that keep it (activations, normalization, merges, a MultiHeadAttention's query)."""
+    keras, tf = _keras.tf_keras(), _keras.tensorflow()
+    layer = tensor._keras_history.layer
+    if isinstance(layer, keras.layers.InputLayer):
+        return {_INPUT}
+    if _sets_width(layer.get_config()):
+        return {layer.name}
+    inbound = tf.nest.flatten(layer.input)
+    if isinstance(layer, keras.layers.MultiHeadAttention) or len(inbound) == 1:
+        return _width_sources(inbound[0])
+    return set().union(*map(_width_sources, inbound))
 
 
 def _sets_width(config: dict) -> bool:
