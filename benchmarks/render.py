@@ -1602,6 +1602,8 @@ def _training_cell(step) -> str:
         message = re.sub(r"\S*/tfcompress-training-coverage-[^/]+/\d+/", "", message)  # the run's scratch folder
         return f"{'**BUG**' if step['status'] == 'bug' else 'refused'}: {_short(message, 200)}"
     check, parts = step["check"], []
+    if check is None:
+        return f"ok: no layer worth factoring ({step['seconds']:.0f} s)"
     if check.get("accuracy_drop") is not None:
         parts.append(f"top-1 kept {check['top1_kept']:.0%}, {check['accuracy_drop']:+.1f} pt")
     if check.get("relative_error") is not None:

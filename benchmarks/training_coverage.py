@@ -14,7 +14,7 @@ results/training_coverage.json.
     # small architectures, 2 to 14 min for each Keras application (ResNet50: 14 min). On a loaded machine
     # NASNetMobile's and VGG16's steps passed the 900 s --time_limit; the stored rows of the last six
     # applications were measured with --time_limit 3600 (each step 30 to 180 s there)
-    python benchmarks/training_coverage.py --rows_dir ROWS --steps lowrank,distill   # adds two steps to the rows
+    python benchmarks/training_coverage.py --rows_dir ROWS --steps lowrank,distill   # two steps into the rows: ~25 min
 """
 
 import json
@@ -111,7 +111,9 @@ def _architecture_row(name: str, keras, folder: Path, steps: list) -> dict:
 
 
 def _step(command: str, model: Path, data: dict, settings: tuple, folder: Path) -> dict:
-    """One CLI step in its own process: ok with the guard's check, refused with its one line, or a bug."""
+    """One CLI step in its own process: ok with the guard's check (lowrank: and how many layers it
+    factored; none saves params in some models, and then nothing is fine-tuned or checked), refused with
+    its one line, or a bug."""
     report = folder / f"{command}.json"
     arguments = [str(part) for pair in data.items() for part in pair]
     model_arguments = [MODEL_FLAG[command], str(model)] if command in MODEL_FLAG else [str(model)]
@@ -129,7 +131,10 @@ def _step(command: str, model: Path, data: dict, settings: tuple, folder: Path) 
     seconds = round(time.perf_counter() - started, 1)
     last_line = (done.stderr.strip().splitlines() or ["no output"])[-1]
     if done.returncode == 0:
-        return {"status": "ok", "seconds": seconds, "check": json.loads(report.read_text())["output_check"]}
+        written = json.loads(report.read_text())
+        return {"status": "ok", "seconds": seconds, "check": written["output_check"]} | (
+            {"factored": len(written["layers"])} if command == "lowrank" else {}  # none: nothing fine-tuned
+        )
     if done.returncode == 2 and "Traceback" not in done.stderr:
         return {"status": "refused", "seconds": seconds, "message": last_line}
     return {"status": "bug", "seconds": seconds, "message": f"exit {done.returncode}: {last_line}"}
