@@ -65,7 +65,7 @@ _FILE_FLAGS = {
     ),
     "eval": ("Labelled data for accuracy and fidelity (benchmark: labels optional).", "eval_data"),
     "train": (
-        "Training data: with labels (y) it fits them; without, the model's own outputs (distill needs labels).",
+        "Training data: with labels (y) it fits them; without, the model's own outputs (distill: the teacher's).",
         "train",
     ),
     "val": ("Validation data (optional; labelled if --train is).", "val"),

@@ -4,7 +4,9 @@ The teacher labels unlabelled data too (`unlabeled`, or training data without la
 logits once, or on every augmented batch (`augment`, function matching). The report puts teacher
 and student side by side (params, validation accuracy) and counts the samples of each kind, so "is
 the smaller network good enough" is answered in the same run that trains it. Without labels to
-measure on, the guard reads the teacher's scores as the labels (`guardrail.output_check`).
+measure on, the guard reads the teacher's scores as the labels (`guardrail.output_check`). A teacher
+that is not one set of class scores (a regressor, an autoencoder, a segmenter, several outputs) has
+its outputs matched instead, with the losses the training steps fine-tune a model's own towards.
 """
 
 import dataclasses
