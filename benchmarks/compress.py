@@ -26,7 +26,7 @@ from tfcompress.runtime.interpreter import predict
 from tfcompress.runtime.metrics import accuracy
 from tfcompress.transforms.cluster import ClusterOptions
 from tfcompress.transforms.prune import PruneOptions
-from tfcompress.transforms.training import outputs_probabilities
+from tfcompress.transforms.training import label_task
 
 import render
 
@@ -225,7 +225,7 @@ def qat_vs_ptq(name, train, test, calibration) -> list:
     tuned = _keras.tf_keras().models.clone_model(model)
     tuned.set_weights(model.get_weights())
     _keras.tf_keras().utils.set_random_seed(0)
-    _fit(tuned, *_arrays(train, model), QAT_EPOCHS, QAT_LR, not outputs_probabilities(model))
+    _fit(tuned, *_arrays(train, model), QAT_EPOCHS, QAT_LR, label_task(model) != "softmax")
     add("float fine-tuned", "float32", tfcompress.convert(tuned, precision="float32", latency_runs=0).tflite, started)
     add(
         "float fine-tuned",
@@ -258,7 +258,7 @@ def by_hand_pipeline(train, calibration, sparsity, clusters, end_step) -> tuple:
     tf, keras, tfmot = _tf(), _keras.tf_keras(), _keras.tfmot()
     model = keras.models.load_model(ROOT / "sample_models/lenet_300_100.h5", compile=False)
     x, y = _arrays(train, model)
-    from_logits = not outputs_probabilities(model)
+    from_logits = label_task(model) != "softmax"
     keras.utils.set_random_seed(0)
     schedule = tfmot.sparsity.keras.PolynomialDecay(
         initial_sparsity=0.0, final_sparsity=sparsity, begin_step=0, end_step=end_step
@@ -299,7 +299,7 @@ def by_hand_qat(name, train) -> bytes:
     x, y = _arrays(train, model)
     keras.utils.set_random_seed(0)
     qat = tfmot.quantization.keras.quantize_model(model)
-    _fit(qat, x, y, QAT_EPOCHS, QAT_LR, not outputs_probabilities(model))
+    _fit(qat, x, y, QAT_EPOCHS, QAT_LR, label_task(model) != "softmax")
     converter = tf.lite.TFLiteConverter.from_keras_model(qat)
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
     return converter.convert()

@@ -18,6 +18,9 @@
 (f) Part "function_matching": all labels, `--augment shift,flip,mixup`, a long schedule: the KD
     student (through the CLI) against the labels-only student with the same augmentation, epochs
     and seed.
+(g) Part "no_labels": no labels at all: the KD student of (e) trained on all 60,000 training images
+    without their labels (`distill --train` of images alone: the teacher's outputs supervise them all),
+    through the CLI, for as many epochs as (e).
 Parts "few_labels_sweep" and "function_matching_sweep" train the KD student of (e) or (f) at other
 temperatures and alphas (`--kd_settings`); their teacher is the same (training is deterministic,
 and its accuracy is recorded to show it).
@@ -46,7 +49,7 @@ from tfcompress.options import TrainOptions
 from tfcompress.plots import require_matplotlib
 from tfcompress.report import library_versions, machine_info
 from tfcompress.testing import zoo
-from tfcompress.transforms.training import fine_tune, keras_accuracy, outputs_probabilities
+from tfcompress.transforms.training import fine_tune, fit_targets, keras_accuracy, output_tasks
 
 import render
 
@@ -59,7 +62,8 @@ _TRAIN_SAMPLES = flags.DEFINE_integer("train_samples", None, "Use only this many
 _PARTS = flags.DEFINE_list(
     "parts",
     ["main"],
-    "main: (a) and (b); sweep: (c); long: (d); few_labels: (e); function_matching: (f); few_labels_sweep, "
+    "main: (a) and (b); sweep: (c); long: (d); few_labels: (e); function_matching: (f); no_labels: (g); "
+    "few_labels_sweep, "
     "function_matching_sweep: the KD student of (e) or (f) at the --kd_settings, against the same teacher.",
 )
 _KD_SETTINGS = flags.DEFINE_list("kd_settings", ["2:0.9"], "TEMPERATURE:ALPHA pairs the sweep parts try.")
@@ -75,7 +79,7 @@ SWEEP_TEACHER, SWEEP_SETTINGS = "lenet5", ((2.0, 0.5), (4.0, 0.5), (2.0, 0.9))
 LONG_TEACHER, LONG_EPOCHS = "lenet5", 40
 FEW_LABELS, FEW_TEACHER = 6000, "lenet5"
 AUGMENT = ("shift", "flip", "mixup")
-UNLABELLED_PARTS = ("few_labels", "function_matching", "few_labels_sweep", "function_matching_sweep")
+UNLABELLED_PARTS = ("few_labels", "function_matching", "no_labels", "few_labels_sweep", "function_matching_sweep")
 
 
 def main(argv):
@@ -225,6 +229,8 @@ def unlabelled_parts(work: Path, train, test) -> dict:
         parts["few_labels"] = few_labels(work, teacher, teacher_path, teacher_row, files, test)
     if "function_matching" in _PARTS.value:
         parts["function_matching"] = function_matching(work, teacher, teacher_path, teacher_row, files, train, test)
+    if "no_labels" in _PARTS.value:
+        parts["no_labels"] = no_labels(work, teacher_path, teacher_row, files)
     if "few_labels_sweep" in _PARTS.value:
         data = {"train": "labelled", "unlabeled": files["unlabeled"]}
         parts["few_labels_sweep"] = kd_sweep(work, teacher_path, teacher_row, files, _FEW_EPOCHS.value, (), data)
@@ -255,15 +261,17 @@ def _split_sizes(files) -> tuple:
 
 
 def _data_files(work: Path, teacher) -> dict:
-    """The splits as files the CLI reads: the first 6,000 training images labelled, the rest not, and
-    the same 6,000 with the teacher's hard labels for the rest (the pseudo-label baseline)."""
+    """The splits as files the CLI reads: the first 6,000 training images labelled, the rest not, the
+    same 6,000 with the teacher's hard labels for the rest (the pseudo-label baseline), and every image
+    without its label."""
     x, y = load_raw(f"{_DATA_DIR.value}@train")
     count = _TRAIN_SAMPLES.value or len(x)
     x, y = x[:count], y[:count]
     labelled = min(FEW_LABELS, count // 10)
     pseudo = teacher.predict(x[labelled:].astype(np.float32) / 255, batch_size=256, verbose=0).argmax(axis=1)
-    files = {name: work / f"{name}.npz" for name in ("all", "labelled", "unlabeled", "pseudo")}
+    files = {name: work / f"{name}.npz" for name in ("all", "labelled", "unlabeled", "pseudo", "images")}
     np.savez(files["all"], x=x, y=y)
+    np.savez(files["images"], x=x)
     np.savez(files["labelled"], x=x[:labelled], y=y[:labelled])
     np.savez(files["unlabeled"], x=x[labelled:])
     np.savez(files["pseudo"], x=x, y=np.concatenate([y[:labelled], pseudo]))
@@ -295,6 +303,13 @@ def few_labels(work, teacher, teacher_path, teacher_row, files, test) -> list:
     return _compared(
         rows, teacher_row, {row["model"]: data.get(row["model"], f"{labelled:,} labelled") for row in rows}
     )
+
+
+def no_labels(work, teacher_path, teacher_row, files) -> list:
+    images = len(np.load(files["images"])["x"])
+    student = _cli_student(work, "student, KD, no labels", teacher_path, files, _FEW_EPOCHS.value, KD, train="images")
+    data = {"teacher": "all labels", student["model"]: f"{images:,} unlabelled, no labels"}
+    return _compared([teacher_row, student], teacher_row, data)
 
 
 def function_matching(work, teacher, teacher_path, teacher_row, files, train, test) -> list:
@@ -398,8 +413,8 @@ def lowrank(train, test) -> list:
     fine_tune(
         control,
         train,
+        fit_targets(control, train, None, output_tasks(control, labelled=True)),
         TrainOptions(epochs=LOWRANK_EPOCHS, batch_size=BATCH, learning_rate=LOWRANK_LR),
-        from_logits=not outputs_probabilities(control),
         verbose=2,
     )
     for row in rows:

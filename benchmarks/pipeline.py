@@ -29,22 +29,18 @@ from pathlib import Path
 
 import numpy as np
 from absl import app, flags
+from batch_models import FASHION_MNIST, make_models, tflite_files
 
-from tfcompress import _keras
-from tfcompress.data import load_data
 from tfcompress.pipeline.cache import FolderCache
 from tfcompress.pipeline.object_cache import ObjectStoreCache
 from tfcompress.report import library_versions, machine_info
-from tfcompress.testing import zoo
 from tfcompress.testing.s3_server import local_s3_server
 
 import render
 
 ROOT = Path(__file__).resolve().parents[1]
 TOOL = ROOT / "tools" / "compress_models.py"
-_DATA_DIR = flags.DEFINE_string(
-    "data_dir", "/usr/share/datasets/fashion-mnist", "Fashion-MNIST IDX folder (apt-get install dataset-fashion-mnist)."
-)
+_DATA_DIR = flags.DEFINE_string("data_dir", FASHION_MNIST, "Fashion-MNIST IDX folder.")
 _WORK_DIR = flags.DEFINE_string(
     "work_dir", "/tmp/tfcompress-pipeline-benchmark", "Models, outputs and caches (the trained models are reused)."
 )
@@ -53,14 +49,12 @@ _KILLS = flags.DEFINE_integer("kills", 10, "Kill-and-resume trials.")
 _REPEATS = flags.DEFINE_integer("repeats", 2, "Cold --jobs 1, cold --jobs 2 and warm runs, each this often.")
 _RECIPE = flags.DEFINE_string("recipe", "mobile_int8", "Recipe every model goes through.")
 _PARTS = flags.DEFINE_list("parts", ["speed", "machines"], "speed (cold/warm/--jobs and kill trials), machines.")
-ARCHITECTURES = ("lenet_300_100", "lenet5", "dscnn", "resnet8")
-TRAIN_SAMPLES = 10_000
 
 
 def main(argv):
     del argv
     work = Path(_WORK_DIR.value)
-    models = make_models(work / "models")
+    models = make_models(work / "models", _DATA_DIR.value, _SEEDS.value)
     result = render.stored_result("pipeline", {"benchmark": "pipeline"})
     if "speed" in _PARTS.value:
         result.update(speed(models, work))
@@ -263,30 +257,6 @@ def median(runs, kind, jobs) -> float:
     return float(np.median([run["seconds"] for run in runs if run["kind"] == kind and run["jobs"] == jobs]))
 
 
-def make_models(folder: Path) -> Path:
-    """20 trained models that differ (architecture × seed), and the data defaults beside them."""
-    folder.mkdir(parents=True, exist_ok=True)
-    keras = _keras.tf_keras()
-    train = load_data(f"{_DATA_DIR.value}@train").take(TRAIN_SAMPLES)
-    for name in ARCHITECTURES:
-        for seed in range(_SEEDS.value):
-            path = folder / f"{name}_s{seed}.h5"
-            if path.exists():
-                continue
-            keras.utils.set_random_seed(seed)
-            model = zoo.build(name, keras)
-            model.compile(
-                optimizer=keras.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy", metrics=["accuracy"]
-            )
-            model.fit(train.x, train.y.astype(np.int64), epochs=1, batch_size=128, verbose=2)
-            model.save(path, include_optimizer=False)
-    data = ROOT / "sample_models" / "data"
-    (folder / "tfcompress-data.yaml").write_text(
-        f"calibration: {data / 'fashion_mnist_calib.npz'}\neval: {data / 'fashion_mnist_eval.npz'}\n"
-    )
-    return folder
-
-
 def command(models: Path, output: Path, cache, jobs: int) -> list:
     cache_flags = ["--cache_dir", str(cache)] if cache else []
     return [
@@ -351,10 +321,6 @@ def kill_trial(models, work, clean, cold_seconds, trial) -> dict:
     }
     print(f"kill trial {trial}: {row}", flush=True)
     return row
-
-
-def tflite_files(folder: Path) -> dict:
-    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.glob("*/model.tflite"))}
 
 
 if __name__ == "__main__":

@@ -389,6 +389,12 @@ def _distill_summary(result: dict) -> str:
                 for row in result.get("function_matching_sweep", [])[1:]
             )
         )
+    if result.get("no_labels"):
+        student = result["no_labels"][1]
+        settings.append(
+            f"no labels at all ({student['data'].split(',')[0]} images): KD student {student['accuracy'] * 100:.2f}%, "
+            f"{student['drop_vs_teacher_pt']:.2f} pt below the teacher"
+        )
     for name, rows in (("15 epochs", result.get("distillation", [])), ("40 epochs", result.get("long", []))):
         lenet5 = [row for row in rows if row["teacher"] == "lenet5"]
         if lenet5:
@@ -417,6 +423,11 @@ def _unlabelled_parts(result: dict) -> list:
             "**Function matching** (`distill --augment shift,flip,mixup`): all labels; teacher and student see "
             "the same augmented batch, the teacher run on it every step. The labels-only student gets the same "
             "augmentation (mixed labels), epochs and seed:",
+        ),
+        (
+            "no_labels",
+            "**No labels at all** (`distill --train` of images without labels): the same teacher supervises "
+            "every training image alone; the KD student of the few-labels run otherwise (epochs, seed, schedule):",
         ),
     ):
         if not result.get(part):

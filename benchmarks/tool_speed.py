@@ -31,8 +31,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import batch_models
 import numpy as np
-import pipeline
 from absl import app, flags
 
 from tfcompress import _keras
@@ -151,7 +151,7 @@ def _summary(name: str, pairs: list) -> dict:
 
 
 def _batch(work: Path, before: Path) -> dict:
-    models = pipeline.make_models(work / "batch_models")
+    models = batch_models.make_models(work / "batch_models", batch_models.FASHION_MNIST, seeds=5)
     runs = []
     for repeat in range(_BATCH_PAIRS.value):
         order = ("before", "after") if repeat % 2 == 0 else ("after", "before")
@@ -169,8 +169,8 @@ def _batch(work: Path, before: Path) -> dict:
     before_s = statistics.median(run["seconds"] for run in runs if run["which"] == "before")
     after_s = statistics.median(run["seconds"] for run in runs if run["which"] == "after")
     identical = all(
-        pipeline.tflite_files(work / f"batch_{run['which']}_{run['repeat']}")
-        == pipeline.tflite_files(work / "batch_before_0")
+        batch_models.tflite_files(work / f"batch_{run['which']}_{run['repeat']}")
+        == batch_models.tflite_files(work / "batch_before_0")
         for run in runs
     )
     return {
