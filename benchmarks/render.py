@@ -392,8 +392,8 @@ def _distill_summary(result: dict) -> str:
     if result.get("no_labels"):
         student = result["no_labels"][1]
         settings.append(
-            f"no labels at all ({student['data'].split(',')[0]} images): KD student {student['accuracy'] * 100:.2f}%, "
-            f"{student['drop_vs_teacher_pt']:.2f} pt below the teacher"
+            f"no labels at all ({student['samples']['unlabeled']:,} images): KD student "
+            f"{student['accuracy'] * 100:.2f}%, {student['drop_vs_teacher_pt']:.2f} pt below its teacher"
         )
     for name, rows in (("15 epochs", result.get("distillation", [])), ("40 epochs", result.get("long", []))):
         lenet5 = [row for row in rows if row["teacher"] == "lenet5"]
@@ -426,8 +426,9 @@ def _unlabelled_parts(result: dict) -> list:
         ),
         (
             "no_labels",
-            "**No labels at all** (`distill --train` of images without labels): the same teacher supervises "
-            "every training image alone; the KD student of the few-labels run otherwise (epochs, seed, schedule):",
+            "**No labels at all** (`distill --train` of images without labels): a teacher trained as the few-labels "
+            "run's was (this run's, in the first row) supervises every training image alone; the student is trained "
+            "as the few-labels run's KD student was (epochs, seed, schedule):",
         ),
     ):
         if not result.get(part):
