@@ -128,6 +128,23 @@ def test_width_multiplier_keeps_the_width_a_residual_merge_with_the_input_needs(
     assert student.count_params() < 0.8 * teacher.count_params()
 
 
+def test_width_multiplier_narrows_a_squeeze_excite_reshape_with_its_channels(tf_keras):
+    """EfficientNet's blocks reshape pooled channels to (1, 1, C) by a fixed shape: it follows the width of
+    the convolution that makes C (the student could not be built before)."""
+    from tfcompress.transforms.distill import scale_width
+
+    layers = tf_keras.layers
+    image = tf_keras.Input((8, 8, 3))
+    features = layers.Conv2D(16, 3, activation="relu")(image)
+    squeezed = layers.Reshape((1, 1, 16))(layers.GlobalAveragePooling2D()(features))
+    excite = layers.Conv2D(16, 1, activation="sigmoid")(layers.Conv2D(4, 1, activation="relu")(squeezed))
+    outputs = layers.Dense(10, activation="softmax")(layers.Flatten()(layers.Multiply()([features, excite])))
+    teacher = tf_keras.Model(image, outputs)
+    student = scale_width(teacher, 0.5)
+    assert [layer.target_shape for layer in student.layers if isinstance(layer, layers.Reshape)] == [(1, 1, 8)]
+    assert student.predict(np.zeros((2, 8, 8, 3), np.float32), verbose=0).shape == (2, 10)
+
+
 def test_a_student_identical_to_the_teacher_has_nothing_to_learn(tmp_path):
     """With alpha 1 the loss is the KL term alone, which is zero for identical logits (a wrong
     logits exposure would break this). The learning rate is tiny because Adam scales even

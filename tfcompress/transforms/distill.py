@@ -21,7 +21,7 @@ from tfcompress.data import per_input
 from tfcompress.errors import ModelMismatchError, OptionError
 from tfcompress.options import option
 from tfcompress.transforms import augment as augmentations
-from tfcompress.transforms.graph import final_layer, fixed_width_layers
+from tfcompress.transforms.graph import channel_reshapes, final_layer, fixed_width_layers
 from tfcompress.transforms.training import optimizer
 
 __all__ = [
@@ -166,16 +166,20 @@ def scale_width(model, width_multiplier: float, seed: int = 0):
     1) and a DepthwiseConv2D its `depth_multiplier`, inside wrappers (TimeDistributed,
     Bidirectional) too; the layers that produce the outputs keep their size, so student and teacher
     predict the same classes, and so do those a residual merge meets with the input (`fixed_width_layers`).
+    A Reshape that keeps its input's channels follows the layer that sets them (`channel_reshapes`).
     """
     if not 0.0 < width_multiplier <= 1.0:
         raise OptionError(f"width_multiplier must be in (0, 1]. Received: width_multiplier={width_multiplier}")
     keras = _keras.tf_keras()
     config = model.get_config()
     kept = fixed_width_layers(model)
-    for layer_config in config["layers"]:
-        settings = layer_config["config"]
-        if settings.get("name") not in kept:
+    settings_of = {layer_config["config"].get("name"): layer_config["config"] for layer_config in config["layers"]}
+    for name, settings in settings_of.items():
+        if name not in kept:
             _scale_layer(settings, width_multiplier)
+    for reshape, source in channel_reshapes(model).items():
+        target = settings_of[reshape]["target_shape"]
+        settings_of[reshape]["target_shape"] = (*target[:-1], _width(settings_of[source]))
     keras.utils.set_random_seed(seed)
     try:
         return type(model).from_config(config)
@@ -195,6 +199,14 @@ def _scale_layer(settings: dict, width_multiplier: float) -> None:
     for wrapped in ("layer", "backward_layer"):
         if isinstance(settings.get(wrapped), dict) and isinstance(settings[wrapped].get("config"), dict):
             _scale_layer(settings[wrapped]["config"], width_multiplier)
+
+
+def _width(settings: dict) -> int:
+    """The units or filters a layer's config sets (a wrapper's: the layer it holds)."""
+    wrapped = settings.get("layer")
+    if isinstance(wrapped, dict) and isinstance(wrapped.get("config"), dict):
+        return _width(wrapped["config"])
+    return settings["units"] if "units" in settings else settings["filters"]
 
 
 def train_student(

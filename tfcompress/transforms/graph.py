@@ -19,6 +19,7 @@ __all__ = [
     "final_layer",
     "output_units_layers",
     "fixed_width_layers",
+    "channel_reshapes",
     "copy_model",
 ]
 
@@ -99,6 +100,19 @@ def fixed_width_layers(model) -> set:
                 kept |= widened
                 changed = changed or bool(widened)
     return kept
+
+
+def channel_reshapes(model) -> dict:
+    """Reshape layers that keep their input's last dimension (a squeeze-excite block's (1, 1, C)), each
+    with the one layer whose units or filters set it: a narrower copy must narrow their target too."""
+    keras = _keras.tf_keras()
+    found = {}
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.Reshape) and layer.target_shape[-1] == layer.input.shape[-1]:
+            sources = _width_sources(layer.input)
+            if len(sources) == 1 and _INPUT not in sources:
+                found[layer.name] = sources.pop()
+    return found
 
 
 _INPUT = None  # a width source: the model's input
