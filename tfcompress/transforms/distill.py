@@ -21,7 +21,7 @@ from tfcompress.data import per_input
 from tfcompress.errors import ModelMismatchError, OptionError
 from tfcompress.options import option
 from tfcompress.transforms import augment as augmentations
-from tfcompress.transforms.graph import channel_reshapes, final_layer, fixed_width_layers
+from tfcompress.transforms.graph import channel_reshapes, final_layer, fixed_width_layers, held_config
 from tfcompress.transforms.training import optimizer
 
 __all__ = [
@@ -203,10 +203,8 @@ def _scale_layer(settings: dict, width_multiplier: float) -> None:
 
 def _width(settings: dict) -> int:
     """The units or filters a layer's config sets (a wrapper's: the layer it holds)."""
-    wrapped = settings.get("layer")
-    if isinstance(wrapped, dict) and isinstance(wrapped.get("config"), dict):
-        return _width(wrapped["config"])
-    return settings["units"] if "units" in settings else settings["filters"]
+    held = held_config(settings)
+    return held["units"] if "units" in held else held["filters"]
 
 
 def train_student(

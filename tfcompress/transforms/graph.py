@@ -20,6 +20,7 @@ __all__ = [
     "output_units_layers",
     "fixed_width_layers",
     "channel_reshapes",
+    "held_config",
     "copy_model",
 ]
 
@@ -133,11 +134,16 @@ def _width_sources(tensor) -> set:
     return set().union(*map(_width_sources, inbound))
 
 
-def _sets_width(config: dict) -> bool:
+def held_config(config: dict) -> dict:
+    """The config of the layer a wrapper (TimeDistributed, Bidirectional) holds, else `config` itself."""
     wrapped = config.get("layer")
     if isinstance(wrapped, dict) and isinstance(wrapped.get("config"), dict):
-        return _sets_width(wrapped["config"])
-    return bool({"units", "filters"} & set(config))
+        return held_config(wrapped["config"])
+    return config
+
+
+def _sets_width(config: dict) -> bool:
+    return bool({"units", "filters"} & set(held_config(config)))
 
 
 def copy_model(model):
