@@ -132,9 +132,10 @@ def _step(command: str, model: Path, data: dict, settings: tuple, folder: Path) 
     last_line = (done.stderr.strip().splitlines() or ["no output"])[-1]
     if done.returncode == 0:
         written = json.loads(report.read_text())
-        return {"status": "ok", "seconds": seconds, "check": written["output_check"]} | (
-            {"factored": len(written["layers"])} if command == "lowrank" else {}  # none: nothing fine-tuned
-        )
+        row = {"status": "ok", "seconds": seconds, "check": written["output_check"]}
+        if command == "lowrank":
+            row["factored"] = len(written["layers"])  # none: nothing was fine-tuned, so nothing checked
+        return row
     if done.returncode == 2 and "Traceback" not in done.stderr:
         return {"status": "refused", "seconds": seconds, "message": last_line}
     return {"status": "bug", "seconds": seconds, "message": f"exit {done.returncode}: {last_line}"}

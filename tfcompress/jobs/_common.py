@@ -24,7 +24,7 @@ from tfcompress.errors import ModelLoadError
 from tfcompress.keras_io.signature import is_signature_model
 from tfcompress.options import LoadOptions, TrainOptions
 
-__all__ = ["job_outputs", "load_model", "Outputs", "TrainingRun", "training_run", "TrainingResult"]
+__all__ = ["job_outputs", "load_model", "predicted", "Outputs", "TrainingRun", "training_run", "TrainingResult"]
 
 
 class Outputs:
@@ -135,7 +135,7 @@ class TrainingRun:
         from tfcompress.transforms.training import fine_tune, fit_targets, strategy_scope
 
         data, described = guardrail.guard_data(self.held_out, self.held_out_role, self.train)
-        before = _predicted(self.model, data)
+        before = predicted(self.model, data)
         targets = fit_targets(self.model, self.train, self.held_out if self.validates else None, self.tasks)
         if targets.described != "labels":
             progress.stage(f"fine-tuning towards {targets.described}")
@@ -153,7 +153,7 @@ class TrainingRun:
                 verbose=self.verbose,
             )
         causes = guardrail.visible_causes(self.training, len(self.train), sparsity)
-        after = _predicted(trained, data)
+        after = predicted(trained, data)
         if data.y is None:
             names = tuple(getattr(self.model, "output_names", None) or ())
             check = guardrail.output_check(
@@ -183,7 +183,8 @@ class TrainingRun:
         }
 
 
-def _predicted(model, data) -> np.ndarray:
+def predicted(model, data) -> np.ndarray:
+    """`model`'s outputs on a `Dataset`, as the training checks measure them."""
     return model.predict(data.x, batch_size=256, verbose=0)
 
 

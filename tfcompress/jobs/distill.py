@@ -18,7 +18,7 @@ import numpy as np
 from tfcompress import keras_io, progress
 from tfcompress.data import Dataset, as_dataset, concatenated, fit_to_inputs, input_data, keras_inputs
 from tfcompress.errors import ModelMismatchError, OptionError
-from tfcompress.jobs._common import TrainingResult, job_outputs, load_model, options_dict
+from tfcompress.jobs._common import TrainingResult, job_outputs, load_model, options_dict, predicted
 from tfcompress.options import LoadOptions, TrainOptions, gather
 from tfcompress.report import format_metrics
 from tfcompress.runtime.task import QUANTITIES, yes_no
@@ -197,7 +197,7 @@ def _check(models: dict, tasks: dict, val_data, train_data, trained_on: int, tra
     data, described = guard_data(val_data, "validation", train_data)
     causes = visible_causes(training, trained_on)
     if data.y is None:
-        before, after = (_predicted(models[role], data) for role in ("teacher", "student"))
+        before, after = (predicted(models[role], data) for role in ("teacher", "student"))
         names, teacher_tasks = tuple(models["teacher"].output_names), tasks["teacher"]
         return output_check(described, before, after, training, causes, names, teacher_tasks, before_is="the teacher")
     before, after = accuracy["teacher"], accuracy["student"]
@@ -280,10 +280,6 @@ def _matched(teacher, student, train, val, tasks: tuple, training, *, strategy, 
     with strategy_scope(strategy):
         metrics = fine_tune(student, train, targets, training, val=val, callbacks=callbacks, verbose=verbose)
     return metrics, matched
-
-
-def _predicted(model, data) -> np.ndarray:
-    return model.predict(data.x, batch_size=256, verbose=0)
 
 
 def _logits(logits_model, x) -> np.ndarray:
