@@ -390,7 +390,7 @@ def lowrank(train, test) -> list:
             path,
             options=tfcompress.LowRankOptions(energy=energy),
             train=train,
-            eval_data=test,
+            val=test,
             epochs=LOWRANK_EPOCHS,
             batch_size=BATCH,
             learning_rate=LOWRANK_LR,

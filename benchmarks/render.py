@@ -1591,8 +1591,8 @@ def _training_coverage(result: dict) -> str:
         "",
         "The coverage suite's architectures (random weights, BatchNorm statistics settled), saved as Keras 2 `.h5`, "
         f"each step run through the CLI in its own process for one epoch on {result['training_samples']} inputs "
-        f"of the model's own kind without labels, {result['held_out']} held-out ones as `--val` (lowrank's "
-        "`--eval`; distill's teacher is the model, its student the model at half width): "
+        f"of the model's own kind without labels, {result['held_out']} held-out ones as `--val` "
+        "(distill's teacher is the model, its student the model at half width): "
         + ", ".join(f"`{command} {settings}`" for command, settings in steps.items())
         + ". A cell gives the guard's check (a softmax: top-1 kept and the expected drop; else how far the "
         "outputs moved), or the one-line refusal; a bug is anything else.",

@@ -4,11 +4,10 @@ Each architecture, with seeded random weights (its BatchNorm statistics settled 
 saved by Keras 2 (.h5) and run through `tfcompress prune`, `cluster`, `qat`, `lowrank` and `distill`
 (the model as the teacher of a half-width student) as a user runs them, each in its own process,
 for one epoch on 512 inputs of its own kind without labels (so every architecture, classifier or
-not, one output or several, trains the same way), with 128 held-out inputs as `--val` (lowrank's
-`--eval`). A step passes with its guard's check, or is refused with the one-line message a user
-would see (exit 2); anything else (a traceback, a killed process, no answer within the time limit)
-counts as a bug. `--steps` runs some steps and keeps the stored rows' others. Writes
-results/training_coverage.json.
+not, one output or several, trains the same way), with 128 held-out inputs as `--val`. A step
+passes with its guard's check, or is refused with the one-line message a user would see (exit 2);
+anything else (a traceback, a killed process, no answer within the time limit) counts as a bug.
+`--steps` runs some steps and keeps the stored rows' others. Writes results/training_coverage.json.
 
     python benchmarks/training_coverage.py --rows_dir ROWS   # resumable; 2 cores: about 40 min for the 32
     # small architectures, 2 to 14 min for each Keras application (ResNet50: 14 min). On a loaded machine
@@ -53,7 +52,6 @@ STEPS = {
     "distill": ("--width_multiplier=0.5", "--epochs=1"),
 }
 _STEPS = flags.DEFINE_list("steps", list(STEPS), "Steps to run; the stored rows keep their results of the others.")
-HELD_OUT_FLAG = {"lowrank": "--eval"}  # the others': --val
 MODEL_FLAG = {"distill": "--teacher"}  # the others take the model first
 
 
@@ -105,7 +103,7 @@ def _architecture_row(name: str, keras, folder: Path, steps: list) -> dict:
     row = {"name": name, "params": int(model.count_params()), "inputs": len(model.inputs)}
     row["outputs"] = len(model.outputs)
     for command in steps:
-        data = {"--train": train, HELD_OUT_FLAG.get(command, "--val"): held_out}
+        data = {"--train": train, "--val": held_out}
         row[command] = _step(command, path, data, STEPS[command], folder)
     return row
 

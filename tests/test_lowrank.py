@@ -47,7 +47,7 @@ def test_factoring_a_residual_network_keeps_it_wired_and_leaves_the_original_alo
 
     model = load_model(SAMPLE_MODELS / "resnet8.h5")
     weights = [w.copy() for w in model.get_weights()]
-    report = lowrank(model, options=LowRankOptions(rank_ratio=0.5), eval_data=EVAL)
+    report = lowrank(model, options=LowRankOptions(rank_ratio=0.5), val=EVAL)
     assert report.params_ratio < 0.8
     assert sum(type(layer).__name__ == "Add" for layer in report.keras_model.layers) == 3
     assert report.accuracy["factored"] < report.accuracy["original"]  # rank 1/2 of a conv net costs accuracy
@@ -65,7 +65,7 @@ def test_lenet_300_100_at_energy_0_8_halves_the_params_and_keeps_its_accuracy(tm
         output,
         "--energy",
         "0.8",
-        "--eval",
+        "--val",
         EVAL,
         "--train",
         CALIBRATION,
@@ -82,6 +82,7 @@ def test_lenet_300_100_at_energy_0_8_halves_the_params_and_keeps_its_accuracy(tm
     assert accuracy["factored"] > accuracy["original"] - 0.01, accuracy
     assert accuracy["fine_tuned"] > accuracy["original"] - 0.02, accuracy  # 1,000 images, 1 epoch
     assert "left alone: dense_2 (the output layer" in out
+    assert "val_loss" in report["metrics"], report["metrics"]  # --val is Keras' validation, as in the other steps
     x = np.load(EVAL)["x"][:20].astype(np.float32) / 255
     assert load_model(output).count_params() == report["params"]["factored"]
     assert load_model(output).predict(x, verbose=0).shape == (20, 10)

@@ -37,7 +37,7 @@ COMMANDS = {
     "inspect_keras": ("inspect", LENET5),
     "inspect_tflite": ("inspect", "{tmp}/float16.tflite"),
     "analyze": ("analyze", LENET5, "--calibration", CALIBRATION, "--samples", "20"),
-    "lowrank": ("lowrank", LENET5, "--energy", "0.9", "--eval", EVAL, "-o", "{tmp}/lowrank.h5"),
+    "lowrank": ("lowrank", LENET5, "--energy", "0.9", "--val", EVAL, "-o", "{tmp}/lowrank.h5"),
     "run": ("run", "mobile_float16", "--model", LENET5, "--eval", EVAL, "-o", "{tmp}/run"),
 }
 

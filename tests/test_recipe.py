@@ -75,12 +75,12 @@ def test_validation_errors_name_the_key_and_its_line(text, expected):
 
 def test_data_paths_are_relative_to_the_recipe_and_options_typed(tmp_path):
     (tmp_path / "recipe.yaml").write_text(
-        "name: mine\nsteps:\n  - lowrank: {energy: 1, eval: data/test.npz}\n  - convert: {precision: float16}\n"
+        "name: mine\nsteps:\n  - lowrank: {energy: 1, val: data/test.npz}\n  - convert: {precision: float16}\n"
         "data:\n  train: data/train.npz\n  calibration: /abs/calib.npz\n  eval: idx@test\n"
     )
     loaded = recipes.load_recipe(tmp_path / "recipe.yaml")
     assert loaded.steps[0].options == {"energy": 1.0}  # an int where a float goes is a float
-    assert loaded.steps[0].data == {"eval": str(tmp_path / "data" / "test.npz")}
+    assert loaded.steps[0].data == {"val": str(tmp_path / "data" / "test.npz")}
     assert loaded.data == {
         "train": str(tmp_path / "data" / "train.npz"),
         "calibration": "/abs/calib.npz",

@@ -118,7 +118,7 @@ def test_qat_lowrank_and_distill_take_two_inputs(two_inputs, tmp_path):
                                    eval_data=files["val"], latency_runs=0)  # fmt: skip
     assert _agreement(converted.tflite, qat.keras_model, held_out) >= 0.97
 
-    factored = tfcompress.lowrank(path, train=files["numbered"], eval_data=files["val"], energy=0.9, epochs=1,
+    factored = tfcompress.lowrank(path, train=files["numbered"], val=files["val"], energy=0.9, epochs=1,
                                   verbose=0)  # fmt: skip
     assert factored.params_ratio < 0.9 and factored.accuracy["fine_tuned"] > 0.85, factored
 

@@ -120,7 +120,7 @@ _LOAD = ("load", "tfcompress.options:LoadOptions", {})
 _GATE = ("guard", "tfcompress.options:GuardOptions", {"only": ("skip_check",)})
 
 
-def _training(command: str, options_class: str, data=("train", "val")) -> dict:
+def _training(command: str, options_class: str) -> dict:
     job = f"tfcompress.jobs.{command}"
     return {
         "options": (
@@ -128,7 +128,7 @@ def _training(command: str, options_class: str, data=("train", "val")) -> dict:
             ("training", "tfcompress.options:TrainOptions", {"defaults": f"{job}:TRAINING"}),
             _LOAD,
         ),
-        "files": (*data, "report"),
+        "files": ("train", "val", "report"),
         "output": ("Where to write the model (.h5 or .keras).", "output"),
     }
 
@@ -248,9 +248,9 @@ _COMMANDS = {
         "tfcompress.jobs.lowrank:format_lowrank_report",
         (("MODEL", "model"),),
         "MODEL -o OUT.h5 (--energy E | --rank_ratio R) [flags]",
-        "tfcompress lowrank model.h5 --energy 0.9 --eval test.npz -o lowrank.h5",
+        "tfcompress lowrank model.h5 --energy 0.9 --val test.npz -o lowrank.h5",
         required=("output",),
-        **_training("lowrank", "tfcompress.transforms.lowrank:LowRankOptions", data=("train", "eval")),
+        **_training("lowrank", "tfcompress.transforms.lowrank:LowRankOptions"),
     ),
     "analyze": _Command(
         "tfcompress.jobs.analyze:analyze",

@@ -113,14 +113,12 @@ class TrainingRun:
     model_path: Optional[Path]
     input_was_keras3: bool
     train: object  # Dataset (labelled, or fine-tuned towards the model's outputs), or None: no training
-    held_out: object  # Dataset or None
-    validates: bool  # whether fit() reports metrics on the held-out data (not for eval data)
+    held_out: object  # Dataset or None: the validation data
     outputs: Outputs
     training: TrainOptions
     strategy: object  # a tf.distribute.Strategy, or None
     callbacks: tuple  # the user's Keras callbacks
     verbose: object
-    held_out_role: str = "validation"
     tasks: tuple = ()  # how each output reads (transforms.training.output_tasks): what fine-tuning and the check use
     task_told: bool = False  # whether --task or --output_task said how an output reads
     checks: list = dataclasses.field(default_factory=list)  # AccuracyCheck of each fit, in order
@@ -134,9 +132,9 @@ class TrainingRun:
         from tfcompress.transforms import guardrail
         from tfcompress.transforms.training import fine_tune, fit_targets, strategy_scope
 
-        data, described = guardrail.guard_data(self.held_out, self.held_out_role, self.train)
+        data, described = guardrail.guard_data(self.held_out, self.train)
         before = predicted(self.model, data)
-        targets = fit_targets(self.model, self.train, self.held_out if self.validates else None, self.tasks)
+        targets = fit_targets(self.model, self.train, self.held_out, self.tasks)
         if targets.described != "labels":
             progress.stage(f"fine-tuning towards {targets.described}")
         with strategy_scope(self.strategy):
@@ -148,7 +146,7 @@ class TrainingRun:
                 self.train,
                 targets,
                 self.training,
-                val=self.held_out if self.validates else None,
+                val=self.held_out,
                 callbacks=[*callbacks, *self.callbacks],
                 verbose=self.verbose,
             )
@@ -206,7 +204,6 @@ def training_run(
     strategy=None,
     callbacks=(),
     verbose="auto",
-    held_out_role: str = "validation",
     quantize_aware: bool = False,
 ):
     """The prelude every training job shares: outputs checked, model loaded (nested models flattened,
@@ -227,7 +224,7 @@ def training_run(
         loaded = loaded if quantize_aware else flatten_nested(loaded)
         input_was_keras3 = not quantize_aware and keras_io.saved_by_keras3(model_path)
         keras_io.check_output_format(loaded, output, input_was_keras3=input_was_keras3, quantize_aware=quantize_aware)
-        data = _fitted_data(loaded, load, {"training": train, held_out_role: held_out})
+        data = _fitted_data(loaded, load, {"training": train, "validation": held_out})
         asked = load.asked_tasks(loaded.output_names)
         tasks = output_tasks(loaded, asked, labelled=any(dataset.y is not None for dataset in data.values()))
         yield TrainingRun(
@@ -235,14 +232,12 @@ def training_run(
             model_path=model_path,
             input_was_keras3=input_was_keras3,
             train=data.get("training"),
-            held_out=data.get(held_out_role),
-            validates=held_out_role == "validation",
+            held_out=data.get("validation"),
             outputs=outputs,
             training=training,
             strategy=strategy,
             callbacks=tuple(callbacks),
             verbose=verbose,
-            held_out_role=held_out_role,
             tasks=tasks,
             task_told=load.tells_task,
         )

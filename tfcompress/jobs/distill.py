@@ -194,7 +194,7 @@ def _check(models: dict, tasks: dict, val_data, train_data, trained_on: int, tra
     top-1 accuracy where that data has labels, else how far the student's outputs are from the
     teacher's (class scores: the accuracy it can be expected to have lost, the teacher's scores standing
     in for labels). `trained_on`: the samples the student trained on, unlabelled ones counted, for the causes."""
-    data, described = guard_data(val_data, "validation", train_data)
+    data, described = guard_data(val_data, train_data)
     causes = visible_causes(training, trained_on)
     if data.y is None:
         before, after = (predicted(models[role], data) for role in ("teacher", "student"))

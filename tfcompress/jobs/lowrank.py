@@ -48,7 +48,7 @@ def lowrank(
     load: Optional[LoadOptions] = None,
     output=None,
     train=None,
-    eval_data=None,
+    val=None,
     strategy=None,
     report_path=None,
     callbacks=(),
@@ -59,16 +59,14 @@ def lowrank(
 
     `options` (`energy` or `rank_ratio`), `training` and `load` may also be given field by
     field as keywords. With `train` (labelled data) the factored model is fine-tuned for
-    `epochs`; with `eval_data` the report has the accuracy of the original, the factored and the
+    `epochs`; with `val` (held-out data) the report has the accuracy of the original, the factored and the
     fine-tuned model. Data: a data file, a `Dataset`, arrays `(x, y)` or a tf.data dataset.
     """
     options, training, load = gather(
         settings, (LowRankOptions, options), (TrainOptions, training or TRAINING), (LoadOptions, load)
     )
     fit = {"training": training, "strategy": strategy, "callbacks": callbacks, "verbose": verbose}
-    with training_run(
-        model, train, eval_data, output=output, report_path=report_path, load=load, held_out_role="eval", **fit
-    ) as run:
+    with training_run(model, train, val, output=output, report_path=report_path, load=load, **fit) as run:
 
         def measured(keras_model):
             labelled = run.held_out is not None and run.held_out.y is not None

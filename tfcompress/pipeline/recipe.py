@@ -63,7 +63,7 @@ _STEPS = {
     "cluster": (recipe_schema(TrainOptions, ClusterOptions), _TRAINING_ROLES),
     "qat": ({**recipe_schema(TrainOptions, QatOptions), **recipe_schema(GuardOptions, only=_GATE)}, _TRAINING_ROLES),
     "distill": ({**recipe_schema(TrainOptions, DistillOptions), "student": str}, (*_TRAINING_ROLES, "unlabeled")),
-    "lowrank": (recipe_schema(TrainOptions, LowRankOptions), ("train", "eval")),
+    "lowrank": (recipe_schema(TrainOptions, LowRankOptions), _TRAINING_ROLES),
     "convert": ({**recipe_schema(ConvertOptions, GuardOptions), **_TASK}, ("calibration", "eval")),
     "micro": (
         {

@@ -187,7 +187,7 @@ def _run_transform(step, index, current, last_tflite, output_dir, data, load):
     output = output_dir / f"{index + 1:02d}-{step.kind}.h5"
     shared = {"output": output, "load": load, **step.options}
     if step.kind == "lowrank":
-        return output, lowrank(current, train=data["train"], eval_data=data["eval"], **shared)
+        return output, lowrank(current, train=data["train"], val=data["val"], **shared)
     if step.kind == "distill":
         return output, distill(current, data["train"], val=data["val"], unlabeled=data["unlabeled"], **shared)
     train = {"prune": prune, "cluster": cluster, "qat": quantize_aware}[step.kind]

@@ -3,10 +3,10 @@
 Fine-tuning with too few images for the sparsity asked, too high a learning rate or too
 few steps can leave a model far worse than it came in (prune on lenet5 with the bundled
 1,000 images ended at 50%), and Keras shows that only as one more line of metrics. Each
-training step measures top-1 accuracy before and after on the held-out data it has (`--val`,
-or lowrank's `--eval`), else on up to `GUARD_SAMPLES` of its training images (said so: they
-are not held out), and a drop of more than `warn_accuracy_drop` points is a warning, in the
-output and the report, that names the causes the settings show. On data without labels the step
+training step measures top-1 accuracy before and after on the held-out data it has (`--val`),
+else on up to `GUARD_SAMPLES` of its training images (said so: they are not held out), and a drop
+of more than `warn_accuracy_drop` points is a warning, in the output and the report, that names
+the causes the settings show. On data without labels the step
 fine-tunes towards the outputs it started from, and the check (`OutputCheck`) measures how far it
 moved them, each output read as convert reads it (or as `--task` says): a quantity by RMS change
 over RMS (the measure of convert's fidelity) against `warn_relative_error`; class scores (a softmax,
@@ -205,10 +205,10 @@ def _logged(check):
     return check
 
 
-def guard_data(held_out: Optional[Dataset], role: str, train: Dataset) -> tuple:
+def guard_data(held_out: Optional[Dataset], train: Dataset) -> tuple:
     """(the data the check measures on, how the report names it)."""
     if held_out is not None:
-        return held_out, f"the {role} data ({len(held_out):,} samples)"
+        return held_out, f"the validation data ({len(held_out):,} samples)"
     data = train.take(GUARD_SAMPLES)
     return data, f"{len(data):,} training samples, not held out (pass --val for held-out data)"
 
