@@ -95,6 +95,57 @@ def test_keras3_samples_convert_to_int8_that_agrees_with_keras3(keras3, name):
     assert np.mean(np.argmax(predict(report.tflite, evaluation.x), axis=1) == keras3_top1) >= 0.995
 
 
+def _keras3_regressor(keras3, epsilon=1e-3):
+    """Two Conv + BatchNormalization blocks and outputs near 150 (an age, a temperature): the two
+    libraries' float32 rounding leaves its translation over 1e-5 from it."""
+    keras3.utils.set_random_seed(0)
+    layers = keras3.layers
+    inputs = keras3.Input((16, 16, 3))
+    x = inputs
+    for _ in range(2):
+        x = layers.Conv2D(8, 3, padding="same")(x)
+        x = layers.BatchNormalization(epsilon=epsilon)(x)
+        x = layers.ReLU()(x)
+    x = layers.GlobalAveragePooling2D()(x)
+    head = layers.Dense(1)
+    model = keras3.Model(inputs, head(x))
+    kernel, bias = head.get_weights()
+    head.set_weights([kernel * 1000, bias])
+    return model
+
+
+def test_a_translation_apart_by_float32_rounding_alone_is_accepted(keras3, tmp_path):
+    from tfcompress.keras_io.parity import PARITY_ATOL
+
+    original = _keras3_regressor(keras3)
+    original.save(tmp_path / "regressor.keras")
+    loaded = keras_io.load_model(tmp_path / "regressor.keras")
+    x = _inputs((16, 16, 3), count=4)
+    expected, received = np.asarray(original(x)), loaded(x).numpy()
+    assert np.abs(expected).max() > 100
+    assert np.abs(expected - received).max() > PARITY_ATOL  # refused for this before float64 was asked
+    np.testing.assert_allclose(received, expected, rtol=1e-6)  # float32 rounding, nothing more
+
+
+def test_a_translation_that_computes_something_else_is_refused(keras3, tmp_path, monkeypatch):
+    """A translation that loses a setting (here BatchNormalization's epsilon, 1e-3 → 0.3) is refused,
+    however large the outputs' float32 rounding."""
+    from tfcompress import keras_io as io
+
+    _keras3_regressor(keras3).save(tmp_path / "regressor.keras")
+    translate = io._translate_layer
+
+    def losing_epsilon(layer, *args):
+        translated = translate(layer, *args)
+        if translated["class_name"] == "BatchNormalization":
+            translated["config"]["epsilon"] = 0.3
+        return translated
+
+    monkeypatch.setattr(io, "_translate_layer", losing_epsilon)
+    with pytest.raises(UntranslatableModelError, match="more than 1e-05 and more than float32 rounding moves"):
+        keras_io.load_model(tmp_path / "regressor.keras")
+
+
 def test_untranslatable_keras3_option_names_the_layer(keras3, tmp_path):
     model = keras3.Sequential([keras3.Input((4,)), keras3.layers.Dense(3, name="adapter")])
     model.save(tmp_path / "m.keras")

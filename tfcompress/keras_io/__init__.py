@@ -16,12 +16,9 @@ import warnings
 from pathlib import Path
 from typing import Optional
 
-import numpy as np
-
 from tfcompress import _keras
 from tfcompress._io import limits
 from tfcompress._io.files import save_atomic
-from tfcompress.data import noise
 from tfcompress.errors import ModelLoadError, OptionError, UntranslatableModelError, one_line
 from tfcompress.keras_io.config import (
     MODEL_CLASSES,
@@ -32,6 +29,7 @@ from tfcompress.keras_io.config import (
     layer_class_names,
     read_model_config,
 )
+from tfcompress.keras_io.parity import check_parity
 from tfcompress.keras_io.signature import has_serving_signature_only, load_serving_signature
 
 __all__ = [
@@ -43,13 +41,10 @@ __all__ = [
     "load_custom_objects",
     "require_one_output",
     "saved_by_keras3",
-    "PARITY_ATOL",
     "KERAS3_FORMAT",
     "TF_KERAS_FORMAT",
 ]
 
-# How close a translation (Keras 3 ↔ tf_keras) must be to the model it translates.
-PARITY_ATOL = 1e-5
 KERAS3_FORMAT = "Keras 3 (.keras)"
 TF_KERAS_FORMAT = "tf_keras (.h5)"
 _BASE_LAYER_KEYS = {
@@ -178,7 +173,7 @@ def check_output_format(model, output, *, input_was_keras3: bool, quantize_aware
 
 
 def to_keras3(model, path="model"):
-    """The tf_keras `model` as a Keras 3 model, proven equal on seeded inputs (within PARITY_ATOL).
+    """The tf_keras `model` as a Keras 3 model, proven equal on seeded inputs (keras_io/parity.py).
 
     Keras 3 reads tf_keras' `.h5` format, so the model goes through one in a temporary folder;
     the weights are copied bit for bit (pruned zeros and cluster values survive).
@@ -195,7 +190,9 @@ def to_keras3(model, path="model"):
                 f"{path}: the model has no Keras 3 form ({one_line(error, first_line_only=True)[:300]}); "
                 "write it as .h5 (tf_keras), which `tfcompress convert` reads."
             ) from None
-    _check_parity(model, translated, path, direction="Keras 3 translation of the tf_keras model")
+    check_parity(
+        model, translated, (_keras.tf_keras(), keras), path, direction="Keras 3 translation of the tf_keras model"
+    )
     return translated
 
 
@@ -307,7 +304,7 @@ def _load_keras3(path: Path, config: dict, trust_model_code: bool, custom_object
         ) from None
     for layer in original.layers:
         model.get_layer(layer.name).set_weights(layer.get_weights())
-    _check_parity(original, model, path)
+    check_parity(original, model, (keras, tf_keras), path, "tf_keras translation of the Keras 3 model", custom_objects)
     return model
 
 
@@ -333,31 +330,6 @@ def _failing_layer(translated: dict, tf_keras) -> str:
         except (ValueError, TypeError, KeyError):
             return f", at layer '{layer['name']}' ({layer['class_name']})"
     return ""
-
-
-def _check_parity(
-    original, translated, path, samples: int = 4, direction: str = "tf_keras translation of the Keras 3 model"
-) -> None:
-    shapes = [tuple(tensor.shape[1:]) for tensor in original.inputs]
-    if any(None in shape for shape in shapes):
-        raise UntranslatableModelError(
-            f"{path}: input shape {next(s for s in shapes if None in s)} has unknown dimensions; "
-            "tfcompress needs a fixed input size."
-        )
-    x = [noise((samples,) + shape, seed) for seed, shape in enumerate(shapes)]
-    x = x if len(x) > 1 else x[0]
-    expected = _output_list(original(x, training=False))
-    received = _output_list(translated(x, training=False))
-    error = max(float(np.max(np.abs(ours - theirs))) for ours, theirs in zip(expected, received))
-    if error > PARITY_ATOL:
-        raise UntranslatableModelError(
-            f"{path}: the {direction} differs from it by {error:.2e} "
-            f"(allowed {PARITY_ATOL:.0e}); this model cannot be translated faithfully."
-        )
-
-
-def _output_list(outputs) -> list:
-    return [np.asarray(output) for output in (outputs if isinstance(outputs, (list, tuple)) else [outputs])]
 
 
 def _translate_model(config: dict, tf_keras) -> dict:

@@ -32,12 +32,13 @@ __all__ = [
     "layer_class_names",
     "MODEL_CLASSES",
     "QAT_CLASSES",
+    "CODE_CARRYING_CLASSES",
 ]
 
 MODEL_CLASSES = {"Functional", "Sequential", "Model"}
 # Quantization-aware models (what `tfcompress qat` writes) load inside tfmot's quantize_scope.
 QAT_CLASSES = {"QuantizeLayer", "QuantizeWrapper", "QuantizeWrapperV2", "QuantizeAnnotate"}
-_CODE_CARRYING_CLASSES = {"Lambda", "__lambda__"}
+CODE_CARRYING_CLASSES = {"Lambda", "__lambda__"}  # layers whose config holds Python code
 # tf.* calls in a functional model: stored as an API name, resolved from TensorFlow.
 _TF_OP_CLASSES = {"TFOpLambda", "SlicingOpLambda"}
 # Parts of a tf.* name that reach outside the model: files, Python callbacks, printing, raw kernels.
@@ -106,7 +107,7 @@ def check_model_is_safe(
     """Refuses code-carrying objects (unless trusted), oversized inputs, and classes with no known code."""
     classes = check_code_free(config, path, trust_model_code=trust_model_code)
     known = _known_class_names(saved_by_keras3, bool(set(classes) & QAT_CLASSES))
-    allowed = known | set(custom_objects) | _CODE_CARRYING_CLASSES | {"function"}  # code: judged above
+    allowed = known | set(custom_objects) | CODE_CARRYING_CLASSES | {"function"}  # code: judged above
     for class_name, name in classes.items():
         if class_name not in allowed:
             raise ModelLoadError(
@@ -141,7 +142,7 @@ def _refuse_code_object(node: dict, path, trust_model_code: bool) -> None:
     class_name = node["class_name"]
     if class_name in _TF_OP_CLASSES and not trust_model_code:
         _refuse_side_effect_op(node, path)
-    if trust_model_code or not (class_name in _CODE_CARRYING_CLASSES or _names_foreign_function(node)):
+    if trust_model_code or not (class_name in CODE_CARRYING_CLASSES or _names_foreign_function(node)):
         return
     raise UnsafeModelError(
         f"{path} contains a {_readable(class_name)} ('{_object_name(node)}'), which runs Python code "
