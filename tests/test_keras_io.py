@@ -146,6 +146,33 @@ def test_a_translation_that_computes_something_else_is_refused(keras3, tmp_path,
         keras_io.load_model(tmp_path / "regressor.keras")
 
 
+def test_keras3_arithmetic_with_numbers_and_hard_activations_translate(keras3, tmp_path):
+    """MobileNetV3's way: `relu6(x + 3) * (1 / 6)` as operations on numbers, and hard silu/sigmoid
+    activations (Keras 3's hard sigmoid is not tf_keras's), rewritten as tf_keras layers."""
+    keras3.utils.set_random_seed(0)
+    layers = keras3.layers
+    inputs = keras3.Input((6, 6, 2))
+    x = layers.Conv2D(4, 3, padding="same")(inputs)
+    gate = layers.ReLU(6.0)(x + 3.0) * (1.0 / 6.0)
+    x = layers.Multiply()([x, gate])
+    x = layers.Activation("hard_silu")(x * 4.0)
+    x = 1.0 - layers.Activation("hard_sigmoid")(x / 2.0 - 0.5)
+    outputs = layers.Dense(3)(layers.Flatten()(x))
+    original = keras3.Model(inputs, outputs)
+    original.save(tmp_path / "hard.keras")
+    loaded = keras_io.load_model(tmp_path / "hard.keras")
+    assert {type(layer).__name__ for layer in loaded.layers} >= {"Rescaling", "ReLU", "Multiply"}
+    x = _inputs((6, 6, 2)) * 4 - 2  # across the hard curves' bends at -3 and 3
+    np.testing.assert_allclose(loaded(x).numpy(), np.asarray(original(x)), atol=1e-5)
+
+
+def test_keras3_arithmetic_with_an_array_is_refused_in_one_line(keras3, tmp_path):
+    inputs = keras3.Input((4,))
+    keras3.Model(inputs, inputs + np.arange(4, dtype="float32")).save(tmp_path / "array.keras")
+    with pytest.raises(UntranslatableModelError, match="called with a constant argument"):
+        keras_io.load_model(tmp_path / "array.keras")
+
+
 def test_untranslatable_keras3_option_names_the_layer(keras3, tmp_path):
     model = keras3.Sequential([keras3.Input((4,)), keras3.layers.Dense(3, name="adapter")])
     model.save(tmp_path / "m.keras")

@@ -30,6 +30,7 @@ from tfcompress.keras_io.config import (
     read_model_config,
 )
 from tfcompress.keras_io.parity import check_parity
+from tfcompress.keras_io.rewrites import rewritten
 from tfcompress.keras_io.signature import has_serving_signature_only, load_serving_signature
 
 __all__ = [
@@ -337,7 +338,7 @@ def _translate_model(config: dict, tf_keras) -> dict:
     # A nested model built on its own Input has a node of its own in tf_keras (node 0), so its calls
     # are numbered from 1 there, from 0 in Keras 3.
     shifted = {layer["config"]["name"] for layer in inner["layers"] if has_own_node(layer)}
-    layers = [_translate_layer(layer, tf_keras, shifted) for layer in inner["layers"]]
+    layers = [_translate_layer(each, tf_keras, shifted) for layer in inner["layers"] for each in rewritten(layer)]
     if config["class_name"] == "Sequential":
         return {"class_name": "Sequential", "config": {"name": inner["name"], "layers": layers}}
     return {

@@ -21,6 +21,7 @@ from typing import Optional
 from tfcompress import _keras
 from tfcompress._io import limits
 from tfcompress.errors import ModelLoadError, UnsafeModelError
+from tfcompress.keras_io.rewrites import NUMBER_OPERATIONS
 
 __all__ = [
     "read_model_config",
@@ -358,11 +359,12 @@ def _check_declared_shapes(node: dict, path) -> None:
 def _known_class_names(saved_by_keras3: bool, quantize_aware: bool) -> set:
     tf_keras = _keras.tf_keras()
     modules = [getattr(tf_keras, name) for name in _NAMESPACES]
+    names = MODEL_CLASSES | _TF_OP_CLASSES | QAT_CLASSES | _KERAS3_VALUE_CLASSES
     if saved_by_keras3:
         keras = _keras.keras3()
         modules += [getattr(keras, name) for name in _NAMESPACES]
-    names = {name for module in modules for name, value in vars(module).items() if inspect.isclass(value)}
-    names |= MODEL_CLASSES | _TF_OP_CLASSES | QAT_CLASSES | _KERAS3_VALUE_CLASSES
+        names |= set(NUMBER_OPERATIONS)  # Keras's own operations, rewritten as tf_keras layers
+    names |= {name for module in modules for name, value in vars(module).items() if inspect.isclass(value)}
     if quantize_aware:
         for objects in _keras.tfmot().quantization.keras.quantize_scope().custom_objects:
             names |= set(objects)
