@@ -166,6 +166,23 @@ def test_keras3_arithmetic_with_numbers_and_hard_activations_translate(keras3, t
     np.testing.assert_allclose(loaded(x).numpy(), np.asarray(original(x)), atol=1e-5)
 
 
+def test_keras3_convnext_layer_scale_translates_to_tf_keras_own(keras3, tmp_path):
+    """ConvNeXt's LayerScale is Keras's own code in both libraries, though neither registers it."""
+    from keras.src.applications.convnext import LayerScale
+
+    keras3.utils.set_random_seed(0)
+    inputs = keras3.Input((4, 4, 3))
+    x = keras3.layers.Conv2D(8, 1)(inputs)
+    outputs = LayerScale(0.5, 8, name="scale")(x)
+    original = keras3.Model(inputs, outputs)
+    original.get_layer("scale").set_weights([np.linspace(-1, 1, 8).astype("float32")])
+    original.save(tmp_path / "convnext_like.keras")
+    loaded = keras_io.load_model(tmp_path / "convnext_like.keras")
+    assert type(loaded.get_layer("scale")).__module__.startswith("tf_keras")
+    x = _inputs((4, 4, 3))
+    np.testing.assert_allclose(loaded(x).numpy(), np.asarray(original(x)), atol=1e-6)
+
+
 def test_keras3_arithmetic_with_an_array_is_refused_in_one_line(keras3, tmp_path):
     inputs = keras3.Input((4,))
     keras3.Model(inputs, inputs + np.arange(4, dtype="float32")).save(tmp_path / "array.keras")

@@ -191,9 +191,8 @@ def to_keras3(model, path="model"):
                 f"{path}: the model has no Keras 3 form ({one_line(error, first_line_only=True)[:300]}); "
                 "write it as .h5 (tf_keras), which `tfcompress convert` reads."
             ) from None
-    check_parity(
-        model, translated, (_keras.tf_keras(), keras), path, direction="Keras 3 translation of the tf_keras model"
-    )
+    builders = ((_keras.tf_keras(), _keras.application_layers()), (keras, None))
+    check_parity(model, translated, builders, path, "Keras 3 translation of the tf_keras model")
     return translated
 
 
@@ -296,8 +295,9 @@ def _load_keras3(path: Path, config: dict, trust_model_code: bool, custom_object
         raise ModelLoadError(f"Cannot load {path} with Keras 3: {one_line(error, first_line_only=True)}") from None
     translated = _translate_model(config, tf_keras)
     check_node_references(translated, path)
+    tf_keras_objects = {**_keras.application_layers(), **custom_objects}  # Keras 3's LayerScale → tf_keras's
     try:
-        model = tf_keras.models.model_from_json(json.dumps(translated), custom_objects=custom_objects)
+        model = tf_keras.models.model_from_json(json.dumps(translated), custom_objects=tf_keras_objects)
     except (ValueError, TypeError, KeyError) as error:
         raise UntranslatableModelError(
             f"{path}: the Keras 3 config could not be rebuilt in tf_keras{_failing_layer(translated, tf_keras)}: "
@@ -305,7 +305,8 @@ def _load_keras3(path: Path, config: dict, trust_model_code: bool, custom_object
         ) from None
     for layer in original.layers:
         model.get_layer(layer.name).set_weights(layer.get_weights())
-    check_parity(original, model, (keras, tf_keras), path, "tf_keras translation of the Keras 3 model", custom_objects)
+    builders = ((keras, custom_objects), (tf_keras, tf_keras_objects))
+    check_parity(original, model, builders, path, "tf_keras translation of the Keras 3 model")
     return model
 
 
@@ -364,7 +365,7 @@ def _translate_layer(layer: dict, tf_keras, shifted=frozenset()) -> dict:
         translated = _translate_model(layer, tf_keras)
         name = layer["config"]["name"]
     else:
-        layer_class = getattr(tf_keras.layers, class_name, None)
+        layer_class = _tf_keras_class(class_name, tf_keras)
         name = layer["config"].get("name", "?")
         if layer_class is None:
             raise UntranslatableModelError(
@@ -390,7 +391,7 @@ def _translate_layer(layer: dict, tf_keras, shifted=frozenset()) -> dict:
             )
     translated["name"] = name
     if "inbound_nodes" in layer:
-        layer_class = getattr(tf_keras.layers, class_name, None)
+        layer_class = _tf_keras_class(class_name, tf_keras)
         call_parameters = (
             [parameter for parameter in inspect.signature(layer_class.call).parameters if parameter != "self"]
             if layer_class is not None
@@ -400,6 +401,11 @@ def _translate_layer(layer: dict, tf_keras, shifted=frozenset()) -> dict:
             _translate_node(node, name, call_parameters, shifted) for node in layer["inbound_nodes"]
         ]
     return translated
+
+
+def _tf_keras_class(class_name: str, tf_keras):
+    """The tf_keras layer class of that name, or of an application's own layer (ConvNeXt's LayerScale)."""
+    return getattr(tf_keras.layers, class_name, None) or _keras.application_layers().get(class_name)
 
 
 def _translate_node(node: dict, layer_name: str, call_parameters=(), shifted=frozenset()) -> list:

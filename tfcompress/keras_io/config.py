@@ -364,6 +364,7 @@ def _known_class_names(saved_by_keras3: bool, quantize_aware: bool) -> set:
         keras = _keras.keras3()
         modules += [getattr(keras, name) for name in _NAMESPACES]
         names |= set(NUMBER_OPERATIONS)  # Keras's own operations, rewritten as tf_keras layers
+        names |= set(_keras.application_layers())  # Keras's own, in both libraries' applications
     names |= {name for module in modules for name, value in vars(module).items() if inspect.isclass(value)}
     if quantize_aware:
         for objects in _keras.tfmot().quantization.keras.quantize_scope().custom_objects:

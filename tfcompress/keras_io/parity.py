@@ -28,9 +28,9 @@ _FLOAT_DTYPES = {"float16", "bfloat16", "float32", "float64", "mixed_float16", "
 _POLICY_CLASSES = {"DTypePolicy", "FloatDTypePolicy", "Policy"}
 
 
-def check_parity(original, translated, libraries: tuple, path, direction: str, custom_objects=None) -> None:
-    """Refuses `translated` unless it computes `original`'s outputs; `libraries` are the Keras
-    modules that built each (keras, tf_keras or the other way round)."""
+def check_parity(original, translated, builders: tuple, path, direction: str) -> None:
+    """Refuses `translated` unless it computes `original`'s outputs; `builders` are, for each, the
+    Keras module that built it (keras or tf_keras) and the custom objects its config needs."""
     shapes = [tuple(tensor.shape[1:]) for tensor in original.inputs]
     if any(None in shape for shape in shapes):
         raise UntranslatableModelError(
@@ -42,7 +42,7 @@ def check_parity(original, translated, libraries: tuple, path, direction: str, c
     error = _largest_difference(*outputs)
     if error <= PARITY_ATOL:
         return
-    rounding = _float32_rounding((original, translated), outputs, libraries, inputs, custom_objects)
+    rounding = _float32_rounding((original, translated), outputs, builders, inputs)
     if rounding is not None and error <= rounding:
         return
     measured = "" if rounding is None else f" and more than float32 rounding moves the two ({rounding:.2e})"
@@ -52,12 +52,12 @@ def check_parity(original, translated, libraries: tuple, path, direction: str, c
     )
 
 
-def _float32_rounding(models, outputs, libraries, inputs, custom_objects):
+def _float32_rounding(models, outputs, builders, inputs):
     """How far float32 rounding moves each model's outputs from its float64 self, added (None where
     one cannot be rebuilt in float64)."""
     in_float64 = [x.astype(np.float64) for x in inputs]
     moved = 0.0
-    for model, float32_outputs, library in zip(models, outputs, libraries):
+    for model, float32_outputs, (library, custom_objects) in zip(models, outputs, builders):
         try:
             rebuilt = _in_float64(model, library, custom_objects)
             if rebuilt is None:
