@@ -56,10 +56,10 @@ def _as_rescaling(layer: dict):
 
 def _hard_activation(layer: dict) -> list:
     name = layer["config"]["name"]
-    if len(layer.get("inbound_nodes", [])) != 1:  # a shared activation layer: left for tf_keras to refuse
+    nodes = layer.get("inbound_nodes", [])
+    if len(nodes) != 1 or len(nodes[0].get("args", [])) != 1:  # shared: left as it is, for parity to judge
         return [layer]
-    (node,) = layer["inbound_nodes"]
-    (x,) = node["args"]
+    (x,) = nodes[0]["args"]
     silu = layer["config"]["activation"] != "hard_sigmoid"
     scaled = _layer("Rescaling", f"{name}_hard_sigmoid_scale", x, scale=1 / 6, offset=0.5)
     sigmoid = _layer("ReLU", name if not silu else f"{name}_hard_sigmoid", _output(scaled, x), max_value=1.0)
