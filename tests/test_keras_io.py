@@ -166,7 +166,8 @@ def test_keras3_arithmetic_with_numbers_and_hard_activations_translate(keras3, t
     np.testing.assert_allclose(loaded(x).numpy(), np.asarray(original(x)), atol=1e-5)
 
 
-def test_keras3_convnext_layer_scale_translates_to_tf_keras_own(keras3, tmp_path):
+@pytest.mark.parametrize("suffix", [".keras", ".h5"])
+def test_keras3_convnext_layer_scale_translates_to_tf_keras_own(keras3, tmp_path, suffix):
     """ConvNeXt's LayerScale is Keras's own code in both libraries, though neither registers it."""
     from keras.src.applications.convnext import LayerScale
 
@@ -176,8 +177,8 @@ def test_keras3_convnext_layer_scale_translates_to_tf_keras_own(keras3, tmp_path
     outputs = LayerScale(0.5, 8, name="scale")(x)
     original = keras3.Model(inputs, outputs)
     original.get_layer("scale").set_weights([np.linspace(-1, 1, 8).astype("float32")])
-    original.save(tmp_path / "convnext_like.keras")
-    loaded = keras_io.load_model(tmp_path / "convnext_like.keras")
+    original.save(tmp_path / f"convnext_like{suffix}")
+    loaded = keras_io.load_model(tmp_path / f"convnext_like{suffix}")
     assert type(loaded.get_layer("scale")).__module__.startswith("tf_keras")
     x = _inputs((4, 4, 3))
     np.testing.assert_allclose(loaded(x).numpy(), np.asarray(original(x)), atol=1e-6)

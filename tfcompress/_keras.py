@@ -125,11 +125,15 @@ def tf_keras():
     return _import("tf_keras")
 
 
-def application_layers() -> dict:
-    """Layer classes tf_keras's own applications define but do not register (ConvNeXt's LayerScale):
-    their code is tf_keras's, so a model that uses them loads like any other."""
-    tf_keras()
-    from tf_keras.src.applications import convnext
+def application_layers(of_keras3: bool = False) -> dict:
+    """Layer classes the Keras applications define but do not register (ConvNeXt's LayerScale), tf_keras's
+    or Keras 3's: their code is Keras's own, so a model that uses them loads like any other."""
+    if of_keras3:
+        keras3()
+        from keras.src.applications import convnext
+    else:
+        tf_keras()
+        from tf_keras.src.applications import convnext
 
     return {"LayerScale": convnext.LayerScale}
 

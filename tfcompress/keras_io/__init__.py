@@ -286,10 +286,11 @@ def load_custom_objects(module_path) -> dict:
 def _load_keras3(path: Path, config: dict, trust_model_code: bool, custom_objects: dict):
     keras = _keras.keras3()
     tf_keras = _keras.tf_keras()
+    keras3_objects = {**_keras.application_layers(of_keras3=True), **custom_objects}  # for its legacy .h5 reader
     try:
         with _keras.bounded_weights(limits.WEIGHT_BYTES.value, path, ModelLoadError, keras3_too=True):
             original = keras.saving.load_model(
-                str(path), compile=False, safe_mode=not trust_model_code, custom_objects=custom_objects
+                str(path), compile=False, safe_mode=not trust_model_code, custom_objects=keras3_objects
             )
     except (ValueError, TypeError, KeyError, OSError, AttributeError, IndexError) as error:
         raise ModelLoadError(f"Cannot load {path} with Keras 3: {one_line(error, first_line_only=True)}") from None
@@ -305,7 +306,7 @@ def _load_keras3(path: Path, config: dict, trust_model_code: bool, custom_object
         ) from None
     for layer in original.layers:
         model.get_layer(layer.name).set_weights(layer.get_weights())
-    builders = ((keras, custom_objects), (tf_keras, tf_keras_objects))
+    builders = ((keras, keras3_objects), (tf_keras, tf_keras_objects))
     check_parity(original, model, builders, path, "tf_keras translation of the Keras 3 model")
     return model
 
