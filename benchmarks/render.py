@@ -973,7 +973,8 @@ def _coverage(result: dict) -> str:
         f"ops the converter needs, stated. Refused with a one-line message: {len(rows) - len(converted)}; "
         f"{len(crashes)} hit an error that is not one (a bug). The task read from the converted model is the "
         f"expected one for {len(read_right)} of the {len(converted)} (`logits` is given with `--task`). Keras 3 "
-        "columns: the same architecture built and saved by Keras 3, converted to int8. Random weights leave a "
+        f"columns: the same architecture built and saved by Keras 3, converted to int8 ({_keras3_counts(rows)}). "
+        "Random weights leave a "
         "classifier's classes nearly tied, so its top-1 agreement is low even where the outputs are close (the "
         "mean abs error column; float16 agrees less than 100% on the deep ones too): the table says whether "
         "each architecture converts and is measured for its task, not how a trained one quantizes. "
@@ -1063,6 +1064,13 @@ def _micro_cell(step) -> str:
     if step["status"] != "ok":
         return _step_cell(step)
     return f"arena {step['arena_bytes']:,} B" + ("" if step["passed"] else " (accepted difference)")
+
+
+def _keras3_counts(rows: list) -> str:
+    """How many of the architectures Keras 3 builds convert from each of its files."""
+    built = [row["keras3"] for row in rows if row.get("keras3", {}).get("built")]
+    counts = {suffix: sum(step.get(suffix, {}).get("status") == "ok" for step in built) for suffix in (".keras", ".h5")}
+    return f"of the {len(built)} Keras 3 builds, {counts['.keras']} from `.keras`, {counts['.h5']} from `.h5`"
 
 
 def _keras3_cell(keras3: dict, suffix: str) -> str:
