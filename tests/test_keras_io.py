@@ -164,6 +164,12 @@ def test_keras3_arithmetic_with_numbers_and_hard_activations_translate(keras3, t
     assert {type(layer).__name__ for layer in loaded.layers} >= {"Rescaling", "ReLU", "Multiply"}
     x = _inputs((6, 6, 2)) * 4 - 2  # across the hard curves' bends at -3 and 3
     np.testing.assert_allclose(loaded(x).numpy(), np.asarray(original(x)), atol=1e-5)
+    from tfcompress.runtime.inspect import inspect_tflite
+
+    converted = convert_job.convert(loaded, precision="float32", latency_runs=0)
+    # Fused as tf_keras' MobileNetV3's: x times the gate written with numbers, and the hard_silu.
+    assert inspect_tflite(converted.tflite).ops.get("HARD_SWISH") == 2
+    np.testing.assert_allclose(predict(converted.tflite, x), np.asarray(original(x)), atol=1e-4)
 
 
 @pytest.mark.parametrize("suffix", [".keras", ".h5"])

@@ -6,8 +6,9 @@
   computes `x * scale + offset`.
 - `Activation("hard_sigmoid")` and `Activation("hard_silu")` (MobileNetV3's hard swish): Keras 3's
   hard sigmoid is `clip(x / 6 + 0.5, 0, 1)`, tf_keras's a different curve (`0.2 * x + 0.5`), and
-  tf_keras has no hard silu. They become `Rescaling(1/6, 0.5)` then `ReLU(max_value=1)`, times `x`
-  (`Multiply`) for the silu; the last layer keeps the name the rest of the model refers to.
+  tf_keras has no hard silu. They become `relu6(x + 3) * (1 / 6)` (`Rescaling`, `ReLU`, `Rescaling`),
+  times `x` (`Multiply`) for the silu: the layers tf_keras's own MobileNetV3 uses, which the
+  converter fuses into one HARD_SWISH op. The last layer keeps the name the model refers to.
 
 The translation's outputs are checked like any other (parity.py).
 """
@@ -61,11 +62,12 @@ def _hard_activation(layer: dict) -> list:
         return [layer]
     (x,) = nodes[0]["args"]
     silu = layer["config"]["activation"] != "hard_sigmoid"
-    scaled = _layer("Rescaling", f"{name}_hard_sigmoid_scale", x, scale=1 / 6, offset=0.5)
-    sigmoid = _layer("ReLU", name if not silu else f"{name}_hard_sigmoid", _output(scaled, x), max_value=1.0)
+    shifted = _layer("Rescaling", f"{name}_plus_3", x, scale=1.0, offset=3.0)
+    relu6 = _layer("ReLU", f"{name}_relu6", _output(shifted, x), max_value=6.0)
+    sigmoid = _layer("Rescaling", f"{name}_hard_sigmoid" if silu else name, _output(relu6, x), scale=1 / 6, offset=0.0)
     if not silu:
-        return [scaled, sigmoid]
-    return [scaled, sigmoid, _layer("Multiply", name, [x, _output(sigmoid, x)])]
+        return [shifted, relu6, sigmoid]
+    return [shifted, relu6, sigmoid, _layer("Multiply", name, [x, _output(sigmoid, x)])]
 
 
 def _layer(class_name: str, name: str, inputs, **config) -> dict:
