@@ -17,7 +17,7 @@ import json
 import numpy as np
 
 from tfcompress._io import limits
-from tfcompress.data import noise
+from tfcompress.data import noise, per_input
 from tfcompress.errors import UntranslatableModelError
 from tfcompress.keras_io.config import CODE_CARRYING_CLASSES, layer_class_names
 
@@ -70,7 +70,7 @@ def _float32_rounding(models, outputs, builders, inputs):
 
 def _predicted(model, inputs: list) -> list:
     outputs = model(inputs if len(inputs) > 1 else inputs[0], training=False)
-    return [np.asarray(output, np.float64) for output in (outputs if isinstance(outputs, (list, tuple)) else [outputs])]
+    return [np.asarray(output, np.float64) for output in per_input(outputs)]
 
 
 def _largest_difference(expected: list, received: list) -> float:

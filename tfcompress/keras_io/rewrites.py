@@ -41,13 +41,13 @@ def _as_rescaling(layer: dict):
     if len(args) != 2 or len(numbers) != 1 or node.get("kwargs"):
         return None
     number, tensor_first = float(numbers[0]), not _is_number(args[0])
-    divides = tensor_first and number != 0
+    divided = (1.0 / number, 0.0) if tensor_first and number != 0 else None
     scale_and_offset = {
         "Add": (1.0, number),
         "Subtract": (1.0, -number) if tensor_first else (-1.0, number),
         "Multiply": (number, 0.0),
-        "TrueDivide": (1.0 / number, 0.0) if divides else None,
-        "Divide": (1.0 / number, 0.0) if divides else None,
+        "TrueDivide": divided,
+        "Divide": divided,
     }.get(layer["class_name"])
     if scale_and_offset is None:
         return None
