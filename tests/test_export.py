@@ -2,12 +2,13 @@ import numpy as np
 import pytest
 
 from tfcompress import keras_io
+from tfcompress.data import load_data
 from tfcompress.errors import ConversionError, OptionError
 from tfcompress.export.tflite import ConvertOptions, to_tflite
 from tfcompress.runtime.inspect import inspect_tflite
 from tfcompress.runtime.interpreter import predict
 
-from conftest import SAMPLE_MODELS
+from conftest import CALIBRATION, EVAL, SAMPLE_MODELS
 
 # How far each precision's softmax outputs may be from the Keras model's.
 TOLERANCE = {"float32": 1e-5, "float16": 5e-3, "dynamic": 5e-2, "int16x8": 5e-2, "int8": 0.1}
@@ -94,3 +95,31 @@ def test_fidelity_counts_ties_of_the_top_two_outputs():
     result = fidelity(outputs, reference)
     assert result.top1_ties == 1  # only the first row: its top two are equal
     assert result.top1_agreement == pytest.approx(2 / 3)
+
+
+def _hard_swish_net(tf_keras):
+    """x * relu6(x + 3) / 6, the layers the converter fuses into HARD_SWISH (MobileNetV3's activation)."""
+    layers = tf_keras.layers
+    inputs = tf_keras.Input((28, 28, 1))
+    x = layers.Conv2D(4, 3, kernel_initializer=tf_keras.initializers.RandomNormal(seed=0))(inputs)
+    x = layers.Rescaling(1 / 6)(layers.Multiply()([x, layers.ReLU(6.0)(layers.Rescaling(1.0, 3.0)(x))]))
+    return tf_keras.Model(inputs, layers.Dense(10, activation="softmax")(layers.Flatten()(x)))
+
+
+def test_int16x8_without_a_kernel_is_one_line_naming_the_op_and_float_when_allowed(run_cli, tf_keras, tmp_path):
+    """The calibrator raises a RuntimeError, one line per op instance, for an op with no int16x8 kernel."""
+    model_path = tmp_path / "hard_swish.h5"
+    _hard_swish_net(tf_keras).save(model_path)
+    data = ("--calibration", CALIBRATION, "--eval", EVAL)
+    code, _, err = run_cli("convert", model_path, "--precision", "int16x8", *data, "-o", tmp_path / "a.tflite")
+    assert code == 2 and len(err.strip().splitlines()) == 1 and not (tmp_path / "a.tflite").exists()
+    assert "no int16x8 kernel for HARD_SWISH: pass --allow_float_ops" in err
+    code, out, _ = run_cli(
+        "convert", model_path, "--precision", "int16x8", *data, "--allow_float_ops", "-o", tmp_path / "b.tflite"
+    )
+    converted = (tmp_path / "b.tflite").read_bytes()
+    assert code == 0 and inspect_tflite(converted).float_ops == ("HARD_SWISH",), out
+    assert "WARNING: the converter left these ops computing in float in the int16x8 model: HARD_SWISH" in out
+    x = load_data(EVAL).x[:100]
+    expected = keras_io.load_model(model_path)(x).numpy()
+    np.testing.assert_allclose(predict(converted, x), expected, atol=TOLERANCE["int16x8"])

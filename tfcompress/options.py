@@ -325,7 +325,7 @@ class GuardOptions:
     """What the pre-flight check (`tfcompress check`) may let through before the slow work."""
 
     skip_check: bool = option(False, "Skip the pre-flight check (tfcompress check) that runs first.")
-    allow_float_ops: bool = option(False, "Accept ops the converter leaves in float in an int8 model.")
+    allow_float_ops: bool = option(False, "Accept ops the converter leaves in float in an int8 or int16x8 model.")
 
 
 CHECK_TARGETS = ("mobile", "micro", "mobile-fp16")

@@ -7,6 +7,7 @@ instead of silently staying float.
 """
 
 import dataclasses
+import re
 import warnings
 from typing import Optional
 
@@ -27,6 +28,7 @@ from tfcompress.runtime.interpreter import as_input_dtype
 __all__ = [
     "ConvertOptions",
     "PRECISIONS",
+    "CALIBRATED_PRECISIONS",
     "IO_TYPES",
     "CALIBRATION_METHODS",
     "to_tflite",
@@ -49,8 +51,8 @@ class ConvertOptions:
     output channel, which keeps the TFLite Micro arena small; `calibration_samples`
     caps how many calibration inputs the converter sees; `batch_size` fixes the batch
     dimension (TFLite Micro wants 1: a dynamic batch can add SHAPE/REDUCE_PROD ops);
-    `float_fallback` lets int8 ops without an integer kernel stay float instead of
-    failing the conversion (the pre-flight check uses it to find them all at once).
+    `float_fallback` lets int8 or int16x8 ops without an integer kernel stay float instead
+    of failing the conversion (the pre-flight check uses it to find them all at once).
     """
 
     precision: str = option(
@@ -179,6 +181,14 @@ def to_tflite(
         raise ConversionError(
             f"The TFLite converter failed for precision={options.precision}: {_converter_message(error)}"
         ) from None
+    except RuntimeError as error:
+        unsupported = _unquantizable_ops(error)
+        if not unsupported:
+            raise
+        raise ConversionError(
+            f"The TFLite converter has no {options.precision} kernel for {', '.join(unsupported)}: pass "
+            "--allow_float_ops to keep those ops in float, or choose another --precision."
+        ) from None
     if options.packs_int4_after_conversion:
         converted = requantize_int4(converted)
     return in_keras_order(converted, *keras_names(model))
@@ -239,8 +249,10 @@ def _configure(converter, options: ConvertOptions, calibration, tf, model_inputs
         converter.inference_input_type = _IO_DTYPES[options.io_type](tf)
         converter.inference_output_type = _IO_DTYPES[options.io_type](tf)
     else:
+        fallback = [tf.lite.OpsSet.TFLITE_BUILTINS] if options.float_fallback else []
         converter.target_spec.supported_ops = [
-            tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8
+            tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8,
+            *fallback,
         ]
     # The converter's own switches; there are no public names for them in TF 2.21.
     converter._experimental_disable_per_channel_quantization_for_dense_layers = options.per_tensor_dense
@@ -300,6 +312,13 @@ def _representative_dataset(calibration: Dataset, model_inputs):
             yield sample if len(sample) == 1 else {name: x for (name, _), x in zip(model_inputs, sample)}
 
     return samples
+
+
+def _unquantizable_ops(error: RuntimeError) -> list:
+    """The ops named by the calibrator's "Quantization to 16x8-bit not yet supported for op: 'X'."
+    lines (one per op instance), each once; none for any other error."""
+    found = re.findall(r"not yet supported for op: '(\w+)'", str(error))
+    return list(dict.fromkeys(found))
 
 
 def _converter_message(error: Exception) -> str:

@@ -15,7 +15,7 @@ from tfcompress import progress
 from tfcompress._io.files import path_size
 from tfcompress.data import Dataset, input_data, keras_inputs, noise, one_or_tuple
 from tfcompress.errors import ConversionError, DataError
-from tfcompress.export.tflite import ConvertOptions, to_tflite
+from tfcompress.export.tflite import CALIBRATED_PRECISIONS, ConvertOptions, to_tflite
 from tfcompress.jobs import _cautions as cautions
 from tfcompress.jobs._common import job_outputs, load_model
 from tfcompress.jobs._loaded import LoadedModel
@@ -105,6 +105,8 @@ def convert_loaded(
     model = loaded.model
     inputs = keras_inputs(model)
     options, warnings = cautions.for_recurrent_layers(model, options)
+    if options.precision == "int16x8" and guard.allow_float_ops:  # int8 leaves ops float by itself
+        options = dataclasses.replace(options, float_fallback=True)
     preprocessing, reshape_data = load.preprocessing, load.reshape_data
     calibration_data = _calibration(calibration, options, inputs, preprocessing, reshape_data, warnings)
     evaluation = input_data(eval_data, inputs, preprocessing, reshape=reshape_data)
@@ -112,8 +114,11 @@ def convert_loaded(
     tflite_bytes, summary = _checked_conversion(loaded, options, guard, calibration_data, check_target)
     if options.precision == "int8" and summary.float_ops and options.keep_float:
         warnings.append(f"kept in float as asked ({', '.join(options.keep_float)}): {', '.join(summary.float_ops)}")
-    elif options.precision == "int8" and summary.float_ops:
-        message = f"the converter left these ops computing in float in the int8 model: {', '.join(summary.float_ops)}"
+    elif options.precision in CALIBRATED_PRECISIONS and summary.float_ops:
+        message = (
+            f"the converter left these ops computing in float in the {options.precision} model: "
+            f"{', '.join(summary.float_ops)}"
+        )
         if not guard.allow_float_ops:
             raise ConversionError(f"{message}. Replace those layers, or pass --allow_float_ops to accept them.")
         warnings.append(message)
@@ -303,7 +308,7 @@ def _checked_conversion(
     or the target cannot run it: otherwise the check finds nothing to block, so a clean
     model is converted once. int16x8 is checked first, as the check asks about int8.
     """
-    checked = options.precision in ("int8", "int16x8") and not guard.skip_check
+    checked = options.precision in CALIBRATED_PRECISIONS and not guard.skip_check
     if checked and options.precision == "int16x8":
         _preflight(loaded, guard, calibration, target)
         checked = False
