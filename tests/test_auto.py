@@ -74,9 +74,27 @@ def test_no_candidate_within_budget_exits_1_naming_the_closest(run_cli, tmp_path
     assert not (tmp_path / "x.tflite").exists()
 
 
+def test_a_model_no_precision_converts_exits_1_with_each_reason(run_cli, tmp_path, tf_keras):
+    """MaxPool3D has no TFLite op: every candidate fails, and the sensitivity ranking for the "float:"
+    candidates (an int8 conversion of its own) fails too, which used to end auto with a traceback."""
+    layers = tf_keras.layers
+    model = tf_keras.Sequential(
+        [tf_keras.Input((4, 8, 8, 1)), layers.Conv3D(2, 3, padding="same"), layers.MaxPooling3D(), layers.Flatten()]
+        + [layers.Dense(3, activation="softmax")]
+    )
+    model.save(tmp_path / "video.h5")
+    x = np.random.default_rng(0).uniform(0, 1, (16, 4, 8, 8, 1)).astype(np.float32)
+    np.savez(tmp_path / "data.npz", x=x, y=model.predict(x, verbose=0).argmax(1))
+    data = tmp_path / "data.npz"
+    code, out, err = run_cli("auto", tmp_path / "video.h5", "--calibration", data, "--eval", data, "-o", tmp_path / "x")
+    assert code == 1 and "Traceback" not in err, err
+    assert out.count("'tf.MaxPool3D' op is neither a custom op nor a flex op") == 8, out
+    assert "no candidate converted (each one's reason is above)" in out and not (tmp_path / "x").exists()
+
+
 def test_the_chosen_models_conversion_warnings_are_shown_once(run_cli, tmp_path, tf_keras):
     """Every candidate of a model that rescales its own input warns that the uint8 data was scaled too;
-    the report says it once, for the model written."""
+    the report says it once, for the model written, and the other candidates' warnings stay in the file."""
     tf_keras.utils.set_random_seed(0)
     model = tf_keras.Sequential(
         [
@@ -87,7 +105,7 @@ def test_the_chosen_models_conversion_warnings_are_shown_once(run_cli, tmp_path,
         ]
     )
     model.save(tmp_path / "rescales.h5")
-    code, out, _ = run_cli(
+    code, out, err = run_cli(
         "auto",
         tmp_path / "rescales.h5",
         "--calibration",
@@ -105,6 +123,9 @@ def test_the_chosen_models_conversion_warnings_are_shown_once(run_cli, tmp_path,
     assert out.count("WARNING: the model's first layer 'rescaling' (Rescaling) scales its input") == 1
     report = json.loads((tmp_path / "auto.json").read_text())
     assert all(candidate["warnings"] for candidate in report["candidates"] if not candidate["error"])
+    others = {warning for candidate in report["candidates"] for warning in candidate["warnings"]}
+    assert not [warning for warning in others if warning in err and warning not in out], err
+    assert "preserve_all_tensors" not in err  # LiteRT's note that keeping every tensor is for debugging
 
 
 @pytest.mark.parametrize("outputs", [3, 16], ids=["regression", "reconstruction"])

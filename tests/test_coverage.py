@@ -70,6 +70,31 @@ def test_a_recurrent_loop_converts_at_batch_1_and_is_unrolled_for_int8(tf_keras,
     assert micro.faithfulness.passed and "WHILE" not in micro.ops and "TILE" not in micro.ops
 
 
+@pytest.mark.parametrize("name", ["GRU classifier", "LSTM classifier"])
+def test_analyze_ranks_a_recurrent_models_layers_as_convert_converts_it(tf_keras, tmp_path, name):
+    """At batch 1, the GRU's loop unrolled: analyze's own conversions used to fail in the converter."""
+    path = _saved(tf_keras, name, tmp_path)
+    report = tfcompress.analyze(path, tmp_path / "calibration.npz", samples=16)
+    assert "Dense" in {layer.kind for layer in report.layers}
+    assert all(np.isfinite(layer.sqnr_db) for layer in report.layers)
+
+
+def test_an_lstm_converts_with_percentile_ranges(tf_keras, tmp_path):
+    """Its fused op's state tensors read back empty; they keep their min-max range."""
+    path = _saved(tf_keras, "LSTM classifier", tmp_path)
+    data = {"calibration": tmp_path / "calibration.npz", "eval_data": tmp_path / "eval.npz", "latency_runs": 0}
+    report = tfcompress.convert(path, precision="int8", calibration_method="percentile", percentile=99.9, **data)
+    assert "UNIDIRECTIONAL_SEQUENCE_LSTM" in report.ops and not report.float_ops
+    assert report.fidelity.mean_abs_error < _MAX_MEAN_ABS_ERROR["softmax"], report.fidelity
+
+
+def test_latency_of_a_token_id_model_is_timed_on_ids_it_accepts(tf_keras, tmp_path):
+    """Random int32 ids sent GATHER out of bounds: LiteRT raised mid-measurement."""
+    path = _saved(tf_keras, "Embedding text classifier", tmp_path)
+    report = tfcompress.convert(path, precision="int8", calibration=tmp_path / "calibration.npz", latency_runs=5)
+    assert report.latency.runs == 5 and "GATHER" in report.ops
+
+
 def test_a_recurrent_loop_without_a_fixed_length_is_refused_for_int8_before_it_crashes(tf_keras, tmp_path):
     tf_keras.utils.set_random_seed(0)
     model = tf_keras.Sequential([tf_keras.Input((None, 4)), tf_keras.layers.SimpleRNN(4), tf_keras.layers.Dense(2)])

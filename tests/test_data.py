@@ -52,6 +52,10 @@ def test_rows_that_are_not_class_distributions_are_not_taken_for_labels(tmp_path
     np.savez(tmp_path / "d.npz", x=np.zeros((3, 2), np.float32), y=y)
     with pytest.raises(DataError, match="3 values per sample that are not one-hot rows.*leave y out"):
         load_data(tmp_path / "d.npz")
+    sequences = np.zeros((3, 4, 2), np.float32)  # a sequence regressor's targets: no reshape to labels
+    np.savez(tmp_path / "sequences.npz", x=np.zeros((3, 2), np.float32), y=sequences)
+    with pytest.raises(DataError, match=r"values of shape \(4, 2\) per sample.*leave y out"):
+        load_data(tmp_path / "sequences.npz")
     soft = np.array([[0.1, 0.7, 0.2], [0.9, 0.05, 0.05], [0.0, 0.0, 1.0]])
     np.savez(tmp_path / "soft.npz", x=np.zeros((3, 2), np.float32), y=soft)
     np.testing.assert_array_equal(load_data(tmp_path / "soft.npz").y, [1, 0, 2])

@@ -109,6 +109,7 @@ class _Command:
     output: Optional[tuple] = None  # (help, API argument) of -o
     required: tuple = ()  # flags that must be given
     failed: Optional[Callable] = None  # result → True when the exit code is 1
+    carried: Optional[Callable] = None  # result → warnings its report file holds, said though not printed
 
     def option_groups(self):
         for argument, where, settings in self.options:
@@ -277,6 +278,7 @@ _COMMANDS = {
         output=("Where to write the chosen .tflite (and NAME.png, NAME.recipe.yaml beside it).", "output"),
         required=("output", "calibration", "eval"),
         failed=lambda report: report.chosen is None,
+        carried=lambda report: [w for c in (report.float32, *report.candidates) for w in c.warnings],
     ),
     "run": _Command(
         "tfcompress.pipeline.run:run_recipe",
@@ -335,7 +337,8 @@ def _run(name: str, command: _Command, positional: list, values: dict, held) -> 
     result = _resolve(command.job)(**arguments)
     printed = _resolve(command.formatter)(result)
     print(printed)
-    _say(f"tfcompress {name}", held.unsaid(printed))
+    carried = command.carried(result) if command.carried else ()
+    _say(f"tfcompress {name}", held.unsaid("\n".join([printed, *carried])))
     return 1 if command.failed and command.failed(result) else 0
 
 

@@ -494,6 +494,8 @@ def _labels(y, path: Path) -> Optional[np.ndarray]:
     if y is None:
         return None
     y = np.asarray(y)
+    if y.ndim > 2:
+        raise DataError(_not_labels(path, f"values of shape {y.shape[1:]} per sample"))
     if y.ndim == 2 and y.shape[1] > 1:
         if not _class_rows(y):
             raise DataError(_not_labels(path, f"{y.shape[1]} values per sample that are not one-hot rows"))

@@ -9,10 +9,10 @@ quantization (the quantizer's denylist). The min-max default never comes here.
 import numpy as np
 
 from tfcompress import _keras
-from tfcompress._io.native import captured_output
 from tfcompress.data import per_input
 from tfcompress.errors import OptionError
 from tfcompress.export.io_order import in_keras_order
+from tfcompress.runtime.interpreter import keeping_every_tensor
 
 __all__ = [
     "quantize_with_adjusted_calibration",
@@ -154,16 +154,14 @@ def _percentile_ranges(calibrated: bytes, model, calibration, percentile: float)
 
     subgraph = model.subgraphs[0]
     recorded = [index for index in _activation_tensors(model) if index not in subgraph.inputs]
-    with captured_output():  # LiteRT announces its XNNPACK delegate from C++
-        interpreter = Interpreter(model_content=calibrated, experimental_preserve_all_tensors=True)
-        interpreter.allocate_tensors()
-    input_indices = [detail["index"] for detail in interpreter.get_input_details()]
+    interpreter = keeping_every_tensor(Interpreter, calibrated)
+    input_details = interpreter.get_input_details()
     rng = np.random.default_rng(0)
     values = {index: [] for index in recorded}
     arrays = per_input(calibration.take(_PERCENTILE_SAMPLES).x)
     for sample in range(len(arrays[0])):
-        for input_index, array in zip(input_indices, arrays):
-            interpreter.set_tensor(input_index, array[sample : sample + 1].astype(np.float32))
+        for detail, array in zip(input_details, arrays):
+            interpreter.set_tensor(detail["index"], array[sample : sample + 1].astype(detail["dtype"]))
         interpreter.invoke()
         for index in recorded:
             flat = interpreter.get_tensor(index).ravel()
@@ -172,8 +170,11 @@ def _percentile_ranges(calibrated: bytes, model, calibration, percentile: float)
             values[index].append(flat)
     ranges = {}
     for index, chunks in values.items():
+        chunk = np.concatenate(chunks)
+        if not chunk.size:  # a fused LSTM's state tensors read back empty: their min-max range stays
+            continue
         quantization = subgraph.tensors[index].quantization
-        low, high = np.percentile(np.concatenate(chunks), [100.0 - percentile, percentile])
+        low, high = np.percentile(chunk, [100.0 - percentile, percentile])
         ranges[index] = (max(float(low), float(quantization.min[0])), min(float(high), float(quantization.max[0])))
     return ranges
 

@@ -32,6 +32,8 @@ __all__ = [
     "IO_TYPES",
     "CALIBRATION_METHODS",
     "to_tflite",
+    "conversion_error",
+    "keras_converter",
     "input_shapes",
     "layer_kinds",
     "representative_dataset",
@@ -156,7 +158,7 @@ def to_tflite(
         raise OptionError(
             "keep_float, calibration_method=percentile and input_range adjust calibration: pass --calibration DATA."
         )
-    converter = _converter(model, options.batch_size, tf)
+    converter = keras_converter(model, options.batch_size)
     if export is not None:
         if export.model is not model:
             raise ValueError(f"The export is of model '{export.model.name}', not of '{model.name}'.")
@@ -178,9 +180,7 @@ def to_tflite(
             else:
                 converted = bytes(converter.convert())
     except ConverterError as error:
-        raise ConversionError(
-            f"The TFLite converter failed for precision={options.precision}: {_converter_message(error)}"
-        ) from None
+        raise conversion_error(error, options.precision) from None
     except RuntimeError as error:
         unsupported = _unquantizable_ops(error)
         if not unsupported:
@@ -194,7 +194,9 @@ def to_tflite(
     return in_keras_order(converted, *keras_names(model))
 
 
-def _converter(model, batch_size, tf):
+def keras_converter(model, batch_size: Optional[int]):
+    """A TFLiteConverter for a tf_keras model, at a fixed batch size unless None."""
+    tf = _keras.tensorflow()
     if batch_size is None:
         return tf.lite.TFLiteConverter.from_keras_model(model)
     if model.inputs is not None:
@@ -319,6 +321,11 @@ def _unquantizable_ops(error: RuntimeError) -> list:
     lines (one per op instance), each once; none for any other error."""
     found = re.findall(r"not yet supported for op: '(\w+)'", str(error))
     return list(dict.fromkeys(found))
+
+
+def conversion_error(error: Exception, precision: str) -> ConversionError:
+    """The one line a user sees for the converter's own error (a ConverterError, pages of MLIR)."""
+    return ConversionError(f"The TFLite converter failed for precision={precision}: {_converter_message(error)}")
 
 
 def _converter_message(error: Exception) -> str:

@@ -22,14 +22,23 @@ from tfcompress.data import input_data, keras_inputs, per_input
 from tfcompress.export.calibration import attribute_ops, calibrate_only, output_layers
 from tfcompress.export.io_order import in_keras_order, keras_names
 from tfcompress.export.keras_export import SharedExport
-from tfcompress.export.tflite import ConvertOptions, layer_kinds, representative_dataset, to_tflite
+from tfcompress.export.tflite import (
+    ConvertOptions,
+    conversion_error,
+    keras_converter,
+    layer_kinds,
+    representative_dataset,
+    to_tflite,
+)
+from tfcompress.export.unroll import loops, unrolled
 from tfcompress.jobs._common import job_outputs, load_model
 from tfcompress.jobs._loaded import LoadedModel
 from tfcompress.options import AnalyzeOptions, LoadOptions, gather
 from tfcompress.report import library_versions, table
 from tfcompress.runtime import metrics
 from tfcompress.runtime.inspect import inspect_tflite
-from tfcompress.runtime.interpreter import predict
+from tfcompress.runtime.interpreter import keeping_every_tensor, predict
+from tfcompress.transforms.graph import recurrent_layers
 from tfcompress.transforms.int4_sensitivity import SUGGEST_BELOW_MEDIAN_DB, int4_sensitivity, keep_at_8_bits
 from tfcompress.transforms.training import label_task, labelled_data
 
@@ -124,10 +133,15 @@ def _analyze(
     loaded: LoadedModel, calibration, eval_data, options: AnalyzeOptions, load: LoadOptions, calibration_samples: int
 ) -> SensitivityReport:
     model, export = loaded.model, loaded.export
+    # As convert does: a recurrent layer at batch 1 (its loop needs a fixed batch), its loop unrolled
+    # (calibrating one crashes the converter).
+    int8 = ConvertOptions(precision="int8", batch_size=1 if recurrent_layers(model) else None)
+    if loops(model):
+        model, export = unrolled(model, "int8"), None
     calibration = input_data(calibration, keras_inputs(model), load.preprocessing, reshape=load.reshape_data)
     kinds = layer_kinds(model)
     statistics, owners, ops = _layer_errors(
-        model, export, calibration.take(calibration_samples), calibration.take(options.samples), kinds
+        model, export, int8, calibration.take(calibration_samples), calibration.take(options.samples), kinds
     )
     layers = [
         LayerSensitivity(
@@ -146,14 +160,14 @@ def _analyze(
     if eval_data is not None:
         evaluation = labelled_data(eval_data, model, load.preprocessing, load.reshape_data, "eval", asked)
         float_accuracy = metrics.task_accuracy(loaded.keras_outputs(evaluation.x), evaluation.y, task)
-        int8_accuracy = _int8_accuracy(model, export, calibration.take(calibration_samples), evaluation, (), task)
+        int8_accuracy = _int8_accuracy(model, export, int8, calibration.take(calibration_samples), evaluation, (), task)
         most_sensitive = list(
             dict.fromkeys(
                 layer.layer for layer in sorted(layers, key=lambda each: -each.rmse_over_scale) if layer.layer in kinds
             )
         )
         gains = {
-            name: _int8_accuracy(model, export, calibration.take(calibration_samples), evaluation, (name,), task)
+            name: _int8_accuracy(model, export, int8, calibration.take(calibration_samples), evaluation, (name,), task)
             for name in most_sensitive[: options.try_float]
         }
         layers = [dataclasses.replace(layer, accuracy_kept_float=gains.get(layer.layer)) for layer in layers]
@@ -170,7 +184,7 @@ def _analyze(
     )
 
 
-def _layer_errors(model, export: SharedExport, calibration, samples, kinds) -> tuple:
+def _layer_errors(model, export: Optional[SharedExport], int8: ConvertOptions, calibration, samples, kinds) -> tuple:
     """(int8 op output tensor name → {"rmse_over_scale", "sqnr_db"}, in op order; that tensor name →
     its layer, as `check` and `--keep_float` name it; → its op).
 
@@ -183,12 +197,16 @@ def _layer_errors(model, export: SharedExport, calibration, samples, kinds) -> t
     from tensorflow.lite.python import convert
     from tensorflow.lite.tools import flatbuffer_utils
 
-    converter = tf.lite.TFLiteConverter.from_keras_model(model)
-    export.share_with(converter, None)
+    converter = keras_converter(model, int8.batch_size)
+    if export is not None:
+        export.share_with(converter, int8.batch_size)
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
     converter.representative_dataset = representative_dataset(model, calibration)
-    with captured_output():
-        debug_model = bytes(convert.mlir_quantize(calibrate_only(converter), enable_numeric_verify=True))
+    try:
+        with captured_output():
+            debug_model = bytes(convert.mlir_quantize(calibrate_only(converter), enable_numeric_verify=True))
+    except convert.ConverterError as error:
+        raise conversion_error(error, "int8") from None
     debug_model = in_keras_order(debug_model, *keras_names(model))
     summary = inspect_tflite(debug_model)
     operators = summary.operators
@@ -203,9 +221,7 @@ def _layer_errors(model, export: SharedExport, calibration, samples, kinds) -> t
         for op in graph.subgraphs[0].operators
         if graph.operatorCodes[op.opcodeIndex].customCode == b"NumericVerify"
     ]
-    with captured_output():  # LiteRT announces its XNNPACK delegate from C++
-        interpreter = tf.lite.Interpreter(model_content=debug_model, experimental_preserve_all_tensors=True)
-        interpreter.allocate_tensors()
+    interpreter = keeping_every_tensor(tf.lite.Interpreter, debug_model)
     inputs = list(zip(interpreter.get_input_details(), per_input(samples.x)))  # in the Keras order, as the data
     details = {detail["index"]: detail for detail in interpreter.get_tensor_details()}
     noise, signal, count = (collections.defaultdict(float) for _ in range(3))
@@ -231,8 +247,10 @@ def _layer_errors(model, export: SharedExport, calibration, samples, kinds) -> t
     return statistics, {name: layer_of.get(name) or name for name in statistics}, op_of
 
 
-def _int8_accuracy(model, export: SharedExport, calibration, evaluation, keep_float, task: str) -> float:
-    options = ConvertOptions(precision="int8", keep_float=tuple(keep_float))
+def _int8_accuracy(
+    model, export: Optional[SharedExport], int8: ConvertOptions, calibration, evaluation, keep_float, task: str
+) -> float:
+    options = dataclasses.replace(int8, keep_float=tuple(keep_float))
     outputs = predict(to_tflite(model, options, calibration, export=export), evaluation.x)
     return metrics.task_accuracy(outputs, evaluation.y, task)
 

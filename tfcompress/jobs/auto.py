@@ -22,7 +22,7 @@ import yaml
 
 from tfcompress import progress
 from tfcompress.data import input_data, keras_inputs, per_input
-from tfcompress.errors import DataError, OptionError, TfcompressError, one_line
+from tfcompress.errors import ConversionError, DataError, OptionError, TfcompressError, one_line
 from tfcompress.export.tflite import ConvertOptions, layer_kinds
 from tfcompress.jobs._common import job_outputs, load_model
 from tfcompress.jobs._loaded import LoadedModel
@@ -337,11 +337,11 @@ def _candidates(model, calibration, target: str) -> list:
     if target == "micro":
         return candidates
     kinds = layer_kinds(model)
-    sensitive = [
-        name
-        for name in dict.fromkeys(layer.layer for layer in analyze(model, calibration, samples=50).ranked())
-        if name in kinds
-    ]
+    try:
+        ranked = analyze(model, calibration, samples=50).ranked()
+    except ConversionError:  # no int8 model to rank layers in: the int8 candidates fail with the reason
+        ranked = ()
+    sensitive = [name for name in dict.fromkeys(layer.layer for layer in ranked) if name in kinds]
     candidates += [
         Candidate(f"int8, float: {', '.join(kept)}", "int8", {**per_tensor, "keep_float": kept})
         for kept in (sensitive[:count] for count in _FLOAT_LAYER_COUNTS if count < len(sensitive))
@@ -494,7 +494,7 @@ def format_auto_report(report: AutoReport) -> str:
     rows, failed = [], []
     for candidate in (report.float32, *report.candidates):
         if candidate.error:
-            failed.append(f"{candidate.name}: failed: {candidate.error[:80]}")
+            failed.append(f"{candidate.name}: failed: {candidate.error}")
             continue
         mark = "← chosen" if candidate is report.chosen else ("pareto" if candidate.pareto else "")
         over = "" if candidate.within_budget or candidate.name == "float32" else " over budget"
@@ -530,6 +530,8 @@ def format_auto_report(report: AutoReport) -> str:
         lines.append(
             "no candidate within the budget; closest: "
             + ", ".join(f"{c.name} ({budget.describe(budget.value(c))})" for c in closest[:3])
+            if closest
+            else "no candidate converted (each one's reason is above)"
         )
     else:
         plot = report.plot or "not drawn" + (f" (no matplotlib: {INSTALL_HINT})" if report.output else "")

@@ -8,6 +8,7 @@ and an int8 model are compared on the same numbers.
 import hashlib
 import os
 import signal
+import warnings
 from typing import Optional
 
 import numpy as np
@@ -21,6 +22,7 @@ from tfcompress.runtime.isolated import run_isolated
 from tfcompress.runtime.kernel_limits import ops_litert_aborts_on
 
 __all__ = [
+    "keeping_every_tensor",
     "make_interpreter",
     "xnnpack_warning",
     "predict",
@@ -71,6 +73,17 @@ def make_interpreter(model_bytes: bytes, *, threads: int = 1, xnnpack: bool = Tr
         return prepared()
     except (ValueError, RuntimeError) as error:
         raise ModelLoadError(f"LiteRT cannot load the model: {str(error).splitlines()[0]}") from None
+
+
+def keeping_every_tensor(interpreter_class, model_bytes: bytes):
+    """An allocated interpreter whose intermediate tensors stay readable after invoke (what calibration
+    and the sensitivity analysis read). Quiet: its delegate line from C++ and its warning that this is
+    for debugging say nothing a user could act on."""
+    with captured_output(), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*experimental_preserve_all_tensors")
+        interpreter = interpreter_class(model_content=model_bytes, experimental_preserve_all_tensors=True)
+        interpreter.allocate_tensors()
+    return interpreter
 
 
 def xnnpack_warning(model_bytes: bytes) -> Optional[str]:

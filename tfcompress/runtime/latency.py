@@ -42,9 +42,13 @@ class Latency:
 
 
 def random_inputs(detail: dict, seed: int = 0) -> np.ndarray:
-    """Deterministic inputs of an input tensor's dtype and shape."""
+    """Deterministic inputs of an input tensor's dtype and shape. A wider integer than 8 bits is a
+    token id or an index (an Embedding's, a GATHER's), for which a random one is out of range: 0 is
+    the one every such model accepts."""
     rng = np.random.default_rng(seed)
     shape, dtype = tuple(detail["shape"]), detail["dtype"]
+    if np.issubdtype(dtype, np.integer) and np.dtype(dtype).itemsize > 1:
+        return np.zeros(shape, dtype)
     if np.issubdtype(dtype, np.integer):
         limits = np.iinfo(dtype)
         return rng.integers(limits.min, limits.max, size=shape, endpoint=True).astype(dtype)
