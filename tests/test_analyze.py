@@ -43,6 +43,33 @@ def test_analyze_ranks_the_keras_layers_and_measures_keeping_one_float(tmp_path,
     assert ranked[0].layer in analyze_job.format_sensitivity(report)
 
 
+def test_a_regressor_is_judged_without_labels_by_its_relative_error(run_cli, tmp_path, tf_keras):
+    """A model whose output is a quantity has no class labels: each conversion is held against the Keras
+    outputs, as `auto --max_relative_error` and convert hold it. A classifier still needs labels."""
+    tf_keras.utils.set_random_seed(0)
+    layers = tf_keras.layers
+    model = tf_keras.Sequential([tf_keras.Input((8,)), layers.Dense(32, "relu"), layers.Dense(3)])
+    model.save(tmp_path / "regressor.h5")
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "calibration.npz", x=rng.normal(size=(200, 8)).astype(np.float32))
+    np.savez(tmp_path / "eval.npz", x=rng.normal(size=(100, 8)).astype(np.float32))
+    data = {"calibration": tmp_path / "calibration.npz", "eval_data": tmp_path / "eval.npz"}
+
+    report = analyze_job.analyze(tmp_path / "regressor.h5", samples=20, try_float=1, **data)
+    int8 = convert_job.convert(tmp_path / "regressor.h5", latency_runs=0, **data)
+    assert report.int8_relative_error == pytest.approx(int8.fidelity.relative_error)
+    assert 0 < report.int8_relative_error < 0.1 and report.int8_accuracy is None
+    tried = [layer for layer in report.layers if layer.relative_error_kept_float is not None]
+    assert [layer.layer for layer in tried] == [report.ranked()[0].layer]
+    assert tried[0].relative_error_kept_float < report.int8_relative_error  # less of the model rounded
+    assert f"{tried[0].relative_error_kept_float:.2%} error" in analyze_job.format_sensitivity(report)
+    tf_keras.Sequential([tf_keras.Input((8,)), model, layers.Softmax()]).save(tmp_path / "classifier.h5")
+    code, _, err = run_cli(
+        "analyze", tmp_path / "classifier.h5", "--calibration", data["calibration"], "--eval", data["eval_data"]
+    )
+    assert code == 2 and "has no labels (y)" in err
+
+
 def test_a_layer_of_two_ops_has_a_row_for_each_named_by_its_op(tmp_path, tf_keras):
     """A Dense with a sigmoid becomes FULLY_CONNECTED and LOGISTIC: two rows, which must not read alike."""
     tf_keras.utils.set_random_seed(0)

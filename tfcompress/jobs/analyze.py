@@ -4,8 +4,9 @@ As TFLite's QuantizationDebugger does, every int8 op runs beside its float twin 
 same (quantized) input, so each layer's error is its own, not what it inherited. Per
 layer: RMSE over the output's quantization step (about 0.29, 1/sqrt(12), is pure
 rounding; much more means the range or the weights quantize badly) and SQNR in dB.
-With labelled eval data, the most sensitive layers are also kept float one at a time
-to measure the accuracy that buys. With weight_bits 4, each kernel layer is also rounded
+With eval data, the most sensitive layers are also kept float one at a time to measure
+the accuracy that buys (for a regressor or an autoencoder, without labels: the relative
+error of its outputs against the Keras model's). With weight_bits 4, each kernel layer is also rounded
 to 4 bits alone, and the ones that stand out are suggested for keeping at 8 bits.
 """
 
@@ -38,9 +39,10 @@ from tfcompress.report import library_versions, table
 from tfcompress.runtime import metrics
 from tfcompress.runtime.inspect import inspect_tflite
 from tfcompress.runtime.interpreter import keeping_every_tensor, predict
+from tfcompress.runtime.task import QUANTITIES
 from tfcompress.transforms.graph import recurrent_layers
 from tfcompress.transforms.int4_sensitivity import SUGGEST_BELOW_MEDIAN_DB, int4_sensitivity, keep_at_8_bits
-from tfcompress.transforms.training import label_task, labelled_data
+from tfcompress.transforms.training import fitted_data, label_task, labelled_data, output_tasks
 
 __all__ = ["LayerSensitivity", "SensitivityReport", "analyze", "format_sensitivity", "ROUNDING_ONLY"]
 
@@ -55,6 +57,7 @@ class LayerSensitivity:
     rmse_over_scale: float
     sqnr_db: float
     accuracy_kept_float: Optional[float] = None  # int8 accuracy with only this layer in float
+    relative_error_kept_float: Optional[float] = None  # the same, judged without labels (see SensitivityReport)
     op: str = ""  # the TFLite op, e.g. LOGISTIC: a layer of several ops (a Dense and its sigmoid) has a row for each
 
 
@@ -67,6 +70,9 @@ class SensitivityReport:
     int8_accuracy: Optional[float]
     rounding_only: float = ROUNDING_ONLY  # the RMSE/step a perfect int8 layer has: plots draw it
     int4_layers: tuple = ()  # LayerAt4Bits, with weight_bits=4
+    # Eval data without labels, for a model whose output is a quantity: the int8 outputs' RMS error over
+    # the RMS of the Keras outputs, as `auto --max_relative_error` measures it.
+    int8_relative_error: Optional[float] = None
 
     @property
     def keep_at_8_bits(self) -> tuple:
@@ -88,6 +94,7 @@ class SensitivityReport:
             "samples": self.samples,
             "float_accuracy": self.float_accuracy,
             "int8_accuracy": self.int8_accuracy,
+            "int8_relative_error": self.int8_relative_error,
             "rounding_only_rmse_over_scale": ROUNDING_ONLY,
             "layers": [dataclasses.asdict(layer) for layer in self.layers],
             "ranking": [layer.layer for layer in self.ranked()],
@@ -112,7 +119,8 @@ def analyze(
     """Measures each layer's int8 error on `options.samples` calibration inputs.
 
     With labelled `eval_data`: float and int8 accuracy, and for the `options.try_float` most
-    sensitive layers the int8 accuracy with that layer kept float. `options` and `load` may
+    sensitive layers the int8 accuracy with that layer kept float; for a model whose output is a
+    quantity, unlabelled, the relative error against the Keras outputs instead. `options` and `load` may
     also be given field by field as keywords.
     """
     options, load = gather(settings, (AnalyzeOptions, options), (LoadOptions, load))
@@ -154,26 +162,36 @@ def _analyze(
         )
         for tensor, values in statistics.items()
     ]
-    float_accuracy = int8_accuracy = evaluation = None
+    float_accuracy = int8_accuracy = int8_error = labelled = None
     asked = load.asked_tasks(model.output_names)
     task = label_task(model, asked)
     if eval_data is not None:
-        evaluation = labelled_data(eval_data, model, load.preprocessing, load.reshape_data, "eval", asked)
-        float_accuracy = metrics.task_accuracy(loaded.keras_outputs(evaluation.x), evaluation.y, task)
-        int8_accuracy = _int8_accuracy(model, export, int8, calibration.take(calibration_samples), evaluation, (), task)
+        evaluation = _evaluation(eval_data, model, load, asked)
+        reference = loaded.keras_outputs(evaluation.x)
+        labelled = evaluation if evaluation.y is not None else None
+
+        def measured(keep_float) -> float:
+            """Accuracy on the labels; without, the relative error against the Keras outputs (auto's)."""
+            outputs = _int8_outputs(model, export, int8, calibration.take(calibration_samples), evaluation, keep_float)
+            if labelled is None:
+                return metrics.fidelity(outputs, reference, task="regression").relative_error
+            return metrics.task_accuracy(outputs, evaluation.y, task)
+
+        if labelled is None:
+            int8_error = measured(())
+        else:
+            float_accuracy, int8_accuracy = metrics.task_accuracy(reference, evaluation.y, task), measured(())
         most_sensitive = list(
             dict.fromkeys(
                 layer.layer for layer in sorted(layers, key=lambda each: -each.rmse_over_scale) if layer.layer in kinds
             )
         )
-        gains = {
-            name: _int8_accuracy(model, export, int8, calibration.take(calibration_samples), evaluation, (name,), task)
-            for name in most_sensitive[: options.try_float]
-        }
-        layers = [dataclasses.replace(layer, accuracy_kept_float=gains.get(layer.layer)) for layer in layers]
+        kept_float = {name: measured((name,)) for name in most_sensitive[: options.try_float]}
+        field = "accuracy_kept_float" if labelled is not None else "relative_error_kept_float"
+        layers = [dataclasses.replace(layer, **{field: kept_float.get(layer.layer)}) for layer in layers]
     int4_layers = ()
     if options.weight_bits == 4:
-        int4_layers = int4_sensitivity(model, calibration.take(options.samples).x, evaluation, task)
+        int4_layers = int4_sensitivity(model, calibration.take(options.samples).x, labelled, task)
     return SensitivityReport(
         loaded.name,
         tuple(layers),
@@ -181,7 +199,17 @@ def _analyze(
         float_accuracy,
         int8_accuracy,
         int4_layers=int4_layers,
+        int8_relative_error=int8_error,
     )
+
+
+def _evaluation(eval_data, model, load: LoadOptions, asked):
+    """The eval data: labelled for a classifier; a model whose output is a quantity (a regressor, an
+    autoencoder) may come without labels, and is then judged against its own Keras outputs."""
+    evaluation = fitted_data(eval_data, model, load.preprocessing, load.reshape_data, "eval", asked)
+    if evaluation.y is None and output_tasks(model, asked)[0] not in QUANTITIES:
+        return labelled_data(eval_data, model, load.preprocessing, load.reshape_data, "eval", asked)  # says why
+    return evaluation
 
 
 def _layer_errors(model, export: Optional[SharedExport], int8: ConvertOptions, calibration, samples, kinds) -> tuple:
@@ -247,12 +275,9 @@ def _layer_errors(model, export: Optional[SharedExport], int8: ConvertOptions, c
     return statistics, {name: layer_of.get(name) or name for name in statistics}, op_of
 
 
-def _int8_accuracy(
-    model, export: Optional[SharedExport], int8: ConvertOptions, calibration, evaluation, keep_float, task: str
-) -> float:
+def _int8_outputs(model, export: Optional[SharedExport], int8: ConvertOptions, calibration, evaluation, keep_float):
     options = dataclasses.replace(int8, keep_float=tuple(keep_float))
-    outputs = predict(to_tflite(model, options, calibration, export=export), evaluation.x)
-    return metrics.task_accuracy(outputs, evaluation.y, task)
+    return predict(to_tflite(model, options, calibration, export=export), evaluation.x)
 
 
 def format_sensitivity(report: SensitivityReport) -> str:
@@ -262,6 +287,8 @@ def format_sensitivity(report: SensitivityReport) -> str:
     ]
     if report.int8_accuracy is not None:
         lines.append(f"accuracy: float {report.float_accuracy * 100:.2f}%, int8 {report.int8_accuracy * 100:.2f}%")
+    if report.int8_relative_error is not None:
+        lines.append(f"int8 outputs' relative error against Keras (RMS over RMS): {report.int8_relative_error:.2%}")
     rows = [
         (
             rank,
@@ -269,7 +296,7 @@ def format_sensitivity(report: SensitivityReport) -> str:
             layer.kind,
             f"{layer.rmse_over_scale:.3f}",
             f"{layer.sqnr_db:.1f}",
-            f"{layer.accuracy_kept_float * 100:.2f}%" if layer.accuracy_kept_float is not None else "-",
+            _kept_float(layer),
         )
         for rank, layer in enumerate(report.ranked(), start=1)
     ]
@@ -277,6 +304,14 @@ def format_sensitivity(report: SensitivityReport) -> str:
     if report.int4_layers:
         lines += ["", _format_int4(report)]
     return "\n".join(lines)
+
+
+def _kept_float(layer: LayerSensitivity) -> str:
+    if layer.accuracy_kept_float is not None:
+        return f"{layer.accuracy_kept_float * 100:.2f}%"
+    if layer.relative_error_kept_float is not None:
+        return f"{layer.relative_error_kept_float:.2%} error"
+    return "-"
 
 
 def _format_int4(report: SensitivityReport) -> str:
