@@ -1,12 +1,13 @@
 """The coverage suite: architectures users bring (tfcompress/testing/field_zoo.py), not only ours.
 
 Each architecture, with seeded random weights, is saved by Keras 2 (.h5) and by Keras 3 (.keras
-and .h5). The Keras 2 file goes through `check`, `convert` float16 and int8 (verified against
-Keras on 64 held-out inputs of its own kind), and `micro` where the model is meant for a
-microcontroller; the Keras 3 files through int8. Each step passes or fails with the one-line
+and .h5). The Keras 2 file goes through `check`, `convert` float16, int8 and int16x8 (verified against
+Keras on 64 held-out inputs of its own kind), `analyze` (a regressor's or an autoencoder's
+judged on those inputs), and `micro` where the model is meant for a microcontroller; the
+Keras 3 files through int8. Each step passes or fails with the one-line
 message a user would see; a failure that is not a tfcompress error (a traceback) counts as a
 bug. int8 is first tried full-integer; when the converter leaves ops in float, the conversion
-is repeated with --allow_float_ops and those ops are stated. One architecture per task also
+is repeated with --allow_float_ops and those ops are stated (int16x8 alike). One architecture per task also
 runs through the CLI, whose fidelity must equal the API's. Writes results/coverage.json.
 """
 
@@ -44,6 +45,7 @@ _ROWS_DIR = flags.DEFINE_string(
 )
 _CALIBRATION_SAMPLES, _EVAL_SAMPLES = 64, 64
 # Architectures whose int8 conversion the CLI repeats: one per kind of output.
+_QUANTITIES = ("regression", "reconstruction")
 _CLI_PARITY = ("LeNet-5", "regression head", "sigmoid multi-label head", "dense autoencoder (anomaly detection)")
 
 
@@ -123,6 +125,12 @@ def _architecture_row(name: str, folder: Path, keras3, save) -> None:
     save(row)
     row["int8"] = _int8(h5, data, task)
     save(row)
+    row["int16x8"] = _int8(h5, data, task, precision="int16x8")
+    save(row)
+    # The eval inputs have no labels: a quantity's conversions are judged against the Keras outputs.
+    judged = {"eval_data": evaluation} if field.task in _QUANTITIES else {}
+    row["analyze"] = _step(lambda: tfcompress.analyze(h5, calibration, samples=16, **judged, **task), _analyzed)
+    save(row)
     if field.micro:
         row["micro"] = _step(lambda: tfcompress.to_micro(h5, folder / "micro", **data, **task), _micro_summary)
         save(row)
@@ -133,12 +141,12 @@ def _architecture_row(name: str, folder: Path, keras3, save) -> None:
     save(row)
 
 
-def _int8(path, data, task) -> dict:
-    strict = _step(lambda: tfcompress.convert(path, precision="int8", latency_runs=0, **data, **task))
+def _int8(path, data, task, precision="int8") -> dict:
+    strict = _step(lambda: tfcompress.convert(path, precision=precision, latency_runs=0, **data, **task))
     if strict["status"] == "ok" or "--allow_float_ops" not in strict.get("message", ""):
         return strict
     relaxed = _step(
-        lambda: tfcompress.convert(path, precision="int8", latency_runs=0, allow_float_ops=True, **data, **task)
+        lambda: tfcompress.convert(path, precision=precision, latency_runs=0, allow_float_ops=True, **data, **task)
     )
     return {**relaxed, "full_integer_message": strict["message"]}
 
@@ -192,6 +200,10 @@ def _headline(report) -> str:
 
 def _check_summary(report) -> dict:
     return {"verdict": report.verdict, "problems": [f"{p.severity}: {p.layer}: {p.problem}" for p in report.problems]}
+
+
+def _analyzed(report) -> dict:
+    return {"layers": len(report.layers), "int8_relative_error": report.int8_relative_error}
 
 
 def _micro_summary(report) -> dict:

@@ -972,7 +972,9 @@ def _coverage(result: dict) -> str:
         f"({len(converted) / len(rows):.0%})**, {len(full_integer)} of them full integer, the others with the float "
         f"ops the converter needs, stated. Refused with a one-line message: {len(rows) - len(converted)}; "
         f"{len(crashes)} hit an error that is not one (a bug). The task read from the converted model is the "
-        f"expected one for {len(read_right)} of the {len(converted)} (`logits` is given with `--task`). Keras 3 "
+        f"expected one for {len(read_right)} of the {len(converted)} (`logits` is given with `--task`). "
+        + _int16x8_and_analyze(rows)
+        + " Keras 3 "
         f"columns: the same architecture built and saved by Keras 3, converted to int8 ({_keras3_counts(rows)}). "
         "Random weights leave a "
         "classifier's classes nearly tied, so its top-1 agreement is low even where the outputs are close (the "
@@ -980,9 +982,9 @@ def _coverage(result: dict) -> str:
         "each architecture converts and is measured for its task, not how a trained one quantizes. "
         + _cli_parity_sentence(rows),
         "",
-        "| architecture | params | task | check | float16 | int8 | int8 vs Keras | mean abs error | micro | "
-        "Keras 3 .keras | Keras 3 .h5 |",
-        "|---|---:|---|---|---|---|---|---:|---|---|---|",
+        "| architecture | params | task | check | float16 | int8 | int8 vs Keras | mean abs error | int16x8 | "
+        "analyze | micro | Keras 3 .keras | Keras 3 .h5 |",
+        "|---|---:|---|---|---|---|---|---:|---|---|---|---|---|",
     ]
     for row in rows:
         keras3 = row.get("keras3", {})
@@ -990,6 +992,7 @@ def _coverage(result: dict) -> str:
             f"| {row['name']} | {row.get('params', 0):,} | {_task_cell(row)} | {_check_cell(row.get('check'))} | "
             f"{_step_cell(row.get('float16'))} | {_step_cell(row.get('int8'))} | "
             f"{_headline(row.get('int8'))} | {_mean_error(row.get('int8'))} | "
+            f"{_step_cell(row.get('int16x8'))} | {_analyze_cell(row.get('analyze'))} | "
             f"{_micro_cell(row.get('micro'))} | "
             f"{_keras3_cell(keras3, '.keras')} | {_keras3_cell(keras3, '.h5')} |"
             + (f" **process {row['process']}**" if row.get("process") else "")
@@ -1021,8 +1024,27 @@ def _coverage_summary(result: dict) -> str:
     )
 
 
+def _int16x8_and_analyze(rows: list) -> str:
+    if not any("analyze" in row for row in rows):
+        return ""
+    int16x8 = [row["int16x8"] for row in rows if row.get("int16x8", {}).get("status") == "ok"]
+    with_float = sum("full_integer_message" in step for step in int16x8)
+    analyzed = sum(row.get("analyze", {}).get("status") == "ok" for row in rows)
+    return (
+        f"int16x8: {len(int16x8)} convert ({with_float} with float ops stated, for ops with no int16x8 kernel); "
+        f"`analyze` ranks the layers of {analyzed}."
+    )
+
+
+def _analyze_cell(step) -> str:
+    if not step or step["status"] != "ok":
+        return _step_cell(step)
+    error = step["int8_relative_error"]
+    return f"{step['layers']} rows" + (f", int8 error {error:.2%}" if error is not None else "")
+
+
 def _crashed(row: dict) -> bool:
-    steps = [row.get(key) for key in ("check", "float16", "int8", "micro")]
+    steps = [row.get(key) for key in ("check", "float16", "int8", "int16x8", "analyze", "micro")]
     steps += [value for key, value in row.get("keras3", {}).items() if key.startswith(".")]
     return bool(row.get("process")) or any(step and step.get("status") == "crash" for step in steps)
 
