@@ -88,6 +88,20 @@ def test_an_lstm_converts_with_percentile_ranges(tf_keras, tmp_path):
     assert report.fidelity.mean_abs_error < _MAX_MEAN_ABS_ERROR["softmax"], report.fidelity
 
 
+def test_an_lstm_is_measured_from_a_fresh_state_per_sequence_and_the_app_is_told_to_reset(tf_keras, tmp_path):
+    """The fused LSTM op keeps its state in variable tensors from one invoke to the next: measured without
+    a reset, each sequence began where the last ended (the float32 model itself 31.7% off Keras)."""
+    path = _saved(tf_keras, "LSTM sequence regression", tmp_path)
+    data = {"calibration": tmp_path / "calibration.npz", "eval_data": tmp_path / "eval.npz", "latency_runs": 0}
+    float32 = tfcompress.convert(path, precision="float32", **data)
+    assert float32.fidelity.relative_error < 1e-5, float32.fidelity
+    int8 = tfcompress.convert(path, precision="int8", **data)
+    assert int8.fidelity.relative_error < 0.05, int8.fidelity
+    state = [warning for warning in int8.warnings if "keeps state between invokes" in warning]
+    assert state and state[0].startswith("UNIDIRECTIONAL_SEQUENCE_LSTM") and "reset_all_variables()" in state[0]
+    assert any("keeps state between invokes" in warning for warning in float32.warnings)
+
+
 def test_latency_of_a_token_id_model_is_timed_on_ids_it_accepts(tf_keras, tmp_path):
     """Random int32 ids sent GATHER out of bounds: LiteRT raised mid-measurement."""
     path = _saved(tf_keras, "Embedding text classifier", tmp_path)

@@ -132,6 +132,7 @@ def convert_loaded(
     applied = next((data.preprocessing for data in (check_data, calibration_data) if data is not None), None)
     warnings.extend(cautions.scaled_twice(model, applied))
     warnings.extend(cautions.clusters_spread(model, options))
+    warnings.extend(cautions.state_between_invokes(summary))
     if check_data is not None:
         tasks = resolve_tasks(load.asked_tasks(summary.output_keys), summary)
         by_output = metrics.fidelity_by_output(tflite_outputs, keras_outputs, tasks, summary.output_keys, check_data.x)

@@ -54,6 +54,7 @@ class TensorInfo:
     scales: tuple  # one per tensor, or one per channel
     zero_points: tuple
     quantized_dimension: int
+    is_variable: bool = False  # state kept from one invoke to the next (a fused LSTM's)
 
     @property
     def is_constant(self) -> bool:
@@ -104,6 +105,11 @@ class TfliteSummary:
     # `outputs` (the Keras input and output names; the tensor's own name where there is none).
     input_keys: tuple = ()
     output_keys: tuple = ()
+
+    @property
+    def state_tensors(self) -> tuple:
+        """Names of the variable tensors: state an invoke leaves for the next one."""
+        return tuple(tensor.name for tensor in self.tensors if tensor.is_variable)
 
     def input_details(self) -> list:
         """Each input as LiteRT describes it, for interpreter.quantize_inputs."""
@@ -335,6 +341,7 @@ def _tensor_info(model, tensor, type_names) -> TensorInfo:
         scales,
         zero_points,
         dimension,
+        bool(tensor.IsVariable()),
     )
 
 

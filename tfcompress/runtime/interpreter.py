@@ -220,6 +220,8 @@ def _predict_one_by_one(interpreter, arrays: tuple):
 
 
 def _invoke(interpreter, batch: tuple) -> tuple:
+    # Each sample on its own, as Keras runs it: a fused LSTM keeps its state in variable tensors.
+    interpreter.reset_all_variables()
     for detail, part in zip(interpreter.get_input_details(), batch):
         interpreter.set_tensor(detail["index"], quantize(part, detail))
     try:
@@ -240,6 +242,7 @@ def raw_outputs(model_bytes: bytes, inputs, *, reference_kernels: bool = False):
     arrays = per_input(inputs)
     outputs = []
     for index in range(len(arrays[0])):
+        interpreter.reset_all_variables()
         for detail, array in zip(interpreter.get_input_details(), arrays):
             interpreter.set_tensor(detail["index"], array[index : index + 1])
         interpreter.invoke()

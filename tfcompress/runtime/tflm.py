@@ -16,7 +16,7 @@ import numpy as np
 from tfcompress._io.native import captured_output
 from tfcompress.data import one_or_tuple, per_input
 from tfcompress.errors import ConversionError, ModelLoadError
-from tfcompress.runtime.inspect import io_counts
+from tfcompress.runtime.inspect import inspect_tflite, io_counts
 from tfcompress.runtime.interpreter import per_output, raw_outputs
 from tfcompress.runtime.isolated import run_isolated
 from tfcompress.runtime.latency import Latency
@@ -132,8 +132,11 @@ def micro_outputs(model_bytes: bytes, inputs, arena_bytes: int, alt_decompressio
     array, or a tuple of one per output."""
     interpreter = _interpreter(model_bytes, arena_bytes, alt_decompression_bytes)
     arrays, (_, output_count) = per_input(inputs), io_counts(model_bytes)
+    stateful = bool(inspect_tflite(model_bytes).state_tensors)
     outputs = []
     for index in range(len(arrays[0])):
+        if stateful:  # each sample on its own, as LiteRT and Keras run it
+            interpreter.reset()
         _set_inputs(interpreter, tuple(array[index : index + 1] for array in arrays))
         interpreter.invoke()
         outputs.append(tuple(np.array(interpreter.get_output(i)) for i in range(output_count)))
