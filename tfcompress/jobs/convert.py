@@ -105,7 +105,7 @@ def convert_loaded(
     model = loaded.model
     inputs = keras_inputs(model)
     options, warnings = cautions.for_recurrent_layers(model, options)
-    if options.precision == "int16x8" and guard.allow_float_ops:  # int8 leaves ops float by itself
+    if options.precision == "int16x8" and guard.allow_float_ops:  # else an op without an int16x8 kernel fails
         options = dataclasses.replace(options, float_fallback=True)
     preprocessing, reshape_data = load.preprocessing, load.reshape_data
     calibration_data = _calibration(calibration, options, inputs, preprocessing, reshape_data, warnings)
