@@ -27,6 +27,7 @@ import tfcompress
 from tfcompress import _keras
 from tfcompress.errors import TfcompressError, one_line
 from tfcompress.report import library_versions, machine_info
+from tfcompress.runtime.task import QUANTITIES
 from tfcompress.testing.field_zoo import (
     FIELD_MODELS,
     build_field_model,
@@ -45,7 +46,6 @@ _ROWS_DIR = flags.DEFINE_string(
 )
 _CALIBRATION_SAMPLES, _EVAL_SAMPLES = 64, 64
 # Architectures whose int8 conversion the CLI repeats: one per kind of output.
-_QUANTITIES = ("regression", "reconstruction")
 _CLI_PARITY = ("LeNet-5", "regression head", "sigmoid multi-label head", "dense autoencoder (anomaly detection)")
 
 
@@ -123,12 +123,12 @@ def _architecture_row(name: str, folder: Path, keras3, save) -> None:
     save(row)
     row["float16"] = _step(lambda: tfcompress.convert(h5, precision="float16", latency_runs=0, **data, **task))
     save(row)
-    row["int8"] = _int8(h5, data, task)
+    row["int8"] = _quantized(h5, data, task)
     save(row)
-    row["int16x8"] = _int8(h5, data, task, precision="int16x8")
+    row["int16x8"] = _quantized(h5, data, task, precision="int16x8")
     save(row)
     # The eval inputs have no labels: a quantity's conversions are judged against the Keras outputs.
-    judged = {"eval_data": evaluation} if field.task in _QUANTITIES else {}
+    judged = {"eval_data": evaluation} if field.task in QUANTITIES else {}
     row["analyze"] = _step(lambda: tfcompress.analyze(h5, calibration, samples=16, **judged, **task), _analyzed)
     save(row)
     if field.micro:
@@ -141,7 +141,7 @@ def _architecture_row(name: str, folder: Path, keras3, save) -> None:
     save(row)
 
 
-def _int8(path, data, task, precision="int8") -> dict:
+def _quantized(path, data, task, precision="int8") -> dict:
     strict = _step(lambda: tfcompress.convert(path, precision=precision, latency_runs=0, **data, **task))
     if strict["status"] == "ok" or "--allow_float_ops" not in strict.get("message", ""):
         return strict
@@ -165,7 +165,7 @@ def _keras3_rows(name, keras3, folder, data, task) -> dict:
         except Exception as error:
             rows[suffix] = {"status": "not saved", "message": one_line(error, first_line_only=True)}
             continue
-        rows[suffix] = _int8(path, data, task)
+        rows[suffix] = _quantized(path, data, task)
     return rows
 
 

@@ -90,7 +90,7 @@ def test_an_lstm_converts_with_percentile_ranges(tf_keras, tmp_path):
 
 def test_an_lstm_is_measured_from_a_fresh_state_per_sequence_and_the_app_is_told_to_reset(tf_keras, tmp_path):
     """The fused LSTM op keeps its state in variable tensors from one invoke to the next: measured without
-    a reset, each sequence began where the last ended (the float32 model itself 31.7% off Keras)."""
+    a reset, each sequence began where the last ended (the float32 model itself 31.5% off Keras)."""
     path = _saved(tf_keras, "LSTM sequence regression", tmp_path)
     data = {"calibration": tmp_path / "calibration.npz", "eval_data": tmp_path / "eval.npz", "latency_runs": 0}
     float32 = tfcompress.convert(path, precision="float32", **data)
